@@ -1,0 +1,71 @@
+# attention_scratch — see README.md. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+CHAPTER ?=
+TARGET ?= exercises
+
+.PHONY: help venv book test test-fast grade exercises check-exercises notebooks lab bench clean
+
+help:
+	@echo "make book        build the whole book (executes every chapter); prints the path to open"
+	@echo "make test        the whole suite: library, graded exercises, stubs, exercise freshness"
+	@echo "make grade       grade your exercises (CHAPTER=1 for one chapter, TARGET=solutions for the answers)"
+	@echo "make exercises   regenerate exercises/ and solutions/ from the library (never overwrites your edits)"
+	@echo "make notebooks   write .ipynb notebooks of every chapter into notebooks/"
+	@echo "make lab         open the notebooks in Jupyter Lab"
+	@echo "make bench       run the benchmarks"
+	@echo "make clean       remove the build, caches and .venv"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --user --name attention_scratch --display-name "attention_scratch (.venv)" > /dev/null
+	touch $@
+
+$(TSTAMP): $(STAMP) requirements-test.txt
+	$(PIP) install --quiet -r requirements-test.txt
+	touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	rm -rf _build/html _build/jupyter_execute
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	@echo
+	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
+
+test: $(TSTAMP)
+	$(PY) -m attention_scratch.exercise_tools --check
+	$(PY) -m pytest tests --ignore=tests/exercises
+	$(PY) -m pytest tests/exercises --target=solutions -q
+	$(PY) -m attention_scratch.grade --solutions --require-full
+
+grade: $(STAMP)
+	$(PY) -m attention_scratch.grade $(if $(filter solutions,$(TARGET)),--solutions) $(if $(CHAPTER),--chapter $(CHAPTER))
+
+exercises: $(STAMP)
+	$(PY) -m attention_scratch.exercise_tools
+
+check-exercises: $(STAMP)
+	$(PY) -m attention_scratch.exercise_tools --check
+
+notebooks: $(STAMP)
+	mkdir -p notebooks
+	for f in book/[0-9]*.md; do $(VENV)/bin/jupytext --quiet --to ipynb -o notebooks/$$(basename $${f%.md}).ipynb $$f; done
+	@echo "Notebooks written to $(CURDIR)/notebooks/ (open them with 'make lab' or upload one to Colab)"
+
+lab: notebooks
+	$(PIP) install --quiet "jupyterlab>=4,<5"
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+bench: $(TSTAMP)
+	$(PY) -m attention_scratch.bench
+
+clean:
+	rm -rf _build notebooks .pytest_cache .hypothesis $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,89 @@
+"""Argument validation shared by the whole library.
+
+Every check raises ``TypeError`` or ``ValueError`` with a message that names the
+argument and the shapes or dtypes it saw, so a reader never has to decode a bare
+NumPy broadcasting traceback.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
+
+    CuPy is never imported here: an array is recognised by its type's module, so
+    ``import attention_scratch`` works on machines without CuPy.
+    """
+    for a in arrays:
+        if type(a).__module__.split(".")[0] == "cupy":
+            import cupy
+
+            return cupy
+    return np
+
+
+def as_float_array(x, name):
+    """Return ``x`` as a floating-point array (integers and bools become float64).
+
+    Raises ``TypeError`` for complex, object or string input.
+    """
+    xp = array_module(x)
+    x = xp.asarray(x)
+    if x.dtype.kind in "biu":
+        return x.astype(xp.float64)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must hold real floating-point numbers (float16, float32 or float64); "
+            f"got dtype {x.dtype}"
+        )
+    return x
+
+
+def check_axis(axis, ndim, name="axis"):
+    """Return ``axis`` as a non-negative int, or raise if it is out of range."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{name} must be an int; got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def check_bool_mask(mask, target_shape, name):
+    """Return ``mask`` as a boolean array, checking it broadcasts to ``target_shape``."""
+    xp = array_module(mask)
+    mask = xp.asarray(mask)
+    if mask.dtype != xp.bool_:
+        raise TypeError(
+            f"{name} must be a boolean array (True = may attend); got dtype {mask.dtype}"
+        )
+    check_broadcastable(mask.shape, target_shape, name)
+    return mask
+
+
+def check_broadcastable(shape, target_shape, name):
+    """Raise ``ValueError`` unless ``shape`` broadcasts to exactly ``target_shape``."""
+    try:
+        out = np.broadcast_shapes(tuple(shape), tuple(target_shape))
+    except ValueError:
+        out = None
+    if out != tuple(target_shape):
+        raise ValueError(
+            f"{name} of shape {tuple(shape)} does not broadcast to {tuple(target_shape)}"
+        )
+
+
+def check_ndim(x, name, min_ndim, what=""):
+    """Raise ``ValueError`` if ``x`` has fewer than ``min_ndim`` dimensions."""
+    if x.ndim < min_ndim:
+        hint = f" ({what})" if what else ""
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions{hint}; got shape {tuple(x.shape)}"
+        )
+
+
+def check_positive_int(value, name):
+    """Return ``value`` as an int, or raise if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)

@@ -1,0 +1,179 @@
+"""Softmax, log-sum-exp and the softmax vector-Jacobian product (chapter 1).
+
+The rules every attention kernel in this library follows start here:
+
+* subtract the row maximum before exponentiating, so no ``exp`` overflows;
+* an entry that is masked out (``where=False``) or equals ``-inf`` gets weight 0,
+  and whatever it held (even NaN) never reaches the result;
+* a row with nothing left to attend to is all zeros, never NaN.
+"""
+import numpy as np
+
+from ._checks import as_float_array, check_axis, check_bool_mask
+
+
+# BEGIN EXERCISE 1.1 (2 points): a numerically stable softmax
+def stable_softmax(x, axis=-1):
+    """Softmax of ``x`` along ``axis``, safe for large inputs.
+
+    Subtract the maximum along ``axis`` before exponentiating: softmax is
+    unchanged by adding a constant to a row, and afterwards every exponent is
+    at most 0, so nothing overflows. Entries equal to ``-inf`` get weight 0.
+    You may assume every row holds at least one finite entry.
+
+    Shapes: ``x`` any shape; the result has the shape and dtype of ``x``.
+    """
+    # BEGIN SOLUTION
+    shifted = x - x.max(axis=axis, keepdims=True)  # (..., n): every entry <= 0
+    exps = np.exp(shifted)  # (..., n): in [0, 1], the maximum is exactly 1
+    return exps / exps.sum(axis=axis, keepdims=True)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 1.2 (3 points): masked softmax with empty rows
+def masked_softmax(x, mask, axis=-1):
+    """Softmax of ``x`` over the entries where ``mask`` is True.
+
+    Masked-out entries (``mask == False``) and entries equal to ``-inf`` get
+    weight exactly 0, and whatever they hold, even NaN, must not change the
+    result. A row with no entry left is all zeros, not NaN.
+
+    Shapes: ``x`` any shape; ``mask`` boolean, broadcastable to ``x.shape``;
+    the result has the shape and dtype of ``x``.
+    """
+    # BEGIN SOLUTION
+    # HINT: np.where(mask, x, -np.inf) hides masked entries; what is the max of an empty row?
+    hidden = np.where(mask, x, -np.inf).astype(x.dtype)  # (..., n): masked -> -inf
+    row_max = hidden.max(axis=axis, keepdims=True)  # (..., 1): -inf on empty rows
+    row_max = np.where(np.isfinite(row_max), row_max, 0)  # avoid -inf - (-inf) = NaN
+    exps = np.exp(hidden - row_max)  # (..., n): exp(-inf) = 0 where masked
+    total = exps.sum(axis=axis, keepdims=True)  # (..., 1): 0 on empty rows
+    return exps / np.where(total > 0, total, 1)  # empty rows: 0 / 1 = 0
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 1.3 (2 points): log-sum-exp without overflow
+def stable_logsumexp(x, axis=-1):
+    """``log(sum(exp(x)))`` along ``axis``, computed without overflow.
+
+    Use ``m + log(sum(exp(x - m)))`` with ``m`` the row maximum. A row of only
+    ``-inf`` gives ``-inf`` (the log of an empty sum); a row holding ``+inf``
+    gives ``+inf``.
+
+    Shapes: ``x`` (..., n) -> (...,), the axis removed, dtype kept.
+    """
+    # BEGIN SOLUTION
+    row_max = x.max(axis=axis, keepdims=True)  # (..., 1)
+    row_max = np.where(np.isfinite(row_max), row_max, 0)  # keep ±inf rows free of NaN
+    with np.errstate(divide="ignore"):  # log(0) = -inf for an all -inf row is intended
+        total = np.log(np.exp(x - row_max).sum(axis=axis, keepdims=True))  # (..., 1)
+    return (total + row_max).squeeze(axis)  # (...,)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 1.4 (2 points): the softmax vector-Jacobian product
+def softmax_vjp(grad_out, probs, axis=-1):
+    """Gradient through ``probs = softmax(x)``: return dL/dx given ``grad_out`` = dL/dprobs.
+
+    The Jacobian is ``diag(p) - p pᵀ``, so the vector-Jacobian product is
+    ``p * (g - sum(g * p))``, the sum taken along ``axis``. Never build the
+    Jacobian itself.
+
+    Shapes: ``grad_out`` and ``probs`` the same shape; the result has that shape.
+    """
+    # BEGIN SOLUTION
+    dot = (grad_out * probs).sum(axis=axis, keepdims=True)  # (..., 1): gᵀp per row
+    return probs * (grad_out - dot)  # (..., n)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def softmax(x, axis=-1, where=None):
+    """Numerically stable softmax along ``axis``.
+
+    Parameters
+    ----------
+    x : array_like
+        Scores. Integers are converted to float64; float16/32/64 keep their dtype.
+    axis : int
+        The axis to normalise over.
+    where : array_like of bool, optional
+        True where an entry may receive weight (the attention mask polarity of
+        this library). False entries get weight 0 and their values are ignored,
+        even NaN. A row with no True entry, or only ``-inf`` scores, is all zeros.
+
+    Returns
+    -------
+    ndarray
+        Non-negative weights that sum to 1 along ``axis`` (0 on empty rows).
+
+    Shapes
+    ------
+    ``x`` any shape; ``where`` broadcastable to ``x.shape``; output ``x.shape``.
+    """
+    x = as_float_array(x, "x")
+    axis = check_axis(axis, x.ndim)
+    if where is None:
+        return masked_softmax(x, True, axis=axis)
+    where = check_bool_mask(where, x.shape, "where")
+    return masked_softmax(x, where, axis=axis)
+
+
+def logsumexp(x, axis=-1):
+    """Natural log of the sum of exponentials along ``axis``, without overflow.
+
+    Parameters
+    ----------
+    x : array_like
+        Scores; ``-inf`` entries contribute nothing.
+    axis : int
+        The axis to reduce.
+
+    Returns
+    -------
+    ndarray
+        ``x`` with ``axis`` removed. A row of only ``-inf`` gives ``-inf``.
+
+    Shapes
+    ------
+    ``(..., n) -> (...)`` for ``axis=-1``.
+    """
+    x = as_float_array(x, "x")
+    return stable_logsumexp(x, axis=check_axis(axis, x.ndim))
+
+
+def softmax_backward(grad_out, probs, axis=-1):
+    """Vector-Jacobian product of the softmax: dL/dx from dL/dprobs and probs.
+
+    Parameters
+    ----------
+    grad_out : array_like
+        dL/dprobs.
+    probs : array_like
+        The softmax output of the forward pass (zeros on masked entries, which
+        therefore receive zero gradient).
+    axis : int
+        The axis the forward softmax normalised over.
+
+    Shapes
+    ------
+    ``grad_out`` and ``probs`` of one shape; the output has that shape.
+    """
+    grad_out = as_float_array(grad_out, "grad_out")
+    probs = as_float_array(probs, "probs")
+    if grad_out.shape != probs.shape:
+        raise ValueError(
+            f"grad_out and probs must have the same shape; got {grad_out.shape} and {probs.shape}"
+        )
+    return softmax_vjp(grad_out, probs, axis=check_axis(axis, probs.ndim))

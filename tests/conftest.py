@@ -1,0 +1,34 @@
+"""Shared test configuration: Hypothesis profiles, the optional PyTorch oracle, grading targets."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("thorough", max_examples=400, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--target",
+        default=os.environ.get("ATTENTION_SCRATCH_TARGET", "exercises"),
+        help="what the graded tests in tests/exercises import: 'exercises' (default), "
+        "'solutions', or a folder holding chNN_*.py files",
+    )
+
+
+@pytest.fixture
+def rng():
+    """A fresh, seeded generator for each test (no global seeding anywhere)."""
+    return np.random.default_rng(20141)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, the test-only oracle; tests that need it skip with a reason when it is absent."""
+    return pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; "
+                               "`make test` installs it")

@@ -61,7 +61,8 @@ def assert_close(actual, expected, *, rtol=None, atol=None, dtype=None, what="re
     same_inf = np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e))
     with np.errstate(invalid="ignore"):
         err = np.abs(a - e)
-        ok = both_nan | same_inf | (err <= atol + rtol * np.abs(e))
+        both_finite = np.isfinite(a) & np.isfinite(e)
+        ok = both_nan | same_inf | (both_finite & (err <= atol + rtol * np.abs(e)))
     if ok.all():
         return
     bad = np.argwhere(~ok)
@@ -76,7 +77,7 @@ def assert_close(actual, expected, *, rtol=None, atol=None, dtype=None, what="re
     lines.append("  first differing entries (index: got vs expected):")
     for idx in bad[:_MAX_REPORTED]:
         i = tuple(int(k) for k in idx)
-        lines.append(f"    {i}: {actual[i]!r} vs {expected[i]!r}")
+        lines.append(f"    {i}: {float(actual[i])!r} vs {float(expected[i])!r}")
     raise AssertionError("\n".join(lines))
 
 

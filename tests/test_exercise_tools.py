@@ -1,0 +1,124 @@
+"""Tests of the exercise generator: marks, stubs, solutions, edited files, the check mode."""
+import importlib.util
+import textwrap
+
+import pytest
+
+from attention_scratch import exercise_tools as tools
+
+MARKED_MODULE = textwrap.dedent('''\
+    import numpy as np
+
+
+    # BEGIN EXERCISE 1.7 (3 points): double it
+    # uses: from math import pi
+    def double(x):
+        """Return twice x."""
+        # BEGIN SOLUTION
+        # HINT: multiply
+        return 2 * x
+        # END SOLUTION
+
+
+    # END EXERCISE
+
+
+    def helper():
+        return 1
+    ''')
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text(MARKED_MODULE)
+    return tmp_path, package
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(f"loaded_{path.stem}_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_reads_id_points_title_uses(fake_repo):
+    _, package = fake_repo
+    (ex,) = tools.collect(package)
+    assert (ex.id, ex.points, ex.title, ex.function_name) == ("1.7", 3, "double it", "double")
+    assert ex.uses == ("from math import pi",)
+
+
+def test_write_makes_a_stub_that_raises_and_a_solution_that_works(fake_repo):
+    repo, package = fake_repo
+    tools.write(repo, package, out=open("/dev/null", "w"))
+    stub = load(repo / "exercises" / "ch01_numpy_toolkit.py")
+    solution = load(repo / "solutions" / "ch01_numpy_toolkit.py")
+    assert solution.double(4) == 8
+    with pytest.raises(NotImplementedError, match="Exercise 1.7: double it"):
+        stub.double(4)
+    stub_text = (repo / "exercises" / "ch01_numpy_toolkit.py").read_text()
+    assert "# HINT: multiply" in stub_text and "return 2 * x" not in stub_text
+    assert "from math import pi" in stub_text and "helper" not in stub_text
+    assert "BEGIN SOLUTION" not in (repo / "solutions" / "ch01_numpy_toolkit.py").read_text()
+
+
+def test_edited_stub_is_never_overwritten_and_check_accepts_it(fake_repo):
+    repo, package = fake_repo
+    tools.write(repo, package, out=open("/dev/null", "w"))
+    assert tools.check(repo, package) == []
+    stub = repo / "exercises" / "ch01_numpy_toolkit.py"
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
+    stub.write_text(edited)
+    (package / "mod.py").write_text(MARKED_MODULE.replace("Return twice x.", "Return x doubled."))
+    skipped = tools.write(repo, package, out=open("/dev/null", "w"))
+    assert skipped == ["exercises/ch01_numpy_toolkit.py"]
+    assert stub.read_text() == edited
+    assert "Return x doubled." in (repo / "solutions" / "ch01_numpy_toolkit.py").read_text()
+    assert tools.check(repo, package) == []
+
+
+def test_check_reports_stale_and_missing_files(fake_repo):
+    """A changed docstring changes both files; a changed solution body only the solutions."""
+    repo, package = fake_repo
+    assert "exercises/ch01_numpy_toolkit.py is missing" in tools.check(repo, package)
+    tools.write(repo, package, out=open("/dev/null", "w"))
+    (package / "mod.py").write_text(MARKED_MODULE.replace("Return twice x.", "Return 2x."))
+    problems = tools.check(repo, package)
+    assert problems == ["exercises/ch01_numpy_toolkit.py is stale",
+                        "solutions/ch01_numpy_toolkit.py is stale"]
+    tools.write(repo, package, out=open("/dev/null", "w"))
+    (package / "mod.py").write_text(MARKED_MODULE.replace("Return twice x.", "Return 2x.")
+                                    .replace("2 * x", "x * 2"))
+    assert tools.check(repo, package) == ["solutions/ch01_numpy_toolkit.py is stale"]
+
+
+@pytest.mark.parametrize("broken, message", [
+    (MARKED_MODULE.replace("# END EXERCISE\n", ""), "has no END EXERCISE"),
+    (MARKED_MODULE.replace("    # BEGIN SOLUTION\n", ""), "has no BEGIN SOLUTION"),
+    (MARKED_MODULE + "\n# END EXERCISE\n", "END EXERCISE without BEGIN"),
+])
+def test_malformed_marks_are_errors(fake_repo, broken, message):
+    _, package = fake_repo
+    (package / "mod.py").write_text(broken)
+    with pytest.raises(ValueError, match=message):
+        tools.collect(package)
+
+
+def test_duplicate_ids_are_errors(fake_repo):
+    _, package = fake_repo
+    (package / "other.py").write_text(MARKED_MODULE)
+    with pytest.raises(ValueError, match="exercise 1.7 is marked twice"):
+        tools.collect(package)
+
+
+def test_repository_exercises_are_up_to_date():
+    assert tools.check() == []
+
+
+def test_library_functions_equal_their_solutions():
+    """The solutions file holds exactly the library's code, minus the marks."""
+    for ex in tools.collect():
+        text = (tools.REPO_DIR / "solutions" / f"{tools.CHAPTERS[ex.chapter]}.py").read_text()
+        assert "\n".join(tools.solution_lines(ex)) in text

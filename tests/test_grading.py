@@ -143,3 +143,19 @@ def test_a_file_that_does_not_import_is_failing_not_a_crash(tmp_path):
 def test_unknown_chapter_is_a_usage_error():
     done = run_grader("--chapter", "99")
     assert done.returncode == 2 and "no exercises in chapter(s) [99]" in done.stderr
+
+
+def test_a_test_that_hangs_is_stopped_by_the_per_test_timeout(tmp_path):
+    text = (REPO_DIR / "solutions" / f"{CH01}.py").read_text()
+    hanging = replace_function(text, "stable_logsumexp", '''
+def stable_logsumexp(x, axis=-1):
+    while True:
+        pass
+''')
+    (tmp_path / f"{CH01}.py").write_text(hanging)
+    done = run_grader("--target", str(tmp_path), "--chapter", "1", "--timeout", "2",
+                      json_path=tmp_path / "r.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert results["1.3"]["status"] == "failing" and "Timeout" in results["1.3"]["message"]
+    assert results["1.1"]["status"] == "passed"

@@ -1,0 +1,54 @@
+"""The four mirrors stay in step: chapter, exercise file, graded test, table of contents.
+
+The book itself is built and executed by `make book`; these checks catch the
+mistakes that a build does not: a chapter missing from the table of contents,
+an exercise without a block in its chapter, or a solution that the chapter
+does not link.
+"""
+import re
+
+import pytest
+import yaml
+
+from attention_scratch.exercise_tools import CHAPTERS, REPO_DIR, collect
+
+BOOK = REPO_DIR / "book"
+
+
+def toc_files():
+    toc = yaml.safe_load((REPO_DIR / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [entry["file"] for entry in part.get("chapters", [])]
+    return files
+
+
+def test_every_toc_entry_exists_and_every_chapter_is_in_the_toc():
+    listed = toc_files()
+    for entry in listed:
+        assert (REPO_DIR / f"{entry}.md").exists(), f"_toc.yml lists {entry}, which does not exist"
+    for path in sorted(BOOK.glob("[0-9][0-9]_*.md")):
+        assert f"book/{path.stem}" in listed, f"{path.name} is not in _toc.yml"
+
+
+def test_chapter_files_share_the_stem_of_their_exercise_files():
+    for number, stem in CHAPTERS.items():
+        chapter = BOOK / f"{stem[2:]}.md"
+        exercise_file = REPO_DIR / "exercises" / f"{stem}.py"
+        if exercise_file.exists():
+            assert chapter.exists(), f"{exercise_file.name} exists but book/{chapter.name} does not"
+
+
+@pytest.mark.parametrize("chapter", sorted({ex.chapter for ex in collect()}))
+def test_each_exercise_has_a_block_a_hidden_solution_and_grading_instructions(chapter):
+    stem = CHAPTERS[chapter]
+    text = (BOOK / f"{stem[2:]}.md").read_text()
+    assert f"exercises/{stem}.py" in text, "the chapter must name the file to edit"
+    assert f"make grade CHAPTER={chapter}" in text, "the chapter must give the grading command"
+    for ex in (e for e in collect() if e.chapter == chapter):
+        label = f"ex-{chapter}-{ex.number}"
+        assert re.search(rf"```{{exercise}}[^\n]*\n:label: {label}\n", text), f"no exercise block {label}"
+        solution = re.search(rf"```{{solution}} {label}\n:class: dropdown\n(.*?)\n```\n", text, re.S)
+        assert solution, f"no dropdown solution for {label}"
+        assert f":pyobject: {ex.function_name}" in solution.group(1), (
+            f"the solution of {label} must include {ex.function_name} from solutions/{stem}.py")

@@ -15,3 +15,6 @@ from .online_softmax import merge_attention, online_logsumexp, online_softmax  #
 
 __all__ += ["flash_attention", "flash_attention_backward", "block_schedule",
             "online_softmax", "online_logsumexp", "merge_attention"]
+from .decoding import ring_attention, split_kv_attention  # noqa: E402
+
+__all__ += ["split_kv_attention", "ring_attention"]

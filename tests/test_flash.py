@@ -330,3 +330,12 @@ def test_shape_errors_name_the_shapes(rng):
 def test_public_names_are_exported():
     assert at.flash_attention is flash_attention
     assert at.flash_attention_backward is flash_attention_backward
+
+
+@pytest.mark.parametrize("L,S", [(0, 5), (3, 0)])
+def test_empty_sequences(rng, L, S):
+    q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=2)
+    out, lse, (dq, dk, dv) = run_flash(q, k, v, g, (True, "bottom_right", None), 4, 4)
+    assert out.shape == (1, 2, L, 7) and lse.shape == (1, 2, L)
+    assert np.all(out == 0) and np.all(np.isposinf(lse)), "with no keys every row is empty"
+    assert dq.shape == q.shape and dk.shape == k.shape and np.all(dq == 0)

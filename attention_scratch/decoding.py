@@ -16,8 +16,8 @@ combine exactly.
 import numpy as np
 
 from ._checks import check_positive_int
-from .flash import forward_blocks, key_block_range, prepare
-from .flash_tiles import shift_band
+from .flash import forward_blocks, prepare
+from .flash_tiles import key_block_range, shift_band
 from .online_softmax import merge_attention
 
 

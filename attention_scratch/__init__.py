@@ -9,3 +9,12 @@ from .softmax import logsumexp, softmax, softmax_backward
 __version__ = "0.1.0"
 
 __all__ = ["softmax", "logsumexp", "softmax_backward"]
+
+from .flash import block_schedule, flash_attention, flash_attention_backward  # noqa: E402
+from .online_softmax import merge_attention, online_logsumexp, online_softmax  # noqa: E402
+
+__all__ += ["flash_attention", "flash_attention_backward", "block_schedule",
+            "online_softmax", "online_logsumexp", "merge_attention"]
+from .decoding import ring_attention, split_kv_attention  # noqa: E402
+
+__all__ += ["split_kv_attention", "ring_attention"]

@@ -61,8 +61,9 @@ def assert_close(actual, expected, *, rtol=None, atol=None, dtype=None, what="re
     same_inf = np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e))
     with np.errstate(invalid="ignore"):
         err = np.abs(a - e)
-        both_finite = np.isfinite(a) & np.isfinite(e)
-        ok = both_nan | same_inf | (both_finite & (err <= atol + rtol * np.abs(e)))
+        # An infinity matches only the same infinity: rtol * inf would otherwise accept anything.
+        finite = np.isfinite(a) & np.isfinite(e)
+        ok = both_nan | same_inf | (finite & (err <= atol + rtol * np.abs(e)))
     if ok.all():
         return
     bad = np.argwhere(~ok)

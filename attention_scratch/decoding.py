@@ -1,0 +1,148 @@
+"""Attention split across key chunks and across devices: flash-decoding and ring attention (chapter 11).
+
+Both rest on the merge operator of chapter 8. Attention over a set of keys is
+determined by two numbers per query row and part: its normalised output and its
+log-sum-exp. Parts computed independently, in any order and on any device,
+combine exactly.
+
+* **Split-KV decoding** (flash-decoding): a single new token (L = 1) has too
+  little work to fill a parallel machine if keys are walked in order, so the
+  keys are cut into chunks processed in parallel, and the partial results are
+  combined with their log-sum-exps at the end.
+* **Ring attention**: the sequence is sharded over P devices. Device r keeps
+  its queries and passes key/value shards around a ring; after P steps it has
+  seen every shard and merged each partial result into its running output.
+"""
+import numpy as np
+
+from ._checks import check_positive_int
+from .flash import forward_blocks, prepare
+from .flash_tiles import key_block_range, shift_band
+from .online_softmax import merge_attention
+
+
+# BEGIN EXERCISE 11.1 (3 points): the split-KV combine
+def combine_splits(outs, lses):
+    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+
+    ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
+    log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
+    With ``lse = log Σ_p exp(lses[p])`` the result is
+    ``Σ_p exp(lses[p] - lse)·outs[p]``. Subtract the maximum over chunks before
+    exponentiating; a row with no key in any chunk gives output 0 and lse ``+inf``.
+
+    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    """
+    # BEGIN SOLUTION
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
+    top = logs.max(axis=0)  # (...)
+    shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
+    weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
+    total = weights.sum(axis=0)  # (...)
+    safe = np.where(total > 0, total, 1.0)  # (...)
+    out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)
+    return out, np.where(total > 0, shift + np.log(safe), np.inf)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def _bounds(n, parts):
+    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)`` (some may be empty)."""
+    edges = np.linspace(0, n, parts + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _restore(p, out, lse):
+    L, Ev = out.shape[-2], out.shape[-1]
+    return out.reshape(p["lead"] + (p["hq"], L, Ev)), lse.reshape(p["lead"] + (p["hq"], L))
+
+
+def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
+                       enable_gqa=False, *, causal_align="top_left", window=None, block_q=64,
+                       block_k=64, return_lse=False):
+    """Attention computed over ``num_splits`` key chunks independently, then combined (flash-decoding).
+
+    Each chunk runs the flash forward pass on its slice of the keys with the
+    mask shifted to the chunk's position, giving a partial output and
+    log-sum-exp; :func:`combine_splits` merges them. The arguments are those of
+    :func:`attention_scratch.flash_attention`.
+
+    Shapes
+    ------
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``
+    (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
+    """
+    num_splits = check_positive_int(num_splits, "num_splits")
+    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                window=window, block_q=block_q, block_k=block_k)
+    q, k, v = p["q"], p["k"], p["v"]  # (N, Hkv, G, L, E), (N, Hkv, 1, S, E), (N, Hkv, 1, S, Ev)
+    outs, lses = [], []
+    for j0, j1 in _bounds(k.shape[-2], num_splits):
+        out, lse = forward_blocks(q, k[..., j0:j1, :], v[..., j0:j1, :], p["scale"],
+                                  shift_band(p["band"], 0, j0), p["block_q"], p["block_k"],
+                                  p["acc"], p["acc"])  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
+        outs.append(out)
+        lses.append(lse)
+    out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
+    out, lse = _restore(p, out.astype(p["dtype"]), lse)
+    return (out, lse) if return_lse else out
+
+
+def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
+                   *, causal_align="top_left", window=None, block_q=64, block_k=64,
+                   return_lse=False, return_log=False):
+    """Ring attention simulated on ``world_size`` devices (Liu, Zaharia and Abbeel, 2024).
+
+    Queries are sharded along L and keys/values along S into ``world_size``
+    consecutive shards; device ``r`` owns query shard ``r`` and starts with
+    key/value shard ``r``. At each of ``world_size`` steps every device attends
+    its queries to the shard it holds (skipping a shard the mask hides entirely),
+    merges the partial result into its running ``(out, lse)`` with
+    :func:`merge_attention`, and passes the shard to device ``r + 1``.
+
+    Parameters
+    ----------
+    world_size : int
+        Number of simulated devices.
+    return_log : bool
+        Also return the schedule: a list over steps of lists over devices of
+        ``(kv_shard, "computed" | "skipped")``.
+    Others
+        As in :func:`attention_scratch.flash_attention`.
+
+    Shapes
+    ------
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
+    """
+    world = check_positive_int(world_size, "world_size")
+    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                window=window, block_q=block_q, block_k=block_k)
+    q, k, v, acc = p["q"], p["k"], p["v"], p["acc"]
+    q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
+    # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
+    running = [(np.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc),  # (N, Hkv, G, Lr, Ev)
+                np.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc)) for i0, i1 in q_bounds]
+    held = list(range(world))  # held[r] = index of the key/value shard device r holds
+    log = []
+    for _ in range(world):
+        step = []
+        for r, (i0, i1) in enumerate(q_bounds):
+            s = held[r]
+            j0, j1 = kv_bounds[s]
+            band = shift_band(p["band"], i0, j0)
+            if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
+                step.append((s, "skipped"))  # nothing in this shard is visible to these queries
+                continue
+            part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], p["scale"],
+                                  band, p["block_q"], p["block_k"], acc, acc)
+            running[r] = merge_attention(*running[r], *part)  # (N, Hkv, G, Lr, Ev), (N, Hkv, G, Lr)
+            step.append((s, "computed"))
+        log.append(step)
+        held = [held[(r - 1) % world] for r in range(world)]  # each device sends its shard to r + 1
+    out = np.concatenate([o for o, _ in running], axis=-2).astype(p["dtype"])  # (N, Hkv, G, L, Ev)
+    lse = np.concatenate([s for _, s in running], axis=-1)  # (N, Hkv, G, L)
+    out, lse = _restore(p, out, lse)
+    result = (out, lse) if return_lse else out
+    return (result, log) if return_log else result

@@ -1,0 +1,213 @@
+"""The pieces of a flash attention kernel: masks as diagonal bands, tiles, one tile step (chapters 9, 10).
+
+Every mask a flash kernel supports here (causal in either alignment, a sliding
+window, or both) keeps key ``j`` for query ``i`` exactly when the diagonal
+offset ``j - i`` lies in a band ``lo <= j - i <= hi`` (``None`` = unlimited).
+That makes tiling cheap: a tile of rows ``i0..i1-1`` and columns ``j0..j1-1``
+holds the offsets ``j0 - (i1 - 1) .. (j1 - 1) - i0``, so comparing two numbers
+with the band tells whether the tile is empty (skip it), entirely kept (no mask
+needed), or cut by the band (build the mask for this tile only).
+"""
+import numpy as np
+
+
+def mask_band(L, S, is_causal=False, causal_align="top_left", window=None):
+    """The band ``(lo, hi)`` with "may attend" ⇔ ``lo <= j - i <= hi``; ``None`` = unlimited.
+
+    ``is_causal`` gives ``hi = 0`` (top-left) or ``hi = S - L`` (bottom-right);
+    ``window=(left, right)`` gives ``lo = S - L - left`` and ``hi = S - L + right``
+    (bottom-right aligned, DESIGN.md §4); together the tighter bound wins. The
+    result is the same mask as :func:`attention_scratch.testing.reference_mask`.
+    """
+    lo, hi = None, None
+    if is_causal:
+        hi = 0 if causal_align == "top_left" else S - L
+    if window is not None:
+        left, right = window
+        if left is not None:
+            lo = S - L - left
+        if right is not None:
+            hi = S - L + right if hi is None else min(hi, S - L + right)
+    return lo, hi
+
+
+def shift_band(band, i0, j0):
+    """The band in the local indices of a sub-problem whose rows start at ``i0`` and keys at ``j0``.
+
+    With ``i = i0 + i'`` and ``j = j0 + j'``: ``lo - (j0 - i0) <= j' - i' <= hi - (j0 - i0)``.
+    """
+    lo, hi = band
+    delta = j0 - i0
+    return (None if lo is None else lo - delta, None if hi is None else hi - delta)
+
+
+# BEGIN EXERCISE 9.3 (2 points): classifying a tile against the mask band
+def tile_kind(i0, i1, j0, j1, band):
+    """Is the tile of rows ``i0..i1-1`` and keys ``j0..j1-1`` skipped, full or partial?
+
+    The mask keeps ``(i, j)`` when ``lo <= j - i <= hi`` with ``band = (lo, hi)``
+    (``None`` = unlimited). Inside the tile, ``j - i`` takes every integer from
+    ``j0 - (i1 - 1)`` (bottom-left corner) to ``(j1 - 1) - i0`` (top-right corner).
+    Return ``"skip"`` when no entry is kept, ``"full"`` when every entry is
+    kept, and ``"partial"`` otherwise. Assume ``i0 < i1`` and ``j0 < j1``.
+    """
+    # BEGIN SOLUTION
+    lo, hi = band
+    d_min, d_max = j0 - (i1 - 1), (j1 - 1) - i0
+    if (hi is not None and d_min > hi) or (lo is not None and d_max < lo):
+        return "skip"
+    if (hi is None or d_max <= hi) and (lo is None or d_min >= lo):
+        return "full"
+    return "partial"
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def tile_keep(i0, i1, j0, j1, band):
+    """The boolean "may attend" mask of one tile, from index comparisons.
+
+    Shapes
+    ------
+    returns ``(i1 - i0, j1 - j0)``.
+    """
+    lo, hi = band
+    offset = np.arange(j0, j1)[None, :] - np.arange(i0, i1)[:, None]  # (bq, bk): j - i
+    keep = np.ones(offset.shape, dtype=bool)  # (bq, bk)
+    if lo is not None:
+        keep &= offset >= lo
+    if hi is not None:
+        keep &= offset <= hi
+    return keep
+
+
+def key_block_range(i0, i1, S, block_k, band):
+    """The key blocks a query block of rows ``i0..i1-1`` must visit: exactly the non-empty tiles.
+
+    Row ``i`` keeps keys ``i + lo .. i + hi``, so the block needs keys from
+    ``i0 + lo`` to ``i1 - 1 + hi``, clipped to ``0 .. S - 1``.
+    """
+    lo, hi = band
+    first = 0 if lo is None else max(0, i0 + lo)
+    last = S - 1 if hi is None else min(S - 1, i1 - 1 + hi)
+    if first > last:
+        return range(0)
+    return range(first // block_k, last // block_k + 1)
+
+
+def query_block_range(j0, j1, L, block_q, band):
+    """The query blocks that a key block ``j0..j1-1`` contributes to (the backward pass's inner loop)."""
+    lo, hi = band
+    first = 0 if hi is None else max(0, j0 - hi)
+    last = L - 1 if lo is None else min(L - 1, j1 - 1 - lo)
+    if first > last:
+        return range(0)
+    return range(first // block_q, last // block_q + 1)
+
+
+# BEGIN EXERCISE 9.1 (3 points): one tile of the flash attention forward pass
+def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
+    """Fold one key/value tile into a query block's running state.
+
+    The state of each query row is its running maximum ``m``, running sum ``l``
+    of ``exp(score - m)`` and the *unnormalised* output ``acc = Σ exp(score - m)·v``.
+    Compute the scores ``q_blk k_blkᵀ · scale``, hide those where ``keep`` is
+    False with ``-inf``, update the maximum, rescale the old ``l`` and ``acc`` by
+    ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
+    ``l``: that happens once, after the last tile. A row that has seen only
+    masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+
+    Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
+    ``m`` and ``l`` (..., bq), ``acc`` (..., bq, Ev), ``keep`` None or broadcastable
+    to (..., bq, bk); the leading axes broadcast. Returns ``(m, l, acc)``.
+    """
+    # BEGIN SOLUTION
+    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
+    m_new = np.maximum(m, scores.max(axis=-1))  # (..., bq)
+    shift = np.where(np.isneginf(m_new), 0.0, m_new)  # (..., bq): finite, avoids -inf + inf
+    alpha = np.exp(m - shift)  # (..., bq): rescales the old state, 0 when m was -inf
+    p = np.exp(scores - shift[..., None])  # (..., bq, bk): unnormalised weights
+    l_new = alpha * l + p.sum(axis=-1)  # (..., bq)
+    acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)
+    return m_new, l_new, acc_new
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 9.2 (2 points): normalise once, store the log-sum-exp
+def finalize_rows(m, l, acc):
+    """Turn a query block's final state into its output and natural log-sum-exp.
+
+    ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
+    division-by-zero warning.
+
+    Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
+    ``out`` (..., bq, Ev) and ``lse`` (..., bq).
+    """
+    # BEGIN SOLUTION
+    has_key = l > 0  # (..., bq)
+    safe_l = np.where(has_key, l, 1.0)  # (..., bq)
+    out = acc / safe_l[..., None]  # (..., bq, Ev): acc is 0 on empty rows
+    lse = np.where(has_key, m + np.log(safe_l), np.inf)  # (..., bq)
+    return out, lse
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 10.1 (1 point): the D term of the backward pass
+def d_term(grad_out, out):
+    """``D_i = Σ_v dO_iv · O_iv``, the row sums of ``grad_out ∘ out``.
+
+    It equals ``Σ_j P_ij dP_ij`` (the term of the softmax backward pass) but costs
+    O(Ev) per row instead of O(S), and needs no attention weights.
+
+    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L).
+    """
+    # BEGIN SOLUTION
+    return (grad_out * out).sum(axis=-1)  # (..., L)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 10.2 (2 points): attention weights recomputed from the log-sum-exp
+def recompute_probs(scores, lse, keep=None):
+    """The attention weights of one tile, ``P = exp(scores - lse)``, from the stored log-sum-exp.
+
+    ``scores`` are already scaled. Entries where ``keep`` is False get weight 0.
+    Rows with ``lse = +inf`` (nothing to attend to) get weight 0 everywhere; no NaN.
+
+    Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
+    broadcastable to (..., bq, bk); returns (..., bq, bk).
+    """
+    # BEGIN SOLUTION
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
+    return np.exp(scores - lse[..., None])  # (..., bq, bk): exp(-inf) = 0
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 10.3 (2 points): the gradient of the scores
+def dscores(p, dp, d):
+    """``dS = P ∘ (dP - D)``: the softmax backward pass with the precomputed ``D``.
+
+    Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
+    """
+    # BEGIN SOLUTION
+    return p * (dp - d[..., None])  # (..., bq, bk)
+    # END SOLUTION
+
+
+# END EXERCISE

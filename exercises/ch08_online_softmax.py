@@ -1,0 +1,62 @@
+"""Chapter 8 exercises: The online softmax.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=8
+    python -m attention_scratch.grade --chapter 8
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 8.1 (2 points): one step of the online softmax
+def online_update(m, s, x):
+    """Fold a block of scores ``x`` into the running pair ``(m, s)``.
+
+    ``m`` is the largest score seen so far and ``s`` the sum of ``exp(seen - m)``.
+    Return the pair after also seeing ``x``: the new maximum
+    ``m' = max(m, max(x))`` and ``s' = s·exp(m - m') + sum(exp(x - m'))``.
+    Scores equal to ``-inf`` contribute nothing; while every score seen is
+    ``-inf`` the pair stays ``(-inf, 0)`` and nothing may become NaN.
+
+    Shapes: ``m`` and ``s`` (...), ``x`` (..., n) with the block on the last
+    axis; returns two arrays of shape (...).
+    """
+    # HINT: when m' is -inf, exp(m - m') is exp(-inf + inf) = NaN; shift by 0 instead
+    raise NotImplementedError("Exercise 8.1: one step of the online softmax")
+
+
+# Exercise 8.2 (2 points): the merge operator on (max, sum) pairs
+def merge_stats(m_a, s_a, m_b, s_b):
+    """Merge the pairs of two disjoint pieces of a row into the pair of their union.
+
+    With ``m = max(m_a, m_b)``: ``s = s_a·exp(m_a - m) + s_b·exp(m_b - m)``. A
+    piece that saw nothing, ``(-inf, 0)``, is the identity of the merge. No NaN,
+    even when both pieces are empty.
+
+    Shapes: all four arguments broadcast together; returns ``(m, s)``.
+    """
+    raise NotImplementedError("Exercise 8.2: the merge operator on (max, sum) pairs")
+
+
+# Exercise 8.3 (3 points): merging two partial attention outputs
+def merge_attention(out_a, lse_a, out_b, lse_b):
+    """Combine attention over key set A and over a disjoint key set B into attention over A∪B.
+
+    ``out_a`` is the normalised attention output over A and ``lse_a`` the
+    log-sum-exp of its scores (likewise for B). The weight of each part is its
+    share of the total mass: with ``lse = log(exp(lse_a) + exp(lse_b))``,
+    ``out = exp(lse_a - lse)·out_a + exp(lse_b - lse)·out_b``. A row that had
+    nothing to attend to in a part has output 0 and log-sum-exp ``+inf`` there
+    (the flash kernels' convention) and must get weight 0; a row empty in both
+    parts gives output 0 and log-sum-exp ``+inf``. Compute without overflow.
+
+    Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
+    returns ``(out, lse)`` of the same shapes.
+    """
+    # HINT: first turn the "+inf = empty" convention into log(0) = -inf, then use merge_stats' shift
+    raise NotImplementedError("Exercise 8.3: merging two partial attention outputs")

@@ -1,0 +1,59 @@
+"""Chapter 9 exercises: Flash attention: the forward pass.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=9
+    python -m attention_scratch.grade --chapter 9
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 9.1 (3 points): one tile of the flash attention forward pass
+def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
+    """Fold one key/value tile into a query block's running state.
+
+    The state of each query row is its running maximum ``m``, running sum ``l``
+    of ``exp(score - m)`` and the *unnormalised* output ``acc = Σ exp(score - m)·v``.
+    Compute the scores ``q_blk k_blkᵀ · scale``, hide those where ``keep`` is
+    False with ``-inf``, update the maximum, rescale the old ``l`` and ``acc`` by
+    ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
+    ``l``: that happens once, after the last tile. A row that has seen only
+    masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+
+    Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
+    ``m`` and ``l`` (..., bq), ``acc`` (..., bq, Ev), ``keep`` None or broadcastable
+    to (..., bq, bk); the leading axes broadcast. Returns ``(m, l, acc)``.
+    """
+    raise NotImplementedError("Exercise 9.1: one tile of the flash attention forward pass")
+
+
+# Exercise 9.2 (2 points): normalise once, store the log-sum-exp
+def finalize_rows(m, l, acc):
+    """Turn a query block's final state into its output and natural log-sum-exp.
+
+    ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
+    division-by-zero warning.
+
+    Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
+    ``out`` (..., bq, Ev) and ``lse`` (..., bq).
+    """
+    raise NotImplementedError("Exercise 9.2: normalise once, store the log-sum-exp")
+
+
+# Exercise 9.3 (2 points): classifying a tile against the mask band
+def tile_kind(i0, i1, j0, j1, band):
+    """Is the tile of rows ``i0..i1-1`` and keys ``j0..j1-1`` skipped, full or partial?
+
+    The mask keeps ``(i, j)`` when ``lo <= j - i <= hi`` with ``band = (lo, hi)``
+    (``None`` = unlimited). Inside the tile, ``j - i`` takes every integer from
+    ``j0 - (i1 - 1)`` (bottom-left corner) to ``(j1 - 1) - i0`` (top-right corner).
+    Return ``"skip"`` when no entry is kept, ``"full"`` when every entry is
+    kept, and ``"partial"`` otherwise. Assume ``i0 < i1`` and ``j0 < j1``.
+    """
+    raise NotImplementedError("Exercise 9.3: classifying a tile against the mask band")

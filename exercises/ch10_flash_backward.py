@@ -1,0 +1,47 @@
+"""Chapter 10 exercises: Flash attention: the backward pass.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=10
+    python -m attention_scratch.grade --chapter 10
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 10.1 (1 points): the D term of the backward pass
+def d_term(grad_out, out):
+    """``D_i = Σ_v dO_iv · O_iv``, the row sums of ``grad_out ∘ out``.
+
+    It equals ``Σ_j P_ij dP_ij`` (the term of the softmax backward pass) but costs
+    O(Ev) per row instead of O(S), and needs no attention weights.
+
+    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L).
+    """
+    raise NotImplementedError("Exercise 10.1: the D term of the backward pass")
+
+
+# Exercise 10.2 (2 points): attention weights recomputed from the log-sum-exp
+def recompute_probs(scores, lse, keep=None):
+    """The attention weights of one tile, ``P = exp(scores - lse)``, from the stored log-sum-exp.
+
+    ``scores`` are already scaled. Entries where ``keep`` is False get weight 0.
+    Rows with ``lse = +inf`` (nothing to attend to) get weight 0 everywhere; no NaN.
+
+    Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
+    broadcastable to (..., bq, bk); returns (..., bq, bk).
+    """
+    raise NotImplementedError("Exercise 10.2: attention weights recomputed from the log-sum-exp")
+
+
+# Exercise 10.3 (2 points): the gradient of the scores
+def dscores(p, dp, d):
+    """``dS = P ∘ (dP - D)``: the softmax backward pass with the precomputed ``D``.
+
+    Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
+    """
+    raise NotImplementedError("Exercise 10.3: the gradient of the scores")

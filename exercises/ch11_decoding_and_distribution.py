@@ -1,0 +1,28 @@
+"""Chapter 11 exercises: Decoding and distribution.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=11
+    python -m attention_scratch.grade --chapter 11
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 11.1 (3 points): the split-KV combine
+def combine_splits(outs, lses):
+    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+
+    ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
+    log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
+    With ``lse = log Σ_p exp(lses[p])`` the result is
+    ``Σ_p exp(lses[p] - lse)·outs[p]``. Subtract the maximum over chunks before
+    exponentiating; a row with no key in any chunk gives output 0 and lse ``+inf``.
+
+    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    """
+    raise NotImplementedError("Exercise 11.1: the split-KV combine")

@@ -1,0 +1,73 @@
+"""Chapter 9 solutions: Flash attention: the forward pass.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 9
+"""
+
+
+import numpy as np
+
+
+# Exercise 9.1 (3 points): one tile of the flash attention forward pass
+def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
+    """Fold one key/value tile into a query block's running state.
+
+    The state of each query row is its running maximum ``m``, running sum ``l``
+    of ``exp(score - m)`` and the *unnormalised* output ``acc = Σ exp(score - m)·v``.
+    Compute the scores ``q_blk k_blkᵀ · scale``, hide those where ``keep`` is
+    False with ``-inf``, update the maximum, rescale the old ``l`` and ``acc`` by
+    ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
+    ``l``: that happens once, after the last tile. A row that has seen only
+    masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+
+    Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
+    ``m`` and ``l`` (..., bq), ``acc`` (..., bq, Ev), ``keep`` None or broadcastable
+    to (..., bq, bk); the leading axes broadcast. Returns ``(m, l, acc)``.
+    """
+    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
+    m_new = np.maximum(m, scores.max(axis=-1))  # (..., bq)
+    shift = np.where(np.isneginf(m_new), 0.0, m_new)  # (..., bq): finite, avoids -inf + inf
+    alpha = np.exp(m - shift)  # (..., bq): rescales the old state, 0 when m was -inf
+    p = np.exp(scores - shift[..., None])  # (..., bq, bk): unnormalised weights
+    l_new = alpha * l + p.sum(axis=-1)  # (..., bq)
+    acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)
+    return m_new, l_new, acc_new
+
+
+# Exercise 9.2 (2 points): normalise once, store the log-sum-exp
+def finalize_rows(m, l, acc):
+    """Turn a query block's final state into its output and natural log-sum-exp.
+
+    ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
+    division-by-zero warning.
+
+    Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
+    ``out`` (..., bq, Ev) and ``lse`` (..., bq).
+    """
+    has_key = l > 0  # (..., bq)
+    safe_l = np.where(has_key, l, 1.0)  # (..., bq)
+    out = acc / safe_l[..., None]  # (..., bq, Ev): acc is 0 on empty rows
+    lse = np.where(has_key, m + np.log(safe_l), np.inf)  # (..., bq)
+    return out, lse
+
+
+# Exercise 9.3 (2 points): classifying a tile against the mask band
+def tile_kind(i0, i1, j0, j1, band):
+    """Is the tile of rows ``i0..i1-1`` and keys ``j0..j1-1`` skipped, full or partial?
+
+    The mask keeps ``(i, j)`` when ``lo <= j - i <= hi`` with ``band = (lo, hi)``
+    (``None`` = unlimited). Inside the tile, ``j - i`` takes every integer from
+    ``j0 - (i1 - 1)`` (bottom-left corner) to ``(j1 - 1) - i0`` (top-right corner).
+    Return ``"skip"`` when no entry is kept, ``"full"`` when every entry is
+    kept, and ``"partial"`` otherwise. Assume ``i0 < i1`` and ``j0 < j1``.
+    """
+    lo, hi = band
+    d_min, d_max = j0 - (i1 - 1), (j1 - 1) - i0
+    if (hi is not None and d_min > hi) or (lo is not None and d_max < lo):
+        return "skip"
+    if (hi is None or d_max <= hi) and (lo is None or d_min >= lo):
+        return "full"
+    return "partial"

@@ -1,0 +1,44 @@
+"""Chapter 10 solutions: Flash attention: the backward pass.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 10
+"""
+
+
+import numpy as np
+
+
+# Exercise 10.1 (1 points): the D term of the backward pass
+def d_term(grad_out, out):
+    """``D_i = Σ_v dO_iv · O_iv``, the row sums of ``grad_out ∘ out``.
+
+    It equals ``Σ_j P_ij dP_ij`` (the term of the softmax backward pass) but costs
+    O(Ev) per row instead of O(S), and needs no attention weights.
+
+    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L).
+    """
+    return (grad_out * out).sum(axis=-1)  # (..., L)
+
+
+# Exercise 10.2 (2 points): attention weights recomputed from the log-sum-exp
+def recompute_probs(scores, lse, keep=None):
+    """The attention weights of one tile, ``P = exp(scores - lse)``, from the stored log-sum-exp.
+
+    ``scores`` are already scaled. Entries where ``keep`` is False get weight 0.
+    Rows with ``lse = +inf`` (nothing to attend to) get weight 0 everywhere; no NaN.
+
+    Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
+    broadcastable to (..., bq, bk); returns (..., bq, bk).
+    """
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
+    return np.exp(scores - lse[..., None])  # (..., bq, bk): exp(-inf) = 0
+
+
+# Exercise 10.3 (2 points): the gradient of the scores
+def dscores(p, dp, d):
+    """``dS = P ∘ (dP - D)``: the softmax backward pass with the precomputed ``D``.
+
+    Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
+    """
+    return p * (dp - d[..., None])  # (..., bq, bk)

@@ -1,0 +1,30 @@
+"""Chapter 11 solutions: Decoding and distribution.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 11
+"""
+
+
+import numpy as np
+
+
+# Exercise 11.1 (3 points): the split-KV combine
+def combine_splits(outs, lses):
+    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+
+    ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
+    log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
+    With ``lse = log Σ_p exp(lses[p])`` the result is
+    ``Σ_p exp(lses[p] - lse)·outs[p]``. Subtract the maximum over chunks before
+    exponentiating; a row with no key in any chunk gives output 0 and lse ``+inf``.
+
+    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    """
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
+    top = logs.max(axis=0)  # (...)
+    shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
+    weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
+    total = weights.sum(axis=0)  # (...)
+    safe = np.where(total > 0, total, 1.0)  # (...)
+    out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)
+    return out, np.where(total > 0, shift + np.log(safe), np.inf)

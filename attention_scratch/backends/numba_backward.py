@@ -1,0 +1,132 @@
+"""The flash attention backward pass as two parallel Numba kernels (chapter 12).
+
+The NumPy reference (:func:`attention_scratch.flash.backward_blocks`) walks key
+blocks outside and query blocks inside, adding into ``dQ`` from every key block.
+Run in parallel over key blocks, those additions would race. We split the work
+in two passes, each writing only rows it owns:
+
+1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
+   ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
+   head of the group) and accumulate ``dV_j += Pᵀ dO_i`` and
+   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``;
+2. :func:`dq_parallel`, one item per (query head, query block): recompute ``P``
+   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``.
+
+The price is recomputing ``S`` and ``dP`` in the second pass: 7 tile products
+instead of 5. ``D = rowsum(dO ∘ O)`` is computed once, before both passes.
+Layout as in :mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .numba_exp import LOOP_FLAGS
+from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
+                          tile_is_full, tile_view)
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi, block_q):
+    """``dK`` and ``dV`` of keys ``j0..j1-1`` of key/value head ``c``, summed over its query heads.
+
+    Shapes: ``q``, ``d_out`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv`` (Hkv', S, ·);
+    ``lse``, ``d`` (Hq', L).
+    """
+    L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
+    dtype = q.dtype
+    k_j, v_j = k[c, j0:j1], v[c, j0:j1]  # (bk, E), (bk, Ev)
+    dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
+    dv_acc = np.zeros((nc, Ev), dtype=dtype)  # (bk, Ev)
+    dk_tmp = np.empty((nc, E), dtype=dtype)
+    dv_tmp = np.empty((nc, Ev), dtype=dtype)
+    p_buf = np.empty(block_q * nc, dtype=dtype)
+    dp_buf = np.empty(block_q * nc, dtype=dtype)
+    qb0, qb1 = query_blocks(j0, j1, L, block_q, lo, hi)
+    for g in range(group):
+        h = c * group + g
+        for qb in range(qb0, qb1):
+            i0 = qb * block_q
+            i1 = min(i0 + block_q, L)
+            q_i, do_i = q[h, i0:i1], d_out[h, i0:i1]  # (bq, E), (bq, Ev)
+            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk)
+            np.dot(q_i, k_j.T, p)  # (bq, E) @ (E, bk): the scores, unscaled
+            probs_from_lse(p, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+            np.dot(p.T, do_i, dv_tmp)  # (bk, bq) @ (bq, Ev) -> (bk, Ev)
+            add_into(dv_acc, dv_tmp)
+            dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
+            np.dot(do_i, v_j.T, dp)  # (bq, Ev) @ (Ev, bk) -> (bq, bk)
+            dscores_in_place(p, dp, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
+            np.dot(dp.T, q_i, dk_tmp)  # (bk, bq) @ (bq, E) -> (bk, E)
+            add_into(dk_acc, dk_tmp)
+    for r in range(nc):
+        for e in range(E):
+            dk[c, j0 + r, e] = dk_acc[r, e] * scale
+        for e in range(Ev):
+            dv[c, j0 + r, e] = dv_acc[r, e]
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
+    """Pass 1: :func:`kv_key_block` for every (key/value head, key block), in parallel."""
+    n_kv, S = k.shape[0], k.shape[1]
+    group = q.shape[0] // n_kv
+    n_blocks = (S + block_k - 1) // block_k
+    for t in prange(n_kv * n_blocks):
+        c = t // n_blocks
+        kb = t % n_blocks  # under a causal mask the first key blocks see the most queries
+        j0 = kb * block_k
+        kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, min(j0 + block_k, S), scale,
+                     lo, hi, block_q)
+
+
+def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+
+    For each key block ``j`` (from ``key_blocks``): the scores ``Q_i K_jᵀ`` into a tile
+    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``), turned into
+    ``P`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
+    only cut tiles are masked); ``dP = dO_i V_jᵀ`` into a second tile;
+    ``dscores_in_place(P, dP, D_i)``; then ``dS K_j`` into a scratch ``(bq, E)`` array,
+    added to an accumulator with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
+    ``lse``, ``d`` (L,).
+    """
+    nr, E, S = i1 - i0, q.shape[1], k.shape[0]
+    q_i, do_i = q[i0:i1], d_out[i0:i1]  # (bq, E), (bq, Ev)
+    dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
+    dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
+    p_buf = np.empty(nr * block_k, dtype=q.dtype)
+    dp_buf = np.empty(nr * block_k, dtype=q.dtype)
+    kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
+    for kb in range(kb0, kb1):
+        j0 = kb * block_k
+        j1 = min(j0 + block_k, S)
+        p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(q_i, k[j0:j1].T, p)  # (bq, E) @ (E, bk)
+        probs_from_lse(p, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(do_i, v[j0:j1].T, dp)  # (bq, Ev) @ (Ev, bk)
+        dscores_in_place(p, dp, d[i0:i1])  # dp <- dS
+        np.dot(dp, k[j0:j1], dq_tmp)  # (bq, bk) @ (bk, E) -> (bq, E)
+        add_into(dq_acc, dq_tmp)
+    for r in range(nr):
+        for e in range(E):
+            dq[i0 + r, e] = dq_acc[r, e] * scale
+
+
+
+
+dq_query_block = njit(fastmath=LOOP_FLAGS, cache=True)(dq_query_block)
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def dq_parallel(q, k, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
+    """Pass 2: :func:`dq_query_block` for every (query head, query block), in parallel."""
+    n_heads, L = q.shape[0], q.shape[1]
+    group = n_heads // k.shape[0]
+    n_blocks = (L + block_q - 1) // block_q
+    for t in prange(n_heads * n_blocks):
+        h = t // n_blocks
+        qb = n_blocks - 1 - t % n_blocks  # heavy blocks first
+        i0 = qb * block_q
+        dq_query_block(q[h], k[h // group], v[h // group], d_out[h], lse[h], d[h], dq[h], i0,
+                       min(i0 + block_q, L), scale, lo, hi, block_k)

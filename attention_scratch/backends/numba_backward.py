@@ -8,9 +8,12 @@ in two passes, each writing only rows it owns:
 1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
    ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
    head of the group) and accumulate ``dV_j += Pᵀ dO_i`` and
-   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``;
+   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``. The item copies
+   ``K_jᵀ`` and ``V_jᵀ`` once and keeps query-major tiles, so that all four
+   products are ``A @ B`` or ``Aᵀ @ B``;
 2. :func:`dq_parallel`, one item per (query head, query block): recompute ``P``
-   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``.
+   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``. The
+   item copies ``Q_iᵀ`` and ``dO_iᵀ`` once and keeps key-major tiles, for the same reason.
 
 The price is recomputing ``S`` and ``dP`` in the second pass: 7 tile products
 instead of 5. ``D = rowsum(dO ∘ O)`` is computed once, before both passes.
@@ -21,7 +24,7 @@ from numba import njit, prange
 
 from .numba_exp import LOOP_FLAGS
 from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
-                          tile_is_full, tile_view)
+                          tile_is_full, tile_view, transposed)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -33,7 +36,7 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi
     """
     L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
     dtype = q.dtype
-    k_j, v_j = k[c, j0:j1], v[c, j0:j1]  # (bk, E), (bk, Ev)
+    k_t, v_t = transposed(k[c, j0:j1]), transposed(v[c, j0:j1])  # (E, bk), (Ev, bk)
     dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
     dv_acc = np.zeros((nc, Ev), dtype=dtype)  # (bk, Ev)
     dk_tmp = np.empty((nc, E), dtype=dtype)
@@ -47,15 +50,16 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi
             i0 = qb * block_q
             i1 = min(i0 + block_q, L)
             q_i, do_i = q[h, i0:i1], d_out[h, i0:i1]  # (bq, E), (bq, Ev)
-            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk)
-            np.dot(q_i, k_j.T, p)  # (bq, E) @ (E, bk): the scores, unscaled
-            probs_from_lse(p, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
-            np.dot(p.T, do_i, dv_tmp)  # (bk, bq) @ (bq, Ev) -> (bk, Ev)
+            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major
+            np.dot(q_i, k_t, p)  # (bq, E) @ (E, bk): the scores, unscaled
+            probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
+                           i0, j0, lo, hi)
+            np.dot(p.T, do_i, dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
             add_into(dv_acc, dv_tmp)
             dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
-            np.dot(do_i, v_j.T, dp)  # (bq, Ev) @ (Ev, bk) -> (bq, bk)
-            dscores_in_place(p, dp, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
-            np.dot(dp.T, q_i, dk_tmp)  # (bk, bq) @ (bq, E) -> (bk, E)
+            np.dot(do_i, v_t, dp)  # dP = dO Vᵀ: (bq, Ev) @ (Ev, bk) -> (bq, bk)
+            dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
+            np.dot(dp.T, q_i, dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
             add_into(dk_acc, dk_tmp)
     for r in range(nc):
         for e in range(E):
@@ -78,41 +82,49 @@ def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k)
                      lo, hi, block_q)
 
 
+# BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
+# uses: from attention_scratch.backends.numba_tiles import add_into, dscores_in_place, key_blocks
+# uses: from attention_scratch.backends.numba_tiles import probs_from_lse, tile_is_full, tile_view, transposed
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
 
-    For each key block ``j`` (from ``key_blocks``): the scores ``Q_i K_jᵀ`` into a tile
-    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``), turned into
-    ``P`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
-    only cut tiles are masked); ``dP = dO_i V_jᵀ`` into a second tile;
-    ``dscores_in_place(P, dP, D_i)``; then ``dS K_j`` into a scratch ``(bq, E)`` array,
-    added to an accumulator with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
+    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
+    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
+    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
+    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
+    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
+    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
+    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
     ``lse``, ``d`` (L,).
     """
+    # BEGIN SOLUTION
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
-    q_i, do_i = q[i0:i1], d_out[i0:i1]  # (bq, E), (bq, Ev)
+    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])  # (E, bq), (Ev, bq)
     dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
     dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
-    p_buf = np.empty(nr * block_k, dtype=q.dtype)
-    dp_buf = np.empty(nr * block_k, dtype=q.dtype)
+    p_buf = np.empty(block_k * nr, dtype=q.dtype)
+    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
-        np.dot(q_i, k[j0:j1].T, p)  # (bq, E) @ (E, bk)
-        probs_from_lse(p, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
-        dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)
-        np.dot(do_i, v[j0:j1].T, dp)  # (bq, Ev) @ (Ev, bk)
-        dscores_in_place(p, dp, d[i0:i1])  # dp <- dS
-        np.dot(dp, k[j0:j1], dq_tmp)  # (bq, bk) @ (bk, E) -> (bq, E)
+        p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
+        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
+        dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ
+        np.dot(dp.T, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
         add_into(dq_acc, dq_tmp)
     for r in range(nr):
         for e in range(E):
             dq[i0 + r, e] = dq_acc[r, e] * scale
+    # END SOLUTION
 
 
+# END EXERCISE
 
 
 dq_query_block = njit(fastmath=LOOP_FLAGS, cache=True)(dq_query_block)

@@ -4,11 +4,13 @@ Same algorithm as :func:`attention_scratch.flash.forward_blocks` (FlashAttention
 order: query blocks outside, key blocks inside), written for one query block at
 a time so that the blocks of all heads can run in parallel:
 
-* the two products per tile, ``S = Q_i K_jᵀ`` and ``P V_j``, go to BLAS through
-  ``np.dot(a, b, out)`` on contiguous tiles (``K_jᵀ`` is a transposed view, which
-  BLAS reads without a copy);
-* the online softmax between them is a loop over the tile that LLVM vectorises,
-  with the exponential of :mod:`.numba_exp`;
+* the two products per tile, ``Sᵀ = K_j Q_iᵀ`` and ``P V_j``, go to BLAS through
+  ``np.dot(a, b, out)`` on contiguous tiles; the query block is transposed once
+  (``Q_iᵀ``, a copy) and ``P = (Pᵀ)ᵀ`` is a transposed view that BLAS reads
+  without a copy, so both products are of the fast kinds ``A @ B`` and ``Aᵀ @ B``;
+* the online softmax between them runs on the key-major tile (see
+  :mod:`.numba_tiles`) in loops that LLVM vectorises, with the exponential of
+  :mod:`.numba_exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
 Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev), C-contiguous, where
@@ -23,25 +25,30 @@ from .numba_tiles import key_blocks, mask_tile, tile_is_full, tile_view
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def online_softmax_tile(s, m, l, alpha):
-    """Fold the scores ``s`` of one tile into the running max ``m`` and sum ``l``, in place.
+def online_softmax_tile(t, m, l, alpha, shift):
+    """Fold one key-major tile of scores into the running max ``m`` and sum ``l``, in place.
 
-    On return ``s`` holds ``exp(s - m_new)`` and ``alpha`` the factor ``exp(m_old - m_new)``
-    that rescales the old output. ``s`` (bq, bk); ``m``, ``l``, ``alpha`` (bq,).
+    On return ``t`` holds ``exp(t - m_new)`` and ``alpha`` the factor ``exp(m_old - m_new)``
+    that rescales the old output; ``shift`` is scratch. ``t`` (bk, bq); ``m``, ``l``,
+    ``alpha``, ``shift`` (bq,). Each loop runs along the queries, the contiguous axis.
     """
-    for r in range(s.shape[0]):
-        m_new = m[r]
-        for c in range(s.shape[1]):  # the row maximum, a vectorised reduction
-            m_new = max(m_new, s[r, c])
-        shift = m_new if m_new > -np.inf else np.float32(0.0)  # no key yet: keep -inf - 0 = -inf
-        total = np.float32(0.0)
-        for c in range(s.shape[1]):  # exponential and row sum, 8 or 16 lanes at a time
-            p = fast_exp(s[r, c] - shift)
-            s[r, c] = p
-            total += p
-        alpha[r] = fast_exp(m[r] - shift)  # 0 when m was -inf, 1 when the max did not move
-        l[r] = l[r] * alpha[r] + total
+    n_keys, n_rows = t.shape
+    for r in range(n_rows):
+        shift[r] = m[r]
+    for c in range(n_keys):  # the new maxima: an elementwise max of rows, not a reduction
+        for r in range(n_rows):
+            shift[r] = max(shift[r], t[c, r])
+    for r in range(n_rows):
+        m_new = shift[r]
+        shift[r] = m_new if m_new > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
+        alpha[r] = fast_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when the max did not move
+        l[r] = l[r] * alpha[r]
         m[r] = m_new
+    for c in range(n_keys):  # exponentials and running sums, 8 or 16 queries at a time
+        for r in range(n_rows):
+            p = fast_exp(t[c, r] - shift[r])
+            t[c, r] = p
+            l[r] += p
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -52,30 +59,31 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
     """
     nr, E, Ev, S = i1 - i0, q.shape[1], v.shape[1], k.shape[0]
     dtype = q.dtype
-    q_blk = np.empty((nr, E), dtype=dtype)  # (bq, E): the block, pre-multiplied by the scale
+    q_t = np.empty((E, nr), dtype=dtype)  # (E, bq): the block, transposed and pre-multiplied by the scale
     for r in range(nr):
         for e in range(E):
-            q_blk[r, e] = q[i0 + r, e] * scale
-    s_buf = np.empty(nr * block_k, dtype=dtype)  # room for one (bq, bk) tile
-    pv_buf = np.empty((nr, Ev), dtype=dtype)  # (bq, Ev)
+            q_t[e, r] = q[i0 + r, e] * scale
+    t_buf = np.empty(block_k * nr, dtype=dtype)  # room for one (bk, bq) tile
+    pv = np.empty((nr, Ev), dtype=dtype)  # (bq, Ev)
     o = np.zeros((nr, Ev), dtype=dtype)  # (bq, Ev): unnormalised output
     m = np.full(nr, -np.inf, dtype=dtype)  # (bq,) running maximum
     l = np.zeros(nr, dtype=dtype)  # (bq,) running sum
     alpha = np.empty(nr, dtype=dtype)  # (bq,) rescaling factor of the last tile
+    shift = np.empty(nr, dtype=dtype)  # (bq,) scratch
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        s = tile_view(s_buf, nr, j1 - j0)  # (bq, bk), contiguous even for the ragged last tile
-        np.dot(q_blk, k[j0:j1].T, s)  # (bq, E) @ (E, bk) -> (bq, bk), BLAS
+        t = tile_view(t_buf, j1 - j0, nr)  # (bk, bq), contiguous even for a ragged last tile
+        np.dot(k[j0:j1], q_t, t)  # (bk, E) @ (E, bq) -> (bk, bq): the scores Sᵀ, BLAS
         if not tile_is_full(i0, i1, j0, j1, lo, hi):
-            mask_tile(s, i0, j0, lo, hi, -np.inf)
-        online_softmax_tile(s, m, l, alpha)  # s <- exp(s - m)
-        np.dot(s, v[j0:j1], pv_buf)  # (bq, bk) @ (bk, Ev) -> (bq, Ev), BLAS
+            mask_tile(t, True, i0, j0, lo, hi, -np.inf)
+        online_softmax_tile(t, m, l, alpha, shift)  # t <- exp(Sᵀ - m)
+        np.dot(t.T, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev) -> (bq, Ev), BLAS
         for r in range(nr):
             a = alpha[r]
             for e in range(Ev):
-                o[r, e] = o[r, e] * a + pv_buf[r, e]
+                o[r, e] = o[r, e] * a + pv[r, e]
     for r in range(nr):  # normalise once; empty rows: output 0, lse +inf
         if l[r] > 0:
             inv = 1.0 / l[r]
@@ -88,6 +96,9 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
             lse[i0 + r] = np.inf
 
 
+# BEGIN EXERCISE 12.2 (3 points): the parallel loop over (head, query block)
+# uses: from numba import prange
+# uses: from attention_scratch.backends.numba_forward import forward_query_block
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     """Run :func:`forward_query_block` on every (query head, query block), spread over the cores.
 
@@ -100,6 +111,7 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
     ``parallel=True``; in plain Python ``prange`` is ``range``.
     """
+    # BEGIN SOLUTION
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
     n_blocks = (L + block_q - 1) // block_q
@@ -110,8 +122,10 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
         i1 = min(i0 + block_q, L)
         forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, i1, scale,
                             lo, hi, block_k)
+    # END SOLUTION
 
 
+# END EXERCISE
 
 
 forward_parallel = njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)(forward_parallel)

@@ -3,7 +3,16 @@
 The mask is the band ``lo <= j - i <= hi`` of :func:`attention_scratch.flash_tiles.mask_band`,
 with ``None`` replaced by a bound no offset reaches (``numba_cpu.band_bounds``), so the
 compiled code only ever compares integers. All loops here run over one tile,
-which lives in the L1 or L2 cache; ``LOOP_FLAGS`` lets LLVM vectorise them.
+which lives in the L1 cache.
+
+A tile of query rows ``i0..`` and keys ``j0..`` is stored either *query-major*,
+shape ``(bq, bk)`` with ``t[r, c]`` for query ``i0 + r`` and key ``j0 + c`` (the
+NumPy reference's layout), or *key-major*, its transpose ``(bk, bq)``. Which one a
+kernel uses is decided by BLAS: a product ``A @ Bᵀ`` of 64×64 tiles runs about a
+third slower in OpenBLAS than ``A @ B`` or ``Aᵀ @ B``, so each kernel stores its tiles
+so that every product is of the fast kinds (see the kernels' docstrings). Either
+way every loop below is elementwise along the contiguous axis, which LLVM turns
+into SIMD code with no horizontal reduction.
 """
 import numpy as np
 from numba import njit
@@ -44,37 +53,63 @@ def tile_view(buffer, rows, cols):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def mask_tile(tile, i0, j0, lo, hi, value):
-    """Write ``value`` where ``(i0 + r, j0 + c)`` lies outside the band. ``tile`` (bq, bk)."""
-    for r in range(tile.shape[0]):
-        for c in range(tile.shape[1]):
-            d = (j0 + c) - (i0 + r)
-            if d < lo or d > hi:
-                tile[r, c] = value
+def mask_tile(tile, key_major, i0, j0, lo, hi, value):
+    """Write ``value`` where query ``i0 + r`` may not see key ``j0 + c``.
 
-
-@njit(fastmath=LOOP_FLAGS, cache=True)
-def probs_from_lse(s, scale, lse, full, i0, j0, lo, hi):
-    """In place: ``s <- exp(s·scale - lse)``, 0 outside the band. ``s`` (bq, bk), ``lse`` (bq,).
-
-    A row with ``lse = +inf`` (nothing to attend to) gets 0 everywhere. Masked
-    entries are overwritten after the exponential, so a NaN there cannot leak.
+    ``tile`` is (bk, bq) if ``key_major`` else (bq, bk).
     """
-    for r in range(s.shape[0]):
-        row_lse = lse[r]
-        for c in range(s.shape[1]):
-            s[r, c] = fast_exp(s[r, c] * scale - row_lse)
-    if not full:
-        mask_tile(s, i0, j0, lo, hi, s.dtype.type(0.0))
+    rows, cols = tile.shape
+    for a in range(rows):
+        for b in range(cols):
+            d = (j0 + a) - (i0 + b) if key_major else (j0 + b) - (i0 + a)
+            if d < lo or d > hi:
+                tile[a, b] = value
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def dscores_in_place(p, dp, d):
-    """In place: ``dp <- p ∘ (dp - d)``, the softmax backward of one tile. ``p``, ``dp`` (bq, bk); ``d`` (bq,)."""
-    for r in range(p.shape[0]):
-        d_r = d[r]
-        for c in range(p.shape[1]):
-            dp[r, c] = p[r, c] * (dp[r, c] - d_r)
+def probs_from_lse(t, key_major, scale, lse, full, i0, j0, lo, hi):
+    """In place: ``t <- exp(t·scale - lse)``, 0 outside the band; ``lse`` (bq,).
+
+    ``t`` is (bk, bq) if ``key_major`` else (bq, bk). A query with ``lse = +inf``
+    (nothing to attend to) gets 0 everywhere. Masked entries are overwritten
+    after the exponential, so a NaN there cannot leak.
+    """
+    rows, cols = t.shape
+    if key_major:
+        for c in range(rows):
+            for r in range(cols):
+                t[c, r] = fast_exp(t[c, r] * scale - lse[r])
+    else:
+        for r in range(rows):
+            row_lse = lse[r]
+            for c in range(cols):
+                t[r, c] = fast_exp(t[r, c] * scale - row_lse)
+    if not full:
+        mask_tile(t, key_major, i0, j0, lo, hi, 0.0)
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def dscores_in_place(p, dp, key_major, d):
+    """In place: ``dp <- p ∘ (dp - d)``, the softmax backward of one tile; ``d`` (bq,).
+
+    ``p`` and ``dp`` are (bk, bq) if ``key_major`` else (bq, bk).
+    """
+    rows, cols = p.shape
+    if key_major:
+        for c in range(rows):
+            for r in range(cols):
+                dp[c, r] = p[c, r] * (dp[c, r] - d[r])
+    else:
+        for r in range(rows):
+            d_r = d[r]
+            for c in range(cols):
+                dp[r, c] = p[r, c] * (dp[r, c] - d_r)
+
+
+@njit(cache=True)
+def transposed(a):
+    """A C-contiguous copy of ``a.T``: one copy per work item saves a slow ``A @ Bᵀ`` per tile."""
+    return np.ascontiguousarray(a.T)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)

@@ -18,3 +18,6 @@ __all__ += ["flash_attention", "flash_attention_backward", "block_schedule",
 from .decoding import ring_attention, split_kv_attention  # noqa: E402
 
 __all__ += ["split_kv_attention", "ring_attention"]
+from .backends import BackendUnavailable  # noqa: E402  (backends load Numba/CuPy only when used)
+
+__all__ += ["BackendUnavailable"]

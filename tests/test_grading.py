@@ -113,6 +113,25 @@ def numerical_gradient(f, x, eps=1e-6):
 }
 
 
+WRONG_ANSWERS["float32 exp with Python float constants (computes in float64)"] = ("ch12_numba_cpu", "exp_f32", "12.1", '''
+def exp_f32(x):
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = (xc - n * 0.693359375) - n * -2.12194440e-4
+    p = 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    y = p * pow2_f32(n - 1.0) * 2.0
+    y = 0.0 if x < -86.64339 else y
+    y = np.inf if x > 88.72284 else y
+    return x if x != x else y
+''', "promoted the arithmetic to float64")
+
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points_with_an_actionable_message(case, tmp_path):
     stem, function, exercise_id, source, expected_words = WRONG_ANSWERS[case]

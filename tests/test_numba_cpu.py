@@ -130,6 +130,22 @@ def test_nan_in_a_masked_position_does_not_leak(rng):
     assert np.all(dk[..., 7, :] == 0) and np.all(dv[..., 7, :] == 0), "a key no row sees gets gradient 0"
 
 
+@pytest.mark.parametrize("mask", [(False, "top_left", None), (True, "bottom_right", (5, 2))])
+@pytest.mark.parametrize("hq,hkv", [(1, 1), (6, 2)])
+def test_one_pass_and_two_pass_backward_agree(rng, mask, hq, hkv):
+    from attention_scratch.backends import numba_cpu
+
+    q, k, v, g = make_inputs(rng, 45, 38, E=8, Ev=6, hq=hq, hkv=hkv)
+    causal, align, window = mask
+    kw = dict(enable_gqa=hq != hkv, causal_align=align, window=window, block_q=8, block_k=4)
+    out, lse = numba_cpu.flash_attention(q, k, v, causal, return_lse=True, **kw)
+    one = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, **kw)
+    two = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, two_pass=True, **kw)
+    assert numba_cpu.dq_chunks(hkv, 10) > 1, "the one-pass kernel should use several dQ copies here"
+    for name, a, b in zip(("dQ", "dK", "dV"), one, two):
+        assert_close(a, b, rtol=1e-12, atol=1e-12, what=f"{name}: one pass vs two passes")
+
+
 def test_results_do_not_depend_on_the_thread_count(rng):
     q, k, v, g = make_inputs(rng, 150, 170, E=16, Ev=8, hq=4, hkv=2, dtype=np.float32)
     before = numba.get_num_threads()

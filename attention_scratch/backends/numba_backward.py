@@ -1,9 +1,11 @@
-"""The flash attention backward pass as two parallel Numba kernels (chapter 12).
+"""The flash attention backward pass as parallel Numba kernels (chapter 12).
 
 The NumPy reference (:func:`attention_scratch.flash.backward_blocks`) walks key
 blocks outside and query blocks inside, adding into ``dQ`` from every key block.
-Run in parallel over key blocks, those additions would race. We split the work
-in two passes, each writing only rows it owns:
+Run in parallel over key blocks, those additions would race. Two race-free
+ways out are implemented.
+
+**Two passes** (:func:`kv_parallel` then :func:`dq_parallel`), each writing only rows it owns:
 
 1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
    ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
@@ -16,23 +18,33 @@ in two passes, each writing only rows it owns:
    item copies ``Q_iᵀ`` and ``dO_iᵀ`` once and keeps key-major tiles, for the same reason.
 
 The price is recomputing ``S`` and ``dP`` in the second pass: 7 tile products
-instead of 5. ``D = rowsum(dO ∘ O)`` is computed once, before both passes.
-Layout as in :mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
+instead of 5.
+
+**One pass with private dQ** (:func:`fused_parallel`, the default): one item per
+(key/value head, chunk of its key blocks) computes ``dK_j``, ``dV_j`` *and* the
+contributions ``dS K_j`` to ``dQ``, which it adds into its own copy of ``dQ``
+(one copy per chunk); the copies are summed afterwards. 5 products per tile,
+at the price of ``chunks`` copies of ``dQ`` in memory.
+
+``D = rowsum(dO ∘ O)`` is computed once, before the kernels. Layout as in
+:mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
 """
 import numpy as np
 from numba import njit, prange
 
 from .numba_exp import LOOP_FLAGS
 from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
-                          tile_is_full, tile_view, transposed)
+                          tile_is_full, tile_view, transposed, zigzag)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi, block_q):
+def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, j1, scale, lo,
+                 hi, block_q):
     """``dK`` and ``dV`` of keys ``j0..j1-1`` of key/value head ``c``, summed over its query heads.
 
-    Shapes: ``q``, ``d_out`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv`` (Hkv', S, ·);
-    ``lse``, ``d`` (Hq', L).
+    With ``with_dq`` it also adds this key block's ``dS K_j`` (unscaled) to ``dq_acc``.
+    Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv``
+    (Hkv', S, ·); ``lse``, ``d`` (Hq', L).
     """
     L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
     dtype = q.dtype
@@ -43,6 +55,7 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi
     dv_tmp = np.empty((nc, Ev), dtype=dtype)
     p_buf = np.empty(block_q * nc, dtype=dtype)
     dp_buf = np.empty(block_q * nc, dtype=dtype)
+    dq_buf = np.empty(block_q * E, dtype=dtype)
     qb0, qb1 = query_blocks(j0, j1, L, block_q, lo, hi)
     for g in range(group):
         h = c * group + g
@@ -61,6 +74,10 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, j1, scale, lo, hi
             dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
             np.dot(dp.T, q_i, dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
             add_into(dk_acc, dk_tmp)
+            if with_dq:
+                dq_tmp = tile_view(dq_buf, i1 - i0, E)  # (bq, E)
+                np.dot(dp, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+                add_into(dq_acc[h, i0:i1], dq_tmp)
     for r in range(nc):
         for e in range(E):
             dk[c, j0 + r, e] = dk_acc[r, e] * scale
@@ -74,12 +91,34 @@ def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k)
     n_kv, S = k.shape[0], k.shape[1]
     group = q.shape[0] // n_kv
     n_blocks = (S + block_k - 1) // block_k
+    no_dq = np.empty((1, 1, 1), dtype=q.dtype)
     for t in prange(n_kv * n_blocks):
         c = t // n_blocks
-        kb = t % n_blocks  # under a causal mask the first key blocks see the most queries
+        kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         j0 = kb * block_k
-        kv_key_block(q, k, v, d_out, lse, d, dk, dv, c, group, j0, min(j0 + block_k, S), scale,
-                     lo, hi, block_q)
+        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0, min(j0 + block_k, S),
+                     scale, lo, hi, block_q)
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q, block_k):
+    """One pass: every (key/value head, chunk) item does its key blocks with :func:`kv_key_block`.
+
+    Chunk ``ch`` of ``C = dq_parts.shape[0]`` takes key blocks ``ch, ch + C, ...``
+    (strided, so that under a causal mask every chunk gets long and short blocks)
+    and adds its ``dQ`` contributions into ``dq_parts[ch]`` (C, Hq', L, E), unscaled.
+    """
+    n_kv, S = k.shape[0], k.shape[1]
+    group = q.shape[0] // n_kv
+    n_chunks = dq_parts.shape[0]
+    n_blocks = (S + block_k - 1) // block_k
+    for t in prange(n_kv * n_chunks):
+        c = t // n_chunks
+        ch = t % n_chunks
+        for kb in range(ch, n_blocks, n_chunks):
+            j0 = kb * block_k
+            kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, j0,
+                         min(j0 + block_k, S), scale, lo, hi, block_q)
 
 
 # BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
@@ -138,7 +177,7 @@ def dq_parallel(q, k, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
     n_blocks = (L + block_q - 1) // block_q
     for t in prange(n_heads * n_blocks):
         h = t // n_blocks
-        qb = n_blocks - 1 - t % n_blocks  # heavy blocks first
+        qb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         i0 = qb * block_q
         dq_query_block(q[h], k[h // group], v[h // group], d_out[h], lse[h], d[h], dq[h], i0,
                        min(i0 + block_q, L), scale, lo, hi, block_k)

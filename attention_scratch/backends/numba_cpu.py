@@ -34,7 +34,7 @@ def unavailable_reason():
     return f"the 'numba' backend needs {' and '.join(missing)}" if missing else None
 
 
-def _blas_one_thread():
+def blas_one_thread():
     """A context manager holding every loaded BLAS library to one thread."""
     global _controller
     if _controller is None:
@@ -76,22 +76,35 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     out = np.empty(q.shape[:2] + (v.shape[2],), dtype=p["acc"])  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=p["acc"])  # (Hq', L)
     lo, hi = band_bounds(p["band"], L, S)
-    with _blas_one_thread():
+    with blas_one_thread():
         forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"], p["block_k"])
     out = out.astype(p["dtype"], copy=False).reshape(p["lead"] + (p["hq"], L, v.shape[2]))  # (..., Hq, L, Ev)
     return (out, lse.reshape(p["lead"] + (p["hq"], L))) if return_lse else out
 
 
+def dq_chunks(n_kv, n_key_blocks, min_items=16):
+    """How many private copies of ``dQ`` the one-pass backward uses: enough for ``min_items`` work items.
+
+    It depends on the shapes only, never on the thread count, so that the
+    result is the same on every machine.
+    """
+    return max(1, min(n_key_blocks, -(-min_items // max(n_kv, 1))))
+
+
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
-                             block_q=64, block_k=64):
-    """:func:`attention_scratch.flash_attention_backward` computed by two parallel Numba passes.
+                             block_q=64, block_k=64, two_pass=False):
+    """:func:`attention_scratch.flash_attention_backward` computed by parallel Numba kernels.
+
+    ``two_pass=True`` runs the two-pass kernels (dK/dV by key blocks, then dQ by
+    query blocks: 7 tile products); the default is the one-pass kernel with
+    private copies of dQ (5 tile products). Both give the same result up to rounding.
 
     Shapes
     ------
     returns ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
-    from .numba_backward import dq_parallel, kv_parallel
+    from .numba_backward import dq_parallel, fused_parallel, kv_parallel
 
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 window=window, block_q=block_q, block_k=block_k)
@@ -102,13 +115,22 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     o = arrays["out"].reshape(d_out.shape).astype(acc, copy=False)  # (Hq', L, Ev)
     d = np.ascontiguousarray((d_out * o).sum(axis=-1))  # (Hq', L): D = rowsum(dO ∘ O)
     lse_k = np.ascontiguousarray(arrays["lse"].reshape(q.shape[:2]), dtype=acc)  # (Hq', L)
-    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    dk, dv = np.empty_like(k), np.empty_like(v)
     L, S = q.shape[1], k.shape[1]
     lo, hi = band_bounds(p["band"], L, S)
     scale_t = q.dtype.type(p["scale"])
-    with _blas_one_thread():
-        kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, scale_t, lo, hi, p["block_q"], p["block_k"])
-        dq_parallel(q, k, v, d_out, lse_k, d, dq, scale_t, lo, hi, p["block_q"], p["block_k"])
+    with blas_one_thread():
+        if two_pass:
+            dq = np.empty_like(q)
+            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, scale_t, lo, hi, p["block_q"], p["block_k"])
+            dq_parallel(q, k, v, d_out, lse_k, d, dq, scale_t, lo, hi, p["block_q"], p["block_k"])
+        else:
+            chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
+            dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
+            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, scale_t, lo, hi, p["block_q"],
+                           p["block_k"])
+            dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
+            dq *= scale_t
     kv_lead = p["lead"] + (p["k"].shape[1],)
     dtype = p["dtype"]
     return (dq.astype(dtype, copy=False).reshape(p["lead"] + (p["hq"], L, q.shape[2])),  # (..., Hq, L, E)

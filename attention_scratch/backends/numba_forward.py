@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_exp import LOOP_FLAGS, fast_exp
-from .numba_tiles import key_blocks, mask_tile, tile_is_full, tile_view
+from .numba_tiles import key_blocks, mask_tile, tile_is_full, tile_view, zigzag
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -99,13 +99,14 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
 # BEGIN EXERCISE 12.2 (3 points): the parallel loop over (head, query block)
 # uses: from numba import prange
 # uses: from attention_scratch.backends.numba_forward import forward_query_block
+# uses: from attention_scratch.backends.numba_tiles import zigzag
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     """Run :func:`forward_query_block` on every (query head, query block), spread over the cores.
 
     One flat ``prange`` over ``Hq' · ceil(L / block_q)`` work items: item ``t`` is head
-    ``h = t // n_blocks`` and query block ``t % n_blocks``, taken from the last block
-    backwards (under a causal mask the last blocks see the most keys, so the
-    longest items start first). Query head ``h`` reads key/value head ``h // G``
+    ``h = t // n_blocks`` and query block ``zigzag(t % n_blocks, n_blocks)`` (under a
+    causal mask the last blocks see the most keys; ``zigzag`` pairs long with short
+    items so that every thread's share of the loop holds about the same work). Query head ``h`` reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
     so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
     ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
@@ -117,7 +118,7 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     n_blocks = (L + block_q - 1) // block_q
     for t in prange(n_heads * n_blocks):
         h = t // n_blocks
-        qb = n_blocks - 1 - t % n_blocks  # heavy blocks first
+        qb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         i0 = qb * block_q
         i1 = min(i0 + block_q, L)
         forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, i1, scale,

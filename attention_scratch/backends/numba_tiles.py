@@ -47,6 +47,17 @@ def tile_is_full(i0, i1, j0, j1, lo, hi):
 
 
 @njit(cache=True)
+def zigzag(t, n):
+    """The block that work item ``t`` of ``n`` takes: ``n-1, 0, n-2, 1, ...`` (a permutation of ``range(n)``).
+
+    Under a causal mask block ``n-1`` is the longest and block 0 the shortest. The
+    parallel loop hands each thread a contiguous run of items, and pairing long
+    with short blocks gives every run about the same amount of work.
+    """
+    return n - 1 - t // 2 if t % 2 == 0 else t // 2
+
+
+@njit(cache=True)
 def tile_view(buffer, rows, cols):
     """The first ``rows·cols`` entries of a flat buffer as a C-contiguous ``(rows, cols)`` tile."""
     return buffer[:rows * cols].reshape((rows, cols))

@@ -18,3 +18,7 @@ __all__ += ["flash_attention", "flash_attention_backward", "block_schedule",
 from .decoding import ring_attention, split_kv_attention  # noqa: E402
 
 __all__ += ["split_kv_attention", "ring_attention"]
+from .additive import AdditiveAttention  # noqa: E402
+from .luong import LuongAttention  # noqa: E402
+
+__all__ += ["AdditiveAttention", "LuongAttention"]

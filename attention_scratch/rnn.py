@@ -17,6 +17,8 @@ import numpy as np
 from .nn import Module, _init_uniform, sigmoid
 
 
+# BEGIN EXERCISE 2.3 (3 points): one GRU step
+# uses: from attention_scratch.nn import sigmoid
 def gru_step(x_proj, h, W_h, b_h):
     """One GRU step from the projected input, in the gate order (reset, update, new).
 
@@ -31,6 +33,8 @@ def gru_step(x_proj, h, W_h, b_h):
     Shapes: ``x_proj`` (B, 3H), ``h`` (B, H), ``W_h`` (H, 3H), ``b_h`` (3H,).
     Returns ``(h_new, r, z, n, hh_n)``, each (B, H); the backward pass needs the gates.
     """
+    # BEGIN SOLUTION
+    # HINT: slice the three gate blocks with [:, :H], [:, H:2 * H] and [:, 2 * H:]
     H = h.shape[-1]
     hh = h @ W_h + b_h  # (B, 3H)
     r = sigmoid(x_proj[:, :H] + hh[:, :H])  # (B, H) reset gate
@@ -38,6 +42,10 @@ def gru_step(x_proj, h, W_h, b_h):
     n = np.tanh(x_proj[:, 2 * H:] + r * hh[:, 2 * H:])  # (B, H) candidate
     h_new = n + z * (h - n)  # (B, H) = (1 - z) n + z h
     return h_new, r, z, n, hh[:, 2 * H:]
+    # END SOLUTION
+
+
+# END EXERCISE
 
 
 class GRUCell(Module):

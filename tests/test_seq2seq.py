@@ -94,3 +94,23 @@ def test_training_smoke_on_a_small_subset():
 def test_bad_attention_name():
     with pytest.raises(ValueError, match="attention must be one of"):
         Seq2Seq(dataclasses.replace(Config(), attention="cosine"))
+
+
+def test_command_line_ends_with_the_held_out_line(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from attention_scratch.train import load_model
+    path = tmp_path / "m.npz"
+    done = subprocess.run([sys.executable, "-m", "attention_scratch.seq2seq", "--attention", "luong-local-p",
+                           "--steps", "3", "--n-train", "100", "--n-heldout", "20", "--quiet",
+                           "--save-dtype", "float16", "--save", str(path)],
+                          capture_output=True, text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1",
+                                                                             "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"held-out exact match: \d\.\d{3} \(n=20\)", last), last
+    model, meta = load_model(path)
+    assert model.config.attention == "luong-local-p" and meta["n_heldout"] == 20

@@ -105,6 +105,8 @@ def _probs(p):
     scores = scaled_scores(p["q"].astype(p["acc"]), p["k"].astype(p["acc"]), p["scale"])  # (N, Hkv, G, L, S)
     if p["bias"] is not None:
         scores = scores + p["bias"]  # (N, Hkv, G, L, S)
+    if p["S"] == 0:  # no keys at all: every row is empty (the max of an empty row is undefined)
+        return scores
     return masked_softmax(scores, True if p["keep"] is None else p["keep"])  # 0 on masked entries
 
 

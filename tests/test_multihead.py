@@ -208,3 +208,14 @@ def test_errors(rng):
     with pytest.raises(ValueError, match="backward needs"):
         at.MultiHeadAttention(8, 2, rng=rng).backward(np.ones((1, 3, 8)))
     assert at.MultiHeadAttention(8, 2, bias=False, rng=rng).b_q is None
+
+
+def test_float32_input_keeps_its_dtype(rng):
+    mha = at.MultiHeadAttention(8, 4, num_kv_heads=2, rng=rng)
+    x = rng.standard_normal((2, 5, 8))
+    out64 = mha.forward(x, is_causal=True)
+    out32 = mha.forward(x.astype(np.float32), is_causal=True)
+    assert out32.dtype == np.float32
+    assert_close(out32, out64, dtype=np.float32, rtol=1e-4, atol=1e-5)
+    dx, _, _ = mha.backward(np.ones_like(out32))
+    assert dx.dtype == np.float32

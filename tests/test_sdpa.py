@@ -207,6 +207,15 @@ def test_property_causal_outputs_ignore_the_future(seed, L, extra, align, data):
         assert not np.allclose(out2[..., blind:, :], out[..., blind:, :]), "later queries must see the change"
 
 
+@pytest.mark.parametrize("L,S", [(0, 3), (3, 0), (0, 0)])
+def test_empty_sequences(rng, L, S):
+    q, k, v = qkv(rng, (2,), 2, 1, L, S, 3, 4)
+    out = sdpa(q, k, v, enable_gqa=True, is_causal=True)
+    grads = sdpa_backward(np.ones(out.shape), q, k, v, enable_gqa=True, is_causal=True)
+    assert out.shape == (2, 2, L, 4) and np.all(out == 0)
+    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape] and all(np.all(g == 0) for g in grads)
+
+
 def test_return_weights_and_leading_axes(rng):
     q, k, v = qkv(rng, (2, 3, 1), 2, 1, 4, 5, 3, 2)
     out, w = sdpa(q, k, v, enable_gqa=True, return_weights=True)

@@ -12,6 +12,7 @@ import numpy as np
 from ._checks import as_float_array, check_positive_int
 from .kv_cache import KVCache
 from .masks import combine_masks, key_padding_to_keep
+from .positional import apply_rope, apply_rope_backward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 
@@ -106,6 +107,9 @@ class MultiHeadAttention:
         Widths of the key and value inputs for cross-attention (default ``embed_dim``).
     rng : numpy.random.Generator, optional
         Draws the initial weights (default: an unseeded generator).
+    rope : bool
+        Rotate the query and key heads by their positions (RoPE, chapter 7) before
+        attending; with a cache the new tokens take positions ``cache.length ...``.
 
     Attributes
     ----------
@@ -118,7 +122,7 @@ class MultiHeadAttention:
     """
 
     def __init__(self, embed_dim, num_heads, num_kv_heads=None, bias=True, kdim=None, vdim=None,
-                 rng=None):
+                 rng=None, *, rope=False):
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         num_heads = check_positive_int(num_heads, "num_heads")
         num_kv_heads = num_heads if num_kv_heads is None else check_positive_int(num_kv_heads, "num_kv_heads")
@@ -139,6 +143,9 @@ class MultiHeadAttention:
         if bias:
             self.params.update(b_q=np.zeros(embed_dim), b_k=np.zeros(kv_width),
                                b_v=np.zeros(kv_width), b_o=np.zeros(embed_dim))
+        if rope and self.head_dim % 2:
+            raise ValueError(f"rope=True needs an even head dim; got {self.head_dim}")
+        self.rope = bool(rope)
         self.grads = {}
         self._saved = None
 
@@ -195,9 +202,13 @@ class MultiHeadAttention:
         q = split_heads(self._project(query, "q", self.embed_dim, "query"), self.num_heads)  # (B, Hq, L, D)
         k = split_heads(self._project(key, "k", self.kdim, "key"), self.num_kv_heads)  # (B, Hkv, S, D)
         v = split_heads(self._project(value, "v", self.vdim, "value"), self.num_kv_heads)  # (B, Hkv, S, D)
+        if cache is not None and not self_attention:
+            raise ValueError("cache= is for self-attention decoding: pass key=None and value=None")
+        start = 0 if cache is None else cache.length  # position of the first new token
+        pos_q, pos_k = start + np.arange(q.shape[-2]), start + np.arange(k.shape[-2])
+        if self.rope:
+            q, k = apply_rope(q, pos_q), apply_rope(k, pos_k)  # rotated by position
         if cache is not None:
-            if not self_attention:
-                raise ValueError("cache= is for self-attention decoding: pass key=None and value=None")
             k, v = cache.append(k, v)  # (B, Hkv, S_cached + L, D)
         mask = combine_masks(attn_mask,
                              None if key_padding_mask is None else key_padding_to_keep(key_padding_mask))
@@ -208,7 +219,7 @@ class MultiHeadAttention:
         out = self._project(merged, "o", self.embed_dim, "merged heads")  # (B, L, embed_dim)
         self._saved = None if cache is not None else dict(
             query=query, key=key, value=value, q=q, k=k, v=v, mask=mask, is_causal=is_causal,
-            merged=merged, self_attention=self_attention,
+            merged=merged, self_attention=self_attention, pos_q=pos_q, pos_k=pos_k,
             value_defaulted=value_defaulted)
         return (out, weights) if need_weights else out
 
@@ -242,6 +253,8 @@ class MultiHeadAttention:
         d_q, d_k, d_v = scaled_dot_product_attention_backward(
             split_heads(d_merged, self.num_heads), s["q"], s["k"], s["v"], s["mask"],
             is_causal=s["is_causal"], enable_gqa=True)  # (B, Hq, L, D), (B, Hkv, S, D) x2
+        if self.rope:  # back through the rotations
+            d_q, d_k = apply_rope_backward(d_q, s["pos_q"]), apply_rope_backward(d_k, s["pos_k"])
         d_inputs = {}
         for name, d_heads, x in (("q", d_q, s["query"]), ("k", d_k, s["key"]), ("v", d_v, s["value"])):
             d_proj = merge_heads(d_heads)  # (B, length, Hx·D)

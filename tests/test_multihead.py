@@ -219,3 +219,20 @@ def test_float32_input_keeps_its_dtype(rng):
     assert_close(out32, out64, dtype=np.float32, rtol=1e-4, atol=1e-5)
     dx, _, _ = mha.backward(np.ones_like(out32))
     assert dx.dtype == np.float32
+
+
+def test_rope_inside_the_layer_backward_and_cache(rng):
+    mha = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=rng, rope=True)
+    x = rng.standard_normal((1, 6, 8))
+    grad_check(lambda x: mha.forward(x, is_causal=True),
+               lambda g, x: ((mha.forward(x, is_causal=True), mha.backward(g))[1][0],), [x], rng=rng)
+    full = mha.forward(x, is_causal=True)
+    cache = mha.new_cache()
+    steps = [mha.forward(x[:, :2], is_causal=True, cache=cache)]
+    steps += [mha.forward(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(2, 6)]
+    assert_close(np.concatenate(steps, axis=1), full, what="RoPE decoding with the cache vs full pass")
+    plain = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=np.random.default_rng(0))
+    plain.params = dict(mha.params)
+    assert not np.allclose(plain.forward(x, is_causal=True), full), "rope=True must change the output"
+    with pytest.raises(ValueError, match="even head dim"):
+        at.MultiHeadAttention(6, 2, rope=True)

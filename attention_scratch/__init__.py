@@ -35,6 +35,3 @@ __all__ += ["scaled_dot_product_attention", "scaled_dot_product_attention_backwa
             "causal_mask", "padding_mask", "sliding_window_mask", "combine_masks",
             "MultiHeadAttention", "KVCache", "sinusoidal_encoding", "LearnedPositionalEmbedding",
             "apply_rope", "apply_rope_backward", "alibi_slopes", "alibi_bias"]
-from .transformer import TinyTransformer, decode_step, generate  # noqa: E402
-
-__all__ += ["TinyTransformer", "generate", "decode_step"]

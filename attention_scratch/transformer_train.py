@@ -19,7 +19,7 @@ from .transformer import TinyTransformer, generate
 
 PRETRAINED = Path(__file__).resolve().parent / "data" / "tiny_transformer_sort.npz"
 DEFAULTS = dict(task="sort", seed=0, length=8, d_model=64, num_heads=4, num_layers=2, hidden=128,
-                steps=1500, batch=64, lr=3e-3, warmup=100, clip=1.0)
+                steps=1000, batch=64, lr=3e-3, warmup=100, clip=1.0)
 
 
 def learning_rate(step, steps, lr, warmup):

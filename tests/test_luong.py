@@ -51,6 +51,29 @@ def test_dot_score_with_scale_one_is_scaled_dot_product_attention(rng):
     assert_close(weights, probs[:, 0, 0], what="Luong dot weights vs the oracle with scale=1")
 
 
+def test_dot_score_with_scale_one_equals_the_library_sdpa(rng):
+    import attention_scratch as at
+    attn, keys, keep = make(rng, "dot", None)
+    q = rng.standard_normal((3, 4))
+    memory = attn.prepare(keys, keep)
+    context, weights, cache = attn.forward(q, memory)
+    out, w = at.scaled_dot_product_attention(q[:, None, None], keys[:, None], keys[:, None],
+                                             attn_mask=keep[:, None, None, :], scale=1.0,
+                                             return_weights=True)  # (B, 1, 1, D), (B, 1, 1, S)
+    assert_close(context, out[:, 0, 0], what="Luong dot context vs scaled_dot_product_attention(scale=1)")
+    assert_close(weights, w[:, 0, 0], what="Luong dot weights vs scaled_dot_product_attention(scale=1)")
+    # and the backward passes agree: d(query) and d(keys), with keys serving as the values too
+    g = rng.standard_normal(context.shape)
+    grad_memory = attn.zero_memory_grads(memory)
+    d_q = attn.backward(g, cache, grad_memory)
+    d_keys = attn.prepare_backward(grad_memory, memory)
+    gq, gk, gv = at.scaled_dot_product_attention_backward(
+        g[:, None, None], q[:, None, None], keys[:, None], keys[:, None],
+        attn_mask=keep[:, None, None, :], scale=1.0)
+    assert_close(d_q, gq[:, 0, 0], what="d(query) vs the sdpa backward")
+    assert_close(d_keys, (gk + gv)[:, 0], what="d(keys) vs the sdpa backward (keys are also the values)")
+
+
 def test_general_score_with_identity_is_dot(rng):
     attn, keys, keep = make(rng, "general", None)
     attn.params["W_a"][...] = np.eye(4)

@@ -1,0 +1,145 @@
+"""The CUDA flash kernels executed on the CPU by the emulation harness (no GPU involved).
+
+backends/cuda/*.cu are compiled with g++ against cuda/emulation/cuda_emulation.h; every
+CUDA thread runs as a fiber. These tests run the kernel code itself (indexing, masks,
+block skipping, online softmax, the tensor-core tile logic, the backward atomics) on small
+shapes and compare with the float64 oracle. They do not show that the kernels are fast,
+nor that they are free of races a real GPU could expose: see tests/test_cupy_gpu.py.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+import flash_backend_cases as cases
+from attention_scratch.backends import cuda_driver, cuda_emulation
+
+reason = cuda_emulation.unavailable_reason()
+pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
+
+SMEM = 99 * 1024  # the opt-in shared memory of an sm_86/sm_89 GPU: the smallest of the targets
+
+
+def _bf16(q, k, v, g, causal):
+    out, lse = cuda_emulation.flash_attention(q, k, v, causal, return_lse=True, bfloat16=True,
+                                              tensor_cores=True, smem_limit=SMEM)
+    grads = cuda_emulation.flash_attention_backward(g, q, k, v, out, lse, causal, bfloat16=True,
+                                                    smem_limit=SMEM)
+    return out, lse, grads
+
+
+EMULATED = cases.Backend(
+    "CUDA emulation",
+    functools.partial(cuda_emulation.flash_attention, tensor_cores=True, smem_limit=SMEM),
+    functools.partial(cuda_emulation.flash_attention_backward, smem_limit=SMEM),
+    _bf16,
+)
+# 48 KiB, the budget without opt-in: forces smaller tiles than asked for in the float64 cases.
+SMALL_SMEM = cases.Backend(
+    "CUDA emulation, 48 KiB shared memory",
+    functools.partial(cuda_emulation.flash_attention, smem_limit=48 * 1024),
+    functools.partial(cuda_emulation.flash_attention_backward, smem_limit=48 * 1024),
+)
+
+
+@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
+@pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (13, 11)])
+def test_block_sizes(rng, mask, L, S):
+    cases.case_block_sizes(EMULATED, rng, mask, L, S, blocks=range(1, max(L, S) + 3))
+
+
+@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
+@pytest.mark.parametrize("bq,bk", [(7, 13), (64, 64), (128, 256)])
+def test_ragged_shapes(rng, mask, bq, bk):
+    cases.case_ragged(EMULATED, rng, mask, bq, bk, hq=1)
+
+
+def test_tiles_reduced_to_fit_48_kib(rng):
+    cases.case_ragged(SMALL_SMEM, rng, (True, "bottom_right", (40, None)), 128, 256)
+
+
+@pytest.mark.parametrize("mask", cases.ALL_MASKS)
+@pytest.mark.parametrize("L,S", [(5, 17), (17, 5), (1, 1), (17, 1)])
+def test_shapes_and_masks(rng, mask, L, S):
+    cases.case_shapes_and_masks(EMULATED, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16)))
+
+
+def test_empty_rows(rng):
+    cases.case_empty_rows(EMULATED, rng)
+
+
+def test_empty_sequences(rng):
+    cases.case_empty_sequences(EMULATED, rng)
+
+
+def test_batch_axes_gqa_and_scale(rng):
+    cases.case_batch_axes_gqa_scale(EMULATED, rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_precision_scalar_kernel(rng, dtype, causal):
+    cases.case_low_precision(EMULATED, rng, dtype, causal, bq=32, bk=16)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_float16_tensor_core_kernel(rng, causal):
+    # block 64x64, E=64: the WMMA forward (the backward always runs the scalar kernel)
+    cases.case_low_precision(EMULATED, rng, np.float16, causal, bq=64, bk=64, L=80, S=100, E=64)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_tensor_core_kernel(rng, causal):
+    cases.case_bfloat16(EMULATED, rng, causal, L=70, S=90, E=40)
+
+
+def test_same_result_as_numpy_flash_in_float32(rng):
+    cases.case_matches_numpy_reference_in_float32(EMULATED, rng)
+
+
+def test_head_dims_of_every_bucket(rng):
+    for E in (1, 32, 33, 100, 129, 256):
+        q, k, v, g = cases.make_inputs(rng, 5, 9, E=E, Ev=max(1, E // 2), hq=1, hkv=1)
+        cases.check_against_oracle(EMULATED, q, k, v, g, (True, "top_left", None), 4, 4)
+
+
+def test_batch_heads_split_into_several_launches(rng, monkeypatch):
+    # The grid's y extent (batch * heads) is capped at 65535 per launch; shrink the cap to 2.
+    monkeypatch.setattr(cuda_driver, "GRID_Y_MAX", 2)
+    q, k, v, g = cases.make_inputs(rng, 6, 7, hq=6, hkv=3, lead=(1,))
+    cases.check_against_oracle(EMULATED, q, k, v, g, (True, "bottom_right", None), 4, 4)
+
+
+def test_errors_match_the_numpy_reference(rng):
+    q, k, v, _ = cases.make_inputs(rng, 4, 5, hq=4, hkv=2)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        cuda_emulation.flash_attention(q, k, v)
+    with pytest.raises(ValueError, match="block_q"):
+        cuda_emulation.flash_attention(q, k, v, enable_gqa=True, block_q=0)
+    with pytest.raises(ValueError, match="causal_align"):
+        cuda_emulation.flash_attention(q, k, v, enable_gqa=True, causal_align="middle")
+    with pytest.raises(ValueError, match="head dims up to 256"):
+        cuda_emulation.flash_attention(*cases.make_inputs(rng, 2, 2, E=300, hq=1, hkv=1)[:3])
+
+
+def test_harness_detects_a_shared_memory_overrun(rng, monkeypatch):
+    # If the driver under-allocated shared memory, the emulation must fail, not pass silently.
+    monkeypatch.setattr(cuda_driver, "forward_smem_bytes", lambda bk, D, acc: bk * (D + 1) * acc)
+    q, k, v, _ = cases.make_inputs(rng, 4, 8, hq=1, hkv=1)
+    with pytest.raises(RuntimeError, match="failed with code 2"):
+        cuda_emulation.flash_attention(q, k, v, block_q=4, block_k=4)
+
+
+@pytest.mark.parametrize("tag", cuda_driver.TAGS)
+@pytest.mark.parametrize("E", [16, 64, 100, 128, 256])
+def test_plans_fit_the_hardware_limits(tag, E):
+    for bq, bk in ((1, 1), (64, 64), (256, 256), (1000, 7)):
+        for smem in (48 * 1024, 99 * 1024):
+            fwd = cuda_driver.forward_plan(tag, 4096, 4096, E, E, bq, bk, smem, tensor_cores=True)
+            bwd = cuda_driver.backward_plan(tag, 4096, 4096, E, E, bq, bk, smem)
+            for plan in (fwd, bwd):
+                assert plan["threads"] <= cuda_driver.MAX_THREADS and plan["threads"] % 32 == 0
+                assert plan["smem"] <= smem and 1 <= plan["bq"] <= bq and 1 <= plan["bk"] <= bk
+            assert (fwd["kernel"] == "flash_fwd_wmma") == (tag in ("float16", "bfloat16") and E <= 128
+                                                           and (bq, bk) == (64, 64)
+                                                           and cuda_driver.wmma_smem_bytes(cuda_driver.head_dim_bucket(E, E)) <= smem)

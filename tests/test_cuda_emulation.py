@@ -143,3 +143,52 @@ def test_plans_fit_the_hardware_limits(tag, E):
             assert (fwd["kernel"] == "flash_fwd_wmma") == (tag in ("float16", "bfloat16") and E <= 128
                                                            and (bq, bk) == (64, 64)
                                                            and cuda_driver.wmma_smem_bytes(cuda_driver.head_dim_bucket(E, E)) <= smem)
+
+
+# The CuPy backend's own Python code, run on the CPU: a NumPy stand-in for CuPy
+# (tests/fake_cupy.py) and the emulation for the kernel launches. This checks the glue
+# (conversions, dtype tags, layouts, launch arguments), not CUDA.
+
+@pytest.fixture
+def cupy_glue(monkeypatch):
+    import sys
+
+    import fake_cupy
+    from attention_scratch.backends import cupy_gpu
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
+    monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
+    return cases.Backend("cupy_gpu glue on the emulation", cupy_gpu.flash_attention,
+                         cupy_gpu.flash_attention_backward)
+
+
+def test_cupy_backend_glue_numpy_in_numpy_out(cupy_glue, rng):
+    assert type(cupy_glue.forward(*cases.make_inputs(rng, 3, 4, hq=1, hkv=1)[:3])) is np.ndarray
+    cases.case_batch_axes_gqa_scale(cupy_glue, rng)
+    cases.case_empty_rows(cupy_glue, rng)
+    cases.case_ragged(cupy_glue, rng, (True, "bottom_right", (40, None)), 16, 32, hq=2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cupy_backend_glue_float16_uses_tensor_cores(cupy_glue, rng, causal, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cuda_driver, "forward_plan", _recording(cuda_driver.forward_plan, seen))
+    cases.case_low_precision(cupy_glue, rng, np.float16, causal, bq=64, bk=64, L=70, S=90, E=32)
+    assert [p["kernel"] for p in seen] == ["flash_fwd_wmma"]
+
+
+def test_cupy_backend_glue_device_arrays_stay_device_arrays(cupy_glue, rng):
+    import cupy  # the stand-in installed by the fixture
+
+    q, k, v, g = (cupy.asarray(a) for a in cases.make_inputs(rng, 5, 6, hq=2, hkv=2, dtype=np.float32))
+    out, lse = cupy_glue.forward(q, k, v, True, return_lse=True)
+    grads = cupy_glue.backward(g, q, k, v, out, lse, True)
+    assert all(type(a) is cupy.ndarray for a in (out, lse, *grads))
+    assert out.dtype == np.float32 and lse.dtype == np.float32
+
+
+def _recording(plan, seen):
+    def wrapped(*args, **kwargs):
+        seen.append(plan(*args, **kwargs))
+        return seen[-1]
+    return wrapped

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv(const T* __restrict__ q, c
 
     const int kvh = bh0 + blockIdx.y;  // (batch, kv head)
     const int j0 = blockIdx.x * bk;
-    const int j1 = min(j0 + bk, S), n = j1 - j0;
+    const int j1 = imin(j0 + bk, S), n = j1 - j0;
     const int r = threadIdx.x / TPR, t = threadIdx.x % TPR;
     const int j = j0 + r;
     const bool key_ok = r < bk && j < S;
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv(const T* __restrict__ q, c
         const T* qg = q + bh * L * E;
         const T* dog = grad_out + bh * L * Ev;
         for (int qb = qb_first; qb < qb_end; ++qb) {
-            const int i0 = qb * bq, m = min(bq, L - i0);
+            const int i0 = qb * bq, m = imin(bq, L - i0);
             __syncthreads();  // previous tile's Q, dO and dS are no longer read
             for (int idx = threadIdx.x; idx < m * D; idx += blockDim.x) {
                 const int ii = idx / D, d = idx % D;

@@ -56,6 +56,9 @@ template <> __device__ __forceinline__ double acc_inf<double>() {
 #define FLASH_LOG2E 1.4426950408889634
 #define FLASH_LN2 0.6931471805599453
 
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+
 // Is key j kept for query i?  lo <= j - i <= hi.
 __device__ __forceinline__ bool band_keep(int i, int j, int lo, int hi) {
     const int d = j - i;
@@ -73,7 +76,7 @@ template <int TPR, typename A> __device__ __forceinline__ A group_sum(A x) {
 // Key blocks a query block of rows i0..i1-1 must visit (flash_tiles.key_block_range).
 __device__ __forceinline__ void key_block_range(int i0, int i1, int S, int bk, int lo, int hi,
                                                 int* kb_first, int* kb_end) {
-    const int first = max(0, i0 + lo), last = min(S - 1, i1 - 1 + hi);
+    const int first = imax(0, i0 + lo), last = imin(S - 1, i1 - 1 + hi);
     *kb_first = first <= last ? first / bk : 0;
     *kb_end = first <= last ? last / bk + 1 : 0;
 }
@@ -81,7 +84,7 @@ __device__ __forceinline__ void key_block_range(int i0, int i1, int S, int bk, i
 // Query blocks a key block j0..j1-1 contributes to (flash_tiles.query_block_range).
 __device__ __forceinline__ void query_block_range(int j0, int j1, int L, int bq, int lo, int hi,
                                                   int* qb_first, int* qb_end) {
-    const int first = max(0, j0 - hi), last = min(L - 1, j1 - 1 - lo);
+    const int first = imax(0, j0 - hi), last = imin(L - 1, j1 - 1 - lo);
     *qb_first = first <= last ? first / bq : 0;
     *qb_end = first <= last ? last / bq + 1 : 0;
 }

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(256) flash_fwd_scalar(const T* __restrict__ q,
     const int bh = bh0 + blockIdx.y;  // (batch, query head)
     const int kvh = bh / G;           // its key/value head
     const int q0 = blockIdx.x * bq;   // first query row of this tile
-    const int q1 = min(q0 + bq, L);
+    const int q1 = imin(q0 + bq, L);
     const int r = threadIdx.x / TPR, t = threadIdx.x % TPR;
     const int i = q0 + r;
     const bool row_ok = r < bq && i < L;  // threads past the tile only help load and shuffle
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(256) flash_fwd_scalar(const T* __restrict__ q,
     int kb_first, kb_end;
     key_block_range(q0, q1, S, bk, lo, hi, &kb_first, &kb_end);
     for (int kb = kb_first; kb < kb_end; ++kb) {
-        const int j0 = kb * bk, n = min(bk, S - j0);
+        const int j0 = kb * bk, n = imin(bk, S - j0);
         __syncthreads();  // the previous tile is no longer read
         for (int idx = threadIdx.x; idx < n * D; idx += blockDim.x) {
             const int jj = idx / D, d = idx % D;

@@ -42,7 +42,7 @@ flash_fwd_wmma(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int bh = bh0 + blockIdx.y, kvh = bh / G;
-    const int q0 = blockIdx.x * BQ, q1 = min(q0 + BQ, L);
+    const int q0 = blockIdx.x * BQ, q1 = imin(q0 + BQ, L);
     const T* qg = q + (size_t)bh * L * E;
     const T* kg = k + (size_t)kvh * S * E;
     const T* vg = v + (size_t)kvh * S * Ev;

@@ -58,8 +58,6 @@ template <typename V> inline V __shfl_xor_sync(unsigned, V value, int lane_mask,
 inline float atomicAdd(float* p, float x) { float old = *p; *p = old + x; return old; }
 inline double atomicAdd(double* p, double x) { double old = *p; *p = old + x; return old; }
 
-using std::max;
-using std::min;
 inline float __int_as_float(int x) { float f; std::memcpy(&f, &x, 4); return f; }
 inline double __longlong_as_double(long long x) { double f; std::memcpy(&f, &x, 8); return f; }
 

@@ -94,6 +94,9 @@ def make_module(compute_capability="86", smem_optin=99 * 1024):
         def __init__(self, index=0):
             self.compute_capability = compute_capability
 
+        def synchronize(self):
+            pass
+
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
         get_cuda_path=lambda: None, Device=Device)

@@ -57,13 +57,19 @@ def band_ints(band, L, S):
     return int(lo), int(hi)
 
 
+# BEGIN EXERCISE 13.2 (2 points): the shared-memory budget of the forward tile
 def forward_smem_bytes(block_k, D, acc_bytes):
     """Bytes of shared memory the scalar forward kernel needs: K and V tiles of ``block_k`` rows.
 
     Each tile row holds ``D + 1`` accumulation-type values (the head dim padded by
     one to spread the rows over the 32 shared-memory banks), ``acc_bytes`` each.
     """
+    # BEGIN SOLUTION
     return 2 * block_k * (D + 1) * acc_bytes
+    # END SOLUTION
+
+
+# END EXERCISE
 
 
 def largest_block_k(D, acc_bytes, smem_limit, block_k):

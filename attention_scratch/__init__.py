@@ -18,3 +18,14 @@ __all__ += ["flash_attention", "flash_attention_backward", "block_schedule",
 from .decoding import ring_attention, split_kv_attention  # noqa: E402
 
 __all__ += ["split_kv_attention", "ring_attention"]
+from .masks import causal_mask, combine_masks, padding_mask, sliding_window_mask  # noqa: E402
+from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward  # noqa: E402
+from .kv_cache import KVCache  # noqa: E402
+from .multihead import MultiHeadAttention  # noqa: E402
+from .positional import (LearnedPositionalEmbedding, alibi_bias, alibi_slopes, apply_rope,  # noqa: E402
+                         apply_rope_backward, sinusoidal_encoding)
+
+__all__ += ["scaled_dot_product_attention", "scaled_dot_product_attention_backward",
+            "causal_mask", "padding_mask", "sliding_window_mask", "combine_masks",
+            "MultiHeadAttention", "KVCache", "sinusoidal_encoding", "LearnedPositionalEmbedding",
+            "apply_rope", "apply_rope_backward", "alibi_slopes", "alibi_bias"]

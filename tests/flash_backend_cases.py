@@ -187,3 +187,32 @@ def case_matches_numpy_reference_in_float32(backend, rng):
     out = backend.forward(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
     ref = numpy_flash(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
     assert_close(out, ref, rtol=1e-5, atol=1e-6, what=f"{backend.name} vs NumPy flash, float32")
+
+
+def case_gradients_match_central_differences(backend, rng):
+    from attention_scratch.testing import grad_check
+
+    q, k, v, _ = make_inputs(rng, 4, 5, E=3, Ev=2, hq=2, hkv=1)
+    kw = dict(enable_gqa=True, window=(2, None), block_q=3, block_k=2, causal_align="bottom_right")
+
+    def backward(g, q, k, v):
+        out, lse = backend.forward(q, k, v, True, return_lse=True, **kw)
+        return backend.backward(g, q, k, v, out, lse, True, **kw)
+
+    grad_check(lambda q, k, v: backend.forward(q, k, v, True, **kw), backward, [q, k, v])
+
+
+def case_tiled_equals_dense(backend, L, S, E, bq, bk, causal, align, left, right, use_window, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v, g = make_inputs(rng, L, S, E=E, Ev=3, hq=2, hkv=1)
+    check_against_oracle(backend, q, k, v, g, (causal, align, (left, right) if use_window else None), bq, bk)
+
+
+def tiled_equals_dense_strategy():
+    """The Hypothesis arguments of :func:`case_tiled_equals_dense` (as in tests/test_flash.py)."""
+    from hypothesis import strategies as st
+
+    return dict(L=st.integers(1, 20), S=st.integers(1, 20), E=st.integers(1, 6), bq=st.integers(1, 24),
+                bk=st.integers(1, 24), causal=st.booleans(), align=st.sampled_from(["top_left", "bottom_right"]),
+                left=st.one_of(st.none(), st.integers(0, 8)), right=st.one_of(st.none(), st.integers(0, 8)),
+                use_window=st.booleans(), seed=st.integers(0, 2**32 - 1))

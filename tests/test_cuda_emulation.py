@@ -10,9 +10,11 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import flash_backend_cases as cases
 from attention_scratch.backends import cuda_driver, cuda_emulation
+from attention_scratch.testing import assert_close
 
 reason = cuda_emulation.unavailable_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
@@ -63,6 +65,16 @@ def test_tiles_reduced_to_fit_48_kib(rng):
 def test_shapes_and_masks(rng, mask, L, S):
     cases.case_shapes_and_masks(EMULATED, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16)))
 
+
+
+def test_gradients_match_central_differences(rng):
+    cases.case_gradients_match_central_differences(EMULATED, rng)
+
+
+@given(**cases.tiled_equals_dense_strategy())
+@settings(max_examples=15)
+def test_tiled_equals_dense_for_any_block_size(**kw):
+    cases.case_tiled_equals_dense(EMULATED, **kw)
 
 def test_empty_rows(rng):
     cases.case_empty_rows(EMULATED, rng)
@@ -192,3 +204,12 @@ def _recording(plan, seen):
         seen.append(plan(*args, **kwargs))
         return seen[-1]
     return wrapped
+
+
+def test_cupy_backend_glue_torch_cpu_tensors_come_back_as_torch_tensors(cupy_glue, rng, torch):
+    q, k, v, g = (torch.from_numpy(a) for a in cases.make_inputs(rng, 5, 6, hq=2, hkv=1))
+    out, lse = cupy_glue.forward(q, k, v, True, enable_gqa=True, return_lse=True)
+    grads = cupy_glue.backward(g, q, k, v, out, lse, True, enable_gqa=True)
+    assert all(isinstance(a, torch.Tensor) for a in (out, lse, *grads))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert_close(out.numpy(), ref.numpy(), what="glue output vs torch SDPA")

@@ -5,6 +5,7 @@ tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gp
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import flash_backend_cases as cases
 from attention_scratch.backends import cupy_gpu
@@ -55,6 +56,16 @@ def test_ragged_shapes(rng, mask, bq, bk):
 def test_shapes_and_masks(rng, mask, L, S):
     cases.case_shapes_and_masks(GPU, rng, mask, L, S)
 
+
+
+def test_gradients_match_central_differences(rng):
+    cases.case_gradients_match_central_differences(GPU, rng)
+
+
+@given(**cases.tiled_equals_dense_strategy())
+@settings(max_examples=40)
+def test_tiled_equals_dense_for_any_block_size(**kw):
+    cases.case_tiled_equals_dense(GPU, **kw)
 
 def test_empty_rows(rng):
     cases.case_empty_rows(GPU, rng)

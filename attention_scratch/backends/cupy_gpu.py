@@ -86,11 +86,17 @@ def _launch(name, tag, D, grid, threads, smem, args):
     fn(tuple(int(g) for g in grid), (int(threads),), tuple(cast[k](v) for k, v in args), shared_mem=int(smem))
 
 
+_LIMITS = {}
+
+
 def device_limits():
-    """``(shared memory per block with opt-in, compute capability as an int like 90)``."""
+    """``(shared memory per block with opt-in, compute capability as an int like 90)``, per device."""
     cupy = _require()
     dev = cupy.cuda.Device()
-    return int(dev.attributes["MaxSharedMemoryPerBlockOptin"]), int(dev.compute_capability)
+    key = (id(cupy), getattr(dev, "id", 0))
+    if key not in _LIMITS:  # querying every attribute of a device is slow: once per device
+        _LIMITS[key] = (int(dev.attributes["MaxSharedMemoryPerBlockOptin"]), int(dev.compute_capability))
+    return _LIMITS[key]
 
 
 def _to_device(x):
@@ -102,9 +108,12 @@ def _to_device(x):
         import torch
 
         x = x.detach()
-        if x.dtype == torch.bfloat16:
+        if x.dtype == torch.bfloat16:  # no bfloat16 in CuPy: pass its bits; results stay on the GPU
+            x = x if x.is_cuda else x.to("cuda")
             return cupy.from_dlpack(x.contiguous().view(torch.int16)).view(cupy.uint16), "torch-bf16"
-        return (cupy.from_dlpack(x) if x.is_cuda else cupy.asarray(x.numpy())), "torch"
+        if not x.is_cuda:  # a CPU tensor: copied to the GPU, and the result copied back
+            return cupy.asarray(x.numpy()), "torch-cpu"
+        return cupy.from_dlpack(x), "torch"
     if module == "cupy":
         return x, "cupy"
     return cupy.asarray(np.asarray(x)), "numpy"
@@ -113,6 +122,10 @@ def _to_device(x):
 def _from_device(a, kind, tag):
     if kind == "numpy":
         return a.get() if tag != "bfloat16" else cuda_driver.from_storage(a, tag).get()
+    if kind == "torch-cpu":
+        import torch
+
+        return torch.from_numpy(a.get())
     if kind.startswith("torch"):
         import torch
 

@@ -19,3 +19,13 @@ def test_compile_check_reports_a_syntax_error(tmp_path, monkeypatch):
     broken.write_text("__global__ void k(float* x) { x[0] = 1.0f }\n")  # missing semicolon
     ok, _, log = compile_check.compile_one(broken, "sm_80", tmp_path)
     assert not ok and "error" in log
+
+
+def test_every_kernel_compiles_through_cupys_nvrtc():
+    """The CuPy backend's own compile path (NVRTC, name expressions, include paths); no GPU needed."""
+    pytest.importorskip("cupy", reason="CuPy is not installed: the NVRTC compile check needs it")
+    try:
+        failures = compile_check.check_nvrtc()
+    except RuntimeError as exc:  # libnvrtc cannot be loaded
+        pytest.skip(f"NVRTC is not available: {exc}")
+    assert not failures, "\n".join(err for _, err in failures)

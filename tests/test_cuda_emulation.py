@@ -213,3 +213,17 @@ def test_cupy_backend_glue_torch_cpu_tensors_come_back_as_torch_tensors(cupy_glu
     assert all(isinstance(a, torch.Tensor) for a in (out, lse, *grads))
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     assert_close(out.numpy(), ref.numpy(), what="glue output vs torch SDPA")
+
+
+def test_cupy_backend_falls_back_to_the_scalar_kernel_when_wmma_does_not_compile(cupy_glue, rng, monkeypatch):
+    from attention_scratch.backends import cupy_gpu
+
+    def launch(name, *args):
+        if name == "flash_fwd_wmma":
+            raise cupy_gpu.KernelCompileError("compiling flash_fwd_wmma<__half, 64> failed: crt/mma.h not found")
+        return cuda_emulation._launch(name, *args)
+
+    monkeypatch.setattr(cupy_gpu, "_launch", launch)
+    monkeypatch.setattr(cupy_gpu, "_NO_TENSOR_CORES", [])
+    with pytest.warns(UserWarning, match="using the scalar kernel"):
+        cases.case_low_precision(cupy_glue, rng, np.float16, True, bq=64, bk=64, L=40, S=50, E=32)

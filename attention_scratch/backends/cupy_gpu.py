@@ -17,6 +17,7 @@ executed in the CPU emulation, but not yet run on a GPU (see
 benchmarks/gpu_results.md).
 """
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ CUDA_DIR = Path(__file__).resolve().parent / "cuda"
 SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_wmma": "flash_fwd_wmma.cu",
              "flash_bwd_preprocess": "flash_bwd.cu", "flash_bwd_dkdv": "flash_bwd.cu"}
 _KERNELS = {}
+_NO_TENSOR_CORES = []  # set when the WMMA kernel failed to compile in this process
 
 
 def unavailable_reason():
@@ -57,11 +59,23 @@ def _require():
 
 
 def _include_dirs(cupy):
+    """Where NVRTC finds our headers and cuda_fp16.h, cuda_bf16.h, mma.h: a CUDA toolkit
+    (``CUDA_PATH``) or, for pip-only installs, the ``nvidia-cuda-runtime-cu12`` wheel."""
     dirs = [CUDA_DIR]
     for root in (os.environ.get("CUDA_PATH"), cupy.cuda.get_cuda_path()):
         if root and (Path(root) / "include").is_dir():
             dirs.append(Path(root) / "include")
+    for package in ("cuda_runtime", "cuda_nvcc"):  # cuda_fp16.h etc.; crt/mma.h
+        try:
+            module = __import__(f"nvidia.{package}", fromlist=["__path__"])
+        except ImportError:
+            continue
+        dirs += [Path(p) / "include" for p in module.__path__ if (Path(p) / "include").is_dir()]
     return dirs
+
+
+class KernelCompileError(RuntimeError):
+    """NVRTC could not compile a kernel (usually: CUDA headers not found)."""
 
 
 def kernel(name, tag, D):
@@ -71,9 +85,13 @@ def kernel(name, tag, D):
     if expr not in _KERNELS:
         code = (CUDA_DIR / SOURCE_OF[name]).read_text()
         options = ("--std=c++17",) + tuple(f"-I{d}" for d in _include_dirs(cupy))
-        module = cupy.RawModule(code=code, options=options, name_expressions=[expr],
-                                backend=os.environ.get("ATTENTION_SCRATCH_CUDA_COMPILER", "nvrtc"))
-        _KERNELS[expr] = module.get_function(expr)
+        try:
+            module = cupy.RawModule(code=code, options=options, name_expressions=[expr],
+                                    backend=os.environ.get("ATTENTION_SCRATCH_CUDA_COMPILER", "nvrtc"))
+            _KERNELS[expr] = module.get_function(expr)
+        except Exception as exc:  # cupy.cuda.compiler.CompileException and friends
+            raise KernelCompileError(f"compiling {expr} failed (set CUDA_PATH to a CUDA toolkit, or "
+                                     f"install nvidia-cuda-runtime-cu12): {exc}") from exc
     return _KERNELS[expr]
 
 
@@ -163,9 +181,18 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     (q, k, v), kind, tag = _inputs((query, key, value))
     smem, cc = device_limits()
     tensor_cores = cc >= (80 if tag == "bfloat16" else 70)
-    out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa, tag=tag,
-                                     causal_align=causal_align, window=window, block_q=block_q,
-                                     block_k=block_k, tensor_cores=tensor_cores, smem_limit=smem)
+    kw = dict(tag=tag, causal_align=causal_align, window=window, block_q=block_q, block_k=block_k,
+              smem_limit=smem)
+    try:
+        out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
+                                         tensor_cores=tensor_cores and not _NO_TENSOR_CORES, **kw)
+    except KernelCompileError as exc:
+        if not tensor_cores or "flash_fwd_wmma" not in str(exc):
+            raise
+        _NO_TENSOR_CORES.append(str(exc))
+        warnings.warn(f"the tensor-core kernel could not be compiled, using the scalar kernel: {exc}")
+        out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
+                                         tensor_cores=False, **kw)
     out = _from_device(out, kind, tag)
     return (out, _from_device(lse, kind.replace("-bf16", ""), "float32")) if return_lse else out
 

@@ -111,20 +111,23 @@ def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"
     row["ours_fwd"] = _time(lambda: cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True), sync, repeats)
     row["ours_bwd"] = _time(lambda: cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal),
                             sync, repeats)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
-        try:
-            with sdpa_kernel(backend):
-                fwd = lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)  # noqa: E731
-                row[f"{name}_fwd"] = _time(fwd, sync, repeats)
-                xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
-                o = torch.nn.functional.scaled_dot_product_attention(xq, xk, xv, is_causal=causal)
-                row[f"{name}_bwd"] = _time(lambda: o.backward(tg, retain_graph=True), sync, repeats)
-                del o, xq, xk, xv
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # unsupported dtype, or too big
-            row[f"{name}_fwd"] = row[f"{name}_bwd"] = None
-            row.setdefault("note", "")
-            row["note"] += f"torch {name}: {str(exc).splitlines()[0][:60]}; "
-        torch.cuda.empty_cache()
+        for part in ("fwd", "bwd"):
+            try:
+                with sdpa_kernel(backend):
+                    if part == "fwd":
+                        row[f"{name}_fwd"] = _time(lambda: sdpa(tq, tk, tv, is_causal=causal), sync, repeats)
+                    else:
+                        xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
+                        graph = sdpa(xq, xk, xv, is_causal=causal)
+                        row[f"{name}_bwd"] = _time(lambda: graph.backward(tg, retain_graph=True), sync, repeats)
+            except RuntimeError as exc:  # a dtype the backend does not support, or out of memory
+                row[f"{name}_{part}"] = None
+                row["note"] = row.get("note", "") + f"torch {name} {part}: {str(exc).splitlines()[0][:60]}; "
+            graph = xq = xk = xv = None  # free the retained graph before the next measurement
+            torch.cuda.empty_cache()
+    cupy.get_default_memory_pool().free_all_blocks()
     row["tflops_fwd"] = flops / row["ours_fwd"] / 1e9
     row["tflops_bwd"] = 2.5 * flops / row["ours_bwd"] / 1e9
     return row

@@ -87,6 +87,7 @@ class _Module(types.ModuleType):
 def make_module(compute_capability="86", smem_optin=99 * 1024):
     cupy = _Module("cupy")
     cupy.ndarray = ndarray
+    cupy.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
 
     class Device:
         attributes = {"MaxSharedMemoryPerBlockOptin": smem_optin}

@@ -50,14 +50,15 @@ def library():
     reason = unavailable_reason()
     if reason:
         raise RuntimeError(reason)
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)).hexdigest()[:16]
+    extra = os.environ.get("ATTENTION_SCRATCH_EMULATION_CXXFLAGS", "").split()  # e.g. -fsanitize=address
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(extra).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("ATTENTION_SCRATCH_CACHE", Path(tempfile.gettempdir()) / "attention_scratch"))
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"cuda_emulation_{digest}.so"
     if not target.exists():
         tmp = cache / f"{target.name}.{os.getpid()}.tmp"
         cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-U_FORTIFY_SOURCE", "-shared", "-fPIC", "-o", str(tmp),
-               str(CUDA_DIR / "emulation" / "emulation.cpp")]
+               *extra, str(CUDA_DIR / "emulation" / "emulation.cpp")]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"compiling the CUDA emulation failed:\n{' '.join(cmd)}\n{result.stderr}")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import fake_cupy
-from attention_scratch import flash_attention, flash_attention_backward, logsumexp, softmax, softmax_backward
+from attention_scratch import (flash_attention, flash_attention_backward, logsumexp, online_logsumexp,
+                               online_softmax, ring_attention, softmax, softmax_backward, split_kv_attention)
 from attention_scratch.testing import assert_close, attention_oracle
 
 
@@ -68,3 +69,19 @@ def test_the_oracle_accepts_device_arrays_and_answers_on_the_host(xp, rng):
     assert type(out) is np.ndarray
     assert_close(out, ref, rtol=0, atol=0)
     assert_close(lse, ref_lse, rtol=0, atol=0)
+
+
+def test_online_softmax_split_kv_and_ring_attention_stay_on_the_device(xp, rng):
+    x = rng.standard_normal((3, 11))
+    q = rng.standard_normal((2, 4, 9, 5))
+    k, v = rng.standard_normal((2, 2, 13, 5)), rng.standard_normal((2, 2, 13, 3))
+    dx, dq_, dk_, dv_ = (xp.asarray(a) for a in (x, q, k, v))
+    kw = dict(is_causal=True, enable_gqa=True)
+    for name, got, ref in (
+            ("online_softmax", online_softmax(dx, block=4), online_softmax(x, block=4)),
+            ("online_logsumexp", online_logsumexp(dx, block=4), online_logsumexp(x, block=4)),
+            ("split_kv_attention", split_kv_attention(dq_, dk_, dv_, num_splits=3, **kw),
+             split_kv_attention(q, k, v, num_splits=3, **kw)),
+            ("ring_attention", ring_attention(dq_, dk_, dv_, 3, **kw), ring_attention(q, k, v, 3, **kw))):
+        assert type(got) is xp.ndarray, f"{name}: the result left the device"
+        assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host")

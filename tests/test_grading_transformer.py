@@ -4,10 +4,9 @@ Same procedure as tests/test_grading.py (whose helpers are reused): a solutions 
 with one function swapped for a common mistake must be graded "failing" for that
 exercise only.
 """
-import json
 
 import pytest
-from test_grading import REPO_DIR, replace_function, run_grader
+from test_grading import assert_wrong_answer_loses_points
 
 WRONG_ANSWERS = {
     "scores without the scale": ("ch04_scaled_dot_product", "scaled_scores", "4.1", '''
@@ -85,13 +84,4 @@ def alibi_bias(slopes, L, S):
 
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points(case, tmp_path):
-    stem, function, exercise_id, source, expected_words = WRONG_ANSWERS[case]
-    text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
-    (tmp_path / f"{stem}.py").write_text(replace_function(text, function, source))
-    done = run_grader("--target", str(tmp_path), "--chapter", exercise_id.split(".")[0],
-                      json_path=tmp_path / "r.json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert results[exercise_id]["status"] == "failing" and results[exercise_id]["earned"] == 0
-    assert expected_words in results[exercise_id]["message"], results[exercise_id]["message"]
-    assert all(r["status"] == "passed" for i, r in results.items() if i != exercise_id)
+    assert_wrong_answer_loses_points(*WRONG_ANSWERS[case], tmp_path)

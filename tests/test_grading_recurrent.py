@@ -1,11 +1,7 @@
 """Plausible wrong answers to the exercises of chapters 2 and 3 lose their points."""
-import json
-
 import pytest
 
-from attention_scratch.exercise_tools import REPO_DIR
-
-from test_grading import replace_function, run_grader
+from test_grading import grade_wrong_answer
 
 CH02, CH03 = "ch02_bahdanau", "ch03_luong"
 WRONG_ANSWERS = {
@@ -52,15 +48,4 @@ def local_window(p, lengths, S, D):
 
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points(case, tmp_path):
-    stem, function, exercise_id, source, expected_words = WRONG_ANSWERS[case]
-    chapter = int(exercise_id.split(".")[0])
-    text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
-    (tmp_path / f"{stem}.py").write_text(replace_function(text, function, source))
-    done = run_grader("--target", str(tmp_path), "--chapter", str(chapter), json_path=tmp_path / "r.json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert results[exercise_id]["status"] == "failing", results[exercise_id]
-    assert results[exercise_id]["earned"] == 0
-    assert expected_words in results[exercise_id]["message"], results[exercise_id]["message"]
-    others = [r for i, r in results.items() if i != exercise_id]
-    assert all(r["status"] == "passed" for r in others), others
+    grade_wrong_answer(WRONG_ANSWERS[case], tmp_path)

@@ -9,6 +9,8 @@ grouped-query and multi-query attention save.
 """
 import numpy as np
 
+from ._checks import check_positive_int
+
 
 # BEGIN EXERCISE 6.5 (2 points): appending to a growing KV-cache buffer
 def append_to_buffer(buffer, length, new):
@@ -56,9 +58,7 @@ class KVCache:
     """
 
     def __init__(self, capacity=16):
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer; got {capacity!r}")
-        self.capacity = int(capacity)
+        self.capacity = check_positive_int(capacity, "capacity")
         self.length = 0
         self._k = self._v = None
 

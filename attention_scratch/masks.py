@@ -173,9 +173,11 @@ def sliding_window_mask(L, S, left, right=0, align="bottom_right"):
 def key_padding_to_keep(key_padding_mask):
     """Turn a ``key_padding_mask`` (B, S), True = padding, into a "may attend" mask (B, 1, 1, S)."""
     kpm = np.asarray(key_padding_mask)
-    if kpm.dtype != bool or kpm.ndim != 2:
-        raise ValueError(f"key_padding_mask must be a boolean array (B, S) with True = padding; "
-                         f"got shape {kpm.shape} and dtype {kpm.dtype}")
+    if kpm.dtype != bool:
+        raise TypeError(f"key_padding_mask must be a boolean array (B, S) with True = padding; "
+                        f"got dtype {kpm.dtype}")
+    if kpm.ndim != 2:
+        raise ValueError(f"key_padding_mask must have shape (B, S) (True = padding); got shape {kpm.shape}")
     return ~kpm[:, None, None, :]  # (B, 1, 1, S)
 
 

@@ -9,9 +9,9 @@ grouped-query attention (Ainslie et al., 2023). Parameters follow ``y = x @ W + 
 """
 import numpy as np
 
-from ._checks import as_float_array, check_positive_int
+from ._checks import as_float_array, check_broadcastable, check_positive_int
 from .kv_cache import KVCache
-from .masks import combine_masks, key_padding_to_keep
+from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
@@ -85,7 +85,13 @@ def fold_kv_grad(grad, num_kv_heads):
 
 
 def _init(rng, fan_in, fan_out, shape):
-    """Glorot/Xavier uniform, the initialisation of ``nn.MultiheadAttention``'s projections."""
+    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``, for every projection.
+
+    ``nn.MultiheadAttention`` differs slightly: it applies Xavier to the stacked
+    ``(3·embed_dim, embed_dim)`` ``in_proj_weight`` (a smaller bound) and leaves
+    ``out_proj`` at ``nn.Linear``'s default. Only the starting point differs; the
+    tests copy weights across.
+    """
     bound = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape)
 
@@ -210,8 +216,12 @@ class MultiHeadAttention:
             q, k = apply_rope(q, pos_q), apply_rope(k, pos_k)  # rotated by position
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S_cached + L, D)
-        mask = combine_masks(attn_mask,
-                             None if key_padding_mask is None else key_padding_to_keep(key_padding_mask))
+        B, L, S = query.shape[0], q.shape[-2], k.shape[-2]
+        attn_mask = check_attn_mask(attn_mask, (B, self.num_heads, L, S))  # names the argument
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S), True = may attend
+            check_broadcastable(key_padding_mask.shape[::3], (B, S), "key_padding_mask (B, S)")
+        mask = combine_masks(attn_mask, key_padding_mask)
         align = "bottom_right" if cache is not None else "top_left"
         heads, weights = scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, enable_gqa=True,
                                                       causal_align=align, return_weights=True)  # (B, Hq, L, D)

@@ -67,6 +67,7 @@ def rotate_pairs(x, cos, sin):
 
 # BEGIN EXERCISE 7.3 (2 points): the ALiBi slopes
 # uses: import math
+# uses: from attention_scratch._checks import check_positive_int
 def alibi_slopes(num_heads):
     """The head-specific slopes of ALiBi (Press et al., 2022).
 
@@ -78,6 +79,7 @@ def alibi_slopes(num_heads):
 
     Shapes: returns (num_heads,), float64.
     """
+    num_heads = check_positive_int(num_heads, "num_heads")
     # BEGIN SOLUTION
     def power_of_two(n):
         start = 2.0 ** (-8.0 / n)
@@ -102,10 +104,13 @@ def alibi_bias(slopes, L, S):
 
     Shapes: ``slopes`` (H,); returns (H, L, S).
     """
+    slopes = np.asarray(slopes, dtype=np.float64)
+    if slopes.ndim != 1:
+        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
     # BEGIN SOLUTION
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
-    return -np.asarray(slopes, dtype=np.float64)[:, None, None] * np.abs(i - j)  # (H, L, S)
+    return -slopes[:, None, None] * np.abs(i - j)  # (H, 1, 1) * (L, S) -> (H, L, S)
     # END SOLUTION
 
 
@@ -162,6 +167,9 @@ class LearnedPositionalEmbedding:
     def backward(self, grad_out):
         """Return dL/dx (= ``grad_out``); store dL/dP in ``.grads["P"]``."""
         g = np.asarray(grad_out)
+        if self._shape is None or g.shape != self._shape:
+            raise ValueError(f"grad_out must have the shape of the last forward input "
+                             f"{self._shape}; got {g.shape}")
         d_table = np.zeros_like(self.params["P"])  # (max_len, d_model)
         L = self._shape[-2]
         d_table[self._offset:self._offset + L] = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (L, d_model)
@@ -177,7 +185,8 @@ def rope_angles(positions, head_dim, base=10000.0):
     ``positions`` (L,) -> ``cos``, ``sin`` ``(L, head_dim/2)`` float64.
     """
     if head_dim % 2:
-        raise ValueError(f"RoPE needs an even head dim; got {head_dim}")
+        raise ValueError(f"RoPE needs an even head dim (head_dim, the last axis of the queries/keys); "
+                         f"got {head_dim}")
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq  # (L, D/2)
     return np.cos(angles), np.sin(angles)

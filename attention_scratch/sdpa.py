@@ -79,6 +79,9 @@ def scores_gradient(grad_out, value, probs):
 
 def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
     """Validate; return the kernel layout of :func:`flash.prepare` plus the mask pieces."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
+                              or np.iscomplexobj(scale)):
+        raise TypeError(f"scale must be a real number or None (meaning 1/sqrt(E)); got {scale!r}")
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
     n, hkv, g, L, _ = p["q"].shape
     S = p["k"].shape[-2]

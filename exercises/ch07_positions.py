@@ -12,6 +12,7 @@ never overwritten. The answers are in solutions/ and in the book.
 
 import numpy as np
 import math
+from attention_scratch._checks import check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding
@@ -51,6 +52,7 @@ def alibi_slopes(num_heads):
 
     Shapes: returns (num_heads,), float64.
     """
+    num_heads = check_positive_int(num_heads, "num_heads")
     raise NotImplementedError("Exercise 7.3: the ALiBi slopes")
 
 
@@ -63,4 +65,7 @@ def alibi_bias(slopes, L, S):
 
     Shapes: ``slopes`` (H,); returns (H, L, S).
     """
+    slopes = np.asarray(slopes, dtype=np.float64)
+    if slopes.ndim != 1:
+        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
     raise NotImplementedError("Exercise 7.4: the ALiBi bias")

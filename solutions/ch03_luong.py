@@ -8,7 +8,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 3
 import numpy as np
 
 
-# Exercise 3.1 (1 points): the general score
+# Exercise 3.1 (1 point): the general score
 def general_score(query, keys, W_a):
     """Luong's general score ``e_s = h_tᵀ W_a h̄_s`` for every source position ``s``.
 

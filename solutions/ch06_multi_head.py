@@ -8,7 +8,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 6
 import numpy as np
 
 
-# Exercise 6.1 (1 points): splitting the model dimension into heads
+# Exercise 6.1 (1 point): splitting the model dimension into heads
 def split_heads(x, num_heads):
     """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
 
@@ -19,7 +19,7 @@ def split_heads(x, num_heads):
     return np.swapaxes(x, -2, -3)  # (..., H, L, D)
 
 
-# Exercise 6.2 (1 points): merging the heads back
+# Exercise 6.2 (1 point): merging the heads back
 def merge_heads(x):
     """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
 

@@ -7,6 +7,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 7
 
 import numpy as np
 import math
+from attention_scratch._checks import check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding
@@ -57,6 +58,7 @@ def alibi_slopes(num_heads):
 
     Shapes: returns (num_heads,), float64.
     """
+    num_heads = check_positive_int(num_heads, "num_heads")
     def power_of_two(n):
         start = 2.0 ** (-8.0 / n)
         return start ** np.arange(1, n + 1)  # (n,)
@@ -76,6 +78,9 @@ def alibi_bias(slopes, L, S):
 
     Shapes: ``slopes`` (H,); returns (H, L, S).
     """
+    slopes = np.asarray(slopes, dtype=np.float64)
+    if slopes.ndim != 1:
+        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
-    return -np.asarray(slopes, dtype=np.float64)[:, None, None] * np.abs(i - j)  # (H, L, S)
+    return -slopes[:, None, None] * np.abs(i - j)  # (H, 1, 1) * (L, S) -> (H, L, S)

@@ -8,7 +8,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 14
 import numpy as np
 
 
-# Exercise 14.1 (1 points): the elu + 1 feature map
+# Exercise 14.1 (1 point): the elu + 1 feature map
 def elu_feature_map(x):
     """``φ(x) = elu(x) + 1``: ``x + 1`` for ``x > 0`` and ``exp(x)`` otherwise.
 

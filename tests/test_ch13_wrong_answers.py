@@ -1,10 +1,8 @@
 """Plausible wrong answers to the chapter 13 exercises lose their points, with a message to act on."""
-import json
 
 import pytest
 
-from attention_scratch.exercise_tools import REPO_DIR
-from test_grading import replace_function, run_grader
+from test_grading import assert_wrong_answer_loses_points
 
 STEM = "ch13_cupy_gpu"
 WRONG = {
@@ -43,12 +41,4 @@ def butterfly_steps(partials):
 
 @pytest.mark.parametrize("case", sorted(WRONG))
 def test_wrong_answer_loses_its_points(case, tmp_path):
-    function, exercise_id, source, words = WRONG[case]
-    text = (REPO_DIR / "solutions" / f"{STEM}.py").read_text()
-    (tmp_path / f"{STEM}.py").write_text(replace_function(text, function, source))
-    done = run_grader("--target", str(tmp_path), "--chapter", "13", json_path=tmp_path / "r.json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert results[exercise_id]["status"] == "failing" and results[exercise_id]["earned"] == 0
-    assert words in results[exercise_id]["message"], results[exercise_id]["message"]
-    assert all(r["status"] == "passed" for i, r in results.items() if i != exercise_id)
+    assert_wrong_answer_loses_points(STEM, *WRONG[case], tmp_path)

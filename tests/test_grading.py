@@ -55,29 +55,6 @@ def replace_function(text, name, new_source):
     return pattern.sub(lambda _: new_source.strip() + "\n\n\n", text, count=1)
 
 
-def grade_wrong_answer(case, tmp_path):
-    """Grade the solutions with one function swapped for a mistake; check that only its exercise fails.
-
-    ``case`` is ``(stem, function, exercise_id, source, expected_words)``: the
-    exercise must be "failing" with 0 points and a message containing
-    ``expected_words``; every other exercise of the chapter must still pass.
-    Returns the finished grader process.
-    """
-    stem, function, exercise_id, source, expected_words = case
-    chapter = int(exercise_id.split(".")[0])
-    text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
-    (tmp_path / f"{stem}.py").write_text(replace_function(text, function, source))
-    done = run_grader("--target", str(tmp_path), "--chapter", str(chapter), json_path=tmp_path / "r.json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert results[exercise_id]["status"] == "failing", results[exercise_id]
-    assert results[exercise_id]["earned"] == 0
-    assert expected_words in results[exercise_id]["message"], results[exercise_id]["message"]
-    others = [r for i, r in results.items() if i != exercise_id]
-    assert all(r["status"] == "passed" for r in others), others
-    return done
-
-
 CH01 = "ch01_numpy_toolkit"
 WRONG_ANSWERS = {
     "softmax without the max subtraction": (CH01, "stable_softmax", "1.1", '''
@@ -136,10 +113,32 @@ def numerical_gradient(f, x, eps=1e-6):
 }
 
 
+def assert_wrong_answer_loses_points(stem, function, exercise_id, source, expected_words, tmp_path):
+    """Grade the solutions with one function replaced by a plausible wrong answer.
+
+    The exercise must fail with zero points and a message containing
+    ``expected_words``; every other exercise of its chapter must still pass.
+    Shared by the wrong-answer tests of every chapter.
+    """
+    chapter = exercise_id.split(".")[0]
+    text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
+    (tmp_path / f"{stem}.py").write_text(replace_function(text, function, source))
+    done = run_grader("--target", str(tmp_path), "--chapter", chapter, json_path=tmp_path / "r.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert results[exercise_id]["status"] == "failing", results[exercise_id]
+    assert results[exercise_id]["earned"] == 0
+    assert expected_words in results[exercise_id]["message"], results[exercise_id]["message"]
+    others = [r for i, r in results.items() if i != exercise_id]
+    assert all(r["status"] == "passed" for r in others), others
+    return done
+
+
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points_with_an_actionable_message(case, tmp_path):
-    done = grade_wrong_answer(WRONG_ANSWERS[case], tmp_path)
-    assert "failing" in done.stdout and WRONG_ANSWERS[case][4] in done.stdout
+    done = assert_wrong_answer_loses_points(*WRONG_ANSWERS[case], tmp_path)
+    expected_words = WRONG_ANSWERS[case][-1]
+    assert "failing" in done.stdout and expected_words in done.stdout
 
 
 def test_a_file_that_does_not_import_is_failing_not_a_crash(tmp_path):

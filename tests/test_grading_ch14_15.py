@@ -4,9 +4,10 @@ Same mechanism as ``test_grading.py``: a solutions file with one function
 replaced by a common mistake; the grader must mark exactly that exercise
 "failing", with a message a student can act on.
 """
+
 import pytest
 
-from test_grading import grade_wrong_answer
+from test_grading import assert_wrong_answer_loses_points
 
 CH14 = "ch14_efficient_variants"
 CH15 = "ch15_tiny_transformer"
@@ -56,4 +57,4 @@ def decode_step(model, ids, caches):
 
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points(case, tmp_path):
-    grade_wrong_answer(WRONG_ANSWERS[case], tmp_path)
+    assert_wrong_answer_loses_points(*WRONG_ANSWERS[case], tmp_path)

@@ -1,7 +1,9 @@
 """Plausible wrong answers to the exercises of chapters 2 and 3 lose their points."""
+
 import pytest
 
-from test_grading import grade_wrong_answer
+
+from test_grading import assert_wrong_answer_loses_points
 
 CH02, CH03 = "ch02_bahdanau", "ch03_luong"
 WRONG_ANSWERS = {
@@ -48,4 +50,4 @@ def local_window(p, lengths, S, D):
 
 @pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
 def test_a_plausible_wrong_answer_loses_points(case, tmp_path):
-    grade_wrong_answer(WRONG_ANSWERS[case], tmp_path)
+    assert_wrong_answer_loses_points(*WRONG_ANSWERS[case], tmp_path)

@@ -73,8 +73,10 @@ def test_errors_name_the_argument():
         combine_masks(np.ones((2, 3), bool), np.ones((4,), bool))
     with pytest.raises(TypeError, match="boolean"):
         combine_masks(np.ones(3, int))
-    with pytest.raises(ValueError, match="key_padding_mask"):
+    with pytest.raises(TypeError, match="key_padding_mask must be a boolean"):
         key_padding_to_keep(np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, S\).*\(2, 1, 3\)"):
+        key_padding_to_keep(np.zeros((2, 1, 3), bool))
 
 
 @given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4), L=st.integers(1, 4),

@@ -205,6 +205,12 @@ def test_errors(rng):
         mha.forward(np.ones((1, 3, 8)), np.ones((1, 4, 8)), np.ones((1, 5, 8)))
     with pytest.raises(ValueError, match="attn_mask"):
         mha.forward(np.ones((1, 3, 8)), attn_mask=np.ones((4, 3), bool))
+    with pytest.raises(TypeError, match="attn_mask must be boolean"):
+        mha.forward(np.ones((1, 3, 8)), attn_mask=np.ones((3, 3), int))
+    with pytest.raises(ValueError, match=r"key_padding_mask \(B, S\) of shape \(1, 4\) does not broadcast to \(1, 3\)"):
+        mha.forward(np.ones((1, 3, 8)), key_padding_mask=np.zeros((1, 4), bool))
+    with pytest.raises(TypeError, match="key_padding_mask must be a boolean"):
+        mha.forward(np.ones((1, 3, 8)), key_padding_mask=np.zeros((1, 3), int))
     with pytest.raises(ValueError, match="backward needs"):
         at.MultiHeadAttention(8, 2, rng=rng).backward(np.ones((1, 3, 8)))
     assert at.MultiHeadAttention(8, 2, bias=False, rng=rng).b_q is None

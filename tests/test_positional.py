@@ -58,6 +58,19 @@ def test_rope_rotates_pairs_and_keeps_norms(rng):
         at.apply_rope(np.ones((2, 4)), positions=np.arange(3))
 
 
+def test_alibi_and_learned_errors_name_the_argument():
+    with pytest.raises(ValueError, match="num_heads must be a positive integer; got 0"):
+        at.alibi_slopes(0)
+    with pytest.raises(ValueError, match="num_heads"):
+        at.alibi_slopes(2.5)
+    with pytest.raises(ValueError, match=r"slopes must have shape \(H,\).*\(2, 2\)"):
+        at.alibi_bias(np.ones((2, 2)), 3, 3)
+    table = at.LearnedPositionalEmbedding(4, 3, rng=np.random.default_rng(0))
+    table.forward(np.ones((1, 2, 3)))
+    with pytest.raises(ValueError, match=r"grad_out must have the shape of the last forward input \(1, 2, 3\); got \(1, 3, 3\)"):
+        table.backward(np.ones((1, 3, 3)))
+
+
 @given(seed=st.integers(0, 2**16), m=st.integers(0, 500), n=st.integers(0, 500), shift=st.integers(-200, 200))
 def test_rope_scores_depend_only_on_the_position_difference(seed, m, n, shift):
     rng = np.random.default_rng(seed)

@@ -239,3 +239,6 @@ def test_errors_name_arguments_and_shapes(rng):
         sdpa(q, k, v, is_causal=True, causal_align="left", enable_gqa=True)
     with pytest.raises(ValueError, match="grad_out"):
         sdpa_backward(np.ones((2, 4, 3, 5)), q, k, v, enable_gqa=True)
+    for bad in ("0.5", True, 1j):
+        with pytest.raises(TypeError, match="scale must be a real number or None"):
+            sdpa(q, k, v, scale=bad, enable_gqa=True)

@@ -15,8 +15,9 @@ def assert_mask(got, expected, what):
     assert got.shape == expected.shape, f"{what}: shape {got.shape}, expected {expected.shape}"
     assert got.dtype == bool, f"{what}: dtype {got.dtype}, expected bool (True = may attend)"
     bad = np.argwhere(got != expected)
+    first = tuple(int(i) for i in bad[0]) if len(bad) else None  # plain ints print as (0, 2)
     assert len(bad) == 0, (f"{what}: {len(bad)} entries differ; first at (query, key) = "
-                           f"{tuple(bad[0])}: got {got[tuple(bad[0])]}, expected {expected[tuple(bad[0])]}")
+                           f"{first}: got {got[first]}, expected {expected[first]}")
 
 
 # Exercise 5.1 ------------------------------------------------------------------------------------

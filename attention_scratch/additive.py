@@ -68,7 +68,7 @@ def additive_attention_loops(s, h, W, U, v, keep=None):
     e = np.full(S, -np.inf)
     for j in range(S):
         if keep is None or keep[j]:
-            e[j] = v @ np.tanh(s @ W + h[j] @ U)
+            e[j] = v @ np.tanh(s @ W + h[j] @ U)  # (A,) -> scalar
     alpha = np.exp(e - e.max())
     alpha /= alpha.sum()
     context = np.zeros(h.shape[1])

@@ -222,7 +222,7 @@ class LuongAttention(Module):
         if self.score == "concat":
             keys, d_kp = memory["keys"], grad_memory["keys_proj"]
             Dk, A = keys.shape[-1], d_kp.shape[-1]
-            self.grads["W_a"][self.query_dim:] += keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)
+            self.grads["W_a"][self.query_dim:] += keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)  # (Dk, A)
             d_keys = d_keys + d_kp @ self.params["W_a"][self.query_dim:].T  # (B, S, Dk)
         return d_keys
 

@@ -227,4 +227,4 @@ def cross_entropy(logits, targets, ignore_index=None):
     grad = np.exp(log_probs)  # (N, V): softmax
     grad[np.arange(t.size), t_safe] -= 1.0
     grad *= (keep / count)[:, None].astype(grad.dtype)  # (N, V): ignored rows are 0
-    return loss, grad.reshape(logits.shape)
+    return loss, grad.reshape(logits.shape)  # (..., V)

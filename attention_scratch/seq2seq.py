@@ -125,7 +125,7 @@ class Seq2Seq(Module):
         else:
             ctx, weights, c_attn = final, None, None  # the fixed summary, every step
         s_new, c_cell = self.cell.forward(np.concatenate([e_t, ctx], axis=1), state)  # (B, Hd)
-        return np.concatenate([s_new, ctx], axis=1), s_new, weights, (c_cell, c_attn)
+        return np.concatenate([s_new, ctx], axis=1), s_new, weights, (c_cell, c_attn)  # (B, Hd + K)
 
     def step_backward(self, d_feat, d_state, cache, d_memory, d_final):
         """Backward of :meth:`step`: returns ``(d_state_prev, d_e_t)``; accumulates memory/final grads."""
@@ -189,7 +189,7 @@ class Seq2Seq(Module):
                 positions.append(cache[1]["p"])
         ids = np.stack(ids, axis=1)  # (B, max_len)
         weights = None if weights[0] is None else np.stack(weights, axis=1)  # (B, max_len, S)
-        positions = np.stack(positions, axis=1) if positions and positions[0] is not None else None
+        positions = np.stack(positions, axis=1) if positions and positions[0] is not None else None  # (B, T)
         return ids, weights, positions
 
 

@@ -217,13 +217,13 @@ def generate(model, prompt, num_new, use_cache=True):
         logits = decode_step(model, seq, caches)  # (B, V)
         for step in range(num_new):
             nxt = logits.argmax(axis=-1)[:, None]  # (B, 1)
-            seq = np.concatenate([seq, nxt], axis=1)
+            seq = np.concatenate([seq, nxt], axis=1)  # (B, P + step + 1)
             if step + 1 < num_new:
                 logits = decode_step(model, nxt, caches)  # (B, V)
         return seq
     for _ in range(num_new):
         logits, _ = model.forward(seq)  # (B, L, V)
-        seq = np.concatenate([seq, logits[:, -1].argmax(axis=-1)[:, None]], axis=1)
+        seq = np.concatenate([seq, logits[:, -1].argmax(axis=-1)[:, None]], axis=1)  # (B, L + 1)
     return seq
 
 

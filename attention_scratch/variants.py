@@ -208,6 +208,26 @@ def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
 # END EXERCISE
 
 
+def _causal_start(query, key, value, feature_map, form):
+    """Checked features and an empty state for the recurrent and chunked causal forms.
+
+    Shapes
+    ------
+    ``(..., N, E), (..., N, E), (..., N, Ev)`` -> ``phi_q``, ``phi_k`` (..., N, F), ``v`` (..., N, Ev),
+    ``state`` (..., F, Ev) and ``normalizer`` (..., F) of zeros, in the accumulation dtype;
+    plus the dtype of the result.
+    """
+    q, k, v = _check_qkv(query, key, value)
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"{form} linear attention needs L == S; got query {q.shape} and key {k.shape}")
+    dtype = np.result_type(q, k, v)
+    acc = _acc_dtype(dtype)
+    phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
+    state = np.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
+    normalizer = np.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
+    return phi_q, phi_k, v, state, normalizer, dtype
+
+
 def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map, eps=1e-6):
     """Causal linear attention token by token with :func:`linear_attention_step` (an RNN).
 
@@ -218,16 +238,9 @@ def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map
     ------
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``; query and key of one length.
     """
-    q, k, v = _check_qkv(query, key, value)
-    if q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"recurrent linear attention needs L == S; got query {q.shape} and key {k.shape}")
-    dtype = np.result_type(q, k, v)
-    acc = _acc_dtype(dtype)
-    phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
-    state = np.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
-    normalizer = np.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
-    out = np.empty(v.shape[:-2] + (q.shape[-2], v.shape[-1]), dtype=acc)  # (..., N, Ev)
-    for t in range(q.shape[-2]):
+    phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "recurrent")
+    out = np.empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
+    for t in range(phi_q.shape[-2]):
         out[..., t, :], state, normalizer = linear_attention_step(
             phi_q[..., t, :], phi_k[..., t, :], v[..., t, :], state, normalizer, eps)
     return out.astype(dtype)
@@ -245,18 +258,12 @@ def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_fea
     ------
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``.
     """
-    q, k, v = _check_qkv(query, key, value)
-    if q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"chunked linear attention needs L == S; got query {q.shape} and key {k.shape}")
     chunk = check_positive_int(chunk, "chunk")
-    dtype = np.result_type(q, k, v)
-    acc = _acc_dtype(dtype)
-    phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
-    state = np.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
-    normalizer = np.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
-    out = np.empty(v.shape[:-2] + (q.shape[-2], v.shape[-1]), dtype=acc)  # (..., N, Ev)
-    for c0 in range(0, q.shape[-2], chunk):
-        c1 = min(c0 + chunk, q.shape[-2])
+    phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "chunked")
+    N = phi_q.shape[-2]
+    out = np.empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
+    for c0 in range(0, N, chunk):
+        c1 = min(c0 + chunk, N)
         fq, fk, vc = phi_q[..., c0:c1, :], phi_k[..., c0:c1, :], v[..., c0:c1, :]  # (..., C, ·)
         local = np.tril(fq @ np.swapaxes(fk, -1, -2))  # (..., C, C): j <= i inside the chunk
         numerator = local @ vc + fq @ state  # (..., C, Ev)

@@ -34,7 +34,7 @@ $(TSTAMP): $(STAMP) requirements-test.txt
 venv: $(STAMP)
 
 book: $(STAMP)
-	rm -rf _build/html _build/jupyter_execute
+	rm -rf _build
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"

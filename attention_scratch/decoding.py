@@ -15,7 +15,7 @@ combine exactly.
 """
 import numpy as np
 
-from ._checks import check_positive_int
+from ._checks import array_module, check_positive_int
 from .flash import forward_blocks, prepare
 from .flash_tiles import key_block_range, shift_band
 from .online_softmax import merge_attention
@@ -122,8 +122,9 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     q, k, v, acc = p["q"], p["k"], p["v"], p["acc"]
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
-    running = [(np.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc),  # (N, Hkv, G, Lr, Ev)
-                np.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc)) for i0, i1 in q_bounds]
+    xp = array_module(q)  # NumPy or CuPy: the device state lives where the inputs do
+    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc),  # (N, Hkv, G, Lr, Ev)
+                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc)) for i0, i1 in q_bounds]
     held = list(range(world))  # held[r] = index of the key/value shard device r holds
     log = []
     for _ in range(world):

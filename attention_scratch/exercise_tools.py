@@ -196,7 +196,7 @@ def render(chapter, exercises, kind):
     parts = [intro, "\n".join(imports)]
     for ex in exercises:
         lines = stub_lines(ex) if kind == "stub" else solution_lines(ex)
-        parts.append(f"# Exercise {ex.id} ({ex.points} points): {ex.title}\n" + "\n".join(lines))
+        parts.append(f"# Exercise {ex.id} ({ex.points} point{'' if ex.points == 1 else 's'}): {ex.title}\n" + "\n".join(lines))
     return "\n\n\n".join(parts) + "\n"
 
 

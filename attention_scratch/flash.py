@@ -15,7 +15,7 @@ are tested against.
 """
 import numpy as np
 
-from ._checks import as_float_array, check_ndim, check_positive_int
+from ._checks import array_module, as_float_array, check_ndim, check_positive_int
 from .backends import BACKENDS, check_backend_name, get_backend  # noqa: F401  (BACKENDS: public)
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
                           mask_band, query_block_range, recompute_probs, tile_keep, tile_kind)
@@ -69,7 +69,7 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     window = _check_window(window)
     block_q = check_positive_int(block_q, "block_q")
     block_k = check_positive_int(block_k, "block_k")
-    dtype = np.result_type(q, k, v)
+    dtype = np.result_type(q.dtype, k.dtype, v.dtype)
     lead = q.shape[:-3]
     n = int(np.prod(lead, dtype=np.int64))
     return dict(
@@ -80,6 +80,18 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
         band=mask_band(L, S, is_causal, causal_align, window),
         block_q=block_q, block_k=block_k, dtype=dtype, lead=lead, hq=hq,
         acc=np.dtype(np.float32) if dtype == np.float16 else dtype)
+
+
+def _shape(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _device_keep(xp, i0, i1, j0, j1, band):
+    """The mask of a partial tile as an array of module ``xp`` (None for a full tile)."""
+    if tile_kind(i0, i1, j0, j1, band) != "partial":
+        return None
+    keep = tile_keep(i0, i1, j0, j1, band)  # (bq, bk), NumPy
+    return keep if xp is np else xp.asarray(keep)
 
 
 def check_backward_arrays(p, grad_out, out, lse, query, value):
@@ -95,8 +107,8 @@ def check_backward_arrays(p, grad_out, out, lse, query, value):
     for name, arr in (("grad_out", grad_out), ("out", out), ("lse", lse)):
         arrays[name] = as_float_array(arr, name)
         if arrays[name].shape != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for query {tuple(np.shape(query))} "
-                             f"and value {tuple(np.shape(value))}; got {arrays[name].shape}")
+            raise ValueError(f"{name} must have shape {expected[name]} for query {_shape(query)} "
+                             f"and value {_shape(value)}; got {arrays[name].shape}")
     return arrays
 
 
@@ -106,20 +118,22 @@ def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc):
     Shapes
     ------
     ``q`` (N, Hkv, G, L, E), ``k`` (N, Hkv, 1, S, E), ``v`` (N, Hkv, 1, S, Ev) ->
-    ``out`` (N, Hkv, G, L, Ev), ``lse`` (N, Hkv, G, L).
+    ``out`` (N, Hkv, G, L, Ev), ``lse`` (N, Hkv, G, L). Works on NumPy and CuPy
+    arrays alike: every new array comes from the inputs' array module ``xp``.
     """
+    xp = array_module(q, k, v)
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
-    out = np.empty(q.shape[:-1] + (Ev,), dtype=dtype)  # (N, Hkv, G, L, Ev)
-    lse = np.empty(q.shape[:-1], dtype=acc)  # (N, Hkv, G, L)
+    out = xp.empty(q.shape[:-1] + (Ev,), dtype=dtype)  # (N, Hkv, G, L, Ev)
+    lse = xp.empty(q.shape[:-1], dtype=acc)  # (N, Hkv, G, L)
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
         q_blk = q[..., i0:i1, :].astype(acc)  # (N, Hkv, G, bq, E)
-        m = np.full(q_blk.shape[:-1], -np.inf, dtype=acc)  # (N, Hkv, G, bq)
-        l = np.zeros(q_blk.shape[:-1], dtype=acc)  # (N, Hkv, G, bq)
-        o = np.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc)  # (N, Hkv, G, bq, Ev)
+        m = xp.full(q_blk.shape[:-1], -np.inf, dtype=acc)  # (N, Hkv, G, bq)
+        l = xp.zeros(q_blk.shape[:-1], dtype=acc)  # (N, Hkv, G, bq)
+        o = xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc)  # (N, Hkv, G, bq, Ev)
         for kb in key_block_range(i0, i1, S, block_k, band):
             j0, j1 = kb * block_k, min(kb * block_k + block_k, S)
-            keep = tile_keep(i0, i1, j0, j1, band) if tile_kind(i0, i1, j0, j1, band) == "partial" else None
+            keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
             m, l, o = forward_tile(q_blk, k[..., j0:j1, :].astype(acc),  # k tile (N, Hkv, 1, bk, E)
                                    v[..., j0:j1, :].astype(acc), m, l, o, scale, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, l, o)
@@ -134,20 +148,21 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     ``d_out`` and ``out`` (N, Hkv, G, L, Ev), ``lse`` (N, Hkv, G, L), the rest as in
     :func:`forward_blocks` -> ``dq`` like ``q``, ``dk`` like ``k``, ``dv`` like ``v``.
     """
+    xp = array_module(q, k, v)
     L, S = q.shape[-2], k.shape[-2]
     big_d = d_term(d_out.astype(acc), out.astype(acc))  # (N, Hkv, G, L)
     lse = lse.astype(acc)  # (N, Hkv, G, L)
-    dq = np.zeros(q.shape, dtype=acc)  # (N, Hkv, G, L, E): accumulated over key blocks
-    dk = np.empty(k.shape, dtype=dtype)  # (N, Hkv, 1, S, E)
-    dv = np.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
+    dq = xp.zeros(q.shape, dtype=acc)  # (N, Hkv, G, L, E): accumulated over key blocks
+    dk = xp.empty(k.shape, dtype=dtype)  # (N, Hkv, 1, S, E)
+    dv = xp.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
     for j0 in range(0, S, block_k):
         j1 = min(j0 + block_k, S)
         k_blk, v_blk = k[..., j0:j1, :].astype(acc), v[..., j0:j1, :].astype(acc)  # (N, Hkv, 1, bk, ·)
-        dk_blk = np.zeros(k_blk.shape, dtype=acc)  # (N, Hkv, 1, bk, E)
-        dv_blk = np.zeros(v_blk.shape, dtype=acc)  # (N, Hkv, 1, bk, Ev)
+        dk_blk = xp.zeros(k_blk.shape, dtype=acc)  # (N, Hkv, 1, bk, E)
+        dv_blk = xp.zeros(v_blk.shape, dtype=acc)  # (N, Hkv, 1, bk, Ev)
         for qb in query_block_range(j0, j1, L, block_q, band):
             i0, i1 = qb * block_q, min(qb * block_q + block_q, L)
-            keep = tile_keep(i0, i1, j0, j1, band) if tile_kind(i0, i1, j0, j1, band) == "partial" else None
+            keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
             q_blk, do_blk = q[..., i0:i1, :].astype(acc), d_out[..., i0:i1, :].astype(acc)
             scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (N, Hkv, G, bq, bk)
             p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)

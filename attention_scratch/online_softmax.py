@@ -18,7 +18,7 @@ follow the flash kernels' convention: a row with nothing to attend to has output
 """
 import numpy as np
 
-from ._checks import as_float_array, check_axis, check_positive_int
+from ._checks import array_module, as_float_array, check_axis, check_positive_int
 
 
 # BEGIN EXERCISE 8.1 (2 points): one step of the online softmax
@@ -129,8 +129,9 @@ def online_stats(x, axis=-1, block=1):
     x = as_float_array(x, "x")
     x = np.moveaxis(x, check_axis(axis, x.ndim), -1)  # (..., n)
     block = check_positive_int(block, "block")
-    m = np.full(x.shape[:-1], -np.inf, dtype=x.dtype)  # (...)
-    s = np.zeros(x.shape[:-1], dtype=x.dtype)  # (...)
+    xp = array_module(x)  # NumPy or CuPy: the state lives where x does
+    m = xp.full(x.shape[:-1], -np.inf, dtype=x.dtype)  # (...)
+    s = xp.zeros(x.shape[:-1], dtype=x.dtype)  # (...)
     for start, stop in _blocks(x.shape[-1], block):
         m, s = online_update(m, s, x[..., start:stop])  # x block (..., b)
     return m, s

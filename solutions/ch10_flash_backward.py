@@ -8,7 +8,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 10
 import numpy as np
 
 
-# Exercise 10.1 (1 points): the D term of the backward pass
+# Exercise 10.1 (1 point): the D term of the backward pass
 def d_term(grad_out, out):
     """``D_i = Σ_v dO_iv · O_iv``, the row sums of ``grad_out ∘ out``.
 

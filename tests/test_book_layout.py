@@ -52,3 +52,23 @@ def test_each_exercise_has_a_block_a_hidden_solution_and_grading_instructions(ch
         assert solution, f"no dropdown solution for {label}"
         assert re.search(rf"^:pyobject: {ex.function_name}$", solution.group(1), re.M), (
             f"the solution of {label} must include {ex.function_name} from solutions/{stem}.py")
+
+
+@pytest.mark.parametrize("path", sorted(BOOK.glob("[0-9][0-9]_*.md")), ids=lambda p: p.stem)
+def test_headings_carry_no_hand_written_numbers(path):
+    """Sphinx numbers chapters and sections; a hand-written number would be shown twice."""
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip()
+            assert not re.match(r"(Chapter\s+)?\d+(\.\d+)*[.:)]?\s", title), (
+                f"{path.name}: heading {line!r} carries a number; Sphinx adds it")
+
+
+def test_every_part_but_the_appendix_is_numbered():
+    toc = yaml.safe_load((REPO_DIR / "_toc.yml").read_text())
+    for part in toc["parts"]:
+        if part["caption"] != "Appendix":
+            assert part.get("numbered") is True, f"part {part['caption']!r} needs numbered: true"

@@ -113,33 +113,17 @@ def numerical_gradient(f, x, eps=1e-6):
 }
 
 
-WRONG_ANSWERS["float32 exp with Python float constants (computes in float64)"] = ("ch12_numba_cpu", "exp_f32", "12.1", '''
-def exp_f32(x):
-    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
-    r = (xc - n * 0.693359375) - n * -2.12194440e-4
-    p = 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    y = p * pow2_f32(n - 1.0) * 2.0
-    y = 0.0 if x < -86.64339 else y
-    y = np.inf if x > 88.72284 else y
-    return x if x != x else y
-''', "promoted the arithmetic to float64")
+def assert_wrong_answer_loses_points(stem, function, exercise_id, source, expected_words, tmp_path):
+    """Grade the solutions with one function replaced by a plausible wrong answer.
 
-@pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
-def test_a_plausible_wrong_answer_loses_points_with_an_actionable_message(case, tmp_path):
-    stem, function, exercise_id, source, expected_words = WRONG_ANSWERS[case]
-    chapter = int(exercise_id.split(".")[0])
+    The exercise must fail with zero points and a message containing
+    ``expected_words``; every other exercise of its chapter must still pass.
+    Shared by the wrong-answer tests of every chapter.
+    """
+    chapter = exercise_id.split(".")[0]
     text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
     (tmp_path / f"{stem}.py").write_text(replace_function(text, function, source))
-    done = run_grader("--target", str(tmp_path), "--chapter", str(chapter),
-                      json_path=tmp_path / "r.json")
+    done = run_grader("--target", str(tmp_path), "--chapter", chapter, json_path=tmp_path / "r.json")
     assert done.returncode == 0, done.stdout + done.stderr
     results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     assert results[exercise_id]["status"] == "failing", results[exercise_id]
@@ -147,6 +131,13 @@ def test_a_plausible_wrong_answer_loses_points_with_an_actionable_message(case, 
     assert expected_words in results[exercise_id]["message"], results[exercise_id]["message"]
     others = [r for i, r in results.items() if i != exercise_id]
     assert all(r["status"] == "passed" for r in others), others
+    return done
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_ANSWERS))
+def test_a_plausible_wrong_answer_loses_points_with_an_actionable_message(case, tmp_path):
+    done = assert_wrong_answer_loses_points(*WRONG_ANSWERS[case], tmp_path)
+    expected_words = WRONG_ANSWERS[case][-1]
     assert "failing" in done.stdout and expected_words in done.stdout
 
 

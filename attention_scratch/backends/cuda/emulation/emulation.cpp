@@ -1,0 +1,263 @@
+// The CPU emulation library: the fiber scheduler behind cuda_emulation.h, the kernel
+// sources of ../*.cu compiled for the host, and C entry points called from Python
+// (attention_scratch/backends/cuda_emulation.py) through ctypes. See cuda_emulation.h.
+#include "cuda_emulation.h"
+
+#include <csetjmp>
+#include <memory>
+
+#include "../flash_bwd.cu"
+#include "../flash_fwd.cu"
+#include "../flash_fwd_wmma.cu"
+
+namespace emu {
+dim3 thread_idx, block_idx, block_dim, grid_dim;
+unsigned char* smem = nullptr;
+
+namespace {
+constexpr size_t kStack = 256 * 1024;
+constexpr size_t kGuard = 4096;
+constexpr unsigned char kCanary = 0xA5;
+
+// A fiber starts through makecontext/swapcontext; afterwards switches use _setjmp/_longjmp,
+// which, unlike swapcontext, make no system call to save the signal mask.
+struct Fiber {
+    ucontext_t ctx;
+    jmp_buf jb;
+    char* stack = nullptr;
+    bool started = false;
+    bool done = false;
+    bool waiting = false;
+};
+
+ucontext_t scheduler;
+jmp_buf scheduler_jb;
+std::vector<Fiber> fibers;
+std::vector<std::unique_ptr<char[]>> stacks;  // kept between blocks and launches: never zeroed
+int current = 0;
+int nthreads = 0;
+const std::function<void()>* body = nullptr;
+long long events = 0;  // barrier releases and finished fibers: progress, for deadlock detection
+
+int block_arrived = 0;
+unsigned block_gen = 0;
+std::vector<int> warp_arrived;
+std::vector<unsigned> warp_gen;
+std::vector<unsigned char> exchange_slots;  // (warps, 32, 8 bytes)
+
+void yield() {
+    if (!_setjmp(fibers[current].jb)) _longjmp(scheduler_jb, 1);
+}
+
+void wait_until_changed(const unsigned* gen, unsigned seen) {
+    fibers[current].waiting = true;
+    while (*gen == seen) yield();
+    fibers[current].waiting = false;
+}
+
+void entry() {
+    (*body)();
+    fibers[current].done = true;
+    ++events;
+    _longjmp(scheduler_jb, 1);
+}
+
+void resume(int t) {
+    if (_setjmp(scheduler_jb)) return;  // the fiber yielded or finished
+    Fiber& f = fibers[t];
+    if (!f.started) {
+        f.started = true;
+        swapcontext(&scheduler, &f.ctx);
+    } else {
+        _longjmp(f.jb, 1);
+    }
+}
+}  // namespace
+
+void sync_block() {
+    const unsigned seen = block_gen;
+    if (++block_arrived == nthreads) {
+        block_arrived = 0;
+        ++block_gen;
+        ++events;
+        return;
+    }
+    wait_until_changed(&block_gen, seen);
+}
+
+void sync_warp() {
+    const int w = (int)threadIdx.x / 32;
+    const int size = std::min(32, nthreads - w * 32);
+    const unsigned seen = warp_gen[w];
+    if (++warp_arrived[w] == size) {
+        warp_arrived[w] = 0;
+        ++warp_gen[w];
+        ++events;
+        return;
+    }
+    wait_until_changed(&warp_gen[w], seen);
+}
+
+void exchange(const void* value, void* result, int size, int src_lane) {
+    const int w = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    std::memcpy(&exchange_slots[(w * 32 + lane) * 8], value, size);
+    sync_warp();
+    std::memcpy(result, &exchange_slots[(w * 32 + src_lane) * 8], size);
+    sync_warp();
+}
+
+int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& kernel) {
+    if (block.y != 1 || block.z != 1 || block.x == 0 || block.x > 1024) return 3;
+    std::vector<unsigned char> shared(smem_bytes + kGuard);
+    grid_dim = grid;
+    block_dim = block;
+    body = &kernel;
+    nthreads = (int)block.x;
+    const int nwarps = (nthreads + 31) / 32;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                block_idx.x = bx; block_idx.y = by; block_idx.z = bz;
+                std::memset(shared.data(), 0x7f, smem_bytes);  // garbage: large floats, not zero
+                std::memset(shared.data() + smem_bytes, kCanary, kGuard);
+                smem = shared.data();
+                block_arrived = 0;
+                warp_arrived.assign(nwarps, 0);
+                warp_gen.assign(nwarps, 0);
+                exchange_slots.assign(nwarps * 32 * 8, 0);
+                fibers.assign(nthreads, Fiber());
+                while ((int)stacks.size() < nthreads) stacks.emplace_back(new char[kStack]);
+                for (int t = 0; t < nthreads; ++t) {
+                    Fiber& f = fibers[t];
+                    f.stack = stacks[t].get();
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = f.stack;
+                    f.ctx.uc_stack.ss_size = kStack;
+                    f.ctx.uc_link = &scheduler;
+                    makecontext(&f.ctx, entry, 0);
+                }
+                int remaining = nthreads;
+                while (remaining > 0) {
+                    const long long before = events;
+                    remaining = 0;
+                    for (int t = 0; t < nthreads; ++t) {
+                        if (fibers[t].done) continue;
+                        current = t;
+                        thread_idx.x = t; thread_idx.y = 0; thread_idx.z = 0;
+                        resume(t);
+                        if (!fibers[t].done) ++remaining;
+                    }
+                    if (remaining > 0 && events == before) {
+                        std::fprintf(stderr, "emulation: deadlock in block (%u,%u,%u): threads wait at "
+                                     "barriers that not every thread reaches\n", bx, by, bz);
+                        return 1;
+                    }
+                }
+                for (size_t g = 0; g < kGuard; ++g)
+                    if (shared[smem_bytes + g] != kCanary) {
+                        std::fprintf(stderr, "emulation: block (%u,%u,%u) wrote past its %zu bytes "
+                                     "of shared memory\n", bx, by, bz, smem_bytes);
+                        return 2;
+                    }
+            }
+    fibers.clear();
+    return 0;
+}
+}  // namespace emu
+
+// ---- C entry points. dtype: 0 double, 1 float, 2 half, 3 bfloat16. ----
+namespace {
+template <typename F> int dispatch_type(int dtype, F&& f) {
+    switch (dtype) {
+        case 0: return f(double());
+        case 1: return f(float());
+        case 2: return f(__half());
+        case 3: return f(__nv_bfloat16());
+    }
+    return 10;
+}
+
+template <typename F> int dispatch_dim(int D, F&& f) {
+    switch (D) {
+        case 32: return f(std::integral_constant<int, 32>());
+        case 64: return f(std::integral_constant<int, 64>());
+        case 128: return f(std::integral_constant<int, 128>());
+        case 256: return f(std::integral_constant<int, 256>());
+    }
+    return 11;
+}
+}  // namespace
+
+extern "C" {
+int emu_fwd_scalar(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem,
+                   const void* q, const void* k, const void* v, void* out, void* lse, int G, int L,
+                   int S, int E, int Ev, double scale, int lo, int hi, int bq, int bk, int bh0) {
+    return dispatch_type(dtype, [&](auto tv) {
+        using T = decltype(tv);
+        using A = typename AccOf<T>::type;
+        return dispatch_dim(D, [&](auto dc) {
+            constexpr int DD = decltype(dc)::value;
+            return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
+                flash_fwd_scalar<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out, (A*)lse, G, L,
+                                        S, E, Ev, scale, lo, hi, bq, bk, bh0);
+            });
+        });
+    });
+}
+
+int emu_fwd_wmma(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem,
+                 const void* q, const void* k, const void* v, void* out, void* lse, int G, int L,
+                 int S, int E, int Ev, double scale, int lo, int hi, int bh0) {
+    if (D > 128) return 11;
+    return dispatch_type(dtype, [&](auto tv) {
+        using T = decltype(tv);
+        if constexpr (std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value) {
+            return dispatch_dim(D, [&](auto dc) {
+                constexpr int DD = decltype(dc)::value;
+                if constexpr (DD <= 128) {
+                    return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
+                        flash_fwd_wmma<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out,
+                                              (float*)lse, G, L, S, E, Ev, scale, lo, hi, bh0);
+                    });
+                } else {
+                    return 11;
+                }
+            });
+        } else {
+            return 10;
+        }
+    });
+}
+
+int emu_bwd_preprocess(int dtype, unsigned gx, unsigned threads, const void* grad_out,
+                       const void* out, const void* lse, void* big_d, void* lse2, long long rows,
+                       int Ev) {
+    return dispatch_type(dtype, [&](auto tv) {
+        using T = decltype(tv);
+        using A = typename AccOf<T>::type;
+        return emu::launch({gx, 1, 1}, {threads, 1, 1}, 0, [&] {
+            flash_bwd_preprocess<T>((const T*)grad_out, (const T*)out, (const A*)lse, (A*)big_d,
+                                    (A*)lse2, rows, Ev);
+        });
+    });
+}
+
+int emu_bwd_dkdv(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem,
+                 const void* q, const void* k, const void* v, const void* grad_out,
+                 const void* lse2, const void* big_d, void* dq_acc, void* dk, void* dv, int G,
+                 int L, int S, int E, int Ev, double scale, int lo, int hi, int bq, int bk,
+                 int bh0) {
+    return dispatch_type(dtype, [&](auto tv) {
+        using T = decltype(tv);
+        using A = typename AccOf<T>::type;
+        return dispatch_dim(D, [&](auto dc) {
+            constexpr int DD = decltype(dc)::value;
+            return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
+                flash_bwd_dkdv<T, DD>((const T*)q, (const T*)k, (const T*)v, (const T*)grad_out,
+                                      (const A*)lse2, (const A*)big_d, (A*)dq_acc, (T*)dk, (T*)dv, G,
+                                      L, S, E, Ev, scale, lo, hi, bq, bk, bh0);
+            });
+        });
+    });
+}
+}

@@ -1,0 +1,223 @@
+"""GPU benchmark: the CuPy flash kernels against PyTorch SDPA (flash and math backends), chapter 13.
+
+``python -m attention_scratch.bench_gpu`` (or ``python -m attention_scratch.bench --gpu``)
+times forward and backward passes for N = 1024 … 16384, E = 64 and 128, B·H = 32,
+float16 and float32, on one GPU. Every configuration is first checked against the
+float64 oracle on slices the host can afford (output and dQ of the first 128 query
+rows of the first head; for causal masks also dK and dV of its last 128 keys); a
+failed check is recorded and not timed. The results file names the device, the commit, the command and the
+numbers. FLOPs: forward 4·B·H·N²·E (halved for causal), backward 2.5× forward.
+
+Without CuPy, PyTorch with CUDA, or a GPU it prints why and exits with status 2.
+"""
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .testing import attention_oracle, attention_oracle_backward
+
+REPO = Path(__file__).resolve().parent.parent
+CHECK_ROWS = 128
+TOL = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 2e-4}  # max |error| / max |reference| on the checked rows
+
+
+def unavailable_reason():
+    from .backends import cupy_gpu
+
+    reason = cupy_gpu.unavailable_reason()
+    if reason:
+        return reason
+    try:
+        import torch
+    except ImportError:
+        return "the GPU benchmark compares with PyTorch SDPA: PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "the GPU benchmark compares with PyTorch SDPA on the same GPU: torch.cuda is not available"
+    return None
+
+
+def _commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return out + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _time(fn, sync, repeats, warmup=2):
+    """Median wall time of ``fn()`` in milliseconds, synchronising the device around each call."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def _rel_err(got, ref):
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"):
+    """One configuration: check, then time ours / torch flash / torch math, forward and backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from .backends import cupy_gpu
+
+    tdtype = getattr(torch, dtype)
+    shape = (1, bh, N, E)
+    host = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]  # q, k, v, dO
+    tq, tk, tv, tg = (torch.from_numpy(a).to(device, tdtype) for a in host)
+    row = {"dtype": dtype, "E": E, "N": N, "causal": causal}
+
+    out, lse = cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True)  # torch in, torch out
+    dq, dk, dv = cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
+    # The float64 oracle on the host, on slices it can afford at N = 16384 (head 0):
+    # out and dQ of the first rows (each row's softmax sees all its keys), and for causal
+    # masks dK and dV of the last keys, which only the last query rows reach.
+    r = min(CHECK_ROWS, N)
+    as64 = lambda t: t[0, :1].double().cpu().numpy()  # noqa: E731  (1, N, E)
+    qh, kh, vh, gh = (as64(t) for t in (tq, tk, tv, tg))
+    ref_out, _, _ = attention_oracle(qh[:, :r], kh, vh, is_causal=causal)
+    ref_dq, _, _ = attention_oracle_backward(gh[:, :r], qh[:, :r], kh, vh, is_causal=causal)
+    errors = {"out": _rel_err(as64(out)[:, :r], ref_out), "dQ": _rel_err(as64(dq)[:, :r], ref_dq)}
+    if causal:
+        _, ref_dk, ref_dv = attention_oracle_backward(gh[:, -r:], qh[:, -r:], kh, vh, is_causal=True,
+                                                      causal_align="bottom_right")
+        errors["dK"] = _rel_err(as64(dk)[:, -r:], ref_dk[:, -r:])
+        errors["dV"] = _rel_err(as64(dv)[:, -r:], ref_dv[:, -r:])
+    row["max_rel_err"] = max(errors.values())
+    row["checked"] = row["max_rel_err"] <= TOL[dtype]
+    if not row["checked"]:
+        row["note"] = "FAILED the oracle check, not timed: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
+        return row
+
+    flops = 4 * bh * N * N * E * (0.5 if causal else 1.0)
+    sync = lambda: (cupy.cuda.Device().synchronize(), torch.cuda.synchronize())  # noqa: E731
+    row["ours_fwd"] = _time(lambda: cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True), sync, repeats)
+    row["ours_bwd"] = _time(lambda: cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal),
+                            sync, repeats)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        for part in ("fwd", "bwd"):
+            try:
+                with sdpa_kernel(backend):
+                    if part == "fwd":
+                        row[f"{name}_fwd"] = _time(lambda: sdpa(tq, tk, tv, is_causal=causal), sync, repeats)
+                    else:
+                        xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
+                        graph = sdpa(xq, xk, xv, is_causal=causal)
+                        row[f"{name}_bwd"] = _time(lambda: graph.backward(tg, retain_graph=True), sync, repeats)
+            except RuntimeError as exc:  # a dtype the backend does not support, or out of memory
+                row[f"{name}_{part}"] = None
+                row["note"] = row.get("note", "") + f"torch {name} {part}: {str(exc).splitlines()[0][:60]}; "
+            graph = xq = xk = xv = None  # free the retained graph before the next measurement
+            torch.cuda.empty_cache()
+    cupy.get_default_memory_pool().free_all_blocks()
+    row["tflops_fwd"] = flops / row["ours_fwd"] / 1e9
+    row["tflops_bwd"] = 2.5 * flops / row["ours_bwd"] / 1e9
+    return row
+
+
+def _fmt(x, digits=2, suffix=""):
+    return "n/a" if x is None else f"{x:.{digits}f}{suffix}"
+
+
+def render(rows, header):
+    lines = [header, "", "| dtype | E | N | causal | check (max rel err) | pass | ours ms | torch flash ms | torch math ms "
+             "| vs flash | vs math | ours TFLOP/s | note |", "|" + "---|" * 13]
+    for r in rows:
+        for p in ("fwd", "bwd"):
+            ours, fl, ma = r.get(f"ours_{p}"), r.get(f"flash_{p}"), r.get(f"math_{p}")
+            lines.append(
+                f"| {r['dtype']} | {r['E']} | {r['N']} | {r['causal']} | {r['max_rel_err']:.2g} | {p} "
+                f"| {_fmt(ours)} | {_fmt(fl)} | {_fmt(ma)} "
+                f"| {_fmt(fl / ours if fl and ours else None, suffix='x')} "
+                f"| {_fmt(ma / ours if ma and ours else None, suffix='x')} "
+                f"| {_fmt(r.get(f'tflops_{p}'), 1)} | {r.get('note', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows):
+    """The issue's targets: fp16 fwd >= 0.5x torch flash at N=4096 (E 64, 128); fp32 >= 1.0x torch math."""
+    out = []
+    for r in rows:
+        if r["dtype"] == "float16" and r["N"] == 4096 and r["E"] in (64, 128) and r.get("flash_fwd") and r.get("ours_fwd"):
+            ratio = r["flash_fwd"] / r["ours_fwd"]
+            out.append(f"- float16 forward, N=4096, E={r['E']}, causal={r['causal']}: {ratio:.2f}x torch flash "
+                       f"({'meets' if ratio >= 0.5 else 'MISSES'} the 0.5x target)")
+        if r["dtype"] == "float32" and r.get("math_fwd") and r.get("ours_fwd"):
+            for p in ("fwd", "bwd"):
+                ratio = r[f"math_{p}"] / r[f"ours_{p}"]
+                out.append(f"- float32 {p}, N={r['N']}, E={r['E']}, causal={r['causal']}: {ratio:.2f}x torch math "
+                           f"({'meets' if ratio >= 1.0 else 'MISSES'} the 1.0x target)")
+    return "\n".join(out) if out else "- no configuration measured"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--e", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--dtypes", nargs="+", default=["float16", "float32"], choices=["float16", "float32", "bfloat16"])
+    parser.add_argument("--bh", type=int, default=32, help="batch x heads (default 32)")
+    parser.add_argument("--causal", choices=["no", "yes", "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=None, help="write the markdown results here")
+    args = parser.parse_args(argv)
+    reason = unavailable_reason()
+    if reason:
+        print(f"GPU benchmark not run: {reason}", file=sys.stderr)
+        return 2
+    import cupy
+    import torch
+
+    rng = np.random.default_rng(0)
+    causals = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
+    rows = []
+    for dtype in args.dtypes:
+        for E in args.e:
+            for N in args.n:
+                for causal in causals:
+                    row = run_config(torch, cupy, dtype, E, N, args.bh, causal, args.repeats, rng)
+                    rows.append(row)
+                    print(render([row], "").splitlines()[-1], flush=True)
+    command = "python -m attention_scratch.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = "\n".join([
+        "# GPU results: CuPy flash attention kernels against PyTorch SDPA", "",
+        f"- device: {torch.cuda.get_device_name()} (compute capability "
+        f"{'.'.join(map(str, torch.cuda.get_device_capability()))})",
+        f"- commit: {_commit()}",
+        f"- command: `{command.strip()}`",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- software: CuPy {cupy.__version__}, PyTorch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"Python {platform.python_version()}",
+        f"- shapes: B·H = {args.bh} heads, L = S = N, Ev = E; median of {args.repeats} runs after 2 warm-ups;"
+        " times include the Python launch overhead of both libraries",
+        "- ratios are torch time / our time (above 1: ours is faster)", "",
+        "## Targets of issue 7", "", targets(rows), "", "## All measurements"])
+    text = render(rows, header)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Multi-head attention: heads, self and cross attention, GQA/MQA, a KV cache (chapter 6).
+
+The layer of Vaswani et al. (2017): project the inputs to ``Hq`` query heads and
+``Hkv`` key/value heads, run scaled dot-product attention in every head at once,
+concatenate the heads and project back. ``Hkv = Hq`` is classic multi-head
+attention, ``Hkv = 1`` multi-query attention (Shazeer, 2019), anything between
+grouped-query attention (Ainslie et al., 2023). Parameters follow ``y = x @ W + b``
+(``W`` is (in, out), the transpose of PyTorch's ``nn.Linear.weight``).
+"""
+import numpy as np
+
+from ._checks import as_float_array, check_broadcastable, check_positive_int
+from .kv_cache import KVCache
+from .masks import check_attn_mask, combine_masks, key_padding_to_keep
+from .positional import apply_rope, apply_rope_backward
+from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
+
+
+# BEGIN EXERCISE 6.1 (1 point): splitting the model dimension into heads
+def split_heads(x, num_heads):
+    """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
+
+    Shapes: ``x`` (..., L, H·D); returns (..., H, L, D).
+    """
+    # BEGIN SOLUTION
+    *lead, L, width = x.shape
+    x = x.reshape(tuple(lead) + (L, num_heads, width // num_heads))  # (..., L, H, D)
+    return np.swapaxes(x, -2, -3)  # (..., H, L, D)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 6.2 (1 point): merging the heads back
+def merge_heads(x):
+    """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
+
+    Shapes: ``x`` (..., H, L, D); returns (..., L, H·D).
+    """
+    # BEGIN SOLUTION
+    x = np.swapaxes(x, -2, -3)  # (..., L, H, D)
+    return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))  # (..., L, H·D)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 6.3 (2 points): grouped-query attention by repeating key/value heads
+def repeat_kv(x, num_q_heads):
+    """Repeat each of the ``Hkv`` key/value heads ``G = Hq / Hkv`` times along the head axis.
+
+    Query head ``h`` must read key/value head ``h // G``: heads come out in the
+    order ``0, 0, ..., 1, 1, ...`` (each repeated ``G`` times in a row), not
+    ``0, 1, ..., 0, 1, ...``. Then ordinary multi-head attention applies.
+
+    Shapes: ``x`` (..., Hkv, S, D); returns (..., Hq, S, D).
+    """
+    # BEGIN SOLUTION
+    return np.repeat(x, num_q_heads // x.shape[-3], axis=-3)  # (..., Hq, S, D)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+# BEGIN EXERCISE 6.4 (2 points): the gradient of the repeated key/value heads
+def fold_kv_grad(grad, num_kv_heads):
+    """The backward pass of :func:`repeat_kv`: sum the gradients of each group's copies.
+
+    A key/value head used by ``G`` query heads receives the sum of the ``G``
+    gradients that flow back to its copies.
+
+    Shapes: ``grad`` (..., Hq, S, D); returns (..., Hkv, S, D).
+    """
+    # BEGIN SOLUTION
+    *lead, hq, S, D = grad.shape
+    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D))  # (..., Hkv, G, S, D)
+    return grouped.sum(axis=-3)  # (..., Hkv, S, D)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def _init(rng, fan_in, fan_out, shape):
+    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``, for every projection.
+
+    ``nn.MultiheadAttention`` differs slightly: it applies Xavier to the stacked
+    ``(3·embed_dim, embed_dim)`` ``in_proj_weight`` (a smaller bound) and leaves
+    ``out_proj`` at ``nn.Linear``'s default. Only the starting point differs; the
+    tests copy weights across.
+    """
+    bound = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class MultiHeadAttention:
+    """Multi-head attention with grouped-query heads and a backward pass.
+
+    Parameters
+    ----------
+    embed_dim : int
+        Model width ``d_model``; the query and output width.
+    num_heads : int
+        Query heads ``Hq``; must divide ``embed_dim`` (head dim ``D = embed_dim / Hq``).
+    num_kv_heads : int, optional
+        Key/value heads ``Hkv`` (default ``Hq``); must divide ``Hq``. 1 is multi-query attention.
+    bias : bool
+        Add the biases ``b_q b_k b_v b_o`` (initialised to 0, as PyTorch does).
+    kdim, vdim : int, optional
+        Widths of the key and value inputs for cross-attention (default ``embed_dim``).
+    rng : numpy.random.Generator, optional
+        Draws the initial weights (default: an unseeded generator).
+    rope : bool
+        Rotate the query and key heads by their positions (RoPE, chapter 7) before
+        attending; with a cache the new tokens take positions ``cache.length ...``.
+
+    Attributes
+    ----------
+    params : dict
+        ``W_q`` (embed_dim, embed_dim), ``W_k`` (kdim, Hkv·D), ``W_v`` (vdim, Hkv·D),
+        ``W_o`` (embed_dim, embed_dim) and, with ``bias``, ``b_q``, ``b_k``, ``b_v``, ``b_o``;
+        also reachable as attributes (``mha.W_q``).
+    grads : dict
+        The same keys, filled (overwritten) by :meth:`backward`.
+    """
+
+    def __init__(self, embed_dim, num_heads, num_kv_heads=None, bias=True, kdim=None, vdim=None,
+                 rng=None, *, rope=False):
+        embed_dim = check_positive_int(embed_dim, "embed_dim")
+        num_heads = check_positive_int(num_heads, "num_heads")
+        num_kv_heads = num_heads if num_kv_heads is None else check_positive_int(num_kv_heads, "num_kv_heads")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
+        kdim = embed_dim if kdim is None else check_positive_int(kdim, "kdim")
+        vdim = embed_dim if vdim is None else check_positive_int(vdim, "vdim")
+        rng = np.random.default_rng() if rng is None else rng
+        self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
+        self.kdim, self.vdim, self.head_dim = kdim, vdim, embed_dim // num_heads
+        kv_width = num_kv_heads * self.head_dim
+        self.params = {"W_q": _init(rng, embed_dim, embed_dim, (embed_dim, embed_dim)),
+                       "W_k": _init(rng, kdim, kv_width, (kdim, kv_width)),
+                       "W_v": _init(rng, vdim, kv_width, (vdim, kv_width)),
+                       "W_o": _init(rng, embed_dim, embed_dim, (embed_dim, embed_dim))}
+        if bias:
+            self.params.update(b_q=np.zeros(embed_dim), b_k=np.zeros(kv_width),
+                               b_v=np.zeros(kv_width), b_o=np.zeros(embed_dim))
+        if rope and self.head_dim % 2:
+            raise ValueError(f"rope=True needs an even head dim; got {self.head_dim}")
+        self.rope = bool(rope)
+        self.grads = {}
+        self._saved = None
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        if name in ("b_q", "b_k", "b_v", "b_o"):
+            return None  # bias=False
+        raise AttributeError(name)
+
+    def _project(self, x, name, width, what):
+        """``x @ W + b`` for projection ``name`` ("q", "k", "v" or "o"), after checking the width."""
+        if x.ndim != 3 or x.shape[-1] != width:
+            raise ValueError(f"{what} must have shape (B, length, {width}); got {x.shape}")
+        y = x @ self.params["W_" + name].astype(x.dtype)  # (B, length, width) @ (width, out) -> (B, length, out)
+        b = self.params.get("b_" + name)
+        return y if b is None else y + b.astype(x.dtype)
+
+    def forward(self, query, key=None, value=None, attn_mask=None, key_padding_mask=None,
+                is_causal=False, need_weights=False, *, cache=None):
+        """Attend from ``query`` to ``key``/``value`` (default: self-attention on ``query``).
+
+        Parameters
+        ----------
+        query : array_like, ``(B, L, embed_dim)``
+        key : array_like, ``(B, S, kdim)``, optional (default ``query``)
+        value : array_like, ``(B, S, vdim)``, optional (default ``key``)
+        attn_mask : array_like, optional
+            Boolean (True = may attend) or float bias, broadcastable to ``(B, Hq, L, S)``.
+        key_padding_mask : array_like of bool, ``(B, S)``, optional
+            **True marks padding** (as in ``nn.MultiheadAttention``): those keys are hidden.
+        is_causal : bool
+            Causal mask, top-left aligned; bottom-right aligned when decoding with a cache.
+        need_weights : bool
+            Also return the per-head attention weights ``(B, Hq, L, S)``
+            (PyTorch averages them over heads by default: take ``.mean(axis=1)``).
+        cache : KVCache, optional
+            Decoding: the new keys/values are appended to ``cache`` and ``query``
+            attends to everything cached (self-attention only, no backward).
+
+        Returns
+        -------
+        out : ``(B, L, embed_dim)``; with ``need_weights``, ``(out, weights)``.
+        """
+        query = as_float_array(query, "query")
+        self_attention = key is None and value is None
+        value_defaulted = value is None
+        key = query if key is None else as_float_array(key, "key")
+        value = key if value is None else as_float_array(value, "value")
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+            raise ValueError(f"query (B, L, ·), key (B, S, ·) and value (B, S, ·) must agree on B and S; "
+                             f"got shapes {query.shape}, {key.shape}, {value.shape}")
+        q = split_heads(self._project(query, "q", self.embed_dim, "query"), self.num_heads)  # (B, Hq, L, D)
+        k = split_heads(self._project(key, "k", self.kdim, "key"), self.num_kv_heads)  # (B, Hkv, S, D)
+        v = split_heads(self._project(value, "v", self.vdim, "value"), self.num_kv_heads)  # (B, Hkv, S, D)
+        if cache is not None and not self_attention:
+            raise ValueError("cache= is for self-attention decoding: pass key=None and value=None")
+        start = 0 if cache is None else cache.length  # position of the first new token
+        pos_q, pos_k = start + np.arange(q.shape[-2]), start + np.arange(k.shape[-2])
+        if self.rope:
+            q, k = apply_rope(q, pos_q), apply_rope(k, pos_k)  # rotated by position
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, Hkv, S_cached + L, D)
+        B, L, S = query.shape[0], q.shape[-2], k.shape[-2]
+        attn_mask = check_attn_mask(attn_mask, (B, self.num_heads, L, S))  # names the argument
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S), True = may attend
+            check_broadcastable(key_padding_mask.shape[::3], (B, S), "key_padding_mask (B, S)")
+        mask = combine_masks(attn_mask, key_padding_mask)
+        align = "bottom_right" if cache is not None else "top_left"
+        heads, weights = scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, enable_gqa=True,
+                                                      causal_align=align, return_weights=True)  # (B, Hq, L, D)
+        merged = merge_heads(heads)  # (B, L, embed_dim)
+        out = self._project(merged, "o", self.embed_dim, "merged heads")  # (B, L, embed_dim)
+        self._saved = None if cache is not None else dict(
+            query=query, key=key, value=value, q=q, k=k, v=v, mask=mask, is_causal=is_causal,
+            merged=merged, self_attention=self_attention, pos_q=pos_q, pos_k=pos_k,
+            value_defaulted=value_defaulted)
+        return (out, weights) if need_weights else out
+
+    __call__ = forward
+
+    def backward(self, grad_out):
+        """Gradients of the last :meth:`forward` call (without a cache).
+
+        Parameters
+        ----------
+        grad_out : array_like, ``(B, L, embed_dim)``
+            dL/dout.
+
+        Returns
+        -------
+        (grad_query, grad_key, grad_value)
+            Shaped like the inputs. For self-attention (``key`` and ``value`` not
+            given) ``grad_query`` holds the whole gradient of the one input and
+            ``grad_key``, ``grad_value`` are None; if only ``value`` was omitted,
+            ``grad_key`` includes its share and ``grad_value`` is None. Parameter
+            gradients go to ``.grads``.
+        """
+        s = self._saved
+        if s is None:
+            raise ValueError("backward needs a preceding forward call without cache=")
+        g = as_float_array(grad_out, "grad_out")
+        if g.shape != s["merged"].shape:
+            raise ValueError(f"grad_out must have the output's shape {s['merged'].shape}; got {g.shape}")
+        grads = {"W_o": np.einsum("bli,blo->io", s["merged"], g)}  # (embed_dim, embed_dim)
+        d_merged = g @ self.params["W_o"].T.astype(g.dtype)  # (B, L, embed_dim)
+        d_q, d_k, d_v = scaled_dot_product_attention_backward(
+            split_heads(d_merged, self.num_heads), s["q"], s["k"], s["v"], s["mask"],
+            is_causal=s["is_causal"], enable_gqa=True)  # (B, Hq, L, D), (B, Hkv, S, D) x2
+        if self.rope:  # back through the rotations
+            d_q, d_k = apply_rope_backward(d_q, s["pos_q"]), apply_rope_backward(d_k, s["pos_k"])
+        d_inputs = {}
+        for name, d_heads, x in (("q", d_q, s["query"]), ("k", d_k, s["key"]), ("v", d_v, s["value"])):
+            d_proj = merge_heads(d_heads)  # (B, length, Hx·D)
+            grads["W_" + name] = np.einsum("bli,blo->io", x, d_proj)  # (in, Hx·D)
+            if "b_" + name in self.params:
+                grads["b_" + name] = d_proj.sum(axis=(0, 1))
+            d_inputs[name] = d_proj @ self.params["W_" + name].T.astype(d_proj.dtype)  # (B, length, in)
+        if "b_o" in self.params:
+            grads["b_o"] = g.sum(axis=(0, 1))
+        self.grads = grads
+        if s["self_attention"]:
+            return d_inputs["q"] + d_inputs["k"] + d_inputs["v"], None, None
+        if s["value_defaulted"]:  # value defaulted to key
+            return d_inputs["q"], d_inputs["k"] + d_inputs["v"], None
+        return d_inputs["q"], d_inputs["k"], d_inputs["v"]
+
+    def new_cache(self, capacity=16):
+        """An empty :class:`KVCache` for decoding with this layer."""
+        return KVCache(capacity)

@@ -1,0 +1,61 @@
+"""Chapter 2 exercises: Bahdanau attention.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=2
+    python -m attention_scratch.grade --chapter 2
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+from attention_scratch.nn import sigmoid
+
+
+# Exercise 2.1 (2 points): the additive score
+def additive_score(query_proj, keys_proj, v):
+    """Bahdanau's alignment scores ``e_j = vᵀ tanh(q + k_j)`` for every key ``j``.
+
+    ``query_proj`` is ``q = W s`` (already projected) and ``keys_proj`` holds the
+    rows ``k_j = U h_j``. Add ``q`` to every row, apply ``tanh``, contract with ``v``.
+
+    Shapes: ``query_proj`` (..., A), ``keys_proj`` (..., S, A), ``v`` (A,) -> (..., S).
+    Also return the hidden layer ``tanh(q + k_j)`` (..., S, A): the backward pass needs it.
+    """
+    # HINT: insert an axis so that q broadcasts against every key: query_proj[..., None, :]
+    raise NotImplementedError("Exercise 2.1: the additive score")
+
+
+# Exercise 2.2 (3 points): the VJP of attention pooling
+def attention_pooling_backward(grad_context, weights, values):
+    """Backward of ``c = Σ_j α_j h_j`` with ``α = softmax(e)``: return ``(dL/de, dL/dvalues)``.
+
+    ``dL/dvalues_j = α_j · dL/dc``; ``dL/dα_j = h_j · dL/dc``; then the softmax
+    VJP ``dL/de = α ∘ (dL/dα - Σ_j α_j dL/dα_j)``. Masked positions have
+    ``α_j = 0`` and therefore get gradient 0 automatically.
+
+    Shapes: ``grad_context`` (..., Dv), ``weights`` (..., S), ``values`` (..., S, Dv)
+    -> ``(grad_scores (..., S), grad_values (..., S, Dv))``.
+    """
+    raise NotImplementedError("Exercise 2.2: the VJP of attention pooling")
+
+
+# Exercise 2.3 (3 points): one GRU step
+def gru_step(x_proj, h, W_h, b_h):
+    """One GRU step from the projected input, in the gate order (reset, update, new).
+
+    With ``hh = h @ W_h + b_h`` split into three blocks of ``H`` columns
+    ``(hh_r, hh_z, hh_n)`` and ``x_proj`` split the same way::
+
+        r = σ(x_r + hh_r);  z = σ(x_z + hh_z);  n = tanh(x_n + r ∘ hh_n)
+        h_new = (1 - z) ∘ n + z ∘ h
+
+    Use :func:`attention_scratch.nn.sigmoid` for σ.
+
+    Shapes: ``x_proj`` (B, 3H), ``h`` (B, H), ``W_h`` (H, 3H), ``b_h`` (3H,).
+    Returns ``(h_new, r, z, n, hh_n)``, each (B, H); the backward pass needs the gates.
+    """
+    # HINT: slice the three gate blocks with [:, :H], [:, H:2 * H] and [:, 2 * H:]
+    raise NotImplementedError("Exercise 2.3: one GRU step")

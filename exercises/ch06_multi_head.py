@@ -1,0 +1,72 @@
+"""Chapter 6 exercises: Multi-head attention.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=6
+    python -m attention_scratch.grade --chapter 6
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 6.1 (1 point): splitting the model dimension into heads
+def split_heads(x, num_heads):
+    """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
+
+    Shapes: ``x`` (..., L, H·D); returns (..., H, L, D).
+    """
+    raise NotImplementedError("Exercise 6.1: splitting the model dimension into heads")
+
+
+# Exercise 6.2 (1 point): merging the heads back
+def merge_heads(x):
+    """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
+
+    Shapes: ``x`` (..., H, L, D); returns (..., L, H·D).
+    """
+    raise NotImplementedError("Exercise 6.2: merging the heads back")
+
+
+# Exercise 6.3 (2 points): grouped-query attention by repeating key/value heads
+def repeat_kv(x, num_q_heads):
+    """Repeat each of the ``Hkv`` key/value heads ``G = Hq / Hkv`` times along the head axis.
+
+    Query head ``h`` must read key/value head ``h // G``: heads come out in the
+    order ``0, 0, ..., 1, 1, ...`` (each repeated ``G`` times in a row), not
+    ``0, 1, ..., 0, 1, ...``. Then ordinary multi-head attention applies.
+
+    Shapes: ``x`` (..., Hkv, S, D); returns (..., Hq, S, D).
+    """
+    raise NotImplementedError("Exercise 6.3: grouped-query attention by repeating key/value heads")
+
+
+# Exercise 6.4 (2 points): the gradient of the repeated key/value heads
+def fold_kv_grad(grad, num_kv_heads):
+    """The backward pass of :func:`repeat_kv`: sum the gradients of each group's copies.
+
+    A key/value head used by ``G`` query heads receives the sum of the ``G``
+    gradients that flow back to its copies.
+
+    Shapes: ``grad`` (..., Hq, S, D); returns (..., Hkv, S, D).
+    """
+    raise NotImplementedError("Exercise 6.4: the gradient of the repeated key/value heads")
+
+
+# Exercise 6.5 (2 points): appending to a growing KV-cache buffer
+def append_to_buffer(buffer, length, new):
+    """Write ``new`` after the first ``length`` positions of ``buffer``; grow it if full.
+
+    ``buffer[..., :length, :]`` holds the cached entries, the rest is spare room.
+    If ``length + n`` (``n = new.shape[-2]``) exceeds the capacity
+    ``buffer.shape[-2]``, allocate a new buffer of capacity
+    ``max(2 * capacity, length + n)`` and copy the cached entries over first.
+    Return ``(buffer, length + n)``; the caller reads ``buffer[..., :length + n, :]``.
+
+    Shapes: ``buffer`` (..., capacity, D); ``new`` (..., n, D) with the same leading
+    axes and D.
+    """
+    raise NotImplementedError("Exercise 6.5: appending to a growing KV-cache buffer")

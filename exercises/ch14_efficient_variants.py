@@ -1,0 +1,58 @@
+"""Chapter 14 exercises: Efficient variants.
+
+Replace each `raise NotImplementedError(...)` with your code, then grade:
+
+    make grade CHAPTER=14
+    python -m attention_scratch.grade --chapter 14
+
+This file was written by `make exercises` from the library; your edits are
+never overwritten. The answers are in solutions/ and in the book.
+"""
+
+
+import numpy as np
+
+
+# Exercise 14.1 (1 point): the elu + 1 feature map
+def elu_feature_map(x):
+    """``φ(x) = elu(x) + 1``: ``x + 1`` for ``x > 0`` and ``exp(x)`` otherwise.
+
+    The feature map of Katharopoulos et al. (2020). It is positive, so every
+    attention weight ``φ(q)·φ(k)`` is positive and the normaliser never vanishes.
+    Do not evaluate ``exp`` of large positive numbers (no overflow warning for
+    ``x = 1000``).
+
+    Shapes: any shape in, the same shape and dtype out.
+    """
+    raise NotImplementedError("Exercise 14.1: the elu + 1 feature map")
+
+
+# Exercise 14.2 (2 points): one step of recurrent linear attention
+def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
+    """One token of causal linear attention as an RNN step.
+
+    The state is ``S = Σ_{j<=t} φ(k_j) v_jᵀ`` and the normaliser ``z = Σ_{j<=t} φ(k_j)``.
+    First add the new key and value: ``S += φ(k_t) v_tᵀ``, ``z += φ(k_t)``; then
+    ``out_t = φ(q_t)ᵀ S / (φ(q_t)ᵀ z + eps)``. Return new arrays; do not modify
+    ``state`` or ``normalizer`` in place.
+
+    Shapes: ``phi_q``, ``phi_k`` (..., F); ``v`` (..., Ev); ``state`` (..., F, Ev);
+    ``normalizer`` (..., F). Returns ``(out (..., Ev), state, normalizer)``.
+    """
+    raise NotImplementedError("Exercise 14.2: one step of recurrent linear attention")
+
+
+# Exercise 14.3 (3 points): positive random features for the softmax kernel
+def positive_random_features(x, omega, stabilize=None):
+    """``φ(x) = exp(Ωx - ‖x‖²/2 - c) / √m``, the positive random features of FAVOR+.
+
+    The exponent of feature ``r`` of row ``n`` is ``x_n·ω_r - ‖x_n‖²/2``. The
+    constant ``c`` keeps ``exp`` from overflowing and cancels in attention's
+    normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
+    exponent over the features of each row (for queries); ``"all"`` the maximum
+    over all rows and features of the last two axes (for keys, which must share
+    one constant).
+
+    Shapes: ``x`` (..., N, E), ``omega`` (m, E); returns (..., N, m).
+    """
+    raise NotImplementedError("Exercise 14.3: positive random features for the softmax kernel")

@@ -1,0 +1,51 @@
+"""Chapter 4 solutions: Scaled dot-product attention.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 4
+"""
+
+
+import numpy as np
+
+
+# Exercise 4.1 (2 points): the scaled scores
+def scaled_scores(query, key, scale):
+    """``Q Kᵀ · scale``: the similarity of every query with every key.
+
+    With ``scale = 1/sqrt(E)`` and entries of unit variance, each score has
+    variance about 1 whatever the head dim ``E``.
+
+    Shapes: ``query`` (..., L, E), ``key`` (..., S, E) with broadcasting leading
+    axes; returns (..., L, S).
+    """
+    return (query @ np.swapaxes(key, -1, -2)) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+
+
+# Exercise 4.2 (2 points): inverted dropout on the attention weights
+def dropout_weights(weights, p, rng):
+    """Drop each weight with probability ``p`` and scale the survivors by ``1 / (1 - p)``.
+
+    Draw exactly one ``rng.random(weights.shape)`` and keep the entries where it
+    is ``>= p``, so that a generator in the same state reproduces the same mask
+    (the backward pass relies on it). Scaling by ``1/(1-p)`` keeps the expected
+    weights unchanged. Return ``(dropped, keep)``; with ``p == 1`` every weight is 0.
+
+    Shapes: ``weights`` any shape; ``dropped`` and ``keep`` (bool) the same shape.
+    """
+    keep = rng.random(weights.shape) >= p  # same shape as weights
+    factor = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    return np.where(keep, weights * factor, 0.0).astype(weights.dtype), keep
+
+
+# Exercise 4.3 (3 points): the gradient of the scores
+def scores_gradient(grad_out, value, probs):
+    """``dS``, the gradient of the (scaled, masked) scores, from ``dO``, ``V`` and ``P``.
+
+    ``O = P V``, so ``dP = dO Vᵀ``; through the softmax of each row
+    ``dS = P ∘ (dP - rowsum(dP ∘ P))``. Masked entries have ``P = 0`` and get 0.
+
+    Shapes: ``grad_out`` (..., L, Ev), ``value`` (..., S, Ev), ``probs`` (..., L, S)
+    with broadcasting leading axes; returns (..., L, S).
+    """
+    d_probs = grad_out @ np.swapaxes(value, -1, -2)  # (..., L, Ev) @ (..., Ev, S) -> (..., L, S)
+    return probs * (d_probs - (d_probs * probs).sum(axis=-1, keepdims=True))  # (..., L, S)

@@ -1,0 +1,76 @@
+"""Chapter 13 solutions: A CuPy GPU kernel.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 13
+"""
+
+
+import numpy as np
+
+
+# Exercise 13.1 (2 points): which row and which head dims a thread owns
+def thread_slice(thread, D):
+    """The query row (within the tile) and the head dims that CUDA thread ``thread`` owns.
+
+    Rows get ``TPR = D // 16`` consecutive threads; thread ``t = thread % TPR`` of
+    a row group owns dims ``t, t + TPR, t + 2·TPR, …`` below ``D`` (an interleaved
+    split: the threads of a group read neighbouring shared-memory words).
+    Return ``(row, dims)`` with ``dims`` a NumPy int array of length 16.
+    """
+    tpr = D // 16
+    row, t = divmod(thread, tpr)
+    return row, np.arange(t, D, tpr)
+
+
+# Exercise 13.2 (2 points): the shared-memory budget of the forward tile
+def forward_smem_bytes(block_k, D, acc_bytes):
+    """Bytes of shared memory the scalar forward kernel needs: K and V tiles of ``block_k`` rows.
+
+    Each tile row holds ``D + 1`` accumulation-type values (the head dim padded by
+    one to spread the rows over the 32 shared-memory banks), ``acc_bytes`` each.
+    """
+    return 2 * block_k * (D + 1) * acc_bytes
+
+
+# Exercise 13.3 (3 points): the kernel's online softmax step for one chunk of keys
+def chunk_update(m, l, o, s, v):
+    """Fold one chunk of scores into the running state, exactly as ``flash_fwd_scalar`` does.
+
+    ``s`` are scores already in log2 units (``q·k · scale · log2 e``), ``-inf``
+    where masked. With ``mx = max(m, max_j s_j)``: rows where ``mx`` is still
+    ``-inf`` keep their state unchanged; otherwise ``alpha = 2^(m - mx)``,
+    ``l ← alpha·l + Σ_j 2^(s_j - mx)`` and ``o ← alpha·o + Σ_j 2^(s_j - mx) v_j``,
+    and ``m ← mx``. No NaN, no warnings.
+
+    Shapes: ``m``, ``l`` (rows,); ``o`` (rows, Ev); ``s`` (rows, KC); ``v`` (KC, Ev).
+    Returns ``(m, l, o)``.
+    """
+    mx = np.maximum(m, s.max(axis=-1))  # (rows,)
+    live = mx > -np.inf  # (rows,): rows that have seen a kept key
+    base = np.where(live, mx, 0.0)  # (rows,): finite, so no -inf - -inf
+    alpha = np.where(live, np.exp2(m - base), 1.0)  # (rows,): 0 when m was -inf
+    p = np.exp2(s - base[:, None])  # (rows, KC): 0 where masked
+    l_new = np.where(live, alpha * l + p.sum(axis=-1), l)  # (rows,)
+    o_new = np.where(live[:, None], alpha[:, None] * o + p @ v, o)  # (rows, Ev)
+    return np.where(live, mx, m), l_new, o_new
+
+
+# Exercise 13.4 (2 points): a butterfly of warp shuffles
+def butterfly_steps(partials):
+    """Simulate ``group_sum``: the values each lane of a row group holds after every shuffle step.
+
+    ``partials[..., lane]`` is lane ``lane``'s partial sum; ``TPR = partials.shape[-1]``
+    is a power of two. For ``off = TPR/2, TPR/4, …, 1`` every lane adds the value of
+    lane ``lane ^ off`` (``__shfl_xor_sync``), all lanes at once. Return the list of
+    arrays after each step (``log2(TPR)`` of them); after the last, every lane holds the sum.
+    """
+    x = np.asarray(partials)
+    tpr = x.shape[-1]
+    lanes = np.arange(tpr)
+    steps = []
+    off = tpr // 2
+    while off > 0:
+        x = x + x[..., lanes ^ off]  # (..., TPR): lane i reads lane i ^ off
+        steps.append(x)
+        off //= 2
+    return steps

@@ -1,0 +1,218 @@
+"""Test bodies shared by every accelerated flash backend (the CUDA kernels on a GPU and in emulation).
+
+Each ``case_*`` function takes a :class:`Backend` and checks it against the float64
+oracle exactly as tests/test_flash.py checks the NumPy reference. Test files
+parametrise these bodies with their backend; a backend that is not available
+skips with its reason.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from attention_scratch.flash import flash_attention as numpy_flash
+from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
+                                       reference_mask)
+
+MASKS = [
+    (False, "top_left", None),
+    (True, "top_left", None),
+    (True, "bottom_right", None),
+    (False, "top_left", (3, 1)),
+    (True, "bottom_right", (4, None)),
+]
+MASK_IDS = ["none", "causal-tl", "causal-br", "window(3,1)", "causal-br+window(4,-)"]
+ALL_MASKS = MASKS + [(True, "bottom_right", (2, 0)), (False, "top_left", (0, 0)),
+                     (False, "top_left", (None, 2)), (True, "top_left", (1, 3))]
+
+
+@dataclasses.dataclass
+class Backend:
+    """``forward``/``backward`` have the signatures of flash_attention(_backward) without ``backend``
+    and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns ``(out, lse, grads)`` as
+    float32 NumPy arrays computed from bfloat16 inputs (None when unsupported)."""
+
+    name: str
+    forward: Callable
+    backward: Callable
+    bfloat16: Optional[Callable] = None
+
+
+def make_inputs(rng, L, S, E=5, Ev=7, hq=4, hkv=2, lead=(1,), dtype=np.float64):
+    q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
+    k = rng.standard_normal(lead + (hkv, S, E)).astype(dtype)
+    v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
+    g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
+    return q, k, v, g
+
+
+def run(backend, q, k, v, g, mask, bq, bk, **extra):
+    causal, align, window = mask
+    kw = dict(enable_gqa=q.shape[-3] != k.shape[-3], causal_align=align, window=window,
+              block_q=bq, block_k=bk, **extra)
+    out, lse = backend.forward(q, k, v, causal, return_lse=True, **kw)
+    grads = backend.backward(g, q, k, v, out, lse, causal, **kw)
+    return out, lse, grads
+
+
+def check_against_oracle(backend, q, k, v, g, mask, bq, bk, **tol):
+    causal, align, window = mask
+    out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
+    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
+    where = f"{backend.name}, block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
+    assert_close(out, ref_out, what=f"output ({where})", **tol)
+    assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
+    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        assert_close(got, ref, what=f"{name} ({where})", **tol)
+
+
+def case_block_sizes(backend, rng, mask, L, S, blocks):
+    q, k, v, g = make_inputs(rng, L, S)
+    for block in blocks:
+        check_against_oracle(backend, q, k, v, g, mask, block, block)
+
+
+def case_ragged(backend, rng, mask, bq, bk, hq=2):
+    q, k, v, g = make_inputs(rng, 97, 131, E=59, Ev=37, hq=hq, hkv=1)
+    check_against_oracle(backend, q, k, v, g, mask, bq, bk)
+
+
+def case_shapes_and_masks(backend, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16))):
+    q, k, v, g = make_inputs(rng, L, S, hq=3, hkv=3)
+    for bq, bk in blocks:
+        check_against_oracle(backend, q, k, v, g, mask, bq, bk)
+
+
+def case_empty_rows(backend, rng):
+    q, k, v, g = make_inputs(rng, 9, 4, hq=2, hkv=2)
+    out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (True, "bottom_right", None), 2, 3)
+    empty = np.arange(9) < 9 - 4
+    assert not any(np.isnan(a).any() for a in (out, lse, dq, dk, dv))
+    assert np.all(out[..., empty, :] == 0), "empty rows must have output exactly 0"
+    assert np.all(np.isposinf(lse[..., empty])), "empty rows must have log-sum-exp +inf"
+    assert np.all(np.isfinite(lse[..., ~empty]))
+    assert np.all(dq[..., empty, :] == 0), "empty rows must receive gradient 0"
+
+
+def case_empty_sequences(backend, rng):
+    for L, S in ((0, 5), (4, 0), (0, 0)):
+        q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
+        out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (False, "top_left", None), 4, 4)
+        assert out.shape == (1, 2, L, 7) and lse.shape == (1, 2, L)
+        assert np.all(out == 0) and np.all(np.isposinf(lse)), f"L={L}, S={S}: no key means output 0, lse +inf"
+        assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+        assert np.all(dq == 0) and np.all(dk == 0) and np.all(dv == 0)
+
+
+def case_batch_axes_gqa_scale(backend, rng):
+    q, k, v, g = make_inputs(rng, 6, 8, hq=4, hkv=2, lead=(2, 3))
+    check_against_oracle(backend, q, k, v, g, (True, "top_left", None), 4, 3)
+    q3, k3, v3, g3 = (a[0, 0] for a in (q, k, v, g))  # no batch axis: (H, L, E)
+    check_against_oracle(backend, q3, k3, v3, g3, (False, "top_left", (2, 2)), 4, 3)
+    q, k, v, g = make_inputs(rng, 10, 12, hq=6, hkv=2)
+    out, lse = backend.forward(q, k, v, True, scale=0.3, enable_gqa=True, block_q=3, block_k=5,
+                               return_lse=True)
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=True, scale=0.3)
+    assert_close(out, ref_out, what=f"{backend.name}: GQA output, scale=0.3")
+    assert_close(lse, ref_lse, what=f"{backend.name}: GQA lse, scale=0.3")
+    grads = backend.backward(g, q, k, v, out, lse, True, scale=0.3, enable_gqa=True, block_q=3, block_k=5)
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3)):
+        assert_close(got, ref, what=f"{backend.name}: GQA gradient, scale=0.3")
+
+
+def dense_in_dtype(q, k, v, g, causal):
+    """Plain dense attention and its backward computed entirely in the input dtype (the baseline)."""
+    from attention_scratch import softmax
+
+    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    keep = reference_mask(L, S, is_causal=causal)
+    scale = q.dtype.type(1 / np.sqrt(E))
+    p = softmax((q @ np.swapaxes(k, -1, -2)) * scale, where=keep)  # (..., L, S)
+    out = p @ v
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    return out, (ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ g)
+
+
+def check_low_precision(name, out, lse, grads, q, k, v, g, causal, base_dtype, eps):
+    """Error against the oracle at most 2x that of dense NumPy in ``base_dtype`` (DESIGN.md §5)."""
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
+    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
+    qb, kb, vb, gb = (a.astype(base_dtype) for a in (q, k, v, g))
+    base_out, base_grads = dense_in_dtype(qb, kb, vb, gb, causal)
+    for part, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (base_out, *base_grads),
+                                    (ref_out, *ref_grads)):
+        err = np.abs(got.astype(np.float64) - ref).max()
+        base_err = np.abs(base.astype(np.float64) - ref).max()
+        assert err <= 2 * base_err + eps, f"{name} {part}: error {err:.3g} > 2 x {base_err:.3g}"
+    assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5, what=f"{name}: lse")
+
+
+def case_low_precision(backend, rng, dtype, causal, bq=32, bk=16, L=70, S=90, E=16):
+    q, k, v, g = make_inputs(rng, L, S, E=E, Ev=E, hq=2, hkv=2, dtype=dtype)
+    out, lse, grads = run(backend, q, k, v, g, (causal, "top_left", None), bq, bk)
+    assert out.dtype == dtype and all(a.dtype == dtype for a in grads)
+    assert lse.dtype == (np.float32 if dtype == np.float16 else dtype)
+    check_low_precision(f"{backend.name} {np.dtype(dtype)} {bq}x{bk}", out, lse, grads, q, k, v, g,
+                        causal, dtype, np.finfo(dtype).eps)
+
+
+def round_to_bfloat16(x):
+    """float32 values rounded to the nearest bfloat16 (ties to even), still stored as float32."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    bits = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return bits.view(np.float32)
+
+
+def case_bfloat16(backend, rng, causal, L=70, S=90, E=16):
+    """bfloat16: 8 bits of mantissa, so judged against dense float16-free NumPy with bfloat16 rounding
+    of the result (the oracle on the rounded inputs is exact; the kernel's error must stay within
+    a few bfloat16 ulps of the output scale)."""
+    q, k, v, g = (round_to_bfloat16(a) for a in make_inputs(rng, L, S, E=E, Ev=E, hq=2, hkv=2,
+                                                             dtype=np.float32))
+    out, lse, grads = backend.bfloat16(q, k, v, g, causal)
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
+    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
+    eps = 2.0 ** -8  # bfloat16 unit roundoff is 2^-9; allow twice it, relative to the largest entry
+    for part, got, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (ref_out, *ref_grads)):
+        err = np.abs(got.astype(np.float64) - ref).max()
+        assert err <= 4 * eps * np.abs(ref).max(), f"{backend.name} bfloat16 {part}: error {err:.3g}"
+    assert_close(lse, ref_lse, rtol=1e-4, atol=1e-4, what=f"{backend.name}: bfloat16 lse")
+
+
+def case_matches_numpy_reference_in_float32(backend, rng):
+    """Same dtype, same tiles: the kernel and the NumPy reference agree to float32 rounding."""
+    q, k, v, g = make_inputs(rng, 33, 47, E=24, Ev=24, hq=2, hkv=1, dtype=np.float32)
+    out = backend.forward(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
+    ref = numpy_flash(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
+    assert_close(out, ref, rtol=1e-5, atol=1e-6, what=f"{backend.name} vs NumPy flash, float32")
+
+
+def case_gradients_match_central_differences(backend, rng):
+    from attention_scratch.testing import grad_check
+
+    q, k, v, _ = make_inputs(rng, 4, 5, E=3, Ev=2, hq=2, hkv=1)
+    kw = dict(enable_gqa=True, window=(2, None), block_q=3, block_k=2, causal_align="bottom_right")
+
+    def backward(g, q, k, v):
+        out, lse = backend.forward(q, k, v, True, return_lse=True, **kw)
+        return backend.backward(g, q, k, v, out, lse, True, **kw)
+
+    grad_check(lambda q, k, v: backend.forward(q, k, v, True, **kw), backward, [q, k, v])
+
+
+def case_tiled_equals_dense(backend, L, S, E, bq, bk, causal, align, left, right, use_window, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v, g = make_inputs(rng, L, S, E=E, Ev=3, hq=2, hkv=1)
+    check_against_oracle(backend, q, k, v, g, (causal, align, (left, right) if use_window else None), bq, bk)
+
+
+def tiled_equals_dense_strategy():
+    """The Hypothesis arguments of :func:`case_tiled_equals_dense` (as in tests/test_flash.py)."""
+    from hypothesis import strategies as st
+
+    return dict(L=st.integers(1, 20), S=st.integers(1, 20), E=st.integers(1, 6), bq=st.integers(1, 24),
+                bk=st.integers(1, 24), causal=st.booleans(), align=st.sampled_from(["top_left", "bottom_right"]),
+                left=st.one_of(st.none(), st.integers(0, 8)), right=st.one_of(st.none(), st.integers(0, 8)),
+                use_window=st.booleans(), seed=st.integers(0, 2**32 - 1))

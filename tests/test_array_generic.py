@@ -1,0 +1,87 @@
+"""The NumPy reference takes its array module from its inputs, so CuPy arrays work unchanged.
+
+Without a GPU this is checked with a strict stand-in for CuPy (tests/fake_cupy.py): a NumPy
+array type that claims to be CuPy's and, like CuPy, refuses to be mixed with host arrays.
+A function that created a host array on the way (``np.zeros`` instead of ``xp.zeros``)
+raises ``TypeError`` or returns a plain NumPy array, and these tests fail.
+"""
+import sys
+
+import numpy as np
+import pytest
+
+import fake_cupy
+from attention_scratch import (flash_attention, flash_attention_backward, logsumexp, online_logsumexp,
+                               online_softmax, ring_attention, softmax, softmax_backward, split_kv_attention)
+from attention_scratch.testing import assert_close, attention_oracle
+
+
+@pytest.fixture
+def xp(monkeypatch):
+    module = fake_cupy.make_module()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    return module
+
+
+def test_the_stand_in_refuses_host_arrays(xp):
+    a = xp.asarray(np.ones(3))
+    with pytest.raises(TypeError, match="cannot be mixed"):
+        np.where(np.array([True, False, True]), a, 0.0)
+    with pytest.raises(TypeError, match="cannot be mixed"):
+        a + np.ones(3)
+    assert type(a + 1.0) is xp.ndarray and type(np.exp(a)) is xp.ndarray
+
+
+def test_softmax_logsumexp_and_backward_stay_on_the_device(xp, rng):
+    x = rng.standard_normal((3, 5, 7))
+    keep = rng.random((5, 7)) < 0.7
+    keep[0] = False  # an empty row
+    dx = xp.asarray(x)
+    for got, ref in ((softmax(dx), softmax(x)), (softmax(dx, where=xp.asarray(keep)), softmax(x, where=keep)),
+                     (logsumexp(dx, axis=1), logsumexp(x, axis=1)),
+                     (softmax_backward(dx, softmax(dx)), softmax_backward(x, softmax(x)))):
+        assert type(got) is xp.ndarray, f"got a {type(got)}: the result left the device"
+        assert_close(got.get(), ref, what="device result vs NumPy result")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_numpy_flash_attention_runs_on_device_arrays(xp, rng, dtype):
+    q = rng.standard_normal((2, 4, 9, 5)).astype(dtype)
+    k = rng.standard_normal((2, 2, 11, 5)).astype(dtype)
+    v = rng.standard_normal((2, 2, 11, 3)).astype(dtype)
+    g = rng.standard_normal((2, 4, 9, 3)).astype(dtype)
+    kw = dict(enable_gqa=True, causal_align="bottom_right", window=(4, 1), block_q=4, block_k=3)
+    dq_, dk_, dv_, dg_ = (xp.asarray(a) for a in (q, k, v, g))
+    out, lse = flash_attention(dq_, dk_, dv_, True, return_lse=True, **kw)
+    grads = flash_attention_backward(dg_, dq_, dk_, dv_, out, lse, True, **kw)
+    ref_out, ref_lse = flash_attention(q, k, v, True, return_lse=True, **kw)
+    ref_grads = flash_attention_backward(g, q, k, v, ref_out, ref_lse, True, **kw)
+    for got, ref, name in zip((out, lse, *grads), (ref_out, ref_lse, *ref_grads), ("out", "lse", "dq", "dk", "dv")):
+        assert type(got) is xp.ndarray, f"{name} left the device"
+        assert got.dtype == ref.dtype
+        assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host (same operations)")
+
+
+def test_the_oracle_accepts_device_arrays_and_answers_on_the_host(xp, rng):
+    q, k, v = (rng.standard_normal((2, 6, 4)) for _ in range(3))
+    out, lse, _ = attention_oracle(*(xp.asarray(a) for a in (q, k, v)), is_causal=True)
+    ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=True)
+    assert type(out) is np.ndarray
+    assert_close(out, ref, rtol=0, atol=0)
+    assert_close(lse, ref_lse, rtol=0, atol=0)
+
+
+def test_online_softmax_split_kv_and_ring_attention_stay_on_the_device(xp, rng):
+    x = rng.standard_normal((3, 11))
+    q = rng.standard_normal((2, 4, 9, 5))
+    k, v = rng.standard_normal((2, 2, 13, 5)), rng.standard_normal((2, 2, 13, 3))
+    dx, dq_, dk_, dv_ = (xp.asarray(a) for a in (x, q, k, v))
+    kw = dict(is_causal=True, enable_gqa=True)
+    for name, got, ref in (
+            ("online_softmax", online_softmax(dx, block=4), online_softmax(x, block=4)),
+            ("online_logsumexp", online_logsumexp(dx, block=4), online_logsumexp(x, block=4)),
+            ("split_kv_attention", split_kv_attention(dq_, dk_, dv_, num_splits=3, **kw),
+             split_kv_attention(q, k, v, num_splits=3, **kw)),
+            ("ring_attention", ring_attention(dq_, dk_, dv_, 3, **kw), ring_attention(q, k, v, 3, **kw))):
+        assert type(got) is xp.ndarray, f"{name}: the result left the device"
+        assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host")

@@ -1,0 +1,49 @@
+"""The GPU benchmark's own code, dry-run on the CPU: stand-in CuPy, emulated kernels, PyTorch on the CPU.
+
+This checks that the oracle check, the timing loop and the results table work before a
+GPU session spends its minutes on them; the numbers it produces mean nothing.
+"""
+import sys
+
+import numpy as np
+import pytest
+
+import fake_cupy
+from attention_scratch import bench_gpu
+from attention_scratch.backends import cuda_emulation, cupy_gpu
+
+
+def test_without_a_gpu_the_benchmark_says_why_and_exits_2(capsys, monkeypatch):
+    monkeypatch.setattr(bench_gpu, "unavailable_reason", lambda: "no GPU here")
+    assert bench_gpu.main(["--n", "64"]) == 2
+    assert "no GPU here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dry_run_checks_times_and_renders(torch, monkeypatch, causal):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
+    monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    row = bench_gpu.run_config(torch, sys.modules["cupy"], "float32", 32, 160, 2, causal, 1,
+                               np.random.default_rng(0), device="cpu")
+    assert row["checked"], row
+    assert row["max_rel_err"] < 1e-5
+    assert row["ours_fwd"] > 0 and row["ours_bwd"] > 0 and row["math_fwd"] > 0
+    table = bench_gpu.render([row], "# header")
+    assert table.count("| float32 | 32 | 160 |") == 2
+    assert "float32 fwd" in bench_gpu.targets([row])
+
+
+def test_a_wrong_kernel_fails_the_check_and_is_not_timed(torch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
+    monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
+    real = cupy_gpu.flash_attention
+
+    def broken(*args, **kwargs):
+        out, lse = real(*args, **kwargs)
+        return out * 1.01, lse  # a 1 % error in the output
+
+    monkeypatch.setattr(cupy_gpu, "flash_attention", broken)
+    row = bench_gpu.run_config(torch, sys.modules["cupy"], "float32", 32, 96, 1, False, 1,
+                               np.random.default_rng(0), device="cpu")
+    assert not row["checked"] and "FAILED" in row["note"] and "ours_fwd" not in row

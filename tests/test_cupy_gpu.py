@@ -1,0 +1,118 @@
+"""The CuPy backend (raw CUDA kernels) on a real GPU: the same test bodies as the other backends.
+
+Every test skips, with the reason, when CuPy or a CUDA GPU is missing. None of these
+tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gpu_results.md).
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import flash_backend_cases as cases
+from attention_scratch.backends import cupy_gpu
+from attention_scratch.testing import assert_close, attention_oracle
+
+reason = cupy_gpu.unavailable_reason()
+pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
+
+
+def _bf16(q, k, v, g, causal):
+    import torch
+
+    tq, tk, tv, tg = (torch.from_numpy(a).to("cuda", torch.bfloat16) for a in (q, k, v, g))
+    out, lse = cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True)
+    grads = cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
+    host = lambda t: t.float().cpu().numpy()  # noqa: E731
+    return host(out), lse.cpu().numpy(), tuple(host(t) for t in grads)
+
+
+GPU = cases.Backend("CuPy GPU", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward, _bf16)
+
+
+def test_unavailable_reason_is_none_here():
+    assert cupy_gpu.unavailable_reason() is None
+
+
+@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
+@pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (13, 11)])
+def test_every_block_size(rng, mask, L, S):
+    cases.case_block_sizes(GPU, rng, mask, L, S, blocks=range(1, max(L, S) + 3))
+
+
+def test_every_pair_of_block_sizes(rng):
+    q, k, v, g = cases.make_inputs(rng, 9, 12, hq=2, hkv=1)
+    for bq in range(1, 11):
+        for bk in range(1, 14):
+            cases.check_against_oracle(GPU, q, k, v, g, (True, "bottom_right", (5, 1)), bq, bk)
+
+
+@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
+@pytest.mark.parametrize("bq,bk", [(7, 13), (16, 32), (64, 64), (97, 131), (128, 256)])
+def test_ragged_shapes(rng, mask, bq, bk):
+    cases.case_ragged(GPU, rng, mask, bq, bk)
+
+
+@pytest.mark.parametrize("mask", cases.ALL_MASKS)
+@pytest.mark.parametrize("L,S", [(5, 17), (17, 17), (17, 5), (1, 17), (1, 1), (17, 1)])
+def test_shapes_and_masks(rng, mask, L, S):
+    cases.case_shapes_and_masks(GPU, rng, mask, L, S)
+
+
+
+def test_gradients_match_central_differences(rng):
+    cases.case_gradients_match_central_differences(GPU, rng)
+
+
+@given(**cases.tiled_equals_dense_strategy())
+@settings(max_examples=40)
+def test_tiled_equals_dense_for_any_block_size(**kw):
+    cases.case_tiled_equals_dense(GPU, **kw)
+
+def test_empty_rows(rng):
+    cases.case_empty_rows(GPU, rng)
+
+
+def test_empty_sequences(rng):
+    cases.case_empty_sequences(GPU, rng)
+
+
+def test_batch_axes_gqa_and_scale(rng):
+    cases.case_batch_axes_gqa_scale(GPU, rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_precision(rng, dtype, causal):
+    cases.case_low_precision(GPU, rng, dtype, causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("E", [64, 128])
+def test_float16_tensor_cores(rng, causal, E):
+    cases.case_low_precision(GPU, rng, np.float16, causal, bq=64, bk=64, L=300, S=333, E=E)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_through_torch(rng, causal):
+    pytest.importorskip("torch")
+    cases.case_bfloat16(GPU, rng, causal, L=200, S=230, E=64)
+
+
+def test_same_result_as_numpy_flash_in_float32(rng):
+    cases.case_matches_numpy_reference_in_float32(GPU, rng)
+
+
+def test_cupy_arrays_stay_on_the_device(rng):
+    import cupy
+
+    q, k, v, _ = cases.make_inputs(rng, 40, 50, E=32, Ev=32, hq=2, hkv=2, dtype=np.float32)
+    out, lse = cupy_gpu.flash_attention(*(cupy.asarray(a) for a in (q, k, v)), True, return_lse=True)
+    assert isinstance(out, cupy.ndarray) and isinstance(lse, cupy.ndarray)
+    ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=True)
+    assert_close(out, ref, what="CuPy in, CuPy out")
+    assert_close(lse, ref_lse, what="CuPy in, CuPy out (lse)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_large_causal_problem(rng, dtype):
+    cases.case_low_precision(GPU, rng, dtype, True, bq=64, bk=64, L=2048, S=2048, E=128)

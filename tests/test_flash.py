@@ -1,55 +1,33 @@
-"""Flash attention (NumPy backend) against the float64 oracle and PyTorch, for every block size."""
+"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own tests.
+
+The bodies every backend runs against the float64 oracle live in tests/flash_backend_cases.py
+(class TestNumPy below). Here: agreement with PyTorch to 1e-10 for every block size, the
+block schedule and the tiles the kernels visit, peak memory, and argument errors.
+"""
 import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import attention_scratch as at
 import attention_scratch.flash as flash_mod
+import flash_backend_cases as cases
+from flash_backend_cases import make_inputs
 from attention_scratch.flash import block_schedule, flash_attention, flash_attention_backward
-from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       grad_check, reference_mask)
+from attention_scratch.testing import assert_close, reference_mask
 
-# (is_causal, causal_align, window): none of these leaves a row empty when L <= S.
-MASKS = [
-    (False, "top_left", None),
-    (True, "top_left", None),
-    (True, "bottom_right", None),
-    (False, "top_left", (3, 1)),
-    (True, "bottom_right", (4, None)),
-]
-MASK_IDS = ["none", "causal-tl", "causal-br", "window(3,1)", "causal-br+window(4,-)"]
+NUMPY = cases.Backend("NumPy", flash_attention, flash_attention_backward)
 
 
-def make_inputs(rng, L, S, E=5, Ev=7, hq=4, hkv=2, lead=(1,), dtype=np.float64):
-    q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
-    k = rng.standard_normal(lead + (hkv, S, E)).astype(dtype)
-    v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
-    g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
-    return q, k, v, g
+class TestNumPy(cases.SharedFlashTests):
+    """The test bodies every backend runs (tests/flash_backend_cases.py), on the NumPy reference."""
+
+    backend = NUMPY
+    tiled_examples = 25
 
 
 def run_flash(q, k, v, g, mask, bq, bk):
-    causal, align, window = mask
-    kw = dict(enable_gqa=q.shape[-3] != k.shape[-3], causal_align=align, window=window,
-              block_q=bq, block_k=bk)
-    out, lse = flash_attention(q, k, v, causal, return_lse=True, **kw)
-    grads = flash_attention_backward(g, q, k, v, out, lse, causal, **kw)
-    return out, lse, grads
-
-
-def check_against_oracle(q, k, v, g, mask, bq, bk, **tol):
-    causal, align, window = mask
-    out, lse, grads = run_flash(q, k, v, g, mask, bq, bk)
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
-    where = f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
-    assert_close(out, ref_out, what=f"output ({where})", **tol)
-    assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
-    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
-        assert_close(got, ref, what=f"{name} ({where})", **tol)
+    return cases.run(NUMPY, q, k, v, g, mask, bq, bk)
 
 
 def torch_reference(torch, q, k, v, g, mask):
@@ -67,7 +45,7 @@ def torch_reference(torch, q, k, v, g, mask):
     return out.detach().numpy(), lse.numpy(), (tq.grad.numpy(), tk.grad.numpy(), tv.grad.numpy())
 
 
-@pytest.mark.parametrize("mask", MASKS, ids=MASK_IDS)
+@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
 @pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13)])
 def test_every_block_size_agrees_with_pytorch_to_1e_10(torch, rng, mask, L, S):
     q, k, v, g = make_inputs(rng, L, S)
@@ -93,137 +71,14 @@ def test_l_greater_than_s_top_left_agrees_with_pytorch(torch, rng):
             assert_close(got, ref, rtol=1e-10, atol=1e-10, what=f"gradient vs torch, block={block}")
 
 
-def test_every_pair_of_block_sizes_matches_the_oracle(rng):
-    q, k, v, g = make_inputs(rng, 9, 12, hq=2, hkv=1)
-    for bq in range(1, 11):
-        for bk in range(1, 14):
-            check_against_oracle(q, k, v, g, (True, "bottom_right", (5, 1)), bq, bk)
-
-
-@pytest.mark.parametrize("mask", MASKS, ids=MASK_IDS)
-@pytest.mark.parametrize("bq,bk", [(7, 13), (16, 32), (64, 64), (97, 131), (128, 256)])
-def test_ragged_shapes_match_the_oracle(rng, mask, bq, bk):
-    q, k, v, g = make_inputs(rng, 97, 131, E=59, Ev=37, hq=2, hkv=1)
-    check_against_oracle(q, k, v, g, mask, bq, bk)
-
-
 def test_ragged_shapes_with_block_size_one(rng):
     q, k, v, g = make_inputs(rng, 97, 131, E=59, Ev=37, hq=1, hkv=1)
-    check_against_oracle(q, k, v, g, (True, "bottom_right", None), 1, 1)
-
-
-ALL_MASKS = MASKS + [(True, "bottom_right", (2, 0)), (False, "top_left", (0, 0)),
-                     (False, "top_left", (None, 2)), (True, "top_left", (1, 3))]
-
-
-@pytest.mark.parametrize("mask", ALL_MASKS)
-@pytest.mark.parametrize("L,S", [(5, 17), (17, 17), (17, 5), (1, 17), (1, 1), (17, 1)])
-def test_shapes_and_masks_match_the_oracle(rng, mask, L, S):
-    # L > S with bottom-right alignment, and narrow windows, leave rows with nothing to attend to.
-    q, k, v, g = make_inputs(rng, L, S, hq=3, hkv=3)
-    for bq, bk in ((1, 1), (3, 4), (16, 16)):
-        check_against_oracle(q, k, v, g, mask, bq, bk)
-
-
-def test_rows_with_nothing_to_attend_give_zero_output_inf_lse_zero_gradient(rng):
-    q, k, v, g = make_inputs(rng, 9, 4, hq=2, hkv=2)
-    out, lse, (dq, dk, dv) = run_flash(q, k, v, g, (True, "bottom_right", None), 2, 3)
-    empty = np.arange(9) < 9 - 4  # bottom-right causal: rows i < L - S see no key
-    assert not any(np.isnan(a).any() for a in (out, lse, dq, dk, dv))
-    assert np.all(out[..., empty, :] == 0), "empty rows must have output exactly 0"
-    assert np.all(np.isposinf(lse[..., empty])), "empty rows must have log-sum-exp +inf"
-    assert np.all(np.isfinite(lse[..., ~empty]))
-    assert np.all(dq[..., empty, :] == 0), "empty rows must receive gradient 0"
-
-
-def test_window_that_sees_no_key_gives_zeros(rng):
-    q, k, v, g = make_inputs(rng, 6, 6, hq=1, hkv=1)
-    # window (0, 0) keeps only key j = i + S - L; with L = 6 and S = 3 rows 0..2 have no such key.
-    out, lse, grads = run_flash(q, k[..., :3, :], v[..., :3, :], g, (False, "top_left", (0, 0)), 2, 2)
-    assert np.all(out[..., :3, :] == 0) and np.isposinf(lse[..., :3]).all()
-    assert not np.isnan(grads[0]).any()
-
-
-def test_batch_axes_are_free(rng):
-    q, k, v, g = make_inputs(rng, 6, 8, hq=4, hkv=2, lead=(2, 3))
-    check_against_oracle(q, k, v, g, (True, "top_left", None), 4, 3)
-    q3, k3, v3, g3 = (a[0, 0] for a in (q, k, v, g))  # no batch axis at all: (H, L, E)
-    check_against_oracle(q3, k3, v3, g3, (False, "top_left", (2, 2)), 4, 3)
-
-
-def test_gqa_and_scale(rng):
-    q, k, v, g = make_inputs(rng, 10, 12, hq=6, hkv=2)
-    out, lse = flash_attention(q, k, v, True, scale=0.3, enable_gqa=True, block_q=3, block_k=5,
-                               return_lse=True)
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=True, scale=0.3)
-    assert_close(out, ref_out, what="GQA output, scale=0.3")
-    assert_close(lse, ref_lse, what="GQA lse, scale=0.3")
-    grads = flash_attention_backward(g, q, k, v, out, lse, True, scale=0.3, enable_gqa=True,
-                                     block_q=3, block_k=5)
-    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3)):
-        assert_close(got, ref, what="GQA gradient, scale=0.3")
-
-
-def test_gradients_match_central_differences(rng):
-    q, k, v, _ = make_inputs(rng, 4, 5, E=3, Ev=2, hq=2, hkv=1)
-    kw = dict(enable_gqa=True, window=(2, None), block_q=3, block_k=2)
-
-    def backward(g, q, k, v):
-        out, lse = flash_attention(q, k, v, True, return_lse=True, causal_align="bottom_right", **kw)
-        return flash_attention_backward(g, q, k, v, out, lse, True, causal_align="bottom_right", **kw)
-
-    grad_check(lambda q, k, v: flash_attention(q, k, v, True, causal_align="bottom_right", **kw),
-               backward, [q, k, v])
-
-
-@given(L=st.integers(1, 20), S=st.integers(1, 20), E=st.integers(1, 6), bq=st.integers(1, 24),
-       bk=st.integers(1, 24), causal=st.booleans(), align=st.sampled_from(["top_left", "bottom_right"]),
-       left=st.one_of(st.none(), st.integers(0, 8)), right=st.one_of(st.none(), st.integers(0, 8)),
-       use_window=st.booleans(), seed=st.integers(0, 2**32 - 1))
-@settings(max_examples=25)
-def test_tiled_equals_dense_for_any_block_size(L, S, E, bq, bk, causal, align, left, right,
-                                                use_window, seed):
-    rng = np.random.default_rng(seed)
-    q, k, v, g = make_inputs(rng, L, S, E=E, Ev=3, hq=2, hkv=1)
-    check_against_oracle(q, k, v, g, (causal, align, (left, right) if use_window else None), bq, bk)
-
-
-# Low precision: the error against the oracle is at most 2x that of plain dense NumPy in the same dtype.
-
-def dense_in_dtype(q, k, v, g, causal):
-    """Plain dense attention and its backward computed entirely in the input dtype (the baseline)."""
-    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    keep = reference_mask(L, S, is_causal=causal)
-    scale = q.dtype.type(1 / np.sqrt(E))
-    p = at.softmax((q @ np.swapaxes(k, -1, -2)) * scale, where=keep)  # (..., L, S)
-    out = p @ v
-    dp = g @ np.swapaxes(v, -1, -2)
-    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
-    return out, (ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ g)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("causal", [False, True])
-def test_low_precision_error_is_at_most_twice_dense_numpy(rng, dtype, causal):
-    q, k, v, g = make_inputs(rng, 70, 90, E=16, Ev=16, hq=2, hkv=2, dtype=dtype)
-    out, lse, grads = run_flash(q, k, v, g, (causal, "top_left", None), 32, 16)
-    assert out.dtype == dtype and all(a.dtype == dtype for a in grads)
-    assert lse.dtype == (np.float32 if dtype == np.float16 else dtype)
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
-    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
-    base_out, base_grads = dense_in_dtype(q, k, v, g, causal)
-    eps = np.finfo(dtype).eps
-    for name, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (base_out, *base_grads),
-                                    (ref_out, *ref_grads)):
-        err = np.abs(got.astype(np.float64) - ref).max()
-        base_err = np.abs(base.astype(np.float64) - ref).max()
-        assert err <= 2 * base_err + eps, f"{name} in {np.dtype(dtype)}: error {err:.3g} > 2 x {base_err:.3g}"
-    assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5, what=f"lse from {np.dtype(dtype)} input")
+    cases.check_against_oracle(NUMPY, q, k, v, g, (True, "bottom_right", None), 1, 1)
 
 
 # Block skipping: the schedule is exact, and the kernels follow it.
 
-@pytest.mark.parametrize("mask", ALL_MASKS)
+@pytest.mark.parametrize("mask", cases.ALL_MASKS)
 @pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4), (1, 9, 3, 2)])
 def test_block_schedule_lists_exactly_the_nonempty_tiles(mask, L, S, bq, bk):
     causal, align, window = mask
@@ -330,12 +185,3 @@ def test_shape_errors_name_the_shapes(rng):
 def test_public_names_are_exported():
     assert at.flash_attention is flash_attention
     assert at.flash_attention_backward is flash_attention_backward
-
-
-@pytest.mark.parametrize("L,S", [(0, 5), (3, 0)])
-def test_empty_sequences(rng, L, S):
-    q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=2)
-    out, lse, (dq, dk, dv) = run_flash(q, k, v, g, (True, "bottom_right", None), 4, 4)
-    assert out.shape == (1, 2, L, 7) and lse.shape == (1, 2, L)
-    assert np.all(out == 0) and np.all(np.isposinf(lse)), "with no keys every row is empty"
-    assert dq.shape == q.shape and dk.shape == k.shape and np.all(dq == 0)

@@ -27,18 +27,23 @@ MASKS = [
 MASK_IDS = ["none", "causal-tl", "causal-br", "window(3,1)", "causal-br+window(4,-)"]
 ALL_MASKS = MASKS + [(True, "bottom_right", (2, 0)), (False, "top_left", (0, 0)),
                      (False, "top_left", (None, 2)), (True, "top_left", (1, 3))]
+ALL_MASK_IDS = MASK_IDS + ["causal-br+window(2,0)", "window(0,0)", "window(-,2)", "causal-tl+window(1,3)"]
 
 
 @dataclasses.dataclass
 class Backend:
     """``forward``/``backward`` have the signatures of flash_attention(_backward) without ``backend``
     and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns ``(out, lse, grads)`` as
-    float32 NumPy arrays computed from bfloat16 inputs (None when unsupported)."""
+    float32 NumPy arrays computed from bfloat16 inputs (None when unsupported). ``same_as`` is a
+    backend that computes the same tiles the same way: every :func:`check_against_oracle` then
+    also asserts agreement with it to ``same_tol`` (the Numba kernels against the NumPy reference)."""
 
     name: str
     forward: Callable
     backward: Callable
     bfloat16: Optional[Callable] = None
+    same_as: Optional["Backend"] = None
+    same_tol: float = 1e-12
 
 
 def make_inputs(rng, L, S, E=5, Ev=7, hq=4, hkv=2, lead=(1,), dtype=np.float64):
@@ -68,6 +73,17 @@ def check_against_oracle(backend, q, k, v, g, mask, bq, bk, **tol):
     assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
     for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
         assert_close(got, ref, what=f"{name} ({where})", **tol)
+    if backend.same_as is not None:
+        check_same_as(backend, (out, lse, *grads), run(backend.same_as, q, k, v, g, mask, bq, bk), where)
+
+
+def check_same_as(backend, got, ref, where):
+    """``got`` = (out, lse, dQ, dK, dV) equals ``backend.same_as``'s in dtype, shape and to ``same_tol``."""
+    ref = (ref[0], ref[1], *ref[2])
+    tol = backend.same_tol
+    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+        assert_close(a, b, rtol=tol, atol=tol, what=f"{name}, {backend.name} vs {backend.same_as.name} ({where})")
 
 
 def case_block_sizes(backend, rng, mask, L, S, blocks):
@@ -88,8 +104,8 @@ def case_ragged(backend, rng, mask, bq, bk, hq=2):
     check_against_oracle(backend, q, k, v, g, mask, bq, bk)
 
 
-def case_shapes_and_masks(backend, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16))):
-    q, k, v, g = make_inputs(rng, L, S, hq=3, hkv=3)
+def case_shapes_and_masks(backend, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16)), hq=3, hkv=3):
+    q, k, v, g = make_inputs(rng, L, S, hq=hq, hkv=hkv)
     for bq, bk in blocks:
         check_against_oracle(backend, q, k, v, g, mask, bq, bk)
 
@@ -289,7 +305,7 @@ class SharedFlashTests:
     def test_ragged_shapes(self, rng, mask, bq, bk):
         case_ragged(self.backend, rng, mask, bq, bk)
 
-    @pytest.mark.parametrize("mask", ALL_MASKS)
+    @pytest.mark.parametrize("mask", ALL_MASKS, ids=ALL_MASK_IDS)
     @pytest.mark.parametrize("L,S", SHAPES)
     def test_shapes_and_masks(self, rng, mask, L, S):
         # L > S with bottom-right alignment, and narrow windows, leave rows with nothing to attend to.

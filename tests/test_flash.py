@@ -78,7 +78,7 @@ def test_ragged_shapes_with_block_size_one(rng):
 
 # Block skipping: the schedule is exact, and the kernels follow it.
 
-@pytest.mark.parametrize("mask", cases.ALL_MASKS)
+@pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4), (1, 9, 3, 2)])
 def test_block_schedule_lists_exactly_the_nonempty_tiles(mask, L, S, bq, bk):
     causal, align, window = mask

@@ -1,4 +1,12 @@
-"""The Numba CPU backend: the same results as the NumPy reference, on the same grid as test_flash.py."""
+"""The Numba CPU backend: the shared backend test bodies, and Numba's own tests.
+
+class TestNumba runs the bodies every backend runs against the float64 oracle
+(tests/flash_backend_cases.py). Here besides: Numba equals the NumPy reference to 1e-12,
+one-pass and two-pass backward agree, results do not depend on the thread count, the
+block ranges equal the NumPy schedule, and the vectorised exp is accurate.
+"""
+import dataclasses
+import functools
 import re
 
 import numpy as np
@@ -18,75 +26,73 @@ from attention_scratch.backends.numba_tiles import key_blocks, query_blocks  # n
 from attention_scratch.backends.numba_cpu import band_bounds  # noqa: E402
 from attention_scratch.flash_tiles import key_block_range, mask_band, query_block_range  # noqa: E402
 
-MASKS = [
-    (False, "top_left", None),
-    (True, "top_left", None),
-    (True, "bottom_right", None),
-    (False, "top_left", (3, 1)),
-    (True, "bottom_right", (4, None)),
-    (True, "bottom_right", (2, 0)),
-    (False, "top_left", (None, 2)),
-    (True, "top_left", (1, 3)),
-]
+import flash_backend_cases as cases  # noqa: E402
+from flash_backend_cases import make_inputs  # noqa: E402
+
+NUMPY = cases.Backend("NumPy", functools.partial(at.flash_attention, backend="numpy"),
+                      functools.partial(at.flash_attention_backward, backend="numpy"))
+NUMBA = cases.Backend("Numba", functools.partial(at.flash_attention, backend="numba"),
+                      functools.partial(at.flash_attention_backward, backend="numba"))
+# The same kernels, whose every oracle check also asks for the NumPy reference's numbers to 1e-12.
+NUMBA_AS_NUMPY = dataclasses.replace(NUMBA, same_as=NUMPY)
 
 
-def make_inputs(rng, L, S, E=5, Ev=7, hq=4, hkv=2, lead=(1,), dtype=np.float64):
-    q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
-    k = rng.standard_normal(lead + (hkv, S, E)).astype(dtype)
-    v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
-    g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
-    return q, k, v, g
+class TestNumba(cases.SharedFlashTests):
+    """The test bodies every backend runs (tests/flash_backend_cases.py), on the Numba backend."""
+
+    backend = NUMBA
+    tiled_examples = 25
+
+    @pytest.fixture(autouse=True)
+    def one_thread_on_the_many_small_cases(self, request):
+        """The grids that call the kernels hundreds of times on tiny shapes run on one thread.
+
+        With several threads each call pays a parallel-region wake-up (milliseconds on a busy
+        machine), which made these grids slower than all the Numba tests before them. The
+        threaded kernels stay covered: test_numba_equals_the_numpy_reference, the ragged and
+        low-precision bodies run on every thread, and test_results_do_not_depend_on_the_thread_count
+        checks that one thread and all threads give the same bits.
+        """
+        if request.function.__name__ not in ONE_THREAD:
+            yield
+            return
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+
+
+ONE_THREAD = {"test_every_block_size", "test_every_pair_of_block_sizes", "test_shapes_and_masks",
+              "test_tiled_equals_dense_for_any_block_size", "test_gradients_match_central_differences"}
 
 
 def run(q, k, v, g, mask, bq, bk, backend, scale=None):
-    causal, align, window = mask
-    kw = dict(enable_gqa=q.shape[-3] != k.shape[-3], causal_align=align, window=window,
-              block_q=bq, block_k=bk, scale=scale, backend=backend)
-    out, lse = at.flash_attention(q, k, v, causal, return_lse=True, **kw)
-    grads = at.flash_attention_backward(g, q, k, v, out, lse, causal, **kw)
-    return out, lse, grads
+    return cases.run({"numba": NUMBA, "numpy": NUMPY}[backend], q, k, v, g, mask, bq, bk, scale=scale)
 
 
-def check_numba_equals_numpy(q, k, v, g, mask, bq, bk, **tol):
-    got = run(q, k, v, g, mask, bq, bk, "numba")
-    ref = run(q, k, v, g, mask, bq, bk, "numpy")
-    where = f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
-    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), (got[0], got[1], *got[2]), (ref[0], ref[1], *ref[2])):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-        assert_close(a, b, what=f"{name}, numba vs numpy ({where})", **tol)
+# Numba against the NumPy reference: the same tiles, so the same numbers to 1e-12.
+
+def check_numba_equals_numpy(q, k, v, g, mask, bq, bk):
+    out, lse, grads = run(q, k, v, g, mask, bq, bk, "numba")
+    cases.check_same_as(NUMBA_AS_NUMPY, (out, lse, *grads), run(q, k, v, g, mask, bq, bk, "numpy"),
+                        f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}")
 
 
-@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (17, 5), (5, 17), (1, 1)])
 def test_numba_equals_the_numpy_reference(rng, mask, L, S):
-    q, k, v, g = make_inputs(rng, L, S)
-    for bq, bk in ((1, 1), (3, 4), (4, 3), (16, 16), (64, 64)):
-        check_numba_equals_numpy(q, k, v, g, mask, bq, bk, rtol=1e-12, atol=1e-12)
+    # check_against_oracle: the oracle, and (same_as) the NumPy reference to 1e-12; GQA heads (4, 2).
+    blocks = ((1, 1), (3, 4), (4, 3), (16, 16), (64, 64))
+    cases.case_shapes_and_masks(NUMBA_AS_NUMPY, rng, mask, L, S, blocks=blocks, hq=4, hkv=2)
 
 
-@pytest.mark.parametrize("mask", MASKS[:5])
-def test_ragged_shapes_match_the_oracle(rng, mask):
-    q, k, v, g = make_inputs(rng, 97, 131, E=59, Ev=37, hq=2, hkv=1)
-    causal, align, window = mask
-    out, lse, grads = run(q, k, v, g, mask, 16, 32, "numba")
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
-    assert_close(out, ref_out, what="output")
-    assert_close(lse, ref_lse, what="lse")
-    for name, a, b in zip(("dQ", "dK", "dV"), grads, ref_grads):
-        assert_close(a, b, what=name)
-
-
-def test_gqa_batch_axes_and_scale(rng):
+def test_gqa_and_batch_axes_equal_the_numpy_reference(rng):
     q, k, v, g = make_inputs(rng, 10, 12, hq=6, hkv=2, lead=(2, 3))
-    check_numba_equals_numpy(q, k, v, g, (True, "top_left", None), 3, 5, rtol=1e-12, atol=1e-12)
-    out, lse, grads = run(q, k, v, g, (True, "top_left", None), 3, 5, "numba", scale=0.3)
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=True, scale=0.3)
-    assert_close(out, ref_out, what="GQA output, scale=0.3")
-    for a, b in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3)):
-        assert_close(a, b, what="GQA gradient, scale=0.3")
+    check_numba_equals_numpy(q, k, v, g, (True, "top_left", None), 3, 5)
     q3, k3, v3, g3 = (a[0, 0] for a in (q, k, v, g))  # no batch axis: (H, L, E)
-    check_numba_equals_numpy(q3, k3, v3, g3, (False, "top_left", (2, 2)), 4, 3, rtol=1e-12, atol=1e-12)
+    check_numba_equals_numpy(q3, k3, v3, g3, (False, "top_left", (2, 2)), 4, 3)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -105,29 +111,8 @@ def test_low_precision_error_is_at_most_twice_the_numpy_reference(rng, dtype, ca
         assert err <= 2 * ref_err + eps, f"{name}: numba error {err:.3g} > 2 x numpy error {ref_err:.3g}"
 
 
-def test_empty_rows_and_sequences(rng):
-    q, k, v, g = make_inputs(rng, 9, 4, hq=2, hkv=2)
-    out, lse, (dq, dk, dv) = run(q, k, v, g, (True, "bottom_right", None), 2, 3, "numba")
-    empty = np.arange(9) < 5
-    assert not any(np.isnan(a).any() for a in (out, lse, dq, dk, dv))
-    assert np.all(out[..., empty, :] == 0) and np.all(np.isposinf(lse[..., empty]))
-    assert np.all(dq[..., empty, :] == 0)
-    for L, S in ((0, 5), (3, 0)):
-        q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=2)
-        out, lse, (dq, dk, dv) = run(q, k, v, g, (True, "bottom_right", None), 4, 4, "numba")
-        assert out.shape == (1, 2, L, 7) and np.all(out == 0) and np.all(np.isposinf(lse))
-        assert dq.shape == q.shape and dk.shape == k.shape and np.all(dq == 0)
-
-
-def test_nan_in_a_masked_position_does_not_leak(rng):
-    q, k, v, g = make_inputs(rng, 8, 8, hq=1, hkv=1)
-    k[..., 7, :] = np.nan  # with L = 7 the last key is masked for every row (causal, top-left)
-    out, lse, (dq, dk, dv) = run(q[..., :7, :], k, v, g[..., :7, :], (True, "top_left", None), 4, 4, "numba")
-    ref = run(q[..., :7, :], k[..., :7, :], v[..., :7, :], g[..., :7, :], (True, "top_left", None), 4, 4, "numpy")
-    assert_close(out, ref[0], what="output with a NaN key in a masked position")
-    assert_close(lse, ref[1], what="lse with a NaN key in a masked position")
-    assert_close(dv[..., :7, :], ref[2][2], what="dV with a NaN key in a masked position")
-    assert np.all(dk[..., 7, :] == 0) and np.all(dv[..., 7, :] == 0), "a key no row sees gets gradient 0"
+def test_same_result_as_numpy_flash_in_float32(rng):
+    cases.case_matches_numpy_reference_in_float32(NUMBA, rng)
 
 
 @pytest.mark.parametrize("mask", [(False, "top_left", None), (True, "bottom_right", (5, 2))])
@@ -162,7 +147,7 @@ def test_results_do_not_depend_on_the_thread_count(rng):
             assert np.array_equal(a, b), "results changed with the number of threads"
 
 
-@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,b", [(17, 23, 4), (23, 17, 5), (1, 9, 2), (16, 16, 16)])
 def test_block_ranges_equal_the_numpy_schedule(mask, L, S, b):
     causal, align, window = mask

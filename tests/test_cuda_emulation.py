@@ -10,7 +10,6 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
 
 import flash_backend_cases as cases
 from attention_scratch.backends import cuda_driver, cuda_emulation
@@ -44,54 +43,26 @@ SMALL_SMEM = cases.Backend(
 )
 
 
-@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
-@pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (13, 11)])
-def test_block_sizes(rng, mask, L, S):
-    cases.case_block_sizes(EMULATED, rng, mask, L, S, blocks=range(1, max(L, S) + 3))
+class TestCudaEmulation(cases.SharedFlashTests):
+    """The test bodies every backend runs (tests/flash_backend_cases.py), on the emulated kernels."""
 
+    backend = EMULATED
+    tiled_examples = 15
 
-@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
-@pytest.mark.parametrize("bq,bk", [(7, 13), (64, 64), (128, 256)])
-def test_ragged_shapes(rng, mask, bq, bk):
-    cases.case_ragged(EMULATED, rng, mask, bq, bk, hq=1)
+    # Each emulated launch costs milliseconds: narrower ragged and shape grids than the shared ones.
+    @pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
+    @pytest.mark.parametrize("bq,bk", [(7, 13), (64, 64), (128, 256)])
+    def test_ragged_shapes(self, rng, mask, bq, bk):
+        cases.case_ragged(EMULATED, rng, mask, bq, bk, hq=1)
+
+    @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
+    @pytest.mark.parametrize("L,S", [(5, 17), (17, 5), (1, 1), (17, 1)])
+    def test_shapes_and_masks(self, rng, mask, L, S):
+        cases.case_shapes_and_masks(EMULATED, rng, mask, L, S)
 
 
 def test_tiles_reduced_to_fit_48_kib(rng):
     cases.case_ragged(SMALL_SMEM, rng, (True, "bottom_right", (40, None)), 128, 256)
-
-
-@pytest.mark.parametrize("mask", cases.ALL_MASKS)
-@pytest.mark.parametrize("L,S", [(5, 17), (17, 5), (1, 1), (17, 1)])
-def test_shapes_and_masks(rng, mask, L, S):
-    cases.case_shapes_and_masks(EMULATED, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16)))
-
-
-
-def test_gradients_match_central_differences(rng):
-    cases.case_gradients_match_central_differences(EMULATED, rng)
-
-
-@given(**cases.tiled_equals_dense_strategy())
-@settings(max_examples=15)
-def test_tiled_equals_dense_for_any_block_size(**kw):
-    cases.case_tiled_equals_dense(EMULATED, **kw)
-
-def test_empty_rows(rng):
-    cases.case_empty_rows(EMULATED, rng)
-
-
-def test_empty_sequences(rng):
-    cases.case_empty_sequences(EMULATED, rng)
-
-
-def test_batch_axes_gqa_and_scale(rng):
-    cases.case_batch_axes_gqa_scale(EMULATED, rng)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("causal", [False, True])
-def test_low_precision_scalar_kernel(rng, dtype, causal):
-    cases.case_low_precision(EMULATED, rng, dtype, causal, bq=32, bk=16)
 
 
 @pytest.mark.parametrize("causal", [False, True])

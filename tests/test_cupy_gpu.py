@@ -1,11 +1,11 @@
-"""The CuPy backend (raw CUDA kernels) on a real GPU: the same test bodies as the other backends.
+"""The CuPy backend (raw CUDA kernels) on a real GPU: the same test bodies as the other backends
+(class TestCuPyGPU, from tests/flash_backend_cases.py), and the GPU's own tests.
 
 Every test skips, with the reason, when CuPy or a CUDA GPU is missing. None of these
 tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gpu_results.md).
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings
 
 import flash_backend_cases as cases
 from attention_scratch.backends import cupy_gpu
@@ -32,57 +32,11 @@ def test_unavailable_reason_is_none_here():
     assert cupy_gpu.unavailable_reason() is None
 
 
-@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
-@pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (13, 11)])
-def test_every_block_size(rng, mask, L, S):
-    cases.case_block_sizes(GPU, rng, mask, L, S, blocks=range(1, max(L, S) + 3))
+class TestCuPyGPU(cases.SharedFlashTests):
+    """The test bodies every backend runs (tests/flash_backend_cases.py), on the GPU."""
 
-
-def test_every_pair_of_block_sizes(rng):
-    q, k, v, g = cases.make_inputs(rng, 9, 12, hq=2, hkv=1)
-    for bq in range(1, 11):
-        for bk in range(1, 14):
-            cases.check_against_oracle(GPU, q, k, v, g, (True, "bottom_right", (5, 1)), bq, bk)
-
-
-@pytest.mark.parametrize("mask", cases.MASKS, ids=cases.MASK_IDS)
-@pytest.mark.parametrize("bq,bk", [(7, 13), (16, 32), (64, 64), (97, 131), (128, 256)])
-def test_ragged_shapes(rng, mask, bq, bk):
-    cases.case_ragged(GPU, rng, mask, bq, bk)
-
-
-@pytest.mark.parametrize("mask", cases.ALL_MASKS)
-@pytest.mark.parametrize("L,S", [(5, 17), (17, 17), (17, 5), (1, 17), (1, 1), (17, 1)])
-def test_shapes_and_masks(rng, mask, L, S):
-    cases.case_shapes_and_masks(GPU, rng, mask, L, S)
-
-
-
-def test_gradients_match_central_differences(rng):
-    cases.case_gradients_match_central_differences(GPU, rng)
-
-
-@given(**cases.tiled_equals_dense_strategy())
-@settings(max_examples=40)
-def test_tiled_equals_dense_for_any_block_size(**kw):
-    cases.case_tiled_equals_dense(GPU, **kw)
-
-def test_empty_rows(rng):
-    cases.case_empty_rows(GPU, rng)
-
-
-def test_empty_sequences(rng):
-    cases.case_empty_sequences(GPU, rng)
-
-
-def test_batch_axes_gqa_and_scale(rng):
-    cases.case_batch_axes_gqa_scale(GPU, rng)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("causal", [False, True])
-def test_low_precision(rng, dtype, causal):
-    cases.case_low_precision(GPU, rng, dtype, causal)
+    backend = GPU
+    tiled_examples = 40
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -5,6 +5,9 @@ It is written for obviousness, not speed: everything is cast to float64, the
 mask is built from explicit index comparisons, and nothing is tiled. Every other
 implementation in the package, and every exercise, is tested against it.
 """
+import contextlib
+import warnings
+
 import numpy as np
 
 from ._checks import array_module
@@ -87,6 +90,24 @@ def assert_shape(actual, expected_shape, what="result"):
     shape = tuple(np.shape(actual))
     if shape != tuple(expected_shape):
         raise AssertionError(f"{what}: wrong shape: got {shape}, expected {tuple(expected_shape)}")
+
+
+@contextlib.contextmanager
+def warnings_as_failures(hint):
+    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError`` saying ``hint``.
+
+    Overflow in ``exp``, ``0/0`` and ``inf - inf`` warn before they produce inf or
+    NaN; a graded test wraps the call under test in this block so that the
+    student reads what to fix, not only "overflow encountered in exp". The
+    warning still fails the test, as it would under the test suite's
+    ``error::RuntimeWarning`` filter.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            yield
+        except RuntimeWarning as warning:
+            raise AssertionError(f"{hint} (NumPy warned: {warning})") from None
 
 
 # BEGIN EXERCISE 1.5 (2 points): central-difference gradients

@@ -5,11 +5,24 @@ with one function swapped for a common mistake must be graded "failing" for that
 exercise only, with a message naming the mistake.
 """
 
+import re
+
 import pytest
 from test_grading import assert_wrong_answer_loses_points
 
+from attention_scratch.exercise_tools import REPO_DIR
+
 CH08, CH09 = "ch08_online_softmax", "ch09_flash_forward"
 CH10, CH11 = "ch10_flash_backward", "ch11_decoding_and_distribution"
+
+
+def with_mistake(stem, function, right, wrong):
+    """The solution of ``function`` with the one line ``right`` replaced by ``wrong``."""
+    text = (REPO_DIR / "solutions" / f"{stem}.py").read_text()
+    source = re.search(rf"^def {function}\(.*?(?=^# Exercise |\Z)", text, re.S | re.M).group(0)
+    assert source.count(right) == 1, f"{right!r} is not one line of the solution of {function}"
+    return source.replace(right, wrong)
+
 
 WRONG_ANSWERS = {
     "online update that does not rescale the old sum": (CH08, "online_update", "8.1", '''
@@ -35,30 +48,13 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = np.exp(lse_a - lse)[..., None] * out_a + np.exp(lse_b - lse)[..., None] * out_b
     return out, lse
 ''', "treat lse=+inf as zero mass"),
-    "forward tile that normalises inside the loop": (CH09, "forward_tile", "9.1", '''
-def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
-    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale
-    if keep is not None:
-        scores = np.where(keep, scores, -np.inf)
-    m_new = np.maximum(m, scores.max(axis=-1))
-    shift = np.where(np.isneginf(m_new), 0.0, m_new)
-    alpha = np.exp(m - shift)
-    p = np.exp(scores - shift[..., None])
-    l_new = alpha * l + p.sum(axis=-1)
-    acc_new = (alpha[..., None] * acc + p @ v_blk) / np.where(l_new > 0, l_new, 1.0)[..., None]
-    return m_new, l_new, acc_new
-''', "do not divide by l"),
-    "forward tile that forgets to rescale the accumulator": (CH09, "forward_tile", "9.1", '''
-def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
-    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale
-    if keep is not None:
-        scores = np.where(keep, scores, -np.inf)
-    m_new = np.maximum(m, scores.max(axis=-1))
-    shift = np.where(np.isneginf(m_new), 0.0, m_new)
-    alpha = np.exp(m - shift)
-    p = np.exp(scores - shift[..., None])
-    return m_new, alpha * l + p.sum(axis=-1), acc + p @ v_blk
-''', "exp(m_old - m_new)"),
+    "forward tile that normalises inside the loop": (CH09, "forward_tile", "9.1", with_mistake(
+        CH09, "forward_tile", "acc_new = alpha[..., None] * acc + p @ v_blk",
+        "acc_new = (alpha[..., None] * acc + p @ v_blk) / np.where(l_new > 0, l_new, 1.0)[..., None]"),
+        "do not divide by l"),
+    "forward tile that forgets to rescale the accumulator": (CH09, "forward_tile", "9.1", with_mistake(
+        CH09, "forward_tile", "acc_new = alpha[..., None] * acc + p @ v_blk", "acc_new = acc + p @ v_blk"),
+        "exp(m_old - m_new)"),
     "finalize without a guard for empty rows": (CH09, "finalize_rows", "9.2", '''
 def finalize_rows(m, l, acc):
     return acc / l[..., None], m + np.log(l)

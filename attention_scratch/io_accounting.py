@@ -129,7 +129,8 @@ def flash_trace(query, key, value, q_block=0, block_q=8, block_k=8, is_causal=Fa
             raise ValueError(f"{name} must be one head, 2-D (length, head_dim); got shape {np.shape(a)}")
     p = prepare(np.asarray(query)[None], np.asarray(key)[None], np.asarray(value)[None], is_causal,
                 scale, causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
-    q, k, v, band, acc = p["q"][0, 0, 0], p["k"][0, 0, 0], p["v"][0, 0, 0], p["band"], p["acc"]
+    q, k, v = p["q"][0, 0, 0], p["k"][0, 0, 0], p["v"][0, 0, 0]  # (L, E), (S, E), (S, Ev)
+    band, acc = p["band"], p["acc"]
     L, S = q.shape[0], k.shape[0]
     i0 = q_block * block_q
     if not 0 <= i0 < L:

@@ -172,7 +172,7 @@ def online_logsumexp(x, axis=-1, block=1):
     """
     m, s = online_stats(x, axis=axis, block=block)
     with np.errstate(divide="ignore"):  # log(0) = -inf on an empty row is intended
-        return np.where(s > 0, m + np.log(np.where(s > 0, s, 1)), -np.inf)
+        return np.where(s > 0, m + np.log(np.where(s > 0, s, 1)), -np.inf)  # (...)
 
 
 def online_softmax(x, axis=-1, block=1):

@@ -166,6 +166,11 @@ def grad_check(forward, backward, inputs, *, wrt=None, rng=None, eps=1e-6, rtol=
     -------
     float
         The largest absolute difference seen, for reporting.
+
+    Shapes
+    ------
+    ``backward`` returns one array per input, shaped like it; the cotangent has
+    the shape of ``forward(*inputs)``.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
@@ -278,6 +283,11 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     lse : ndarray, float64, ``(..., Hq, L)``; natural log-sum-exp of the scaled,
         masked scores, ``+inf`` on rows with nothing to attend to.
     probs : ndarray, float64, ``(..., Hq, L, S)``
+
+    Shapes
+    ------
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``,
+    with ``Hkv`` dividing ``Hq``; wrong shapes raise ``ValueError`` naming them.
     """
     q = np.asarray(_to_numpy(query), dtype=np.float64)
     k = np.asarray(_to_numpy(key), dtype=np.float64)
@@ -321,6 +331,11 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     Returns
     -------
     grad_query, grad_key, grad_value : float64 arrays shaped like the inputs.
+
+    Shapes
+    ------
+    ``grad_out`` ``(..., Hq, L, Ev)``, the output's shape; the rest as in
+    :func:`attention_oracle`.
     """
     q = np.asarray(_to_numpy(query), dtype=np.float64)
     k_in = np.asarray(_to_numpy(key), dtype=np.float64)

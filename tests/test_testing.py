@@ -143,7 +143,8 @@ def test_oracle_rejects_a_mask_that_does_not_broadcast_and_a_wrong_grad_out():
     q, k, v = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 5, 4)), np.zeros((1, 2, 5, 2))
     with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
         attention_oracle(q, k, v, attn_mask=np.ones((5, 3), dtype=bool))
-    with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); got \(1, 2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); "
+                                         r"got \(1, 2, 3, 3\)"):
         attention_oracle_backward(np.zeros((1, 2, 3, 3)), q, k, v)
 
 

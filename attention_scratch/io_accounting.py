@@ -3,7 +3,7 @@
 The FlashAttention paper (Dao et al., 2022, Theorem 2) compares the number of
 elements read from and written to slow memory (HBM) by standard attention,
 Θ(Nd + N²), with that of the tiled algorithm, Θ(N²d²/M) for a fast memory
-(SRAM) of M elements. The functions here count those accesses exactly, for the
+(SRAM) of M elements with d <= M <= Nd. The functions here count those accesses exactly, for the
 algorithms as written, so the asymptotic statements can be checked with
 numbers; :func:`peak_traced_memory` measures what NumPy actually allocates, and
 :func:`flash_trace` records the running state of one query block after each key

@@ -17,7 +17,7 @@ help:
 	@echo "make exercises   regenerate exercises/ and solutions/ from the library (never overwrites your edits)"
 	@echo "make notebooks   write .ipynb notebooks of every chapter into notebooks/"
 	@echo "make lab         open the notebooks in Jupyter Lab"
-	@echo "make bench       run the benchmarks"
+	@echo "make bench       run the benchmarks (BENCH_ARGS=\"--sizes 2048 --repeats 9\" for the quick check)"
 	@echo "make clean       remove the build, caches and .venv"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -63,8 +63,12 @@ lab: notebooks
 	$(PIP) install --quiet "jupyterlab>=4,<5"
 	cd notebooks && ../$(VENV)/bin/jupyter lab
 
+# The benchmark (chapter 12). OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, if set on a machine, pin
+# OpenBLAS to a slower kernel; they are cleared for this command only. BENCH_ARGS adds options,
+# for example: make bench BENCH_ARGS="--sizes 2048 --repeats 9"
+BENCH_ARGS ?=
 bench: $(TSTAMP)
-	$(PY) -m attention_scratch.bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m attention_scratch.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf _build notebooks .pytest_cache .hypothesis $(VENV)

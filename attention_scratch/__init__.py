@@ -39,3 +39,6 @@ __all__ += ["scaled_dot_product_attention", "scaled_dot_product_attention_backwa
             "causal_mask", "padding_mask", "sliding_window_mask", "combine_masks",
             "MultiHeadAttention", "KVCache", "sinusoidal_encoding", "LearnedPositionalEmbedding",
             "apply_rope", "apply_rope_backward", "alibi_slopes", "alibi_bias"]
+from .backends import BackendUnavailable  # noqa: E402  (backends load Numba/CuPy only when used)
+
+__all__ += ["BackendUnavailable"]

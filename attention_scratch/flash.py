@@ -16,16 +16,14 @@ are tested against.
 import numpy as np
 
 from ._checks import array_module, as_float_array, check_ndim, check_positive_int
+from .backends import BACKENDS, check_backend_name, get_backend  # noqa: F401  (BACKENDS: public)
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
                           mask_band, query_block_range, recompute_probs, tile_keep, tile_kind)
 
-BACKENDS = ("numpy",)
-
 
 def check_backend(backend):
-    """Raise ``ValueError`` unless ``backend`` is one this build implements."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    """Raise ``ValueError`` unless ``backend`` is one of ``"numpy"``, ``"numba"``, ``"cupy"``, ``"auto"``."""
+    check_backend_name(backend)
 
 
 def _check_window(window):
@@ -94,6 +92,24 @@ def _device_keep(xp, i0, i1, j0, j1, band):
         return None
     keep = tile_keep(i0, i1, j0, j1, band)  # (bq, bk), NumPy
     return keep if xp is np else xp.asarray(keep)
+
+
+def check_backward_arrays(p, grad_out, out, lse, query, value):
+    """Check ``grad_out``, ``out`` and ``lse`` against the shapes ``prepare`` found; return them as arrays.
+
+    Returns ``{"grad_out": ..., "out": ..., "lse": ...}``, shaped ``(..., Hq, L, Ev)``,
+    ``(..., Hq, L, Ev)`` and ``(..., Hq, L)``; raises ``ValueError`` naming the argument.
+    """
+    hq, L, Ev = p["hq"], p["q"].shape[-2], p["v"].shape[-1]
+    expected = {"grad_out": p["lead"] + (hq, L, Ev), "out": p["lead"] + (hq, L, Ev),
+                "lse": p["lead"] + (hq, L)}
+    arrays = {}
+    for name, arr in (("grad_out", grad_out), ("out", out), ("lse", lse)):
+        arrays[name] = as_float_array(arr, name)
+        if arrays[name].shape != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} for query {_shape(query)} "
+                             f"and value {_shape(value)}; got {arrays[name].shape}")
+    return arrays
 
 
 def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc):
@@ -200,8 +216,11 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     return_lse : bool
         Also return the natural log-sum-exp of each row's scaled, masked scores.
     backend : str
-        ``"numpy"`` (the only backend of this module; others are added by
-        :mod:`attention_scratch.backends`).
+        ``"numpy"`` (this module's reference), ``"numba"`` (the parallel CPU kernel
+        of :mod:`attention_scratch.backends.numba_cpu`), ``"cupy"`` (the GPU) or
+        ``"auto"`` (CuPy for CuPy arrays when usable, else Numba when installed,
+        else NumPy). An unknown name raises ``ValueError``; a backend that cannot
+        run here raises :class:`attention_scratch.backends.BackendUnavailable`.
 
     Returns
     -------
@@ -213,10 +232,10 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     ------
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
-    check_backend(backend)
-    return flash_attention_numpy(query, key, value, is_causal, scale, enable_gqa,
-                                 causal_align=causal_align, window=window, block_q=block_q,
-                                 block_k=block_k, return_lse=return_lse)
+    impl = get_backend(backend, query, key, value)
+    run = flash_attention_numpy if impl is None else impl.flash_attention
+    return run(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+               window=window, block_q=block_q, block_k=block_k, return_lse=return_lse)
 
 
 def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_causal=False,
@@ -225,15 +244,8 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
     """The NumPy implementation behind :func:`flash_attention_backward` (no ``backend``)."""
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 window=window, block_q=block_q, block_k=block_k)
+    arrays = check_backward_arrays(p, grad_out, out, lse, query, value)
     hq, L, Ev = p["hq"], p["q"].shape[-2], p["v"].shape[-1]
-    expected = {"grad_out": p["lead"] + (hq, L, Ev), "out": p["lead"] + (hq, L, Ev),
-                "lse": p["lead"] + (hq, L)}
-    arrays = {}
-    for name, arr in (("grad_out", grad_out), ("out", out), ("lse", lse)):
-        arrays[name] = as_float_array(arr, name)
-        if arrays[name].shape != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for query {_shape(query)} "
-                             f"and value {_shape(value)}; got {arrays[name].shape}")
     layout = p["q"].shape[:-1]  # (N, Hkv, G, L)
     dq, dk, dv = backward_blocks(arrays["grad_out"].reshape(layout + (Ev,)), p["q"], p["k"], p["v"],
                                  arrays["out"].reshape(layout + (Ev,)), arrays["lse"].reshape(layout),
@@ -270,10 +282,10 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     ------
     ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
-    check_backend(backend)
-    return flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_causal, scale,
-                                          enable_gqa, causal_align=causal_align, window=window,
-                                          block_q=block_q, block_k=block_k)
+    impl = get_backend(backend, query, key, value)
+    run = flash_attention_backward_numpy if impl is None else impl.flash_attention_backward
+    return run(grad_out, query, key, value, out, lse, is_causal, scale, enable_gqa,
+               causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
 
 
 def block_schedule(L, S, block_q=64, block_k=64, is_causal=False, causal_align="top_left",

@@ -322,7 +322,7 @@ def test_shape_errors_name_the_shapes(rng):
     with pytest.raises(ValueError, match="lse"):
         flash_attention_backward(g, q, k, v, out, lse[..., :3], enable_gqa=True)
     with pytest.raises(ValueError, match="backend"):
-        flash_attention_backward(g, q, k, v, out, lse, enable_gqa=True, backend="auto")
+        flash_attention_backward(g, q, k, v, out, lse, enable_gqa=True, backend="automatic")
     with pytest.raises(TypeError, match="query"):
         flash_attention(q.astype(complex), k, v, enable_gqa=True)
 

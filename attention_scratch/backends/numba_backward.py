@@ -1,0 +1,183 @@
+"""The flash attention backward pass as parallel Numba kernels (chapter 12).
+
+The NumPy reference (:func:`attention_scratch.flash.backward_blocks`) walks key
+blocks outside and query blocks inside, adding into ``dQ`` from every key block.
+Run in parallel over key blocks, those additions would race. Two race-free
+ways out are implemented.
+
+**Two passes** (:func:`kv_parallel` then :func:`dq_parallel`), each writing only rows it owns:
+
+1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
+   ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
+   head of the group) and accumulate ``dV_j += Pᵀ dO_i`` and
+   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``. The item copies
+   ``K_jᵀ`` and ``V_jᵀ`` once and keeps query-major tiles, so that all four
+   products are ``A @ B`` or ``Aᵀ @ B``;
+2. :func:`dq_parallel`, one item per (query head, query block): recompute ``P``
+   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``. The
+   item copies ``Q_iᵀ`` and ``dO_iᵀ`` once and keeps key-major tiles, for the same reason.
+
+The price is recomputing ``S`` and ``dP`` in the second pass: 7 tile products
+instead of 5.
+
+**One pass with private dQ** (:func:`fused_parallel`, the default): one item per
+(key/value head, chunk of its key blocks) computes ``dK_j``, ``dV_j`` *and* the
+contributions ``dS K_j`` to ``dQ``, which it adds into its own copy of ``dQ``
+(one copy per chunk); the copies are summed afterwards. 5 products per tile,
+at the price of ``chunks`` copies of ``dQ`` in memory.
+
+``D = rowsum(dO ∘ O)`` is computed once, before the kernels. Layout as in
+:mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .numba_exp import LOOP_FLAGS
+from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
+                          tile_is_full, tile_view, transposed, zigzag)
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, j1, scale, lo,
+                 hi, block_q):
+    """``dK`` and ``dV`` of keys ``j0..j1-1`` of key/value head ``c``, summed over its query heads.
+
+    With ``with_dq`` it also adds this key block's ``dS K_j`` (unscaled) to ``dq_acc``.
+    Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv``
+    (Hkv', S, ·); ``lse``, ``d`` (Hq', L).
+    """
+    L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
+    dtype = q.dtype
+    k_t, v_t = transposed(k[c, j0:j1]), transposed(v[c, j0:j1])  # (E, bk), (Ev, bk)
+    dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
+    dv_acc = np.zeros((nc, Ev), dtype=dtype)  # (bk, Ev)
+    dk_tmp = np.empty((nc, E), dtype=dtype)
+    dv_tmp = np.empty((nc, Ev), dtype=dtype)
+    p_buf = np.empty(block_q * nc, dtype=dtype)
+    dp_buf = np.empty(block_q * nc, dtype=dtype)
+    dq_buf = np.empty(block_q * E, dtype=dtype)
+    qb0, qb1 = query_blocks(j0, j1, L, block_q, lo, hi)
+    for g in range(group):
+        h = c * group + g
+        for qb in range(qb0, qb1):
+            i0 = qb * block_q
+            i1 = min(i0 + block_q, L)
+            q_i, do_i = q[h, i0:i1], d_out[h, i0:i1]  # (bq, E), (bq, Ev)
+            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major
+            np.dot(q_i, k_t, p)  # (bq, E) @ (E, bk): the scores, unscaled
+            probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
+                           i0, j0, lo, hi)
+            np.dot(p.T, do_i, dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
+            add_into(dv_acc, dv_tmp)
+            dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
+            np.dot(do_i, v_t, dp)  # dP = dO Vᵀ: (bq, Ev) @ (Ev, bk) -> (bq, bk)
+            dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
+            np.dot(dp.T, q_i, dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
+            add_into(dk_acc, dk_tmp)
+            if with_dq:
+                dq_tmp = tile_view(dq_buf, i1 - i0, E)  # (bq, E)
+                np.dot(dp, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+                add_into(dq_acc[h, i0:i1], dq_tmp)
+    for r in range(nc):
+        for e in range(E):
+            dk[c, j0 + r, e] = dk_acc[r, e] * scale
+        for e in range(Ev):
+            dv[c, j0 + r, e] = dv_acc[r, e]
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
+    """Pass 1: :func:`kv_key_block` for every (key/value head, key block), in parallel."""
+    n_kv, S = k.shape[0], k.shape[1]
+    group = q.shape[0] // n_kv
+    n_blocks = (S + block_k - 1) // block_k
+    no_dq = np.empty((1, 1, 1), dtype=q.dtype)
+    for t in prange(n_kv * n_blocks):
+        c = t // n_blocks
+        kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
+        j0 = kb * block_k
+        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0, min(j0 + block_k, S),
+                     scale, lo, hi, block_q)
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q, block_k):
+    """One pass: every (key/value head, chunk) item does its key blocks with :func:`kv_key_block`.
+
+    Chunk ``ch`` of ``C = dq_parts.shape[0]`` takes key blocks ``ch, ch + C, ...``
+    (strided, so that under a causal mask every chunk gets long and short blocks)
+    and adds its ``dQ`` contributions into ``dq_parts[ch]`` (C, Hq', L, E), unscaled.
+    """
+    n_kv, S = k.shape[0], k.shape[1]
+    group = q.shape[0] // n_kv
+    n_chunks = dq_parts.shape[0]
+    n_blocks = (S + block_k - 1) // block_k
+    for t in prange(n_kv * n_chunks):
+        c = t // n_chunks
+        ch = t % n_chunks
+        for kb in range(ch, n_blocks, n_chunks):
+            j0 = kb * block_k
+            kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, j0,
+                         min(j0 + block_k, S), scale, lo, hi, block_q)
+
+
+# BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
+# uses: from attention_scratch.backends.numba_tiles import add_into, dscores_in_place, key_blocks
+# uses: from attention_scratch.backends.numba_tiles import probs_from_lse, tile_is_full, tile_view, transposed
+def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+
+    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
+    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
+    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
+    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
+    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
+    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
+    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
+    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
+    ``lse``, ``d`` (L,).
+    """
+    # BEGIN SOLUTION
+    nr, E, S = i1 - i0, q.shape[1], k.shape[0]
+    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])  # (E, bq), (Ev, bq)
+    dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
+    dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
+    p_buf = np.empty(block_k * nr, dtype=q.dtype)
+    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
+    kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
+    for kb in range(kb0, kb1):
+        j0 = kb * block_k
+        j1 = min(j0 + block_k, S)
+        p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
+        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
+        dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ
+        np.dot(dp.T, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+        add_into(dq_acc, dq_tmp)
+    for r in range(nr):
+        for e in range(E):
+            dq[i0 + r, e] = dq_acc[r, e] * scale
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+dq_query_block = njit(fastmath=LOOP_FLAGS, cache=True)(dq_query_block)
+
+
+@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
+def dq_parallel(q, k, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
+    """Pass 2: :func:`dq_query_block` for every (query head, query block), in parallel."""
+    n_heads, L = q.shape[0], q.shape[1]
+    group = n_heads // k.shape[0]
+    n_blocks = (L + block_q - 1) // block_q
+    for t in prange(n_heads * n_blocks):
+        h = t // n_blocks
+        qb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
+        i0 = qb * block_q
+        dq_query_block(q[h], k[h // group], v[h // group], d_out[h], lse[h], d[h], dq[h], i0,
+                       min(i0 + block_q, L), scale, lo, hi, block_k)

@@ -1,0 +1,167 @@
+"""A vectorisable exponential for the Numba kernels (chapter 12).
+
+``np.exp`` inside a Numba loop compiles to a call of the C library's ``expf``,
+one element at a time: LLVM cannot turn a loop with an opaque call into SIMD
+code. The flash kernel spends most of its non-BLAS time in that loop, so we
+write the exponential ourselves from operations LLVM can vectorise:
+
+1. range reduction: ``x = n·ln 2 + r`` with ``n = round(x / ln 2)`` and
+   ``|r| <= ln 2 / 2``, computed as ``r = x - n·ln2_hi - n·ln2_lo``
+   (Cody and Waite, 1980) so that ``r`` keeps full precision;
+2. a polynomial: ``e^r`` by its Taylor series in Horner form (degree 7 for
+   float32, 12 for float64: the first omitted term is below the rounding error);
+3. reconstruction: ``e^x = 2^n · e^r``, where ``2^n`` is built from its bits
+   (exponent field ``n + bias``), as ``2^(n-1)·2`` so that ``n = 128`` (float32)
+   or ``n = 1024`` (float64) still reaches the largest finite numbers.
+
+Inputs below ``XMIN`` (so ``-inf``) give exactly 0 (results that would be
+subnormal are flushed to 0), inputs above ``XMAX`` give ``+inf``, NaN stays NaN.
+Every step is a compare-and-select, so the loop has no branch.
+
+The fast-math flags are chosen, not blanket: ``fastmath=True`` adds ``nnan``
+and ``ninf``, which let LLVM assume no infinities, yet ``-inf`` is how a masked
+score is written. :data:`EXP_FLAGS` allows fused multiply-adds (``contract``),
+ignoring the sign of zero (``nsz``), approximate reciprocals (``arcp``) and
+approximate library functions (``afn``); it leaves out ``reassoc``, which would
+let LLVM fold ``x - n·hi - n·lo`` into ``x - n·(hi + lo)`` and undo the
+Cody-Waite split. :data:`LOOP_FLAGS` adds ``reassoc`` for the kernels' loops,
+where it lets LLVM vectorise the row sums and row maxima.
+"""
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+EXP_FLAGS = {"nsz", "arcp", "contract", "afn"}
+LOOP_FLAGS = EXP_FLAGS | {"reassoc"}
+
+LN2 = math.log(2.0)
+LOG2E = 1.0 / LN2
+# float32: ln2_hi has 10 significant bits, so n·ln2_hi is exact for |n| <= 2^14.
+LN2_HI_F32, LN2_LO_F32 = 0.693359375, -2.12194440e-4
+# float64 (fdlibm): ln2_hi has 32 significant bits.
+LN2_HI_F64, LN2_LO_F64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+# n runs from -125 to 128 (float32) and -1021 to 1024 (float64); 2^(n-1) is a normal number.
+XMIN_F32, XMAX_F32 = -125.0 * LN2, 128.0 * LN2
+XMIN_F64, XMAX_F64 = -1021.0 * LN2, 1024.0 * LN2
+
+
+@intrinsic
+def int_bits_as_float(typingctx, bits):
+    """Reinterpret the bits of an int32 as a float32, or of an int64 as a float64 (no conversion)."""
+    if bits == types.int32:
+        result = types.float32
+    elif bits == types.int64:
+        result = types.float64
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(result))
+
+    return result(bits), codegen
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def pow2_f32(n):
+    """``2.0**n`` as float32 for a whole number ``n`` (a float32) in ``[-126, 127]``, from its bits."""
+    return int_bits_as_float(np.int32((np.int32(n) + 127) << 23))
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def pow2_f64(n):
+    """``2.0**n`` as float64 for a whole number ``n`` (a float64) in ``[-1022, 1023]``, from its bits."""
+    return int_bits_as_float(np.int64((np.int64(n) + 1023) << 52))
+
+
+# BEGIN EXERCISE 12.1 (3 points): a vectorisable float32 exponential
+# uses: from attention_scratch.backends.numba_exp import pow2_f32
+def exp_f32(x):
+    """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
+
+    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``; ``n = floor(x·log2(e) + 1/2)``;
+    ``r = (x - n·ln2_hi) - n·ln2_lo`` with ``ln2_hi = 0.693359375`` and ``ln2_lo = -2.12194440e-4``;
+    ``p = Σ_{k=0..7} r^k / k!`` in Horner form; the result is ``p · pow2_f32(n - 1) · 2``.
+    Then the special cases, as selects: ``x < XMIN`` (``-inf`` included) gives 0, ``x > XMAX``
+    gives ``+inf``, NaN gives NaN. Keep every constant a ``np.float32`` so the arithmetic stays
+    in float32 (a Python float would promote it to float64 and halve the SIMD width).
+    """
+    # BEGIN SOLUTION
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN -> XMIN
+    n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))  # nearest whole number to x / ln2
+    r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)  # |r| <= ln2 / 2
+    p = np.float32(1.0 / 5040.0)  # Horner: 1 + r(1 + r/2(1 + r/3(...)))
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
+    y = np.float32(0.0) if x < np.float32(-86.64339) else y  # -inf, and results below 2^-125
+    y = np.float32(np.inf) if x > np.float32(88.72284) else y
+    return x if x != x else y  # NaN in, NaN out
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+exp_f32 = njit(fastmath=EXP_FLAGS, cache=True)(exp_f32)
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def exp_f64(x):
+    """``e**x`` for a float64 ``x``, vectorisable: :func:`exp_f32`'s steps with a degree-12 polynomial."""
+    xc = min(max(x, XMIN_F64), XMAX_F64)  # NaN -> XMIN
+    n = np.floor(xc * LOG2E + 0.5)
+    r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
+    p = 2.08767569878681e-09  # 1/12!
+    p = p * r + 2.505210838544172e-08  # 1/11!
+    p = p * r + 2.755731922398589e-07  # 1/10!
+    p = p * r + 2.7557319223985893e-06  # 1/9!
+    p = p * r + 2.48015873015873e-05  # 1/8!
+    p = p * r + 0.0001984126984126984  # 1/7!
+    p = p * r + 0.001388888888888889  # 1/6!
+    p = p * r + 0.008333333333333333  # 1/5!
+    p = p * r + 0.041666666666666664  # 1/4!
+    p = p * r + 0.16666666666666666  # 1/3!
+    p = p * r + 0.5  # 1/2!
+    p = p * r + 1.0  # 1/1!
+    p = p * r + 1.0  # 1/0!
+    y = p * pow2_f64(n - 1.0) * 2.0
+    y = 0.0 if x < XMIN_F64 else y
+    y = np.inf if x > XMAX_F64 else y
+    return x if x != x else y
+
+
+def fast_exp(x):
+    """``e**x`` for a float32 or float64 scalar inside Numba code (:func:`exp_f32` or :func:`exp_f64`)."""
+    return np.exp(x)
+
+
+@overload(fast_exp, inline="never", fastmath=EXP_FLAGS)
+def _fast_exp_overload(x):
+    if x == types.float32:
+        return lambda x: exp_f32(x)
+    if x == types.float64:
+        return lambda x: exp_f64(x)
+    return None
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def exp_array(x, out):
+    """``out[i] = fast_exp(x[i])`` over 1-d arrays: the loop LLVM vectorises (used to measure it)."""
+    for i in range(x.shape[0]):
+        out[i] = fast_exp(x[i])
+    return out
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def libm_exp_array(x, out):
+    """``out[i] = np.exp(x[i])``: the same loop with the C library's exp, one call per element."""
+    for i in range(x.shape[0]):
+        out[i] = np.exp(x[i])
+    return out

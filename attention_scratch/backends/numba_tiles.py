@@ -1,0 +1,131 @@
+"""Tile helpers shared by the Numba forward and backward kernels (chapter 12).
+
+The mask is the band ``lo <= j - i <= hi`` of :func:`attention_scratch.flash_tiles.mask_band`,
+with ``None`` replaced by a bound no offset reaches (``numba_cpu.band_bounds``), so the
+compiled code only ever compares integers. All loops here run over one tile,
+which lives in the L1 cache.
+
+A tile of query rows ``i0..`` and keys ``j0..`` is stored either *query-major*,
+shape ``(bq, bk)`` with ``t[r, c]`` for query ``i0 + r`` and key ``j0 + c`` (the
+NumPy reference's layout), or *key-major*, its transpose ``(bk, bq)``. Which one a
+kernel uses is decided by BLAS: a product ``A @ Bᵀ`` of 64×64 tiles runs about a
+third slower in OpenBLAS than ``A @ B`` or ``Aᵀ @ B``, so each kernel stores its tiles
+so that every product is of the fast kinds (see the kernels' docstrings). Either
+way every loop below is elementwise along the contiguous axis, which LLVM turns
+into SIMD code with no horizontal reduction.
+"""
+import numpy as np
+from numba import njit
+
+from .numba_exp import LOOP_FLAGS, fast_exp
+
+
+@njit(cache=True)
+def key_blocks(i0, i1, S, block_k, lo, hi):
+    """``(first, end)``: the key blocks that query rows ``i0..i1-1`` may see (as ``key_block_range``)."""
+    first = max(0, i0 + lo)
+    last = min(S - 1, i1 - 1 + hi)
+    if first > last:
+        return 0, 0
+    return first // block_k, last // block_k + 1
+
+
+@njit(cache=True)
+def query_blocks(j0, j1, L, block_q, lo, hi):
+    """``(first, end)``: the query blocks that keys ``j0..j1-1`` contribute to (as ``query_block_range``)."""
+    first = max(0, j0 - hi)
+    last = min(L - 1, j1 - 1 - lo)
+    if first > last:
+        return 0, 0
+    return first // block_q, last // block_q + 1
+
+
+@njit(cache=True)
+def tile_is_full(i0, i1, j0, j1, lo, hi):
+    """True when every ``(i, j)`` of the tile lies in the band: no mask is needed."""
+    return (j1 - 1) - i0 <= hi and j0 - (i1 - 1) >= lo
+
+
+@njit(cache=True)
+def zigzag(t, n):
+    """The block that work item ``t`` of ``n`` takes: ``n-1, 0, n-2, 1, ...`` (a permutation of ``range(n)``).
+
+    Under a causal mask block ``n-1`` is the longest and block 0 the shortest. The
+    parallel loop hands each thread a contiguous run of items, and pairing long
+    with short blocks gives every run about the same amount of work.
+    """
+    return n - 1 - t // 2 if t % 2 == 0 else t // 2
+
+
+@njit(cache=True)
+def tile_view(buffer, rows, cols):
+    """The first ``rows·cols`` entries of a flat buffer as a C-contiguous ``(rows, cols)`` tile."""
+    return buffer[:rows * cols].reshape((rows, cols))
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def mask_tile(tile, key_major, i0, j0, lo, hi, value):
+    """Write ``value`` where query ``i0 + r`` may not see key ``j0 + c``.
+
+    ``tile`` is (bk, bq) if ``key_major`` else (bq, bk).
+    """
+    rows, cols = tile.shape
+    for a in range(rows):
+        for b in range(cols):
+            d = (j0 + a) - (i0 + b) if key_major else (j0 + b) - (i0 + a)
+            if d < lo or d > hi:
+                tile[a, b] = value
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def probs_from_lse(t, key_major, scale, lse, full, i0, j0, lo, hi):
+    """In place: ``t <- exp(t·scale - lse)``, 0 outside the band; ``lse`` (bq,).
+
+    ``t`` is (bk, bq) if ``key_major`` else (bq, bk). A query with ``lse = +inf``
+    (nothing to attend to) gets 0 everywhere. Masked entries are overwritten
+    after the exponential, so a NaN there cannot leak.
+    """
+    rows, cols = t.shape
+    if key_major:
+        for c in range(rows):
+            for r in range(cols):
+                t[c, r] = fast_exp(t[c, r] * scale - lse[r])
+    else:
+        for r in range(rows):
+            row_lse = lse[r]
+            for c in range(cols):
+                t[r, c] = fast_exp(t[r, c] * scale - row_lse)
+    if not full:
+        mask_tile(t, key_major, i0, j0, lo, hi, 0.0)
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def dscores_in_place(p, dp, key_major, d):
+    """In place: ``dp <- p ∘ (dp - d)``, the softmax backward of one tile; ``d`` (bq,).
+
+    ``p`` and ``dp`` are (bk, bq) if ``key_major`` else (bq, bk).
+    """
+    rows, cols = p.shape
+    if key_major:
+        for c in range(rows):
+            for r in range(cols):
+                dp[c, r] = p[c, r] * (dp[c, r] - d[r])
+    else:
+        for r in range(rows):
+            d_r = d[r]
+            for c in range(cols):
+                dp[r, c] = p[r, c] * (dp[r, c] - d_r)
+
+
+@njit(cache=True)
+def transposed(a):
+    """A C-contiguous copy of ``a.T``: one copy per work item saves a slow ``A @ Bᵀ`` per tile."""
+    return np.ascontiguousarray(a.T)
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def add_into(acc, x):
+    """``acc += x`` for 2-d arrays of the same shape (the BLAS products write to a scratch tile)."""
+    for r in range(acc.shape[0]):
+        for c in range(acc.shape[1]):
+            acc[r, c] += x[r, c]

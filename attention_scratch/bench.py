@@ -1,0 +1,290 @@
+"""Benchmarks: naive NumPy, flash NumPy, flash Numba and PyTorch SDPA in one process (chapter 12).
+
+Run ``python -m attention_scratch.bench`` (``make bench``). For each sequence
+length ``N`` (``L = S = N``), with and without a causal mask, forward and
+backward, every method is first checked against a float64 reference, then
+timed; the methods take turns in each repetition, so a burst of load from
+elsewhere on the machine hits all of them alike. The table gives the best and
+the median time, GFLOP/s by DESIGN.md §8 (forward ``4·B·H·L·S·E``, halved when
+causal; backward 2.5× the forward), the fraction of this machine's measured
+sgemm throughput, and the ratio to PyTorch (above 1: faster than PyTorch) three
+ways: best against best, median against median, and the median of the ratios
+within each repetition (the two runs back to back, so the steadiest under load).
+
+The quick check of the chapter's claim::
+
+    python -m attention_scratch.bench --sizes 2048 --repeats 9
+
+``--gpu`` runs the GPU benchmarks of :mod:`attention_scratch.bench_gpu` instead.
+"""
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bench_methods import (METHODS, Method, available_methods, naive_backward,  # noqa: F401
+                            naive_forward, reference, relative_error)
+DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
+NAIVE_MEMORY_LIMIT = 3 * 2**30  # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
+
+
+def attention_flops(B, H, L, S, E, causal=False, backward=False):
+    """FLOPs of one attention call by DESIGN.md §8: ``4·B·H·L·S·E``, halved if causal, ×2.5 for backward."""
+    flops = 4.0 * B * H * L * S * E * (0.5 if causal else 1.0)
+    return flops * (2.5 if backward else 1.0)
+
+
+def measure_sgemm(n=2048, repeats=7):
+    """The best float32 ``n×n @ n×n`` throughput of NumPy's BLAS here, in GFLOP/s (all cores)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.dot(a, b, out=out)
+    best = min(_timed(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def blas_description():
+    """Which BLAS libraries are loaded, with their kernel ("architecture") and thread count."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{key: info.get(key) for key in ("internal_api", "version", "architecture", "num_threads",
+                                             "filepath")} for info in threadpool_info()]
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, flash_numpy_max=4096,
+             log=print):
+    """Check then time each method on one (N, causal, pass); returns {method: record}."""
+    B, H, N, E = inputs[0].shape
+    flops = attention_flops(B, H, N, N, E, causal, backward)
+    ref = reference(inputs, causal, backward)
+    records, runs = {}, {}
+    for m in methods:
+        if m.name == "naive numpy" and 4 * B * H * N * N * (3 if backward else 2) > NAIVE_MEMORY_LIMIT:
+            records[m.name] = {"skipped": f"needs more than {NAIVE_MEMORY_LIMIT / 2**30:.0f} GiB"}
+            continue
+        if m.name == "flash numpy" and N > flash_numpy_max:
+            records[m.name] = {"skipped": f"N > {flash_numpy_max}: minutes per call (--flash-numpy-max)"}
+            continue
+        if backward:
+            m.prepare_backward(causal)
+        call = (lambda m=m: m.backward(causal)) if backward else (lambda m=m: m.forward(causal))
+        start = time.perf_counter()
+        result = call()  # the first call also compiles (Numba) and warms the caches
+        first = time.perf_counter() - start
+        err = relative_error(result, ref)
+        if not err <= tolerance:
+            raise AssertionError(f"{m.name} ({'backward' if backward else 'forward'}, N={N}, "
+                                 f"causal={causal}) is wrong: relative error {err:.2e} > {tolerance:g}")
+        records[m.name] = {"error": err, "times": []}
+        runs[m.name] = (call, max(1, min(repeats, int(budget_s / max(first, 1e-9)))))
+    gc.collect()  # once per case (a full collection takes 0.1 s with PyTorch loaded)
+    gc.disable()  # and none during the timed calls
+    try:
+        for rep in range(repeats):  # interleaved: each repetition runs every method once
+            for name, (call, n) in runs.items():
+                if rep < n:
+                    records[name]["times"].append(_timed(call))
+    finally:
+        gc.enable()
+    for name, rec in records.items():
+        if "times" in rec:
+            rec["best_ms"] = 1e3 * min(rec["times"])
+            rec["median_ms"] = 1e3 * float(np.median(rec["times"]))
+            rec["gflops"] = flops / (rec["best_ms"] / 1e3) / 1e9
+            rec["gflops_median"] = flops / (rec["median_ms"] / 1e3) / 1e9
+    return records
+
+
+def machine_description():
+    """CPU, cores, library versions, BLAS kernels, load and the OpenBLAS environment variables."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("numba", "scipy", "torch"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
+            "blas": blas_description(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL"))}}
+
+
+def git_commit():
+    """The commit of this checkout, with ``+dirty`` when tracked files have uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=here, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHODS, blocks=None,
+        budget_s=20.0, tolerance=1e-3, passes=("forward", "backward"), causal=(False, True),
+        flash_numpy_max=4096, log=print):
+    """Run the benchmark and return the results as a dict (what ``--out`` stores)."""
+    blocks = {"flash numpy": (256, 256), "flash numba": (64, 64), **(blocks or {})}
+    names, skipped = available_methods(methods)
+    for name, why in skipped.items():
+        log(f"skipping {name}: {why}")
+    sgemm = measure_sgemm()
+    log(f"sgemm (float32 2048x2048, NumPy's BLAS, all cores): {sgemm:.0f} GFLOP/s")
+    results = []
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        inputs = tuple(rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for _ in range(4))
+        contenders = [Method(name, inputs, blocks) for name in names]
+        for is_causal in causal:
+            for which in passes:
+                records = run_case(contenders, inputs, is_causal, which == "backward", repeats, budget_s,
+                                   tolerance, flash_numpy_max, log)
+                torch_rec = records.get("torch sdpa", {})
+                for name, rec in records.items():
+                    row = {"N": n, "causal": is_causal, "pass": which, "method": name, **rec}
+                    if "best_ms" in rec:
+                        row["sgemm_fraction"] = rec["gflops"] / sgemm
+                        if "best_ms" in torch_rec:
+                            row["vs_torch"] = torch_rec["best_ms"] / rec["best_ms"]
+                            row["vs_torch_median"] = torch_rec["median_ms"] / rec["median_ms"]
+                            n_pairs = min(len(rec["times"]), len(torch_rec["times"]))
+                            row["vs_torch_paired"] = float(np.median(  # same repetition, run back to back
+                                np.divide(torch_rec["times"][:n_pairs], rec["times"][:n_pairs])))
+                    results.append(row)
+                    log(format_row(row))
+    sgemm_end = measure_sgemm()
+    log(f"sgemm again at the end: {sgemm_end:.0f} GFLOP/s (the fractions use the larger of the two)")
+    if sgemm_end > sgemm:
+        for row in results:
+            if "gflops" in row:
+                row["sgemm_fraction"] = row["gflops"] / sgemm_end
+    return {"command": " ".join([Path(sys.executable).name, "-m", "attention_scratch.bench"] + sys.argv[1:]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "machine": machine_description(), "sgemm_gflops": max(sgemm, sgemm_end),
+            "sgemm_gflops_start_end": [sgemm, sgemm_end],
+            "shape": {"B": batch, "H": heads, "E": dim, "dtype": "float32"}, "repeats": repeats,
+            "blocks": {k: list(v) for k, v in blocks.items()}, "skipped": skipped, "results": results}
+
+
+HEADER = (f"{'N':>5} {'mask':>6} {'pass':>8} {'method':<12} {'best ms':>9} {'median':>9} "
+          f"{'GFLOP/s':>8} {'sgemm':>6} {'x torch':>8} {'(median)':>8} {'(paired)':>8}  error")
+
+
+def format_row(row):
+    """One line of the results table."""
+    head = f"{row['N']:>5} {'causal' if row['causal'] else 'none':>6} {row['pass']:>8} {row['method']:<12}"
+    if "best_ms" not in row:
+        return f"{head} skipped: {row.get('skipped')}"
+    ratio = (f"{row['vs_torch']:8.2f} {row['vs_torch_median']:8.2f} {row.get('vs_torch_paired', np.nan):8.2f}"
+             if "vs_torch" in row else f"{'':>8} {'':>8} {'':>8}")
+    return (f"{head} {row['best_ms']:9.1f} {row['median_ms']:9.1f} {row['gflops']:8.1f} "
+            f"{row['sgemm_fraction']:6.0%} {ratio}  {row['error']:.1e}")
+
+
+def plot(data, path=None):
+    """GFLOP/s against N, one panel per (pass, mask), with the sgemm ceiling; saved to ``path`` if given.
+
+    Returns the matplotlib ``Figure`` (built without pyplot, so it works in scripts and notebooks).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 7.5))
+    axes = fig.subplots(2, 2, sharex=True, sharey=True)
+    for ax, (which, causal) in zip(axes.flat, [(p, c) for p in ("forward", "backward") for c in (False, True)]):
+        for name in METHODS:
+            rows = [r for r in data["results"] if r["method"] == name and r["pass"] == which
+                    and r["causal"] == causal and "gflops" in r]
+            if rows:
+                ax.plot([r["N"] for r in rows], [r["gflops"] for r in rows], marker="o", label=name)
+        ax.axhline(data["sgemm_gflops"], color="k", linestyle="--", linewidth=1, label="sgemm")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{which}, {'causal' if causal else 'no mask'}")
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("sequence length N")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("GFLOP/s (best)")
+    axes[0, 0].legend(fontsize=8)
+    shape = data["shape"]
+    fig.suptitle(f"B={shape['B']}, H={shape['H']}, E={shape['E']}, float32 — {data['machine']['cpu']}, "
+                 f"{data['machine']['cores']} cores", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--gpu" in argv:
+        argv.remove("--gpu")
+        try:
+            from . import bench_gpu
+        except ImportError as err:
+            print(f"the GPU benchmarks need CuPy and a CUDA GPU (attention_scratch.bench_gpu: {err})")
+            return 0
+        return bench_gpu.main(argv)
+    parser = argparse.ArgumentParser(prog="python -m attention_scratch.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="sequence lengths N")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and best)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=64, help="head dim E")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--block-q", type=int, default=64, help="Numba kernel query block")
+    parser.add_argument("--block-k", type=int, default=64, help="Numba kernel key block")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds per method and case: slow methods are timed fewer times")
+    parser.add_argument("--flash-numpy-max", type=int, default=4096,
+                        help="largest N for the NumPy flash reference (slow: a Python loop over tiles)")
+    parser.add_argument("--out", default="bench_results/bench.json", help="where to save the results (JSON)")
+    parser.add_argument("--plot", default=None, help="figure path (default: next to --out, .png)")
+    parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench_gpu instead")
+    args = parser.parse_args(argv)
+    machine = machine_description()
+    print(f"{machine['cpu']}, {machine['cores']} cores; " +
+          "; ".join(f"{b['internal_api']} {b['version']} kernel={b['architecture']} threads={b['num_threads']}"
+                    for b in machine["blas"]))
+    print(HEADER)
+    data = run(args.sizes, args.repeats, args.batch, args.heads, args.dim, args.methods,
+               {"flash numba": (args.block_q, args.block_k)}, args.budget,
+               flash_numpy_max=args.flash_numpy_max)
+    data["machine"]["blas_after"] = blas_description()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    figure = Path(args.plot) if args.plot else out.with_suffix(".png")
+    plot(data, figure)
+    print(f"results: {out}; figure: {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Chapter 12 solutions: A Numba CPU kernel.
+
+Written by `make exercises` from the library source; do not edit.
+Grade them with: python -m attention_scratch.grade --solutions --chapter 12
+"""
+
+
+import numpy as np
+from attention_scratch.backends.numba_exp import pow2_f32
+from numba import prange
+from attention_scratch.backends.numba_forward import forward_query_block
+from attention_scratch.backends.numba_tiles import zigzag
+from attention_scratch.backends.numba_tiles import add_into, dscores_in_place, key_blocks
+from attention_scratch.backends.numba_tiles import probs_from_lse, tile_is_full, tile_view, transposed
+
+
+# Exercise 12.1 (3 points): a vectorisable float32 exponential
+def exp_f32(x):
+    """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
+
+    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``; ``n = floor(x·log2(e) + 1/2)``;
+    ``r = (x - n·ln2_hi) - n·ln2_lo`` with ``ln2_hi = 0.693359375`` and ``ln2_lo = -2.12194440e-4``;
+    ``p = Σ_{k=0..7} r^k / k!`` in Horner form; the result is ``p · pow2_f32(n - 1) · 2``.
+    Then the special cases, as selects: ``x < XMIN`` (``-inf`` included) gives 0, ``x > XMAX``
+    gives ``+inf``, NaN gives NaN. Keep every constant a ``np.float32`` so the arithmetic stays
+    in float32 (a Python float would promote it to float64 and halve the SIMD width).
+    """
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN -> XMIN
+    n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))  # nearest whole number to x / ln2
+    r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)  # |r| <= ln2 / 2
+    p = np.float32(1.0 / 5040.0)  # Horner: 1 + r(1 + r/2(1 + r/3(...)))
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
+    y = np.float32(0.0) if x < np.float32(-86.64339) else y  # -inf, and results below 2^-125
+    y = np.float32(np.inf) if x > np.float32(88.72284) else y
+    return x if x != x else y  # NaN in, NaN out
+
+
+# Exercise 12.2 (3 points): the parallel loop over (head, query block)
+def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
+    """Run :func:`forward_query_block` on every (query head, query block), spread over the cores.
+
+    One flat ``prange`` over ``Hq' · ceil(L / block_q)`` work items: item ``t`` is head
+    ``h = t // n_blocks`` and query block ``zigzag(t % n_blocks, n_blocks)`` (under a
+    causal mask the last blocks see the most keys; ``zigzag`` pairs long with short
+    items so that every thread's share of the loop holds about the same work). Query head ``h`` reads key/value head ``h // G``
+    with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
+    so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
+    ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
+    ``parallel=True``; in plain Python ``prange`` is ``range``.
+    """
+    n_heads, L = q.shape[0], q.shape[1]
+    group = n_heads // k.shape[0]
+    n_blocks = (L + block_q - 1) // block_q
+    for t in prange(n_heads * n_blocks):
+        h = t // n_blocks
+        qb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
+        i0 = qb * block_q
+        i1 = min(i0 + block_q, L)
+        forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, i1, scale,
+                            lo, hi, block_k)
+
+
+# Exercise 12.3 (3 points): the dQ pass for one query block
+def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+
+    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
+    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
+    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
+    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
+    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
+    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
+    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
+    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
+    ``lse``, ``d`` (L,).
+    """
+    nr, E, S = i1 - i0, q.shape[1], k.shape[0]
+    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])  # (E, bq), (Ev, bq)
+    dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
+    dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
+    p_buf = np.empty(block_k * nr, dtype=q.dtype)
+    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
+    kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
+    for kb in range(kb0, kb1):
+        j0 = kb * block_k
+        j1 = min(j0 + block_k, S)
+        p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
+        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
+        np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
+        dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ
+        np.dot(dp.T, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+        add_into(dq_acc, dq_tmp)
+    for r in range(nr):
+        for e in range(E):
+            dq[i0 + r, e] = dq_acc[r, e] * scale

@@ -1,0 +1,65 @@
+"""The benchmark: FLOP counts, the correctness check before timing, the table, the --gpu switch."""
+import json
+
+import pytest
+
+from attention_scratch import bench
+
+
+def test_flop_counts_follow_design_section_8():
+    assert bench.attention_flops(1, 8, 2048, 2048, 64) == 4 * 8 * 2048 * 2048 * 64
+    assert bench.attention_flops(1, 8, 2048, 2048, 64, causal=True) == 2 * 8 * 2048 * 2048 * 64
+    assert bench.attention_flops(2, 1, 10, 20, 4, backward=True) == 2.5 * 4 * 2 * 10 * 20 * 4
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_naive_baseline_matches_the_oracle(rng, causal):
+    from attention_scratch.testing import assert_close, attention_oracle, attention_oracle_backward
+
+    q, k, v, g = (rng.standard_normal((1, 2, 9, 4)) for _ in range(4))
+    out, p = bench.naive_forward(q, k, v, causal)
+    assert_close(out, attention_oracle(q, k, v, is_causal=causal)[0], what="naive forward")
+    for got, ref in zip(bench.naive_backward(g, q, k, v, p), attention_oracle_backward(g, q, k, v, is_causal=causal)):
+        assert_close(got, ref, what="naive backward")
+
+
+def test_a_small_run_checks_times_and_reports_every_method(tmp_path):
+    data = bench.run(sizes=(64,), repeats=2, heads=2, budget_s=1.0, log=lambda line: None)
+    methods = {r["method"] for r in data["results"]}
+    assert methods | set(data["skipped"]) == set(bench.METHODS)
+    assert len(data["results"]) == 4 * len(methods)  # (forward, backward) x (plain, causal)
+    for row in data["results"]:
+        assert row["error"] <= 1e-3 and row["best_ms"] <= row["median_ms"] and row["gflops"] > 0
+        assert "vs_torch" in row or "torch sdpa" in data["skipped"]
+        assert bench.format_row(row).split()[0] == "64"
+    bench.plot(data, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    json.dumps(data)  # what --out stores
+
+
+def test_a_wrong_result_is_caught_before_timing(monkeypatch):
+    real = bench.Method.forward
+
+    def wrong(self, causal):
+        out = real(self, causal)
+        return out * 1.01 if self.name == "flash numpy" else out
+
+    monkeypatch.setattr(bench.Method, "forward", wrong)
+    with pytest.raises(AssertionError, match="flash numpy .* is wrong"):
+        bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash numpy",), passes=("forward",),
+                  log=lambda line: None)
+
+
+def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bench_gpu(name, globals=None, locals=None, fromlist=(), level=0):
+        if fromlist and "bench_gpu" in fromlist:
+            raise ImportError("No module named 'attention_scratch.bench_gpu'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_bench_gpu)
+    assert bench.main(["--gpu"]) == 0
+    assert "CuPy and a CUDA GPU" in capsys.readouterr().out

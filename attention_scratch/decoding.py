@@ -18,10 +18,11 @@ import numpy as np
 from ._checks import array_module, check_positive_int
 from .flash import forward_blocks, prepare
 from .flash_tiles import key_block_range, shift_band
-from .online_softmax import merge_attention
+from .online_softmax import check_partials, merge_attention
 
 
 # BEGIN EXERCISE 11.1 (3 points): the split-KV combine
+# uses: from attention_scratch.online_softmax import check_partials
 def combine_splits(outs, lses):
     """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
 
@@ -33,7 +34,9 @@ def combine_splits(outs, lses):
 
     Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
+    check_partials(outs=outs, lses=lses)
     # BEGIN SOLUTION
+    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
     logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
     top = logs.max(axis=0)  # (...)
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite

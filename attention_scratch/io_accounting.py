@@ -3,7 +3,7 @@
 The FlashAttention paper (Dao et al., 2022, Theorem 2) compares the number of
 elements read from and written to slow memory (HBM) by standard attention,
 Θ(Nd + N²), with that of the tiled algorithm, Θ(N²d²/M) for a fast memory
-(SRAM) of M elements. The functions here count those accesses exactly, for the
+(SRAM) of M elements with d <= M <= Nd. The functions here count those accesses exactly, for the
 algorithms as written, so the asymptotic statements can be checked with
 numbers; :func:`peak_traced_memory` measures what NumPy actually allocates, and
 :func:`flash_trace` records the running state of one query block after each key
@@ -14,6 +14,7 @@ import tracemalloc
 
 import numpy as np
 
+from ._checks import check_positive_int
 from .flash import prepare
 from .flash_tiles import finalize_rows, forward_tile, key_block_range, tile_keep, tile_kind
 
@@ -25,6 +26,7 @@ def dense_io(N, d):
     read P and V (N² + Nd), write O (Nd). Returns a dict with ``reads``,
     ``writes`` and ``total``: ``4Nd + 4N²`` elements in all.
     """
+    N, d = check_positive_int(N, "N"), check_positive_int(d, "d")
     reads = 2 * N * d + N * N + N * N + N * d
     writes = N * N + N * N + N * d
     return dict(reads=reads, writes=writes, total=reads + writes)
@@ -32,6 +34,7 @@ def dense_io(N, d):
 
 def fa1_block_sizes(M, d):
     """FlashAttention's blocks for a fast memory of ``M`` elements: ``Bc = ⌈M/4d⌉``, ``Br = min(Bc, d)``."""
+    M, d = check_positive_int(M, "M"), check_positive_int(d, "d")
     block_c = math.ceil(M / (4 * d))
     return min(block_c, d), block_c
 
@@ -45,6 +48,7 @@ def fa1_io(N, d, M):
     ``2Nd + Tc(2Nd + 2N)``, writes ``Nd + 2N + Tc(Nd + 2N)``: Θ(N²d²/M), since
     ``Tc ≈ 4Nd/M``.
     """
+    N = check_positive_int(N, "N")
     _, block_c = fa1_block_sizes(M, d)
     t_c = math.ceil(N / block_c)
     reads = 2 * N * d + t_c * (2 * N * d + 2 * N)
@@ -55,6 +59,7 @@ def fa1_io(N, d, M):
 
 def fa2_block_size(M, d):
     """The largest square block ``B`` whose working set fits: Q_i, O_i, K_j, V_j and the tile, ``4Bd + B² <= M``."""
+    M, d = check_positive_int(M, "M"), check_positive_int(d, "d")
     block = int((math.sqrt(16 * d * d + 4 * M) - 4 * d) / 2)
     if block < 1:
         raise ValueError(f"a fast memory of M={M} elements cannot hold one row of each block for d={d}")
@@ -70,6 +75,8 @@ def tiled_io(L, S, E, Ev, block_q, block_k, is_causal=False, causal_align="top_l
     """
     from .flash import block_schedule
 
+    L, S, E, Ev, block_q, block_k = (check_positive_int(value, name) for value, name in (
+        (L, "L"), (S, "S"), (E, "E"), (Ev, "Ev"), (block_q, "block_q"), (block_k, "block_k")))
     schedule = block_schedule(L, S, block_q, block_k, is_causal, causal_align, window)
     kv_reads = sum(min(block_k, S - kb * block_k) for _, kb, _ in schedule) * (E + Ev)
     reads = L * E + kv_reads
@@ -117,9 +124,13 @@ def flash_trace(query, key, value, q_block=0, block_q=8, block_k=8, is_causal=Fa
         (``"full"``/``"partial"``), ``m`` and ``l`` (bq,), ``acc`` (bq, Ev)
         unnormalised, and ``out`` = the output if the pass stopped here (bq, Ev).
     """
+    for a, name in ((query, "query"), (key, "key"), (value, "value")):
+        if np.ndim(a) != 2:
+            raise ValueError(f"{name} must be one head, 2-D (length, head_dim); got shape {np.shape(a)}")
     p = prepare(np.asarray(query)[None], np.asarray(key)[None], np.asarray(value)[None], is_causal,
                 scale, causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
-    q, k, v, band, acc = p["q"][0, 0, 0], p["k"][0, 0, 0], p["v"][0, 0, 0], p["band"], p["acc"]
+    q, k, v = p["q"][0, 0, 0], p["k"][0, 0, 0], p["v"][0, 0, 0]  # (L, E), (S, E), (S, Ev)
+    band, acc = p["band"], p["acc"]
     L, S = q.shape[0], k.shape[0]
     i0 = q_block * block_q
     if not 0 <= i0 < L:

@@ -66,7 +66,30 @@ def merge_stats(m_a, s_a, m_b, s_b):
 # END EXERCISE
 
 
+def check_partials(**arrays):
+    """Raise ``ValueError`` unless partial attention results have consistent shapes.
+
+    ``arrays`` holds ``(out, lse)`` pairs by keyword, in that order (for example
+    ``out_a=..., lse_a=..., out_b=..., lse_b=...``). Each ``out`` must be
+    ``(..., Ev)`` and its ``lse`` ``(...)``: the shape of ``out`` without its last
+    axis. All the ``out`` arrays must have one shape.
+    """
+    names = list(arrays)
+    shapes = {name: tuple(np.shape(a)) for name, a in arrays.items()}
+    for out_name, lse_name in zip(names[0::2], names[1::2]):
+        out_shape, lse_shape = shapes[out_name], shapes[lse_name]
+        if len(out_shape) < 1 or out_shape[:-1] != lse_shape:
+            raise ValueError(f"{out_name} (..., Ev) and {lse_name} (...) must share their leading axes; "
+                             f"got shapes {out_shape} and {lse_shape}")
+    first = names[0]
+    for out_name in names[2::2]:
+        if shapes[out_name] != shapes[first]:
+            raise ValueError(f"{first} and {out_name} must have the same shape; got "
+                             f"{shapes[first]} and {shapes[out_name]}")
+
+
 # BEGIN EXERCISE 8.3 (3 points): merging two partial attention outputs
+# uses: from attention_scratch.online_softmax import check_partials
 def merge_attention(out_a, lse_a, out_b, lse_b):
     """Combine attention over key set A and over a disjoint key set B into attention over A∪B.
 
@@ -81,6 +104,7 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
     returns ``(out, lse)`` of the same shapes.
     """
+    check_partials(out_a=out_a, lse_a=lse_a, out_b=out_b, lse_b=lse_b)
     # BEGIN SOLUTION
     # HINT: first turn the "+inf = empty" convention into log(0) = -inf, then use merge_stats' shift
     la = np.where(np.isposinf(lse_a), -np.inf, lse_a)  # (...): log of the mass of part A
@@ -148,7 +172,7 @@ def online_logsumexp(x, axis=-1, block=1):
     """
     m, s = online_stats(x, axis=axis, block=block)
     with np.errstate(divide="ignore"):  # log(0) = -inf on an empty row is intended
-        return np.where(s > 0, m + np.log(np.where(s > 0, s, 1)), -np.inf)
+        return np.where(s > 0, m + np.log(np.where(s > 0, s, 1)), -np.inf)  # (...)
 
 
 def online_softmax(x, axis=-1, block=1):

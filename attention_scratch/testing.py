@@ -5,9 +5,12 @@ It is written for obviousness, not speed: everything is cast to float64, the
 mask is built from explicit index comparisons, and nothing is tiled. Every other
 implementation in the package, and every exercise, is tested against it.
 """
+import contextlib
+import warnings
+
 import numpy as np
 
-from ._checks import array_module
+from ._checks import array_module, check_broadcastable, check_ndim
 
 # Tolerances per dtype of the array under test: (rtol, atol).
 TOLERANCES = {
@@ -89,6 +92,24 @@ def assert_shape(actual, expected_shape, what="result"):
         raise AssertionError(f"{what}: wrong shape: got {shape}, expected {tuple(expected_shape)}")
 
 
+@contextlib.contextmanager
+def warnings_as_failures(hint):
+    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError`` saying ``hint``.
+
+    Overflow in ``exp``, ``0/0`` and ``inf - inf`` warn before they produce inf or
+    NaN; a graded test wraps the call under test in this block so that the
+    student reads what to fix, not only "overflow encountered in exp". The
+    warning still fails the test, as it would under the test suite's
+    ``error::RuntimeWarning`` filter.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            yield
+        except RuntimeWarning as warning:
+            raise AssertionError(f"{hint} (NumPy warned: {warning})") from None
+
+
 # BEGIN EXERCISE 1.5 (2 points): central-difference gradients
 def numerical_gradient(f, x, eps=1e-6):
     """The gradient of a scalar function ``f`` at ``x`` by central differences.
@@ -145,6 +166,11 @@ def grad_check(forward, backward, inputs, *, wrt=None, rng=None, eps=1e-6, rtol=
     -------
     float
         The largest absolute difference seen, for reporting.
+
+    Shapes
+    ------
+    ``backward`` returns one array per input, shaped like it; the cotangent has
+    the shape of ``forward(*inputs)``.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
@@ -152,6 +178,9 @@ def grad_check(forward, backward, inputs, *, wrt=None, rng=None, eps=1e-6, rtol=
     out = np.asarray(forward(*inputs))
     cotangent = rng.standard_normal(out.shape)
     analytic = backward(cotangent, *inputs)
+    if len(analytic) != len(inputs):
+        raise ValueError(f"backward must return one gradient per input ({len(inputs)} inputs of shapes "
+                         f"{[a.shape for a in inputs]}); got {len(analytic)}")
     worst = 0.0
     for k in wrt:
 
@@ -164,6 +193,32 @@ def grad_check(forward, backward, inputs, *, wrt=None, rng=None, eps=1e-6, rtol=
         assert_close(analytic[k], numeric, rtol=rtol, atol=atol, what=f"gradient of input {k}")
         worst = max(worst, float(np.max(np.abs(np.asarray(analytic[k]) - numeric), initial=0.0)))
     return worst
+
+
+def _check_oracle_inputs(q, k, v):
+    """Raise ``ValueError`` naming the argument and the shapes unless q, k, v fit the oracle.
+
+    The oracle stays permissive where it can (leading axes broadcast, any ``Hkv``
+    dividing ``Hq`` is grouped-query attention) but never fails with a bare NumPy
+    broadcasting error.
+    """
+    for a, name in ((q, "query"), (k, "key"), (v, "value")):
+        check_ndim(a, name, 3, "(..., heads, length, head_dim)")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"query (..., L, E) and key (..., S, E) must have the same E; got shapes "
+                         f"{q.shape} and {k.shape}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"key (..., Hkv, S, E) and value (..., Hkv, S, Ev) must agree on every axis "
+                         f"but the last; got shapes {k.shape} and {v.shape}")
+    hq, hkv = q.shape[-3], k.shape[-3]
+    if hkv == 0 or hq % hkv:
+        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
+                         f"got query {q.shape} and key {k.shape}")
+    try:
+        np.broadcast_shapes(q.shape[:-3], k.shape[:-3])
+    except ValueError:
+        raise ValueError(f"query and key leading (batch) axes do not broadcast; got shapes {q.shape} "
+                         f"and {k.shape}") from None
 
 
 def _repeat_kv_heads(x, num_q_heads):
@@ -228,16 +283,25 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     lse : ndarray, float64, ``(..., Hq, L)``; natural log-sum-exp of the scaled,
         masked scores, ``+inf`` on rows with nothing to attend to.
     probs : ndarray, float64, ``(..., Hq, L, S)``
+
+    Shapes
+    ------
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``,
+    with ``Hkv`` dividing ``Hq``; wrong shapes raise ``ValueError`` naming them.
     """
     q = np.asarray(_to_numpy(query), dtype=np.float64)
     k = np.asarray(_to_numpy(key), dtype=np.float64)
     v = np.asarray(_to_numpy(value), dtype=np.float64)
-    k = _repeat_kv_heads(k, q.shape[-3])  # (..., Hq, S, E)
-    v = _repeat_kv_heads(v, q.shape[-3])  # (..., Hq, S, Ev)
+    _check_oracle_inputs(q, k, v)
+    if q.ndim >= 3:
+        k = _repeat_kv_heads(k, q.shape[-3])  # (..., Hq, S, E)
+        v = _repeat_kv_heads(v, q.shape[-3])  # (..., Hq, S, Ev)
     L, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
 
     scores = np.einsum("...le,...se->...ls", q, k) * scale  # (..., Hq, L, S)
+    if attn_mask is not None:
+        check_broadcastable(np.shape(attn_mask), scores.shape, "attn_mask")
     if attn_mask is not None and np.asarray(attn_mask).dtype != bool:
         scores = scores + np.asarray(_to_numpy(attn_mask), dtype=np.float64)
     keep = reference_mask(L, S, attn_mask=None if attn_mask is None else _to_numpy(attn_mask),
@@ -267,6 +331,11 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     Returns
     -------
     grad_query, grad_key, grad_value : float64 arrays shaped like the inputs.
+
+    Shapes
+    ------
+    ``grad_out`` ``(..., Hq, L, Ev)``, the output's shape; the rest as in
+    :func:`attention_oracle`.
     """
     q = np.asarray(_to_numpy(query), dtype=np.float64)
     k_in = np.asarray(_to_numpy(key), dtype=np.float64)
@@ -276,6 +345,9 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
     _, _, p = attention_oracle(q, k_in, v_in, attn_mask, is_causal, scale,
                                causal_align=causal_align, window=window)  # p: (..., Hq, L, S)
+    expected = p.shape[:-1] + v_in.shape[-1:]  # (..., Hq, L, Ev): the output's shape
+    if d_out.shape != expected:
+        raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
     k = _repeat_kv_heads(k_in, hq)  # (..., Hq, S, E)
     v = _repeat_kv_heads(v_in, hq)  # (..., Hq, S, Ev)
 

@@ -11,6 +11,7 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
+from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 8.1 (2 points): one step of the online softmax
@@ -58,5 +59,6 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
     returns ``(out, lse)`` of the same shapes.
     """
+    check_partials(out_a=out_a, lse_a=lse_a, out_b=out_b, lse_b=lse_b)
     # HINT: first turn the "+inf = empty" convention into log(0) = -inf, then use merge_stats' shift
     raise NotImplementedError("Exercise 8.3: merging two partial attention outputs")

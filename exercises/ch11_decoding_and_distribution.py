@@ -11,6 +11,7 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
+from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 11.1 (3 points): the split-KV combine
@@ -25,4 +26,6 @@ def combine_splits(outs, lses):
 
     Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
+    check_partials(outs=outs, lses=lses)
+    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
     raise NotImplementedError("Exercise 11.1: the split-KV combine")

@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 8
 
 
 import numpy as np
+from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 8.1 (2 points): one step of the online softmax
@@ -58,6 +59,7 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
     returns ``(out, lse)`` of the same shapes.
     """
+    check_partials(out_a=out_a, lse_a=lse_a, out_b=out_b, lse_b=lse_b)
     # HINT: first turn the "+inf = empty" convention into log(0) = -inf, then use merge_stats' shift
     la = np.where(np.isposinf(lse_a), -np.inf, lse_a)  # (...): log of the mass of part A
     lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)  # (...)

@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 11
 
 
 import numpy as np
+from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 11.1 (3 points): the split-KV combine
@@ -20,6 +21,8 @@ def combine_splits(outs, lses):
 
     Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
+    check_partials(outs=outs, lses=lses)
+    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
     logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
     top = logs.max(axis=0)  # (...)
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite

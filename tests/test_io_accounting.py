@@ -105,3 +105,17 @@ def test_peak_traced_memory_sees_numpy_allocations():
     assert peak >= 8_000_000
     _, small = peak_traced_memory(np.ones, 10)
     assert small < 10_000
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda: dense_io(-1, 64), "N must be a positive integer; got -1"),
+    (lambda: fa1_io(100, 64, 0), "M must be a positive integer; got 0"),
+    (lambda: fa2_block_size(4096, 0), "d must be a positive integer; got 0"),
+    (lambda: tiled_io(10, 10, 4, 4, 0, 4), "block_q must be a positive integer; got 0"),
+    (lambda: flash_trace(np.zeros((1, 3, 4)), np.zeros((1, 5, 4)), np.zeros((1, 5, 2))),
+     "query must be one head, 2-D (length, head_dim); got shape (1, 3, 4)"),
+])
+def test_io_functions_name_the_bad_argument(call, words):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert words in str(err.value)

@@ -118,3 +118,10 @@ def test_merge_attention_survives_large_log_sum_exps():
     out, lse = merge_attention(np.array([[1.0]]), np.array([1000.0]), np.array([[3.0]]), np.array([1000.0]))
     assert_close(out, np.array([[2.0]]), what="merge of two equal-mass parts near lse = 1000")
     assert_close(lse, np.array([1000.0 + np.log(2.0)]), what="merged lse near 1000")
+
+
+def test_merge_attention_names_the_arguments_and_the_shapes():
+    with pytest.raises(ValueError, match=r"out_a and out_b must have the same shape; got \(2, 3\) and \(3, 3\)"):
+        merge_attention(np.zeros((2, 3)), np.zeros(2), np.zeros((3, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"out_b \(\.\.\., Ev\) and lse_b \(\.\.\.\) must share .* \(2, 3\) and \(3,\)"):
+        merge_attention(np.zeros((2, 3)), np.zeros(2), np.zeros((2, 3)), np.zeros(3))

@@ -123,3 +123,41 @@ def test_grad_check_catches_a_wrong_backward(rng):
     grad_check(np.sin, lambda g, x: (g * np.cos(x),), [x])
     with pytest.raises(AssertionError, match="gradient of input 0"):
         grad_check(np.sin, lambda g, x: (g * np.cos(x) * 1.001,), [x])
+
+
+@pytest.mark.parametrize("shapes,words", [
+    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)), "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, 3)"),
+    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)), "query heads (3) must be a multiple of the key/value heads (2)"),
+    (((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 6, 2)), "got shapes (1, 2, 5, 4) and (1, 2, 6, 2)"),
+    (((3, 4), (5, 4), (5, 2)), "query must have at least 3 dimensions"),
+    (((2, 1, 3, 4), (3, 1, 5, 4), (3, 1, 5, 2)), "leading (batch) axes do not broadcast"),
+])
+def test_oracle_names_the_argument_and_the_shapes(shapes, words):
+    q, k, v = (np.zeros(s) for s in shapes)
+    with pytest.raises(ValueError) as err:
+        attention_oracle(q, k, v)
+    assert words in str(err.value)
+
+
+def test_oracle_rejects_a_mask_that_does_not_broadcast_and_a_wrong_grad_out():
+    q, k, v = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 5, 4)), np.zeros((1, 2, 5, 2))
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
+        attention_oracle(q, k, v, attn_mask=np.ones((5, 3), dtype=bool))
+    with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); "
+                                         r"got \(1, 2, 3, 3\)"):
+        attention_oracle_backward(np.zeros((1, 2, 3, 3)), q, k, v)
+
+
+def test_grad_check_wants_one_gradient_per_input():
+    with pytest.raises(ValueError, match="one gradient per input"):
+        grad_check(lambda a, b: a + b, lambda g, a, b: (g,), [np.zeros(2), np.zeros(2)])
+
+
+def test_warnings_as_failures_turns_a_numpy_warning_into_the_hint():
+    from attention_scratch.testing import warnings_as_failures
+
+    with pytest.raises(AssertionError, match=r"subtract the max \(NumPy warned: overflow"):
+        with warnings_as_failures("subtract the max"):
+            np.exp(np.array([1000.0]))
+    with warnings_as_failures("never raised"):
+        assert np.exp(np.array([1.0]))[0] > 2

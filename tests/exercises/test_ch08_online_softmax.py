@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import assert_close, assert_shape, attention_oracle
+from attention_scratch.testing import assert_close, assert_shape, attention_oracle, warnings_as_failures
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,10 @@ def test_online_update_rescales_the_old_sum_when_the_max_grows(ch, rng):
 
 @pytest.mark.exercise("8.1")
 def test_online_update_ignores_minus_inf_without_nan(ch):
-    m, s = ch.online_update(np.array([-np.inf, -np.inf]), np.zeros(2),
-                            np.array([[-np.inf, -np.inf], [-np.inf, 2.0]]))
+    with warnings_as_failures("a block of only -inf from the empty state gave NaN: m - m' was "
+                              "-inf - (-inf); shift by 0 when the new maximum is -inf"):
+        m, s = ch.online_update(np.array([-np.inf, -np.inf]), np.zeros(2),
+                                np.array([[-np.inf, -np.inf], [-np.inf, 2.0]]))
     assert not np.isnan(s).any(), "a block of only -inf from the empty state gave NaN"
     assert_close(m, np.array([-np.inf, 2.0]), what="max of rows [-inf, -inf] and [-inf, 2]")
     assert_close(s, np.array([0.0, 1.0]), what="sum of rows [-inf, -inf] and [-inf, 2]")
@@ -52,7 +54,8 @@ def test_online_update_ignores_minus_inf_without_nan(ch):
 
 @pytest.mark.exercise("8.1")
 def test_online_update_survives_large_scores(ch):
-    m, s = ch.online_update(np.array([1000.0]), np.array([1.0]), np.array([[1001.0, 999.0]]))
+    with warnings_as_failures("exp overflowed: subtract the new maximum before exponentiating"):
+        m, s = ch.online_update(np.array([1000.0]), np.array([1.0]), np.array([[1001.0, 999.0]]))
     assert np.isfinite(s).all(), "exp overflowed: subtract the new maximum before exponentiating"
     assert_close(s, np.array([np.exp(-1.0) + 1.0 + np.exp(-2.0)]), what="running sum near 1000")
 
@@ -73,8 +76,10 @@ def test_merge_stats_equals_the_pair_of_the_concatenation(ch, rng):
 
 @pytest.mark.exercise("8.2")
 def test_merge_stats_with_an_empty_part(ch):
-    m, s = ch.merge_stats(np.array([3.0, -np.inf]), np.array([2.0, 0.0]),
-                          np.array([-np.inf, -np.inf]), np.array([0.0, 0.0]))
+    with warnings_as_failures("merging with an empty part (-inf, 0) gave NaN: -inf - (-inf); shift by "
+                              "0 when the common maximum is -inf"):
+        m, s = ch.merge_stats(np.array([3.0, -np.inf]), np.array([2.0, 0.0]),
+                              np.array([-np.inf, -np.inf]), np.array([0.0, 0.0]))
     assert not np.isnan(s).any(), "merging with an empty part (-inf, 0) gave NaN"
     assert_close(m, np.array([3.0, -np.inf]), what="max after merging with an empty part")
     assert_close(s, np.array([2.0, 0.0]), what="sum after merging with an empty part (unchanged)")
@@ -82,7 +87,8 @@ def test_merge_stats_with_an_empty_part(ch):
 
 @pytest.mark.exercise("8.2")
 def test_merge_stats_large_values(ch):
-    m, s = ch.merge_stats(np.array([800.0]), np.array([1.0]), np.array([801.0]), np.array([1.0]))
+    with warnings_as_failures("exp overflowed: rescale both sums to the common maximum, never exp(800)"):
+        m, s = ch.merge_stats(np.array([800.0]), np.array([1.0]), np.array([801.0]), np.array([1.0]))
     assert_close(s, np.array([1.0 + np.exp(-1.0)]), what="merged sum of parts with max 800 and 801")
 
 
@@ -106,7 +112,9 @@ def test_merge_attention_equals_attention_over_the_union(ch, rng):
 def test_merge_attention_gives_an_empty_part_no_weight(ch):
     out_a, lse_a = np.array([[1.0, 2.0], [0.0, 0.0]]), np.array([0.5, np.inf])
     empty_out, empty_lse = np.zeros((2, 2)), np.array([np.inf, np.inf])
-    out, lse = ch.merge_attention(out_a, lse_a, empty_out, empty_lse)
+    with warnings_as_failures("merging with an empty part (output 0, lse +inf) computed inf - inf; "
+                              "treat lse=+inf as zero mass, i.e. log(0) = -inf"):
+        out, lse = ch.merge_attention(out_a, lse_a, empty_out, empty_lse)
     assert not np.isnan(out).any() and not np.isnan(lse).any(), (
         "merging with an empty part (output 0, lse +inf) gave NaN; treat lse=+inf as zero mass")
     assert_close(out, out_a, what="output after merging with an empty part (row 1 empty in both)")
@@ -115,7 +123,8 @@ def test_merge_attention_gives_an_empty_part_no_weight(ch):
 
 @pytest.mark.exercise("8.3")
 def test_merge_attention_survives_large_lse(ch):
-    out, lse = ch.merge_attention(np.array([[1.0]]), np.array([1000.0]), np.array([[4.0]]),
-                                  np.array([1000.0 + np.log(2.0)]))
+    with warnings_as_failures("exp(1000) overflowed: subtract the larger lse first"):
+        out, lse = ch.merge_attention(np.array([[1.0]]), np.array([1000.0]), np.array([[4.0]]),
+                                      np.array([1000.0 + np.log(2.0)]))
     assert np.isfinite(out).all(), "exp(1000) overflowed: subtract the larger lse first"
     assert_close(out, np.array([[3.0]]), what="merge of parts with masses 1 : 2 near lse = 1000")

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import assert_close, assert_shape, attention_oracle, reference_mask
+from attention_scratch.testing import (assert_close, assert_shape, attention_oracle, reference_mask,
+                                       warnings_as_failures)
 from attention_scratch.flash_tiles import mask_band
 
 
@@ -48,7 +49,9 @@ def test_forward_tile_applies_keep_and_broadcasts_heads(ch, rng):
     k, v = rng.standard_normal((2, 1, 6, 5)), rng.standard_normal((2, 1, 6, 2))
     keep = np.tril(np.ones((4, 6), dtype=bool), 1)
     keep[0] = False  # the first row sees nothing on this tile
-    m, l, acc = ch.forward_tile(q, k, v, *empty_state((2, 3, 4), 2), 0.4, keep)
+    with warnings_as_failures("a row with every key masked computed -inf - (-inf): shift by 0 where "
+                              "the new maximum is -inf"):
+        m, l, acc = ch.forward_tile(q, k, v, *empty_state((2, 3, 4), 2), 0.4, keep)
     assert not np.isnan(acc).any() and not np.isnan(l).any(), "a fully masked row gave NaN"
     assert np.all(np.isneginf(m[..., 0])) and np.all(l[..., 0] == 0) and np.all(acc[..., 0, :] == 0), \
         "a row with every key masked must keep m = -inf, l = 0, acc = 0"
@@ -71,7 +74,9 @@ def test_finalize_rows_divides_once_and_stores_the_lse(ch, rng):
 
 @pytest.mark.exercise("9.2")
 def test_finalize_rows_empty_rows(ch):
-    out, lse = ch.finalize_rows(np.array([-np.inf, 1.0]), np.array([0.0, 2.0]), np.zeros((2, 3)))
+    with warnings_as_failures("an empty row (l = 0) divided 0 by 0 or took log(0): divide by "
+                              "np.where(l > 0, l, 1) and store lse = +inf where l == 0"):
+        out, lse = ch.finalize_rows(np.array([-np.inf, 1.0]), np.array([0.0, 2.0]), np.zeros((2, 3)))
     assert not np.isnan(out).any(), "an empty row (l = 0) gave NaN output; it must be 0"
     assert_close(out, np.zeros((2, 3)), what="output of an empty row")
     assert_close(lse, np.array([np.inf, 1.0 + np.log(2.0)]),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import assert_close, assert_shape, attention_oracle
+from attention_scratch.testing import assert_close, assert_shape, attention_oracle, warnings_as_failures
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,9 @@ def test_recompute_probs_gives_the_attention_weights(ch, rng):
 def test_recompute_probs_empty_rows_are_zero(ch):
     scores = np.array([[1.0, 2.0], [0.5, -1.0]])
     lse = np.array([np.inf, np.log(np.exp(0.5) + np.exp(-1.0))])
-    got = ch.recompute_probs(scores, lse, np.array([[False, False], [True, True]]))
+    with warnings_as_failures("a row with lse = +inf computed inf - inf: its weights must be 0 "
+                              "(exp(score - inf) is already 0 once masked scores are -inf)"):
+        got = ch.recompute_probs(scores, lse, np.array([[False, False], [True, True]]))
     assert not np.isnan(got).any(), "a row with lse = +inf gave NaN; its weights must be 0"
     assert_close(got[0], np.zeros(2), what="weights of the empty row")
     assert_close(got[1].sum(), np.float64(1.0), what="weights of a full row sum to 1")

@@ -63,11 +63,17 @@ def run(backend, q, k, v, g, mask, bq, bk, **extra):
     return out, lse, grads
 
 
-def check_against_oracle(backend, q, k, v, g, mask, bq, bk, **tol):
+def oracle(q, k, v, g, mask):
+    """The float64 oracle's (out, lse, (dQ, dK, dV)) for these inputs and mask."""
     causal, align, window = mask
+    out, lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
+    return out, lse, attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
+
+
+def check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref=None, **tol):
+    """``ref``: :func:`oracle` of the same inputs, when a caller checks several block sizes on them."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
-    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
+    ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask) if ref is None else ref
     where = f"{backend.name}, block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
     assert_close(out, ref_out, what=f"output ({where})", **tol)
     assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
@@ -88,15 +94,18 @@ def check_same_as(backend, got, ref, where):
 
 def case_block_sizes(backend, rng, mask, L, S, blocks):
     q, k, v, g = make_inputs(rng, L, S)
+    ref = oracle(q, k, v, g, mask)
     for block in blocks:
-        check_against_oracle(backend, q, k, v, g, mask, block, block)
+        check_against_oracle(backend, q, k, v, g, mask, block, block, ref)
 
 
 def case_every_pair_of_block_sizes(backend, rng):
     q, k, v, g = make_inputs(rng, 9, 12, hq=2, hkv=1)
+    mask = (True, "bottom_right", (5, 1))
+    ref = oracle(q, k, v, g, mask)
     for bq in range(1, 11):
         for bk in range(1, 14):
-            check_against_oracle(backend, q, k, v, g, (True, "bottom_right", (5, 1)), bq, bk)
+            check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref)
 
 
 def case_ragged(backend, rng, mask, bq, bk, hq=2):
@@ -106,8 +115,9 @@ def case_ragged(backend, rng, mask, bq, bk, hq=2):
 
 def case_shapes_and_masks(backend, rng, mask, L, S, blocks=((1, 1), (3, 4), (16, 16)), hq=3, hkv=3):
     q, k, v, g = make_inputs(rng, L, S, hq=hq, hkv=hkv)
+    ref = oracle(q, k, v, g, mask)
     for bq, bk in blocks:
-        check_against_oracle(backend, q, k, v, g, mask, bq, bk)
+        check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref)
 
 
 def case_empty_rows(backend, rng):

@@ -12,6 +12,18 @@ def test_every_cuda_source_compiles_for_sm80_and_sm90(capsys):
     assert len(compile_check.sources()) >= 3
 
 
+@pytest.mark.skipif(compile_check.nvcc_path() is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_register_fragment_kernel_keeps_everything_in_registers(arch):
+    """flash_fwd_mma exists to keep S, P and O in registers: ptxas must report no spills for any
+    instantiation (the D = 128 kernel uses about 254 of the 255 registers a thread may have)."""
+    report = compile_check.ptxas_report(compile_check.CUDA_DIR / "flash_fwd_mma.cu", arch)
+    assert len(report) == 6, report  # {half, bfloat16} x D in {32, 64, 128}
+    for name, registers, stores, loads in report:
+        assert registers is not None and registers <= 255, (name, registers)
+        assert stores == 0 and loads == 0, f"{name} spills {stores} B / {loads} B on {arch}"
+
+
 def test_compile_check_reports_a_syntax_error(tmp_path, monkeypatch):
     if compile_check.nvcc_path() is None:
         pytest.skip("nvcc is not on PATH")

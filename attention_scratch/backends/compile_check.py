@@ -43,6 +43,25 @@ def compile_one(source, arch, outdir, ptxas_info=False):
     return result.returncode == 0, time.perf_counter() - start, " ".join(cmd) + "\n" + result.stderr
 
 
+def ptxas_report(source, arch):
+    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill store bytes,
+    spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises ``RuntimeError`` if nvcc fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ok, _, log = compile_one(Path(source), arch, tmp, ptxas_info=True)
+    if not ok:
+        raise RuntimeError(log)
+    report, name = [], None
+    for line in log.splitlines():
+        if "Compiling entry function" in line:
+            name = line.split("'")[1]
+        elif "spill stores" in line and name:
+            stores, loads = (int(line.split(" bytes spill " + w)[0].split()[-1]) for w in ("stores", "loads"))
+            report.append([name, None, stores, loads])
+        elif "Used" in line and "registers" in line and report and report[-1][1] is None:
+            report[-1][1] = int(line.split("Used ")[1].split()[0])
+    return [tuple(r) for r in report]
+
+
 def check_all(archs=ARCHS, ptxas_info=False, jobs=None, out=sys.stdout):
     """Compile every source for every arch in parallel; returns the list of failures."""
     if nvcc_path() is None:
@@ -70,7 +89,8 @@ def nvrtc_expressions():
         "flash_fwd.cu": [f"flash_fwd_scalar<{t}, {D}>" for t in types for D in HEAD_DIMS],
         "flash_bwd.cu": [f"flash_bwd_dkdv<{t}, {D}>" for t in types for D in HEAD_DIMS]
         + [f"flash_bwd_preprocess<{t}>" for t in types],
-        "flash_fwd_wmma.cu": [f"flash_fwd_wmma<{t}, {D}>" for t in ("__half", "__nv_bfloat16") for D in (32, 64, 128)],
+        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, {D}>" for t in ("__half", "__nv_bfloat16")
+                                    for D in (32, 64, 128)] for kind in ("mma", "wmma")},
     }
 
 

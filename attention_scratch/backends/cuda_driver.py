@@ -7,8 +7,8 @@ tile sizes, shared-memory budgets and dtype conversions runs on a GPU through
 :mod:`attention_scratch.backends.cuda_emulation`.
 
 ``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name``
-(``"flash_fwd_scalar"``, ``"flash_fwd_wmma"``, ``"flash_bwd_preprocess"`` or
-``"flash_bwd_dkdv"``) for input dtype ``tag`` and head-dim bucket ``D`` with
+(``"flash_fwd_scalar"``, ``"flash_fwd_mma"``, ``"flash_fwd_wmma"``,
+``"flash_bwd_preprocess"`` or ``"flash_bwd_dkdv"``) for input dtype ``tag`` and head-dim bucket ``D`` with
 ``args`` a list of ``(kind, value)`` pairs, kind one of ``"ptr"``, ``"i32"``,
 ``"i64"``, ``"f64"``.
 """
@@ -19,7 +19,9 @@ TAGS = ("float64", "float32", "float16", "bfloat16")
 CTYPES = {"float64": "double", "float32": "float", "float16": "__half", "bfloat16": "__nv_bfloat16"}
 MAX_THREADS = 256  # per block: 256 threads x 255 registers still fit an SM's 65536 registers
 GRID_Y_MAX = 65535
-WMMA_TILE = 64  # the tensor-core kernel's fixed query and key tile
+WMMA_TILE = 64  # flash_fwd_wmma's fixed query and key tile
+MMA_TILES = (128, 64)  # flash_fwd_mma's fixed query and key tiles (4 warps x 32 rows, 64 keys)
+TENSOR_CORE_KERNELS = ("mma", "wmma")  # flash_fwd_mma (registers) and flash_fwd_wmma (WMMA API)
 DEFAULT_SMEM = 48 * 1024  # shared memory any CUDA GPU gives a block without opting in
 
 
@@ -93,19 +95,43 @@ def wmma_smem_bytes(D):
     return q_or_scores + 2 * bk * dp * 2 + 4 * 16 * pp * 2 + 4 * 16 * op * 4
 
 
+def mma_smem_bytes(D):
+    """Shared memory of ``flash_fwd_mma``: Q and K tiles of pitch D + 8 and the V^T tile of
+    pitch 64 + 8, all in the 2-byte input type (mirrors the carving in the kernel)."""
+    bq, bk = MMA_TILES
+    return (bq * (D + 8) + bk * (D + 8) + D * (bk + 8)) * 2
+
+
+def tensor_core_plan(kind, D, smem_limit):
+    """The plan of tensor-core kernel ``kind`` ("mma" or "wmma") for head dims ``D``, or None
+    when it does not fit in ``smem_limit`` bytes of shared memory."""
+    if kind not in TENSOR_CORE_KERNELS:
+        raise ValueError(f"tensor_cores must be False, True or one of {TENSOR_CORE_KERNELS}; got {kind!r}")
+    bq, bk = MMA_TILES if kind == "mma" else (WMMA_TILE, WMMA_TILE)
+    smem = mma_smem_bytes(D) if kind == "mma" else wmma_smem_bytes(D)
+    if smem > smem_limit:
+        return None
+    return dict(kernel=f"flash_fwd_{kind}", D=D, bq=bq, bk=bk, threads=128, smem=smem)
+
+
 def forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM, tensor_cores=False):
     """Which forward kernel runs and how: a dict with ``kernel``, ``D``, ``bq``, ``bk``,
     ``threads``, ``smem``. Block sizes are honoured up to what one thread block holds
     (256 threads, ``smem_limit`` bytes); larger ones are reduced, which changes the
     tiling but never the result (beyond rounding).
+
+    ``tensor_cores`` (``True`` = ``"mma"``, or ``"wmma"``) lets float16/bfloat16 input
+    with the default 64x64 tiles and head dims up to 128 run on a tensor-core kernel
+    with that kernel's own tiles, when its shared memory fits.
     """
     D = head_dim_bucket(E, Ev)
     if D is None:
         raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, Ev={Ev}")
     if (tensor_cores and tag in ("float16", "bfloat16") and D <= 128
-            and (block_q, block_k) == (WMMA_TILE, WMMA_TILE) and wmma_smem_bytes(D) <= smem_limit):
-        return dict(kernel="flash_fwd_wmma", D=D, bq=WMMA_TILE, bk=WMMA_TILE, threads=128,
-                    smem=wmma_smem_bytes(D))
+            and (block_q, block_k) == (WMMA_TILE, WMMA_TILE)):
+        plan = tensor_core_plan("mma" if tensor_cores is True else tensor_cores, D, smem_limit)
+        if plan is not None:
+            return plan
     tpr, acc_bytes = threads_per_row(D), acc_dtype(tag).itemsize
     bq = max(1, min(block_q, MAX_THREADS // tpr, max(L, 1)))
     bk = largest_block_k(D, acc_bytes, smem_limit, max(1, min(block_k, max(S, 1))))
@@ -155,7 +181,7 @@ def run_forward(launch, xp, q, k, v, G, scale, band, block_q, block_k, tag, *,
         args = [("ptr", q), ("ptr", k), ("ptr", v), ("ptr", out), ("ptr", lse), ("i32", G),
                 ("i32", L), ("i32", S), ("i32", E), ("i32", Ev), ("f64", scale), ("i32", lo),
                 ("i32", hi)]
-        if plan["kernel"] == "flash_fwd_scalar":
+        if plan["kernel"] == "flash_fwd_scalar":  # the tensor-core kernels have fixed tiles
             args += [("i32", plan["bq"]), ("i32", plan["bk"])]
         args.append(("i32", bh0))
         launch(plan["kernel"], tag, plan["D"], (-(-L // plan["bq"]), gy), plan["threads"],

@@ -12,8 +12,8 @@ proof, that the kernels work on a GPU.
 
 The functions take and return NumPy arrays and have the signatures of
 :func:`attention_scratch.flash_attention` (without ``backend``), plus
-``tensor_cores`` (use the WMMA kernel for 16-bit input with the default
-64x64 tiles) and ``bfloat16`` (round float inputs to bfloat16 and compute in it).
+``tensor_cores`` (``True`` or ``"mma"``: the register-fragment tensor-core kernel,
+``"wmma"``: the WMMA one, for 16-bit input with the default 64x64 tiles) and ``bfloat16`` (round float inputs to bfloat16 and compute in it).
 """
 import ctypes
 import hashlib

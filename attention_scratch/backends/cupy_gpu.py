@@ -1,9 +1,11 @@
 """Flash attention on an NVIDIA GPU: raw CUDA kernels loaded with ``cupy.RawModule`` (chapter 13).
 
 The kernels live in ``backends/cuda/*.cu``: a scalar forward pass for every
-dtype (``flash_fwd.cu``), a tensor-core forward pass for float16/bfloat16
-(``flash_fwd_wmma.cu``, WMMA 16x16x16 fragments, float32 accumulation) and the
-backward pass (``flash_bwd.cu``). Launch planning is shared with the CPU
+dtype (``flash_fwd.cu``), two tensor-core forward passes for float16/bfloat16 with
+float32 accumulation (``flash_fwd_mma.cu``: ``mma.sync`` with scores, probabilities
+and output in registers, sm_80 and newer, the default; ``flash_fwd_wmma.cu``: the
+WMMA API with the score and output tiles in shared memory) and the backward pass
+(``flash_bwd.cu``). Launch planning is shared with the CPU
 emulation in :mod:`.cuda_driver` and :mod:`.cuda_frontend`.
 
 CuPy is imported only when a function here is called, never at package import.
@@ -25,10 +27,11 @@ import numpy as np
 from . import cuda_driver, cuda_frontend
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
-SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_wmma": "flash_fwd_wmma.cu",
+SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_mma": "flash_fwd_mma.cu",
+             "flash_fwd_wmma": "flash_fwd_wmma.cu",
              "flash_bwd_preprocess": "flash_bwd.cu", "flash_bwd_dkdv": "flash_bwd.cu"}
 _KERNELS = {}
-_NO_TENSOR_CORES = []  # set when the WMMA kernel failed to compile in this process
+_NO_TENSOR_CORES = []  # set when a tensor-core kernel failed to compile in this process
 
 
 def unavailable_reason():
@@ -168,26 +171,42 @@ def _inputs(arrays):
     return [a.astype(tag, copy=False) for a, _ in moved], moved[-3][1], tag
 
 
+def tensor_core_kernel(tag, cc, requested="auto"):
+    """The tensor-core kernel for input ``tag`` on compute capability ``cc`` (e.g. 90): ``"mma"``
+    (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto"."""
+    if tag not in ("float16", "bfloat16") or _NO_TENSOR_CORES or requested is False:
+        return False
+    if requested == "auto":
+        return "mma" if cc >= 80 else ("wmma" if cc >= 70 and tag == "float16" else False)
+    if requested not in cuda_driver.TENSOR_CORE_KERNELS:
+        raise ValueError(f"tensor_cores must be 'auto', False or one of {cuda_driver.TENSOR_CORE_KERNELS}; "
+                         f"got {requested!r}")
+    return requested
+
+
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False):
+                    causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False,
+                    tensor_cores="auto"):
     """:func:`attention_scratch.flash_attention` on the GPU (same arguments, no ``backend``).
 
     float16 and bfloat16 inputs with the default 64x64 tiles and head dims up to
-    128 run on tensor cores (sm_80 or newer for bfloat16); every other case runs
+    128 run on tensor cores: ``flash_fwd_mma`` (128x64 tiles) on sm_80 or newer,
+    ``flash_fwd_wmma`` for float16 on sm_70/75; ``tensor_cores`` ("mma", "wmma" or
+    False) picks one by hand (the benchmark compares them). Every other case runs
     the scalar kernel with the requested tiles (reduced to what a block can hold).
     Head dims above 256 raise ``ValueError``.
     """
     cupy = _require()
     (q, k, v), kind, tag = _inputs((query, key, value))
     smem, cc = device_limits()
-    tensor_cores = cc >= (80 if tag == "bfloat16" else 70)
     kw = dict(tag=tag, causal_align=causal_align, window=window, block_q=block_q, block_k=block_k,
               smem_limit=smem)
+    chosen = tensor_core_kernel(tag, cc, tensor_cores)
     try:
         out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
-                                         tensor_cores=tensor_cores and not _NO_TENSOR_CORES, **kw)
+                                         tensor_cores=chosen, **kw)
     except KernelCompileError as exc:
-        if not tensor_cores or "flash_fwd_wmma" not in str(exc):
+        if not chosen or f"flash_fwd_{chosen}" not in str(exc):
             raise
         _NO_TENSOR_CORES.append(str(exc))
         warnings.warn(f"the tensor-core kernel could not be compiled, using the scalar kernel: {exc}")

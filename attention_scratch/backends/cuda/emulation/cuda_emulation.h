@@ -37,6 +37,7 @@ extern unsigned char* smem;
 void sync_block();
 void sync_warp();
 void exchange(const void* value, void* result, int size, int src_lane);
+void mma_m16n8k16(bool bfloat16, float* d, const unsigned* a, const unsigned* b);
 }  // namespace emu
 
 #define threadIdx emu::thread_idx
@@ -120,6 +121,26 @@ inline __nv_bfloat16 __float2bfloat16(float x) {
     f += 0x7fffu + ((f >> 16) & 1u);  // round to nearest even
     b.bits = (uint16_t)(f >> 16);
     return b;
+}
+
+// ---- mma_sm80.cuh: the register-fragment MMA and its helpers ----
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+
+inline unsigned lds32(const void* p) { unsigned x; std::memcpy(&x, p, 4); return x; }
+inline void copy16(void* dst, const void* src) { std::memcpy(dst, src, 16); }
+
+template <typename T> inline unsigned pack2(float lo, float hi);
+template <> inline unsigned pack2<__half>(float lo, float hi) {
+    return (unsigned)__float2half(lo).bits | ((unsigned)__float2half(hi).bits << 16);
+}
+template <> inline unsigned pack2<__nv_bfloat16>(float lo, float hi) {
+    return (unsigned)__float2bfloat16(lo).bits | ((unsigned)__float2bfloat16(hi).bits << 16);
+}
+
+// d += A B for the warp: a warp collective (every lane must call it), see emulation.cpp.
+template <typename T> inline void mma16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit inputs only");
+    emu::mma_m16n8k16(std::is_same<T, __nv_bfloat16>::value, d, a, b);
 }
 
 // ---- WMMA: every lane holds the whole 16x16 tile; lane 0 stores it ----

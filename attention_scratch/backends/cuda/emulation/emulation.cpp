@@ -8,6 +8,7 @@
 
 #include "../flash_bwd.cu"
 #include "../flash_fwd.cu"
+#include "../flash_fwd_mma.cu"
 #include "../flash_fwd_wmma.cu"
 
 namespace emu {
@@ -44,6 +45,7 @@ unsigned block_gen = 0;
 std::vector<int> warp_arrived;
 std::vector<unsigned> warp_gen;
 std::vector<unsigned char> exchange_slots;  // (warps, 32, 8 bytes)
+std::vector<unsigned> mma_slots;            // (warps, 32, 6 registers): A and B fragments
 
 void yield() {
     if (!_setjmp(fibers[current].jb)) _longjmp(scheduler_jb, 1);
@@ -106,6 +108,38 @@ void exchange(const void* value, void* result, int size, int src_lane) {
     sync_warp();
 }
 
+// One mma.m16n8k16 (row.col, float accumulators) for the calling lane's warp. Every lane
+// posts its A and B registers; after a warp barrier each lane rebuilds the entries it
+// needs from the fragment layout of the PTX ISA (mma_sm80.cuh) and adds its four
+// entries of A B to d; a second barrier keeps the slots until every lane has read them.
+void mma_m16n8k16(bool bfloat16, float* d, const unsigned* a, const unsigned* b) {
+    const int w = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    unsigned* slots = &mma_slots[w * 32 * 6];
+    std::memcpy(slots + lane * 6, a, 16);
+    std::memcpy(slots + lane * 6 + 4, b, 8);
+    sync_warp();
+    auto value = [&](unsigned reg, int high) {
+        const uint16_t bits = (uint16_t)(high ? reg >> 16 : reg & 0xffffu);
+        return bfloat16 ? __bfloat162float(__nv_bfloat16{bits}) : __half2float(__half{bits});
+    };
+    auto A = [&](int row, int col) {  // a[0]: (g, 2t..) a[1]: (g+8, 2t..) a[2]: (g, 2t+8..) a[3]: (g+8, 2t+8..)
+        const int owner = (row % 8) * 4 + (col % 8) / 2, reg = (row >= 8 ? 1 : 0) + (col >= 8 ? 2 : 0);
+        return value(slots[owner * 6 + reg], col & 1);
+    };
+    auto B = [&](int row, int col) {  // b[0]: (2t.., g)  b[1]: (2t+8.., g)
+        const int owner = col * 4 + (row % 8) / 2, reg = row >= 8 ? 1 : 0;
+        return value(slots[owner * 6 + 4 + reg], row & 1);
+    };
+    const int g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) {  // d[0..1]: (g, 2t..2t+1)  d[2..3]: (g+8, 2t..2t+1)
+        const int row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
+        float acc = 0.0f;
+        for (int kk = 0; kk < 16; ++kk) acc += A(row, kk) * B(kk, col);
+        d[r] += acc;
+    }
+    sync_warp();
+}
+
 int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& kernel) {
     if (block.y != 1 || block.z != 1 || block.x == 0 || block.x > 1024) return 3;
     std::vector<unsigned char> shared(smem_bytes + kGuard);
@@ -125,6 +159,7 @@ int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>
                 warp_arrived.assign(nwarps, 0);
                 warp_gen.assign(nwarps, 0);
                 exchange_slots.assign(nwarps * 32 * 8, 0);
+                mma_slots.assign(nwarps * 32 * 6, 0);
                 fibers.assign(nthreads, Fiber());
                 while ((int)stacks.size() < nthreads) stacks.emplace_back(new char[kStack]);
                 for (int t = 0; t < nthreads; ++t) {
@@ -186,6 +221,22 @@ template <typename F> int dispatch_dim(int D, F&& f) {
     }
     return 11;
 }
+
+// The tensor-core kernels: 16-bit types and head dims up to 128 only; f(T(), D as a type).
+template <typename F> int dispatch_tensor_core(int dtype, int D, F&& f) {
+    if (D > 128) return 11;
+    return dispatch_type(dtype, [&](auto tv) {
+        using T = decltype(tv);
+        if constexpr (std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value) {
+            return dispatch_dim(D, [&](auto dc) {
+                if constexpr (decltype(dc)::value <= 128) return f(tv, dc);
+                else return 11;
+            });
+        } else {
+            return 10;
+        }
+    });
+}
 }  // namespace
 
 extern "C" {
@@ -205,29 +256,22 @@ int emu_fwd_scalar(int dtype, int D, unsigned gx, unsigned gy, unsigned threads,
     });
 }
 
-int emu_fwd_wmma(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem,
-                 const void* q, const void* k, const void* v, void* out, void* lse, int G, int L,
-                 int S, int E, int Ev, double scale, int lo, int hi, int bh0) {
-    if (D > 128) return 11;
-    return dispatch_type(dtype, [&](auto tv) {
-        using T = decltype(tv);
-        if constexpr (std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value) {
-            return dispatch_dim(D, [&](auto dc) {
-                constexpr int DD = decltype(dc)::value;
-                if constexpr (DD <= 128) {
-                    return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
-                        flash_fwd_wmma<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out,
-                                              (float*)lse, G, L, S, E, Ev, scale, lo, hi, bh0);
-                    });
-                } else {
-                    return 11;
-                }
-            });
-        } else {
-            return 10;
-        }
-    });
-}
+// emu_fwd_mma and emu_fwd_wmma: the two tensor-core forward kernels share one signature.
+#define FLASH_TENSOR_CORE_ENTRY(name)                                                            \
+    int emu_fwd_##name(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem, \
+                       const void* q, const void* k, const void* v, void* out, void* lse, int G,  \
+                       int L, int S, int E, int Ev, double scale, int lo, int hi, int bh0) {     \
+        return dispatch_tensor_core(dtype, D, [&](auto tv, auto dc) {                            \
+            using T = decltype(tv);                                                              \
+            constexpr int DD = decltype(dc)::value;                                              \
+            return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {                         \
+                flash_fwd_##name<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out,          \
+                                        (float*)lse, G, L, S, E, Ev, scale, lo, hi, bh0);        \
+            });                                                                                  \
+        });                                                                                      \
+    }
+FLASH_TENSOR_CORE_ENTRY(mma)
+FLASH_TENSOR_CORE_ENTRY(wmma)
 
 int emu_bwd_preprocess(int dtype, unsigned gx, unsigned threads, const void* grad_out,
                        const void* out, const void* lse, void* big_d, void* lse2, long long rows,

@@ -19,19 +19,33 @@ def test_without_a_gpu_the_benchmark_says_why_and_exits_2(capsys, monkeypatch):
     assert "no GPU here" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_dry_run_checks_times_and_renders(torch, monkeypatch, causal):
+def test_dry_run_checks_times_and_renders(torch, monkeypatch, causal, dtype):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
     monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    row = bench_gpu.run_config(torch, sys.modules["cupy"], "float32", 32, 160, 2, causal, 1,
+    row = bench_gpu.run_config(torch, sys.modules["cupy"], dtype, 32, 160, 2, causal, 1,
                                np.random.default_rng(0), device="cpu")
     assert row["checked"], row
-    assert row["max_rel_err"] < 1e-5
+    assert row["max_rel_err"] < (1e-5 if dtype == "float32" else 2e-3)
     assert row["ours_fwd"] > 0 and row["ours_bwd"] > 0 and row["math_fwd"] > 0
     table = bench_gpu.render([row], "# header")
-    assert table.count("| float32 | 32 | 160 |") == 2
-    assert "float32 fwd" in bench_gpu.targets([row])
+    assert table.count(f"| {dtype} | 32 | 160 |") == 2
+    if dtype == "float32":
+        assert "float32 fwd" in bench_gpu.targets([row]) and "kernels" not in row
+    else:  # every 16-bit forward kernel checked against the oracle, then timed
+        assert set(row["kernels"]) == {"mma", "wmma", "scalar"}
+        assert all(isinstance(t, float) and t > 0 for t in row["kernels"].values()), row["kernels"]
+        assert bench_gpu.render_kernels([row]).count(f"| {dtype} | 32 | 160 | {causal} |") == 1
+
+
+def test_time_batches_calls_between_synchronisations():
+    calls, syncs = [], []
+    ms = bench_gpu._time(lambda: calls.append(1), lambda: syncs.append(len(calls)), repeats=3)
+    # a call this fast is batched 50 at a time: 2 warm-ups + 1 estimate + 3 batches of 50
+    assert ms >= 0 and len(calls) == 3 + 3 * 50
+    assert syncs[-6:] == [3, 53, 53, 103, 103, 153]  # one synchronisation before and after each batch
 
 
 def test_a_wrong_kernel_fails_the_check_and_is_not_timed(torch, monkeypatch):

@@ -18,7 +18,8 @@ import numpy as np
 from ._checks import array_module, as_float_array, check_ndim, check_positive_int
 from .backends import BACKENDS, check_backend_name, get_backend  # noqa: F401  (BACKENDS: public)
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
-                          mask_band, query_block_range, recompute_probs, tile_keep, tile_kind)
+                          mask_band, query_block_range, reachable_keys, recompute_probs, tile_keep,
+                          tile_kind)
 
 
 def check_backend(backend):
@@ -38,14 +39,29 @@ def _check_window(window):
     return tuple(None if w is None else int(w) for w in window)
 
 
+def zero_unreachable_keys(x, L, band):
+    """``x`` (..., S, ·) with the rows of keys no query may attend to set to 0 (a copy; ``x`` itself
+    when every key is reachable). Works on NumPy and CuPy arrays."""
+    S = x.shape[-2]
+    reach = reachable_keys(L, S, band)
+    if len(reach) == S:
+        return x
+    xp = array_module(x)
+    keep = xp.zeros((S, 1), dtype=bool)  # (S, 1)
+    keep[reach.start:reach.stop] = True
+    return xp.where(keep, x, 0).astype(x.dtype)  # (..., S, ·)
+
+
 def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-            causal_align="top_left", window=None, block_q=64, block_k=64):
+            causal_align="top_left", window=None, block_q=64, block_k=64, zero_unreachable=True):
     """Validate the arguments of a flash kernel and bring the inputs to the kernel layout.
 
     Returns a dict with ``q`` (N, Hkv, G, L, E), ``k`` (N, Hkv, 1, S, E),
     ``v`` (N, Hkv, 1, S, Ev) (views where possible), the float ``scale``, the mask
     ``band``, the block sizes, the output ``dtype``, the accumulation dtype
-    ``acc`` (float32 for float16 input) and the ``lead`` axes to restore.
+    ``acc`` (float32 for float16 input) and the ``lead`` axes to restore. Keys that
+    no query may attend to are zeroed in ``k`` and ``v`` (:func:`zero_unreachable_keys`)
+    unless ``zero_unreachable=False``.
     """
     q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"), (value, "value")))
     for a, n in ((q, "query"), (k, "key"), (v, "value")):
@@ -72,12 +88,15 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     dtype = np.result_type(q.dtype, k.dtype, v.dtype)
     lead = q.shape[:-3]
     n = int(np.prod(lead, dtype=np.int64))
+    band = mask_band(L, S, is_causal, causal_align, window)
+    if zero_unreachable:
+        k, v = zero_unreachable_keys(k, L, band), zero_unreachable_keys(v, L, band)
     return dict(
         q=q.reshape((n, hkv, hq // hkv, L, E)),  # (N, Hkv, G, L, E): head h uses kv head h // G
         k=k.reshape((n, hkv, 1, S, E)),  # (N, Hkv, 1, S, E)
         v=v.reshape((n, hkv, 1, S, Ev)),  # (N, Hkv, 1, S, Ev)
         scale=float(1.0 / np.sqrt(E) if scale is None else scale),
-        band=mask_band(L, S, is_causal, causal_align, window),
+        band=band,
         block_q=block_q, block_k=block_k, dtype=dtype, lead=lead, hq=hq,
         acc=np.dtype(np.float32) if dtype == np.float16 else dtype)
 

@@ -96,6 +96,21 @@ def key_block_range(i0, i1, S, block_k, band):
     return range(first // block_k, last // block_k + 1)
 
 
+def reachable_keys(L, S, band):
+    """The keys some query may attend to, as a ``range``: ``lo .. L - 1 + hi`` clipped to ``0 .. S - 1``.
+
+    A key outside it is masked for every row. The flash front ends zero such keys
+    (and their values) before tiling, so that a NaN there cannot reach a result
+    through ``0 · NaN`` in a tile product, exactly as the dense path does.
+    """
+    lo, hi = band
+    if L == 0 or (lo is not None and hi is not None and lo > hi):  # no row keeps any key
+        return range(0)
+    first = 0 if lo is None else max(0, lo)
+    last = S - 1 if hi is None else min(S - 1, L - 1 + hi)
+    return range(first, max(first, last + 1))
+
+
 def query_block_range(j0, j1, L, block_q, band):
     """The query blocks that a key block ``j0..j1-1`` contributes to (the backward pass's inner loop)."""
     lo, hi = band

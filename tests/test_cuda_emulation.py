@@ -129,9 +129,9 @@ def test_tensor_core_kernels_every_mask_and_shape(rng, kernel, mask, L, S, E, Ev
 
 
 @TENSOR_CORE_KERNELS
-def test_tensor_core_kernels_ignore_a_nan_key_in_a_masked_position(rng, kernel):
+def test_tensor_core_kernels_ignore_nan_in_a_key_and_value_no_row_reaches(rng, kernel):
     q, k, v, _ = cases.make_inputs(rng, 7, 70, E=64, Ev=64, hq=1, hkv=1, dtype=np.float16)
-    k[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
+    k[..., 69, :] = v[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
     out = cuda_emulation.flash_attention(q, k, v, True, tensor_cores=kernel, smem_limit=SMEM)
     ref, _, _ = attention_oracle(*(a[..., :69, :] if a is not q else a for a in (q, k, v)), is_causal=True)
     assert not np.isnan(out).any()

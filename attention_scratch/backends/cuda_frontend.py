@@ -8,7 +8,7 @@ array module of the device arrays; ``launch`` runs one kernel (see cuda_driver).
 """
 import numpy as np
 
-from ..flash import prepare
+from ..flash import prepare, zero_unreachable_keys
 from . import cuda_driver
 
 
@@ -43,7 +43,7 @@ def check(query, key, value, is_causal, scale, enable_gqa, causal_align, window,
     """Validate like the NumPy reference; returns its ``prepare`` dict (stand-in arrays)."""
     return prepare(_stand_in(query.shape, tag), _stand_in(key.shape, tag), _stand_in(value.shape, tag),
                    is_causal, scale, enable_gqa, causal_align=causal_align, window=window,
-                   block_q=block_q, block_k=block_k)
+                   block_q=block_q, block_k=block_k, zero_unreachable=False)
 
 
 def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, *, tag,
@@ -57,6 +57,7 @@ def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, 
     lead, hq, hkv = p["lead"], p["hq"], p["k"].shape[1]
     L, E, S, Ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     n = int(np.prod(lead, dtype=np.int64))
+    k, v = (zero_unreachable_keys(a, L, p["band"]) for a in (k, v))  # no 0 * NaN from masked keys
     q3 = xp.ascontiguousarray(q.reshape((n * hq, L, E)))  # (N*Hq, L, E)
     k3 = xp.ascontiguousarray(k.reshape((n * hkv, S, E)))  # (N*Hkv, S, E)
     v3 = xp.ascontiguousarray(v.reshape((n * hkv, S, Ev)))  # (N*Hkv, S, Ev)
@@ -80,6 +81,7 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
                              f"and value {tuple(v.shape)}; got {tuple(arr.shape)}")
     n = int(np.prod(lead, dtype=np.int64))
     acc = cuda_driver.acc_dtype(tag)
+    k, v = (zero_unreachable_keys(a, L, p["band"]) for a in (k, v))  # as in forward
     flat = [xp.ascontiguousarray(a.reshape(s)) for a, s in (
         (grad_out, (n * hq, L, Ev)), (q, (n * hq, L, E)), (k, (n * hkv, S, E)),
         (v, (n * hkv, S, Ev)), (out, (n * hq, L, Ev)))]  # kernel layout, (N*H, len, dim)

@@ -19,6 +19,7 @@ executed in the CPU emulation, but not yet run on a GPU (see
 benchmarks/gpu_results.md).
 """
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def _require():
 
 def _include_dirs(cupy):
     """Where NVRTC finds our headers and cuda_fp16.h, cuda_bf16.h, mma.h: a CUDA toolkit
-    (``CUDA_PATH``) or, for pip-only installs, the ``nvidia-cuda-runtime-cu12`` wheel."""
+    (``CUDA_PATH``, CuPy's CUDA path, the toolkit of ``nvcc``) or, for pip-only installs,
+    the header wheels (``nvidia-cuda-runtime`` and, for mma.h, ``nvidia-cuda-crt`` or
+    ``nvidia-cuda-nvcc-cu12``)."""
     dirs = [CUDA_DIR]
     for root in (os.environ.get("CUDA_PATH"), cupy.cuda.get_cuda_path()):
         if root and (Path(root) / "include").is_dir():
@@ -74,6 +77,14 @@ def _include_dirs(cupy):
         except ImportError:
             continue
         dirs += [Path(p) / "include" for p in module.__path__ if (Path(p) / "include").is_dir()]
+    # cupy-cuda13x's wheels put headers in nvidia/cu13/include (get_cuda_path() above) but its [ctk]
+    # extra lacks nvidia-cuda-crt (crt/mma.h, for mma.h): last resort, the toolkit of nvcc on PATH.
+    if not any((d / "crt" / "mma.h").is_file() for d in dirs):
+        nvcc = shutil.which("nvcc")
+        for root in ((Path(nvcc).resolve().parent.parent if nvcc else None), Path("/usr/local/cuda")):
+            if root and (root / "include" / "crt" / "mma.h").is_file():
+                dirs.append(root / "include")
+                break
     return dirs
 
 
@@ -94,7 +105,8 @@ def kernel(name, tag, D):
             _KERNELS[expr] = module.get_function(expr)
         except Exception as exc:  # cupy.cuda.compiler.CompileException and friends
             raise KernelCompileError(f"compiling {expr} failed (set CUDA_PATH to a CUDA toolkit, or "
-                                     f"install nvidia-cuda-runtime-cu12): {exc}") from exc
+                                     f"install the header wheels: nvidia-cuda-runtime and nvidia-cuda-crt for CUDA 13, "
+                                     f"nvidia-cuda-runtime-cu12 and nvidia-cuda-nvcc-cu12 for CUDA 12): {exc}") from exc
     return _KERNELS[expr]
 
 

@@ -222,6 +222,42 @@ def case_low_precision(backend, rng, dtype, causal, bq=32, bk=16, L=70, S=90, E=
                         causal, dtype, np.finfo(dtype).eps)
 
 
+# Shapes for the float16 forward kernels on tensor cores: several query and key tiles, ragged
+# ends, head dims padded to each bucket (E = 59, 37, 24: element-wise staging; 32, 64, 128:
+# 16-byte copies).
+TENSOR_CORE_SHAPES = [(97, 131, 59, 37), (300, 70, 128, 128), (5, 260, 32, 24), (129, 129, 64, 64)]
+
+
+def case_float16_forward(name, forward, rng, mask, L, S, E, Ev):
+    """``forward`` (flash_attention's signature, float16 in and out) on a GQA problem with ``mask``:
+    error at most twice that of dense attention computed in float16; empty rows exact."""
+    from attention_scratch import softmax
+
+    q, k, v, _ = make_inputs(rng, L, S, E=E, Ev=Ev, hq=2, hkv=1, dtype=np.float16)
+    causal, align, window = mask
+    out, lse = forward(q, k, v, causal, enable_gqa=True, causal_align=align, window=window, return_lse=True)
+    ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
+    keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)
+    kr, vr = (np.repeat(a, 2, axis=-3) for a in (k, v))  # GQA: each kv head serves 2 query heads
+    dense = softmax((q @ np.swapaxes(kr, -1, -2)) * np.float16(1 / np.sqrt(E)), where=keep) @ vr  # float16
+    err, base = (np.abs(np.asarray(a, dtype=np.float64) - ref).max() for a in (out, dense))
+    assert out.dtype == np.float16
+    assert err <= 2 * base + np.finfo(np.float16).eps, f"{name}: error {err:.3g} > 2 x {base:.3g}"
+    empty = np.isposinf(ref_lse)
+    assert np.array_equal(np.isposinf(lse), empty) and np.all(out[empty] == 0)
+    assert_close(lse[~empty], ref_lse[~empty], rtol=1e-5, atol=1e-5, what=f"{name}: lse")
+
+
+def case_float16_nan_no_row_reaches(forward, rng):
+    """A float16 forward with NaN in a key and value that no row may attend to (whole tiles of 64)."""
+    q, k, v, _ = make_inputs(rng, 7, 70, E=64, Ev=64, hq=1, hkv=1, dtype=np.float16)
+    k[..., 69, :] = v[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
+    out = forward(q, k, v, True)
+    ref, _, _ = attention_oracle(q, k[..., :69, :], v[..., :69, :], is_causal=True)
+    assert not np.isnan(out).any()
+    assert np.abs(out.astype(np.float64) - ref).max() < 4e-3
+
+
 def round_to_bfloat16(x):
     """float32 values rounded to the nearest bfloat16 (ties to even), still stored as float32."""
     bits = np.asarray(x, dtype=np.float32).view(np.uint32)

@@ -13,8 +13,7 @@ import pytest
 
 import flash_backend_cases as cases
 from attention_scratch.backends import cuda_driver, cuda_emulation
-from attention_scratch import softmax
-from attention_scratch.testing import assert_close, attention_oracle, reference_mask
+from attention_scratch.testing import assert_close, attention_oracle
 
 reason = cuda_emulation.unavailable_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
@@ -96,46 +95,20 @@ def test_bfloat16_tensor_core_kernel(rng, causal, kernel):
     cases.case_bfloat16(cases.Backend(f"CUDA emulation, {kernel}", None, None, run), rng, causal, L=70, S=90, E=40)
 
 
-def _dense_float16(q, k, v, keep):
-    """Dense attention computed in float16 throughout (the baseline for the error bound); GQA by repeat."""
-    group = q.shape[-3] // k.shape[-3]
-    k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
-    p = softmax((q @ np.swapaxes(k, -1, -2)) * np.float16(1 / np.sqrt(q.shape[-1])), where=keep)  # (..., L, S)
-    return p @ v
-
-
 @TENSOR_CORE_KERNELS
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
-@pytest.mark.parametrize("L,S,E,Ev", [(97, 131, 59, 37), (300, 70, 128, 128), (5, 260, 32, 24), (129, 129, 64, 64)])
+@pytest.mark.parametrize("L,S,E,Ev", cases.TENSOR_CORE_SHAPES)
 def test_tensor_core_kernels_every_mask_and_shape(rng, kernel, mask, L, S, E, Ev):
-    """float16 forward on tensor cores: several query and key tiles, ragged ends, head dims
-    padded to each bucket (E = 59, 37, 24: element-wise staging; 32, 64, 128: 16-byte
-    copies), GQA, every mask; error at most twice that of dense float16 NumPy."""
-    q, k, v, _ = cases.make_inputs(rng, L, S, E=E, Ev=Ev, hq=2, hkv=1, dtype=np.float16)
-    causal, align, window = mask
-    plan = cuda_driver.forward_plan("float16", L, S, E, Ev, 64, 64, SMEM, tensor_cores=kernel)
-    assert plan["kernel"] == f"flash_fwd_{kernel}"
-    out, lse = cuda_emulation.flash_attention(q, k, v, causal, enable_gqa=True, causal_align=align,
-                                              window=window, return_lse=True, tensor_cores=kernel,
-                                              smem_limit=SMEM)
-    ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    dense = _dense_float16(q, k, v, reference_mask(L, S, is_causal=causal, causal_align=align, window=window))
-    err, base = (np.abs(a.astype(np.float64) - ref).max() for a in (out, dense))
-    assert out.dtype == np.float16
-    assert err <= 2 * base + np.finfo(np.float16).eps, f"{kernel}: error {err:.3g} > 2 x {base:.3g}"
-    empty = np.isposinf(ref_lse)
-    assert np.array_equal(np.isposinf(lse), empty) and np.all(out[empty] == 0)
-    assert_close(lse[~empty], ref_lse[~empty], rtol=1e-5, atol=1e-5, what=f"{kernel}: lse")
+    assert cuda_driver.forward_plan("float16", L, S, E, Ev, 64, 64, SMEM, tensor_cores=kernel)["kernel"] \
+        == f"flash_fwd_{kernel}"
+    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel, smem_limit=SMEM)
+    cases.case_float16_forward(f"emulated {kernel}", forward, rng, mask, L, S, E, Ev)
 
 
 @TENSOR_CORE_KERNELS
 def test_tensor_core_kernels_ignore_nan_in_a_key_and_value_no_row_reaches(rng, kernel):
-    q, k, v, _ = cases.make_inputs(rng, 7, 70, E=64, Ev=64, hq=1, hkv=1, dtype=np.float16)
-    k[..., 69, :] = v[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
-    out = cuda_emulation.flash_attention(q, k, v, True, tensor_cores=kernel, smem_limit=SMEM)
-    ref, _, _ = attention_oracle(*(a[..., :69, :] if a is not q else a for a in (q, k, v)), is_causal=True)
-    assert not np.isnan(out).any()
-    assert np.abs(out.astype(np.float64) - ref).max() < 4e-3
+    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel, smem_limit=SMEM)
+    cases.case_float16_nan_no_row_reaches(forward, rng)
 
 
 def test_same_result_as_numpy_flash_in_float32(rng):

@@ -4,6 +4,8 @@
 Every test skips, with the reason, when CuPy or a CUDA GPU is missing. None of these
 tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gpu_results.md).
 """
+import functools
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,19 @@ class TestCuPyGPU(cases.SharedFlashTests):
 @pytest.mark.parametrize("E", [64, 128])
 def test_float16_tensor_cores(rng, causal, E):
     cases.case_low_precision(GPU, rng, np.float16, causal, bq=64, bk=64, L=300, S=333, E=E)
+
+
+@pytest.mark.parametrize("kernel", ["mma", "wmma", False])
+@pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
+@pytest.mark.parametrize("L,S,E,Ev", cases.TENSOR_CORE_SHAPES)
+def test_every_float16_forward_kernel_every_mask_and_shape(rng, kernel, mask, L, S, E, Ev):
+    forward = functools.partial(cupy_gpu.flash_attention, tensor_cores=kernel)
+    cases.case_float16_forward(f"GPU {kernel or 'scalar'} kernel", forward, rng, mask, L, S, E, Ev)
+
+
+@pytest.mark.parametrize("kernel", ["mma", "wmma", False])
+def test_float16_forward_kernels_ignore_nan_no_row_reaches(rng, kernel):
+    cases.case_float16_nan_no_row_reaches(functools.partial(cupy_gpu.flash_attention, tensor_cores=kernel), rng)
 
 
 @pytest.mark.parametrize("causal", [False, True])

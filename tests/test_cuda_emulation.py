@@ -158,7 +158,7 @@ def test_plans_fit_the_hardware_limits(tag, E):
             for plan in (fwd, bwd):
                 assert plan["threads"] <= cuda_driver.MAX_THREADS and plan["threads"] % 32 == 0
                 assert plan["smem"] <= smem
-                fixed = {"flash_fwd_mma": cuda_driver.MMA_TILES, "flash_fwd_wmma": (64, 64)}.get(plan["kernel"])
+                fixed = {"flash_fwd_mma": cuda_driver.mma_tiles(plan["D"]), "flash_fwd_wmma": (64, 64)}.get(plan["kernel"])
                 assert (plan["bq"], plan["bk"]) == fixed if fixed else (1 <= plan["bq"] <= bq and 1 <= plan["bk"] <= bk)
             tensor_cores = tag in ("float16", "bfloat16") and E <= 128 and (bq, bk) == (64, 64)
             D = cuda_driver.head_dim_bucket(E, E)

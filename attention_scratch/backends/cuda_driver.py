@@ -20,7 +20,14 @@ CTYPES = {"float64": "double", "float32": "float", "float16": "__half", "bfloat1
 MAX_THREADS = 256  # per block: 256 threads x 255 registers still fit an SM's 65536 registers
 GRID_Y_MAX = 65535
 WMMA_TILE = 64  # flash_fwd_wmma's fixed query and key tile
-MMA_TILES = (128, 64)  # flash_fwd_mma's fixed query and key tiles (4 warps x 32 rows, 64 keys)
+MMA_BQ = 128  # flash_fwd_mma's query tile: 4 warps x 32 rows
+
+
+def mma_tiles(D):
+    """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D`` (MMA_BK in the kernel)."""
+    return MMA_BQ, (32 if D > 64 else 64)
+
+
 TENSOR_CORE_KERNELS = ("mma", "wmma")  # flash_fwd_mma (registers) and flash_fwd_wmma (WMMA API)
 DEFAULT_SMEM = 48 * 1024  # shared memory any CUDA GPU gives a block without opting in
 
@@ -96,10 +103,10 @@ def wmma_smem_bytes(D):
 
 
 def mma_smem_bytes(D):
-    """Shared memory of ``flash_fwd_mma``: Q and K tiles of pitch D + 8 and the V^T tile of
-    pitch 64 + 8, all in the 2-byte input type (mirrors the carving in the kernel)."""
-    bq, bk = MMA_TILES
-    return (bq * (D + 8) + bk * (D + 8) + D * (bk + 8)) * 2
+    """Shared memory of ``flash_fwd_mma``: the Q tile and two K and two V tiles (double
+    buffering), rows of pitch D + 8 in the 2-byte input type (mirrors the carving in the kernel)."""
+    bq, bk = mma_tiles(D)
+    return (bq + 4 * bk) * (D + 8) * 2
 
 
 def tensor_core_plan(kind, D, smem_limit):
@@ -107,7 +114,7 @@ def tensor_core_plan(kind, D, smem_limit):
     when it does not fit in ``smem_limit`` bytes of shared memory."""
     if kind not in TENSOR_CORE_KERNELS:
         raise ValueError(f"tensor_cores must be False, True or one of {TENSOR_CORE_KERNELS}; got {kind!r}")
-    bq, bk = MMA_TILES if kind == "mma" else (WMMA_TILE, WMMA_TILE)
+    bq, bk = mma_tiles(D) if kind == "mma" else (WMMA_TILE, WMMA_TILE)
     smem = mma_smem_bytes(D) if kind == "mma" else wmma_smem_bytes(D)
     if smem > smem_limit:
         return None

@@ -38,6 +38,10 @@ void sync_block();
 void sync_warp();
 void exchange(const void* value, void* result, int size, int src_lane);
 void mma_m16n8k16(bool bfloat16, float* d, const unsigned* a, const unsigned* b);
+void ldmatrix_x4(bool trans, unsigned* r, const void* row);
+void cp_async16(void* dst, const void* src, bool valid);
+void cp_async_commit();
+void cp_async_wait(int newest_in_flight);
 }  // namespace emu
 
 #define threadIdx emu::thread_idx
@@ -142,6 +146,16 @@ template <typename T> inline void mma16816(float (&d)[4], const unsigned (&a)[4]
     static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "16-bit inputs only");
     emu::mma_m16n8k16(std::is_same<T, __nv_bfloat16>::value, d, a, b);
 }
+
+// ldmatrix: a warp collective that gathers the 32 row addresses (see emulation.cpp).
+inline void ldmatrix_x4(unsigned (&r)[4], const void* row) { emu::ldmatrix_x4(false, r, row); }
+inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { emu::ldmatrix_x4(true, r, row); }
+
+// cp.async: queued per thread and carried out only at cp_async_wait, so a read of shared
+// memory before the wait sees the garbage the launch filled it with, as a missing wait would.
+inline void cp_async16(void* dst, const void* src, bool valid) { emu::cp_async16(dst, src, valid); }
+inline void cp_async_commit() { emu::cp_async_commit(); }
+template <int N> inline void cp_async_wait() { emu::cp_async_wait(N); }
 
 // ---- WMMA: every lane holds the whole 16x16 tile; lane 0 stores it ----
 namespace nvcuda {

@@ -46,6 +46,18 @@ std::vector<int> warp_arrived;
 std::vector<unsigned> warp_gen;
 std::vector<unsigned char> exchange_slots;  // (warps, 32, 8 bytes)
 std::vector<unsigned> mma_slots;            // (warps, 32, 6 registers): A and B fragments
+std::vector<const void*> ldmatrix_slots;    // (warps, 32): the row address each lane gives
+
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    bool valid;
+};
+struct AsyncQueue {
+    std::vector<AsyncCopy> open;                  // issued since the last commit
+    std::vector<std::vector<AsyncCopy>> groups;   // committed, oldest first
+};
+std::vector<AsyncQueue> async_queues;       // (threads,)
 
 void yield() {
     if (!_setjmp(fibers[current].jb)) _longjmp(scheduler_jb, 1);
@@ -140,6 +152,46 @@ void mma_m16n8k16(bool bfloat16, float* d, const unsigned* a, const unsigned* b)
     sync_warp();
 }
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give the rows of matrix i;
+// lane (g, t) receives entries (g, 2t), (g, 2t+1) of each matrix, or (2t, g), (2t+1, g) transposed.
+void ldmatrix_x4(bool trans, unsigned* r, const void* row) {
+    const int w = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const void** slots = &ldmatrix_slots[w * 32];
+    slots[lane] = row;
+    sync_warp();
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        uint16_t pair[2];
+        for (int h = 0; h < 2; ++h) {
+            const int mrow = trans ? 2 * t + h : g, mcol = trans ? g : 2 * t + h;
+            std::memcpy(&pair[h], static_cast<const unsigned char*>(slots[8 * i + mrow]) + 2 * mcol, 2);
+        }
+        r[i] = (unsigned)pair[0] | ((unsigned)pair[1] << 16);
+    }
+    sync_warp();
+}
+
+void cp_async16(void* dst, const void* src, bool valid) {
+    async_queues[threadIdx.x].open.push_back({dst, src, valid});
+}
+
+void cp_async_commit() {
+    AsyncQueue& q = async_queues[threadIdx.x];
+    q.groups.push_back(std::move(q.open));
+    q.open.clear();
+}
+
+void cp_async_wait(int newest_in_flight) {
+    AsyncQueue& q = async_queues[threadIdx.x];
+    while ((int)q.groups.size() > newest_in_flight) {
+        for (const AsyncCopy& c : q.groups.front()) {
+            if (c.valid) std::memcpy(c.dst, c.src, 16);
+            else std::memset(c.dst, 0, 16);
+        }
+        q.groups.erase(q.groups.begin());
+    }
+}
+
 int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& kernel) {
     if (block.y != 1 || block.z != 1 || block.x == 0 || block.x > 1024) return 3;
     std::vector<unsigned char> shared(smem_bytes + kGuard);
@@ -160,6 +212,8 @@ int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>
                 warp_gen.assign(nwarps, 0);
                 exchange_slots.assign(nwarps * 32 * 8, 0);
                 mma_slots.assign(nwarps * 32 * 6, 0);
+                ldmatrix_slots.assign(nwarps * 32, nullptr);
+                async_queues.assign(nthreads, AsyncQueue());
                 fibers.assign(nthreads, Fiber());
                 while ((int)stacks.size() < nthreads) stacks.emplace_back(new char[kStack]);
                 for (int t = 0; t < nthreads; ++t) {

@@ -274,3 +274,38 @@ def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_c
     glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
     with pytest.warns(UserWarning, match="using the scalar kernel"):
         cases.case_low_precision(glue, rng, np.float16, True, bq=64, bk=64, L=40, S=50, E=32)
+
+
+ASAN_SCRIPT = """
+import numpy as np
+from attention_scratch.backends import cuda_emulation as ce
+rng = np.random.default_rng(0)
+for dtype, tc, E, L, S in ((np.float64, False, 59, 37, 41), (np.float32, False, 256, 9, 20),
+                           (np.float16, "mma", 40, 70, 90), (np.float16, "mma", 128, 65, 130),
+                           (np.float16, "wmma", 40, 70, 90), (np.float16, "wmma", 128, 65, 130)):
+    q = rng.standard_normal((1, 2, L, E)).astype(dtype)
+    k, v = (rng.standard_normal((1, 1, S, e)).astype(dtype) for e in (E, E - 3))
+    g = rng.standard_normal((1, 2, L, E - 3)).astype(dtype)
+    for bq, bk in ((64, 64), (7, 13)):
+        kw = dict(enable_gqa=True, block_q=bq, block_k=bk, smem_limit=99 * 1024)
+        out, lse = ce.flash_attention(q, k, v, True, return_lse=True, tensor_cores=tc, **kw)
+        ce.flash_attention_backward(g, q, k, v, out, lse, True, **kw)
+print("asan-clean")
+"""
+
+
+@pytest.mark.slow
+def test_no_out_of_bounds_access_under_address_sanitizer(tmp_path):
+    # Reading past the end of q, k or v would go unnoticed in a plain run; ASan reports it.
+    import os
+    import subprocess
+    import sys
+
+    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(libasan):
+        pytest.skip("g++ has no AddressSanitizer runtime")
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0",
+               ATTENTION_SCRATCH_EMULATION_CXXFLAGS="-fsanitize=address -fno-omit-frame-pointer -g",
+               ATTENTION_SCRATCH_CACHE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert "asan-clean" in done.stdout and "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]

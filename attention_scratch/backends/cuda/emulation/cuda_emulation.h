@@ -2,8 +2,9 @@
 // kernel bodies in ../*.cu can be compiled with g++ and executed on a machine
 // without a GPU. It is a test harness, not a GPU: every thread of a block is a
 // fiber (ucontext), the fibers of one block run one at a time on one OS thread
-// and switch only at __syncthreads, __syncwarp and warp shuffles, and the blocks
-// of a grid run one after another. That is enough to check indexing, masking,
+// and switch only at __syncthreads, __syncwarp and warp collectives, one warp
+// running ahead until it reaches a __syncthreads, and the blocks of a grid run
+// one after another. That is enough to check indexing, masking,
 // the online softmax, block skipping, shared-memory use and the collective
 // operations; it says nothing about speed, memory coalescing, or races that only
 // real concurrency would expose.
@@ -151,8 +152,8 @@ template <typename T> inline void mma16816(float (&d)[4], const unsigned (&a)[4]
 inline void ldmatrix_x4(unsigned (&r)[4], const void* row) { emu::ldmatrix_x4(false, r, row); }
 inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { emu::ldmatrix_x4(true, r, row); }
 
-// cp.async: queued per thread and carried out only at cp_async_wait, so a read of shared
-// memory before the wait sees the garbage the launch filled it with, as a missing wait would.
+// cp.async: the destination is overwritten with garbage at issue and the copy carried out
+// only at cp_async_wait (emulation.cpp), so both a missing wait and a missing barrier show.
 inline void cp_async16(void* dst, const void* src, bool valid) { emu::cp_async16(dst, src, valid); }
 inline void cp_async_commit() { emu::cp_async_commit(); }
 template <int N> inline void cp_async_wait() { emu::cp_async_wait(N); }

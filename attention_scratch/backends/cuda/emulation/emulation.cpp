@@ -29,6 +29,9 @@ struct Fiber {
     bool started = false;
     bool done = false;
     bool waiting = false;
+    const unsigned* wait_gen = nullptr;  // while waiting: the barrier generation it waits to change
+    unsigned wait_seen = 0;
+    bool blocked() const { return waiting && *wait_gen == wait_seen; }
 };
 
 ucontext_t scheduler;
@@ -65,6 +68,8 @@ void yield() {
 
 void wait_until_changed(const unsigned* gen, unsigned seen) {
     fibers[current].waiting = true;
+    fibers[current].wait_gen = gen;
+    fibers[current].wait_seen = seen;
     while (*gen == seen) yield();
     fibers[current].waiting = false;
 }
@@ -171,7 +176,12 @@ void ldmatrix_x4(bool trans, unsigned* r, const void* row) {
     sync_warp();
 }
 
+// A real copy lands at some moment between issue and wait. The emulation covers both ends:
+// the destination turns to garbage at issue (a tile still being read is lost, as when a barrier
+// is missing before the prefetch) and receives the data only at the wait (a read before it
+// finds garbage, as when the wait is missing).
 void cp_async16(void* dst, const void* src, bool valid) {
+    std::memset(dst, 0x7f, 16);
     async_queues[threadIdx.x].open.push_back({dst, src, valid});
 }
 
@@ -225,17 +235,27 @@ int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>
                     f.ctx.uc_link = &scheduler;
                     makecontext(&f.ctx, entry, 0);
                 }
+                // Warp by warp: each warp runs as far as it can (until every lane waits at a
+                // __syncthreads or has finished) before the next starts, so one warp gets a whole
+                // phase ahead of the others; a barrier missing between two phases that share
+                // memory then shows up as a wrong result.
                 int remaining = nthreads;
                 while (remaining > 0) {
                     const long long before = events;
-                    remaining = 0;
-                    for (int t = 0; t < nthreads; ++t) {
-                        if (fibers[t].done) continue;
-                        current = t;
-                        thread_idx.x = t; thread_idx.y = 0; thread_idx.z = 0;
-                        resume(t);
-                        if (!fibers[t].done) ++remaining;
+                    for (int w = 0; w < nwarps; ++w) {
+                        for (bool moved = true; moved;) {
+                            moved = false;
+                            for (int t = w * 32; t < std::min(nthreads, w * 32 + 32); ++t) {
+                                if (fibers[t].done || fibers[t].blocked()) continue;
+                                current = t;
+                                thread_idx.x = t; thread_idx.y = 0; thread_idx.z = 0;
+                                resume(t);
+                                moved = true;
+                            }
+                        }
                     }
+                    remaining = 0;
+                    for (const Fiber& f : fibers) remaining += !f.done;
                     if (remaining > 0 && events == before) {
                         std::fprintf(stderr, "emulation: deadlock in block (%u,%u,%u): threads wait at "
                                      "barriers that not every thread reaches\n", bx, by, bz);

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
 SMEM = 99 * 1024  # the opt-in shared memory of an sm_86/sm_89 GPU: the smallest of the targets
 
 
-def _bf16(q, k, v, g, causal):
+def _bf16(q, k, v, g, causal, tensor_cores=True):
     out, lse = cuda_emulation.flash_attention(q, k, v, causal, return_lse=True, bfloat16=True,
-                                              tensor_cores=True, smem_limit=SMEM)
+                                              tensor_cores=tensor_cores, smem_limit=SMEM)
     grads = cuda_emulation.flash_attention_backward(g, q, k, v, out, lse, causal, bfloat16=True,
                                                     smem_limit=SMEM)
     return out, lse, grads
@@ -85,13 +85,7 @@ def test_float16_tensor_core_kernel(rng, causal, kernel):
 @TENSOR_CORE_KERNELS
 @pytest.mark.parametrize("causal", [False, True])
 def test_bfloat16_tensor_core_kernel(rng, causal, kernel):
-    def run(q, k, v, g, causal):
-        out, lse = cuda_emulation.flash_attention(q, k, v, causal, return_lse=True, bfloat16=True,
-                                                  tensor_cores=kernel, smem_limit=SMEM)
-        grads = cuda_emulation.flash_attention_backward(g, q, k, v, out, lse, causal, bfloat16=True,
-                                                        smem_limit=SMEM)
-        return out, lse, grads
-
+    run = functools.partial(_bf16, tensor_cores=kernel)
     cases.case_bfloat16(cases.Backend(f"CUDA emulation, {kernel}", None, None, run), rng, causal, L=70, S=90, E=40)
 
 

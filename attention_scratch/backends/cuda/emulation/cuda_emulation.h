@@ -225,6 +225,7 @@ namespace emu {
 // Run `kernel` (a closure calling the kernel) over grid x block threads, block by block.
 // `smem_bytes` of dynamic shared memory are followed by a guard zone that is checked
 // after every block, so a kernel writing past its shared-memory budget fails loudly.
-// Returns 0, or a nonzero code (deadlock at a barrier, shared-memory overrun).
+// Returns 0, or a nonzero code: 1 deadlock at a barrier, 2 shared-memory overrun, 3 bad block
+// shape, 4 an ldmatrix or cp.async address not 16-byte aligned (a fault on a GPU).
 int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& kernel);
 }  // namespace emu

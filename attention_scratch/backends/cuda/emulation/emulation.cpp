@@ -61,6 +61,13 @@ struct AsyncQueue {
     std::vector<std::vector<AsyncCopy>> groups;   // committed, oldest first
 };
 std::vector<AsyncQueue> async_queues;       // (threads,)
+bool misaligned = false;                    // an ldmatrix row or cp.async address off 16 bytes
+
+void check_aligned16(const void* p, const char* what) {
+    if (((uintptr_t)p & 15) == 0) return;
+    if (!misaligned) std::fprintf(stderr, "emulation: %s address %p is not 16-byte aligned\n", what, p);
+    misaligned = true;
+}
 
 void yield() {
     if (!_setjmp(fibers[current].jb)) _longjmp(scheduler_jb, 1);
@@ -162,6 +169,7 @@ void mma_m16n8k16(bool bfloat16, float* d, const unsigned* a, const unsigned* b)
 void ldmatrix_x4(bool trans, unsigned* r, const void* row) {
     const int w = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const void** slots = &ldmatrix_slots[w * 32];
+    check_aligned16(row, "ldmatrix row");
     slots[lane] = row;
     sync_warp();
     const int g = lane / 4, t = lane % 4;
@@ -181,6 +189,8 @@ void ldmatrix_x4(bool trans, unsigned* r, const void* row) {
 // is missing before the prefetch) and receives the data only at the wait (a read before it
 // finds garbage, as when the wait is missing).
 void cp_async16(void* dst, const void* src, bool valid) {
+    check_aligned16(dst, "cp.async shared");
+    if (valid) check_aligned16(src, "cp.async global");
     std::memset(dst, 0x7f, 16);
     async_queues[threadIdx.x].open.push_back({dst, src, valid});
 }
@@ -204,6 +214,7 @@ void cp_async_wait(int newest_in_flight) {
 
 int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& kernel) {
     if (block.y != 1 || block.z != 1 || block.x == 0 || block.x > 1024) return 3;
+    misaligned = false;
     std::vector<unsigned char> shared(smem_bytes + kGuard);
     grid_dim = grid;
     block_dim = block;
@@ -270,7 +281,7 @@ int launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>
                     }
             }
     fibers.clear();
-    return 0;
+    return misaligned ? 4 : 0;
 }
 }  // namespace emu
 

@@ -16,7 +16,7 @@ def test_every_cuda_source_compiles_for_sm80_and_sm90(capsys):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_register_fragment_kernel_keeps_everything_in_registers(arch):
     """flash_fwd_mma exists to keep S, P and O in registers: ptxas must report no spills for any
-    instantiation (the D = 128 kernel uses about 254 of the 255 registers a thread may have)."""
+    instantiation (the D = 128 kernel uses about 247 of the 255 registers a thread may have)."""
     report = compile_check.ptxas_report(compile_check.CUDA_DIR / "flash_fwd_mma.cu", arch)
     assert len(report) == 6, report  # {half, bfloat16} x D in {32, 64, 128}
     for name, registers, stores, loads in report:

@@ -23,6 +23,12 @@ def array_module(*arrays):
     return np
 
 
+def to_host(x):
+    """``x`` as a NumPy array: a CuPy array is copied to the host (``.get()``), anything else
+    goes through ``np.asarray``."""
+    return x.get() if array_module(x) is not np else np.asarray(x)
+
+
 def as_float_array(x, name):
     """Return ``x`` as a floating-point array (integers and bools become float64).
 

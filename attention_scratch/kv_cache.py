@@ -9,10 +9,11 @@ grouped-query and multi-query attention save.
 """
 import numpy as np
 
-from ._checks import check_positive_int
+from ._checks import array_module, check_positive_int
 
 
 # BEGIN EXERCISE 6.5 (2 points): appending to a growing KV-cache buffer
+# uses: from attention_scratch._checks import array_module
 def append_to_buffer(buffer, length, new):
     """Write ``new`` after the first ``length`` positions of ``buffer``; grow it if full.
 
@@ -29,7 +30,8 @@ def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
     if length + n > capacity:
-        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
+        xp = array_module(buffer)  # NumPy or CuPy: the buffer stays where it is
+        grown = xp.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
                          dtype=buffer.dtype)  # (..., new capacity, D)
         grown[..., :length, :] = buffer[..., :length, :]
         buffer = grown
@@ -68,14 +70,15 @@ class KVCache:
         Shapes: ``k_new`` (B, Hkv, n, E), ``v_new`` (B, Hkv, n, Ev) ->
         ``(B, Hkv, S + n, E)``, ``(B, Hkv, S + n, Ev)`` (views of the buffers).
         """
-        k_new, v_new = np.asarray(k_new), np.asarray(v_new)
+        xp = array_module(k_new, v_new)
+        k_new, v_new = xp.asarray(k_new), xp.asarray(v_new)
         if k_new.ndim < 2 or k_new.shape[:-1] != v_new.shape[:-1]:
             raise ValueError(f"k_new (..., n, E) and v_new (..., n, Ev) must agree on all but the last "
                              f"axis; got shapes {k_new.shape} and {v_new.shape}")
         if self._k is None:
             dtype = np.result_type(k_new, v_new)
-            self._k = np.empty(k_new.shape[:-2] + (self.capacity, k_new.shape[-1]), dtype=dtype)
-            self._v = np.empty(v_new.shape[:-2] + (self.capacity, v_new.shape[-1]), dtype=dtype)
+            self._k = xp.empty(k_new.shape[:-2] + (self.capacity, k_new.shape[-1]), dtype=dtype)
+            self._v = xp.empty(v_new.shape[:-2] + (self.capacity, v_new.shape[-1]), dtype=dtype)
         elif k_new.shape[:-2] != self._k.shape[:-2] or k_new.shape[-1] != self._k.shape[-1] \
                 or v_new.shape[-1] != self._v.shape[-1]:
             raise ValueError(f"new keys/values of shapes {k_new.shape}, {v_new.shape} do not match the "

@@ -11,7 +11,7 @@ and gradient 0, and a NaN sitting in a masked position never reaches the result.
 """
 import numpy as np
 
-from ._checks import check_broadcastable
+from ._checks import array_module, check_broadcastable
 
 ALIGNMENTS = ("top_left", "bottom_right")
 
@@ -172,7 +172,7 @@ def sliding_window_mask(L, S, left, right=0, align="bottom_right"):
 
 def key_padding_to_keep(key_padding_mask):
     """Turn a ``key_padding_mask`` (B, S), True = padding, into a "may attend" mask (B, 1, 1, S)."""
-    kpm = np.asarray(key_padding_mask)
+    kpm = array_module(key_padding_mask).asarray(key_padding_mask)
     if kpm.dtype != bool:
         raise TypeError(f"key_padding_mask must be a boolean array (B, S) with True = padding; "
                         f"got dtype {kpm.dtype}")
@@ -192,15 +192,17 @@ def combine_masks(*masks):
     -------
     None (no masks), a boolean array, or a float array, of the broadcast shape.
     """
-    masks = [np.asarray(m) for m in masks if m is not None]
+    masks = [m for m in masks if m is not None]
     if not masks:
         return None
+    xp = array_module(*masks)  # CuPy if any mask is a CuPy array; host masks are copied over
+    masks = [xp.asarray(m) for m in masks]
     try:
         shape = np.broadcast_shapes(*(m.shape for m in masks))
     except ValueError:
         raise ValueError("masks of shapes " + ", ".join(str(m.shape) for m in masks)
                          + " do not broadcast together") from None
-    keep = np.ones(shape, dtype=bool)
+    keep = xp.ones(shape, dtype=bool)
     bias = None
     for m in masks:
         if m.dtype == bool:
@@ -222,7 +224,7 @@ def check_attn_mask(attn_mask, target_shape):
     """
     if attn_mask is None:
         return None
-    mask = np.asarray(attn_mask)
+    mask = array_module(attn_mask).asarray(attn_mask)
     if mask.dtype != bool and mask.dtype.kind != "f":
         raise TypeError(f"attn_mask must be boolean (True = may attend) or float (added to the "
                         f"scores); got dtype {mask.dtype}")

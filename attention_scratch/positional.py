@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ._checks import as_float_array, check_positive_int
+from ._checks import array_module, as_float_array, check_positive_int, to_host
 
 
 # BEGIN EXERCISE 7.1 (2 points): the sinusoidal position encoding
@@ -43,6 +43,7 @@ def sinusoidal_table(length, d_model, base=10000.0):
 
 
 # BEGIN EXERCISE 7.2 (3 points): the RoPE rotation
+# uses: from attention_scratch._checks import array_module
 def rotate_pairs(x, cos, sin):
     """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
 
@@ -53,8 +54,9 @@ def rotate_pairs(x, cos, sin):
     broadcastable to (..., L, D/2); returns the shape of ``x``.
     """
     # BEGIN SOLUTION
+    xp = array_module(x, cos)  # NumPy or CuPy
     even, odd = x[..., 0::2], x[..., 1::2]  # (..., L, D/2) each
-    out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)),
+    out = xp.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)),
                    dtype=np.result_type(x, cos))  # (..., L, D)
     out[..., 0::2] = even * cos - odd * sin
     out[..., 1::2] = even * sin + odd * cos
@@ -197,12 +199,13 @@ def _rope(x, positions, base, sign):
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., L, D); got {x.shape}")
     L = x.shape[-2]
-    positions = np.arange(L) if positions is None else np.asarray(positions)
+    positions = np.arange(L) if positions is None else to_host(positions)
     if positions.shape != (L,):
         raise ValueError(f"positions must have shape (L,) = ({L},) for x of shape {x.shape}; "
                          f"got {positions.shape}")
-    cos, sin = rope_angles(positions, x.shape[-1], base)  # (L, D/2)
-    return rotate_pairs(x, cos.astype(x.dtype), (sign * sin).astype(x.dtype))
+    cos, sin = rope_angles(positions, x.shape[-1], base)  # (L, D/2), on the host
+    xp = array_module(x)
+    return rotate_pairs(x, xp.asarray(cos.astype(x.dtype)), xp.asarray((sign * sin).astype(x.dtype)))
 
 
 def apply_rope(x, positions=None, base=10000.0):

@@ -15,7 +15,7 @@ variance further.
 """
 import numpy as np
 
-from ._checks import check_positive_int
+from ._checks import array_module, check_positive_int
 from .variants import _acc_dtype, _check_qkv, linear_attention_features
 
 
@@ -129,7 +129,7 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
         if rng is None:
             raise ValueError("performer_attention needs rng= (a numpy.random.Generator) or omega=")
         omega = gaussian_random_features(num_features, E, rng, orthogonal=orthogonal)
-    omega = np.asarray(omega)
+    omega = array_module(q).asarray(omega)  # drawn on the host, used where q lives
     if omega.ndim != 2 or omega.shape[1] != E:
         raise ValueError(f"omega must have shape (num_features, E={E}); got {omega.shape}")
     root = np.sqrt(1.0 / np.sqrt(E) if scale is None else scale)

@@ -14,6 +14,7 @@ copies the keys: they broadcast over ``G``.
 """
 import numpy as np
 
+from ._checks import array_module
 from .flash import prepare
 from .masks import causal_mask, check_attn_mask
 from .softmax import masked_softmax, softmax_vjp
@@ -38,6 +39,7 @@ def scaled_scores(query, key, scale):
 
 
 # BEGIN EXERCISE 4.2 (2 points): inverted dropout on the attention weights
+# uses: from attention_scratch._checks import array_module
 def dropout_weights(weights, p, rng):
     """Drop each weight with probability ``p`` and scale the survivors by ``1 / (1 - p)``.
 
@@ -49,7 +51,7 @@ def dropout_weights(weights, p, rng):
     Shapes: ``weights`` any shape; ``dropped`` and ``keep`` (bool) the same shape.
     """
     # BEGIN SOLUTION
-    keep = rng.random(weights.shape) >= p  # same shape as weights
+    keep = array_module(weights).asarray(rng.random(weights.shape) >= p)  # drawn on the host
     factor = 0.0 if p >= 1 else 1.0 / (1.0 - p)
     return np.where(keep, weights * factor, 0.0).astype(weights.dtype), keep
     # END SOLUTION
@@ -86,10 +88,12 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
     n, hkv, g, L, _ = p["q"].shape
     S = p["k"].shape[-2]
     score_shape = p["lead"] + (p["hq"], L, S)  # (..., Hq, L, S)
+    xp = array_module(p["q"])  # masks follow the inputs to the device
     mask = check_attn_mask(attn_mask, score_shape)
+    mask = None if mask is None else xp.asarray(mask)
     if mask is not None and mask.ndim > 2:  # bring (..., Hq, L, S) to (N, Hkv, G, L, S)
-        mask = np.broadcast_to(mask, score_shape).reshape((n, hkv, g, L, S))
-    keep = causal_mask(L, S, causal_align) if is_causal else None  # (L, S)
+        mask = xp.broadcast_to(mask, score_shape).reshape((n, hkv, g, L, S))
+    keep = xp.asarray(causal_mask(L, S, causal_align)) if is_causal else None  # (L, S)
     bias = None
     if mask is not None and mask.dtype == bool:
         keep = mask if keep is None else keep & mask  # (N, Hkv, G, L, S) or (L, S)
@@ -205,7 +209,7 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     """
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     acc, L, Ev = p["acc"], p["L"], p["v"].shape[-1]
-    d_out = np.asarray(grad_out)
+    d_out = array_module(grad_out).asarray(grad_out)
     expected = p["lead"] + (p["hq"], L, Ev)
     if d_out.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")

@@ -18,7 +18,7 @@ Random features that approximate the softmax kernel itself (Performer) live in
 """
 import numpy as np
 
-from ._checks import as_float_array, check_ndim, check_positive_int
+from ._checks import array_module, as_float_array, check_ndim, check_positive_int
 from .flash import prepare
 from .flash_tiles import finalize_rows, forward_tile, tile_keep
 
@@ -76,18 +76,19 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
                          f"(j - i in [{lo}, {hi}]); sliding-window attention needs both bounds")
     q, k, v, acc, block = p["q"], p["k"], p["v"], p["acc"], p["block_q"]
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
-    out = np.zeros(q.shape[:-1] + (Ev,), dtype=p["dtype"])  # (N, Hkv, G, L, Ev)
-    lse = np.full(q.shape[:-1], np.inf, dtype=acc)  # (N, Hkv, G, L)
+    xp = array_module(q)  # NumPy or CuPy
+    out = xp.zeros(q.shape[:-1] + (Ev,), dtype=p["dtype"])  # (N, Hkv, G, L, Ev)
+    lse = xp.full(q.shape[:-1], np.inf, dtype=acc)  # (N, Hkv, G, L)
     for i0 in range(0, L, block):
         i1 = min(i0 + block, L)
         j0, j1 = max(0, i0 + lo), min(S, i1 + hi)  # keys i0+lo .. i1-1+hi, clipped
         if j0 >= j1:
             continue  # no query of this block has a key: out 0, lse +inf
         q_blk = q[..., i0:i1, :].astype(acc)  # (N, Hkv, G, bq, E)
-        state = (np.full(q_blk.shape[:-1], -np.inf, dtype=acc),  # m (N, Hkv, G, bq)
-                 np.zeros(q_blk.shape[:-1], dtype=acc),  # l (N, Hkv, G, bq)
-                 np.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc))  # o (N, Hkv, G, bq, Ev)
-        keep = tile_keep(i0, i1, j0, j1, p["band"])  # (bq, bk) with bk <= block + hi - lo
+        state = (xp.full(q_blk.shape[:-1], -np.inf, dtype=acc),  # m (N, Hkv, G, bq)
+                 xp.zeros(q_blk.shape[:-1], dtype=acc),  # l (N, Hkv, G, bq)
+                 xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc))  # o (N, Hkv, G, bq, Ev)
+        keep = xp.asarray(tile_keep(i0, i1, j0, j1, p["band"]))  # (bq, bk) with bk <= block + hi - lo
         state = forward_tile(q_blk, k[..., j0:j1, :].astype(acc), v[..., j0:j1, :].astype(acc),
                              *state, p["scale"], keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(*state)
@@ -223,8 +224,9 @@ def _causal_start(query, key, value, feature_map, form):
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)
     phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
-    state = np.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
-    normalizer = np.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
+    xp = array_module(phi_k)  # NumPy or CuPy
+    state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
+    normalizer = xp.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
     return phi_q, phi_k, v, state, normalizer, dtype
 
 
@@ -239,7 +241,7 @@ def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``; query and key of one length.
     """
     phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "recurrent")
-    out = np.empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
+    out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for t in range(phi_q.shape[-2]):
         out[..., t, :], state, normalizer = linear_attention_step(
             phi_q[..., t, :], phi_k[..., t, :], v[..., t, :], state, normalizer, eps)
@@ -261,7 +263,7 @@ def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_fea
     chunk = check_positive_int(chunk, "chunk")
     phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "chunked")
     N = phi_q.shape[-2]
-    out = np.empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
+    out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for c0 in range(0, N, chunk):
         c1 = min(c0 + chunk, N)
         fq, fk, vc = phi_q[..., c0:c1, :], phi_k[..., c0:c1, :], v[..., c0:c1, :]  # (..., C, ·)

@@ -11,6 +11,7 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
+from attention_scratch._checks import array_module
 
 
 # Exercise 6.1 (1 point): splitting the model dimension into heads

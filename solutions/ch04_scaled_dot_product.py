@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 4
 
 
 import numpy as np
+from attention_scratch._checks import array_module
 
 
 # Exercise 4.1 (2 points): the scaled scores
@@ -32,7 +33,7 @@ def dropout_weights(weights, p, rng):
 
     Shapes: ``weights`` any shape; ``dropped`` and ``keep`` (bool) the same shape.
     """
-    keep = rng.random(weights.shape) >= p  # same shape as weights
+    keep = array_module(weights).asarray(rng.random(weights.shape) >= p)  # drawn on the host
     factor = 0.0 if p >= 1 else 1.0 / (1.0 - p)
     return np.where(keep, weights * factor, 0.0).astype(weights.dtype), keep
 

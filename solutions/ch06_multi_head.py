@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 6
 
 
 import numpy as np
+from attention_scratch._checks import array_module
 
 
 # Exercise 6.1 (1 point): splitting the model dimension into heads
@@ -72,7 +73,8 @@ def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
     if length + n > capacity:
-        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
+        xp = array_module(buffer)  # NumPy or CuPy: the buffer stays where it is
+        grown = xp.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
                          dtype=buffer.dtype)  # (..., new capacity, D)
         grown[..., :length, :] = buffer[..., :length, :]
         buffer = grown

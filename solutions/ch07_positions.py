@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 7
 
 
 import numpy as np
+from attention_scratch._checks import array_module
 import math
 from attention_scratch._checks import check_positive_int
 
@@ -38,8 +39,9 @@ def rotate_pairs(x, cos, sin):
     Shapes: ``x`` (..., L, D) with D even; ``cos`` and ``sin`` (L, D/2) or
     broadcastable to (..., L, D/2); returns the shape of ``x``.
     """
+    xp = array_module(x, cos)  # NumPy or CuPy
     even, odd = x[..., 0::2], x[..., 1::2]  # (..., L, D/2) each
-    out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)),
+    out = xp.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)),
                    dtype=np.result_type(x, cos))  # (..., L, D)
     out[..., 0::2] = even * cos - odd * sin
     out[..., 1::2] = even * sin + odd * cos

@@ -86,3 +86,71 @@ def test_online_softmax_split_kv_and_ring_attention_stay_on_the_device(xp, rng):
             ("ring_attention", ring_attention(dq_, dk_, dv_, 3, **kw), ring_attention(q, k, v, 3, **kw))):
         assert type(got) is xp.ndarray, f"{name}: the result left the device"
         assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host")
+
+
+def _same_on_device(xp, name, got, ref):
+    for g, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+        assert type(g) is xp.ndarray, f"{name}: the result left the device"
+        assert_close(g.get(), r, rtol=0, atol=0, what=f"{name}: device vs host (same operations)")
+
+
+def test_dense_attention_masks_and_its_backward_stay_on_the_device(xp, rng):
+    """Chapters 4 and 5: SDPA with every kind of mask, its weights, dropout and the backward pass."""
+    import copy
+
+    from attention_scratch import causal_mask, combine_masks, padding_mask
+    from attention_scratch import scaled_dot_product_attention as sdpa
+    from attention_scratch import scaled_dot_product_attention_backward as sdpa_backward
+
+    q, k, v = rng.standard_normal((2, 4, 9, 5)), rng.standard_normal((2, 2, 11, 5)), rng.standard_normal((2, 2, 11, 3))
+    g = rng.standard_normal((2, 4, 9, 3))
+    keep = combine_masks(causal_mask(9, 11, "bottom_right"), padding_mask([11, 7], 11))  # (2, 1, 9, 11)
+    bias = np.where(keep, rng.standard_normal(keep.shape), -np.inf)
+    dev = [xp.asarray(a) for a in (q, k, v)]
+    for name, kw in (("causal", dict(is_causal=True)), ("device bool mask", dict(attn_mask=xp.asarray(keep))),
+                     ("host bool mask", dict(attn_mask=keep)), ("float mask", dict(attn_mask=xp.asarray(bias)))):
+        host_kw = {key: (val.get() if type(val) is xp.ndarray else val) for key, val in kw.items()}
+        _same_on_device(xp, f"sdpa, {name}", sdpa(*dev, enable_gqa=True, return_weights=True, **kw),
+                        sdpa(q, k, v, enable_gqa=True, return_weights=True, **host_kw))
+        _same_on_device(xp, f"sdpa backward, {name}", sdpa_backward(xp.asarray(g), *dev, enable_gqa=True, **kw),
+                        sdpa_backward(g, q, k, v, enable_gqa=True, **host_kw))
+    gen = np.random.default_rng(5)
+    drop = dict(dropout_p=0.3, enable_gqa=True, is_causal=True)
+    _same_on_device(xp, "sdpa with dropout", sdpa(*dev, rng=copy.deepcopy(gen), **drop),
+                    sdpa(q, k, v, rng=copy.deepcopy(gen), **drop))
+    _same_on_device(xp, "sdpa backward with dropout", sdpa_backward(xp.asarray(g), *dev, rng=copy.deepcopy(gen), **drop),
+                    sdpa_backward(g, q, k, v, rng=copy.deepcopy(gen), **drop))
+    _same_on_device(xp, "combine_masks", combine_masks(xp.asarray(keep), causal_mask(9, 11)),
+                    combine_masks(keep, causal_mask(9, 11)))
+
+
+def test_kv_cache_and_rope_stay_on_the_device(xp, rng):
+    """Chapters 6 and 7: the KV cache grows on the device; RoPE rotates device arrays."""
+    from attention_scratch import KVCache, apply_rope, apply_rope_backward
+
+    k, v = rng.standard_normal((1, 2, 5, 4)), rng.standard_normal((1, 2, 5, 3))
+    on_device, on_host = KVCache(capacity=2), KVCache(capacity=2)
+    for t in range(5):  # grows past its capacity twice
+        got = on_device.append(xp.asarray(k[..., t:t + 1, :]), xp.asarray(v[..., t:t + 1, :]))
+        ref = on_host.append(k[..., t:t + 1, :], v[..., t:t + 1, :])
+        _same_on_device(xp, f"KVCache after {t + 1} appends", got, ref)
+    x = rng.standard_normal((2, 7, 6))
+    positions = np.arange(3, 10)
+    _same_on_device(xp, "apply_rope", apply_rope(xp.asarray(x), xp.asarray(positions)), apply_rope(x, positions))
+    _same_on_device(xp, "apply_rope_backward", apply_rope_backward(xp.asarray(x)), apply_rope_backward(x))
+
+
+def test_efficient_attention_variants_stay_on_the_device(xp, rng):
+    """Chapter 14: sliding-window, linear (three forms) and Performer attention."""
+    from attention_scratch import (linear_attention, linear_attention_chunked, linear_attention_recurrent,
+                                   performer_attention, sliding_window_attention)
+
+    q, k, v = (rng.standard_normal((2, 2, 12, 4)) for _ in range(3))
+    dq_, dk_, dv_ = (xp.asarray(a) for a in (q, k, v))
+    for name, fn in (("sliding_window_attention", lambda *a: sliding_window_attention(*a, window=(3, 0), block=4)),
+                     ("linear_attention", lambda *a: linear_attention(*a, is_causal=True)),
+                     ("linear_attention_recurrent", linear_attention_recurrent),
+                     ("linear_attention_chunked", lambda *a: linear_attention_chunked(*a, chunk=5)),
+                     ("performer_attention", lambda *a: performer_attention(*a, num_features=8,
+                                                                            rng=np.random.default_rng(1)))):
+        _same_on_device(xp, name, fn(dq_, dk_, dv_), fn(q, k, v))

@@ -8,7 +8,7 @@
 # Logs and the results file are also copied to $OUT when it is set (the lent device machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 LOGS=${OUT:-/tmp}
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true

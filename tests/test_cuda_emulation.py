@@ -214,6 +214,15 @@ def test_tensor_core_kernel_choice(tag, cc, requested, expected):
     assert cupy_gpu.tensor_core_kernel(tag, cc, requested) == expected
 
 
+def test_a_tensor_core_kernel_that_failed_to_compile_is_not_chosen_again(monkeypatch):
+    from attention_scratch.backends import cupy_gpu
+
+    monkeypatch.setattr(cupy_gpu, "FAILED_TENSOR_CORE_KERNELS", {"mma": "crt/mma.h not found"})
+    assert cupy_gpu.tensor_core_kernel("float16", 90) == "wmma"
+    assert cupy_gpu.tensor_core_kernel("bfloat16", 90) is False
+    assert cupy_gpu.tensor_core_kernel("float16", 90, "mma") is False
+
+
 def test_tensor_core_kernel_choice_rejects_unknown_names():
     from attention_scratch.backends import cupy_gpu
 
@@ -264,7 +273,7 @@ def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_c
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
     monkeypatch.setattr(cupy_gpu, "_LIMITS", {})
     monkeypatch.setattr(cupy_gpu, "_launch", launch)
-    monkeypatch.setattr(cupy_gpu, "_NO_TENSOR_CORES", [])
+    monkeypatch.setattr(cupy_gpu, "FAILED_TENSOR_CORE_KERNELS", {})
     glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
     with pytest.warns(UserWarning, match="using the scalar kernel"):
         cases.case_low_precision(glue, rng, np.float16, True, bq=64, bk=64, L=40, S=50, E=32)

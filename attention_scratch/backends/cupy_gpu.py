@@ -32,7 +32,7 @@ SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_mma": "flash_fwd_mma
              "flash_fwd_wmma": "flash_fwd_wmma.cu",
              "flash_bwd_preprocess": "flash_bwd.cu", "flash_bwd_dkdv": "flash_bwd.cu"}
 _KERNELS = {}
-_NO_TENSOR_CORES = []  # set when a tensor-core kernel failed to compile in this process
+FAILED_TENSOR_CORE_KERNELS = {}  # kind ("mma" or "wmma") -> why it failed to compile in this process
 
 
 def unavailable_reason():
@@ -185,15 +185,19 @@ def _inputs(arrays):
 
 def tensor_core_kernel(tag, cc, requested="auto"):
     """The tensor-core kernel for input ``tag`` on compute capability ``cc`` (e.g. 90): ``"mma"``
-    (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto"."""
-    if tag not in ("float16", "bfloat16") or _NO_TENSOR_CORES or requested is False:
+    (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto". A kernel
+    that failed to compile in this process (``FAILED_TENSOR_CORE_KERNELS``) is never chosen again."""
+    if tag not in ("float16", "bfloat16") or requested is False:
         return False
     if requested == "auto":
-        return "mma" if cc >= 80 else ("wmma" if cc >= 70 and tag == "float16" else False)
+        for kind, ok in (("mma", cc >= 80), ("wmma", cc >= 70 and tag == "float16")):
+            if ok and kind not in FAILED_TENSOR_CORE_KERNELS:
+                return kind
+        return False
     if requested not in cuda_driver.TENSOR_CORE_KERNELS:
         raise ValueError(f"tensor_cores must be 'auto', False or one of {cuda_driver.TENSOR_CORE_KERNELS}; "
                          f"got {requested!r}")
-    return requested
+    return False if requested in FAILED_TENSOR_CORE_KERNELS else requested
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
@@ -220,7 +224,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     except KernelCompileError as exc:
         if not chosen or f"flash_fwd_{chosen}" not in str(exc):
             raise
-        _NO_TENSOR_CORES.append(str(exc))
+        FAILED_TENSOR_CORE_KERNELS[chosen] = str(exc)
         warnings.warn(f"the tensor-core kernel could not be compiled, using the scalar kernel: {exc}")
         out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=False, **kw)

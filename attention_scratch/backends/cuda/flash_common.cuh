@@ -12,7 +12,8 @@
 // The same source compiles three ways: with NVRTC (CuPy RawModule), with nvcc
 // (the compile check), and with g++ for the CPU emulation, where
 // FLASH_EMULATION is defined and cuda_emulation.h supplies threadIdx,
-// __syncthreads, warp shuffles, half types and WMMA fragments.
+// __syncthreads, warp shuffles, half types, WMMA fragments, and mma.sync,
+// ldmatrix and cp.async (the helpers of mma_sm80.cuh).
 #pragma once
 
 #ifndef FLASH_EMULATION

@@ -16,14 +16,6 @@
 #pragma once
 
 #ifndef FLASH_EMULATION
-// The raw 32 bits of two adjacent 16-bit values in shared memory.
-__device__ __forceinline__ unsigned lds32(const void* p) { return *reinterpret_cast<const unsigned*>(p); }
-
-// 16 bytes from src to dst, both 16-byte aligned.
-__device__ __forceinline__ void copy16(void* dst, const void* src) {
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-}
-
 // Two floats rounded to T and packed as one register: lo in bits 0-15, hi in bits 16-31.
 template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi);
 template <> __device__ __forceinline__ unsigned pack2<__half>(float lo, float hi) {

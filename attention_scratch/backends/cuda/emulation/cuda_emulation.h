@@ -129,11 +129,6 @@ inline __nv_bfloat16 __float2bfloat16(float x) {
 }
 
 // ---- mma_sm80.cuh: the register-fragment MMA and its helpers ----
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-
-inline unsigned lds32(const void* p) { unsigned x; std::memcpy(&x, p, 4); return x; }
-inline void copy16(void* dst, const void* src) { std::memcpy(dst, src, 16); }
-
 template <typename T> inline unsigned pack2(float lo, float hi);
 template <> inline unsigned pack2<__half>(float lo, float hi) {
     return (unsigned)__float2half(lo).bits | ((unsigned)__float2half(hi).bits << 16);

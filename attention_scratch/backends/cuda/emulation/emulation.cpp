@@ -307,6 +307,11 @@ template <typename F> int dispatch_dim(int D, F&& f) {
     return 11;
 }
 
+// Every dtype and head-dim bucket: f(T(), D as a type).
+template <typename F> int dispatch_all(int dtype, int D, F&& f) {
+    return dispatch_type(dtype, [&](auto tv) { return dispatch_dim(D, [&](auto dc) { return f(tv, dc); }); });
+}
+
 // The tensor-core kernels: 16-bit types and head dims up to 128 only; f(T(), D as a type).
 template <typename F> int dispatch_tensor_core(int dtype, int D, F&& f) {
     if (D > 128) return 11;
@@ -328,15 +333,13 @@ extern "C" {
 int emu_fwd_scalar(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, size_t smem,
                    const void* q, const void* k, const void* v, void* out, void* lse, int G, int L,
                    int S, int E, int Ev, double scale, int lo, int hi, int bq, int bk, int bh0) {
-    return dispatch_type(dtype, [&](auto tv) {
+    return dispatch_all(dtype, D, [&](auto tv, auto dc) {
         using T = decltype(tv);
         using A = typename AccOf<T>::type;
-        return dispatch_dim(D, [&](auto dc) {
-            constexpr int DD = decltype(dc)::value;
-            return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
-                flash_fwd_scalar<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out, (A*)lse, G, L,
-                                        S, E, Ev, scale, lo, hi, bq, bk, bh0);
-            });
+        constexpr int DD = decltype(dc)::value;
+        return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
+            flash_fwd_scalar<T, DD>((const T*)q, (const T*)k, (const T*)v, (T*)out, (A*)lse, G, L, S, E,
+                                    Ev, scale, lo, hi, bq, bk, bh0);
         });
     });
 }
@@ -376,16 +379,14 @@ int emu_bwd_dkdv(int dtype, int D, unsigned gx, unsigned gy, unsigned threads, s
                  const void* lse2, const void* big_d, void* dq_acc, void* dk, void* dv, int G,
                  int L, int S, int E, int Ev, double scale, int lo, int hi, int bq, int bk,
                  int bh0) {
-    return dispatch_type(dtype, [&](auto tv) {
+    return dispatch_all(dtype, D, [&](auto tv, auto dc) {
         using T = decltype(tv);
         using A = typename AccOf<T>::type;
-        return dispatch_dim(D, [&](auto dc) {
-            constexpr int DD = decltype(dc)::value;
-            return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
-                flash_bwd_dkdv<T, DD>((const T*)q, (const T*)k, (const T*)v, (const T*)grad_out,
-                                      (const A*)lse2, (const A*)big_d, (A*)dq_acc, (T*)dk, (T*)dv, G,
-                                      L, S, E, Ev, scale, lo, hi, bq, bk, bh0);
-            });
+        constexpr int DD = decltype(dc)::value;
+        return emu::launch({gx, gy, 1}, {threads, 1, 1}, smem, [&] {
+            flash_bwd_dkdv<T, DD>((const T*)q, (const T*)k, (const T*)v, (const T*)grad_out,
+                                  (const A*)lse2, (const A*)big_d, (A*)dq_acc, (T*)dk, (T*)dv, G, L, S, E,
+                                  Ev, scale, lo, hi, bq, bk, bh0);
         });
     });
 }

@@ -61,3 +61,16 @@ def butterfly_steps(partials):
     arrays after each step (``log2(TPR)`` of them); after the last, every lane holds the sum.
     """
     raise NotImplementedError("Exercise 13.4: a butterfly of warp shuffles")
+
+
+# Exercise 13.5 (2 points): which entry a lane holds in mma.m16n8k16
+def fragment_entry(operand, lane, i):
+    """``(row, col)`` of entry ``i`` of ``lane``'s fragment of ``operand`` ("a", "b" or "c").
+
+    With ``g = lane // 4`` and ``t = lane % 4`` (the tables of the PTX ISA, chapter 13):
+    A (16x16, entries 0-7): row ``g`` for i in 0, 1, 4, 5 and ``g + 8`` otherwise, column
+    ``2t + i % 2``, plus 8 for i >= 4; B (16x8, entries 0-3): row ``2t + i % 2``, plus 8 for
+    i >= 2, column ``g``; C (16x8, entries 0-3): row ``g``, plus 8 for i >= 2, column
+    ``2t + i % 2``. Raise ``ValueError`` for any other operand.
+    """
+    raise NotImplementedError("Exercise 13.5: which entry a lane holds in mma.m16n8k16")

@@ -74,3 +74,23 @@ def butterfly_steps(partials):
         steps.append(x)
         off //= 2
     return steps
+
+
+# Exercise 13.5 (2 points): which entry a lane holds in mma.m16n8k16
+def fragment_entry(operand, lane, i):
+    """``(row, col)`` of entry ``i`` of ``lane``'s fragment of ``operand`` ("a", "b" or "c").
+
+    With ``g = lane // 4`` and ``t = lane % 4`` (the tables of the PTX ISA, chapter 13):
+    A (16x16, entries 0-7): row ``g`` for i in 0, 1, 4, 5 and ``g + 8`` otherwise, column
+    ``2t + i % 2``, plus 8 for i >= 4; B (16x8, entries 0-3): row ``2t + i % 2``, plus 8 for
+    i >= 2, column ``g``; C (16x8, entries 0-3): row ``g``, plus 8 for i >= 2, column
+    ``2t + i % 2``. Raise ``ValueError`` for any other operand.
+    """
+    g, t = divmod(lane, 4)
+    if operand == "a":
+        return g + 8 * (i in (2, 3, 6, 7)), 2 * t + i % 2 + 8 * (i >= 4)
+    if operand == "b":
+        return 2 * t + i % 2 + 8 * (i >= 2), g
+    if operand == "c":
+        return g + 8 * (i >= 2), 2 * t + i % 2
+    raise ValueError(f"operand must be 'a', 'b' or 'c'; got {operand!r}")

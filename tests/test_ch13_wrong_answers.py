@@ -36,6 +36,17 @@ def butterfly_steps(partials):
         off *= 2
     return steps
 ''', "offset 4"),
+    "A registers in row-major order": ("fragment_entry", "13.5", '''
+def fragment_entry(operand, lane, i):
+    g, t = divmod(lane, 4)
+    if operand == "a":
+        return g + 8 * (i >= 4), 2 * t + i % 2 + 8 * (i % 4 >= 2)
+    if operand == "b":
+        return 2 * t + i % 2 + 8 * (i >= 2), g
+    if operand == "c":
+        return g + 8 * (i >= 2), 2 * t + i % 2
+    raise ValueError(f"operand must be 'a', 'b' or 'c'; got {operand!r}")
+''', "rows g + 8"),
 }
 
 

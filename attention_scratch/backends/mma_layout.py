@@ -22,8 +22,17 @@ SHAPES = {"a": (16, 16), "b": (16, 8), "c": (16, 8)}
 SLOTS = {"a": 8, "b": 4, "c": 4}  # entries per lane: 4, 2, 4 registers of two 16-bit values / one float
 
 
+# BEGIN EXERCISE 13.5 (2 points): which entry a lane holds in mma.m16n8k16
 def fragment_entry(operand, lane, i):
-    """``(row, col)`` of entry ``i`` of ``lane``'s fragment of ``operand`` ("a", "b" or "c")."""
+    """``(row, col)`` of entry ``i`` of ``lane``'s fragment of ``operand`` ("a", "b" or "c").
+
+    With ``g = lane // 4`` and ``t = lane % 4`` (the tables of the PTX ISA, chapter 13):
+    A (16x16, entries 0-7): row ``g`` for i in 0, 1, 4, 5 and ``g + 8`` otherwise, column
+    ``2t + i % 2``, plus 8 for i >= 4; B (16x8, entries 0-3): row ``2t + i % 2``, plus 8 for
+    i >= 2, column ``g``; C (16x8, entries 0-3): row ``g``, plus 8 for i >= 2, column
+    ``2t + i % 2``. Raise ``ValueError`` for any other operand.
+    """
+    # BEGIN SOLUTION
     g, t = divmod(lane, 4)
     if operand == "a":
         return g + 8 * (i in (2, 3, 6, 7)), 2 * t + i % 2 + 8 * (i >= 4)
@@ -32,6 +41,10 @@ def fragment_entry(operand, lane, i):
     if operand == "c":
         return g + 8 * (i >= 2), 2 * t + i % 2
     raise ValueError(f"operand must be 'a', 'b' or 'c'; got {operand!r}")
+    # END SOLUTION
+
+
+# END EXERCISE
 
 
 def owner_map(operand):

@@ -133,3 +133,38 @@ def test_butterfly_each_step_reads_lane_xor_offset(ch, rng):
     for n, (got, want, off) in enumerate(zip(steps, expected, (4, 2, 1))):
         assert_close(got, want, rtol=0, atol=0,
                      what=f"step {n + 1} (offset {off}): lane i adds lane i ^ {off}, not i + {off}")
+
+
+# Exercise 13.5 ------------------------------------------------------------------------------------
+
+# (operand, lane, entry) -> (row, col), read off the PTX ISA's figures for mma.m16n8k16
+PTX_ENTRIES = {("a", 0, 0): (0, 0), ("a", 0, 1): (0, 1), ("a", 0, 2): (8, 0), ("a", 0, 4): (0, 8),
+               ("a", 5, 3): (9, 3), ("a", 31, 7): (15, 15), ("a", 14, 6): (11, 12),
+               ("b", 0, 0): (0, 0), ("b", 6, 2): (12, 1), ("b", 31, 1): (7, 7), ("b", 9, 3): (11, 2),
+               ("c", 0, 0): (0, 0), ("c", 30, 3): (15, 5), ("c", 7, 2): (9, 6), ("c", 13, 1): (3, 3)}
+
+
+@pytest.mark.exercise("13.5")
+def test_fragment_entry_matches_the_ptx_tables(ch):
+    for (operand, lane, i), want in PTX_ENTRIES.items():
+        got = tuple(int(x) for x in ch.fragment_entry(operand, lane, i))
+        assert got == want, (f"operand {operand!r}, lane {lane} (g={lane // 4}, t={lane % 4}), entry {i}: "
+                             f"the PTX table puts it at (row, col) = {want}; got {got}. Entries a2, a3 "
+                             f"are rows g + 8, a4, a5 the columns + 8")
+
+
+@pytest.mark.exercise("13.5")
+def test_fragment_entry_covers_every_entry_once_and_c_tiles_are_an_a_fragment(ch):
+    for operand, (rows, cols), slots in (("a", (16, 16), 8), ("b", (16, 8), 4), ("c", (16, 8), 4)):
+        held = [tuple(int(x) for x in ch.fragment_entry(operand, lane, i))
+                for lane in range(32) for i in range(slots)]
+        assert sorted(held) == [(r, c) for r in range(rows) for c in range(cols)], \
+            f"operand {operand!r}: the 32 lanes x {slots} entries must hold each of the {rows}x{cols} entries once"
+    for lane in range(32):  # a0..a3 = c0..c3 of keys 0-7, a4..a7 = c0..c3 of keys 8-15
+        for i in range(4):
+            r, c = ch.fragment_entry("c", lane, i)
+            assert tuple(ch.fragment_entry("a", lane, i)) == (r, c)
+            assert tuple(ch.fragment_entry("a", lane, i + 4)) == (r, c + 8), \
+                f"lane {lane}: entry a{i + 4} must sit 8 columns right of a{i} (the second accumulator tile)"
+    with pytest.raises(ValueError, match="operand"):
+        ch.fragment_entry("d", 0, 0)

@@ -84,7 +84,9 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
                               or np.iscomplexobj(scale)):
         raise TypeError(f"scale must be a real number or None (meaning 1/sqrt(E)); got {scale!r}")
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
+    # _zero_unseen below zeroes every key no weight reaches (a superset of prepare's band-based zeroing)
+    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                zero_unreachable=False)
     n, hkv, g, L, _ = p["q"].shape
     S = p["k"].shape[-2]
     score_shape = p["lead"] + (p["hq"], L, S)  # (..., Hq, L, S)

@@ -206,7 +206,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     """:func:`attention_scratch.flash_attention` on the GPU (same arguments, no ``backend``).
 
     float16 and bfloat16 inputs with the default 64x64 tiles and head dims up to
-    128 run on tensor cores: ``flash_fwd_mma`` (128x64 tiles) on sm_80 or newer,
+    128 run on tensor cores: ``flash_fwd_mma`` (128-row tiles) on sm_80 or newer,
     ``flash_fwd_wmma`` for float16 on sm_70/75; ``tensor_cores`` ("mma", "wmma" or
     False) picks one by hand (the benchmark compares them). Every other case runs
     the scalar kernel with the requested tiles (reduced to what a block can hold).

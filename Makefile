@@ -24,7 +24,6 @@ $(STAMP): requirements.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt
-	$(PY) -m ipykernel install --user --name attention_scratch --display-name "attention_scratch (.venv)" > /dev/null
 	touch $@
 
 $(TSTAMP): $(STAMP) requirements-test.txt
@@ -39,20 +38,20 @@ book: $(STAMP)
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
 
+# The library's tests, then the reference answers graded once (the student's exercises/ never are).
 test: $(TSTAMP)
-	$(PY) -m attention_scratch.exercise_tools --check
+	$(PY) -m attention_scratch.course.exercises --check
 	$(PY) -m pytest tests --ignore=tests/exercises
-	$(PY) -m pytest tests/exercises --target=solutions -q
-	$(PY) -m attention_scratch.grade --solutions --require-full
+	$(PY) -m attention_scratch.grade --solutions --require-full --quiet
 
 grade: $(STAMP)
 	$(PY) -m attention_scratch.grade $(if $(filter solutions,$(TARGET)),--solutions) $(if $(CHAPTER),--chapter $(CHAPTER))
 
 exercises: $(STAMP)
-	$(PY) -m attention_scratch.exercise_tools
+	$(PY) -m attention_scratch.course.exercises
 
 check-exercises: $(STAMP)
-	$(PY) -m attention_scratch.exercise_tools --check
+	$(PY) -m attention_scratch.course.exercises --check
 
 notebooks: $(STAMP)
 	mkdir -p notebooks

@@ -14,6 +14,7 @@ from ._checks import array_module, check_positive_int
 
 # BEGIN EXERCISE 6.5 (2 points): appending to a growing KV-cache buffer
 # uses: from attention_scratch._checks import array_module
+# writes: buffer
 def append_to_buffer(buffer, length, new):
     """Write ``new`` after the first ``length`` positions of ``buffer``; grow it if full.
 

@@ -174,6 +174,7 @@ class TinyTransformer(Module):
 
 
 # BEGIN EXERCISE 15.3 (3 points): one generation step with a KV cache
+# writes: caches
 def decode_step(model, ids, caches):
     """Feed new tokens through ``model`` using (and extending) the KV caches; return the last logits.
 

@@ -19,6 +19,10 @@ def pytest_addoption(parser):
         help="what the graded tests in tests/exercises import: 'exercises' (default), "
         "'solutions', or a folder holding chNN_*.py files",
     )
+    parser.addoption(
+        "--exercise-budget", type=float, default=60.0,
+        help="seconds of wall-clock time each exercise's student code may run, all its tests together",
+    )
 
 
 @pytest.fixture

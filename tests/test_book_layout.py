@@ -10,7 +10,10 @@ import re
 import pytest
 import yaml
 
-from attention_scratch.exercise_tools import CHAPTERS, REPO_DIR, collect
+from attention_scratch.course.exercises import CHAPTERS, collect
+from attention_scratch.course.repo import find_repository
+
+REPO_DIR = find_repository()
 
 BOOK = REPO_DIR / "book"
 

@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from attention_scratch import exercise_tools as tools
+from attention_scratch.course import exercises as tools
+from attention_scratch.course.repo import find_repository
 
 MARKED_MODULE = textwrap.dedent('''\
     import numpy as np
@@ -79,6 +80,53 @@ def test_edited_stub_is_never_overwritten_and_check_accepts_it(fake_repo):
     assert tools.check(repo, package) == []
 
 
+SECOND_EXERCISE = textwrap.dedent('''\
+
+    # BEGIN EXERCISE 1.8 (1 point): triple it
+    # uses: from math import tau
+    # writes: out
+    def triple(x, out):
+        """Write 3x into out."""
+        # BEGIN SOLUTION
+        out[...] = 3 * x
+        # END SOLUTION
+    # END EXERCISE
+    ''')
+
+
+def test_a_new_exercise_is_appended_to_an_edited_stub_and_check_says_it_is_missing(fake_repo):
+    repo, package = fake_repo
+    tools.write(repo, package, out=open("/dev/null", "w"))
+    stub = repo / "exercises" / "ch01_numpy_toolkit.py"
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
+    stub.write_text(edited)
+    (package / "mod.py").write_text(MARKED_MODULE + SECOND_EXERCISE)
+    assert tools.check(repo, package) == [
+        "exercises/ch01_numpy_toolkit.py lacks exercise 1.8 (triple); "
+        "`make exercises` appends its stub without touching your code",
+        "solutions/ch01_numpy_toolkit.py is stale"]
+    kept = tools.write(repo, package, out=open("/dev/null", "w"))
+    assert kept == ["exercises/ch01_numpy_toolkit.py"]
+    text = stub.read_text()
+    assert text.startswith(edited.rstrip("\n")), "the student's code above must be untouched"
+    assert "from math import tau" in text and "# Exercise 1.8 (1 point): triple it" in text
+    module = load(stub)
+    assert module.double(4) == 8
+    with pytest.raises(NotImplementedError, match="Exercise 1.8: triple it"):
+        module.triple(1, None)
+    assert tools.check(repo, package) == []
+    assert tools.write(repo, package, out=open("/dev/null", "w")) == ["exercises/ch01_numpy_toolkit.py"]
+    assert stub.read_text() == text, "appending happens once"
+
+
+def test_writes_marks_name_the_arguments_changed_in_place(fake_repo):
+    _, package = fake_repo
+    (package / "mod.py").write_text(MARKED_MODULE + SECOND_EXERCISE)
+    double, triple = tools.collect(package)
+    assert double.writes == () and triple.writes == ("out",)
+    assert tools.solution_region(triple) == ["    out[...] = 3 * x"]
+
+
 def test_check_reports_stale_and_missing_files(fake_repo):
     """A changed docstring changes both files; a changed solution body only the solutions."""
     repo, package = fake_repo
@@ -120,5 +168,5 @@ def test_repository_exercises_are_up_to_date():
 def test_library_functions_equal_their_solutions():
     """The solutions file holds exactly the library's code, minus the marks."""
     for ex in tools.collect():
-        text = (tools.REPO_DIR / "solutions" / f"{tools.CHAPTERS[ex.chapter]}.py").read_text()
+        text = (find_repository() / "solutions" / f"{tools.CHAPTERS[ex.chapter]}.py").read_text()
         assert "\n".join(tools.solution_lines(ex)) in text

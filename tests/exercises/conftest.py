@@ -1,12 +1,18 @@
-"""Graded tests: load the chapter file of the selected target (exercises/ by default)."""
-import hashlib
-import importlib.util
+"""Graded tests: the student's chapter file runs in a process of its own, one per exercise.
+
+``load_target("ch04_scaled_dot_product")`` returns a stand-in for that file of the
+selected target (``exercises/`` by default): calling ``ch.scaled_scores(...)`` runs
+the student's function in the process of the exercise whose test is running
+(its ``@pytest.mark.exercise``), under that exercise's time budget. No student
+code is imported here, so none can change what the tests decide.
+"""
 from pathlib import Path
 
 import pytest
 
+from attention_scratch.course.session import GradingSession
+
 REPO = Path(__file__).resolve().parents[2]
-_loaded = {}
 
 
 def _target_dir(config):
@@ -17,21 +23,22 @@ def _target_dir(config):
 
 
 @pytest.fixture(scope="session")
-def load_target(request):
-    """``load_target("ch01_numpy_toolkit")`` imports that file from the selected target."""
-    folder = _target_dir(request.config)
+def grading_session(request):
+    session = GradingSession(_target_dir(request.config), REPO,
+                             budget=request.config.getoption("--exercise-budget"))
+    yield session
+    session.close()
 
-    def load(stem):
-        path = folder / f"{stem}.py"
-        if path in _loaded:
-            return _loaded[path]
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: run `make exercises` to create it")
-        name = f"graded_{stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _loaded[path] = module
-        return module
 
-    return load
+@pytest.fixture(autouse=True)
+def _current_exercise(request, grading_session):
+    marker = request.node.get_closest_marker("exercise")
+    if marker is not None:
+        grading_session.enter(str(marker.args[0]))
+    yield
+
+
+@pytest.fixture(scope="session")
+def load_target(grading_session):
+    """``load_target(stem)``: the stand-in for the selected target's chapter file ``stem``.py."""
+    return grading_session.module

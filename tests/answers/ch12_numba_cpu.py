@@ -1,12 +1,12 @@
-"""Plausible wrong answers to the chapter 12 exercises lose their points, with a message to act on."""
+"""Answers to the chapter 12 exercises that the grader must judge right.
 
-import pytest
+WRONG: plausible mistakes, each graded alone; it must lose all the exercise's points with a
+message holding the given words. VALID: right answers written another way; full points.
+Entries: (exercise id, what it is, [words the message must hold,] the function's source).
+"""
 
-from test_grading import assert_wrong_answer_loses_points
-
-STEM = "ch12_numba_cpu"
-WRONG = {
-    "float32 exp with Python float constants (computes in float64)": ("exp_f32", "12.1", '''
+WRONG = [
+    ('12.1', 'float32 exp with Python float constants (computes in float64)', 'promoted the arithmetic to float64', '''
 def exp_f32(x):
     xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))
     n = np.floor(xc * 1.4426950408889634 + 0.5)
@@ -23,8 +23,8 @@ def exp_f32(x):
     y = 0.0 if x < -86.64339 else y
     y = np.inf if x > 88.72284 else y
     return x if x != x else y
-''', "promoted the arithmetic to float64"),
-    "a serial range instead of prange": ("forward_parallel", "12.2", '''
+'''),
+    ('12.2', 'a serial range instead of prange', 'use numba.prange', '''
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
@@ -36,8 +36,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
         i1 = min(i0 + block_q, L)
         forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, i1, scale,
                             lo, hi, block_k)
-''', "use numba.prange"),
-    "dQ without the final scale": ("dq_query_block", "12.3", '''
+'''),
+    ('12.3', 'dQ without the final scale', 'remember the final factor scale', '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
     q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])
@@ -60,10 +60,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     for r in range(nr):
         for e in range(E):
             dq[i0 + r, e] = dq_acc[r, e]
-''', "remember the final factor scale"),
-}
+'''),
+]
 
-
-@pytest.mark.parametrize("case", sorted(WRONG))
-def test_wrong_answer_loses_its_points(case, tmp_path):
-    assert_wrong_answer_loses_points(STEM, *WRONG[case], tmp_path)
+VALID = [
+]

@@ -78,8 +78,8 @@ def _walk(value, visit, into_objects, depth=0):
 
 
 def _is_object(value):
-    return hasattr(value, "__dict__") and not isinstance(
-        value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, np.ndarray))
+    """An instance of one of the library's classes (a model, a cache): walked into, attribute by attribute."""
+    return wire.library_object(value)
 
 
 def _feed(digest, value):
@@ -95,8 +95,10 @@ def _feed(digest, value):
             digest.update(repr(list(value)).encode()[:4096])
     elif _is_object(value):
         digest.update(f"o{id(value)}{sorted(vars(value))}".encode())
-    else:
+    elif isinstance(value, (bool, int, float, complex, str, bytes, type(None), np.generic)):
         digest.update(repr(value).encode()[:256])
+    else:
+        digest.update(f"{type(value).__name__}{id(value)}".encode())
 
 
 def fingerprint(value):

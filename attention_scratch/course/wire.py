@@ -89,11 +89,12 @@ class Unsupported:
         return f"<{self.description}, which the grader cannot read>"
 
 
-def _library_class(value):
+def library_object(value):
+    """An instance of a class of the library (not of the course tools): sent as its attributes."""
     kind = type(value)
     module = getattr(kind, "__module__", "") or ""
     return (module.startswith("attention_scratch.") and not module.startswith("attention_scratch.course")
-            and hasattr(value, "__dict__") and not isinstance(value, type))
+            and isinstance(getattr(value, "__dict__", None), dict) and not isinstance(value, type))
 
 
 def encode(value, blobs, identities=None, depth=0):
@@ -135,7 +136,7 @@ def encode(value, blobs, identities=None, depth=0):
                       for k, v in value.items()]}
     if isinstance(value, np.random.Generator):
         return {"rng": encode(value.bit_generator.state, blobs, None, depth + 1)}
-    if _library_class(value):
+    if library_object(value):
         kind = type(value)
         return {"o": f"{kind.__module__}:{kind.__qualname__}",
                 "state": encode(dict(vars(value)), blobs, identities, depth + 1)}

@@ -202,3 +202,15 @@ def test_every_data_file_is_package_data():
         assert any(fnmatch.fnmatch(f"data/{name}", pattern) for pattern in patterns), (
             f"attention_scratch/data/{name} is not listed in [tool.setuptools.package-data]")
 
+
+
+def test_the_api_appendix_shows_defaults_as_written_not_as_computed_on_the_build_machine():
+    """`collect(package_dir=PACKAGE_DIR)` printed the checkout's absolute path; with
+    autodoc_preserve_defaults Sphinx shows the source text of a default instead."""
+    import inspect
+
+    from attention_scratch import exercise_tools
+
+    default = inspect.signature(exercise_tools.collect).parameters["package_dir"].default
+    assert str(REPO_DIR) in str(default), "the example above no longer holds: pick another"
+    assert SPHINX_CONFIG["autodoc_preserve_defaults"] is True

@@ -214,3 +214,23 @@ def test_the_api_appendix_shows_defaults_as_written_not_as_computed_on_the_build
     default = inspect.signature(exercise_tools.collect).parameters["package_dir"].default
     assert str(REPO_DIR) in str(default), "the example above no longer holds: pick another"
     assert SPHINX_CONFIG["autodoc_preserve_defaults"] is True
+
+
+def test_an_inline_script_added_after_the_builder_is_set_up_is_written_once():
+    """sphinx-thebe's `const THEBE_JS_URL` appeared twice on every page (a script error in the browser)."""
+    from types import SimpleNamespace
+
+    from sphinx.builders.html import StandaloneHTMLBuilder
+
+    spec = importlib.util.spec_from_file_location("inline_scripts", BOOK / "_ext" / "inline_scripts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    builder = StandaloneHTMLBuilder.__new__(StandaloneHTMLBuilder)
+    builder._js_files = []
+    body = 'const THEBE_JS_URL = "x"'
+    builder.add_js_file("theme.js", priority=500)
+    builder.add_js_file(None, priority=500, body=body)  # what app.add_js_file does once the builder exists
+    module.normalize_inline_scripts(SimpleNamespace(builder=builder), env=None)  # env-updated
+    for filename, attrs in [("theme.js", {"priority": 500}), (None, {"priority": 500, "body": body})]:
+        builder.add_js_file(filename or "", **attrs)  # prepare_writing adds the registry's scripts again
+    assert [js.attributes.get("body") for js in builder._js_files] == [None, body]

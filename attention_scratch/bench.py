@@ -10,6 +10,8 @@ causal; backward 2.5× the forward), the fraction of this machine's measured
 sgemm throughput, and the ratio to PyTorch (above 1: faster than PyTorch) three
 ways: best against best, median against median, and the median of the ratios
 within each repetition (the two runs back to back, so the steadiest under load).
+The table goes to standard output as each case finishes; a progress bar on
+standard error says which case and which method is running.
 
 The quick check of the chapter's claim::
 
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .bench_methods import (METHODS, Method, available_methods, naive_backward,  # noqa: F401
                             naive_forward, reference, relative_error)
@@ -69,8 +72,12 @@ def _timed(fn):
 
 
 def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, flash_numpy_max=4096,
-             log=print):
-    """Check then time each method on one (N, causal, pass); returns {method: record}."""
+             log=print, status=None):
+    """Check then time each method on one (N, causal, pass); returns {method: record}.
+
+    ``status(text)``, if given, is told what is running (the progress bar's postfix).
+    """
+    status = status or (lambda text: None)
     B, H, N, E = inputs[0].shape
     flops = attention_flops(B, H, N, N, E, causal, backward)
     ref = reference(inputs, causal, backward)
@@ -82,6 +89,7 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
         if m.name == "flash numpy" and N > flash_numpy_max:
             records[m.name] = {"skipped": f"N > {flash_numpy_max}: minutes per call (--flash-numpy-max)"}
             continue
+        status(f"checking {m.name}")
         if backward:
             m.prepare_backward(causal)
         call = (lambda m=m: m.backward(causal)) if backward else (lambda m=m: m.forward(causal))
@@ -98,6 +106,7 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
     gc.disable()  # and none during the timed calls
     try:
         for rep in range(repeats):  # interleaved: each repetition runs every method once
+            status(f"timing, repetition {rep + 1}/{repeats}")
             for name, (call, n) in runs.items():
                 if rep < n:
                     records[name]["times"].append(_timed(call))
@@ -149,38 +158,56 @@ def git_commit():
 
 def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHODS, blocks=None,
         budget_s=20.0, tolerance=1e-3, passes=("forward", "backward"), causal=(False, True),
-        flash_numpy_max=4096, log=print):
-    """Run the benchmark and return the results as a dict (what ``--out`` stores)."""
+        flash_numpy_max=4096, log=print, progress=False):
+    """Run the benchmark and return the results as a dict (what ``--out`` stores).
+
+    ``progress=True`` shows a bar over the cases (size, mask, pass) on standard error.
+    """
     blocks = {"flash numpy": (256, 256), "flash numba": (64, 64), **(blocks or {})}
+    bar = tqdm(total=len(sizes) * len(causal) * len(passes), unit="case", file=sys.stderr,
+               disable=not progress, mininterval=0.5)
+
+    def say(line):
+        if not progress:
+            return log(line)
+        with tqdm.external_write_mode():  # lift the bar off the terminal while the line is written
+            log(line)
+
     names, skipped = available_methods(methods)
     for name, why in skipped.items():
-        log(f"skipping {name}: {why}")
-    sgemm = measure_sgemm()
-    log(f"sgemm (float32 2048x2048, NumPy's BLAS, all cores): {sgemm:.0f} GFLOP/s")
+        say(f"skipping {name}: {why}")
     results = []
     rng = np.random.default_rng(0)
-    for n in sizes:
-        inputs = tuple(rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for _ in range(4))
-        contenders = [Method(name, inputs, blocks) for name in names]
-        for is_causal in causal:
-            for which in passes:
-                records = run_case(contenders, inputs, is_causal, which == "backward", repeats, budget_s,
-                                   tolerance, flash_numpy_max, log)
-                torch_rec = records.get("torch sdpa", {})
-                for name, rec in records.items():
-                    row = {"N": n, "causal": is_causal, "pass": which, "method": name, **rec}
-                    if "best_ms" in rec:
-                        row["sgemm_fraction"] = rec["gflops"] / sgemm
-                        if "best_ms" in torch_rec:
-                            row["vs_torch"] = torch_rec["best_ms"] / rec["best_ms"]
-                            row["vs_torch_median"] = torch_rec["median_ms"] / rec["median_ms"]
-                            n_pairs = min(len(rec["times"]), len(torch_rec["times"]))
-                            row["vs_torch_paired"] = float(np.median(  # same repetition, run back to back
-                                np.divide(torch_rec["times"][:n_pairs], rec["times"][:n_pairs])))
-                    results.append(row)
-                    log(format_row(row))
-    sgemm_end = measure_sgemm()
-    log(f"sgemm again at the end: {sgemm_end:.0f} GFLOP/s (the fractions use the larger of the two)")
+    with bar:
+        bar.set_description_str("sgemm")
+        sgemm = measure_sgemm()
+        say(f"sgemm (float32 2048x2048, NumPy's BLAS, all cores): {sgemm:.0f} GFLOP/s")
+        for n in sizes:
+            inputs = tuple(rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for _ in range(4))
+            contenders = [Method(name, inputs, blocks) for name in names]
+            for is_causal in causal:
+                for which in passes:
+                    bar.set_description_str(f"N={n} {'causal' if is_causal else 'no mask'} {which}")
+                    records = run_case(contenders, inputs, is_causal, which == "backward", repeats, budget_s,
+                                       tolerance, flash_numpy_max, say, bar.set_postfix_str)
+                    torch_rec = records.get("torch sdpa", {})
+                    for name, rec in records.items():
+                        row = {"N": n, "causal": is_causal, "pass": which, "method": name, **rec}
+                        if "best_ms" in rec:
+                            row["sgemm_fraction"] = rec["gflops"] / sgemm
+                            if "best_ms" in torch_rec:
+                                row["vs_torch"] = torch_rec["best_ms"] / rec["best_ms"]
+                                row["vs_torch_median"] = torch_rec["median_ms"] / rec["median_ms"]
+                                n_pairs = min(len(rec["times"]), len(torch_rec["times"]))
+                                row["vs_torch_paired"] = float(np.median(  # same repetition, run back to back
+                                    np.divide(torch_rec["times"][:n_pairs], rec["times"][:n_pairs])))
+                        results.append(row)
+                        say(format_row(row))
+                    bar.update(1)
+        bar.set_description_str("sgemm")
+        bar.set_postfix_str("")
+        sgemm_end = measure_sgemm()
+    say(f"sgemm again at the end: {sgemm_end:.0f} GFLOP/s (the fractions use the larger of the two)")
     if sgemm_end > sgemm:
         for row in results:
             if "gflops" in row:
@@ -275,7 +302,7 @@ def main(argv=None):
     print(HEADER)
     data = run(args.sizes, args.repeats, args.batch, args.heads, args.dim, args.methods,
                {"flash numba": (args.block_q, args.block_k)}, args.budget,
-               flash_numpy_max=args.flash_numpy_max)
+               flash_numpy_max=args.flash_numpy_max, progress=True)
     data["machine"]["blas_after"] = blas_description()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

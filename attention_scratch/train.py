@@ -2,8 +2,9 @@
 
 ``python -m attention_scratch.seq2seq --attention bahdanau --seed 3`` trains a
 model from scratch with the defaults of :class:`~attention_scratch.seq2seq.Config`
-and ends with ``held-out exact match: 0.xxx (n=...)``. ``--save FILE.npz`` keeps
-the weights; :func:`load_model` reads them back.
+shows a progress bar on standard error while it trains (``--quiet``: none) and
+ends with ``held-out exact match: 0.xxx (n=...)`` on standard output.
+``--save FILE.npz`` keeps the weights; :func:`load_model` reads them back.
 """
 import argparse
 import dataclasses
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .data import DateTask, encode_batch
 from .optim import Adam, clip_grad_norm, load_params, save_params
@@ -25,21 +27,13 @@ def learning_rate(step, steps, lr):
     return lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / max(steps, 1))))
 
 
-def _progress(step, steps, loss, start, out):
-    width = 30
-    done = int(width * step / steps)
-    bar = "#" * done + "." * (width - done)
-    out.write(f"\r[{bar}] step {step}/{steps} loss {loss:.3f} {time.perf_counter() - start:5.1f} s")
-    if step == steps:
-        out.write("\n")
-    out.flush()
-
-
-def train(config, task=None, progress=True, out=sys.stderr):
+def train(config, task=None, progress=True, out=None):
     """Train a :class:`Seq2Seq` from scratch. Returns ``(model, losses, seconds)``.
 
     Batches are drawn from ``task.train`` with ``np.random.default_rng(config.seed)``;
     the model is initialised from the same seed, so a run is reproducible.
+    ``progress`` shows a bar with the mean loss of the last 10 steps on ``out``
+    (default: standard error).
     """
     task = task or DateTask(config.data_seed, config.n_train, config.n_heldout, config.max_dates)
     config = dataclasses.replace(config, vocab_size=len(task.vocab))
@@ -47,16 +41,20 @@ def train(config, task=None, progress=True, out=sys.stderr):
     opt = Adam(model, lr=config.lr)
     rng = np.random.default_rng([config.seed, 1])
     losses = []
+    bar = tqdm(total=config.steps, desc=f"training {config.attention}", unit="step",
+               file=out if out is not None else sys.stderr, disable=not progress, mininterval=0.5)
     start = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        idx = rng.integers(len(task.train), size=config.batch)
-        batch = encode_batch([task.train[i] for i in idx], task.vocab)
-        losses.append(model.loss_and_backward(batch))
-        clip_grad_norm(model.gradients(), config.clip)
-        opt.lr = learning_rate(step - 1, config.steps, config.lr)
-        opt.step()
-        if progress and (step % 10 == 0 or step == config.steps):
-            _progress(step, config.steps, float(np.mean(losses[-10:])), start, out)
+    with bar:
+        for step in range(1, config.steps + 1):
+            idx = rng.integers(len(task.train), size=config.batch)
+            batch = encode_batch([task.train[i] for i in idx], task.vocab)
+            losses.append(model.loss_and_backward(batch))
+            clip_grad_norm(model.gradients(), config.clip)
+            opt.lr = learning_rate(step - 1, config.steps, config.lr)
+            opt.step()
+            if progress and (step % 10 == 0 or step == config.steps):
+                bar.set_postfix_str(f"loss {np.mean(losses[-10:]):.3f}", refresh=False)
+            bar.update(1)
     return model, np.array(losses), time.perf_counter() - start
 
 

@@ -1,16 +1,19 @@
 """Training and evaluating the tiny transformer on a synthetic task (chapter 15).
 
 ``python -m attention_scratch.transformer --task sort --seed 0`` trains from
-scratch with Adam, prints the loss as it goes, evaluates on held-out sequences
-by greedy generation with the KV cache and ends with the line
+scratch with Adam, prints the loss every 100 steps and shows a progress bar on
+standard error (``--quiet``: no bar), evaluates on held-out sequences by greedy
+generation with the KV cache and ends with the line
 ``held-out token accuracy: 0.xxx``. ``--save`` writes the weights to an ``.npz``
 file that :func:`load_model` reads back.
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .nn import cross_entropy
 from .optim import Adam, clip_grad_norm, load_params, save_params
@@ -62,12 +65,13 @@ def build_model(cfg, rng):
                            max_len=2 * cfg["length"] + 1, rng=rng)
 
 
-def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, **overrides):
+def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, progress=False, **overrides):
     """Train from scratch; return ``(model, history)``.
 
     ``history`` holds per-step ``loss`` and ``acc`` (teacher-forced, on the
     training batch), the ``lr`` and elapsed ``time``. ``time_limit`` (seconds)
-    stops training early if reached.
+    stops training early if reached. Every ``log_every`` steps a line goes to
+    ``out``; ``progress=True`` also shows a bar on standard error.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}; got {task!r}")
@@ -77,19 +81,30 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, **o
     data_rng = np.random.default_rng([seed, 1])
     opt = Adam(model, lr=cfg["lr"])
     history = {k: [] for k in ("loss", "acc", "lr", "time")}
+    bar = tqdm(total=cfg["steps"], desc=f"training ({task})", unit="step", file=sys.stderr,
+               disable=not progress, mininterval=0.5)
+
+    def log(line):
+        if not progress:
+            return out(line)
+        with tqdm.external_write_mode():  # lift the bar off the terminal while the line is written
+            out(line)
+
     start = time.perf_counter()
-    for step in range(cfg["steps"]):
-        opt.lr = learning_rate(step, cfg["steps"], cfg["lr"], cfg["warmup"])
-        inputs, targets = make_batch(task, data_rng, cfg["batch"], cfg["length"])
-        loss, acc, _ = train_step(model, opt, inputs, targets, cfg["clip"])
-        elapsed = time.perf_counter() - start
-        for k, v in (("loss", loss), ("acc", acc), ("lr", opt.lr), ("time", elapsed)):
-            history[k].append(v)
-        if log_every and (step % log_every == 0 or step == cfg["steps"] - 1):
-            out(f"step {step:5d}  loss {loss:.4f}  train acc {acc:.3f}  lr {opt.lr:.2e}  {elapsed:6.1f}s")
-        if time_limit is not None and elapsed > time_limit:
-            out(f"time limit of {time_limit}s reached after {step + 1} steps")
-            break
+    with bar:
+        for step in range(cfg["steps"]):
+            opt.lr = learning_rate(step, cfg["steps"], cfg["lr"], cfg["warmup"])
+            inputs, targets = make_batch(task, data_rng, cfg["batch"], cfg["length"])
+            loss, acc, _ = train_step(model, opt, inputs, targets, cfg["clip"])
+            elapsed = time.perf_counter() - start
+            for k, v in (("loss", loss), ("acc", acc), ("lr", opt.lr), ("time", elapsed)):
+                history[k].append(v)
+            bar.update(1)
+            if log_every and (step % log_every == 0 or step == cfg["steps"] - 1):
+                log(f"step {step:5d}  loss {loss:.4f}  train acc {acc:.3f}  lr {opt.lr:.2e}  {elapsed:6.1f}s")
+            if time_limit is not None and elapsed > time_limit:
+                log(f"time limit of {time_limit}s reached after {step + 1} steps")
+                break
     model.config_train = cfg
     return model, history
 
@@ -113,11 +128,12 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--eval-size", type=int, default=1000, help="held-out sequences to evaluate")
     parser.add_argument("--save", type=Path, help="write the trained weights to this .npz file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("length", "d_model", "num_heads", "num_layers", "hidden",
                                                 "steps", "batch", "warmup", "lr")}
     start = time.perf_counter()
-    model, history = train(args.task, args.seed, **overrides)
+    model, history = train(args.task, args.seed, progress=not args.quiet, **overrides)
     token_acc, seq_acc = evaluate(model, args.length, num=args.eval_size)
     print(f"trained {len(history['loss'])} steps in {history['time'][-1]:.1f}s; "
           f"{model.num_parameters()} parameters; total {time.perf_counter() - start:.1f}s")

@@ -79,11 +79,12 @@ def test_long_variant_lists_several_dates():
     assert batch["tgt_in"][0, 0] == BOS and vocab.decode(batch["tgt_out"][0]) == task.train[0].target
 
 
-def test_training_smoke_on_a_small_subset():
+def test_training_smoke_on_a_small_subset(capsys):
     """A few hundred steps on a small subset must cut the loss well below its start."""
     task = DateTask(n_train=500, n_heldout=50)
     config = Config(attention="bahdanau", steps=60, batch=32)
     model, losses, _ = train(config, task, progress=False)
+    assert capsys.readouterr().err == "", "progress=False must not draw a progress bar"
     assert np.isfinite(losses).all()
     assert losses[-10:].mean() < 0.6 * losses[:10].mean(), f"loss did not fall: {losses[:3]} ... {losses[-3:]}"
     preds, weights, _ = predict(model, task.heldout[:5], task.vocab)
@@ -96,7 +97,7 @@ def test_bad_attention_name():
         Seq2Seq(dataclasses.replace(Config(), attention="cosine"))
 
 
-def test_command_line_ends_with_the_held_out_line(tmp_path):
+def test_command_line_shows_progress_and_ends_with_the_held_out_line(tmp_path):
     import re
     import subprocess
     import sys
@@ -104,12 +105,16 @@ def test_command_line_ends_with_the_held_out_line(tmp_path):
     from attention_scratch.train import load_model
     path = tmp_path / "m.npz"
     done = subprocess.run([sys.executable, "-m", "attention_scratch.seq2seq", "--attention", "luong-local-p",
-                           "--steps", "3", "--n-train", "100", "--n-heldout", "20", "--quiet",
+                           "--steps", "3", "--n-train", "100", "--n-heldout", "20",
                            "--save-dtype", "float16", "--save", str(path)],
                           capture_output=True, text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1",
                                                                              "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr, done.stderr
+    # the progress bar goes to stderr, with the step count and the recent loss; stdout stays the report
+    assert "training luong-local-p" in done.stderr and "3/3" in done.stderr, done.stderr
+    assert re.search(r"loss \d+\.\d{3}", done.stderr), done.stderr
+    assert "3/3" not in done.stdout
     last = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"held-out exact match: \d\.\d{3} \(n=20\)", last), last
     model, meta = load_model(path)

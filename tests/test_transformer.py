@@ -171,3 +171,20 @@ def test_shipped_weights_reproduce_the_stated_accuracy():
         "the shipped weights no longer give the accuracy stored with them"
     assert token_acc >= 0.99
     assert PRETRAINED.stat().st_size < 1_000_000
+
+
+def test_command_line_shows_progress_on_stderr_and_ends_with_the_accuracy_line(capsys):
+    import re
+
+    from attention_scratch.transformer_train import main
+
+    args = ["--steps", "3", "--length", "3", "--d-model", "8", "--num-heads", "2", "--num-layers", "1",
+            "--hidden", "8", "--batch", "4", "--warmup", "1", "--eval-size", "10"]
+    main(args)
+    captured = capsys.readouterr()
+    assert "training (sort)" in captured.err and "3/3" in captured.err, captured.err
+    lines = captured.out.strip().splitlines()
+    assert re.fullmatch(r"held-out token accuracy: \d\.\d{3}", lines[-1]), lines[-1]
+    assert lines[0].startswith("step     0  loss") and "3/3" not in captured.out
+    main(args + ["--quiet"])
+    assert capsys.readouterr().err == ""

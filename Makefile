@@ -8,14 +8,14 @@ TSTAMP := $(VENV)/.installed-test
 CHAPTER ?=
 TARGET ?= exercises
 
-.PHONY: help venv book test test-fast grade exercises check-exercises notebooks lab bench clean
+.PHONY: help venv book test test-fast grade exercises check-exercises notebooks check-notebooks lab bench clean
 
 help:
 	@echo "make book        build the whole book (executes every chapter); prints the path to open"
 	@echo "make test        the whole suite: library, graded exercises, stubs, exercise freshness"
 	@echo "make grade       grade your exercises (CHAPTER=1 for one chapter, TARGET=solutions for the answers)"
 	@echo "make exercises   regenerate exercises/ and solutions/ from the library (never overwrites your edits)"
-	@echo "make notebooks   write .ipynb notebooks of every chapter into notebooks/"
+	@echo "make notebooks   write .ipynb notebooks of every chapter, exercises graded in place, into notebooks/"
 	@echo "make lab         open the notebooks in Jupyter Lab"
 	@echo "make bench       run the benchmarks (BENCH_ARGS=\"--sizes 2048 --repeats 9\" for the quick check)"
 	@echo "make clean       remove the build, caches and .venv"
@@ -35,6 +35,7 @@ venv: $(STAMP)
 book: $(STAMP)
 	rm -rf _build
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	$(PY) -m attention_scratch.course.pages _build/html
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
 
@@ -53,10 +54,13 @@ exercises: $(STAMP)
 check-exercises: $(STAMP)
 	$(PY) -m attention_scratch.course.exercises --check
 
+# Notebooks with every exercise as a code cell graded in place; a notebook you changed is kept.
 notebooks: $(STAMP)
-	mkdir -p notebooks
-	for f in book/[0-9]*.md; do $(VENV)/bin/jupytext --quiet --to ipynb -o notebooks/$$(basename $${f%.md}).ipynb $$f; done
-	@echo "Notebooks written to $(CURDIR)/notebooks/ (open them with 'make lab' or upload one to Colab)"
+	$(PY) -m attention_scratch.course.notebooks
+
+# Executes every notebook from notebooks/ and checks each exercise reports "not started" (CI).
+check-notebooks: $(STAMP)
+	$(PY) -m attention_scratch.course.notebooks --check
 
 lab: notebooks
 	$(PIP) install --quiet "jupyterlab>=4,<5"
@@ -72,6 +76,11 @@ BENCH_ARGS ?=
 bench: $(TSTAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_THREAD_TIMEOUT=4 $(PY) -m attention_scratch.bench $(BENCH_ARGS)
 
+# Removes what make made; notebooks holding your work are kept (and named). A Jupyter kernel that
+# an older version of this Makefile registered for this clone is removed too.
 clean:
-	rm -rf _build notebooks .pytest_cache .hypothesis $(VENV)
+	-test -x $(PY) && $(PY) -m attention_scratch.course.notebooks --clean
+	-k="$$($(VENV)/bin/jupyter --data-dir 2>/dev/null || echo $$HOME/.local/share/jupyter)/kernels/attention_scratch"; \
+	  grep -qs "$(CURDIR)/$(VENV)/" "$$k/kernel.json" && rm -rf "$$k"
+	rm -rf _build .pytest_cache .hypothesis $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

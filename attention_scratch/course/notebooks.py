@@ -16,7 +16,10 @@ Running a fresh notebook top to bottom never stops at an exercise: an untouched
 stub is reported "not started".
 """
 import argparse
+import hashlib
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,12 +31,12 @@ _EXERCISE_TITLE = re.compile(r"^(?P<title>.*?)\s+—\s+(?P<points>\d+) points?$"
 _ADMONITIONS = {"note", "warning", "tip", "important", "caution", "attention", "hint", "seealso"}
 
 
-def repository_url(repo_dir):
-    """The repository's address, written once in pyproject.toml's [project.urls] Repository."""
+def project_url(repo_dir, key="Repository"):
+    """An address written once in pyproject.toml's [project.urls] (Repository, Homepage ...)."""
     text = (Path(repo_dir) / "pyproject.toml").read_text()
-    found = re.search(r'^\[project\.urls\][^\[]*?^Repository\s*=\s*"([^"]+)"', text, re.M | re.S)
+    found = re.search(rf'^\[project\.urls\][^\[]*?^{key}\s*=\s*"([^"]+)"', text, re.M | re.S)
     if not found:
-        raise ValueError("pyproject.toml has no [project.urls] Repository")
+        raise ValueError(f"pyproject.toml has no [project.urls] {key}")
     return found.group(1)
 
 
@@ -94,7 +97,7 @@ def _plain_markdown(text):
     return re.sub(r"^\(([\w-]+)\)=\s*$", "", text, flags=re.M)
 
 
-def notebook_cells(markdown, exercises, url):
+def notebook_cells(markdown, exercises, page_url):
     """(cell type, source) pairs for one markdown cell of a chapter, exercises turned into code."""
     by_label = {f"ex-{ex.chapter}-{ex.number}": ex for ex in exercises}
     cells, text = [], []
@@ -124,8 +127,8 @@ def notebook_cells(markdown, exercises, url):
         elif name == "solution":
             ex = by_label.get(arg)
             where = f"`solutions/{CHAPTERS[ex.chapter]}.py`" if ex else "`solutions/`"
-            text.append(f"*The answer is in {where} and behind the solution button of the online book "
-                        f"({url}); try the exercise first.*")
+            text.append(f"*Try it first. The answer is in {where} and behind the solution button of "
+                        f"[this chapter in the online book]({page_url}).*")
         elif name in _ADMONITIONS:
             quoted = "\n".join(f"> {line}" if line else ">" for line in content.split("\n"))
             text.append(f"> **{name.capitalize()}{': ' + arg if arg else ''}**\n>\n{quoted}")
@@ -138,7 +141,7 @@ def notebook_cells(markdown, exercises, url):
     return cells
 
 
-def build_notebook(chapter_path, exercises, url):
+def build_notebook(chapter_path, exercises, url, book_url):
     """The notebook (an nbformat node) of one chapter."""
     import jupytext
     import nbformat
@@ -152,38 +155,117 @@ def build_notebook(chapter_path, exercises, url):
         if cell.cell_type != "markdown":
             notebook.cells.append(nbformat.v4.new_code_cell(cell.source))
             continue
-        for kind, text in notebook_cells(cell.source, exercises, url):
+        page = f"{book_url.rstrip('/')}/book/{Path(chapter_path).stem}.html"
+        for kind, text in notebook_cells(cell.source, exercises, page):
             maker = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
             notebook.cells.append(maker(text))
     return notebook
 
 
-def write_notebooks(out_dir=None, repo_dir=None):
-    """Write every chapter's notebook; return the paths written."""
+MANIFEST = ".generated.json"
+
+
+def _digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
+    """Write every chapter's notebook; a notebook changed since it was written (your work) is kept.
+
+    Returns the paths of the chapters' notebooks, written or kept.
+    """
     import nbformat
 
     repo_dir = Path(repo_dir or find_repository())
     out_dir = Path(out_dir or repo_dir / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
-    url = repository_url(repo_dir)
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    url, book_url = project_url(repo_dir, "Repository"), project_url(repo_dir, "Homepage")
     exercises = collect()
-    written = []
+    paths = []
     for chapter_path in sorted((repo_dir / "book").glob("[0-9][0-9]_*.md")):
         number = int(chapter_path.stem[:2])
         own = [ex for ex in exercises if ex.chapter == number]
-        notebook = build_notebook(chapter_path, own, url)
+        text = nbformat.writes(build_notebook(chapter_path, own, url, book_url)) + "\n"
         path = out_dir / f"{chapter_path.stem}.ipynb"
-        nbformat.write(notebook, path)
-        written.append(path)
-    return written
+        paths.append(path)
+        if path.exists() and path.read_text() != text and _digest(path.read_text()) != manifest.get(path.name):
+            print(f"kept {path.name}: it holds your work (delete it to get a fresh notebook)", file=out)
+            continue
+        path.write_text(text)
+        manifest[path.name] = _digest(text)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return paths
+
+
+def clean(out_dir):
+    """Remove the notebooks nobody has changed since they were written; keep (and name) the others."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    if not out_dir.exists():
+        return []
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    kept = []
+    for path in sorted(out_dir.glob("*.ipynb")):
+        if _digest(path.read_text()) == manifest.get(path.name):
+            path.unlink()
+        else:
+            kept.append(path)
+    if not kept:
+        manifest_path.unlink(missing_ok=True)
+        for leftover in out_dir.glob(".ipynb_checkpoints"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    return kept
+
+
+def check(paths, exercises=None, timeout=900):
+    """Execute each notebook from its folder; return problems (errors, missing "not started" lines)."""
+    import nbclient
+    import nbformat
+
+    exercises = collect() if exercises is None else exercises
+    problems = []
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        try:
+            nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": str(path.parent)}}).execute()
+        except Exception as error:  # noqa: BLE001 - reported with the notebook's name
+            problems.append(f"{path.name}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}")
+            continue
+        printed = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+                            for o in c.get("outputs", []))
+        for ex in (e for e in exercises if e.chapter == int(path.stem[:2])):
+            line = f"{ex.id}  0/{ex.points}  not started"
+            if line not in printed:
+                problems.append(f"{path.name}: the grade cell of exercise {ex.id} did not print {line!r}")
+        print(f"ran {path.name}", flush=True)
+    return problems
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="folder to write into (default: notebooks/ of the clone)")
+    parser.add_argument("--check", action="store_true",
+                        help="also execute every notebook from its folder and check each exercise "
+                             "is reported 'not started'")
+    parser.add_argument("--clean", action="store_true", help="remove the notebooks nobody changed")
     args = parser.parse_args(argv)
-    written = write_notebooks(args.out)
-    print(f"{len(written)} notebooks written to {written[0].parent if written else args.out}")
+    out_dir = Path(args.out or find_repository() / "notebooks")
+    if args.clean:
+        for path in clean(out_dir):
+            print(f"kept {path}: it holds your work")
+        return 0
+    paths = write_notebooks(out_dir)
+    print(f"{len(paths)} notebooks in {out_dir} (open them with `make lab`, or upload one to Colab)")
+    if args.check:
+        problems = check(paths)
+        for problem in problems:
+            print(problem)
+        return 1 if problems else 0
     return 0
 
 

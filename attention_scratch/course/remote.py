@@ -110,7 +110,8 @@ class StudentProcess:
                    "--cpu-seconds", str(4 * self.budget + 30)]
         try:
             self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                            cwd=Path(self.module_path).parent)
         finally:
             theirs.close()
             if output is not subprocess.DEVNULL:

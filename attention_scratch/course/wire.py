@@ -189,14 +189,15 @@ def _hashable(key):
 
 
 def _library_object(qualified, state):
-    """An instance of a class of the library (never of anything else), with ``state`` as attributes."""
+    """An instance of a class defined in the library (never of anything else), with ``state`` as
+    attributes. Only ``__new__`` runs: no constructor, no code of the sender's."""
     module_name, _, qualname = qualified.partition(":")
-    if not module_name.startswith("attention_scratch.") or module_name.startswith("attention_scratch.course"):
+    if not module_name.startswith("attention_scratch.") or module_name.startswith("attention_scratch.course") \
+            or not qualname.isidentifier():
         raise ValueError(f"{qualified} is not a class of the library")
-    kind = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        kind = getattr(kind, part)
-    if not isinstance(kind, type) or not isinstance(state, dict):
+    kind = getattr(importlib.import_module(module_name), qualname, None)
+    if not isinstance(kind, type) or kind.__module__ != module_name or kind.__qualname__ != qualname \
+            or not isinstance(state, dict):
         raise ValueError(f"{qualified} is not a class of the library")
     obj = kind.__new__(kind)
     for name, value in state.items():

@@ -33,7 +33,7 @@ def lint(*paths):
 
 
 def test_the_workflows_exist():
-    assert sorted(p.name for p in WORKFLOWS.glob("*.yml")) == ["book.yml", "test.yml"]
+    assert {"book.yml", "test.yml"} <= {p.name for p in WORKFLOWS.glob("*.yml")}
 
 
 def test_actionlint_finds_no_problem_in_the_workflows():

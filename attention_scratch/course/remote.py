@@ -122,6 +122,7 @@ class StudentProcess:
             raise self._fail(StudentDied("the process running your code did not start"))
 
     def stop(self):
+        """End the process; a later call starts a new one, with a new budget."""
         if self.process is None:
             return
         try:
@@ -131,6 +132,7 @@ class StudentProcess:
         except (OSError, subprocess.TimeoutExpired, wire.WireClosed):
             pass
         self._kill()
+        self.process = None
 
     def _kill(self):
         if self.process is not None and self.process.poll() is None:

@@ -67,6 +67,8 @@ class GradingSession:
         """The test about to run belongs to ``exercise_id``."""
         if exercise_id not in self.exercises:
             raise KeyError(f"no exercise {exercise_id} in the library")
+        if exercise_id != self.current and self.current in self.processes:
+            self.processes[self.current].stop()  # one student process alive at a time
         self.current = exercise_id
 
     def module(self, stem):

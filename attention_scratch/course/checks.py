@@ -33,9 +33,9 @@ def expect_array(got, *, shape=None, dtype=None, what="the result"):
     if shape is not None and got.shape != tuple(shape):
         raise AssertionError(f"{what}: wrong shape: got {got.shape}, expected {tuple(shape)}")
     if dtype is not None and got.dtype != np.dtype(dtype):
-        raise AssertionError(
-            f"{what}: dtype {got.dtype}, expected {np.dtype(dtype)} "
-            "(the result keeps the dtype of the inputs: no cast to another precision)")
+        why = ("a boolean mask (True = may attend), not numbers" if np.dtype(dtype) == np.bool_ else
+               "the result keeps the dtype of the inputs: no cast to another precision")
+        raise AssertionError(f"{what}: dtype {got.dtype}, expected {np.dtype(dtype)} ({why})")
     return got
 
 
@@ -68,7 +68,7 @@ def check_equal(got, expected, *, what="the result"):
         lines = [f"{what}: {len(differ)} of {expected.size} entries differ; first ones (index: got vs expected):"]
         for idx in differ[:_SHOWN]:
             i = tuple(int(k) for k in idx)
-            lines.append(f"    {i}: {got[i]!r} vs {expected[i]!r}")
+            lines.append(f"    {i}: {got[i].item()!r} vs {expected[i].item()!r}")
         raise AssertionError("\n".join(lines))
 
 

@@ -16,7 +16,9 @@ from importlib.resources import files
 import pytest
 import yaml
 
-from attention_scratch.exercise_tools import REPO_DIR
+from attention_scratch.course.repo import find_repository
+
+REPO_DIR = find_repository()
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
@@ -209,9 +211,9 @@ def test_the_api_appendix_shows_defaults_as_written_not_as_computed_on_the_build
     autodoc_preserve_defaults Sphinx shows the source text of a default instead."""
     import inspect
 
-    from attention_scratch import exercise_tools
+    from attention_scratch.course import exercises
 
-    default = inspect.signature(exercise_tools.collect).parameters["package_dir"].default
+    default = inspect.signature(exercises.collect).parameters["package_dir"].default
     assert str(REPO_DIR) in str(default), "the example above no longer holds: pick another"
     assert SPHINX_CONFIG["autodoc_preserve_defaults"] is True
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from attention_scratch.exercise_tools import REPO_DIR
+from attention_scratch.course.repo import find_repository
+
+REPO_DIR = find_repository()
 
 WORKFLOWS = REPO_DIR / ".github" / "workflows"
 

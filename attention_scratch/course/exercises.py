@@ -23,7 +23,7 @@ is never overwritten: ``exercises/.generated.json`` records the hash of each
 stub as written, and a file whose hash differs is left alone, except that the
 stub of an exercise it lacks (one added to the library later) is appended to it.
 
-Run ``python -m attention_scratch.exercise_tools`` (``make exercises``) to write
+Run ``python -m attention_scratch.course.exercises`` (``make exercises``) to write
 the files, and ``--check`` to fail when they are stale (CI does).
 """
 import argparse

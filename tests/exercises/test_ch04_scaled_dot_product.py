@@ -100,7 +100,8 @@ def test_dropout_keeps_float32(ch, rng):
 def test_dropout_keeps_the_expectation(ch, rng):
     w = np.full((200, 200), 0.25)
     dropped, keep = expect_tuple(ch.dropout_weights(w, 0.2, rng), 2, what="dropout_weights(weights, 0.2, rng)")
-    keep, dropped = np.asarray(keep), np.asarray(dropped)
+    keep = expect_array(keep, shape=w.shape, what="keep for (200, 200) weights with p=0.2")
+    dropped = expect_array(dropped, shape=w.shape, what="dropped (200, 200) weights with p=0.2")
     assert abs(keep.mean() - 0.8) < 0.01, f"fraction kept {keep.mean():.3f}, expected about 1 - p = 0.8"
     assert abs(dropped.mean() - 0.25) < 0.01, (
         f"mean weight after dropout {dropped.mean():.4f}, expected about 0.25: inverted dropout keeps "

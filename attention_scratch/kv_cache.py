@@ -23,6 +23,8 @@ def append_to_buffer(buffer, length, new):
     ``buffer.shape[-2]``, allocate a new buffer of capacity
     ``max(2 * capacity, length + n)`` and copy the cached entries over first.
     Return ``(buffer, length + n)``; the caller reads ``buffer[..., :length + n, :]``.
+    With room left (``length + n <= capacity``) ``buffer`` itself is written and
+    returned; a grown buffer keeps the dtype of ``buffer``.
 
     Shapes: ``buffer`` (..., capacity, D); ``new`` (..., n, D) with the same leading
     axes and D.

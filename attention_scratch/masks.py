@@ -37,7 +37,7 @@ def causal_keep(L, S, align="top_left"):
     (``offset = S - L``), which is what a KV cache needs: the ``L`` new queries
     are the last ``L`` positions of a sequence of ``S`` keys.
 
-    Shapes: returns a boolean array (L, S).
+    Shapes: returns a boolean array (L, S), True = may attend (empty when L or S is 0).
     """
     # BEGIN SOLUTION
     # HINT: compare a column of query indices with a row of key indices.
@@ -58,7 +58,8 @@ def lengths_keep(lengths, S):
     A batch of sequences of different lengths is padded to a common length
     ``S``; keys past a sequence's length are padding and must receive no weight.
 
-    Shapes: ``lengths`` (B,) integers; returns a boolean array (B, S).
+    Shapes: ``lengths`` (B,) integers (any integer dtype); returns a boolean
+    array (B, S), True on real tokens.
     """
     # BEGIN SOLUTION
     return np.arange(S)[None, :] < np.asarray(lengths)[:, None]  # (B, S)
@@ -76,7 +77,7 @@ def window_keep(L, S, left, right=0, align="bottom_right"):
     :func:`attention_scratch.flash_attention`'s ``window``) and ``i' = i`` for
     ``"top_left"``. ``left=None`` or ``right=None`` leaves that side unlimited.
 
-    Shapes: returns a boolean array (L, S).
+    Shapes: returns a boolean array (L, S), True = may attend.
     """
     # BEGIN SOLUTION
     offset = 0 if align == "top_left" else S - L

@@ -20,7 +20,8 @@ from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_bac
 def split_heads(x, num_heads):
     """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
 
-    Shapes: ``x`` (..., L, H·D); returns (..., H, L, D).
+    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none);
+    returns (..., H, L, D) with the dtype of ``x``.
     """
     # BEGIN SOLUTION
     *lead, L, width = x.shape
@@ -36,7 +37,8 @@ def split_heads(x, num_heads):
 def merge_heads(x):
     """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
 
-    Shapes: ``x`` (..., H, L, D); returns (..., L, H·D).
+    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none);
+    returns (..., L, H·D) with the dtype of ``x``.
     """
     # BEGIN SOLUTION
     x = np.swapaxes(x, -2, -3)  # (..., L, H, D)
@@ -55,7 +57,8 @@ def repeat_kv(x, num_q_heads):
     order ``0, 0, ..., 1, 1, ...`` (each repeated ``G`` times in a row), not
     ``0, 1, ..., 0, 1, ...``. Then ordinary multi-head attention applies.
 
-    Shapes: ``x`` (..., Hkv, S, D); returns (..., Hq, S, D).
+    Shapes: ``x`` (..., Hkv, S, D) with any number of leading axes (also none);
+    returns (..., Hq, S, D) with the dtype of ``x``.
     """
     # BEGIN SOLUTION
     return np.repeat(x, num_q_heads // x.shape[-3], axis=-3)  # (..., Hq, S, D)
@@ -72,7 +75,8 @@ def fold_kv_grad(grad, num_kv_heads):
     A key/value head used by ``G`` query heads receives the sum of the ``G``
     gradients that flow back to its copies.
 
-    Shapes: ``grad`` (..., Hq, S, D); returns (..., Hkv, S, D).
+    Shapes: ``grad`` (..., Hq, S, D) with any number of leading axes (also none);
+    returns (..., Hkv, S, D) with the dtype of ``grad``.
     """
     # BEGIN SOLUTION
     *lead, hq, S, D = grad.shape

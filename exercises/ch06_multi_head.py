@@ -18,7 +18,8 @@ from attention_scratch._checks import array_module
 def split_heads(x, num_heads):
     """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
 
-    Shapes: ``x`` (..., L, H·D); returns (..., H, L, D).
+    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none);
+    returns (..., H, L, D) with the dtype of ``x``.
     """
     raise NotImplementedError("Exercise 6.1: splitting the model dimension into heads")
 
@@ -27,7 +28,8 @@ def split_heads(x, num_heads):
 def merge_heads(x):
     """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
 
-    Shapes: ``x`` (..., H, L, D); returns (..., L, H·D).
+    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none);
+    returns (..., L, H·D) with the dtype of ``x``.
     """
     raise NotImplementedError("Exercise 6.2: merging the heads back")
 
@@ -40,7 +42,8 @@ def repeat_kv(x, num_q_heads):
     order ``0, 0, ..., 1, 1, ...`` (each repeated ``G`` times in a row), not
     ``0, 1, ..., 0, 1, ...``. Then ordinary multi-head attention applies.
 
-    Shapes: ``x`` (..., Hkv, S, D); returns (..., Hq, S, D).
+    Shapes: ``x`` (..., Hkv, S, D) with any number of leading axes (also none);
+    returns (..., Hq, S, D) with the dtype of ``x``.
     """
     raise NotImplementedError("Exercise 6.3: grouped-query attention by repeating key/value heads")
 
@@ -52,7 +55,8 @@ def fold_kv_grad(grad, num_kv_heads):
     A key/value head used by ``G`` query heads receives the sum of the ``G``
     gradients that flow back to its copies.
 
-    Shapes: ``grad`` (..., Hq, S, D); returns (..., Hkv, S, D).
+    Shapes: ``grad`` (..., Hq, S, D) with any number of leading axes (also none);
+    returns (..., Hkv, S, D) with the dtype of ``grad``.
     """
     raise NotImplementedError("Exercise 6.4: the gradient of the repeated key/value heads")
 
@@ -66,6 +70,8 @@ def append_to_buffer(buffer, length, new):
     ``buffer.shape[-2]``, allocate a new buffer of capacity
     ``max(2 * capacity, length + n)`` and copy the cached entries over first.
     Return ``(buffer, length + n)``; the caller reads ``buffer[..., :length + n, :]``.
+    With room left (``length + n <= capacity``) ``buffer`` itself is written and
+    returned; a grown buffer keeps the dtype of ``buffer``.
 
     Shapes: ``buffer`` (..., capacity, D); ``new`` (..., n, D) with the same leading
     axes and D.

@@ -14,10 +14,12 @@ def scaled_scores(query, key, scale):
     """``Q Kᵀ · scale``: the similarity of every query with every key.
 
     With ``scale = 1/sqrt(E)`` and entries of unit variance, each score has
-    variance about 1 whatever the head dim ``E``.
+    variance about 1 whatever the head dim ``E``; ``scale`` is a Python float,
+    used as given (it need not be ``1/sqrt(E)``).
 
-    Shapes: ``query`` (..., L, E), ``key`` (..., S, E) with broadcasting leading
-    axes; returns (..., L, S).
+    Shapes: ``query`` (..., L, E), ``key`` (..., S, E) with leading axes that
+    broadcast against each other (as in a NumPy matrix product); returns
+    (..., L, S) in the dtype of the inputs (float32 in, float32 out).
     """
     return (query @ np.swapaxes(key, -1, -2)) * scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
 
@@ -29,9 +31,11 @@ def dropout_weights(weights, p, rng):
     Draw exactly one ``rng.random(weights.shape)`` and keep the entries where it
     is ``>= p``, so that a generator in the same state reproduces the same mask
     (the backward pass relies on it). Scaling by ``1/(1-p)`` keeps the expected
-    weights unchanged. Return ``(dropped, keep)``; with ``p == 1`` every weight is 0.
+    weights unchanged. Return ``(dropped, keep)``; with ``p == 1`` every weight is 0
+    (not NaN). ``weights`` itself is left unchanged.
 
-    Shapes: ``weights`` any shape; ``dropped`` and ``keep`` (bool) the same shape.
+    Shapes: ``weights`` any shape; ``dropped`` (the dtype of ``weights``) and
+    ``keep`` (bool, True where a weight survives) the same shape.
     """
     keep = array_module(weights).asarray(rng.random(weights.shape) >= p)  # drawn on the host
     factor = 0.0 if p >= 1 else 1.0 / (1.0 - p)
@@ -46,7 +50,8 @@ def scores_gradient(grad_out, value, probs):
     ``dS = P ∘ (dP - rowsum(dP ∘ P))``. Masked entries have ``P = 0`` and get 0.
 
     Shapes: ``grad_out`` (..., L, Ev), ``value`` (..., S, Ev), ``probs`` (..., L, S)
-    with broadcasting leading axes; returns (..., L, S).
+    with leading axes that broadcast against each other; returns (..., L, S) in the
+    dtype of the inputs (float32 in, float32 out).
     """
     d_probs = grad_out @ np.swapaxes(value, -1, -2)  # (..., L, Ev) @ (..., Ev, S) -> (..., L, S)
     return probs * (d_probs - (d_probs * probs).sum(axis=-1, keepdims=True))  # (..., L, S)

@@ -17,7 +17,7 @@ def causal_keep(L, S, align="top_left"):
     (``offset = S - L``), which is what a KV cache needs: the ``L`` new queries
     are the last ``L`` positions of a sequence of ``S`` keys.
 
-    Shapes: returns a boolean array (L, S).
+    Shapes: returns a boolean array (L, S), True = may attend (empty when L or S is 0).
     """
     # HINT: compare a column of query indices with a row of key indices.
     offset = 0 if align == "top_left" else S - L
@@ -33,7 +33,8 @@ def lengths_keep(lengths, S):
     A batch of sequences of different lengths is padded to a common length
     ``S``; keys past a sequence's length are padding and must receive no weight.
 
-    Shapes: ``lengths`` (B,) integers; returns a boolean array (B, S).
+    Shapes: ``lengths`` (B,) integers (any integer dtype); returns a boolean
+    array (B, S), True on real tokens.
     """
     return np.arange(S)[None, :] < np.asarray(lengths)[:, None]  # (B, S)
 
@@ -46,7 +47,7 @@ def window_keep(L, S, left, right=0, align="bottom_right"):
     :func:`attention_scratch.flash_attention`'s ``window``) and ``i' = i`` for
     ``"top_left"``. ``left=None`` or ``right=None`` leaves that side unlimited.
 
-    Shapes: returns a boolean array (L, S).
+    Shapes: returns a boolean array (L, S), True = may attend.
     """
     offset = 0 if align == "top_left" else S - L
     centre = np.arange(L)[:, None] + offset  # (L, 1): i'

@@ -1,8 +1,13 @@
-"""Graded tests for chapter 5: causal masks in both alignments, padding masks, sliding windows."""
+"""Graded tests for chapter 5: causal masks in both alignments, padding masks, sliding windows.
+
+Each expected mask is built here from its definition, one entry at a time.
+"""
 import numpy as np
 import pytest
 
-from attention_scratch.testing import reference_mask
+from attention_scratch.course.checks import expect_array
+
+_SHOWN = 5
 
 
 @pytest.fixture(scope="module")
@@ -10,32 +15,62 @@ def ch(load_target):
     return load_target("ch05_masks")
 
 
-def assert_mask(got, expected, what):
-    got = np.asarray(got)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape}, expected {expected.shape}"
-    assert got.dtype == bool, f"{what}: dtype {got.dtype}, expected bool (True = may attend)"
+def from_rule(shape, rule):
+    """The boolean array whose entry ``idx`` is ``rule(*idx)``: a mask by its definition."""
+    out = np.zeros(shape, dtype=bool)
+    for idx in np.ndindex(*shape):
+        out[idx] = rule(*idx)
+    return out
+
+
+def check_mask(got, expected, what, axes=("query", "key")):
+    """``got`` is a boolean NumPy array equal to ``expected``; differences named by (query, key)."""
+    got = expect_array(got, what=what)
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what}: wrong shape: got {got.shape}, expected {expected.shape}")
+    if got.dtype != bool:
+        raise AssertionError(f"{what}: dtype {got.dtype}, expected bool (True = may attend); "
+                             "return the comparisons themselves, not numbers")
     bad = np.argwhere(got != expected)
-    first = tuple(int(i) for i in bad[0]) if len(bad) else None  # plain ints print as (0, 2)
-    assert len(bad) == 0, (f"{what}: {len(bad)} entries differ; first at (query, key) = "
-                           f"{first}: got {got[first]}, expected {expected[first]}")
+    if len(bad):
+        names = ", ".join(axes)
+        lines = [f"{what}: {len(bad)} of {expected.size} entries differ; first ones ({names}): got vs expected"]
+        for idx in bad[:_SHOWN]:
+            i = tuple(int(k) for k in idx)
+            lines.append(f"    {i}: {bool(got[i])} vs {bool(expected[i])}")
+        raise AssertionError("\n".join(lines))
 
 
 # Exercise 5.1 ------------------------------------------------------------------------------------
 
 
+def causal_expected(L, S, offset):
+    return from_rule((L, S), lambda i, j: j <= i + offset)
+
+
 @pytest.mark.exercise("5.1")
 def test_causal_top_left(ch):
-    for L, S in [(4, 4), (2, 5), (5, 3), (1, 1)]:
-        assert_mask(ch.causal_keep(L, S, "top_left"), reference_mask(L, S, is_causal=True),
-                    f"top-left causal mask, L={L}, S={S}")
+    for L, S in [(4, 4), (2, 5), (5, 3), (1, 1), (3, 1)]:
+        check_mask(ch.causal_keep(L, S, "top_left"), causal_expected(L, S, 0),
+                   f"top-left causal mask, L={L}, S={S}: query i keeps keys j <= i")
 
 
 @pytest.mark.exercise("5.1")
 def test_causal_bottom_right(ch):
-    for L, S in [(4, 4), (2, 5), (5, 3), (1, 6)]:
-        assert_mask(ch.causal_keep(L, S, "bottom_right"),
-                    reference_mask(L, S, is_causal=True, causal_align="bottom_right"),
-                    f"bottom-right causal mask, L={L}, S={S} (the last query sees every key)")
+    for L, S in [(4, 4), (2, 5), (5, 3), (1, 6), (6, 2)]:
+        check_mask(ch.causal_keep(L, S, "bottom_right"), causal_expected(L, S, S - L),
+                   f"bottom-right causal mask, L={L}, S={S}: query i keeps keys j <= i + S - L "
+                   "(the last query sees every key)")
+
+
+@pytest.mark.exercise("5.1")
+def test_causal_default_and_empty(ch):
+    check_mask(ch.causal_keep(3, 5), causal_expected(3, 5, 0),
+               "causal_keep(3, 5) without align: the default is top-left")
+    for L, S in [(0, 4), (3, 0)]:
+        for align in ("top_left", "bottom_right"):
+            check_mask(ch.causal_keep(L, S, align), np.zeros((L, S), bool),
+                       f"causal mask with L={L}, S={S}, {align}: an empty (L, S) array")
 
 
 # Exercise 5.2 ------------------------------------------------------------------------------------
@@ -43,29 +78,62 @@ def test_causal_bottom_right(ch):
 
 @pytest.mark.exercise("5.2")
 def test_lengths_keep(ch):
-    expected = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
-    assert_mask(ch.lengths_keep(np.array([3, 0, 4]), 4), expected, "padding mask for lengths [3, 0, 4]")
+    lengths = np.array([3, 0, 4])
+    check_mask(ch.lengths_keep(lengths, 4), from_rule((3, 4), lambda b, j: j < lengths[b]),
+               "padding mask for lengths [3, 0, 4], S=4: row b is True on keys j < lengths[b]",
+               axes=("sequence", "key"))
 
 
 @pytest.mark.exercise("5.2")
 def test_lengths_keep_one_sequence(ch):
-    assert_mask(ch.lengths_keep(np.array([2]), 6), np.array([[1, 1, 0, 0, 0, 0]], bool),
-                "padding mask for one sequence of length 2 padded to 6")
+    check_mask(ch.lengths_keep(np.array([2]), 6), np.array([[1, 1, 0, 0, 0, 0]], bool),
+               "padding mask for one sequence of length 2 padded to 6: shape (B, S) = (1, 6)",
+               axes=("sequence", "key"))
+
+
+@pytest.mark.exercise("5.2")
+def test_lengths_keep_more_sequences_than_keys(ch):
+    lengths = np.array([5, 1, 0, 3, 5, 2, 4], dtype=np.int32)
+    check_mask(ch.lengths_keep(lengths, 5), from_rule((7, 5), lambda b, j: j < lengths[b]),
+               "padding mask for 7 int32 lengths [5, 1, 0, 3, 5, 2, 4], S=5: shape (B, S) = (7, 5)",
+               axes=("sequence", "key"))
+    square = np.array([1, 4, 2, 0])
+    check_mask(ch.lengths_keep(square, 4), from_rule((4, 4), lambda b, j: j < square[b]),
+               "padding mask for lengths [1, 4, 2, 0], S=4 (B == S): row b belongs to sequence b",
+               axes=("sequence", "key"))
 
 
 # Exercise 5.3 ------------------------------------------------------------------------------------
 
 
+def window_expected(L, S, left, right, offset):
+    def rule(i, j):
+        centre = i + offset
+        return (left is None or j >= centre - left) and (right is None or j <= centre + right)
+
+    return from_rule((L, S), rule)
+
+
 @pytest.mark.exercise("5.3")
 def test_window_bottom_right(ch):
-    for L, S, left, right in [(4, 9, 2, 0), (6, 6, 1, 1), (5, 3, None, 0), (3, 8, 2, None)]:
-        assert_mask(ch.window_keep(L, S, left, right, "bottom_right"),
-                    reference_mask(L, S, window=(left, right)),
-                    f"sliding window left={left}, right={right}, L={L}, S={S}, bottom-right")
+    for L, S, left, right in [(4, 9, 2, 0), (6, 6, 1, 1), (5, 3, None, 0), (3, 8, 2, None),
+                              (5, 7, 0, 0), (4, 6, 1, 3), (7, 4, 2, 1)]:
+        check_mask(ch.window_keep(L, S, left, right, "bottom_right"), window_expected(L, S, left, right, S - L),
+                   f"window left={left}, right={right}, L={L}, S={S}, bottom-right: query i keeps keys "
+                   "i' - left <= j <= i' + right with i' = i + S - L (None: no limit on that side)")
 
 
 @pytest.mark.exercise("5.3")
 def test_window_top_left(ch):
-    expected = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0]], bool)
-    assert_mask(ch.window_keep(3, 5, 1, 1, "top_left"), expected,
-                "window left=1, right=1, top-left: query i keeps keys i-1..i+1")
+    for L, S, left, right in [(3, 5, 1, 1), (6, 4, 2, 0), (4, 8, 0, 3), (5, 5, None, 1), (2, 7, 1, None)]:
+        check_mask(ch.window_keep(L, S, left, right, "top_left"), window_expected(L, S, left, right, 0),
+                   f"window left={left}, right={right}, L={L}, S={S}, top-left: query i keeps keys "
+                   "i - left <= j <= i + right (None: no limit on that side)")
+
+
+@pytest.mark.exercise("5.3")
+def test_window_defaults(ch):
+    check_mask(ch.window_keep(4, 7, 2), window_expected(4, 7, 2, 0, 3),
+               "window_keep(4, 7, 2): the defaults are right=0 and align='bottom_right'")
+    check_mask(ch.window_keep(3, 5, None, None), np.ones((3, 5), bool),
+               "window_keep(3, 5, None, None): no limit on either side keeps every key")

@@ -53,8 +53,9 @@ def positive_random_features(x, omega, stabilize=None):
     """``φ(x) = exp(Ωx - ‖x‖²/2 - c) / √m``, the positive random features of FAVOR+.
 
     The exponent of feature ``r`` of row ``n`` is ``x_n·ω_r - ‖x_n‖²/2``. The
-    constant ``c`` keeps ``exp`` from overflowing and cancels in attention's
-    normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
+    constant ``c`` keeps ``exp`` in range (for a long ``x`` every exponent is far
+    below 0, and every feature of the row would underflow to 0) and cancels in
+    attention's normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
     exponent over the features of each row (for queries); ``"all"`` the maximum
     over all rows and features of the last two axes (for keys, which must share
     one constant), one constant per index of the leading axes ``...``.

@@ -52,11 +52,14 @@ def positive_random_features(x, omega, stabilize=None):
     """``φ(x) = exp(Ωx - ‖x‖²/2 - c) / √m``, the positive random features of FAVOR+.
 
     The exponent of feature ``r`` of row ``n`` is ``x_n·ω_r - ‖x_n‖²/2``. The
-    constant ``c`` keeps ``exp`` from overflowing and cancels in attention's
-    normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
+    constant ``c`` keeps ``exp`` in range (for a long ``x`` every exponent is far
+    below 0, and every feature of the row would underflow to 0) and cancels in
+    attention's normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
     exponent over the features of each row (for queries); ``"all"`` the maximum
     over all rows and features of the last two axes (for keys, which must share
-    one constant).
+    one constant), one constant per index of the leading axes ``...``.
+
+    The result has the dtype of ``x`` and ``omega`` (float32 in, float32 out).
 
     Shapes: ``x`` (..., N, E), ``omega`` (m, E); returns (..., N, m).
     """
@@ -66,7 +69,7 @@ def positive_random_features(x, omega, stabilize=None):
         exponent = exponent - exponent.max(axis=-1, keepdims=True)  # (..., N, m)
     elif stabilize == "all":
         exponent = exponent - exponent.max(axis=(-2, -1), keepdims=True)  # (..., N, m)
-    return np.exp(exponent) / np.sqrt(omega.shape[0])  # (..., N, m)
+    return np.exp(exponent) / omega.shape[0] ** 0.5  # (..., N, m); a Python float keeps float32
     # END SOLUTION
 
 

@@ -103,9 +103,9 @@ def elu_feature_map(x):
     The feature map of Katharopoulos et al. (2020). It is positive, so every
     attention weight ``φ(q)·φ(k)`` is positive and the normaliser never vanishes.
     Do not evaluate ``exp`` of large positive numbers (no overflow warning for
-    ``x = 1000``).
+    ``x = 1000``), and return a new array: ``x`` stays as it was.
 
-    Shapes: any shape in, the same shape and dtype out.
+    Shapes: any shape in, the same shape and dtype out (float32 stays float32).
     """
     # BEGIN SOLUTION
     return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0))).astype(x.dtype)  # exp only of x <= 0
@@ -191,11 +191,17 @@ def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
 
     The state is ``S = Σ_{j<=t} φ(k_j) v_jᵀ`` and the normaliser ``z = Σ_{j<=t} φ(k_j)``.
     First add the new key and value: ``S += φ(k_t) v_tᵀ``, ``z += φ(k_t)``; then
-    ``out_t = φ(q_t)ᵀ S / (φ(q_t)ᵀ z + eps)``. Return new arrays; do not modify
-    ``state`` or ``normalizer`` in place.
+    ``out_t = φ(q_t)ᵀ S / (φ(q_t)ᵀ z + eps)``, so the token attends to itself too.
+    Return new arrays; do not modify ``state`` or ``normalizer`` in place (the
+    caller may still need the old ones).
+
+    Every leading axis ``...`` (batch, heads) is independent: one state per
+    sequence and head. The results keep the dtype of the inputs (float32 in,
+    float32 out).
 
     Shapes: ``phi_q``, ``phi_k`` (..., F); ``v`` (..., Ev); ``state`` (..., F, Ev);
-    ``normalizer`` (..., F). Returns ``(out (..., Ev), state, normalizer)``.
+    ``normalizer`` (..., F). Returns ``(out (..., Ev), state (..., F, Ev),
+    normalizer (..., F))``.
     """
     # BEGIN SOLUTION
     state = state + phi_k[..., :, None] * v[..., None, :]  # (..., F, Ev): rank-one update

@@ -18,10 +18,12 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     """Normalise each row of ``x`` to mean 0 and variance 1, then scale and shift.
 
     ``mu = mean(x)``, ``var = mean((x - mu)²)`` over the last axis (the biased
-    variance, as PyTorch), ``x_hat = (x - mu) / sqrt(var + eps)``,
-    ``y = gamma * x_hat + beta``. Return ``y`` and the cache ``(x_hat, inv_std)``
-    with ``inv_std = 1 / sqrt(var + eps)`` of shape (..., 1), which the backward
-    pass needs.
+    variance, as PyTorch; subtract the mean before squaring: ``mean(x²) - mu²``
+    loses digits when ``|mu|`` is large against the spread),
+    ``x_hat = (x - mu) / sqrt(var + eps)``, ``y = gamma * x_hat + beta``. Return
+    ``y`` and the cache ``(x_hat, inv_std)`` with ``inv_std = 1 / sqrt(var + eps)``
+    of shape (..., 1), which the backward pass needs. float32 inputs give
+    float32 results.
 
     Shapes: ``x`` (..., D); ``gamma``, ``beta`` (D,); returns ``y`` (..., D) and
     ``(x_hat (..., D), inv_std (..., 1))``.
@@ -37,7 +39,8 @@ def layer_norm_backward(grad_out, cache, gamma):
     the input is ``dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat))``, the
     means over the last axis: normalising removes the component of ``g`` along
     the constant vector and along ``x_hat``. ``dgamma`` and ``dbeta`` sum
-    ``grad_out * x_hat`` and ``grad_out`` over every axis but the last.
+    ``grad_out * x_hat`` and ``grad_out`` over every axis but the last. float32
+    inputs give float32 results.
 
     Shapes: ``grad_out`` (..., D); ``cache`` = ``(x_hat (..., D), inv_std (..., 1))``;
     ``gamma`` (D,); returns ``dx`` (..., D), ``dgamma`` (D,), ``dbeta`` (D,).

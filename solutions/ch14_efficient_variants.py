@@ -15,9 +15,9 @@ def elu_feature_map(x):
     The feature map of Katharopoulos et al. (2020). It is positive, so every
     attention weight ``φ(q)·φ(k)`` is positive and the normaliser never vanishes.
     Do not evaluate ``exp`` of large positive numbers (no overflow warning for
-    ``x = 1000``).
+    ``x = 1000``), and return a new array: ``x`` stays as it was.
 
-    Shapes: any shape in, the same shape and dtype out.
+    Shapes: any shape in, the same shape and dtype out (float32 stays float32).
     """
     return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0))).astype(x.dtype)  # exp only of x <= 0
 
@@ -28,11 +28,17 @@ def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
 
     The state is ``S = Σ_{j<=t} φ(k_j) v_jᵀ`` and the normaliser ``z = Σ_{j<=t} φ(k_j)``.
     First add the new key and value: ``S += φ(k_t) v_tᵀ``, ``z += φ(k_t)``; then
-    ``out_t = φ(q_t)ᵀ S / (φ(q_t)ᵀ z + eps)``. Return new arrays; do not modify
-    ``state`` or ``normalizer`` in place.
+    ``out_t = φ(q_t)ᵀ S / (φ(q_t)ᵀ z + eps)``, so the token attends to itself too.
+    Return new arrays; do not modify ``state`` or ``normalizer`` in place (the
+    caller may still need the old ones).
+
+    Every leading axis ``...`` (batch, heads) is independent: one state per
+    sequence and head. The results keep the dtype of the inputs (float32 in,
+    float32 out).
 
     Shapes: ``phi_q``, ``phi_k`` (..., F); ``v`` (..., Ev); ``state`` (..., F, Ev);
-    ``normalizer`` (..., F). Returns ``(out (..., Ev), state, normalizer)``.
+    ``normalizer`` (..., F). Returns ``(out (..., Ev), state (..., F, Ev),
+    normalizer (..., F))``.
     """
     state = state + phi_k[..., :, None] * v[..., None, :]  # (..., F, Ev): rank-one update
     normalizer = normalizer + phi_k  # (..., F)
@@ -46,11 +52,14 @@ def positive_random_features(x, omega, stabilize=None):
     """``φ(x) = exp(Ωx - ‖x‖²/2 - c) / √m``, the positive random features of FAVOR+.
 
     The exponent of feature ``r`` of row ``n`` is ``x_n·ω_r - ‖x_n‖²/2``. The
-    constant ``c`` keeps ``exp`` from overflowing and cancels in attention's
-    normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
+    constant ``c`` keeps ``exp`` in range (for a long ``x`` every exponent is far
+    below 0, and every feature of the row would underflow to 0) and cancels in
+    attention's normalisation: ``stabilize=None`` uses ``c = 0``; ``"row"`` the maximum of the
     exponent over the features of each row (for queries); ``"all"`` the maximum
     over all rows and features of the last two axes (for keys, which must share
-    one constant).
+    one constant), one constant per index of the leading axes ``...``.
+
+    The result has the dtype of ``x`` and ``omega`` (float32 in, float32 out).
 
     Shapes: ``x`` (..., N, E), ``omega`` (m, E); returns (..., N, m).
     """
@@ -59,4 +68,4 @@ def positive_random_features(x, omega, stabilize=None):
         exponent = exponent - exponent.max(axis=-1, keepdims=True)  # (..., N, m)
     elif stabilize == "all":
         exponent = exponent - exponent.max(axis=(-2, -1), keepdims=True)  # (..., N, m)
-    return np.exp(exponent) / np.sqrt(omega.shape[0])  # (..., N, m)
+    return np.exp(exponent) / omega.shape[0] ** 0.5  # (..., N, m); a Python float keeps float32

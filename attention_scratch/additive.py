@@ -23,8 +23,10 @@ def additive_score(query_proj, keys_proj, v):
     ``query_proj`` is ``q = W s`` (already projected) and ``keys_proj`` holds the
     rows ``k_j = U h_j``. Add ``q`` to every row, apply ``tanh``, contract with ``v``.
 
-    Shapes: ``query_proj`` (..., A), ``keys_proj`` (..., S, A), ``v`` (A,) -> (..., S).
-    Also return the hidden layer ``tanh(q + k_j)`` (..., S, A): the backward pass needs it.
+    Shapes: ``query_proj`` (..., A), ``keys_proj`` (..., S, A), ``v`` (A,) -> (..., S);
+    the leading axes ``...`` broadcast and may be absent. Also return the hidden
+    layer ``tanh(q + k_j)`` (..., S, A): the backward pass needs it. Both results
+    have the dtype of the inputs.
     """
     # BEGIN SOLUTION
     # HINT: insert an axis so that q broadcasts against every key: query_proj[..., None, :]
@@ -45,7 +47,7 @@ def attention_pooling_backward(grad_context, weights, values):
     ``α_j = 0`` and therefore get gradient 0 automatically.
 
     Shapes: ``grad_context`` (..., Dv), ``weights`` (..., S), ``values`` (..., S, Dv)
-    -> ``(grad_scores (..., S), grad_values (..., S, Dv))``.
+    -> ``(grad_scores (..., S), grad_values (..., S, Dv))``, in the dtype of the inputs.
     """
     # BEGIN SOLUTION
     grad_values = weights[..., :, None] * grad_context[..., None, :]  # (..., S, Dv)

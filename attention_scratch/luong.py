@@ -28,7 +28,8 @@ SCORES = ("dot", "general", "concat")
 def general_score(query, keys, W_a):
     """Luong's general score ``e_s = h_tᵀ W_a h̄_s`` for every source position ``s``.
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S), in the
+    dtype of the inputs.
     """
     # BEGIN SOLUTION
     q = query @ W_a  # (B, Dk)
@@ -47,7 +48,8 @@ def concat_score(query, keys, W_a, v_a):
     apply ``tanh``, contract with ``v_a``. (The library splits ``W_a`` into a
     query block and a key block instead, so the key half is computed once.)
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S),
+    in the dtype of the inputs.
     """
     # BEGIN SOLUTION
     B, S, _ = keys.shape
@@ -68,8 +70,8 @@ def local_window(p, lengths, S, D):
     ``s < length`` (the window is clipped at the sentence ends; the padding is
     masked). The Gaussian uses ``σ = D / 2`` and is computed at every position.
 
-    Shapes: ``p`` (B,) float, ``lengths`` (B,) int, ``S`` and ``D`` int
-    -> ``(keep (B, S) bool, gauss (B, S) float)``.
+    Shapes: ``p`` (B,) float64, ``lengths`` (B,) int, ``S`` and ``D`` int
+    -> ``(keep (B, S) bool, gauss (B, S) float64)``.
     """
     # BEGIN SOLUTION
     s = np.arange(S)[None, :]  # (1, S)

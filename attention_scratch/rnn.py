@@ -31,7 +31,9 @@ def gru_step(x_proj, h, W_h, b_h):
     Use :func:`attention_scratch.nn.sigmoid` for σ.
 
     Shapes: ``x_proj`` (B, 3H), ``h`` (B, H), ``W_h`` (H, 3H), ``b_h`` (3H,).
-    Returns ``(h_new, r, z, n, hh_n)``, each (B, H); the backward pass needs the gates.
+    Returns ``(h_new, r, z, n, hh_n)``, each (B, H) in the dtype of the inputs,
+    with ``hh_n = h W_hn + b_hn`` the last block of ``hh``; the backward pass
+    needs the gates.
     """
     # BEGIN SOLUTION
     # HINT: slice the three gate blocks with [:, :H], [:, H:2 * H] and [:, 2 * H:]

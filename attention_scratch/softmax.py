@@ -88,7 +88,8 @@ def softmax_vjp(grad_out, probs, axis=-1):
     ``p * (g - sum(g * p))``, the sum taken along ``axis``. Never build the
     Jacobian itself.
 
-    Shapes: ``grad_out`` and ``probs`` the same shape; the result has that shape.
+    Shapes: ``grad_out`` and ``probs`` the same shape and dtype; the result has
+    that shape and dtype.
     """
     # BEGIN SOLUTION
     dot = (grad_out * probs).sum(axis=axis, keepdims=True)  # (..., 1): gᵀp per row

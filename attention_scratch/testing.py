@@ -117,9 +117,12 @@ def numerical_gradient(f, x, eps=1e-6):
     For every index ``i``: ``(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps)``,
     where ``e_i`` is 1 at ``i`` and 0 elsewhere. The error of this formula is
     O(eps²), against O(eps) for the one-sided difference. Do not modify the
-    caller's ``x``; work on a float64 copy.
+    caller's ``x``; work on a float64 copy (``x`` may be an integer or float32
+    array, which cannot hold ``x + eps`` accurately), and call ``f`` with arrays of
+    ``x``'s own shape.
 
-    Shapes: ``x`` any shape; ``f(x)`` a scalar; the result has the shape of ``x``.
+    Shapes: ``x`` any shape; ``f(x)`` a scalar; the result has the shape of ``x``
+    and dtype float64.
     """
     # BEGIN SOLUTION
     x = np.array(x, dtype=np.float64)  # a private float64 copy we may perturb

@@ -17,7 +17,8 @@ import numpy as np
 def general_score(query, keys, W_a):
     """Luong's general score ``e_s = h_tᵀ W_a h̄_s`` for every source position ``s``.
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S), in the
+    dtype of the inputs.
     """
     raise NotImplementedError("Exercise 3.1: the general score")
 
@@ -30,7 +31,8 @@ def concat_score(query, keys, W_a, v_a):
     apply ``tanh``, contract with ``v_a``. (The library splits ``W_a`` into a
     query block and a key block instead, so the key half is computed once.)
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S),
+    in the dtype of the inputs.
     """
     raise NotImplementedError("Exercise 3.2: the concat score, literally")
 
@@ -43,7 +45,7 @@ def local_window(p, lengths, S, D):
     ``s < length`` (the window is clipped at the sentence ends; the padding is
     masked). The Gaussian uses ``σ = D / 2`` and is computed at every position.
 
-    Shapes: ``p`` (B,) float, ``lengths`` (B,) int, ``S`` and ``D`` int
-    -> ``(keep (B, S) bool, gauss (B, S) float)``.
+    Shapes: ``p`` (B,) float64, ``lengths`` (B,) int, ``S`` and ``D`` int
+    -> ``(keep (B, S) bool, gauss (B, S) float64)``.
     """
     raise NotImplementedError("Exercise 3.3: the local-p window")

@@ -16,8 +16,10 @@ def additive_score(query_proj, keys_proj, v):
     ``query_proj`` is ``q = W s`` (already projected) and ``keys_proj`` holds the
     rows ``k_j = U h_j``. Add ``q`` to every row, apply ``tanh``, contract with ``v``.
 
-    Shapes: ``query_proj`` (..., A), ``keys_proj`` (..., S, A), ``v`` (A,) -> (..., S).
-    Also return the hidden layer ``tanh(q + k_j)`` (..., S, A): the backward pass needs it.
+    Shapes: ``query_proj`` (..., A), ``keys_proj`` (..., S, A), ``v`` (A,) -> (..., S);
+    the leading axes ``...`` broadcast and may be absent. Also return the hidden
+    layer ``tanh(q + k_j)`` (..., S, A): the backward pass needs it. Both results
+    have the dtype of the inputs.
     """
     # HINT: insert an axis so that q broadcasts against every key: query_proj[..., None, :]
     hidden = np.tanh(query_proj[..., None, :] + keys_proj)  # (..., S, A)
@@ -33,7 +35,7 @@ def attention_pooling_backward(grad_context, weights, values):
     ``α_j = 0`` and therefore get gradient 0 automatically.
 
     Shapes: ``grad_context`` (..., Dv), ``weights`` (..., S), ``values`` (..., S, Dv)
-    -> ``(grad_scores (..., S), grad_values (..., S, Dv))``.
+    -> ``(grad_scores (..., S), grad_values (..., S, Dv))``, in the dtype of the inputs.
     """
     grad_values = weights[..., :, None] * grad_context[..., None, :]  # (..., S, Dv)
     grad_weights = np.einsum("...sv,...v->...s", values, grad_context)  # (..., S)
@@ -54,7 +56,9 @@ def gru_step(x_proj, h, W_h, b_h):
     Use :func:`attention_scratch.nn.sigmoid` for σ.
 
     Shapes: ``x_proj`` (B, 3H), ``h`` (B, H), ``W_h`` (H, 3H), ``b_h`` (3H,).
-    Returns ``(h_new, r, z, n, hh_n)``, each (B, H); the backward pass needs the gates.
+    Returns ``(h_new, r, z, n, hh_n)``, each (B, H) in the dtype of the inputs,
+    with ``hh_n = h W_hn + b_hn`` the last block of ``hh``; the backward pass
+    needs the gates.
     """
     # HINT: slice the three gate blocks with [:, :H], [:, H:2 * H] and [:, 2 * H:]
     H = h.shape[-1]

@@ -12,7 +12,8 @@ import numpy as np
 def general_score(query, keys, W_a):
     """Luong's general score ``e_s = h_tᵀ W_a h̄_s`` for every source position ``s``.
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq, Dk) -> (B, S), in the
+    dtype of the inputs.
     """
     q = query @ W_a  # (B, Dk)
     return np.einsum("bsk,bk->bs", keys, q)  # (B, S)
@@ -26,7 +27,8 @@ def concat_score(query, keys, W_a, v_a):
     apply ``tanh``, contract with ``v_a``. (The library splits ``W_a`` into a
     query block and a key block instead, so the key half is computed once.)
 
-    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S).
+    Shapes: ``query`` (B, Dq), ``keys`` (B, S, Dk), ``W_a`` (Dq + Dk, A), ``v_a`` (A,) -> (B, S),
+    in the dtype of the inputs.
     """
     B, S, _ = keys.shape
     q = np.broadcast_to(query[:, None, :], (B, S, query.shape[-1]))  # (B, S, Dq)
@@ -42,8 +44,8 @@ def local_window(p, lengths, S, D):
     ``s < length`` (the window is clipped at the sentence ends; the padding is
     masked). The Gaussian uses ``σ = D / 2`` and is computed at every position.
 
-    Shapes: ``p`` (B,) float, ``lengths`` (B,) int, ``S`` and ``D`` int
-    -> ``(keep (B, S) bool, gauss (B, S) float)``.
+    Shapes: ``p`` (B,) float64, ``lengths`` (B,) int, ``S`` and ``D`` int
+    -> ``(keep (B, S) bool, gauss (B, S) float64)``.
     """
     s = np.arange(S)[None, :]  # (1, S)
     offset = s - p[:, None]  # (B, S)

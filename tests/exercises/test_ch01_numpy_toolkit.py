@@ -1,14 +1,17 @@
 """Graded tests for chapter 1 (exercises/ch01_numpy_toolkit.py).
 
 Each test names its exercise with ``@pytest.mark.exercise``; an exercise earns
-its points when all of its tests pass. References are computed independently:
-in float64 on small inputs where the textbook formula is exact enough, or from
-identities (shift invariance, known closed forms).
+its points when all of its tests pass. References are computed here, in
+float64, one row at a time or from closed forms, never with the library's
+answer. Every returned array is checked entry by entry, with the shape and the
+dtype the exercise's docstring promises (float32 in, float32 out), through
+:mod:`attention_scratch.course.checks`. Shapes are ragged (every axis a
+different size) so that a transposed or forgotten axis cannot hide.
 """
 import numpy as np
 import pytest
 
-from attention_scratch.testing import assert_close, assert_shape
+from attention_scratch.course.checks import check_close, expect_array
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -18,52 +21,103 @@ def ch(load_target):
     return load_target("ch01_numpy_toolkit")
 
 
-def textbook_softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) in float64: exact enough for |x| < 20."""
-    e = np.exp(np.asarray(x, dtype=np.float64))
-    return e / e.sum(axis=axis, keepdims=True)
+def reference_softmax(x, axis=-1, mask=None):
+    """Softmax in float64, one row at a time, over the entries where ``mask`` is True and x > -inf.
+
+    A row with no such entry is all zeros. Entries outside the mask are never read.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    keep = np.ones(x.shape, dtype=bool) if mask is None else np.broadcast_to(mask, x.shape)
+    rows, keeps = np.moveaxis(x, axis, -1), np.moveaxis(keep, axis, -1)  # (..., n)
+    out = np.zeros(rows.shape)
+    for idx in np.ndindex(rows.shape[:-1]):
+        live = keeps[idx].copy()
+        live[live] = rows[idx][live] != -np.inf  # -inf scores count as masked
+        if live.any():
+            kept = rows[idx][live]
+            e = np.exp(kept - kept.max())
+            out[idx][live] = e / e.sum()
+    return np.moveaxis(out, -1, axis)
 
 
-def small_scores(rng, shape=(3, 7)):
-    return rng.standard_normal(shape) * 3
+def reference_logsumexp(x, axis=-1):
+    """log(sum(exp(x))) in float64, one row at a time, with the conventions of the exercise."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.moveaxis(x, axis, -1)  # (..., n)
+    out = np.empty(rows.shape[:-1])
+    for idx in np.ndindex(rows.shape[:-1]):
+        row = rows[idx]
+        m = row.max()
+        out[idx] = m if np.isinf(m) else m + np.log(np.exp(row - m).sum())
+    return out
+
+
+def scores(rng, shape, spread=3.0):
+    return rng.standard_normal(shape) * spread
 
 
 # Exercise 1.1: stable softmax -------------------------------------------------------------
 
 
 @pytest.mark.exercise("1.1")
-def test_stable_softmax_matches_the_formula_on_small_inputs(ch, rng):
-    x = small_scores(rng)
-    out = ch.stable_softmax(x)
-    assert_shape(out, x.shape, "stable_softmax(x) for x of shape (3, 7)")
-    assert_close(out, textbook_softmax(x), what="stable_softmax(x) on small inputs")
+def test_stable_softmax_matches_the_formula_on_every_entry(ch, rng):
+    x = scores(rng, (3, 7))
+    check_close(ch.stable_softmax(x), reference_softmax(x),
+                what="stable_softmax(x) for float64 x of shape (3, 7), softmax along the last axis")
 
 
 @pytest.mark.exercise("1.1")
 def test_stable_softmax_survives_large_inputs(ch, rng):
-    x = small_scores(rng)
+    x = scores(rng, (3, 7))
     for shift in (1000.0, -1000.0):
         out = ch.stable_softmax(x + shift)
-        assert np.isfinite(out).all(), (
-            f"stable_softmax(x + {shift:+g}) holds NaN or inf: exp overflowed or underflowed. "
-            "Subtract the row maximum before calling np.exp.")
-        assert_close(out, textbook_softmax(x),
-                     what=f"stable_softmax(x + {shift:+g}) (softmax ignores a constant shift)")
+        if isinstance(out, np.ndarray) and not np.isfinite(out).all():
+            raise AssertionError(
+                f"stable_softmax(x + {shift:+g}) holds NaN or inf: exp overflowed or underflowed. "
+                "Subtract the row maximum before calling np.exp.")
+        check_close(out, reference_softmax(x),
+                    what=f"stable_softmax(x + {shift:+g}) (softmax ignores a constant shift)")
 
 
 @pytest.mark.exercise("1.1")
-def test_stable_softmax_respects_axis_and_dtype(ch, rng):
-    x = small_scores(rng, (4, 5)).astype(np.float32)
-    out = ch.stable_softmax(x, axis=0)
-    assert out.dtype == np.float32, f"float32 input gave dtype {out.dtype}; keep the input dtype"
-    assert_close(out, textbook_softmax(x, axis=0), what="stable_softmax(x, axis=0) on float32")
+def test_stable_softmax_shifts_each_row_by_its_own_maximum(ch, rng):
+    x = scores(rng, (4, 6)) + np.array([[1000.0], [-1000.0], [0.0], [500.0]])  # rows far apart
+    out = ch.stable_softmax(x)
+    if isinstance(out, np.ndarray) and out.shape == x.shape and not np.isfinite(out).all():
+        bad = sorted({int(r) for r in np.argwhere(~np.isfinite(out))[:, 0]})
+        raise AssertionError(
+            f"stable_softmax(x) for rows around +1000, -1000, 0 and +500 holds NaN or inf in rows {bad}: "
+            "subtract each row's own maximum (x.max(axis=axis, keepdims=True)), not one maximum of "
+            "the whole array; a row far below the global maximum underflows to 0 / 0.")
+    check_close(out, reference_softmax(x), what="stable_softmax(x) for rows around +1000, -1000, 0 and +500")
+
+
+@pytest.mark.exercise("1.1")
+def test_stable_softmax_along_other_axes(ch, rng):
+    x = scores(rng, (2, 3, 4))
+    for axis in (0, 1, -2):
+        check_close(ch.stable_softmax(x, axis=axis), reference_softmax(x, axis=axis),
+                    what=f"stable_softmax(x, axis={axis}) for x of shape (2, 3, 4): the maximum, the "
+                    "exponentials and the sum all along `axis`, with keepdims=True")
+
+
+@pytest.mark.exercise("1.1")
+def test_stable_softmax_keeps_float32(ch, rng):
+    x = (scores(rng, (4, 5)) + 100.0).astype(np.float32)  # exp(100) overflows float32
+    check_close(ch.stable_softmax(x), reference_softmax(x).astype(np.float32),
+                what="stable_softmax(x) for float32 x near 100 (the result stays float32)")
+    check_close(ch.stable_softmax(x, axis=0), reference_softmax(x, axis=0).astype(np.float32),
+                what="stable_softmax(x, axis=0) for float32 x (the result stays float32)")
 
 
 @pytest.mark.exercise("1.1")
 def test_stable_softmax_gives_minus_inf_zero_weight(ch):
     x = np.array([[0.0, -np.inf, 1.0], [-np.inf, 2.0, 2.0]])
     expected = np.array([[1 / (1 + np.e), 0.0, np.e / (1 + np.e)], [0.0, 0.5, 0.5]])
-    assert_close(ch.stable_softmax(x), expected, what="stable_softmax on rows holding -inf")
+    out = ch.stable_softmax(x)
+    check_close(out, expected, what="stable_softmax on rows holding -inf (which gets weight 0)")
+    if out[0, 1] != 0 or out[1, 0] != 0:
+        raise AssertionError("stable_softmax: an entry equal to -inf must get weight exactly 0")
 
 
 # Exercise 1.2: masked softmax -------------------------------------------------------------
@@ -71,46 +125,80 @@ def test_stable_softmax_gives_minus_inf_zero_weight(ch):
 
 @pytest.mark.exercise("1.2")
 def test_masked_softmax_equals_deleting_the_masked_entries(ch, rng):
-    x = small_scores(rng, (2, 6))
+    x = scores(rng, (2, 6))
     mask = np.array([[True, False, True, True, False, True], [False, True, True, False, True, True]])
-    out = ch.masked_softmax(x, mask)
-    assert_shape(out, x.shape, "masked_softmax(x, mask)")
-    for r in range(2):
-        kept = textbook_softmax(x[r][mask[r]])
-        assert_close(out[r][mask[r]], kept, what=f"row {r} on its unmasked entries")
-        assert_close(out[r][~mask[r]], np.zeros((~mask[r]).sum()),
-                     what=f"row {r} on its masked entries (must be exactly 0)")
+    check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
+                what="masked_softmax(x, mask) for x of shape (2, 6): the softmax of the kept entries, "
+                "exactly 0 at the masked ones")
 
 
 @pytest.mark.exercise("1.2")
 def test_masked_softmax_fully_masked_row_is_zero(ch, rng):
-    x = small_scores(rng, (3, 4))
-    mask = np.array([[True, True, False, True], [False] * 4, [True] * 4])
+    x = scores(rng, (3, 4))
+    x[2, [0, 2]] = -np.inf
+    mask = np.array([[True, True, False, True], [False] * 4, [True, False, True, False]])
     out = ch.masked_softmax(x, mask)
-    assert not np.isnan(out).any(), "a fully masked row gave NaN; it must give zeros"
-    assert_close(out[1], np.zeros(4), what="the fully masked row 1")
-    assert_close(out[2], textbook_softmax(x[2]), what="the unmasked row 2")
+    if isinstance(out, np.ndarray) and np.isnan(out).any():
+        raise AssertionError(
+            "masked_softmax: a fully masked row gave NaN; it must give zeros. Row 1 masks every entry, "
+            "and row 2 keeps only -inf scores: both have maximum -inf, and -inf - (-inf) is NaN.")
+    check_close(out, reference_softmax(x, mask=mask),
+                what="masked_softmax with a fully masked row (row 1) and a row whose kept entries are "
+                "all -inf (row 2): both must be all zeros")
 
 
 @pytest.mark.exercise("1.2")
-def test_masked_softmax_nan_in_masked_position_does_not_leak(ch, rng):
-    x = small_scores(rng, (2, 5))
-    mask = np.ones((2, 5), dtype=bool)
+def test_masked_softmax_ignores_what_is_under_the_mask(ch, rng):
+    x = scores(rng, (3, 5))
+    mask = np.ones((3, 5), dtype=bool)
     mask[:, 2] = False
-    x_nan = x.copy()
-    x_nan[:, 2] = np.nan
-    assert_close(ch.masked_softmax(x_nan, mask), ch.masked_softmax(x, mask),
-                 what="masked_softmax with NaN hidden under the mask (the NaN must not leak)")
+    mask[1, 4] = False
+    x[:, 2] = [np.nan, np.inf, 1e4]
+    x[1, 4] = np.nan
+    check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
+                what="masked_softmax with NaN, +inf and 1e4 under the mask: what is under the mask must "
+                "not change anything (take the maximum over the kept entries, np.where(mask, x, -inf), "
+                "and never multiply by the mask)")
 
 
 @pytest.mark.exercise("1.2")
 def test_masked_softmax_broadcasts_the_mask_and_survives_large_inputs(ch, rng):
-    x = small_scores(rng, (3, 5)) + 1000.0
+    x = scores(rng, (3, 5)) + np.array([[1000.0], [-1000.0], [0.0]])
     mask = np.array([[True, True, False, True, False]])  # (1, 5): one mask for every row
-    out = ch.masked_softmax(x, mask)
-    expected = np.zeros((3, 5))
-    expected[:, mask[0]] = textbook_softmax(x[:, mask[0]] - 1000.0)
-    assert_close(out, expected, what="masked_softmax(x + 1000, mask of shape (1, 5))")
+    check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
+                what="masked_softmax(x, mask) for x of shape (3, 5) with rows near +1000, -1000 and 0 and "
+                "a mask of shape (1, 5) shared by every row")
+    x3 = scores(rng, (2, 3, 5))
+    mask3 = rng.random((2, 1, 5)) < 0.6  # (2, 1, 5): one mask per leading index, shared over axis 1
+    mask3[:, :, 1] = True
+    check_close(ch.masked_softmax(x3, mask3), reference_softmax(x3, mask=mask3),
+                what="masked_softmax(x, mask) for x of shape (2, 3, 5) and a mask of shape (2, 1, 5)")
+    mask1 = np.array([False, True, True, False, True])  # (5,)
+    check_close(ch.masked_softmax(x3, mask1), reference_softmax(x3, mask=mask1),
+                what="masked_softmax(x, mask) for x of shape (2, 3, 5) and a mask of shape (5,)")
+
+
+@pytest.mark.exercise("1.2")
+def test_masked_softmax_along_other_axes(ch, rng):
+    x = scores(rng, (2, 4, 3))
+    mask = np.array([True, False, True, True])[None, :, None] & (rng.random((2, 1, 3)) < 0.7)  # (2, 4, 3)
+    check_close(ch.masked_softmax(x, mask, axis=1), reference_softmax(x, axis=1, mask=mask),
+                what="masked_softmax(x, mask, axis=1) for x of shape (2, 4, 3) (normalise along axis 1)")
+    x0 = scores(rng, (3, 2, 4))
+    mask0 = rng.random((3, 1, 4)) < 0.6  # (3, 1, 4): broadcasts over axis 1
+    mask0[0] = True
+    check_close(ch.masked_softmax(x0, mask0, axis=0), reference_softmax(x0, axis=0, mask=mask0),
+                what="masked_softmax(x, mask, axis=0) for x of shape (3, 2, 4), mask (3, 1, 4)")
+
+
+@pytest.mark.exercise("1.2")
+def test_masked_softmax_keeps_float32(ch, rng):
+    x = (scores(rng, (3, 6)) + 100.0).astype(np.float32)
+    mask = rng.random((3, 6)) < 0.6
+    mask[:, 0] = True
+    mask[2] = False
+    check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask).astype(np.float32),
+                what="masked_softmax(x, mask) for float32 x near 100 (the result stays float32)")
 
 
 # Exercise 1.3: logsumexp ------------------------------------------------------------------
@@ -118,12 +206,9 @@ def test_masked_softmax_broadcasts_the_mask_and_survives_large_inputs(ch, rng):
 
 @pytest.mark.exercise("1.3")
 def test_logsumexp_matches_the_formula_on_small_inputs(ch, rng):
-    x = small_scores(rng, (4, 6))
-    out = ch.stable_logsumexp(x)
-    assert_shape(out, (4,), "stable_logsumexp(x) for x of shape (4, 6) (the axis is removed)")
-    assert_close(out, np.log(np.exp(x).sum(axis=-1)), what="stable_logsumexp on small inputs")
-    assert_close(ch.stable_logsumexp(x, axis=0), np.log(np.exp(x).sum(axis=0)),
-                 what="stable_logsumexp(x, axis=0)")
+    x = scores(rng, (4, 6))
+    check_close(ch.stable_logsumexp(x), np.log(np.exp(x).sum(axis=-1)),
+                what="stable_logsumexp(x) for x of shape (4, 6) (the last axis is removed)")
 
 
 @pytest.mark.exercise("1.3")
@@ -131,64 +216,102 @@ def test_logsumexp_does_not_overflow(ch):
     x = np.array([[1000.0, 1000.0], [-1000.0, -1000.0], [1000.0, -1000.0]])
     expected = np.array([1000 + np.log(2), -1000 + np.log(2), 1000.0])
     out = ch.stable_logsumexp(x)
-    assert np.isfinite(out).all(), (
-        "stable_logsumexp([1000, 1000]) is not finite: exp(1000) overflowed. "
-        "Compute m + log(sum(exp(x - m))) with m the row maximum.")
-    assert_close(out, expected, what="stable_logsumexp on rows near ±1000")
+    if isinstance(out, np.ndarray) and not np.isfinite(out).all():
+        raise AssertionError(
+            "stable_logsumexp on rows [1000, 1000], [-1000, -1000] and [1000, -1000] is not finite: "
+            "exp(1000) overflowed, or exp(-2000) underflowed to 0. Compute m + log(sum(exp(x - m))) "
+            "with m the maximum of each row (keepdims=True), not of the whole array.")
+    check_close(out, expected, what="stable_logsumexp on rows near ±1000")
 
 
 @pytest.mark.exercise("1.3")
 def test_logsumexp_of_an_empty_row_is_minus_inf(ch):
-    x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, 0.0]])
+    x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, 0.0], [1.0, np.inf, 2.0]])
     out = ch.stable_logsumexp(x)
-    assert not np.isnan(out).any(), "a row of only -inf gave NaN; the log of an empty sum is -inf"
-    assert_close(out, np.array([-np.inf, np.log(2)]), what="stable_logsumexp on rows with -inf")
+    if isinstance(out, np.ndarray) and np.isnan(out).any():
+        raise AssertionError(
+            "stable_logsumexp gave NaN on a row of only -inf or a row holding +inf: there m = ±inf and "
+            "x - m is NaN. The log of an empty sum is -inf, a row holding +inf gives +inf; replace an "
+            "infinite m by 0 before subtracting it.")
+    check_close(out, np.array([-np.inf, np.log(2), np.inf]),
+                what="stable_logsumexp on rows [-inf, -inf, -inf], [0, -inf, 0] and [1, +inf, 2]")
+
+
+@pytest.mark.exercise("1.3")
+def test_logsumexp_along_other_axes(ch, rng):
+    x = scores(rng, (2, 3, 4)) + 500.0
+    for axis in (0, 1, -2):
+        check_close(ch.stable_logsumexp(x, axis=axis), reference_logsumexp(x, axis=axis),
+                    what=f"stable_logsumexp(x, axis={axis}) for x of shape (2, 3, 4) near 500 "
+                    "(only `axis` is removed)")
+    x1 = scores(rng, (1, 3, 5))
+    check_close(ch.stable_logsumexp(x1), reference_logsumexp(x1),
+                what="stable_logsumexp(x) for x of shape (1, 3, 5): the result has shape (1, 3) "
+                "(remove only `axis`: squeeze(axis), not squeeze())")
+
+
+@pytest.mark.exercise("1.3")
+def test_logsumexp_keeps_float32(ch, rng):
+    x = (scores(rng, (3, 5)) + np.array([[100.0], [-100.0], [0.0]])).astype(np.float32)
+    check_close(ch.stable_logsumexp(x), reference_logsumexp(x).astype(np.float32),
+                what="stable_logsumexp(x) for float32 x with rows near +100, -100 and 0 "
+                "(the result stays float32)")
 
 
 # Exercise 1.4: the softmax VJP ------------------------------------------------------------
 
 
-def explicit_jacobian_vjp(grad_out, probs):
-    """g J with J = diag(p) - p pᵀ built explicitly, one row at a time (rows on the last axis)."""
-    out = np.empty_like(probs)
-    for idx in np.ndindex(probs.shape[:-1]):
-        p = probs[idx]
-        jacobian = np.diag(p) - np.outer(p, p)  # (n, n), symmetric
-        out[idx] = grad_out[idx] @ jacobian
-    return out
+def explicit_jacobian_vjp(grad_out, probs, axis=-1):
+    """g J with J = diag(p) - p pᵀ built explicitly, one row at a time, in float64."""
+    g = np.moveaxis(np.asarray(grad_out, dtype=np.float64), axis, -1)  # (..., n)
+    p = np.moveaxis(np.asarray(probs, dtype=np.float64), axis, -1)  # (..., n)
+    out = np.empty(p.shape)
+    for idx in np.ndindex(p.shape[:-1]):
+        jacobian = np.diag(p[idx]) - np.outer(p[idx], p[idx])  # (n, n), symmetric
+        out[idx] = g[idx] @ jacobian
+    return np.moveaxis(out, -1, axis)
 
 
 @pytest.mark.exercise("1.4")
 def test_softmax_vjp_matches_the_explicit_jacobian(ch, rng):
-    probs = textbook_softmax(small_scores(rng, (2, 3, 5)))
+    x = scores(rng, (2, 3, 5))
+    x[0, 1, [1, 3]] = -np.inf  # masked entries: probability 0, gradient 0
+    probs = reference_softmax(x)
     grad_out = rng.standard_normal((2, 3, 5))
-    out = ch.softmax_vjp(grad_out, probs)
-    assert_shape(out, probs.shape, "softmax_vjp(g, p) for shape (2, 3, 5)")
-    assert_close(out, explicit_jacobian_vjp(grad_out, probs),
-                 what="softmax_vjp against g @ (diag(p) - p pᵀ), rows on the last axis")
+    check_close(ch.softmax_vjp(grad_out, probs), explicit_jacobian_vjp(grad_out, probs),
+                what="softmax_vjp(g, p) against g @ (diag(p) - p pᵀ) for rows on the last axis, shape (2, 3, 5)")
 
 
 @pytest.mark.exercise("1.4")
-def test_softmax_vjp_along_axis_zero(ch, rng):
-    probs = textbook_softmax(small_scores(rng, (4, 3)), axis=0)
-    grad_out = rng.standard_normal((4, 3))
-    expected = explicit_jacobian_vjp(grad_out.T, probs.T).T
-    assert_close(ch.softmax_vjp(grad_out, probs, axis=0), expected,
-                 what="softmax_vjp(g, p, axis=0): the sum g·p must run along axis 0")
+def test_softmax_vjp_along_other_axes(ch, rng):
+    for axis in (0, 1):
+        probs = reference_softmax(scores(rng, (4, 3, 5)), axis=axis)
+        grad_out = rng.standard_normal((4, 3, 5))
+        check_close(ch.softmax_vjp(grad_out, probs, axis=axis), explicit_jacobian_vjp(grad_out, probs, axis),
+                    what=f"softmax_vjp(g, p, axis={axis}) for shape (4, 3, 5): the sum of g·p must run "
+                    f"along axis {axis}, kept as an axis of size 1 (keepdims=True)")
 
 
 @pytest.mark.exercise("1.4")
 def test_softmax_vjp_matches_finite_differences(ch, rng):
-    x = small_scores(rng, (3, 4))
+    x = scores(rng, (3, 4))
     grad_out = rng.standard_normal((3, 4))
     eps = 1e-6
     numeric = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
         step = np.zeros_like(x)
         step[idx] = eps
-        numeric[idx] = ((textbook_softmax(x + step) - textbook_softmax(x - step)) * grad_out).sum() / (2 * eps)
-    assert_close(ch.softmax_vjp(grad_out, textbook_softmax(x)), numeric, rtol=1e-6, atol=1e-8,
-                 what="softmax_vjp against central differences of sum(softmax(x) * g)")
+        numeric[idx] = ((reference_softmax(x + step) - reference_softmax(x - step)) * grad_out).sum() / (2 * eps)
+    check_close(ch.softmax_vjp(grad_out, reference_softmax(x)), numeric, rtol=1e-6, atol=1e-8,
+                what="softmax_vjp against central differences of sum(softmax(x) * g)")
+
+
+@pytest.mark.exercise("1.4")
+def test_softmax_vjp_keeps_float32(ch, rng):
+    probs = reference_softmax(scores(rng, (3, 6))).astype(np.float32)
+    grad_out = rng.standard_normal((3, 6)).astype(np.float32)
+    check_close(ch.softmax_vjp(grad_out, probs), explicit_jacobian_vjp(grad_out, probs).astype(np.float32),
+                what="softmax_vjp(g, p) for float32 g and p (the result stays float32)")
 
 
 # Exercise 1.5: numerical gradient ---------------------------------------------------------
@@ -202,27 +325,64 @@ def wiggly_grad(x):
     return np.cos(x) * x**2 + 2 * x * np.sin(x)
 
 
+def cubes(shape):
+    """sum(x³), which refuses to be called with an array of any shape but ``shape``."""
+    def f(v):
+        if np.shape(v) != tuple(shape):
+            raise ValueError(f"f was called with an array of shape {np.shape(v)}; numerical_gradient must "
+                             f"call f with arrays of x's own shape {tuple(shape)}")
+        return float(np.sum(np.asarray(v, dtype=np.float64) ** 3))
+    return f
+
+
+def cubes_central(x, eps):
+    """The central difference of sum(x³), exactly: ((x+ε)³ - (x-ε)³) / 2ε = 3x² + ε²."""
+    return 3 * np.asarray(x, dtype=np.float64) ** 2 + eps**2
+
+
 @pytest.mark.exercise("1.5")
 def test_numerical_gradient_is_accurate_to_second_order(ch, rng):
     x = rng.standard_normal((2, 3))
     out = ch.numerical_gradient(wiggly, x, eps=1e-3)
-    assert_shape(out, x.shape, "numerical_gradient(f, x) for x of shape (2, 3)")
     # Central differences err by about eps² = 1e-6 here; a one-sided difference by about eps = 1e-3.
-    assert_close(out, wiggly_grad(x), rtol=0, atol=2e-5,
-                 what="numerical_gradient with eps=1e-3 (central differences are O(eps²) accurate)")
+    check_close(out, wiggly_grad(x), rtol=0, atol=2e-5,
+                what="numerical_gradient with eps=1e-3 (central differences are O(eps²) accurate)")
 
 
 @pytest.mark.exercise("1.5")
-def test_numerical_gradient_leaves_the_input_alone(ch, rng):
-    x = rng.standard_normal(4)
-    before = x.copy()
-    ch.numerical_gradient(wiggly, x)
-    assert np.array_equal(x, before), "numerical_gradient changed the caller's x; perturb a copy"
+def test_numerical_gradient_uses_eps(ch, rng):
+    x = rng.standard_normal((3, 2)) * 2
+    for eps in (0.1, 0.02):
+        check_close(ch.numerical_gradient(cubes(x.shape), x, eps=eps), cubes_central(x, eps),
+                    rtol=1e-9, atol=1e-9,
+                    what=f"numerical_gradient(f, x, eps={eps}) for f(x) = sum(x³): the central difference "
+                    f"(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps) is exactly 3x² + eps²; use the eps given")
 
 
 @pytest.mark.exercise("1.5")
-def test_numerical_gradient_of_a_quadratic_form(ch, rng):
+def test_numerical_gradient_calls_f_with_the_shape_of_x(ch, rng):
+    x = rng.standard_normal((2, 1, 3))
+    check_close(ch.numerical_gradient(cubes(x.shape), x, eps=0.01), cubes_central(x, 0.01),
+                rtol=1e-9, atol=1e-9, what="numerical_gradient(f, x) for x of shape (2, 1, 3)")
     a = rng.standard_normal((3, 3))
-    x = rng.standard_normal(3)
-    out = ch.numerical_gradient(lambda v: float(v @ a @ v), x)
-    assert_close(out, (a + a.T) @ x, rtol=1e-6, atol=1e-7, what="gradient of xᵀAx, which is (A + Aᵀ)x")
+    v = rng.standard_normal(3)
+    check_close(ch.numerical_gradient(lambda u: float(u @ a @ u), v), (a + a.T) @ v, rtol=1e-6, atol=1e-7,
+                what="numerical_gradient of xᵀAx, which is (A + Aᵀ)x")
+
+
+@pytest.mark.exercise("1.5")
+def test_numerical_gradient_works_on_a_float64_copy(ch, rng):
+    ints = np.array([[1, -2, 3], [0, 2, -1]])
+    check_close(ch.numerical_gradient(cubes(ints.shape), ints, eps=0.1), cubes_central(ints, 0.1),
+                rtol=1e-9, atol=1e-9,
+                what="numerical_gradient(f, x) for an integer x: perturb a float64 copy "
+                "(np.array(x, dtype=np.float64)); an integer array cannot hold x + eps")
+    x32 = (rng.standard_normal(5) * 2).astype(np.float32)
+    check_close(ch.numerical_gradient(cubes(x32.shape), x32, eps=1e-3), cubes_central(x32, 1e-3),
+                rtol=1e-9, atol=1e-9,
+                what="numerical_gradient(f, x) for a float32 x: the result is float64, computed on a "
+                "float64 copy (float32 cannot hold x + eps accurately)")
+    before = x32.copy()
+    ch.numerical_gradient(cubes(x32.shape), x32)
+    if not np.array_equal(x32, before):
+        raise AssertionError("numerical_gradient changed the caller's x; perturb a copy")

@@ -107,24 +107,24 @@ def encode(value, blobs, identities=None, depth=0):
         return {"arg": identities[id(value)]}
     if depth > MAX_DEPTH:
         return {"u": "a structure nested too deep"}
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        if isinstance(value, np.object_):
+            return {"u": "a NumPy object scalar"}
+        blobs.append(_array_bytes(np.asarray(value)))
+        return {"s": len(blobs) - 1}
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        return {"i": str(value)} if isinstance(value, bool) is False and abs(value) >= 2 ** 53 else value
+        return {"i": str(int(value))} if abs(value) >= 2 ** 53 else int(value)
     if isinstance(value, float):
-        return {"f": repr(value)}
+        return {"f": float.__repr__(value)}
     if isinstance(value, complex):
-        return {"c": [repr(value.real), repr(value.imag)]}
+        return {"c": [float.__repr__(value.real), float.__repr__(value.imag)]}
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             return {"u": f"a NumPy array of Python objects (dtype=object, shape {value.shape})"}
         blobs.append(_array_bytes(value))
         return {"a": len(blobs) - 1, "sub": type(value) is not np.ndarray and describe(value)}
-    if isinstance(value, np.generic):
-        if isinstance(value, np.object_):
-            return {"u": "a NumPy object scalar"}
-        blobs.append(_array_bytes(np.asarray(value)))
-        return {"s": len(blobs) - 1}
     if isinstance(value, np.dtype):
         return {"dt": value.str if value.fields is None else str(value)}
     if isinstance(value, tuple):

@@ -250,7 +250,8 @@ def alibi_slopes(num_heads):
         if math.log2(n).is_integer():
             return get_slopes_power_of_2(n)
         closest_power_of_2 = 2 ** math.floor(math.log2(n))
-        return get_slopes_power_of_2(closest_power_of_2) + get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2]
+        return (get_slopes_power_of_2(closest_power_of_2)
+                + get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2])
 
     return np.array(get_slopes(num_heads))
 '''),

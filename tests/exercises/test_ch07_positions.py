@@ -159,7 +159,8 @@ def paper_slopes(n):
 @pytest.mark.exercise("7.3")
 def test_alibi_slopes_eight_heads(ch):
     check_close(ch.alibi_slopes(8), np.array([1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64, 1 / 128, 1 / 256]),
-                what="alibi_slopes(8), a float64 array: the paper's 1/2, 1/4, ..., 1/256 (start 2^(-8/8), ratio 2^(-8/8))")
+                what="alibi_slopes(8), a float64 array: the paper's 1/2, 1/4, ..., 1/256 "
+                "(start 2^(-8/8), ratio 2^(-8/8))")
 
 
 @pytest.mark.exercise("7.3")
@@ -190,7 +191,8 @@ def bias_by_loops(slopes, L, S):
     return bias
 
 
-BIAS = "bias[h, i, j] = -m_h·|i' - j| with i' = i + S - L (bottom-right aligned), a penalty on keys before and after i'"
+BIAS = ("bias[h, i, j] = -m_h·|i' - j| with i' = i + S - L (bottom-right aligned), a penalty on keys before "
+        "and after i'")
 
 
 @pytest.mark.exercise("7.4")

@@ -66,8 +66,8 @@ def check_state(got, expected, when, dtype=None):
 def test_forward_tile_from_the_empty_state(ch, rng):
     q, k, v = rng.standard_normal((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
     got = ch.forward_tile(q, k, v, *empty_state((3,), 2), 0.5)
-    check_state(got, first_head(state_of(q[None], k[None], v[None], 0.5)), "after one (3 queries, 5 keys) tile from the "
-                "empty state (-inf, 0, 0), scale 0.5")
+    check_state(got, first_head(state_of(q[None], k[None], v[None], 0.5)),
+                "after one (3 queries, 5 keys) tile from the empty state (-inf, 0, 0), scale 0.5")
 
 
 @pytest.mark.exercise("9.1")

@@ -49,7 +49,9 @@ def tile_kind(i0, i1, j0, j1, band):
     (``None`` = unlimited). Inside the tile, ``j - i`` takes every integer from
     ``j0 - (i1 - 1)`` (bottom-left corner) to ``(j1 - 1) - i0`` (top-right corner).
     Return ``"skip"`` when no entry is kept, ``"full"`` when every entry is
-    kept, and ``"partial"`` otherwise. Assume ``i0 < i1`` and ``j0 < j1``.
+    kept, and ``"partial"`` otherwise. Assume ``i0 < i1``, ``j0 < j1`` and, when
+    both bounds are given, ``lo <= hi``. The tile need not be aligned to any
+    block size.
     """
     # BEGIN SOLUTION
     lo, hi = band
@@ -132,10 +134,13 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
     ``l``: that happens once, after the last tile. A row that has seen only
     masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+    Return new arrays: the caller's ``m``, ``l`` and ``acc`` stay as they were.
 
     Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
     ``m`` and ``l`` (..., bq), ``acc`` (..., bq, Ev), ``keep`` None or broadcastable
     to (..., bq, bk); the leading axes broadcast. Returns ``(m, l, acc)``.
+    Dtype: the arrays share one dtype, ``scale`` is a Python float, and the
+    results keep that dtype (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
@@ -163,7 +168,8 @@ def finalize_rows(m, l, acc):
     division-by-zero warning.
 
     Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
-    ``out`` (..., bq, Ev) and ``lse`` (..., bq).
+    ``out`` (..., bq, Ev) and ``lse`` (..., bq). Dtype: the inputs share one
+    dtype and the results keep it (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     has_key = l > 0  # (..., bq)
@@ -184,7 +190,8 @@ def d_term(grad_out, out):
     It equals ``Σ_j P_ij dP_ij`` (the term of the softmax backward pass) but costs
     O(Ev) per row instead of O(S), and needs no attention weights.
 
-    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L).
+    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L). Dtype: the
+    inputs share one dtype and the result keeps it (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     return (grad_out * out).sum(axis=-1)  # (..., L)
@@ -198,11 +205,15 @@ def d_term(grad_out, out):
 def recompute_probs(scores, lse, keep=None):
     """The attention weights of one tile, ``P = exp(scores - lse)``, from the stored log-sum-exp.
 
-    ``scores`` are already scaled. Entries where ``keep`` is False get weight 0.
-    Rows with ``lse = +inf`` (nothing to attend to) get weight 0 everywhere; no NaN.
+    ``scores`` are already scaled, and ``lse`` is the log-sum-exp of each *whole*
+    row, so the weights of a tile need not sum to 1. Entries where ``keep`` is
+    False get weight 0, whatever their score (a NaN or infinite score there must
+    not reach the result). Rows with ``lse = +inf`` (nothing to attend to) get
+    weight 0 everywhere; no NaN.
 
     Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
-    broadcastable to (..., bq, bk); returns (..., bq, bk).
+    broadcastable to (..., bq, bk); returns (..., bq, bk). Dtype: ``scores`` and
+    ``lse`` share one dtype and the result keeps it (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     if keep is not None:
@@ -218,7 +229,12 @@ def recompute_probs(scores, lse, keep=None):
 def dscores(p, dp, d):
     """``dS = P ∘ (dP - D)``: the softmax backward pass with the precomputed ``D``.
 
+    ``p`` and ``dp`` may be one tile of the rows; ``d`` holds each row's ``D``
+    over the *whole* row (from :func:`d_term`), so it is not recomputed here.
+
     Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
+    Dtype: the inputs share one dtype and the result keeps it (float32 in,
+    float32 out).
     """
     # BEGIN SOLUTION
     return p * (dp - d[..., None])  # (..., bq, bk)

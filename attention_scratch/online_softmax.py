@@ -31,8 +31,11 @@ def online_update(m, s, x):
     Scores equal to ``-inf`` contribute nothing; while every score seen is
     ``-inf`` the pair stays ``(-inf, 0)`` and nothing may become NaN.
 
+    Return new arrays: ``m`` and ``s`` stay as they were.
+
     Shapes: ``m`` and ``s`` (...), ``x`` (..., n) with the block on the last
-    axis; returns two arrays of shape (...).
+    axis; returns two arrays of shape (...). Dtype: the inputs share one
+    dtype and the results keep it (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))  # (...)
@@ -54,7 +57,9 @@ def merge_stats(m_a, s_a, m_b, s_b):
     piece that saw nothing, ``(-inf, 0)``, is the identity of the merge. No NaN,
     even when both pieces are empty.
 
-    Shapes: all four arguments broadcast together; returns ``(m, s)``.
+    Shapes: all four arguments broadcast together; returns ``(m, s)`` of the
+    broadcast shape. Dtype: the inputs share one dtype and the results keep it
+    (float32 in, float32 out).
     """
     # BEGIN SOLUTION
     m = np.maximum(m_a, m_b)  # (...)
@@ -102,7 +107,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     parts gives output 0 and log-sum-exp ``+inf``. Compute without overflow.
 
     Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
-    returns ``(out, lse)`` of the same shapes.
+    returns ``(out, lse)`` of the same shapes. Dtype: the inputs share one
+    dtype and the results keep it (float32 in, float32 out).
     """
     check_partials(out_a=out_a, lse_a=lse_a, out_b=out_b, lse_b=lse_b)
     # BEGIN SOLUTION

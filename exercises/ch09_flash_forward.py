@@ -24,10 +24,13 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
     ``l``: that happens once, after the last tile. A row that has seen only
     masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+    Return new arrays: the caller's ``m``, ``l`` and ``acc`` stay as they were.
 
     Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
     ``m`` and ``l`` (..., bq), ``acc`` (..., bq, Ev), ``keep`` None or broadcastable
     to (..., bq, bk); the leading axes broadcast. Returns ``(m, l, acc)``.
+    Dtype: the arrays share one dtype, ``scale`` is a Python float, and the
+    results keep that dtype (float32 in, float32 out).
     """
     raise NotImplementedError("Exercise 9.1: one tile of the flash attention forward pass")
 
@@ -41,7 +44,8 @@ def finalize_rows(m, l, acc):
     division-by-zero warning.
 
     Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
-    ``out`` (..., bq, Ev) and ``lse`` (..., bq).
+    ``out`` (..., bq, Ev) and ``lse`` (..., bq). Dtype: the inputs share one
+    dtype and the results keep it (float32 in, float32 out).
     """
     raise NotImplementedError("Exercise 9.2: normalise once, store the log-sum-exp")
 
@@ -54,6 +58,8 @@ def tile_kind(i0, i1, j0, j1, band):
     (``None`` = unlimited). Inside the tile, ``j - i`` takes every integer from
     ``j0 - (i1 - 1)`` (bottom-left corner) to ``(j1 - 1) - i0`` (top-right corner).
     Return ``"skip"`` when no entry is kept, ``"full"`` when every entry is
-    kept, and ``"partial"`` otherwise. Assume ``i0 < i1`` and ``j0 < j1``.
+    kept, and ``"partial"`` otherwise. Assume ``i0 < i1``, ``j0 < j1`` and, when
+    both bounds are given, ``lo <= hi``. The tile need not be aligned to any
+    block size.
     """
     raise NotImplementedError("Exercise 9.3: classifying a tile against the mask band")

@@ -20,7 +20,8 @@ def d_term(grad_out, out):
     It equals ``Σ_j P_ij dP_ij`` (the term of the softmax backward pass) but costs
     O(Ev) per row instead of O(S), and needs no attention weights.
 
-    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L).
+    Shapes: ``grad_out`` and ``out`` (..., L, Ev); returns (..., L). Dtype: the
+    inputs share one dtype and the result keeps it (float32 in, float32 out).
     """
     raise NotImplementedError("Exercise 10.1: the D term of the backward pass")
 
@@ -29,11 +30,15 @@ def d_term(grad_out, out):
 def recompute_probs(scores, lse, keep=None):
     """The attention weights of one tile, ``P = exp(scores - lse)``, from the stored log-sum-exp.
 
-    ``scores`` are already scaled. Entries where ``keep`` is False get weight 0.
-    Rows with ``lse = +inf`` (nothing to attend to) get weight 0 everywhere; no NaN.
+    ``scores`` are already scaled, and ``lse`` is the log-sum-exp of each *whole*
+    row, so the weights of a tile need not sum to 1. Entries where ``keep`` is
+    False get weight 0, whatever their score (a NaN or infinite score there must
+    not reach the result). Rows with ``lse = +inf`` (nothing to attend to) get
+    weight 0 everywhere; no NaN.
 
     Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
-    broadcastable to (..., bq, bk); returns (..., bq, bk).
+    broadcastable to (..., bq, bk); returns (..., bq, bk). Dtype: ``scores`` and
+    ``lse`` share one dtype and the result keeps it (float32 in, float32 out).
     """
     raise NotImplementedError("Exercise 10.2: attention weights recomputed from the log-sum-exp")
 
@@ -42,6 +47,11 @@ def recompute_probs(scores, lse, keep=None):
 def dscores(p, dp, d):
     """``dS = P ∘ (dP - D)``: the softmax backward pass with the precomputed ``D``.
 
+    ``p`` and ``dp`` may be one tile of the rows; ``d`` holds each row's ``D``
+    over the *whole* row (from :func:`d_term`), so it is not recomputed here.
+
     Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
+    Dtype: the inputs share one dtype and the result keeps it (float32 in,
+    float32 out).
     """
     raise NotImplementedError("Exercise 10.3: the gradient of the scores")

@@ -35,9 +35,12 @@ def rotate_pairs(x, cos, sin):
 
     ``y[2i] = x[2i]·cos_i - x[2i+1]·sin_i`` and ``y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i``
     (the interleaved pairs of the RoFormer paper). Rotations keep lengths.
+    Return a new array; ``x`` itself stays as it was.
 
     Shapes: ``x`` (..., L, D) with D even; ``cos`` and ``sin`` (L, D/2) or
-    broadcastable to (..., L, D/2); returns the shape of ``x``.
+    broadcastable to (..., L, D/2); returns the shape of ``x``. Dtype: ``cos``
+    and ``sin`` come in the dtype of ``x`` and the result keeps it (float32 in,
+    float32 out).
     """
     xp = array_module(x, cos)  # NumPy or CuPy
     even, odd = x[..., 0::2], x[..., 1::2]  # (..., L, D/2) each
@@ -78,7 +81,10 @@ def alibi_bias(slopes, L, S):
     Every head penalises distant keys linearly, with its own slope ``m_h``. With
     a causal mask only ``j <= i'`` remain and this is the paper's ``-m_h · (i' - j)``.
 
-    Shapes: ``slopes`` (H,); returns (H, L, S).
+    ``L > S`` is allowed: the first rows then have ``i' < 0``, and the formula
+    still holds.
+
+    Shapes: ``slopes`` (H,); returns (H, L, S), float64.
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:

@@ -88,14 +88,14 @@ def mask_words(causal, align, window):
     return f"causal={causal} ({align}), window={window}"
 
 
-# (Hq, Hkv, L, S, causal, align, window, block_q, block_k): ragged tails, one block, blocks of one row,
-# GQA groups of 3, MQA, no GQA, L > S with empty rows (bottom-right causal), windows.
-FORWARD_CASES = [(6, 2, 13, 17, False, "top_left", None, 4, 5),
-                 (6, 2, 13, 17, True, "bottom_right", None, 3, 4),
-                 (6, 2, 13, 17, True, "top_left", (3, 1), 5, 2),
-                 (4, 1, 17, 9, True, "bottom_right", None, 4, 4),
-                 (3, 3, 9, 20, False, "top_left", (2, 6), 16, 8),
-                 (2, 1, 7, 7, True, "top_left", None, 1, 3)]
+# (Hq, Hkv, L, S, E, Ev, causal, align, window, block_q, block_k): ragged tails, one block, blocks of
+# one row, GQA groups of 3, MQA, no GQA, L > S with empty rows (bottom-right causal), windows.
+FORWARD_CASES = [(6, 2, 13, 17, 8, 5, False, "top_left", None, 4, 5),
+                 (6, 2, 13, 17, 8, 5, True, "bottom_right", None, 3, 4),
+                 (6, 2, 13, 17, 3, 9, True, "top_left", (3, 1), 5, 2),
+                 (4, 1, 17, 9, 16, 4, True, "bottom_right", None, 4, 4),
+                 (3, 3, 9, 20, 5, 1, False, "top_left", (2, 6), 16, 8),
+                 (2, 1, 7, 7, 8, 8, True, "top_left", None, 1, 3)]
 
 
 @pytest.mark.exercise("12.2")
@@ -163,15 +163,14 @@ def test_parallel_loop_balances_causal_work(ch, rng, hq):
 
 @pytest.mark.exercise("12.2")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("hq,hkv,L,S,causal,align,window,bq,bk", FORWARD_CASES)
-def test_parallel_loop_matches_the_oracle(ch, rng, hq, hkv, L, S, causal, align, window, bq, bk, dtype):
-    E, Ev = 8, 5
+@pytest.mark.parametrize("hq,hkv,L,S,E,Ev,causal,align,window,bq,bk", FORWARD_CASES)
+def test_parallel_loop_matches_the_oracle(ch, rng, hq, hkv, L, S, E, Ev, causal, align, window, bq, bk, dtype):
     q = rng.standard_normal((hq, L, E)).astype(dtype)
     k, v = rng.standard_normal((hkv, S, E)).astype(dtype), rng.standard_normal((hkv, S, Ev)).astype(dtype)
     lo, hi = band_of(L, S, causal, align, window)
     out, lse, _, changed = ch.harness(f"{HARNESS}:forward", ch.forward_parallel, q, k, v, 0.4, lo, hi, bq, bk)
     setup = (f"{hq} query heads over {hkv} key/value heads (head h reads h // {hq // hkv}), L={L}, S={S}, "
-             f"block_q={bq}, block_k={bk}, {mask_words(causal, align, window)}, {np.dtype(dtype).name}")
+             f"E={E}, Ev={Ev}, block_q={bq}, block_k={bk}, {mask_words(causal, align, window)}, {np.dtype(dtype).name}")
     assert not changed, f"forward_parallel changed its input(s) {changed}: only out and lse may be written"
     never = np.isnan(out).any(-1) & ~np.isnan(q).any(-1)  # (Hq, L) rows never written
     assert not never.any(), (f"{int(never.sum())} of {hq * L} rows were never written ({setup}); first: head "

@@ -60,7 +60,9 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
     tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
     ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
-    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
+    rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
+    (the kernel is compiled for float32 and for float64).
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
     ``lse``, ``d`` (L,).
     """

@@ -31,6 +31,7 @@ def forward_smem_bytes(block_k, D, acc_bytes):
 
     Each tile row holds ``D + 1`` accumulation-type values (the head dim padded by
     one to spread the rows over the 32 shared-memory banks), ``acc_bytes`` each.
+    Returns an ``int``.
     """
     raise NotImplementedError("Exercise 13.2: the shared-memory budget of the forward tile")
 
@@ -45,6 +46,9 @@ def chunk_update(m, l, o, s, v):
     ``l ← alpha·l + Σ_j 2^(s_j - mx)`` and ``o ← alpha·o + Σ_j 2^(s_j - mx) v_j``,
     and ``m ← mx``. No NaN, no warnings.
 
+    The state keeps the dtype of its inputs (float32 stays float32), and the
+    arrays passed in are not changed: return new ones.
+
     Shapes: ``m``, ``l`` (rows,); ``o`` (rows, Ev); ``s`` (rows, KC); ``v`` (KC, Ev).
     Returns ``(m, l, o)``.
     """
@@ -58,7 +62,8 @@ def butterfly_steps(partials):
     ``partials[..., lane]`` is lane ``lane``'s partial sum; ``TPR = partials.shape[-1]``
     is a power of two. For ``off = TPR/2, TPR/4, …, 1`` every lane adds the value of
     lane ``lane ^ off`` (``__shfl_xor_sync``), all lanes at once. Return the list of
-    arrays after each step (``log2(TPR)`` of them); after the last, every lane holds the sum.
+    arrays after each step (``log2(TPR)`` of them, each of the shape and dtype of
+    ``partials``); after the last, every lane holds the sum.
     """
     raise NotImplementedError("Exercise 13.4: a butterfly of warp shuffles")
 
@@ -71,6 +76,7 @@ def fragment_entry(operand, lane, i):
     A (16x16, entries 0-7): row ``g`` for i in 0, 1, 4, 5 and ``g + 8`` otherwise, column
     ``2t + i % 2``, plus 8 for i >= 4; B (16x8, entries 0-3): row ``2t + i % 2``, plus 8 for
     i >= 2, column ``g``; C (16x8, entries 0-3): row ``g``, plus 8 for i >= 2, column
-    ``2t + i % 2``. Raise ``ValueError`` for any other operand.
+    ``2t + i % 2``. Return the two ints ``(row, col)``; raise ``ValueError`` for any
+    other operand.
     """
     raise NotImplementedError("Exercise 13.5: which entry a lane holds in mma.m16n8k16")

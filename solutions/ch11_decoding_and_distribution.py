@@ -18,6 +18,7 @@ def combine_splits(outs, lses):
     With ``lse = log Σ_p exp(lses[p])`` the result is
     ``Σ_p exp(lses[p] - lse)·outs[p]``. Subtract the maximum over chunks before
     exponentiating; a row with no key in any chunk gives output 0 and lse ``+inf``.
+    The results keep the dtype of the inputs (float32 chunks give float32).
 
     Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """

@@ -25,7 +25,7 @@ def exp_f32(x):
     gives ``+inf``, NaN gives NaN. Keep every constant a ``np.float32`` so the arithmetic stays
     in float32 (a Python float would promote it to float64 and halve the SIMD width).
     """
-    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN -> XMIN
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN: see the last line
     n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))  # nearest whole number to x / ln2
     r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)  # |r| <= ln2 / 2
     p = np.float32(1.0 / 5040.0)  # Horner: 1 + r(1 + r/2(1 + r/3(...)))
@@ -78,7 +78,9 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
     tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
     ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
-    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``.
+    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
+    rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
+    (the kernel is compiled for float32 and for float64).
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
     ``lse``, ``d`` (L,).
     """

@@ -72,6 +72,7 @@ def forward_smem_bytes(block_k, D, acc_bytes):
 
     Each tile row holds ``D + 1`` accumulation-type values (the head dim padded by
     one to spread the rows over the 32 shared-memory banks), ``acc_bytes`` each.
+    Returns an ``int``.
     """
     # BEGIN SOLUTION
     return 2 * block_k * (D + 1) * acc_bytes

@@ -42,7 +42,8 @@ def butterfly_steps(partials):
     ``partials[..., lane]`` is lane ``lane``'s partial sum; ``TPR = partials.shape[-1]``
     is a power of two. For ``off = TPR/2, TPR/4, …, 1`` every lane adds the value of
     lane ``lane ^ off`` (``__shfl_xor_sync``), all lanes at once. Return the list of
-    arrays after each step (``log2(TPR)`` of them); after the last, every lane holds the sum.
+    arrays after each step (``log2(TPR)`` of them, each of the shape and dtype of
+    ``partials``); after the last, every lane holds the sum.
     """
     # BEGIN SOLUTION
     x = np.asarray(partials)
@@ -70,6 +71,9 @@ def chunk_update(m, l, o, s, v):
     ``-inf`` keep their state unchanged; otherwise ``alpha = 2^(m - mx)``,
     ``l ← alpha·l + Σ_j 2^(s_j - mx)`` and ``o ← alpha·o + Σ_j 2^(s_j - mx) v_j``,
     and ``m ← mx``. No NaN, no warnings.
+
+    The state keeps the dtype of its inputs (float32 stays float32), and the
+    arrays passed in are not changed: return new ones.
 
     Shapes: ``m``, ``l`` (rows,); ``o`` (rows, Ev); ``s`` (rows, KC); ``v`` (KC, Ev).
     Returns ``(m, l, o)``.

@@ -30,7 +30,8 @@ def fragment_entry(operand, lane, i):
     A (16x16, entries 0-7): row ``g`` for i in 0, 1, 4, 5 and ``g + 8`` otherwise, column
     ``2t + i % 2``, plus 8 for i >= 4; B (16x8, entries 0-3): row ``2t + i % 2``, plus 8 for
     i >= 2, column ``g``; C (16x8, entries 0-3): row ``g``, plus 8 for i >= 2, column
-    ``2t + i % 2``. Raise ``ValueError`` for any other operand.
+    ``2t + i % 2``. Return the two ints ``(row, col)``; raise ``ValueError`` for any
+    other operand.
     """
     # BEGIN SOLUTION
     g, t = divmod(lane, 4)

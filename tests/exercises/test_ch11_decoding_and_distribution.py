@@ -2,7 +2,14 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import assert_close, assert_shape, attention_oracle, warnings_as_failures
+from attention_scratch.course.checks import check_close, expect_tuple
+from attention_scratch.masks import causal_mask
+from attention_scratch.testing import attention_oracle, warnings_as_failures
+
+EMPTY_HINT = ("empty chunks (output 0, lse +inf) must carry zero weight: treat lse = +inf as log(0) = -inf, "
+              "shift each row by its largest finite lse, and by 0 on a row empty in every chunk "
+              "(output 0, lse +inf)")
+OVERFLOW_HINT = "exp(900) overflowed: subtract the largest lse over the chunks before exponentiating"
 
 
 @pytest.fixture(scope="module")
@@ -10,40 +17,124 @@ def ch(load_target):
     return load_target("ch11_decoding_and_distribution")
 
 
+def combine(ch, outs, lses, what):
+    """The student's (out, lse), checked to be a pair without NaN (a NaN says which rule was broken)."""
+    out, lse = expect_tuple(ch.combine_splits(outs, lses), 2, what=f"combine_splits ({what})")
+    for name, got in (("output", out), ("lse", lse)):
+        if isinstance(got, np.ndarray) and got.dtype.kind == "f" and np.isnan(got).any():
+            first = tuple(int(i) for i in np.argwhere(np.isnan(got))[0])
+            hint = EMPTY_HINT if np.isposinf(lses).any() else OVERFLOW_HINT
+            raise AssertionError(f"combine_splits ({what}): the {name} holds NaN (first at {first}); {hint}")
+    return out, lse
+
+
+def chunk_partials(q, k, v, edges, mask):
+    """Oracle (out, lse) of every key chunk [a, b), stacked on a new axis 0: (P, ..., Ev), (P, ...)."""
+    parts = [attention_oracle(q, k[..., a:b, :], v[..., a:b, :], attn_mask=mask[:, a:b])
+             for a, b in zip(edges[:-1], edges[1:])]
+    return np.stack([o for o, _, _ in parts]), np.stack([s for _, s, _ in parts])
+
+
+def reference(outs, lses):
+    """The combination in float64, written with logaddexp (+inf, an empty chunk, counts as log 0)."""
+    logs = np.where(np.isposinf(lses), -np.inf, lses.astype(np.float64))  # (P, ...)
+    lse = np.logaddexp.reduce(logs, axis=0)  # (...)
+    with np.errstate(invalid="ignore"):
+        w = np.where(np.isneginf(lse), 0.0, np.exp(logs - lse))  # (P, ...)
+    out = (w[..., None] * outs.astype(np.float64)).sum(axis=0)  # (..., Ev)
+    return out, np.where(np.isneginf(lse), np.inf, lse)
+
+
+# (L, S, causal alignment or None, chunk edges): L > S bottom-right leaves rows with no key at all;
+# an edge repeated is a chunk with no keys; P = 1 is the trivial combine.
+CASES = [(1, 30, None, (0, 30)),
+         (1, 30, None, (0, 7, 30)),
+         (3, 30, "bottom_right", (0, 3, 11, 11, 12, 30)),
+         (5, 20, "top_left", (0, 4, 9, 14, 20)),
+         (12, 7, "bottom_right", (0, 2, 5, 7)),
+         (12, 7, "bottom_right", (0, 0, 1, 7))]
+
+
 @pytest.mark.exercise("11.1")
-@pytest.mark.parametrize("edges", [(0, 30), (0, 7, 30), (0, 3, 11, 12, 30)])
-def test_combine_splits_equals_attention_over_all_keys(ch, rng, edges):
-    q, k, v = rng.standard_normal((3, 1, 8)), rng.standard_normal((3, 30, 8)), rng.standard_normal((3, 30, 5))
-    parts = [attention_oracle(q, k[:, a:b], v[:, a:b]) for a, b in zip(edges[:-1], edges[1:])]
-    out, lse = ch.combine_splits(np.stack([o for o, _, _ in parts]), np.stack([s for _, s, _ in parts]))
-    ref_out, ref_lse, _ = attention_oracle(q, k, v)
-    assert_shape(out, ref_out.shape, f"combined output of {len(parts)} splits")
-    assert_close(out, ref_out, what=f"combined output of splits at {edges}")
-    assert_close(lse, ref_lse, what=f"combined log-sum-exp of splits at {edges}")
+@pytest.mark.parametrize("L,S,align,edges", CASES)
+def test_combine_splits_equals_attention_over_all_keys(ch, rng, L, S, align, edges):
+    q = rng.standard_normal((2, 3, L, 8))  # (B, H, L, E)
+    k, v = rng.standard_normal((2, 3, S, 8)), rng.standard_normal((2, 3, S, 5))
+    mask = causal_mask(L, S, align=align) if align else np.ones((L, S), dtype=bool)  # (L, S)
+    outs, lses = chunk_partials(q, k, v, edges, mask)  # (P, 2, 3, L, 5), (P, 2, 3, L)
+    out, lse = combine(ch, outs, lses, f"chunks at {edges}")
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, attn_mask=mask)
+    n = len(edges) - 1
+    what = (f"{n} chunk{'s' if n > 1 else ''} at {edges}, L={L}, S={S}, mask {align or 'none'}; outs {outs.shape}, "
+            f"lses {lses.shape}")
+    if np.isposinf(lses).any():
+        what += "; chunks with lse +inf (no key for that row) carry weight 0"
+    check_close(out, ref_out, what=f"combined output of {what}")
+    check_close(lse, ref_lse, what=f"combined log-sum-exp of {what} (+inf on a row with no key in any chunk)")
+
+
+@pytest.mark.exercise("11.1")
+@pytest.mark.parametrize("align", [None, "bottom_right"])
+def test_combine_splits_keeps_float32(ch, rng, align):
+    L, S, edges = 6, 40, (0, 9, 9, 25, 40)
+    q = rng.standard_normal((2, L, 16))
+    k, v = rng.standard_normal((2, S, 16)) * 2, rng.standard_normal((2, S, 7))
+    mask = causal_mask(L, S, align=align) if align else np.ones((L, S), dtype=bool)
+    outs, lses = chunk_partials(q, k, v, edges, mask)
+    outs, lses = outs.astype(np.float32), lses.astype(np.float32)  # float32 partials
+    out, lse = combine(ch, outs, lses, "float32 chunks")
+    ref_out, ref_lse = reference(outs, lses)
+    check_close(out, ref_out.astype(np.float32), what="combined output of float32 chunks (must stay float32)")
+    check_close(lse, ref_lse.astype(np.float32), what="combined lse of float32 chunks (must stay float32)")
 
 
 @pytest.mark.exercise("11.1")
 def test_combine_splits_survives_large_lse(ch):
     outs = np.array([[[1.0, 0.0]], [[3.0, 2.0]]])  # (P=2, L=1, Ev=2)
     lses = np.array([[900.0], [900.0 + np.log(3.0)]])  # (P=2, L=1): masses 1 : 3
-    with warnings_as_failures("exp(900) overflowed: subtract the largest lse over the chunks first"):
-        out, lse = ch.combine_splits(outs, lses)
-    assert np.isfinite(out).all() and np.isfinite(lse).all(), (
-        "exp(900) overflowed: subtract the largest lse over the chunks before exponentiating")
-    assert_close(out, np.array([[2.5, 1.5]]), what="combine of chunks with masses 1 : 3 near lse = 900")
-    assert_close(lse, np.array([900.0 + np.log(4.0)]), what="combined lse near 900")
+    with warnings_as_failures(OVERFLOW_HINT):
+        out, lse = combine(ch, outs, lses, "lse near 900")
+    assert np.all(np.isfinite(np.asarray(out, dtype=float))), f"{OVERFLOW_HINT}; got output {out!r}"
+    check_close(out, np.array([[2.5, 1.5]]), what="combine of chunks with masses 1 : 3 near lse = 900")
+    check_close(lse, np.array([900.0 + np.log(4.0)]), what="combined lse near 900")
+
+
+@pytest.mark.exercise("11.1")
+def test_combine_splits_survives_small_and_spread_lse(ch, rng):
+    # Row 0: every lse near -900 (exp underflows to 0 unless the largest is subtracted);
+    # row 1: lses 1800 apart; row 2: the first chunk empty, the others small.
+    lses = np.array([[-900.0, 1000.0, np.inf],
+                     [-900.0 + np.log(3.0), -800.0, -2.0],
+                     [-901.0, np.inf, -3.0]])  # (P=3, L=3)
+    outs = rng.standard_normal((3, 3, 4))  # (P, L, Ev)
+    outs[np.isposinf(lses)] = 0.0  # an empty chunk has output 0
+    with warnings_as_failures("subtract the largest lse of each row before exponentiating"):
+        out, lse = combine(ch, outs, lses, "lse near -900 and 1800 apart")
+    ref_out, ref_lse = reference(outs, lses)
+    check_close(out, ref_out, what="combined output with lses near -900 (row 0: do not let exp underflow to 0 "
+                "by subtracting anything but each row's largest lse), 1800 apart (row 1) and a first chunk "
+                "that is empty (row 2)")
+    check_close(lse, ref_lse, what="combined lse with lses near -900, 1800 apart, and an empty first chunk")
 
 
 @pytest.mark.exercise("11.1")
 def test_combine_splits_empty_chunks_and_large_lse(ch):
     outs = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[3.0, 2.0], [0.0, 0.0]]])
     lses = np.array([[900.0, np.inf], [np.inf, np.inf], [900.0, np.inf]])  # (P=3, L=2)
-    with warnings_as_failures("empty chunks (output 0, lse +inf) must carry zero weight: treat lse = "
-                              "+inf as log(0) = -inf, and shift by 0 on a row empty in every chunk"):
-        out, lse = ch.combine_splits(outs, lses)
-    assert not np.isnan(out).any() and not np.isnan(lse).any(), (
-        "empty chunks (output 0, lse +inf) gave NaN; they must carry zero weight: treat lse = +inf "
-        "as log(0) = -inf, and a row empty in every chunk as output 0, lse +inf")
-    assert np.isfinite(out).all(), "exp(900) overflowed: subtract the largest lse first"
-    assert_close(out, np.array([[2.0, 1.0], [0.0, 0.0]]), what="combine: equal masses, one empty chunk")
-    assert_close(lse, np.array([900.0 + np.log(2.0), np.inf]), what="combined lse (+inf if all empty)")
+    with warnings_as_failures(EMPTY_HINT):
+        out, lse = combine(ch, outs, lses, "empty chunks")
+    assert np.isfinite(np.asarray(out, dtype=float)).all(), OVERFLOW_HINT
+    check_close(out, np.array([[2.0, 1.0], [0.0, 0.0]]), what="combine: equal masses, one empty chunk; "
+                "row 1 is empty in every chunk (output 0)")
+    check_close(lse, np.array([900.0 + np.log(2.0), np.inf]), what="combined lse (+inf if all empty)")
+
+
+@pytest.mark.exercise("11.1")
+def test_combine_splits_empty_chunks_carry_no_weight_at_ordinary_lse(ch):
+    outs = np.array([[[4.0, -2.0]], [[0.0, 0.0]], [[1.0, 1.0]]])  # (P=3, L=1, Ev=2): chunk 1 is empty
+    lses = np.array([[-1.5], [np.inf], [-1.5]])  # (P=3, L=1)
+    with warnings_as_failures(EMPTY_HINT):
+        out, lse = combine(ch, outs, lses, "an empty chunk between two at lse -1.5")
+    check_close(out, np.array([[2.5, -0.5]]), what="combine of two equal chunks and an empty one (weight 0, "
+                "not exp(0 - lse): an empty chunk's +inf means log(0))")
+    check_close(lse, np.array([-1.5 + np.log(2.0)]), what="combined lse with an empty chunk")

@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .bench_methods import (METHODS, Method, available_methods, naive_backward,  # noqa: F401
                             naive_forward, reference, relative_error)
+from .progress import printer_beside, progress_bar
+
 DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
 NAIVE_MEMORY_LIMIT = 3 * 2**30  # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
 
@@ -164,14 +165,8 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
     ``progress=True`` shows a bar over the cases (size, mask, pass) on standard error.
     """
     blocks = {"flash numpy": (256, 256), "flash numba": (64, 64), **(blocks or {})}
-    bar = tqdm(total=len(sizes) * len(causal) * len(passes), unit="case", file=sys.stderr,
-               disable=not progress, mininterval=0.5)
-
-    def say(line):
-        if not progress:
-            return log(line)
-        with tqdm.external_write_mode():  # lift the bar off the terminal while the line is written
-            log(line)
+    bar = progress_bar(len(sizes) * len(causal) * len(passes), unit="case", enabled=progress)
+    say = printer_beside(bar, log)
 
     names, skipped = available_methods(methods)
     for name, why in skipped.items():

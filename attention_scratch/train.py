@@ -8,15 +8,14 @@ ends with ``held-out exact match: 0.xxx (n=...)`` on standard output.
 """
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .data import DateTask, encode_batch
 from .optim import Adam, clip_grad_norm, load_params, save_params
+from .progress import progress_bar
 from .seq2seq import ATTENTIONS, Config, Seq2Seq
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -41,8 +40,8 @@ def train(config, task=None, progress=True, out=None):
     opt = Adam(model, lr=config.lr)
     rng = np.random.default_rng([config.seed, 1])
     losses = []
-    bar = tqdm(total=config.steps, desc=f"training {config.attention}", unit="step",
-               file=out if out is not None else sys.stderr, disable=not progress, mininterval=0.5)
+    bar = progress_bar(config.steps, desc=f"training {config.attention}", unit="step", enabled=progress,
+                       file=out)
     start = time.perf_counter()
     with bar:
         for step in range(1, config.steps + 1):

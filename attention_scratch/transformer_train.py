@@ -8,15 +8,14 @@ generation with the KV cache and ends with the line
 file that :func:`load_model` reads back.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .nn import cross_entropy
 from .optim import Adam, clip_grad_norm, load_params, save_params
+from .progress import printer_beside, progress_bar
 from .tasks import IGNORE, TASKS, VOCAB_SIZE, make_batch, sort_sequences
 from .transformer import TinyTransformer, generate
 
@@ -81,14 +80,8 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, pro
     data_rng = np.random.default_rng([seed, 1])
     opt = Adam(model, lr=cfg["lr"])
     history = {k: [] for k in ("loss", "acc", "lr", "time")}
-    bar = tqdm(total=cfg["steps"], desc=f"training ({task})", unit="step", file=sys.stderr,
-               disable=not progress, mininterval=0.5)
-
-    def log(line):
-        if not progress:
-            return out(line)
-        with tqdm.external_write_mode():  # lift the bar off the terminal while the line is written
-            out(line)
+    bar = progress_bar(cfg["steps"], desc=f"training ({task})", unit="step", enabled=progress)
+    log = printer_beside(bar, out)
 
     start = time.perf_counter()
     with bar:

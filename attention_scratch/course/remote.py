@@ -9,7 +9,6 @@ writes), and an argument changed that the exercise does not allow to change
 fails the test. The student's exceptions come back with the file and line.
 """
 import functools
-import inspect
 import io
 import os
 import pickle

@@ -74,13 +74,15 @@ def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     ch01 = replace_function(ch01, "softmax_vjp", "def softmax_vjp(grad_out, probs, axis=-1):\n"
                                                  "    import os\n    os._exit(0)\n")
     (tmp_path / f"{CH01}.py").write_text(ch01)
-    (tmp_path / f"{CH04}.py").write_text(solution_text(CH04))
+    (tmp_path / f"{CH04}.py").write_text(solution_text(CH04))  # graded beside them, unchanged
     ch12 = solution_text(CH12).replace("def exp_f32(x):\n", "def exp_f32(x):\n    while x == x:\n"
                                        "        x = x + np.float32(0.0)\n", 1)
     (tmp_path / f"{CH12}.py").write_text(ch12)
     start = time.monotonic()
-    done = run_grader("--target", str(tmp_path), "--chapter", "1", "--chapter", "4", "--chapter", "12",
-                      "--timeout", "8", "--require-full", json_path=tmp_path / "r.json")
+    chosen = [arg for ex in ("1.1", "1.2", "1.3", "1.4", "1.5", "4.1", "4.2", "4.3", "12.1")
+              for arg in ("--exercise", ex)]
+    done = run_grader("--target", str(tmp_path), *chosen, "--timeout", "8", "--require-full",
+                      json_path=tmp_path / "r.json")
     seconds = time.monotonic() - start
     assert done.returncode == 1, done.stdout + done.stderr
     results = results_of(tmp_path / "r.json")
@@ -88,7 +90,7 @@ def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     assert results["12.1"]["status"] == "failing" and "time budget of 8 s" in results["12.1"]["message"], \
         "a Numba loop that never ends must be stopped too"
     assert results["1.4"]["status"] == "failing" and "exited with status 0" in results["1.4"]["message"]
-    for exercise_id in ("1.1", "1.2", "1.5", "4.1", "4.2", "4.3", "12.2", "12.3"):
+    for exercise_id in ("1.1", "1.2", "1.5", "4.1", "4.2", "4.3"):
         assert results[exercise_id]["status"] == "passed", results[exercise_id]
     assert seconds < 120, f"grading took {seconds:.0f} s: the budgets did not hold"
 

@@ -83,5 +83,5 @@ clean:
 	-test -x $(PY) && $(PY) -m attention_scratch.course.notebooks --clean
 	-k="$$($(VENV)/bin/jupyter --data-dir 2>/dev/null || echo $$HOME/.local/share/jupyter)/kernels/attention_scratch"; \
 	  grep -qs "$(CURDIR)/$(VENV)/" "$$k/kernel.json" && rm -rf "$$k"
-	rm -rf _build .pytest_cache .hypothesis $(VENV)
+	rm -rf _build .cache .pytest_cache .hypothesis $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

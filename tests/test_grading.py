@@ -14,6 +14,7 @@ import pytest
 
 from attention_scratch.course.exercises import CHAPTERS, collect, write_stubs
 from attention_scratch.course.repo import find_repository
+from attention_scratch.course.sandbox import abi_version as sandbox_abi
 from test_answers import replace_function
 
 REPO = find_repository()
@@ -144,7 +145,7 @@ def stable_softmax(x, axis=-1):
      "imports scaled_scores from the library"),
     ("wraps the library's function", "import attention_scratch.sdpa as lib\n\n"
      "def scaled_scores(query, key, scale):\n    return lib.scaled_scores(query, key, scale)\n",
-     "calls the library's own scaled_scores"),
+     "runs the library's own scaled_scores"),
     ("reads solutions/", "def scaled_scores(query, key, scale):\n"
      "    namespace = {}\n"
      f"    exec(open({str(REPO / 'solutions' / (CH04 + '.py'))!r}).read(), namespace)\n"
@@ -188,3 +189,55 @@ def test_outside_a_clone_the_grader_says_so(tmp_path):
     env = dict(os.environ, ATTENTION_SCRATCH_REPO=str(tmp_path))
     done = run_grader("--chapter", "1", cwd=tmp_path, env=env)
     assert done.returncode == 2 and "not a clone of attention_scratch" in done.stderr, done.stderr
+
+
+SANDBOX_PROBE = '''
+def write_through_proc(pid):
+    import os
+    for fd in os.listdir(f"/proc/{{pid}}/fd"):
+        target = os.readlink(f"/proc/{{pid}}/fd/{{fd}}")
+        if not target.startswith(("socket:", "anon_inode:", "/dev/null")):
+            open(f"/proc/{{pid}}/fd/{{fd}}", "ab").close()  # a file of the checker's, reopened
+            raise RuntimeError(target)
+
+
+def scaled_scores(query, key, scale):
+    import os, signal, subprocess
+    repo = {repo!r}
+    escaped = []
+    attempts = {{
+        "cat solutions/": lambda: subprocess.run(["cat", os.path.join(repo, "solutions", "ch01_numpy_toolkit.py")],
+                                                 check=True, capture_output=True),
+        "list the tests": lambda: os.listdir(os.path.join(repo, "tests")),
+        "write the grader": lambda: open(os.path.join(repo, "attention_scratch", "course", "checker.py"), "a"),
+        "write the repository": lambda: open(os.path.join(repo, "planted.txt"), "w"),
+        "signal the checker": lambda: os.kill(os.getppid(), signal.SIGSTOP),
+        "write into the checker's files": lambda: write_through_proc(os.getppid()),
+        "read the checker's memory": lambda: open(f"/proc/{{os.getppid()}}/mem", "rb"),
+    }}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            escaped.append(what)
+        except (OSError, subprocess.CalledProcessError):
+            pass
+        except RuntimeError as opened:
+            escaped.append(f"{{what}} ({{opened}})")
+    open(os.path.join(os.environ["TMPDIR"], "scratch.txt"), "w").write("its own folder is writable")
+    if escaped:
+        raise RuntimeError("escaped the sandbox: " + ", ".join(escaped))
+    return (query @ np.swapaxes(key, -1, -2)) * scale
+'''
+
+
+@pytest.mark.skipif(sandbox_abi() < 1, reason="this kernel has no Landlock: student code is not sandboxed "
+                    "here (the grader says so); the sandbox is checked where Landlock exists")
+def test_student_code_runs_in_a_sandbox_it_cannot_leave(tmp_path):
+    """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no writing
+    the repository, no touching the checker."""
+    source = SANDBOX_PROBE.format(repo=str(REPO))
+    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))
+    run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
+    result = results_of(tmp_path / "r.json")["4.1"]
+    assert result["status"] == "passed", result["message"]
+    assert not (REPO / "planted.txt").exists()

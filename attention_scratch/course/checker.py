@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .remote import GradingError, NotStarted, StudentRaised
+from .remote import GradingError, NotStarted, StudentRaised, adopt_orphans, end_orphans
 
 _MESSAGE_LINES = 8
 
@@ -119,7 +119,11 @@ def main(argv=None):
     parser.add_argument("--repo", required=True)
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
-    results = run_checks(args.test_file, args.target, args.exercise, args.budget, args.repo)
+    adopt_orphans()
+    try:
+        results = run_checks(args.test_file, args.target, args.exercise, args.budget, args.repo)
+    finally:
+        end_orphans()
     Path(args.result).write_text(json.dumps(
         {exercise_id: {"status": status, "message": message} for exercise_id, (status, message) in results.items()}))
     return 0

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -81,7 +82,7 @@ class StudentProcess:
     """One student process for one exercise, with one wall-clock budget for all its calls."""
 
     def __init__(self, module_path, function_name, *, budget, library="", solutions_dir="",
-                 output_path=None, writes=(), signature=None):
+                 output_path=None, writes=(), signature=None, scratch=None, readable=(), cache_dir=None):
         self.module_path = str(module_path)
         self.function_name = function_name
         self.budget = float(budget)
@@ -90,6 +91,10 @@ class StudentProcess:
         self.output_path = output_path
         self.writes = set(writes)
         self.signature = signature
+        self.scratch = Path(scratch) if scratch else None
+        self.readable = [str(p) for p in readable]
+        self.cache_dir = cache_dir
+        self.sandbox = None  # the Landlock ABI the student process runs under (None: not sandboxed)
         self.deadline = None
         self.process = self.sock = None
         self.broken = None  # the GradingError that ended this exercise, repeated to later calls
@@ -103,14 +108,20 @@ class StudentProcess:
         self.deadline = time.monotonic() + self.budget
         ours, theirs = socket.socketpair()
         output = open(self.output_path, "ab") if self.output_path else subprocess.DEVNULL
+        scratch = self.scratch or Path(tempfile.mkdtemp(prefix="student_"))
+        scratch.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "attention_scratch.course.student", "--fd", str(theirs.fileno()),
                    "--module", self.module_path, "--function", self.function_name,
                    "--library", self.library, "--solutions", self.solutions_dir,
-                   "--cpu-seconds", str(4 * self.budget + 30)]
+                   "--cpu-seconds", str(4 * self.budget + 30), "--scratch", str(scratch)]
+        for path in self.readable:
+            command += ["--allow-read", path]
+        env = dict(os.environ, TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch / "matplotlib"),
+                   NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"), PYTHONDONTWRITEBYTECODE="1")
         try:
             self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=Path(self.module_path).parent)
+                                            cwd=scratch, env=env)
         finally:
             theirs.close()
             if output is not subprocess.DEVNULL:
@@ -119,6 +130,7 @@ class StudentProcess:
         header, _ = self._receive()
         if header.get("kind") != "ready":
             raise self._fail(StudentDied("the process running your code did not start"))
+        self.sandbox = header.get("sandbox")
 
     def stop(self):
         """End the process; a later call starts a new one, with a new budget."""
@@ -229,32 +241,36 @@ class StudentProcess:
             wire.send(self.sock, {"kind": "callback_result", "ok": False,
                                   "error": f"{type(error).__name__}: {error}"})
 
-    def _names(self, paths):
-        """Parameter names of the changed top-level arguments, by the library's signature."""
-        names = []
-        for kind, key in paths:
-            if kind == "kwargs":
-                names.append(key)
-            elif self.signature is not None and key < len(self.signature):
-                names.append(self.signature[key])
-            else:
-                names.append(f"argument {key + 1}")
-        return names
+    def _name(self, path):
+        """The parameter name of a top-level argument (``["args", 0]`` or ``["kwargs", "x"]``)."""
+        kind, key = path
+        if kind == "kwargs":
+            return key
+        if self.signature is not None and key < len(self.signature):
+            return self.signature[key]
+        return f"argument {key + 1}"
 
     def _bring_back(self, arguments, changed, blobs, check):
+        """Decide here, not in the student's process, what a call may change.
+
+        A generator's state always comes back (a test may check how far it
+        advanced); an argument the exercise writes into comes back into the
+        test's own object; any other array, list or dict that the student's
+        process reports changed fails the test, and is never copied back. A
+        library object that is not written (a model) is not copied back: what
+        its own methods keep on it is its business.
+        """
         mutated = []
         for entry in changed:
             path = entry["path"]
             original = wire.lookup(arguments, path)
-            new = wire.decode(entry["value"], blobs)
-            if entry.get("in_place") and not isinstance(original, np.random.Generator):
-                mutated.append(tuple(path))
-            update_in_place(original, new)
-        if not check:
-            return
-        names = [n for n in self._names(mutated) if n not in self.writes]
-        if names:
-            listed = ", ".join(f"`{n}`" for n in names)
+            name = self._name(path)
+            if isinstance(original, np.random.Generator) or (name in self.writes or not check):
+                update_in_place(original, wire.decode(entry["value"], blobs))
+            elif isinstance(original, (np.ndarray, list, dict)):
+                mutated.append(name)
+        if mutated:
+            listed = ", ".join(f"`{n}`" for n in mutated)
             raise GradingError(
                 f"{self.function_name} changed its argument {listed} in place; the caller's data must "
                 "stay as it was (work on a copy, e.g. x = x.copy() or a new array)")
@@ -282,6 +298,51 @@ class StudentProcess:
         if type_name in ("SystemExit", "KeyboardInterrupt"):
             lines.insert(0, "your code tried to end the program:")
         return student_raised("\n".join(lines), type_name)
+
+
+def adopt_orphans():
+    """Make this process the parent of any process its children leave behind (Linux), so that
+    :func:`end_orphans` can end them: a student process that double-forks and calls setsid
+    escapes its process group, but not its subreaper."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        except (OSError, AttributeError):
+            pass
+
+
+def _children():
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                found.append(int(entry))
+    return found
+
+
+def end_orphans(rounds=20):
+    """Kill every remaining child of this process (the orphans adopted above) and reap them."""
+    for _ in range(rounds):
+        children = _children()
+        if not children:
+            return
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
 
 
 def _is_test_function(obj):

@@ -58,6 +58,7 @@ class GradingSession:
         self.solutions_dir = Path(solutions_dir or self.repo_dir / "solutions")
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="attention_scratch_grading_"))
         self.exercises = {ex.id: ex for ex in collect()}
+        self.harnesses = sorted((self.repo_dir / "tests" / "exercises").glob("harness_*.py"))
         self.processes = {}
         self.current = None
         global LAST_SESSION
@@ -89,7 +90,9 @@ class GradingSession:
             process = StudentProcess(
                 self.target_dir / f"{stem}.py", exercise.function_name, budget=self.budget,
                 library=spec, solutions_dir=self.solutions_dir, writes=exercise.writes,
-                output_path=self.log_dir / f"{exercise.id}.out", signature=parameter_names(spec))
+                output_path=self.log_dir / f"{exercise.id}.out", signature=parameter_names(spec),
+                scratch=self.log_dir / f"scratch-{exercise.id}", readable=self.harnesses,
+                cache_dir=self.repo_dir / ".cache" / "grading-numba")
             self.processes[exercise.id] = process
         return process
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import wire
+from .sandbox import restrict
 
 _MAX_WARNINGS = 20
 _MAX_MESSAGE_LINES = 12
@@ -108,40 +109,6 @@ def fingerprint(value):
     return digest.digest()
 
 
-class Snapshot:
-    """What counts as changing an argument in place: the contents of the arrays it holds (inside
-    objects too) and the items of its lists, tuples and dicts. An object that only rebinds its
-    own attributes (a layer keeping its forward pass for the backward) is not changed."""
-
-    def __init__(self, value):
-        self.arrays = []  # every array reachable from the argument, objects' attributes included
-        _walk(value, lambda v: self.arrays.append(v) if isinstance(v, np.ndarray) else None, into_objects=True)
-        self.structure = self._structure(value)
-        self.contents = self._contents()
-
-    @staticmethod
-    def _structure(value):
-        digest = hashlib.blake2b(digest_size=16)
-
-        def visit(v):
-            if isinstance(v, (np.ndarray, np.random.Generator)) or _is_object(v):
-                digest.update(f"{type(v).__name__}{id(v)}".encode())
-            else:
-                _feed(digest, v)
-
-        _walk(value, visit, into_objects=False)
-        return digest.digest()
-
-    def _contents(self):
-        digest = hashlib.blake2b(digest_size=16)
-        for array in self.arrays:
-            _feed(digest, array)
-        return digest.digest()
-
-    def changed(self, value):
-        return self._structure(value) != self.structure or self._contents() != self.contents
-
-
 def _identities(arguments):
     """{id(obj): path} of every mutable object inside the call's arguments."""
     found = {}
@@ -164,7 +131,8 @@ def _identities(arguments):
 class Student:
     """One student chapter file, loaded once, answering calls over a socket."""
 
-    def __init__(self, sock, module_path, exercise_function, library_function, solutions_dir):
+    def __init__(self, sock, module_path, exercise_function, library_function, solutions_dir,
+                 sandbox=lambda: None):
         self.sock = sock
         self.path = str(Path(module_path).resolve())
         self.function_name = exercise_function
@@ -172,11 +140,14 @@ class Student:
         self.copied = None
         self.library = self._resolve_library(library_function)
         self.module, self.load_error = None, None
+        self._trackers = set()
         self._track_library_function()
+        graded_answers = self.solutions_dir and self.path.startswith(self.solutions_dir + os.sep)
+        if self.solutions_dir and not graded_answers:
+            sys.addaudithook(self._audit)
+        self.sandboxed = sandbox()
         self._load()
         self._static_copy_check()
-        if self.solutions_dir and not self.path.startswith(self.solutions_dir + os.sep):
-            sys.addaudithook(self._audit)
 
     # -- copying --------------------------------------------------------------------------------
 
@@ -189,32 +160,37 @@ class Student:
         return module, name, getattr(module, name)
 
     def _track_library_function(self):
-        """Let the library's version of the exercise say when student code calls it directly."""
+        """Let the library's version of the exercise say when it runs under the student's function
+        (called directly, or through a library function that uses it)."""
         if self.library is None or not isinstance(self.library[2], types.FunctionType):
             return
         original, student_file = self.library[2], self.path
         owner = self
 
         def tracked(*args, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            if os.path.realpath(caller) == student_file:
-                owner.copied = f"it calls the library's own {original.__name__}"
+            frame = sys._getframe(1)
+            while frame is not None:
+                if os.path.realpath(frame.f_code.co_filename) == student_file:
+                    owner.copied = f"it runs the library's own {original.__name__}"
+                    break
+                frame = frame.f_back
             return original(*args, **kwargs)
 
-        tracked.__wrapped__ = original
+        self._trackers.add(tracked)
         for module in list(sys.modules.values()):
             if getattr(module, "__name__", "").startswith("attention_scratch") and \
                     getattr(module, original.__name__, None) is original:
                 setattr(module, original.__name__, tracked)
 
     def _audit(self, event, args):
-        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-            try:
-                path = os.path.realpath(os.fsdecode(args[0]))
-            except (TypeError, ValueError):
-                return
-            if path.startswith(self.solutions_dir + os.sep):
-                self.copied = "it reads the reference answers in solutions/"
+        if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        try:
+            path = os.path.realpath(os.fsdecode(args[0]))
+        except (TypeError, ValueError):
+            return
+        if path.startswith(self.solutions_dir + os.sep):
+            self.copied = "it reads the reference answers in solutions/"
 
     def _static_copy_check(self):
         """An ``import`` of the exercise's own function from the library is copying, used or not."""
@@ -228,8 +204,13 @@ class Student:
                     self.copied = f"it imports {self.function_name} from the library ({node.module})"
 
     def _check_function_origin(self, function):
+        if self.copied:
+            return
+        if function in self._trackers or function is (self.library[2] if self.library else None):
+            self.copied = f"its {self.function_name} is the library's own"
+            return
         code = getattr(getattr(function, "py_func", function), "__code__", None)
-        if code is None or self.copied:
+        if code is None:
             return
         origin = os.path.realpath(code.co_filename)
         package = os.path.realpath(Path(__file__).resolve().parent.parent)
@@ -333,8 +314,8 @@ class Student:
                                   "text": "", "where": [], "loading": False, "copied": self.copied,
                                   "file": os.path.basename(self.path)})
             return
-        before = [(fingerprint(a), Snapshot(a)) for a in arguments["args"]]
-        before_kw = {k: (fingerprint(v), Snapshot(v)) for k, v in arguments["kwargs"].items()}
+        before = [fingerprint(a) for a in arguments["args"]]
+        before_kw = {k: fingerprint(v) for k, v in arguments["kwargs"].items()}
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
@@ -347,12 +328,11 @@ class Student:
         found = [self._warning(w) for w in caught if issubclass(w.category, RuntimeWarning)]
         changed, out_blobs = [], []
         identities = _identities(arguments)
-        for path, arg, (print_before, snapshot) in (
+        for path, arg, print_before in (
                 [(["args", i], a, before[i]) for i, a in enumerate(arguments["args"])]
                 + [(["kwargs", k], a, before_kw[k]) for k, a in arguments["kwargs"].items()]):
             if fingerprint(arg) != print_before:
-                changed.append({"path": path, "value": wire.encode(arg, out_blobs),
-                                "in_place": snapshot.changed(arg)})
+                changed.append({"path": path, "value": wire.encode(arg, out_blobs)})
         if error is not None:
             reply = self._describe_error(error)
         else:
@@ -388,6 +368,31 @@ class Callback:
         return pickle.loads(reply[0])
 
 
+def readable_roots(module_path):
+    """What the student's code may read: Python, the system, the package, the student's folder.
+
+    Not the repository around the package (solutions/, tests/, the built book).
+    """
+    package = Path(attention_scratch_dir()).resolve()
+    repo = package.parent
+    roots = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev",
+             sys.prefix, sys.base_prefix, sys.exec_prefix, str(package), str(Path(module_path).resolve().parent)}
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        real = Path(entry).resolve()
+        if real == repo or real in repo.parents:
+            continue  # the clone itself (PYTHONPATH at a checkout): only its package, above
+        roots.add(str(real))
+    return sorted(roots)
+
+
+def attention_scratch_dir():
+    import attention_scratch
+
+    return os.path.dirname(attention_scratch.__file__)
+
+
 def _load_harness(spec):
     """A helper of the tests that must run beside the student's code (compiling it with Numba)."""
     path, _, name = spec.partition(":")
@@ -409,14 +414,27 @@ def main(argv=None):
     parser.add_argument("--library", default="")
     parser.add_argument("--solutions", default="")
     parser.add_argument("--cpu-seconds", type=float, default=600)
+    parser.add_argument("--scratch", required=True, help="the only folder the student's code may write")
+    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it may read")
+    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process (debugging)")
     args = parser.parse_args(argv)
     _die_with_parent()
     _limit_cpu(args.cpu_seconds)
     sock = socket.socket(fileno=args.fd)
     import attention_scratch  # noqa: F401 - the library is loaded before any student code runs
 
-    student = Student(sock, args.module, args.function, args.library, args.solutions)
-    wire.send(sock, {"kind": "ready"})
+    def sandbox():
+        if args.no_sandbox:
+            return None
+        cache = os.environ.get("NUMBA_CACHE_DIR")
+        if cache:
+            os.makedirs(cache, exist_ok=True)
+        return restrict(read=readable_roots(args.module),
+                        write=[args.scratch, "/dev/null", "/dev/shm", *([cache] if cache else [])],
+                        read_files=args.allow_read)
+
+    student = Student(sock, args.module, args.function, args.library, args.solutions, sandbox)
+    wire.send(sock, {"kind": "ready", "sandbox": student.sandboxed})
     student.serve()
     sys.stdout.flush()
     os._exit(0)

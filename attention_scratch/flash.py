@@ -15,7 +15,8 @@ are tested against.
 """
 import numpy as np
 
-from ._checks import array_module, as_float_array, check_ndim, check_positive_int
+from ._checks import (array_module, as_float_array, check_flag, check_ndim, check_positive_int,
+                      check_scale)
 from .backends import BACKENDS, check_backend_name, get_backend  # noqa: F401  (BACKENDS: public)
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
                           mask_band, query_block_range, reachable_keys, recompute_probs, tile_keep,
@@ -63,6 +64,8 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     no query may attend to are zeroed in ``k`` and ``v`` (:func:`zero_unreachable_keys`)
     unless ``zero_unreachable=False``.
     """
+    scale = check_scale(scale)
+    is_causal, enable_gqa = check_flag(is_causal, "is_causal"), check_flag(enable_gqa, "enable_gqa")
     q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"), (value, "value")))
     for a, n in ((q, "query"), (k, "key"), (v, "value")):
         check_ndim(a, n, 3, "(..., heads, length, head_dim)")
@@ -251,6 +254,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     ------
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
+    return_lse = check_flag(return_lse, "return_lse")
     impl = get_backend(backend, query, key, value)
     run = flash_attention_numpy if impl is None else impl.flash_attention
     return run(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,

@@ -9,7 +9,7 @@ grouped-query attention (Ainslie et al., 2023). Parameters follow ``y = x @ W + 
 """
 import numpy as np
 
-from ._checks import as_float_array, check_broadcastable, check_positive_int
+from ._checks import as_float_array, check_broadcastable, check_flag, check_positive_int
 from .kv_cache import KVCache
 from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
@@ -197,6 +197,7 @@ class MultiHeadAttention:
         -------
         out : ``(B, L, embed_dim)``; with ``need_weights``, ``(out, weights)``.
         """
+        is_causal, need_weights = check_flag(is_causal, "is_causal"), check_flag(need_weights, "need_weights")
         query = as_float_array(query, "query")
         self_attention = key is None and value is None
         value_defaulted = value is None

@@ -15,7 +15,7 @@ variance further.
 """
 import numpy as np
 
-from ._checks import array_module, check_positive_int
+from ._checks import array_module, check_flag, check_positive_int, check_scale
 from .variants import _acc_dtype, _check_qkv, linear_attention_features
 
 
@@ -121,6 +121,7 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     -------
     ndarray, ``(..., L, Ev)``, the input dtype.
     """
+    scale, is_causal = check_scale(scale), check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)

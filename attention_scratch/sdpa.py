@@ -14,7 +14,7 @@ copies the keys: they broadcast over ``G``.
 """
 import numpy as np
 
-from ._checks import array_module
+from ._checks import array_module, check_dropout_p, check_flag
 from .flash import prepare
 from .masks import causal_mask, check_attn_mask
 from .softmax import masked_softmax, softmax_vjp
@@ -81,9 +81,6 @@ def scores_gradient(grad_out, value, probs):
 
 def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
     """Validate; return the kernel layout of :func:`flash.prepare` plus the mask pieces."""
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
-                              or np.iscomplexobj(scale)):
-        raise TypeError(f"scale must be a real number or None (meaning 1/sqrt(E)); got {scale!r}")
     # _zero_unseen below zeroes every key no weight reaches (a superset of prepare's band-based zeroing)
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 zero_unreachable=False)
@@ -101,8 +98,7 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
         keep = mask if keep is None else keep & mask  # (N, Hkv, G, L, S) or (L, S)
     elif mask is not None:
         bias = mask.astype(p["acc"])
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float, np.floating)) or not 0 <= dropout_p <= 1:
-        raise ValueError(f"dropout_p must be a number in [0, 1]; got {dropout_p!r}")
+    dropout_p = check_dropout_p(dropout_p)
     if dropout_p > 0 and not isinstance(rng, np.random.Generator):
         raise TypeError(f"dropout_p={dropout_p} needs rng=np.random.Generator(...); got {rng!r}")
     p.update(keep=keep, bias=bias, L=L, S=S)
@@ -170,6 +166,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ------
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
+    return_weights = check_flag(return_weights, "return_weights")
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     probs = _probs(p)  # (N, Hkv, G, L, S)
     if dropout_p > 0:

@@ -18,7 +18,7 @@ Random features that approximate the softmax kernel itself (Performer) live in
 """
 import numpy as np
 
-from ._checks import array_module, as_float_array, check_ndim, check_positive_int
+from ._checks import array_module, as_float_array, check_flag, check_ndim, check_positive_int
 from .flash import prepare
 from .flash_tiles import finalize_rows, forward_tile, tile_keep
 
@@ -178,6 +178,7 @@ def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feat
     -------
     ndarray, ``(..., L, Ev)``, the input dtype (float16 accumulates in float32).
     """
+    is_causal = check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)

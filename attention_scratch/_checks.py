@@ -47,6 +47,8 @@ def as_float_array(x, name):
     x = xp.asarray(x)
     if x.dtype.kind in "biu":
         return x.astype(xp.float64)
+    if x.dtype.kind == "f" and not x.dtype.isnative:  # e.g. big-endian data from a file: same numbers
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must hold real floating-point numbers (float16, float32 or float64); "

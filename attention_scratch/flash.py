@@ -53,6 +53,11 @@ def zero_unreachable_keys(x, L, band):
     return xp.where(keep, x, 0).astype(x.dtype)  # (..., S, ·)
 
 
+def default_scale(E):
+    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the scale."""
+    return float(1.0 / np.sqrt(E)) if E > 0 else 1.0
+
+
 def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
             causal_align="top_left", window=None, block_q=64, block_k=64, zero_unreachable=True):
     """Validate the arguments of a flash kernel and bring the inputs to the kernel layout.
@@ -81,8 +86,9 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     if hq != hkv and not enable_gqa:
         raise ValueError(f"query has {hq} heads and key/value {hkv}: pass enable_gqa=True for "
                          f"grouped-query attention")
-    if hkv == 0 or hq % hkv:
-        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv})")
+    if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
+        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
+                         f"got shapes {q.shape} and {k.shape}")
     if causal_align not in ("top_left", "bottom_right"):
         raise ValueError(f"causal_align must be 'top_left' or 'bottom_right'; got {causal_align!r}")
     window = _check_window(window)
@@ -95,10 +101,10 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     if zero_unreachable:
         k, v = zero_unreachable_keys(k, L, band), zero_unreachable_keys(v, L, band)
     return dict(
-        q=q.reshape((n, hkv, hq // hkv, L, E)),  # (N, Hkv, G, L, E): head h uses kv head h // G
+        q=q.reshape((n, hkv, hq // max(hkv, 1), L, E)),  # (N, Hkv, G, L, E): head h uses kv head h // G
         k=k.reshape((n, hkv, 1, S, E)),  # (N, Hkv, 1, S, E)
         v=v.reshape((n, hkv, 1, S, Ev)),  # (N, Hkv, 1, S, Ev)
-        scale=float(1.0 / np.sqrt(E) if scale is None else scale),
+        scale=default_scale(E) if scale is None else scale,
         band=band,
         block_q=block_q, block_k=block_k, dtype=dtype, lead=lead, hq=hq,
         acc=np.dtype(np.float32) if dtype == np.float16 else dtype)
@@ -252,7 +258,11 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
 
     Shapes
     ------
-    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``. Any axis may
+    be empty, as in PyTorch: a batch axis, ``Hq`` (with ``Hkv``) or ``L`` = 0 gives an empty
+    result; ``S = 0`` leaves every row with nothing to attend to (output 0, lse ``+inf``);
+    ``E = 0`` makes every score an empty dot product, 0, so each row averages the values it
+    may attend (the default scale is then 1).
     """
     return_lse = check_flag(return_lse, "return_lse")
     impl = get_backend(backend, query, key, value)
@@ -303,7 +313,8 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
 
     Shapes
     ------
-    ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
+    ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``; empty axes as in
+    :func:`flash_attention` (gradients of empty arrays are empty, those of keys no row sees 0).
     """
     impl = get_backend(backend, query, key, value)
     run = flash_attention_backward_numpy if impl is None else impl.flash_attention_backward

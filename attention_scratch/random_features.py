@@ -126,6 +126,13 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)
     E = q.shape[-1]
+    if q.shape[-2] == 0 or k.shape[-2] == 0 or E == 0:
+        # No query or no key: empty or 0. E = 0: every score is 0, exp(0) = 1 for every pair, so the
+        # one feature 1 is exact (each row averages the values it sees, as dense attention does).
+        n = 1 if E == 0 and q.shape[-2] and k.shape[-2] else 0
+        ones_q = array_module(q).ones(q.shape[:-1] + (n,), dtype=acc)  # (..., L, 1 or 0)
+        ones_k = array_module(k).ones(k.shape[:-1] + (n,), dtype=acc)  # (..., S, 1 or 0)
+        return linear_attention_features(ones_q, ones_k, v.astype(acc), is_causal, eps).astype(dtype)
     if omega is None:
         if rng is None:
             raise ValueError("performer_attention needs rng= (a numpy.random.Generator) or omega=")

@@ -164,7 +164,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     Shapes
     ------
-    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``. Empty axes
+    behave as in PyTorch: a batch axis, ``Hq`` (with ``Hkv``) or ``L`` = 0 gives an empty
+    result; ``S = 0`` gives output 0; ``E = 0`` makes every score 0, so each row averages the
+    values it may attend (the default scale is then 1).
     """
     return_weights = check_flag(return_weights, "return_weights")
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)

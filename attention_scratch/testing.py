@@ -211,7 +211,7 @@ def _check_oracle_inputs(q, k, v):
         raise ValueError(f"key (..., Hkv, S, E) and value (..., Hkv, S, Ev) must agree on every axis "
                          f"but the last; got shapes {k.shape} and {v.shape}")
     hq, hkv = q.shape[-3], k.shape[-3]
-    if hkv == 0 or hq % hkv:
+    if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
         raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
                          f"got query {q.shape} and key {k.shape}")
     try:
@@ -221,9 +221,14 @@ def _check_oracle_inputs(q, k, v):
                          f"and {k.shape}") from None
 
 
+def _default_scale(E):
+    """``1/sqrt(E)``, and 1 for ``E = 0`` (every score is an empty dot product, 0: uniform weights)."""
+    return 1.0 / np.sqrt(E) if E > 0 else 1.0
+
+
 def _repeat_kv_heads(x, num_q_heads):
-    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head."""
-    return np.repeat(x, num_q_heads // x.shape[-3], axis=-3)
+    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head (no heads: unchanged)."""
+    return np.repeat(x, num_q_heads // max(x.shape[-3], 1), axis=-3)
 
 
 def reference_mask(L, S, *, attn_mask=None, is_causal=False, causal_align="top_left", window=None):
@@ -297,7 +302,7 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
         k = _repeat_kv_heads(k, q.shape[-3])  # (..., Hq, S, E)
         v = _repeat_kv_heads(v, q.shape[-3])  # (..., Hq, S, Ev)
     L, S = q.shape[-2], k.shape[-2]
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scale = _default_scale(q.shape[-1]) if scale is None else scale
 
     scores = np.einsum("...le,...se->...ls", q, k) * scale  # (..., Hq, L, S)
     if attn_mask is not None:
@@ -342,7 +347,7 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     v_in = np.asarray(_to_numpy(value), dtype=np.float64)
     d_out = np.asarray(_to_numpy(grad_out), dtype=np.float64)
     hq, hkv = q.shape[-3], k_in.shape[-3]
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scale = _default_scale(q.shape[-1]) if scale is None else scale
     _, _, p = attention_oracle(q, k_in, v_in, attn_mask, is_causal, scale,
                                causal_align=causal_align, window=window)  # p: (..., Hq, L, S)
     expected = p.shape[:-1] + v_in.shape[-1:]  # (..., Hq, L, Ev): the output's shape
@@ -358,6 +363,6 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     d_k = np.einsum("...ls,...le->...se", d_s, q) * scale  # (..., Hq, S, E)
 
     def fold_groups(g):  # (..., Hq, S, X) -> (..., Hkv, S, X): sum each group's heads
-        return g.reshape(g.shape[:-3] + (hkv, hq // hkv) + g.shape[-2:]).sum(axis=-3)
+        return g.reshape(g.shape[:-3] + (hkv, hq // max(hkv, 1)) + g.shape[-2:]).sum(axis=-3)
 
     return d_q, fold_groups(d_k), fold_groups(d_v)

@@ -143,6 +143,54 @@ def case_empty_sequences(backend, rng):
             assert np.all(dq == 0) and np.all(dk == 0) and np.all(dv == 0), where
 
 
+EMPTY_SHAPES = [  # (lead, Hq, Hkv, L, S, E, Ev): one axis 0 at a time, as PyTorch allows
+    ((0,), 2, 2, 5, 6, 3, 4), ((2, 0), 2, 1, 5, 6, 3, 4), ((1,), 0, 0, 5, 6, 3, 4),
+    ((), 0, 0, 5, 6, 3, 4),  # PyTorch-style 3-D input (H, L, E) with an empty first axis
+    ((0,), 0, 0, 0, 0, 3, 4), ((1,), 2, 2, 5, 6, 3, 0)]
+
+
+def case_empty_dimensions(backend, rng):
+    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes; no kernel crashes."""
+    for lead, hq, hkv, L, S, E, Ev in EMPTY_SHAPES:
+        for dtype in (np.float64, np.float32):
+            q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
+            k = rng.standard_normal(lead + (hkv, S, E)).astype(dtype)
+            v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
+            g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
+            for mask in ((False, "top_left", None), (True, "bottom_right", (2, None))):
+                where = f"{backend.name}, q {q.shape}, k {k.shape}, v {v.shape}, {np.dtype(dtype)}, mask={mask}"
+                out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 4, 4)
+                assert out.shape == lead + (hq, L, Ev) and out.dtype == dtype, where
+                assert lse.shape == lead + (hq, L), where
+                assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape), where
+                assert all(a.dtype == dtype for a in (dq, dk, dv)), where
+                ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+                assert_close(out, ref_out, rtol=1e-5, atol=1e-6, what=f"output ({where})")
+                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
+                    assert_close(got, ref, rtol=1e-5, atol=1e-6, what=f"{name} ({where})")
+
+
+def case_head_dim_zero(backend, rng):
+    """E = 0: every score is an empty dot product, 0, so each row averages the values it may see
+    (PyTorch gives the same); the default scale is then 1. lse = log(number of visible keys)."""
+    for mask in ((False, "top_left", None), (True, "top_left", None), (True, "bottom_right", (1, 0))):
+        q, k, v, g = make_inputs(rng, 5, 7, E=0, Ev=3, hq=2, hkv=1)
+        out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 2, 3)
+        keep = reference_mask(5, 7, is_causal=mask[0], causal_align=mask[1], window=mask[2])  # (L, S)
+        count = keep.sum(axis=-1)  # (L,)
+        mean = (keep / np.maximum(count, 1)[:, None]) @ v  # (..., Hq, L, Ev) by broadcasting the kv head
+        where = f"{backend.name}, E = 0, mask={mask}"
+        assert not np.isnan(out).any() and not np.isnan(lse).any(), where
+        assert_close(out, np.broadcast_to(mean, out.shape), what=f"output ({where})")
+        with np.errstate(divide="ignore"):
+            assert_close(lse, np.broadcast_to(np.where(count > 0, np.log(count), np.inf), lse.shape),
+                         what=f"lse ({where})")
+        assert dq.shape == q.shape and dk.shape == k.shape
+        ref = attention_oracle_backward(g, q, k, v, is_causal=mask[0], causal_align=mask[1], window=mask[2],
+                                        scale=1.0)
+        assert_close(dv, ref[2], what=f"dV ({where})")
+
+
 def case_window_that_sees_no_key(backend, rng):
     q, k, v, g = make_inputs(rng, 6, 6, hq=1, hkv=1)
     # window (0, 0) keeps only key j = i + S - L; with L = 6 and S = 3 rows 0..2 have no such key.
@@ -364,6 +412,12 @@ class SharedFlashTests:
 
     def test_empty_sequences(self, rng):
         case_empty_sequences(self.backend, rng)
+
+    def test_empty_dimensions_give_empty_results(self, rng):
+        case_empty_dimensions(self.backend, rng)
+
+    def test_head_dim_zero_averages_the_visible_values(self, rng):
+        case_head_dim_zero(self.backend, rng)
 
     def test_window_that_sees_no_key_gives_zeros(self, rng):
         case_window_that_sees_no_key(self.backend, rng)

@@ -61,7 +61,7 @@ def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, 
     q3 = xp.ascontiguousarray(q.reshape((n * hq, L, E)))  # (N*Hq, L, E)
     k3 = xp.ascontiguousarray(k.reshape((n * hkv, S, E)))  # (N*Hkv, S, E)
     v3 = xp.ascontiguousarray(v.reshape((n * hkv, S, Ev)))  # (N*Hkv, S, Ev)
-    out, lse = cuda_driver.run_forward(launch, xp, q3, k3, v3, hq // hkv, p["scale"], p["band"],
+    out, lse = cuda_driver.run_forward(launch, xp, q3, k3, v3, hq // max(hkv, 1), p["scale"], p["band"],
                                        p["block_q"], p["block_k"], tag, smem_limit=smem_limit,
                                        tensor_cores=tensor_cores)
     return out.reshape(lead + (hq, L, Ev)), lse.reshape(lead + (hq, L))  # (..., Hq, L, Ev), (..., Hq, L)
@@ -87,7 +87,7 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
         (v, (n * hkv, S, Ev)), (out, (n * hq, L, Ev)))]  # kernel layout, (N*H, len, dim)
     lse2 = xp.ascontiguousarray(lse.reshape((n * hq, L)).astype(acc))  # (N*Hq, L)
     dq, dk, dv = cuda_driver.run_backward(launch, xp, flat[0], flat[1], flat[2], flat[3], flat[4], lse2,
-                                          hq // hkv, p["scale"], p["band"], p["block_q"],
+                                          hq // max(hkv, 1), p["scale"], p["band"], p["block_q"],
                                           p["block_k"], tag, smem_limit=smem_limit)
     return (dq.reshape(lead + (hq, L, E)), dk.reshape(lead + (hkv, S, E)),  # like q, like k
             dv.reshape(lead + (hkv, S, Ev)))  # like v

@@ -76,8 +76,10 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     out = np.empty(q.shape[:2] + (v.shape[2],), dtype=p["acc"])  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=p["acc"])  # (Hq', L)
     lo, hi = band_bounds(p["band"], L, S)
-    with blas_one_thread():
-        forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"], p["block_k"])
+    if q.shape[0] and L:  # no head (B = 0 or H = 0) or no query: nothing to compute
+        with blas_one_thread():
+            forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"],
+                             p["block_k"])
     out = out.astype(p["dtype"], copy=False).reshape(p["lead"] + (p["hq"], L, v.shape[2]))  # (..., Hq, L, Ev)
     return (out, lse.reshape(p["lead"] + (p["hq"], L))) if return_lse else out
 
@@ -119,18 +121,22 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     L, S = q.shape[1], k.shape[1]
     lo, hi = band_bounds(p["band"], L, S)
     scale_t = q.dtype.type(p["scale"])
-    with blas_one_thread():
-        if two_pass:
+    if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0
+        dq = np.zeros_like(q)
+        dk[...], dv[...] = 0, 0
+    elif two_pass:
+        with blas_one_thread():
             dq = np.empty_like(q)
             kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, scale_t, lo, hi, p["block_q"], p["block_k"])
             dq_parallel(q, k, v, d_out, lse_k, d, dq, scale_t, lo, hi, p["block_q"], p["block_k"])
-        else:
-            chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
-            dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
+    else:
+        chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
+        dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
+        with blas_one_thread():
             fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, scale_t, lo, hi, p["block_q"],
                            p["block_k"])
-            dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
-            dq *= scale_t
+        dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
+        dq *= scale_t
     kv_lead = p["lead"] + (p["k"].shape[1],)
     dtype = p["dtype"]
     return (dq.astype(dtype, copy=False).reshape(p["lead"] + (p["hq"], L, q.shape[2])),  # (..., Hq, L, E)

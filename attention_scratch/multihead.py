@@ -10,6 +10,7 @@ grouped-query attention (Ainslie et al., 2023). Parameters follow ``y = x @ W + 
 import numpy as np
 
 from ._checks import as_float_array, check_broadcastable, check_flag, check_positive_int
+from ._nonfinite import bad_rows, zero_rows
 from .kv_cache import KVCache
 from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
@@ -94,6 +95,18 @@ def _init(rng, fan_in, fan_out, shape):
     """
     bound = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape)
+
+
+def _absent_tokens(x, d_proj):
+    """``x`` (B, n, in) with the tokens that hold NaN or ±inf and receive no gradient zeroed.
+
+    Such a token is hidden from every query (padding, or a key outside every causal window):
+    DESIGN.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
+    """
+    rows = bad_rows(x)  # (B, n)
+    if not rows.any():
+        return x
+    return zero_rows(x, rows & ~(d_proj != 0).any(axis=-1))  # (B, n, in)
 
 
 class MultiHeadAttention:
@@ -196,6 +209,13 @@ class MultiHeadAttention:
         Returns
         -------
         out : ``(B, L, embed_dim)``; with ``need_weights``, ``(out, weights)``.
+
+        Notes
+        -----
+        NaN and infinities follow DESIGN.md §3 through the layer: a query row that sees a token
+        holding one (or holds one) is NaN; a token it does not see (padding, the future under
+        ``is_causal``) never reaches it, nor, in :meth:`backward`, the parameter gradients when
+        no query sees it at all.
         """
         is_causal, need_weights = check_flag(is_causal, "is_causal"), check_flag(need_weights, "need_weights")
         query = as_float_array(query, "query")
@@ -269,6 +289,7 @@ class MultiHeadAttention:
         d_inputs = {}
         for name, d_heads, x in (("q", d_q, s["query"]), ("k", d_k, s["key"]), ("v", d_v, s["value"])):
             d_proj = merge_heads(d_heads)  # (B, length, Hx·D)
+            x = _absent_tokens(x, d_proj)  # a NaN token no query sees (padding) stays out of dW
             grads["W_" + name] = np.einsum("bli,blo->io", x, d_proj)  # (in, Hx·D)
             if "b_" + name in self.params:
                 grads["b_" + name] = d_proj.sum(axis=(0, 1))

@@ -217,6 +217,56 @@ def case_nan_in_a_masked_position_does_not_leak(backend, rng):
         assert np.all(grads[1][..., hidden, :] == 0) and np.all(grads[2][..., hidden, :] == 0)
 
 
+def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
+    """Copies of ``arrays`` with ``count`` entries set to NaN or ±inf at random places."""
+    arrays = [a.copy() for a in arrays]
+    for _ in range(count):
+        a = arrays[rng.integers(len(arrays))]
+        if a.size:
+            a.flat[rng.integers(a.size)] = values[rng.integers(len(values))]
+    return arrays
+
+
+def check_rule(backend, q, k, v, g, mask, bq, bk, what):
+    """``backend`` against the oracle, which implements DESIGN.md §3's rule for non-finite values."""
+    out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
+    ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+    where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
+    for name, got, ref in zip(("output", "lse", "dQ", "dK", "dV"), (out, lse, *grads), (ref_out, ref_lse, *ref_grads)):
+        assert_close(got, ref, what=f"{name} ({where})")
+
+
+def case_nan_hidden_from_a_row_never_reaches_it(backend, rng):
+    """The issue's cases: NaN in v[2] (or k[2]) under a causal mask leaves rows 0 and 1 exact,
+    forward and backward, while rows 2.. become NaN (they see it), as do the gradients of the keys
+    those rows see."""
+    for name in ("key", "value"):
+        q, k, v, g = make_inputs(rng, 6, 6, hq=2, hkv=1)
+        (k if name == "key" else v)[..., 2, 1] = np.nan
+        out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (True, "top_left", None), 4, 4)
+        ref_out, ref_lse, _ = oracle(q, k, v, g, (True, "top_left", None))
+        where = f"{backend.name}: NaN in {name} 2, causal"
+        assert np.isfinite(out[..., :2, :]).all() and np.isfinite(lse[..., :2]).all(), where
+        assert np.isfinite(dq[..., :2, :]).all(), f"{where}: dQ of rows 0, 1 must not see it"
+        assert np.isnan(out[..., 2:, :]).all() and np.isnan(lse[..., 2:]).all(), where
+        assert np.isnan(dq[..., 2:, :]).all(), where
+        assert np.isnan(dk).all() and np.isnan(dv).all(), f"{where}: rows 2..5 see every key"
+        assert_close(out[..., :2, :], ref_out[..., :2, :], what=where)
+
+
+def case_nonfinite_inputs_follow_the_rule(backend, rng, trials=6):
+    """NaN, +inf and -inf at random places of Q, K, V (and a row of dO) under every kind of mask:
+    every output, lse and gradient equals the oracle's, NaN exactly where the rule puts it."""
+    for mask in MASKS:
+        for L, S in ((7, 8), (8, 5)):
+            for t in range(trials):
+                q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
+                q, k, v = plant(rng, (q, k, v), 1 + t % 3)
+                if t == trials - 1:
+                    g[..., rng.integers(2), rng.integers(L), 0] = np.nan  # one non-finite row of dO
+                check_rule(backend, q, k, v, g, mask, 3 + t % 2, 4, f"non-finite inputs, trial {t}")
+
+
 def case_batch_axes_gqa_scale(backend, rng):
     q, k, v, g = make_inputs(rng, 6, 8, hq=4, hkv=2, lead=(2, 3))
     check_against_oracle(backend, q, k, v, g, (True, "top_left", None), 4, 3)
@@ -424,6 +474,12 @@ class SharedFlashTests:
 
     def test_nan_in_a_masked_position_does_not_leak(self, rng):
         case_nan_in_a_masked_position_does_not_leak(self.backend, rng)
+
+    def test_nan_hidden_from_a_row_never_reaches_it(self, rng):
+        case_nan_hidden_from_a_row_never_reaches_it(self.backend, rng)
+
+    def test_nonfinite_inputs_follow_the_rule(self, rng):
+        case_nonfinite_inputs_follow_the_rule(self.backend, rng)
 
     def test_batch_axes_gqa_and_scale(self, rng):
         case_batch_axes_gqa_scale(self.backend, rng)

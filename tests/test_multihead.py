@@ -242,3 +242,40 @@ def test_rope_inside_the_layer_backward_and_cache(rng):
     assert not np.allclose(plain.forward(x, is_causal=True), full), "rope=True must change the output"
     with pytest.raises(ValueError, match="even head dim"):
         at.MultiHeadAttention(6, 2, rope=True)
+
+
+# NaN and infinities: "masked means absent" (DESIGN.md §3) through the layer.
+
+def test_nan_in_a_padded_key_token_changes_nothing(rng):
+    """A padding token full of NaN (key_padding_mask hides it): outputs, input gradients and
+    parameter gradients equal those with a finite token there (PyTorch gives NaN everywhere)."""
+    mha = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=rng)
+    for name in ("b_q", "b_k", "b_v", "b_o"):
+        mha.params[name][:] = rng.standard_normal(mha.params[name].shape)
+    x, mem = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, 8))
+    kpm = np.zeros((2, 5), bool)
+    kpm[1, 3:] = True  # the last two tokens of batch 1 are padding
+    g = rng.standard_normal((2, 3, 8))
+    clean_out = mha.forward(x, mem, mem, key_padding_mask=kpm)
+    clean_in = mha.backward(g)
+    clean_grads = dict(mha.grads)
+    dirty = mem.copy()
+    dirty[1, 3] = np.nan
+    dirty[1, 4, 2] = np.inf
+    out = mha.forward(x, dirty, dirty, key_padding_mask=kpm)
+    d_in = mha.backward(g)
+    assert_close(out, clean_out, what="output with NaN padding")
+    assert_close(d_in[0], clean_in[0], what="grad of query")
+    assert_close(d_in[1], clean_in[1], what="grad of key")
+    for name, want in clean_grads.items():
+        assert_close(mha.grads[name], want, what=f"grad of {name} with NaN padding")
+
+
+def test_nan_token_under_a_causal_mask_reaches_only_later_rows(rng):
+    mha = at.MultiHeadAttention(8, 2, rng=rng)
+    x = rng.standard_normal((1, 6, 8))
+    clean = mha.forward(x, is_causal=True)
+    x[0, 3, 1] = np.nan
+    out = mha.forward(x, is_causal=True)
+    assert_close(out[:, :3], clean[:, :3], what="rows before the NaN token")
+    assert np.isnan(out[:, 3:]).all(), "rows that see the NaN token are NaN"

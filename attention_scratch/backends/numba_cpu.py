@@ -119,20 +119,25 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     dk, dv = np.empty_like(k), np.empty_like(v)
     L, S = q.shape[1], k.shape[1]
     lo, hi = band_bounds(p["band"], L, S)
-    scale_t = q.dtype.type(p["scale"])
+    scale_t, one = q.dtype.type(p["scale"]), q.dtype.type(1)
+    # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
+    # (numba_backward's docstring). So they get Q·scale, rounded as the forward rounds it, and
+    # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
+    q = q * scale_t  # (Hq', L, E)
     if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
         with blas_one_thread():
             dq = np.empty_like(q)
-            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, scale_t, lo, hi, p["block_q"], p["block_k"])
-            dq_parallel(q, k, v, d_out, lse_k, d, dq, scale_t, lo, hi, p["block_q"], p["block_k"])
+            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, one, lo, hi, p["block_q"], p["block_k"])
+            dq_parallel(q, k, v, d_out, lse_k, d, dq, one, lo, hi, p["block_q"], p["block_k"])
+        dq *= scale_t
     else:
         chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
         dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
         with blas_one_thread():
-            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, scale_t, lo, hi, p["block_q"],
+            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, one, lo, hi, p["block_q"],
                            p["block_k"])
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
         dq *= scale_t

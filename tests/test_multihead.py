@@ -279,3 +279,43 @@ def test_nan_token_under_a_causal_mask_reaches_only_later_rows(rng):
     out = mha.forward(x, is_causal=True)
     assert_close(out[:, :3], clean[:, :3], what="rows before the NaN token")
     assert np.isnan(out[:, 3:]).all(), "rows that see the NaN token are NaN"
+
+
+# An omitted key, and inputs edited between forward and backward (issue #14).
+
+def test_omitted_key_means_the_query_gradient_includes_the_key_path(rng):
+    """forward(x, None, v): the key defaults to the query, so grad_query is d/dx of f(x, x, v)."""
+    mha = at.MultiHeadAttention(6, 2, vdim=5, rng=rng)
+    x, v = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 4, 5))
+    g = rng.standard_normal((2, 4, 6))
+    mha.forward(x, x, v, is_causal=True)
+    dq, dk, dv = mha.backward(g)
+    mha.forward(x, None, v, is_causal=True)
+    got = mha.backward(g)
+    assert got[1] is None, "no separate key was given, so no separate key gradient"
+    assert_close(got[0], dq + dk, what="grad of query = query path + key path")
+    assert_close(got[2], dv, what="grad of value")
+    grad_check(lambda x, v: mha.forward(x, None, v, is_causal=True),
+               lambda g, x, v: (lambda r: (r[0], r[2]))((mha.forward(x, None, v, is_causal=True), mha.backward(g))[1]),
+               [x, v], rng=rng)
+
+
+@pytest.mark.parametrize("edited", ["query", "key", "value", "attn_mask", "key_padding_mask"])
+def test_backward_does_not_depend_on_inputs_edited_in_place(rng, edited):
+    mha = at.MultiHeadAttention(8, 2, rng=rng)
+    x, mem = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, 8))
+    inputs = dict(query=x, key=mem.copy(), value=mem.copy(), attn_mask=rng.standard_normal((3, 5)),
+                  key_padding_mask=np.array([[False] * 5, [False, False, False, True, True]]))
+    g = rng.standard_normal((2, 3, 8))
+    mha.forward(**{k: a.copy() for k, a in inputs.items()})
+    expected, expected_grads = mha.backward(g), dict(mha.grads)
+    mha.forward(**inputs)
+    if inputs[edited].dtype == bool:
+        inputs[edited][...] = ~inputs[edited]
+    else:
+        inputs[edited] += rng.standard_normal(inputs[edited].shape)  # in place, after forward
+    got = mha.backward(g)
+    for name, a, b in zip(("query", "key", "value"), got, expected):
+        assert_close(a, b, what=f"grad of {name} after editing {edited} in place")
+    for name, want in expected_grads.items():
+        assert_close(mha.grads[name], want, what=f"grad of {name} after editing {edited} in place")

@@ -106,6 +106,13 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_nonnegative_int(value, name):
+    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 0 (a length)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
 def _is_real_number(value):
     """True for Python and NumPy real scalars (ints and floats); False for bools, strings, arrays."""
     return (isinstance(value, (numbers.Real, np.floating, np.integer))

@@ -147,6 +147,15 @@ def _find_poisoned(p, xp):
     p.update(poisoned=has_key & (bad_q | sees_bad), visible=visible)
 
 
+def _two_dimensional(query, key, value):
+    return np.ndim(query) == np.ndim(key) == np.ndim(value) == 2
+
+
+def _add_head_axis(*arrays):
+    """(n, d) -> (1, n, d) for each array (NumPy or CuPy)."""
+    return tuple(array_module(a).asarray(a)[None] for a in arrays)
+
+
 def _probs(p):
     """The attention weights in the accumulation dtype, (N, Hkv, G, L, S)."""
     scores = scaled_scores(p["q"].astype(p["acc"]), p["k"].astype(p["acc"]), p["scale"])  # (N, Hkv, G, L, S)
@@ -166,7 +175,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ----------
     query, key, value : array_like
         ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``, any number
-        of matching leading axes. float16 is accumulated in float32.
+        of matching leading axes, or ``(L, E)``, ``(S, E)``, ``(S, Ev)`` (one head, as
+        PyTorch allows). float16 is accumulated in float32.
     attn_mask : array_like, optional
         Boolean (True = may attend) or float (added to the scores; ``-inf`` hides a
         key), broadcastable to ``(..., Hq, L, S)``.
@@ -211,6 +221,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     values it may attend (the default scale is then 1).
     """
     return_weights = check_flag(return_weights, "return_weights")
+    if _two_dimensional(query, key, value):  # (L, E): one head and no batch, as PyTorch allows
+        result = scaled_dot_product_attention(
+            *_add_head_axis(query, key, value), attn_mask, dropout_p, is_causal, scale, enable_gqa,
+            causal_align=causal_align, rng=rng, return_weights=return_weights)
+        return tuple(a[0] for a in result) if return_weights else result[0]
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     probs = _probs(p)  # (N, Hkv, G, L, S)
     if dropout_p > 0:
@@ -255,6 +270,11 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     ------
     ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
+    if _two_dimensional(query, key, value):  # (L, E): one head and no batch, as PyTorch allows
+        grads = scaled_dot_product_attention_backward(
+            *_add_head_axis(grad_out, query, key, value), attn_mask, is_causal, scale, enable_gqa,
+            causal_align=causal_align, dropout_p=dropout_p, rng=rng)
+        return tuple(g[0] for g in grads)
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     acc, L, Ev = p["acc"], p["L"], p["v"].shape[-1]
     d_out = array_module(grad_out).asarray(grad_out)

@@ -130,3 +130,22 @@ def test_dropout_on_an_empty_batch(rng):
     out = at.scaled_dot_product_attention(q, q, q, dropout_p=0.5, rng=gen)
     grads = at.scaled_dot_product_attention_backward(np.zeros(out.shape), q, q, q, dropout_p=0.5, rng=state)
     assert out.shape == q.shape and all(g.shape == q.shape for g in grads)
+
+
+def test_sinusoidal_encoding_of_no_position():
+    assert at.sinusoidal_encoding(0, 8).shape == (0, 8)
+    with pytest.raises(ValueError, match="length"):
+        at.sinusoidal_encoding(-1, 8)
+
+
+@pytest.mark.parametrize("L,S", [(3, 5), (0, 5), (3, 0)])
+def test_sdpa_takes_two_dimensional_input_as_pytorch_does(torch, rng, L, S):
+    """PyTorch's SDPA takes (L, E) inputs (no batch, no heads); so does ours, backward included."""
+    q, k, v = rng.standard_normal((L, 4)), rng.standard_normal((S, 4)), rng.standard_normal((S, 2))
+    g = rng.standard_normal((L, 2))
+    out = at.scaled_dot_product_attention(q, k, v, is_causal=True)
+    grads = at.scaled_dot_product_attention_backward(g, q, k, v, is_causal=True)
+    expected = torch_sdpa(torch, q, k, v, g, is_causal=True)
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected):
+        assert got.shape == want.shape
+        assert_close(got, want, rtol=1e-10, atol=1e-12, what=f"2-D {name} vs PyTorch")

@@ -139,7 +139,9 @@ def _find_poisoned(p, xp):
     n, hkv, g, L, _ = p["q"].shape
     shape = (n, hkv, g, L, p["S"])  # (N, Hkv, G, L, S)
     visible = _visible(p, xp)  # (N, Hkv, G, L, S)
-    bad_q, bad_kv = found if found is not None else (xp.zeros(shape[:-1], bool), xp.zeros((n, hkv, 1, p["S"]), bool))
+    if found is None:  # only the float mask is not finite
+        found = xp.zeros(shape[:-1], dtype=bool), xp.zeros((n, hkv, 1, p["S"]), dtype=bool)
+    bad_q, bad_kv = found  # (N, Hkv, G, L), (N, Hkv, 1, S)
     has_key, sees_bad = dense_sees(visible, bad_kv)  # (N, Hkv, G, L) each
     if bad_bias is not None:
         sees_bad = sees_bad | (visible & bad_bias).any(axis=-1)  # (N, Hkv, G, L)

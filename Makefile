@@ -85,3 +85,12 @@ clean:
 	  grep -qs "$(CURDIR)/$(VENV)/" "$$k/kernel.json" && rm -rf "$$k"
 	rm -rf _build .cache .pytest_cache .hypothesis $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Differential fuzz (tests/test_fuzz.py): every backend against PyTorch float64 autograd, NaN/inf at
+# visible and hidden places, empty dimensions, extreme logits, float16. Hypothesis profile "fuzz"
+# (tests/conftest.py), repeated for FUZZ_SECONDS seconds per backend (4 backends: 10 minutes in all);
+# each backend prints how many cases it ran. `make test` runs the same test with a small budget.
+FUZZ_SECONDS ?= 150
+.PHONY: fuzz
+fuzz: $(TSTAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest tests/test_fuzz.py -s -q --timeout=0

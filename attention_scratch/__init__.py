@@ -40,5 +40,6 @@ __all__ += ["scaled_dot_product_attention", "scaled_dot_product_attention_backwa
             "MultiHeadAttention", "KVCache", "sinusoidal_encoding", "LearnedPositionalEmbedding",
             "apply_rope", "apply_rope_backward", "alibi_slopes", "alibi_bias"]
 from .backends import BackendUnavailable  # noqa: E402  (backends load Numba/CuPy only when used)
+from .optim import WeightFileError  # noqa: E402
 
-__all__ += ["BackendUnavailable"]
+__all__ += ["BackendUnavailable", "WeightFileError"]

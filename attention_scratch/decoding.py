@@ -16,7 +16,7 @@ combine exactly.
 import numpy as np
 
 from ._checks import array_module, check_positive_int
-from .flash import forward_blocks, prepare
+from .flash import finish_forward, forward_blocks, prepare
 from .flash_tiles import key_block_range, shift_band
 from .online_softmax import check_partials, merge_attention
 
@@ -58,11 +58,6 @@ def _bounds(n, parts):
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
-def _restore(p, out, lse):
-    L, Ev = out.shape[-2], out.shape[-1]
-    return out.reshape(p["lead"] + (p["hq"], L, Ev)), lse.reshape(p["lead"] + (p["hq"], L))
-
-
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
                        enable_gqa=False, *, causal_align="top_left", window=None, block_q=64,
                        block_k=64, return_lse=False):
@@ -90,8 +85,7 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
         outs.append(out)
         lses.append(lse)
     out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
-    out, lse = _restore(p, out.astype(p["dtype"]), lse)
-    return (out, lse) if return_lse else out
+    return finish_forward(p, out.astype(p["dtype"]), lse, return_lse)  # NaN rows marked, shapes restored
 
 
 def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
@@ -148,6 +142,5 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
         held = [held[(r - 1) % world] for r in range(world)]  # each device sends its shard to r + 1
     out = np.concatenate([o for o, _ in running], axis=-2).astype(p["dtype"])  # (N, Hkv, G, L, Ev)
     lse = np.concatenate([s for _, s in running], axis=-1)  # (N, Hkv, G, L)
-    out, lse = _restore(p, out, lse)
-    result = (out, lse) if return_lse else out
+    result = finish_forward(p, out, lse, return_lse)  # NaN rows marked, shapes restored
     return (result, log) if return_log else result

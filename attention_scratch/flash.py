@@ -15,7 +15,9 @@ are tested against.
 """
 import numpy as np
 
-from ._checks import array_module, as_float_array, check_ndim, check_positive_int
+from ._checks import (array_module, as_float_array, check_flag, check_ndim, check_positive_int,
+                      check_scale)
+from ._nonfinite import band_backward_inputs, mark_band_backward, mark_band_forward, scan, zero_rows
 from .backends import BACKENDS, check_backend_name, get_backend  # noqa: F401  (BACKENDS: public)
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
                           mask_band, query_block_range, reachable_keys, recompute_probs, tile_keep,
@@ -52,17 +54,28 @@ def zero_unreachable_keys(x, L, band):
     return xp.where(keep, x, 0).astype(x.dtype)  # (..., S, ·)
 
 
+def default_scale(E):
+    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the scale."""
+    return float(1.0 / np.sqrt(E)) if E > 0 else 1.0
+
+
 def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-            causal_align="top_left", window=None, block_q=64, block_k=64, zero_unreachable=True):
+            causal_align="top_left", window=None, block_q=64, block_k=64, find_nonfinite=True):
     """Validate the arguments of a flash kernel and bring the inputs to the kernel layout.
 
     Returns a dict with ``q`` (N, Hkv, G, L, E), ``k`` (N, Hkv, 1, S, E),
     ``v`` (N, Hkv, 1, S, Ev) (views where possible), the float ``scale``, the mask
     ``band``, the block sizes, the output ``dtype``, the accumulation dtype
-    ``acc`` (float32 for float16 input) and the ``lead`` axes to restore. Keys that
-    no query may attend to are zeroed in ``k`` and ``v`` (:func:`zero_unreachable_keys`)
-    unless ``zero_unreachable=False``.
+    ``acc`` (float32 for float16 input), the ``lead`` axes to restore and ``found``:
+    ``None`` when every input is finite, else the rows of ``q`` and of ``k``/``v``
+    holding NaN or ±inf (:func:`attention_scratch._nonfinite.scan`). Those rows are
+    zeroed in ``q``, ``k``, ``v``, so no kernel ever meets a non-finite number; the
+    caller marks the rows the rule of DESIGN.md §3 makes NaN (:func:`finish_forward`).
+    ``find_nonfinite=False`` skips the scan (``found`` is ``None``): for callers that only
+    validate, or scan the inputs where they live (the CUDA front end).
     """
+    scale = check_scale(scale)
+    is_causal, enable_gqa = check_flag(is_causal, "is_causal"), check_flag(enable_gqa, "enable_gqa")
     q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"), (value, "value")))
     for a, n in ((q, "query"), (k, "key"), (v, "value")):
         check_ndim(a, n, 3, "(..., heads, length, head_dim)")
@@ -78,8 +91,9 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     if hq != hkv and not enable_gqa:
         raise ValueError(f"query has {hq} heads and key/value {hkv}: pass enable_gqa=True for "
                          f"grouped-query attention")
-    if hkv == 0 or hq % hkv:
-        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv})")
+    if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
+        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
+                         f"got shapes {q.shape} and {k.shape}")
     if causal_align not in ("top_left", "bottom_right"):
         raise ValueError(f"causal_align must be 'top_left' or 'bottom_right'; got {causal_align!r}")
     window = _check_window(window)
@@ -89,13 +103,14 @@ def prepare(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
     lead = q.shape[:-3]
     n = int(np.prod(lead, dtype=np.int64))
     band = mask_band(L, S, is_causal, causal_align, window)
-    if zero_unreachable:
-        k, v = zero_unreachable_keys(k, L, band), zero_unreachable_keys(v, L, band)
+    q = q.reshape((n, hkv, hq // max(hkv, 1), L, E))  # (N, Hkv, G, L, E): head h uses kv head h // G
+    k, v = k.reshape((n, hkv, 1, S, E)), v.reshape((n, hkv, 1, S, Ev))  # (N, Hkv, 1, S, ·)
+    found = scan(q, k, v) if find_nonfinite else None  # None when all is finite
+    if found is not None:
+        q, k, v = zero_rows(q, found[0]), zero_rows(k, found[1]), zero_rows(v, found[1])
     return dict(
-        q=q.reshape((n, hkv, hq // hkv, L, E)),  # (N, Hkv, G, L, E): head h uses kv head h // G
-        k=k.reshape((n, hkv, 1, S, E)),  # (N, Hkv, 1, S, E)
-        v=v.reshape((n, hkv, 1, S, Ev)),  # (N, Hkv, 1, S, Ev)
-        scale=float(1.0 / np.sqrt(E) if scale is None else scale),
+        q=q, k=k, v=v, found=found,
+        scale=default_scale(E) if scale is None else scale,
         band=band,
         block_q=block_q, block_k=block_k, dtype=dtype, lead=lead, hq=hq,
         acc=np.dtype(np.float32) if dtype == np.float16 else dtype)
@@ -201,8 +216,19 @@ def flash_attention_numpy(query, key, value, is_causal=False, scale=None, enable
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 window=window, block_q=block_q, block_k=block_k)
     out, lse = forward_blocks(p["q"], p["k"], p["v"], p["scale"], p["band"], p["block_q"],
-                              p["block_k"], p["dtype"], p["acc"])
-    L, Ev = out.shape[-2], out.shape[-1]
+                              p["block_k"], p["dtype"], p["acc"])  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
+    return finish_forward(p, out, lse, return_lse)
+
+
+def finish_forward(p, out, lse, return_lse):
+    """The rows the rule of DESIGN.md §3 makes NaN marked, the caller's shapes restored.
+
+    ``out`` and ``lse`` in the kernel layout (N, Hkv, G, L, Ev) and (N, Hkv, G, L) of ``p``
+    (or any layout of the same size); returns ``out`` (..., Hq, L, Ev) [and ``lse`` (..., Hq, L)].
+    """
+    L, Ev = p["q"].shape[-2], p["v"].shape[-1]
+    out, lse = mark_band_forward(p["found"], p["band"], out.reshape(p["q"].shape[:-1] + (Ev,)),
+                                 lse.reshape(p["q"].shape[:-1]))  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
     out = out.reshape(p["lead"] + (p["hq"], L, Ev))  # (..., Hq, L, Ev)
     return (out, lse.reshape(p["lead"] + (p["hq"], L))) if return_lse else out
 
@@ -247,10 +273,22 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     lse : ndarray, ``(..., Hq, L)``, only with ``return_lse``; float32 for float16
         input, ``+inf`` on rows with nothing to attend to.
 
+    Notes
+    -----
+    NaN and infinities, on every backend alike ("masked means absent", DESIGN.md §3): a row
+    whose query, or a key or value it may attend, holds NaN or ±inf has output and lse NaN;
+    one in a key or value the mask hides from a row (causality, the window) never reaches
+    that row. Scores that overflow from finite inputs are outside this rule.
+
     Shapes
     ------
-    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``. Any axis may
+    be empty, as in PyTorch: a batch axis, ``Hq`` (with ``Hkv``) or ``L`` = 0 gives an empty
+    result; ``S = 0`` leaves every row with nothing to attend to (output 0, lse ``+inf``);
+    ``E = 0`` makes every score an empty dot product, 0, so each row averages the values it
+    may attend (the default scale is then 1).
     """
+    return_lse = check_flag(return_lse, "return_lse")
     impl = get_backend(backend, query, key, value)
     run = flash_attention_numpy if impl is None else impl.flash_attention
     return run(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
@@ -263,16 +301,36 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
     """The NumPy implementation behind :func:`flash_attention_backward` (no ``backend``)."""
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 window=window, block_q=block_q, block_k=block_k)
+    rows, g, o, lse = backward_inputs(p, grad_out, out, lse, query, value)  # kernel layout
+    dq, dk, dv = backward_blocks(g, p["q"], p["k"], p["v"], o, lse, p["scale"], p["band"], p["block_q"],
+                                 p["block_k"], p["dtype"], p["acc"])
+    return finish_backward(p, rows, dq, dk, dv)
+
+
+def backward_inputs(p, grad_out, out, lse, query, value):
+    """Check ``grad_out``, ``out``, ``lse``; return ``(rows, grad_out, out, lse)`` in the kernel layout
+    (N, Hkv, G, L, Ev) / (N, Hkv, G, L), with the rows whose inputs are not finite cleaned
+    (``rows``: those rows, or ``None``; see :func:`attention_scratch._nonfinite.band_backward_inputs`)."""
     arrays = check_backward_arrays(p, grad_out, out, lse, query, value)
-    hq, L, Ev = p["hq"], p["q"].shape[-2], p["v"].shape[-1]
     layout = p["q"].shape[:-1]  # (N, Hkv, G, L)
-    dq, dk, dv = backward_blocks(arrays["grad_out"].reshape(layout + (Ev,)), p["q"], p["k"], p["v"],
-                                 arrays["out"].reshape(layout + (Ev,)), arrays["lse"].reshape(layout),
-                                 p["scale"], p["band"], p["block_q"], p["block_k"], p["dtype"], p["acc"])
-    kv_lead = p["lead"] + (dk.shape[1],)
+    Ev = p["v"].shape[-1]
+    return band_backward_inputs(p["found"], p["band"], arrays["grad_out"].reshape(layout + (Ev,)),
+                                arrays["out"].reshape(layout + (Ev,)), arrays["lse"].reshape(layout))
+
+
+def finish_backward(p, rows, dq, dk, dv):
+    """NaN where the rule of DESIGN.md §3 puts it, the caller's shapes restored.
+
+    ``dq`` (N, Hkv, G, L, E), ``dk`` (N, Hkv, 1, S, E), ``dv`` (N, Hkv, 1, S, Ev) (or any
+    layout of the same sizes) -> ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
+    """
+    dq, dk, dv = (a.reshape(p[n].shape) for a, n in ((dq, "q"), (dk, "k"), (dv, "v")))
+    dq, dk, dv = mark_band_backward(rows, p["band"], dq, dk, dv)
+    hq, L, S = p["hq"], p["q"].shape[-2], p["k"].shape[-2]
+    kv_lead = p["lead"] + (p["k"].shape[1],)
     return (dq.reshape(p["lead"] + (hq, L, dq.shape[-1])),  # (..., Hq, L, E)
-            dk.reshape(kv_lead + dk.shape[-2:]),  # (..., Hkv, S, E)
-            dv.reshape(kv_lead + dv.shape[-2:]))  # (..., Hkv, S, Ev)
+            dk.reshape(kv_lead + (S, dk.shape[-1])),  # (..., Hkv, S, E)
+            dv.reshape(kv_lead + (S, dv.shape[-1])))  # (..., Hkv, S, Ev)
 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
@@ -295,11 +353,15 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     -------
     grad_query, grad_key, grad_value : ndarrays of the input dtype, shaped like the
         inputs. Key/value gradients of grouped-query attention are summed over each
-        group. Rows with nothing to attend to contribute 0.
+        group. Rows with nothing to attend to contribute 0. A row that is NaN in the
+        forward pass, or whose ``grad_out`` holds NaN or ±inf, has ``grad_query`` NaN and
+        makes ``grad_key`` and ``grad_value`` NaN for every key it may attend; nothing else
+        changes (DESIGN.md §3).
 
     Shapes
     ------
-    ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
+    ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``; empty axes as in
+    :func:`flash_attention` (gradients of empty arrays are empty, those of keys no row sees 0).
     """
     impl = get_backend(backend, query, key, value)
     run = flash_attention_backward_numpy if impl is None else impl.flash_attention_backward

@@ -9,7 +9,8 @@ grouped-query attention (Ainslie et al., 2023). Parameters follow ``y = x @ W + 
 """
 import numpy as np
 
-from ._checks import as_float_array, check_broadcastable, check_positive_int
+from ._checks import as_float_array, check_broadcastable, check_flag, check_positive_int
+from ._nonfinite import bad_rows, zero_rows
 from .kv_cache import KVCache
 from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
@@ -98,6 +99,27 @@ def _init(rng, fan_in, fan_out, shape):
     """
     bound = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape)
+
+
+def _private_copies(query, key, value):
+    """Copies of the three inputs for backward, sharing one copy where the caller passed one array."""
+    copies = {}
+    for a in (query, key, value):
+        if id(a) not in copies:
+            copies[id(a)] = a.copy()  # (B, length, width)
+    return tuple(copies[id(a)] for a in (query, key, value))
+
+
+def _absent_tokens(x, d_proj):
+    """``x`` (B, n, in) with the tokens that hold NaN or ±inf and receive no gradient zeroed.
+
+    Such a token is hidden from every query (padding, or a key outside every causal window):
+    DESIGN.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
+    """
+    rows = bad_rows(x)  # (B, n)
+    if not rows.any():
+        return x
+    return zero_rows(x, rows & ~(d_proj != 0).any(axis=-1))  # (B, n, in)
 
 
 class MultiHeadAttention:
@@ -200,10 +222,18 @@ class MultiHeadAttention:
         Returns
         -------
         out : ``(B, L, embed_dim)``; with ``need_weights``, ``(out, weights)``.
+
+        Notes
+        -----
+        NaN and infinities follow DESIGN.md §3 through the layer: a query row that sees a token
+        holding one (or holds one) is NaN; a token it does not see (padding, the future under
+        ``is_causal``) never reaches it, nor, in :meth:`backward`, the parameter gradients when
+        no query sees it at all.
         """
+        is_causal, need_weights = check_flag(is_causal, "is_causal"), check_flag(need_weights, "need_weights")
         query = as_float_array(query, "query")
         self_attention = key is None and value is None
-        value_defaulted = value is None
+        key_defaulted, value_defaulted = key is None, value is None
         key = query if key is None else as_float_array(key, "key")
         value = key if value is None else as_float_array(value, "value")
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
@@ -231,10 +261,15 @@ class MultiHeadAttention:
                                                       causal_align=align, return_weights=True)  # (B, Hq, L, D)
         merged = merge_heads(heads)  # (B, L, embed_dim)
         out = self._project(merged, "o", self.embed_dim, "merged heads")  # (B, L, embed_dim)
-        self._saved = None if cache is not None else dict(
-            query=query, key=key, value=value, q=q, k=k, v=v, mask=mask, is_causal=is_causal,
-            merged=merged, self_attention=self_attention, pos_q=pos_q, pos_k=pos_k,
-            value_defaulted=value_defaulted)
+        if cache is None:  # what backward needs, copied: the caller may edit its arrays in place
+            inputs = _private_copies(query, key, value)
+            self._saved = dict(
+                query=inputs[0], key=inputs[1], value=inputs[2], q=q, k=k, v=v,
+                mask=None if mask is None else mask.copy(), is_causal=is_causal, merged=merged,
+                self_attention=self_attention, pos_q=pos_q, pos_k=pos_k,
+                key_defaulted=key_defaulted, value_defaulted=value_defaulted)
+        else:
+            self._saved = None
         return (out, weights) if need_weights else out
 
     __call__ = forward
@@ -250,11 +285,14 @@ class MultiHeadAttention:
         Returns
         -------
         (grad_query, grad_key, grad_value)
-            Shaped like the inputs. For self-attention (``key`` and ``value`` not
-            given) ``grad_query`` holds the whole gradient of the one input and
-            ``grad_key``, ``grad_value`` are None; if only ``value`` was omitted,
-            ``grad_key`` includes its share and ``grad_value`` is None. Parameter
-            gradients go to ``.grads``.
+            Shaped like the inputs. An omitted input is the one it defaulted to, and its
+            gradient goes there: for self-attention (``key`` and ``value`` not given)
+            ``grad_query`` holds the whole gradient of the one input and ``grad_key``,
+            ``grad_value`` are None; if only ``key`` was omitted (it is the query),
+            ``grad_query`` includes the key path and ``grad_key`` is None; if only
+            ``value`` was omitted, ``grad_key`` includes its share and ``grad_value`` is None.
+            Parameter gradients go to ``.grads``. The inputs are copied by :meth:`forward`,
+            so editing them in place before ``backward`` changes nothing.
         """
         s = self._saved
         if s is None:
@@ -272,6 +310,7 @@ class MultiHeadAttention:
         d_inputs = {}
         for name, d_heads, x in (("q", d_q, s["query"]), ("k", d_k, s["key"]), ("v", d_v, s["value"])):
             d_proj = merge_heads(d_heads)  # (B, length, Hx·D)
+            x = _absent_tokens(x, d_proj)  # a NaN token no query sees (padding) stays out of dW
             grads["W_" + name] = np.einsum("bli,blo->io", x, d_proj)  # (in, Hx·D)
             if "b_" + name in self.params:
                 grads["b_" + name] = d_proj.sum(axis=(0, 1))
@@ -281,6 +320,8 @@ class MultiHeadAttention:
         self.grads = grads
         if s["self_attention"]:
             return d_inputs["q"] + d_inputs["k"] + d_inputs["v"], None, None
+        if s["key_defaulted"]:  # key defaulted to query, value given
+            return d_inputs["q"] + d_inputs["k"], None, d_inputs["v"]
         if s["value_defaulted"]:  # value defaulted to key
             return d_inputs["q"], d_inputs["k"] + d_inputs["v"], None
         return d_inputs["q"], d_inputs["k"], d_inputs["v"]

@@ -4,9 +4,15 @@ They work on plain ``{name: array}`` dictionaries, such as
 :meth:`attention_scratch.nn.Module.parameters` and ``.gradients()`` return, so
 any model built from :mod:`attention_scratch.nn` layers can use them.
 
-Public, stable names: ``clip_grad_norm``, ``Adam``, ``save_params``, ``load_params``.
+Public, stable names: ``clip_grad_norm``, ``Adam``, ``save_params``, ``load_params``,
+``load_weights``, ``WeightFileError``.
+
+Every weight file is read by :func:`load_params` (``allow_pickle=False``: a file cannot
+run code), and a model is rebuilt from one by :func:`load_weights`. A file that cannot
+be used raises :class:`WeightFileError`, naming the file and what is wrong.
 """
 import json
+import zipfile
 
 import numpy as np
 
@@ -109,12 +115,96 @@ def save_params(path, params, **meta):
     np.savez_compressed(path, __meta__=np.array(json.dumps(meta)), **params)
 
 
+class WeightFileError(ValueError):
+    """A weight file cannot be used: not a ``.npz`` file, damaged, pickled arrays, bad metadata,
+    or arrays and configuration that do not fit the model. The message names the file."""
+
+
 def load_params(path):
     """Load what :func:`save_params` wrote. Returns ``(params dict, meta dict)``.
 
-    Use ``model.load_state(params)`` to copy the arrays into a model.
+    Use ``model.load_state(params)`` to copy the arrays into a model, or
+    :func:`load_weights` to rebuild the model as well.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    WeightFileError
+        The file is not a ``.npz`` (zip) archive, a member is damaged or holds pickled
+        objects (never loaded: ``allow_pickle=False``), or the metadata is not a JSON object.
     """
-    with np.load(path, allow_pickle=False) as data:
-        params = {k: data[k] for k in data.files if k != "__meta__"}
-        meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
+    with open(path, "rb"):  # FileNotFoundError (or PermissionError) names the file
+        pass
+    if not zipfile.is_zipfile(path):
+        raise WeightFileError(f"{path}: not a .npz file of weights (no zip archive: empty, truncated "
+                              f"or another kind of file)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            params = {}
+            for name in data.files:
+                try:
+                    params[name] = data[name]
+                except ValueError as err:
+                    what = "holds pickled objects, which are never loaded" if "pickle" in str(err) else "is damaged"
+                    raise WeightFileError(f"{path}: array {name!r} {what} ({err})") from None
+                except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+                    raise WeightFileError(f"{path}: array {name!r} is damaged ({type(err).__name__}: {err})") from None
+    except FileNotFoundError:
+        raise
+    except WeightFileError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise WeightFileError(f"{path}: not a .npz file of weights, or a damaged one "
+                              f"({type(err).__name__}: {err})") from None
+    meta = params.pop("__meta__", None)
+    if meta is None:
+        return params, {}
+    try:
+        meta = json.loads(str(meta))
+    except json.JSONDecodeError as err:
+        raise WeightFileError(f"{path}: the metadata (__meta__) is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; got {type(meta).__name__}")
     return params, meta
+
+
+def load_weights(path, build):
+    """Rebuild a model from a weight file: ``build(meta)`` makes it, then the arrays are copied in.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by :func:`save_params` with the configuration in its metadata.
+    build : callable
+        ``build(meta) -> model`` (a :class:`attention_scratch.nn.Module`); it reads
+        ``meta["config"]``.
+
+    Returns
+    -------
+    (model, meta)
+
+    Raises
+    ------
+    WeightFileError
+        Everything :func:`load_params` raises, and: no configuration or one the model
+        rejects, missing or unexpected arrays, arrays of the wrong shape.
+    """
+    params, meta = load_params(path)
+    if not isinstance(meta.get("config"), dict):
+        raise WeightFileError(f"{path}: no model configuration in the metadata (meta['config']); "
+                              f"got keys {sorted(meta)}")
+    try:
+        model = build(meta)
+    except (TypeError, ValueError, KeyError) as err:
+        raise WeightFileError(f"{path}: wrong config {meta['config']!r}: {type(err).__name__}: {err}") from None
+    expected = model.parameters()
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or extra:
+        raise WeightFileError(f"{path}: the arrays do not fit the model: missing {missing}, unexpected {extra}")
+    for name, p in expected.items():
+        if params[name].shape != p.shape:
+            raise WeightFileError(f"{path}: array {name!r} has shape {params[name].shape}; "
+                                  f"the model's has shape {p.shape}")
+    model.load_state(params)
+    return model, meta

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ._checks import array_module, as_float_array, check_positive_int, to_host
+from ._checks import array_module, as_float_array, check_nonnegative_int, check_positive_int, to_host
 
 
 # BEGIN EXERCISE 7.1 (2 points): the sinusoidal position encoding
@@ -130,9 +130,9 @@ def sinusoidal_encoding(length, d_model, base=10000.0):
 
     Shapes
     ------
-    returns ``(length, d_model)`` float64.
+    returns ``(length, d_model)`` float64; ``length`` may be 0 (an empty table, no position).
     """
-    return sinusoidal_table(check_positive_int(length, "length"), check_positive_int(d_model, "d_model"),
+    return sinusoidal_table(check_nonnegative_int(length, "length"), check_positive_int(d_model, "d_model"),
                             float(base))
 
 

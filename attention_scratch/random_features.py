@@ -15,8 +15,9 @@ variance further.
 """
 import numpy as np
 
-from ._checks import array_module, check_positive_int
-from .variants import _acc_dtype, _check_qkv, linear_attention_features
+from ._checks import array_module, check_flag, check_positive_int, check_scale
+from ._nonfinite import nan_rows
+from .variants import _acc_dtype, _check_qkv, absent_nonfinite, linear_attention_features
 
 
 def gaussian_random_features(num_features, dim, rng, *, orthogonal=True):
@@ -124,10 +125,20 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     -------
     ndarray, ``(..., L, Ev)``, the input dtype.
     """
+    scale, is_causal = check_scale(scale), check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)
     E = q.shape[-1]
+    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: DESIGN.md §3
+    if q.shape[-2] == 0 or k.shape[-2] == 0 or E == 0:
+        # No query or no key: empty or 0. E = 0: every score is 0, exp(0) = 1 for every pair, so the
+        # one feature 1 is exact (each row averages the values it sees, as dense attention does).
+        n = 1 if E == 0 and q.shape[-2] and k.shape[-2] else 0
+        ones_q = array_module(q).ones(q.shape[:-1] + (n,), dtype=acc)  # (..., L, 1 or 0)
+        ones_k = array_module(k).ones(k.shape[:-1] + (n,), dtype=acc)  # (..., S, 1 or 0)
+        return nan_rows(linear_attention_features(ones_q, ones_k, v.astype(acc), is_causal, eps),
+                        rows).astype(dtype)
     if omega is None:
         if rng is None:
             raise ValueError("performer_attention needs rng= (a numpy.random.Generator) or omega=")
@@ -139,4 +150,5 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     omega = omega.astype(acc)
     phi_q = positive_random_features(q.astype(acc) * root, omega, "row")  # (..., L, m)
     phi_k = positive_random_features(k.astype(acc) * root, omega, "all")  # (..., S, m)
-    return linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps).astype(dtype)
+    out = linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps)  # (..., L, Ev)
+    return nan_rows(out, rows).astype(dtype)

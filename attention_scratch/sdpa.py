@@ -4,8 +4,11 @@
 (``torch.nn.functional.scaled_dot_product_attention``) and this library's
 conventions (DESIGN.md §3): boolean masks are True where a query may attend,
 a float ``attn_mask`` is added to the scores, masks are applied with ``where``
-so a row with nothing to attend to gives 0 and NaN behind a mask never leaks,
-float16 is accumulated in float32 and returned as float16.
+so a row with nothing to attend to gives 0, float16 is accumulated in float32 and
+returned as float16. NaN and infinities follow "masked means absent" (DESIGN.md §3,
+:mod:`attention_scratch._nonfinite`): a row that sees one (in its query, a key or value
+it may attend, or its float mask where it may attend) is NaN, output and weights; one
+that a row does not see never reaches it, forward or backward.
 
 Internally the heads are laid out as ``(N, Hkv, G, L, E)`` (``G = Hq / Hkv``
 query heads per key/value head, ``N`` the flattened leading axes), the layout
@@ -14,7 +17,8 @@ copies the keys: they broadcast over ``G``.
 """
 import numpy as np
 
-from ._checks import array_module
+from ._checks import array_module, check_dropout_p, check_flag
+from ._nonfinite import bad_rows, dense_sees, dense_seen_by, nan_rows, zero_rows
 from .flash import prepare
 from .masks import causal_mask, check_attn_mask
 from .softmax import masked_softmax, softmax_vjp
@@ -85,13 +89,13 @@ def scores_gradient(grad_out, value, probs):
 
 
 def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
-    """Validate; return the kernel layout of :func:`flash.prepare` plus the mask pieces."""
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
-                              or np.iscomplexobj(scale)):
-        raise TypeError(f"scale must be a real number or None (meaning 1/sqrt(E)); got {scale!r}")
-    # _zero_unseen below zeroes every key no weight reaches (a superset of prepare's band-based zeroing)
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                zero_unreachable=False)
+    """Validate; return the kernel layout of :func:`flash.prepare` plus the mask pieces.
+
+    Adds ``keep`` (bool, (L, S) or (N, Hkv, G, L, S), or None), ``bias`` (float, finite or
+    ``-inf``, or None), ``L``, ``S`` and, when some input is not finite, ``poisoned``
+    (N, Hkv, G, L) and ``visible`` (N, Hkv, G, L, S) (else None).
+    """
+    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
     n, hkv, g, L, _ = p["q"].shape
     S = p["k"].shape[-2]
     score_shape = p["lead"] + (p["hq"], L, S)  # (..., Hq, L, S)
@@ -106,12 +110,57 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
         keep = mask if keep is None else keep & mask  # (N, Hkv, G, L, S) or (L, S)
     elif mask is not None:
         bias = mask.astype(p["acc"])
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float, np.floating)) or not 0 <= dropout_p <= 1:
-        raise ValueError(f"dropout_p must be a number in [0, 1]; got {dropout_p!r}")
+    dropout_p = check_dropout_p(dropout_p)
     if dropout_p > 0 and not isinstance(rng, np.random.Generator):
         raise TypeError(f"dropout_p={dropout_p} needs rng=np.random.Generator(...); got {rng!r}")
-    p.update(keep=keep, bias=bias, L=L, S=S)
+    p.update(keep=keep, bias=bias, L=L, S=S, poisoned=None, visible=None)
+    _find_poisoned(p, xp)
     return p
+
+
+def _visible(p, xp):
+    """(N, Hkv, G, L, S) bool: where a row sees a key (the boolean mask keeps it, the bias is not -inf)."""
+    shape = p["q"].shape[:-1] + (p["S"],)  # (N, Hkv, G, L, S)
+    visible = xp.ones(shape, dtype=bool) if p["keep"] is None else xp.broadcast_to(p["keep"], shape)
+    return visible if p["bias"] is None else visible & (p["bias"] != -np.inf)
+
+
+def _find_poisoned(p, xp):
+    """Fill ``p["poisoned"]`` and ``p["visible"]`` when an input or the float mask holds NaN or ±inf.
+
+    A row is poisoned when it sees a key (the mask keeps it and the bias is not ``-inf``) and its
+    query, a key or value it sees, or its bias where it sees, holds NaN or ±inf (``-inf`` in the
+    bias only hides). ``p["bias"]`` is cleaned (NaN and ``+inf`` become 0) so that the softmax
+    never meets them; the callers mark the poisoned rows.
+    """
+    bias, found = p["bias"], p["found"]
+    bad_bias = None
+    if bias is not None:
+        bad_bias = xp.isnan(bias) | xp.isposinf(bias)  # (L, S) or (N, Hkv, G, L, S)
+        if not bool(bad_bias.any()):
+            bad_bias = None
+    if found is None and bad_bias is None:
+        return
+    n, hkv, g, L, _ = p["q"].shape
+    shape = (n, hkv, g, L, p["S"])  # (N, Hkv, G, L, S)
+    visible = _visible(p, xp)  # (N, Hkv, G, L, S)
+    if found is None:  # only the float mask is not finite
+        found = xp.zeros(shape[:-1], dtype=bool), xp.zeros((n, hkv, 1, p["S"]), dtype=bool)
+    bad_q, bad_kv = found  # (N, Hkv, G, L), (N, Hkv, 1, S)
+    has_key, sees_bad = dense_sees(visible, bad_kv)  # (N, Hkv, G, L) each
+    if bad_bias is not None:
+        sees_bad = sees_bad | (visible & bad_bias).any(axis=-1)  # (N, Hkv, G, L)
+        p["bias"] = xp.where(bad_bias, 0, bias).astype(bias.dtype)
+    p.update(poisoned=has_key & (bad_q | sees_bad), visible=visible)
+
+
+def _two_dimensional(query, key, value):
+    return np.ndim(query) == np.ndim(key) == np.ndim(value) == 2
+
+
+def _add_head_axis(*arrays):
+    """(n, d) -> (1, n, d) for each array (NumPy or CuPy)."""
+    return tuple(array_module(a).asarray(a)[None] for a in arrays)
 
 
 def _probs(p):
@@ -124,15 +173,6 @@ def _probs(p):
     return masked_softmax(scores, True if p["keep"] is None else p["keep"])  # 0 on masked entries
 
 
-def _zero_unseen(x, weights):
-    """Zero the keys/values no query gives any weight: exact, and a NaN there cannot leak via 0·NaN.
-
-    Shapes: ``x`` (N, Hkv, 1, S, ·), ``weights`` (N, Hkv, G, L, S); returns the shape of ``x``.
-    """
-    seen = np.swapaxes((weights != 0).any(axis=(2, 3), keepdims=True), -1, -2)  # (N, Hkv, 1, S, 1)
-    return np.where(seen, x, 0).astype(x.dtype)
-
-
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, enable_gqa=False, *, causal_align="top_left", rng=None,
                                  return_weights=False):
@@ -142,7 +182,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ----------
     query, key, value : array_like
         ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``, any number
-        of matching leading axes. float16 is accumulated in float32.
+        of matching leading axes, or ``(L, E)``, ``(S, E)``, ``(S, Ev)`` (one head, as
+        PyTorch allows). float16 is accumulated in float32.
     attn_mask : array_like, optional
         Boolean (True = may attend) or float (added to the scores; ``-inf`` hides a
         key), broadcastable to ``(..., Hq, L, S)``.
@@ -171,18 +212,37 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     out : ndarray of the input dtype, ``(..., Hq, L, Ev)``; 0 on rows with nothing to attend to.
     weights : ndarray ``(..., Hq, L, S)``, only with ``return_weights``.
 
+    Notes
+    -----
+    NaN and infinities ("masked means absent", DESIGN.md §3): a row whose query, a key or
+    value it may attend, or its float mask where it may attend, holds NaN or ``+inf`` (±inf
+    in the inputs) is NaN, output and weights, as in PyTorch. One that the mask hides from a
+    row (False, ``-inf``, causality) never reaches that row, forward or backward; PyTorch
+    lets it through ``0 · NaN``.
+
     Shapes
     ------
-    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``. Empty axes
+    behave as in PyTorch: a batch axis, ``Hq`` (with ``Hkv``) or ``L`` = 0 gives an empty
+    result; ``S = 0`` gives output 0; ``E = 0`` makes every score 0, so each row averages the
+    values it may attend (the default scale is then 1).
     """
+    return_weights = check_flag(return_weights, "return_weights")
+    if _two_dimensional(query, key, value):  # (L, E): one head and no batch, as PyTorch allows
+        result = scaled_dot_product_attention(
+            *_add_head_axis(query, key, value), attn_mask, dropout_p, is_causal, scale, enable_gqa,
+            causal_align=causal_align, rng=rng, return_weights=return_weights)
+        return tuple(a[0] for a in result) if return_weights else result[0]
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     probs = _probs(p)  # (N, Hkv, G, L, S)
     if dropout_p > 0:
         probs, _ = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    out = probs @ _zero_unseen(p["v"].astype(p["acc"]), probs)  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
-    out = out.astype(p["dtype"]).reshape(p["lead"] + (p["hq"], p["L"], out.shape[-1]))  # (..., Hq, L, Ev)
+    out = probs @ p["v"].astype(p["acc"])  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    out = nan_rows(out, p["poisoned"]).astype(p["dtype"])  # (N, Hkv, G, L, Ev)
+    out = out.reshape(p["lead"] + (p["hq"], p["L"], out.shape[-1]))  # (..., Hq, L, Ev)
     if return_weights:
-        return out, probs.astype(p["dtype"]).reshape(p["lead"] + (p["hq"], p["L"], p["S"]))  # (..., Hq, L, S)
+        probs = nan_rows(probs, p["poisoned"]).astype(p["dtype"])  # (N, Hkv, G, L, S)
+        return out, probs.reshape(p["lead"] + (p["hq"], p["L"], p["S"]))  # (..., Hq, L, S)
     return out
 
 
@@ -209,11 +269,19 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     -------
     grad_query, grad_key, grad_value : ndarrays of the input dtype, shaped like the inputs;
         rows with nothing to attend to contribute 0. The float ``attn_mask`` gets no gradient.
+        A row that is NaN in the forward pass, or whose ``grad_out`` holds NaN or ±inf, has
+        ``grad_query`` NaN and makes ``grad_key``, ``grad_value`` NaN for every key it may
+        attend; nothing else changes (DESIGN.md §3).
 
     Shapes
     ------
     ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
+    if _two_dimensional(query, key, value):  # (L, E): one head and no batch, as PyTorch allows
+        grads = scaled_dot_product_attention_backward(
+            *_add_head_axis(grad_out, query, key, value), attn_mask, is_causal, scale, enable_gqa,
+            causal_align=causal_align, dropout_p=dropout_p, rng=rng)
+        return tuple(g[0] for g in grads)
     p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
     acc, L, Ev = p["acc"], p["L"], p["v"].shape[-1]
     d_out = array_module(grad_out).asarray(grad_out)
@@ -221,12 +289,14 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     if d_out.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
     d_out = d_out.astype(acc).reshape(p["q"].shape[:-1] + (Ev,))  # (N, Hkv, G, L, Ev)
+    rows = bad_rows(d_out)  # (N, Hkv, G, L): DESIGN.md §3, a non-finite dO row is NaN as well
+    rows = rows if p["poisoned"] is None else rows | p["poisoned"]
+    d_out = zero_rows(d_out, rows)
     probs = _probs(p)  # (N, Hkv, G, L, S)
     used, keep = probs, None
     if dropout_p > 0:
         used, keep = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    q, k = p["q"].astype(acc), p["k"].astype(acc)
-    v = _zero_unseen(p["v"].astype(acc), used)  # (N, Hkv, 1, S, Ev)
+    q, k, v = p["q"].astype(acc), p["k"].astype(acc), p["v"].astype(acc)  # finite (prepare zeroed the rest)
     d_v = (np.swapaxes(used, -1, -2) @ d_out).sum(axis=2, keepdims=True)  # (N, Hkv, 1, S, Ev)
     if keep is None:
         d_s = scores_gradient(d_out, v, probs)  # (N, Hkv, G, L, S)
@@ -234,9 +304,13 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
         factor = 0.0 if dropout_p >= 1 else 1.0 / (1.0 - dropout_p)
         d_probs = np.where(keep, (d_out @ np.swapaxes(v, -1, -2)) * factor, 0.0)  # (N, Hkv, G, L, S)
         d_s = softmax_vjp(d_probs, probs)  # (N, Hkv, G, L, S)
-    # A key hidden from query i has dS[i, j] = 0; a finite copy of K keeps 0·NaN out of dQ (exact).
-    d_q = (d_s @ np.where(np.isfinite(k), k, 0)) * p["scale"]  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
+    d_q = (d_s @ k) * p["scale"]  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
     d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2, keepdims=True) * p["scale"]  # (N, Hkv, 1, S, E)
+    if bool(rows.any()):  # rows with a non-finite input: dQ NaN, and dK, dV of every key they see
+        visible = _visible(p, array_module(d_q)) if p["visible"] is None else p["visible"]  # (N, Hkv, G, L, S)
+        rows = rows & visible.any(axis=-1)  # (N, Hkv, G, L): rows seeing no key stay 0
+        keys = dense_seen_by(rows, visible)  # (N, Hkv, 1, S)
+        d_q, d_k, d_v = nan_rows(d_q, rows), nan_rows(d_k, keys), nan_rows(d_v, keys)
     kv_lead = p["lead"] + (p["k"].shape[1],)
     return (d_q.astype(p["dtype"]).reshape(np.shape(query)),  # (..., Hq, L, E)
             d_k.astype(p["dtype"]).reshape(kv_lead + d_k.shape[-2:]),  # (..., Hkv, S, E)

@@ -5,7 +5,11 @@ The rules every attention kernel in this library follows start here:
 * subtract the row maximum before exponentiating, so no ``exp`` overflows;
 * an entry that is masked out (``where=False``) or equals ``-inf`` gets weight 0,
   and whatever it held (even NaN) never reaches the result;
-* a row with nothing left to attend to is all zeros, never NaN.
+* a row with nothing left to attend to is all zeros, never NaN;
+* NaN or ``+inf`` among the entries a row may weight makes that whole row NaN (as
+  PyTorch does for NaN); behind ``where=False`` it is absent and changes nothing;
+* float16 is accumulated in float32 (a float16 sum overflows at 65504) and returned
+  as float16; an empty axis gives empty weights and a log-sum-exp of ``-inf``.
 """
 import numpy as np
 
@@ -100,13 +104,27 @@ def softmax_vjp(grad_out, probs, axis=-1):
 # END EXERCISE
 
 
+def _nonfinite_rows(x, where, axis):
+    """``(bad, clean)``: rows holding NaN or ``+inf`` where they may weight, and ``x`` with those entries 0.
+
+    ``bad`` has ``axis`` kept with length 1; ``None`` (and ``x`` itself) when there is nothing to clean.
+    """
+    bad = np.isnan(x) | np.isposinf(x)  # (..., n, ...)
+    if where is not None:
+        bad &= where
+    if not bad.any():
+        return None, x
+    return bad.any(axis=axis, keepdims=True), np.where(bad, 0, x).astype(x.dtype)
+
+
 def softmax(x, axis=-1, where=None):
     """Numerically stable softmax along ``axis``.
 
     Parameters
     ----------
     x : array_like
-        Scores. Integers are converted to float64; float16/32/64 keep their dtype.
+        Scores. Integers are converted to float64; float16/32/64 keep their dtype
+        (float16 is accumulated in float32), in either byte order.
     axis : int
         The axis to normalise over.
     where : array_like of bool, optional
@@ -117,7 +135,9 @@ def softmax(x, axis=-1, where=None):
     Returns
     -------
     ndarray
-        Non-negative weights that sum to 1 along ``axis`` (0 on empty rows).
+        Non-negative weights that sum to 1 along ``axis`` (0 on empty rows). A row
+        holding NaN or ``+inf`` in an entry it may weight is all NaN. An empty
+        ``axis`` gives an empty result.
 
     Shapes
     ------
@@ -125,10 +145,16 @@ def softmax(x, axis=-1, where=None):
     """
     x = as_float_array(x, "x")
     axis = check_axis(axis, x.ndim)
-    if where is None:
-        return masked_softmax(x, True, axis=axis)
-    where = check_bool_mask(where, x.shape, "where")
-    return masked_softmax(x, where, axis=axis)
+    if where is not None:
+        where = check_bool_mask(where, x.shape, "where")
+    if x.shape[axis] == 0:
+        return np.zeros(x.shape, dtype=x.dtype)  # nothing to normalise
+    work = x.astype(np.float32) if x.dtype == np.float16 else x  # a float16 sum overflows at 65504
+    bad, work = _nonfinite_rows(work, where, axis)
+    probs = masked_softmax(work, True if where is None else where, axis=axis)
+    if bad is not None:
+        probs = np.where(bad, np.nan, probs)  # the whole row
+    return probs.astype(x.dtype, copy=False)
 
 
 def logsumexp(x, axis=-1):
@@ -137,21 +163,33 @@ def logsumexp(x, axis=-1):
     Parameters
     ----------
     x : array_like
-        Scores; ``-inf`` entries contribute nothing.
+        Scores; ``-inf`` entries contribute nothing. float16 is accumulated in
+        float32 and returned as float16; any byte order is accepted.
     axis : int
         The axis to reduce.
 
     Returns
     -------
     ndarray
-        ``x`` with ``axis`` removed. A row of only ``-inf`` gives ``-inf``.
+        ``x`` with ``axis`` removed. A row of only ``-inf``, or an empty axis, gives
+        ``-inf``; a row holding ``+inf`` gives ``+inf``; a row holding NaN gives NaN.
 
     Shapes
     ------
     ``(..., n) -> (...)`` for ``axis=-1``.
     """
     x = as_float_array(x, "x")
-    return stable_logsumexp(x, axis=check_axis(axis, x.ndim))
+    axis = check_axis(axis, x.ndim)
+    if x.shape[axis] == 0:
+        return np.full(x.shape[:axis] + x.shape[axis + 1:], -np.inf, dtype=x.dtype)  # log of an empty sum
+    work = x.astype(np.float32) if x.dtype == np.float16 else x
+    nan_rows = np.isnan(work).any(axis=axis)  # (...): NaN in, NaN out
+    if nan_rows.any():
+        work = np.where(np.isnan(work), 0, work).astype(work.dtype)
+    with np.errstate(invalid="ignore"):  # inf - inf in a row holding +inf: the result is +inf anyway
+        lse = stable_logsumexp(work, axis=axis)  # (...)
+    lse = np.where(np.isposinf(work).any(axis=axis), np.inf, lse)  # (...)
+    return np.where(nan_rows, np.nan, lse).astype(x.dtype)
 
 
 def softmax_backward(grad_out, probs, axis=-1):

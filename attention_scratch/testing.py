@@ -214,7 +214,7 @@ def _check_oracle_inputs(q, k, v):
         raise ValueError(f"key (..., Hkv, S, E) and value (..., Hkv, S, Ev) must agree on every axis "
                          f"but the last; got shapes {k.shape} and {v.shape}")
     hq, hkv = q.shape[-3], k.shape[-3]
-    if hkv == 0 or hq % hkv:
+    if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
         raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
                          f"got query {q.shape} and key {k.shape}")
     try:
@@ -224,9 +224,14 @@ def _check_oracle_inputs(q, k, v):
                          f"and {k.shape}") from None
 
 
+def _default_scale(E):
+    """``1/sqrt(E)``, and 1 for ``E = 0`` (every score is an empty dot product, 0: uniform weights)."""
+    return 1.0 / np.sqrt(E) if E > 0 else 1.0
+
+
 def _repeat_kv_heads(x, num_q_heads):
-    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head."""
-    return np.repeat(x, num_q_heads // x.shape[-3], axis=-3)
+    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head (no heads: unchanged)."""
+    return np.repeat(x, num_q_heads // max(x.shape[-3], 1), axis=-3)
 
 
 def reference_mask(L, S, *, attn_mask=None, is_causal=False, causal_align="top_left", window=None):
@@ -300,18 +305,31 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
         k = _repeat_kv_heads(k, q.shape[-3])  # (..., Hq, S, E)
         v = _repeat_kv_heads(v, q.shape[-3])  # (..., Hq, S, Ev)
     L, S = q.shape[-2], k.shape[-2]
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
-
-    scores = np.einsum("...le,...se->...ls", q, k) * scale  # (..., Hq, L, S)
+    scale = _default_scale(q.shape[-1]) if scale is None else scale
+    bias = None
     if attn_mask is not None:
-        check_broadcastable(np.shape(attn_mask), scores.shape, "attn_mask")
-    if attn_mask is not None and np.asarray(attn_mask).dtype != bool:
-        scores = scores + np.asarray(_to_numpy(attn_mask), dtype=np.float64)
+        check_broadcastable(np.shape(attn_mask), q.shape[:-1] + (S,), "attn_mask")
+        if np.asarray(attn_mask).dtype != bool:
+            bias = np.asarray(_to_numpy(attn_mask), dtype=np.float64)
     keep = reference_mask(L, S, attn_mask=None if attn_mask is None else _to_numpy(attn_mask),
                           is_causal=is_causal, causal_align=causal_align, window=window)
-    keep = np.broadcast_to(keep, scores.shape) & (scores != -np.inf)  # (..., Hq, L, S)
+    keep = np.broadcast_to(keep, q.shape[:-1] + (S,))  # (..., Hq, L, S)
+    if bias is not None:
+        keep = keep & (bias != -np.inf)  # a -inf bias hides the key
     has_key = keep.any(axis=-1, keepdims=True)  # (..., Hq, L, 1)
+    # DESIGN.md §3: a row seeing a NaN/±inf in K or V, or holding one in its query (or its float
+    # mask, where it sees), is NaN; hidden ones change nothing. Compute on zeroed copies, mark after.
+    bad_q = ~np.isfinite(q).all(axis=-1)  # (..., Hq, L)
+    bad_kv = ~(np.isfinite(k).all(axis=-1) & np.isfinite(v).all(axis=-1))  # (..., Hq, S)
+    bad_score = np.broadcast_to(bad_kv[..., None, :], keep.shape)  # (..., Hq, L, S)
+    if bias is not None:
+        bad_score = bad_score | np.isnan(bias) | np.isposinf(bias)
+    poisoned = has_key[..., 0] & (bad_q | (keep & bad_score).any(axis=-1))  # (..., Hq, L)
+    q, k, v = (np.where(np.isfinite(a), a, 0.0) for a in (q, k, v))
 
+    scores = np.einsum("...le,...se->...ls", q, k) * scale  # (..., Hq, L, S)
+    if bias is not None:
+        scores = scores + np.where(np.isfinite(bias), bias, 0.0)
     masked = np.where(keep, scores, -np.inf)  # (..., Hq, L, S)
     row_max = np.where(has_key, masked.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)
     exps = np.where(keep, np.exp(masked - row_max), 0.0)  # (..., Hq, L, S)
@@ -319,8 +337,9 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     probs = exps / np.where(has_key, total, 1.0)  # (..., Hq, L, S)
     out = np.einsum("...ls,...sv->...lv", probs, v)  # (..., Hq, L, Ev)
     with np.errstate(divide="ignore"):
-        lse = np.where(has_key, np.log(np.where(has_key, total, 1.0)) + row_max, np.inf)
-    return out, lse[..., 0], probs
+        lse = np.where(has_key, np.log(np.where(has_key, total, 1.0)) + row_max, np.inf)[..., 0]
+    nan = poisoned[..., None]  # (..., Hq, L, 1)
+    return np.where(nan, np.nan, out), np.where(poisoned, np.nan, lse), np.where(nan, np.nan, probs)
 
 
 def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_causal=False,
@@ -345,22 +364,38 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     v_in = np.asarray(_to_numpy(value), dtype=np.float64)
     d_out = np.asarray(_to_numpy(grad_out), dtype=np.float64)
     hq, hkv = q.shape[-3], k_in.shape[-3]
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scale = _default_scale(q.shape[-1]) if scale is None else scale
     _, _, p = attention_oracle(q, k_in, v_in, attn_mask, is_causal, scale,
                                causal_align=causal_align, window=window)  # p: (..., Hq, L, S)
     expected = p.shape[:-1] + v_in.shape[-1:]  # (..., Hq, L, Ev): the output's shape
     if d_out.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
-    k = _repeat_kv_heads(k_in, hq)  # (..., Hq, S, E)
-    v = _repeat_kv_heads(v_in, hq)  # (..., Hq, S, Ev)
+    # DESIGN.md §3: rows that are NaN in the forward, or whose grad_out is not finite, get dQ NaN
+    # and make dK, dV NaN for every key they see (the rows' own mask); the rest is exact.
+    clean_q, clean_k, clean_v = (np.where(np.isfinite(a), a, 0.0) for a in (q, k_in, v_in))
+    _, _, p_clean = attention_oracle(clean_q, clean_k, clean_v, attn_mask, is_causal, scale,
+                                     causal_align=causal_align, window=window)
+    keep = reference_mask(q.shape[-2], k_in.shape[-2], attn_mask=None if attn_mask is None else
+                          _to_numpy(attn_mask), is_causal=is_causal, causal_align=causal_align,
+                          window=window)
+    keep = np.broadcast_to(keep, p.shape)  # (..., Hq, L, S)
+    if attn_mask is not None and np.asarray(attn_mask).dtype != bool:
+        keep = keep & (np.asarray(_to_numpy(attn_mask), dtype=np.float64) != -np.inf)
+    marked = np.isnan(p).any(axis=-1) | (~np.isfinite(d_out).all(axis=-1) & keep.any(axis=-1))  # (..., Hq, L)
+    d_out = np.where(marked[..., None] | ~np.isfinite(d_out), 0.0, d_out)
+    p = np.where(marked[..., None], 0.0, p_clean)  # (..., Hq, L, S)
+    k = _repeat_kv_heads(clean_k, hq)  # (..., Hq, S, E)
+    v = _repeat_kv_heads(clean_v, hq)  # (..., Hq, S, Ev)
 
     d_v = np.einsum("...ls,...lv->...sv", p, d_out)  # (..., Hq, S, Ev)
     d_p = np.einsum("...lv,...sv->...ls", d_out, v)  # (..., Hq, L, S)
     d_s = p * (d_p - (d_p * p).sum(axis=-1, keepdims=True))  # (..., Hq, L, S)
     d_q = np.einsum("...ls,...se->...le", d_s, k) * scale  # (..., Hq, L, E)
-    d_k = np.einsum("...ls,...le->...se", d_s, q) * scale  # (..., Hq, S, E)
+    d_k = np.einsum("...ls,...le->...se", d_s, clean_q) * scale  # (..., Hq, S, E)
+    key_nan = (keep & marked[..., None]).any(axis=-2)[..., None]  # (..., Hq, S, 1): seen by a marked row
 
     def fold_groups(g):  # (..., Hq, S, X) -> (..., Hkv, S, X): sum each group's heads
-        return g.reshape(g.shape[:-3] + (hkv, hq // hkv) + g.shape[-2:]).sum(axis=-3)
+        return g.reshape(g.shape[:-3] + (hkv, hq // max(hkv, 1)) + g.shape[-2:]).sum(axis=-3)
 
-    return d_q, fold_groups(d_k), fold_groups(d_v)
+    return (np.where(marked[..., None], np.nan, d_q), fold_groups(np.where(key_nan, np.nan, d_k)),
+            fold_groups(np.where(key_nan, np.nan, d_v)))

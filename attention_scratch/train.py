@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DateTask, encode_batch
-from .optim import Adam, clip_grad_norm, load_params, save_params
+from .optim import Adam, clip_grad_norm, load_weights, save_params
 from .progress import progress_bar
 from .seq2seq import ATTENTIONS, Config, Seq2Seq
 
@@ -99,11 +99,11 @@ def heldout_loss(model, examples, vocab, batch_size=500):
 
 
 def load_model(path):
-    """Rebuild a model saved by ``--save``. Returns ``(model, meta)``; meta holds the config."""
-    params, meta = load_params(path)
-    model = Seq2Seq(Config(**meta["config"]))
-    model.load_state(params)
-    return model, meta
+    """Rebuild a model saved by ``--save``. Returns ``(model, meta)``; meta holds the config.
+
+    A file that cannot be used raises :class:`attention_scratch.optim.WeightFileError`.
+    """
+    return load_weights(path, lambda meta: Seq2Seq(Config(**meta["config"])))
 
 
 def pretrained(name):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .nn import cross_entropy
-from .optim import Adam, clip_grad_norm, load_params, save_params
+from .optim import Adam, clip_grad_norm, load_weights, save_params
 from .progress import printer_beside, progress_bar
 from .tasks import IGNORE, TASKS, VOCAB_SIZE, make_batch, sort_sequences
 from .transformer import TinyTransformer, generate
@@ -103,10 +103,11 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, pro
 
 
 def load_model(path=PRETRAINED):
-    """Rebuild a model saved by ``--save`` (default: the weights shipped with the package)."""
-    params, meta = load_params(path)
-    model = build_model(meta["config"], np.random.default_rng(0))
-    model.load_state(params)
+    """Rebuild a model saved by ``--save`` (default: the weights shipped with the package).
+
+    A file that cannot be used raises :class:`attention_scratch.optim.WeightFileError`.
+    """
+    model, meta = load_weights(path, lambda meta: build_model(meta["config"], np.random.default_rng(0)))
     model.config_train = meta["config"]
     return model, meta
 

@@ -18,8 +18,9 @@ Random features that approximate the softmax kernel itself (Performer) live in
 """
 import numpy as np
 
-from ._checks import array_module, as_float_array, check_ndim, check_positive_int
-from .flash import prepare
+from ._checks import array_module, as_float_array, check_flag, check_ndim, check_positive_int
+from ._nonfinite import nan_rows, poisoned_band_rows, scan, zero_rows
+from .flash import finish_forward, prepare
 from .flash_tiles import finalize_rows, forward_tile, tile_keep
 
 
@@ -92,8 +93,7 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
         state = forward_tile(q_blk, k[..., j0:j1, :].astype(acc), v[..., j0:j1, :].astype(acc),
                              *state, p["scale"], keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(*state)
-    out = out.reshape(p["lead"] + (p["hq"], L, Ev))  # (..., Hq, L, Ev)
-    return (out, lse.reshape(p["lead"] + (p["hq"], L))) if return_lse else out
+    return finish_forward(p, out, lse, return_lse)  # NaN rows marked (DESIGN.md §3), (..., Hq, L, Ev)
 
 
 # BEGIN EXERCISE 14.1 (1 point): the elu + 1 feature map
@@ -128,6 +128,22 @@ def _check_qkv(query, key, value):
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"key and value must have the same length S; got shapes {k.shape} and {v.shape}")
     return q, k, v
+
+
+def absent_nonfinite(q, k, v, is_causal):
+    """DESIGN.md §3 for the linear-attention family: ``(q, k, v, rows)`` with the rows holding NaN or
+    ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when all is finite).
+
+    Row ``i`` sees keys ``j <= i`` (causal, top-left) or all keys: it is NaN when its query or a key
+    or value it sees holds NaN or ±inf; one it does not see never reaches it.
+
+    Shapes: ``q`` (..., L, E), ``k`` (..., S, E), ``v`` (..., S, Ev); ``rows`` (..., L).
+    """
+    found = scan(q, k, v)
+    if found is None:
+        return q, k, v, None
+    rows = poisoned_band_rows(found, q.shape[-2], k.shape[-2], (None, 0) if is_causal else (None, None))
+    return zero_rows(q, found[0]), zero_rows(k, found[1]), zero_rows(v, found[1]), rows
 
 
 def linear_attention_features(phi_q, phi_k, value, is_causal=False, eps=1e-6):
@@ -178,11 +194,14 @@ def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feat
     -------
     ndarray, ``(..., L, Ev)``, the input dtype (float16 accumulates in float32).
     """
+    is_causal = check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)
+    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)
     phi_q, phi_k = feature_map(q.astype(acc)), feature_map(k.astype(acc))  # (..., L, F), (..., S, F)
-    return linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps).astype(dtype)
+    out = linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps)  # (..., L, Ev)
+    return nan_rows(out, rows).astype(dtype)
 
 
 # BEGIN EXERCISE 14.2 (2 points): one step of recurrent linear attention
@@ -222,18 +241,19 @@ def _causal_start(query, key, value, feature_map, form):
     ------
     ``(..., N, E), (..., N, E), (..., N, Ev)`` -> ``phi_q``, ``phi_k`` (..., N, F), ``v`` (..., N, Ev),
     ``state`` (..., F, Ev) and ``normalizer`` (..., F) of zeros, in the accumulation dtype;
-    plus the dtype of the result.
+    plus the dtype of the result and the rows to set to NaN (:func:`absent_nonfinite`).
     """
     q, k, v = _check_qkv(query, key, value)
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(f"{form} linear attention needs L == S; got query {q.shape} and key {k.shape}")
     dtype = np.result_type(q, k, v)
     acc = _acc_dtype(dtype)
+    q, k, v, rows = absent_nonfinite(q, k, v, True)
     phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
     xp = array_module(phi_k)  # NumPy or CuPy
     state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
     normalizer = xp.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
-    return phi_q, phi_k, v, state, normalizer, dtype
+    return phi_q, phi_k, v, state, normalizer, dtype, rows
 
 
 def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map, eps=1e-6):
@@ -246,12 +266,12 @@ def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map
     ------
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``; query and key of one length.
     """
-    phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "recurrent")
+    phi_q, phi_k, v, state, normalizer, dtype, rows = _causal_start(query, key, value, feature_map, "recurrent")
     out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for t in range(phi_q.shape[-2]):
         out[..., t, :], state, normalizer = linear_attention_step(
             phi_q[..., t, :], phi_k[..., t, :], v[..., t, :], state, normalizer, eps)
-    return out.astype(dtype)
+    return nan_rows(out, rows).astype(dtype)
 
 
 def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_feature_map, eps=1e-6):
@@ -267,7 +287,7 @@ def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_fea
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``.
     """
     chunk = check_positive_int(chunk, "chunk")
-    phi_q, phi_k, v, state, normalizer, dtype = _causal_start(query, key, value, feature_map, "chunked")
+    phi_q, phi_k, v, state, normalizer, dtype, rows = _causal_start(query, key, value, feature_map, "chunked")
     N = phi_q.shape[-2]
     out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for c0 in range(0, N, chunk):
@@ -279,4 +299,4 @@ def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_fea
         out[..., c0:c1, :] = numerator / (denominator[..., None] + eps)
         state = state + np.swapaxes(fk, -1, -2) @ vc  # (..., F, Ev)
         normalizer = normalizer + fk.sum(axis=-2)  # (..., F)
-    return out.astype(dtype)
+    return nan_rows(out, rows).astype(dtype)

@@ -143,6 +143,54 @@ def case_empty_sequences(backend, rng):
             assert np.all(dq == 0) and np.all(dk == 0) and np.all(dv == 0), where
 
 
+EMPTY_SHAPES = [  # (lead, Hq, Hkv, L, S, E, Ev): one axis 0 at a time, as PyTorch allows
+    ((0,), 2, 2, 5, 6, 3, 4), ((2, 0), 2, 1, 5, 6, 3, 4), ((1,), 0, 0, 5, 6, 3, 4),
+    ((), 0, 0, 5, 6, 3, 4),  # PyTorch-style 3-D input (H, L, E) with an empty first axis
+    ((0,), 0, 0, 0, 0, 3, 4), ((1,), 2, 2, 5, 6, 3, 0)]
+
+
+def case_empty_dimensions(backend, rng):
+    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes; no kernel crashes."""
+    for lead, hq, hkv, L, S, E, Ev in EMPTY_SHAPES:
+        for dtype in (np.float64, np.float32):
+            q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
+            k = rng.standard_normal(lead + (hkv, S, E)).astype(dtype)
+            v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
+            g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
+            for mask in ((False, "top_left", None), (True, "bottom_right", (2, None))):
+                where = f"{backend.name}, q {q.shape}, k {k.shape}, v {v.shape}, {np.dtype(dtype)}, mask={mask}"
+                out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 4, 4)
+                assert out.shape == lead + (hq, L, Ev) and out.dtype == dtype, where
+                assert lse.shape == lead + (hq, L), where
+                assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape), where
+                assert all(a.dtype == dtype for a in (dq, dk, dv)), where
+                ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+                assert_close(out, ref_out, rtol=1e-5, atol=1e-6, what=f"output ({where})")
+                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
+                    assert_close(got, ref, rtol=1e-5, atol=1e-6, what=f"{name} ({where})")
+
+
+def case_head_dim_zero(backend, rng):
+    """E = 0: every score is an empty dot product, 0, so each row averages the values it may see
+    (PyTorch gives the same); the default scale is then 1. lse = log(number of visible keys)."""
+    for mask in ((False, "top_left", None), (True, "top_left", None), (True, "bottom_right", (1, 0))):
+        q, k, v, g = make_inputs(rng, 5, 7, E=0, Ev=3, hq=2, hkv=1)
+        out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 2, 3)
+        keep = reference_mask(5, 7, is_causal=mask[0], causal_align=mask[1], window=mask[2])  # (L, S)
+        count = keep.sum(axis=-1)  # (L,)
+        mean = (keep / np.maximum(count, 1)[:, None]) @ v  # (..., Hq, L, Ev) by broadcasting the kv head
+        where = f"{backend.name}, E = 0, mask={mask}"
+        assert not np.isnan(out).any() and not np.isnan(lse).any(), where
+        assert_close(out, np.broadcast_to(mean, out.shape), what=f"output ({where})")
+        with np.errstate(divide="ignore"):
+            assert_close(lse, np.broadcast_to(np.where(count > 0, np.log(count), np.inf), lse.shape),
+                         what=f"lse ({where})")
+        assert dq.shape == q.shape and dk.shape == k.shape
+        ref = attention_oracle_backward(g, q, k, v, is_causal=mask[0], causal_align=mask[1], window=mask[2],
+                                        scale=1.0)
+        assert_close(dv, ref[2], what=f"dV ({where})")
+
+
 def case_window_that_sees_no_key(backend, rng):
     q, k, v, g = make_inputs(rng, 6, 6, hq=1, hkv=1)
     # window (0, 0) keeps only key j = i + S - L; with L = 6 and S = 3 rows 0..2 have no such key.
@@ -167,6 +215,56 @@ def case_nan_in_a_masked_position_does_not_leak(backend, rng):
         for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
             assert_close(got, ref, what=f"{name}, {what}")
         assert np.all(grads[1][..., hidden, :] == 0) and np.all(grads[2][..., hidden, :] == 0)
+
+
+def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
+    """Copies of ``arrays`` with ``count`` entries set to NaN or ±inf at random places."""
+    arrays = [a.copy() for a in arrays]
+    for _ in range(count):
+        a = arrays[rng.integers(len(arrays))]
+        if a.size:
+            a.flat[rng.integers(a.size)] = values[rng.integers(len(values))]
+    return arrays
+
+
+def check_rule(backend, q, k, v, g, mask, bq, bk, what):
+    """``backend`` against the oracle, which implements DESIGN.md §3's rule for non-finite values."""
+    out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
+    ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+    where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
+    for name, got, ref in zip(("output", "lse", "dQ", "dK", "dV"), (out, lse, *grads), (ref_out, ref_lse, *ref_grads)):
+        assert_close(got, ref, what=f"{name} ({where})")
+
+
+def case_nan_hidden_from_a_row_never_reaches_it(backend, rng):
+    """The issue's cases: NaN in v[2] (or k[2]) under a causal mask leaves rows 0 and 1 exact,
+    forward and backward, while rows 2.. become NaN (they see it), as do the gradients of the keys
+    those rows see."""
+    for name in ("key", "value"):
+        q, k, v, g = make_inputs(rng, 6, 6, hq=2, hkv=1)
+        (k if name == "key" else v)[..., 2, 1] = np.nan
+        out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (True, "top_left", None), 4, 4)
+        ref_out, ref_lse, _ = oracle(q, k, v, g, (True, "top_left", None))
+        where = f"{backend.name}: NaN in {name} 2, causal"
+        assert np.isfinite(out[..., :2, :]).all() and np.isfinite(lse[..., :2]).all(), where
+        assert np.isfinite(dq[..., :2, :]).all(), f"{where}: dQ of rows 0, 1 must not see it"
+        assert np.isnan(out[..., 2:, :]).all() and np.isnan(lse[..., 2:]).all(), where
+        assert np.isnan(dq[..., 2:, :]).all(), where
+        assert np.isnan(dk).all() and np.isnan(dv).all(), f"{where}: rows 2..5 see every key"
+        assert_close(out[..., :2, :], ref_out[..., :2, :], what=where)
+
+
+def case_nonfinite_inputs_follow_the_rule(backend, rng, trials=6):
+    """NaN, +inf and -inf at random places of Q, K, V (and a row of dO) under every kind of mask:
+    every output, lse and gradient equals the oracle's, NaN exactly where the rule puts it."""
+    for mask in MASKS:
+        for L, S in ((7, 8), (8, 5)):
+            for t in range(trials):
+                q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
+                q, k, v = plant(rng, (q, k, v), 1 + t % 3)
+                if t == trials - 1:
+                    g[..., rng.integers(2), rng.integers(L), 0] = np.nan  # one non-finite row of dO
+                check_rule(backend, q, k, v, g, mask, 3 + t % 2, 4, f"non-finite inputs, trial {t}")
 
 
 def case_batch_axes_gqa_scale(backend, rng):
@@ -365,11 +463,23 @@ class SharedFlashTests:
     def test_empty_sequences(self, rng):
         case_empty_sequences(self.backend, rng)
 
+    def test_empty_dimensions_give_empty_results(self, rng):
+        case_empty_dimensions(self.backend, rng)
+
+    def test_head_dim_zero_averages_the_visible_values(self, rng):
+        case_head_dim_zero(self.backend, rng)
+
     def test_window_that_sees_no_key_gives_zeros(self, rng):
         case_window_that_sees_no_key(self.backend, rng)
 
     def test_nan_in_a_masked_position_does_not_leak(self, rng):
         case_nan_in_a_masked_position_does_not_leak(self.backend, rng)
+
+    def test_nan_hidden_from_a_row_never_reaches_it(self, rng):
+        case_nan_hidden_from_a_row_never_reaches_it(self.backend, rng)
+
+    def test_nonfinite_inputs_follow_the_rule(self, rng):
+        case_nonfinite_inputs_follow_the_rule(self.backend, rng)
 
     def test_batch_axes_gqa_and_scale(self, rng):
         case_batch_axes_gqa_scale(self.backend, rng)

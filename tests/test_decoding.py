@@ -91,3 +91,20 @@ def test_bad_counts_raise(rng, fn):
 def test_combine_splits_names_the_arguments_and_the_shapes():
     with pytest.raises(ValueError, match=r"outs \(\.\.\., Ev\) and lses \(\.\.\.\) .* \(2, 4, 3\) and \(3, 4\)"):
         combine_splits(np.zeros((2, 4, 3)), np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_split_kv_and_ring_follow_masked_means_absent(rng, trial):
+    """NaN and ±inf (DESIGN.md §3): the partial results of chunks and shards merge to the oracle's."""
+
+    q, k, v = (rng.standard_normal((1, 2, 9, 3)), rng.standard_normal((1, 1, 11, 3)),
+               rng.standard_normal((1, 1, 11, 4)))
+    for _ in range(1 + trial % 3):
+        a = (q, k, v)[rng.integers(3)]
+        a.flat[rng.integers(a.size)] = [np.nan, np.inf, -np.inf][rng.integers(3)]
+    for kw in (dict(is_causal=True), dict(window=(3, 1)), dict()):
+        ref, ref_lse, _ = attention_oracle(q, k, v, **kw)
+        for name, (out, lse) in (("split", split_kv_attention(q, k, v, 3, enable_gqa=True, return_lse=True, **kw)),
+                                 ("ring", ring_attention(q, k, v, 3, enable_gqa=True, return_lse=True, **kw))):
+            assert_close(out, ref, what=f"{name} output {kw}")
+            assert_close(lse, ref_lse, what=f"{name} lse {kw}")

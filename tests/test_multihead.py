@@ -242,3 +242,83 @@ def test_rope_inside_the_layer_backward_and_cache(rng):
     assert not np.allclose(plain.forward(x, is_causal=True), full), "rope=True must change the output"
     with pytest.raises(ValueError, match="even head dim"):
         at.MultiHeadAttention(6, 2, rope=True)
+
+
+# NaN and infinities: "masked means absent" (DESIGN.md §3) through the layer.
+
+def test_nan_in_a_padded_key_token_changes_nothing(rng):
+    """A padding token full of NaN (key_padding_mask hides it): outputs, input gradients and
+    parameter gradients equal those with a finite token there (PyTorch gives NaN everywhere)."""
+    mha = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=rng)
+    for name in ("b_q", "b_k", "b_v", "b_o"):
+        mha.params[name][:] = rng.standard_normal(mha.params[name].shape)
+    x, mem = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, 8))
+    kpm = np.zeros((2, 5), bool)
+    kpm[1, 3:] = True  # the last two tokens of batch 1 are padding
+    g = rng.standard_normal((2, 3, 8))
+    clean_out = mha.forward(x, mem, mem, key_padding_mask=kpm)
+    clean_in = mha.backward(g)
+    clean_grads = dict(mha.grads)
+    dirty = mem.copy()
+    dirty[1, 3] = np.nan
+    dirty[1, 4, 2] = np.inf
+    out = mha.forward(x, dirty, dirty, key_padding_mask=kpm)
+    d_in = mha.backward(g)
+    assert_close(out, clean_out, what="output with NaN padding")
+    assert_close(d_in[0], clean_in[0], what="grad of query")
+    assert_close(d_in[1], clean_in[1], what="grad of key")
+    for name, want in clean_grads.items():
+        assert_close(mha.grads[name], want, what=f"grad of {name} with NaN padding")
+
+
+def test_nan_token_under_a_causal_mask_reaches_only_later_rows(rng):
+    mha = at.MultiHeadAttention(8, 2, rng=rng)
+    x = rng.standard_normal((1, 6, 8))
+    clean = mha.forward(x, is_causal=True)
+    x[0, 3, 1] = np.nan
+    out = mha.forward(x, is_causal=True)
+    assert_close(out[:, :3], clean[:, :3], what="rows before the NaN token")
+    assert np.isnan(out[:, 3:]).all(), "rows that see the NaN token are NaN"
+
+
+# An omitted key, and inputs edited between forward and backward (issue #14).
+
+def test_omitted_key_means_the_query_gradient_includes_the_key_path(rng):
+    """forward(x, None, v): the key defaults to the query, so grad_query is d/dx of f(x, x, v)."""
+    mha = at.MultiHeadAttention(6, 2, vdim=5, rng=rng)
+    x, v = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 4, 5))
+    g = rng.standard_normal((2, 4, 6))
+    mha.forward(x, x, v, is_causal=True)
+    dq, dk, dv = mha.backward(g)
+    mha.forward(x, None, v, is_causal=True)
+    got = mha.backward(g)
+    assert got[1] is None, "no separate key was given, so no separate key gradient"
+    assert_close(got[0], dq + dk, what="grad of query = query path + key path")
+    assert_close(got[2], dv, what="grad of value")
+    def backward(g, x, v):
+        mha.forward(x, None, v, is_causal=True)
+        d_query, _, d_value = mha.backward(g)
+        return d_query, d_value
+
+    grad_check(lambda x, v: mha.forward(x, None, v, is_causal=True), backward, [x, v], rng=rng)
+
+
+@pytest.mark.parametrize("edited", ["query", "key", "value", "attn_mask", "key_padding_mask"])
+def test_backward_does_not_depend_on_inputs_edited_in_place(rng, edited):
+    mha = at.MultiHeadAttention(8, 2, rng=rng)
+    x, mem = rng.standard_normal((2, 3, 8)), rng.standard_normal((2, 5, 8))
+    inputs = dict(query=x, key=mem.copy(), value=mem.copy(), attn_mask=rng.standard_normal((3, 5)),
+                  key_padding_mask=np.array([[False] * 5, [False, False, False, True, True]]))
+    g = rng.standard_normal((2, 3, 8))
+    mha.forward(**{k: a.copy() for k, a in inputs.items()})
+    expected, expected_grads = mha.backward(g), dict(mha.grads)
+    mha.forward(**inputs)
+    if inputs[edited].dtype == bool:
+        inputs[edited][...] = ~inputs[edited]
+    else:
+        inputs[edited] += rng.standard_normal(inputs[edited].shape)  # in place, after forward
+    got = mha.backward(g)
+    for name, a, b in zip(("query", "key", "value"), got, expected):
+        assert_close(a, b, what=f"grad of {name} after editing {edited} in place")
+    for name, want in expected_grads.items():
+        assert_close(mha.grads[name], want, what=f"grad of {name} after editing {edited} in place")

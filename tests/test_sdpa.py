@@ -242,3 +242,61 @@ def test_errors_name_arguments_and_shapes(rng):
     for bad in ("0.5", True, 1j):
         with pytest.raises(TypeError, match="scale must be a real number or None"):
             sdpa(q, k, v, scale=bad, enable_gqa=True)
+
+
+# NaN and infinities: "masked means absent" (DESIGN.md §3), against the oracle that implements it.
+
+def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
+    arrays = [a.copy() for a in arrays]
+    for _ in range(count):
+        a = arrays[rng.integers(len(arrays))]
+        a.flat[rng.integers(a.size)] = values[rng.integers(len(values))]
+    return arrays
+
+
+def sdpa_masks(rng, L, S):
+    keep = rng.random((2, 1, L, S)) < 0.6
+    bias = rng.standard_normal((L, S))
+    bias[rng.random((L, S)) < 0.3] = -np.inf  # a -inf float mask hides, like False
+    weird = bias.copy()
+    weird[rng.integers(L), rng.integers(S)] = [np.nan, np.inf][rng.integers(2)]  # a NaN/+inf bias poisons its row
+    return [dict(), dict(is_causal=True), dict(attn_mask=keep), dict(attn_mask=bias),
+            dict(attn_mask=weird), dict(attn_mask=keep, is_causal=True, causal_align="bottom_right")]
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_nonfinite_inputs_follow_masked_means_absent(rng, trial):
+    L, S = [(5, 7), (7, 5), (6, 6)][trial % 3]
+    q, k, v = qkv(rng, (2,), 4, 2, L, S, 3, 4)
+    g = rng.standard_normal((2, 4, L, 4))
+    q, k, v = plant(rng, (q, k, v), 1 + trial % 3)
+    if trial % 4 == 3:
+        g[rng.integers(2), rng.integers(4), rng.integers(L), 1] = np.inf
+    for kw in sdpa_masks(rng, L, S):
+        what = f"trial {trial}, {sorted(kw)}"
+        out, w = sdpa(q, k, v, enable_gqa=True, return_weights=True, **kw)
+        ref, _, ref_w = attention_oracle(q, k, v, **kw)
+        assert_close(out, ref, what=f"output, {what}")
+        assert_close(w, ref_w, what=f"weights, {what}")
+        for name, got, want in zip(("dq", "dk", "dv"), sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
+                                   attention_oracle_backward(g, q, k, v, **kw)):
+            assert_close(got, want, what=f"{name}, {what}")
+
+
+def test_nan_in_a_value_hidden_by_causality_does_not_reach_row_0(rng):
+    """The issue's case: NaN in v[2] with is_causal=True made row 0 NaN (0 · NaN in P V)."""
+    q, k, v = qkv(rng, (1,), 2, 2, 4, 4, 3, 3)
+    v[..., 2, :] = np.nan
+    out = sdpa(q, k, v, is_causal=True)
+    assert np.isfinite(out[..., :2, :]).all() and np.isnan(out[..., 2:, :]).all()
+    grads = sdpa_backward(np.ones(out.shape), q, k, v, is_causal=True)
+    assert np.isfinite(grads[0][..., :2, :]).all() and np.isnan(grads[0][..., 2:, :]).all()
+
+
+def test_visible_nan_rows_agree_with_pytorch(torch, rng):
+    q, k, v = qkv(rng, (2,), 2, 2, 5, 6, 3, 3)
+    k[0, 1, 3, 2] = np.nan  # seen by every row of batch 0, head 1
+    out = sdpa(q, k, v)
+    t = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v))).numpy()
+    assert np.array_equal(np.isnan(out), np.isnan(t))
+    assert_close(out[~np.isnan(out)], t[~np.isnan(t)], rtol=1e-12, atol=1e-12)

@@ -194,3 +194,48 @@ def test_performer_errors(rng):
         performer_attention(q, q, q, omega=np.ones((3, 5)))
     with pytest.raises(TypeError, match="rng"):
         gaussian_random_features(4, 4, 0)
+
+
+# NaN and infinities: "masked means absent" (DESIGN.md §3) in every variant.
+
+def expected_nan_rows(q, k, v, keep):
+    """Rows that see a key and whose query, or a key or value they see, holds NaN or ±inf."""
+    bad_q = ~np.isfinite(q).all(-1)  # (..., L)
+    bad_kv = ~(np.isfinite(k).all(-1) & np.isfinite(v).all(-1))  # (..., S)
+    return keep.any(-1) & (bad_q | (keep & bad_kv[..., None, :]).any(-1))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("trial", range(4))
+def test_linear_family_follows_masked_means_absent(rng, causal, trial):
+    N = 7
+    q, k, v = rng.standard_normal((2, N, 3)), rng.standard_normal((2, N, 3)), rng.standard_normal((2, N, 4))
+    clean = [a.copy() for a in (q, k, v)]
+    for _ in range(1 + trial % 2):
+        a = (q, k, v)[rng.integers(3)]
+        a[rng.integers(2), rng.integers(N), rng.integers(3)] = [np.nan, np.inf, -np.inf][rng.integers(3)]
+    keep = np.tril(np.ones((N, N), bool)) if causal else np.ones((N, N), bool)
+    rows = expected_nan_rows(q, k, v, keep)  # (2, N)
+    omega = gaussian_random_features(16, 3, rng)
+    calls = {"linear": lambda q, k, v: linear_attention(q, k, v, is_causal=causal),
+             "performer": lambda q, k, v: performer_attention(q, k, v, is_causal=causal, omega=omega)}
+    if causal:
+        calls["recurrent"] = linear_attention_recurrent
+        calls["chunked"] = lambda q, k, v: linear_attention_chunked(q, k, v, 3)
+    for name, f in calls.items():
+        out = f(q, k, v)
+        ref = f(*(np.where(np.isfinite(a), a, 0.0) for a in clean))  # finite: rows not marked must equal it
+        assert np.isnan(out[rows]).all(), f"{name}: rows that see a NaN/inf must be NaN"
+        assert_close(out[~rows], ref[~rows], what=f"{name}: rows that do not see it")
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_sliding_window_follows_masked_means_absent(rng, trial):
+    q, k, v = rng.standard_normal((1, 2, 9, 3)), rng.standard_normal((1, 1, 9, 3)), rng.standard_normal((1, 1, 9, 4))
+    for _ in range(1 + trial % 2):
+        a = (q, k, v)[rng.integers(3)]
+        a.flat[rng.integers(a.size)] = [np.nan, np.inf, -np.inf][rng.integers(3)]
+    out, lse = sliding_window_attention(q, k, v, (2, 0), enable_gqa=True, block=4, return_lse=True)
+    ref, ref_lse, _ = attention_oracle(q, k, v, window=(2, 0))
+    assert_close(out, ref, what="sliding window output")
+    assert_close(lse, ref_lse, what="sliding window lse")

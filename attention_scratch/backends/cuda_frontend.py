@@ -3,12 +3,17 @@
 It validates the arguments exactly as the NumPy reference does (by calling
 :func:`attention_scratch.flash.prepare` on zero-stride stand-ins of the right
 shapes, so nothing is copied), brings the device arrays to the kernel layout,
-calls :mod:`.cuda_driver`, and restores the caller's shapes. ``xp`` is the
+calls :mod:`.cuda_driver`, and restores the caller's shapes. NaN and infinities follow
+DESIGN.md §3 exactly as on the other backends: the rows holding one are found and
+zeroed on the device before the kernels run (:mod:`attention_scratch._nonfinite`), and
+the rows and keys the rule makes NaN are marked afterwards. ``xp`` is the
 array module of the device arrays; ``launch`` runs one kernel (see cuda_driver).
 """
 import numpy as np
 
-from ..flash import prepare, zero_unreachable_keys
+from .._nonfinite import (band_backward_inputs, mark_band_backward, mark_band_forward, scan,
+                          zero_rows)
+from ..flash import prepare
 from . import cuda_driver
 
 
@@ -43,7 +48,7 @@ def check(query, key, value, is_causal, scale, enable_gqa, causal_align, window,
     """Validate like the NumPy reference; returns its ``prepare`` dict (stand-in arrays)."""
     return prepare(_stand_in(query.shape, tag), _stand_in(key.shape, tag), _stand_in(value.shape, tag),
                    is_causal, scale, enable_gqa, causal_align=causal_align, window=window,
-                   block_q=block_q, block_k=block_k, zero_unreachable=False)
+                   block_q=block_q, block_k=block_k, find_nonfinite=False)
 
 
 def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, *, tag,
@@ -57,14 +62,26 @@ def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, 
     lead, hq, hkv = p["lead"], p["hq"], p["k"].shape[1]
     L, E, S, Ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     n = int(np.prod(lead, dtype=np.int64))
-    k, v = (zero_unreachable_keys(a, L, p["band"]) for a in (k, v))  # no 0 * NaN from masked keys
+    q, k, v, found = _kernel_layout(p, q, k, v)  # (N, Hkv, G, L, E), (N, Hkv, 1, S, ·), rows cleaned
     q3 = xp.ascontiguousarray(q.reshape((n * hq, L, E)))  # (N*Hq, L, E)
     k3 = xp.ascontiguousarray(k.reshape((n * hkv, S, E)))  # (N*Hkv, S, E)
     v3 = xp.ascontiguousarray(v.reshape((n * hkv, S, Ev)))  # (N*Hkv, S, Ev)
-    out, lse = cuda_driver.run_forward(launch, xp, q3, k3, v3, hq // hkv, p["scale"], p["band"],
+    out, lse = cuda_driver.run_forward(launch, xp, q3, k3, v3, hq // max(hkv, 1), p["scale"], p["band"],
                                        p["block_q"], p["block_k"], tag, smem_limit=smem_limit,
                                        tensor_cores=tensor_cores)
+    out, lse = mark_band_forward(found, p["band"], out.reshape(q.shape[:-1] + (Ev,)),
+                                 lse.reshape(q.shape[:-1]))  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
     return out.reshape(lead + (hq, L, Ev)), lse.reshape(lead + (hq, L))  # (..., Hq, L, Ev), (..., Hq, L)
+
+
+def _kernel_layout(p, q, k, v):
+    """``q`` (N, Hkv, G, L, E), ``k`` (N, Hkv, 1, S, E), ``v`` (N, Hkv, 1, S, Ev) (device arrays) with the
+    rows holding NaN or ±inf zeroed, and those rows (``found`` of :func:`attention_scratch._nonfinite.scan`)."""
+    q, k, v = (a.reshape(p[name].shape) for a, name in ((q, "q"), (k, "k"), (v, "v")))
+    found = scan(q, k, v)
+    if found is not None:
+        q, k, v = zero_rows(q, found[0]), zero_rows(k, found[1]), zero_rows(v, found[1])
+    return q, k, v, found
 
 
 def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=None, enable_gqa=False,
@@ -81,13 +98,18 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
                              f"and value {tuple(v.shape)}; got {tuple(arr.shape)}")
     n = int(np.prod(lead, dtype=np.int64))
     acc = cuda_driver.acc_dtype(tag)
-    k, v = (zero_unreachable_keys(a, L, p["band"]) for a in (k, v))  # as in forward
+    q, k, v, found = _kernel_layout(p, q, k, v)  # rows holding NaN or ±inf zeroed
+    layout = q.shape[:-1]  # (N, Hkv, G, L)
+    rows, grad_out, out, lse = band_backward_inputs(found, p["band"], grad_out.reshape(layout + (Ev,)),
+                                                    out.reshape(layout + (Ev,)), lse.reshape(layout))
     flat = [xp.ascontiguousarray(a.reshape(s)) for a, s in (
         (grad_out, (n * hq, L, Ev)), (q, (n * hq, L, E)), (k, (n * hkv, S, E)),
         (v, (n * hkv, S, Ev)), (out, (n * hq, L, Ev)))]  # kernel layout, (N*H, len, dim)
     lse2 = xp.ascontiguousarray(lse.reshape((n * hq, L)).astype(acc))  # (N*Hq, L)
     dq, dk, dv = cuda_driver.run_backward(launch, xp, flat[0], flat[1], flat[2], flat[3], flat[4], lse2,
-                                          hq // hkv, p["scale"], p["band"], p["block_q"],
+                                          hq // max(hkv, 1), p["scale"], p["band"], p["block_q"],
                                           p["block_k"], tag, smem_limit=smem_limit)
+    dq, dk, dv = mark_band_backward(rows, p["band"], dq.reshape(q.shape), dk.reshape(k.shape),
+                                    dv.reshape(v.shape))
     return (dq.reshape(lead + (hq, L, E)), dk.reshape(lead + (hkv, S, E)),  # like q, like k
             dv.reshape(lead + (hkv, S, Ev)))  # like v

@@ -8,11 +8,12 @@ ways out are implemented.
 **Two passes** (:func:`kv_parallel` then :func:`dq_parallel`), each writing only rows it owns:
 
 1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
-   ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
+   ``Pᵀ = exp(K_j Q_iᵀ·scale - lse_i)`` for every query block ``i`` (of every query
    head of the group) and accumulate ``dV_j += Pᵀ dO_i`` and
-   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``. The item copies
-   ``K_jᵀ`` and ``V_jᵀ`` once and keeps query-major tiles, so that all four
-   products are ``A @ B`` or ``Aᵀ @ B``;
+   ``dK_j += dSᵀ Q_i · scale`` with ``dSᵀ = Pᵀ ∘ (V_j dO_iᵀ - D_i)``. The item copies
+   ``Q_iᵀ`` and ``dO_iᵀ`` of each query block into scratch tiles and keeps key-major
+   tiles, so that all four products are ``A @ B`` or ``Aᵀ @ B`` and the scores are the
+   forward pass's own product ``K_j Q_iᵀ`` (see below);
 2. :func:`dq_parallel`, one item per (query head, query block): recompute ``P``
    and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``. The
    item copies ``Q_iᵀ`` and ``dO_iᵀ`` once and keeps key-major tiles, for the same reason.
@@ -28,13 +29,22 @@ at the price of ``chunks`` copies of ``dQ`` in memory.
 
 ``D = rowsum(dO ∘ O)`` is computed once, before the kernels. Layout as in
 :mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
+
+**The same scores as the forward pass.** ``P = exp(S - lse)`` is exact only if ``S`` is,
+bit for bit, the score the forward pass summed into ``lse``: at large logits a difference
+of one rounding in ``S`` is a large relative change of ``P`` (at scale 1e4 the columns of
+``dV`` summed to 7.9937 instead of 8). The forward computes ``K_j (Q_i·scale)ᵀ`` on
+key-major tiles; so every kernel here computes exactly that product, on tiles of the same
+shapes, from a ``q`` the caller has already multiplied by the scale (passing ``scale = 1``;
+:func:`attention_scratch.backends.numba_cpu.flash_attention_backward` does, and multiplies
+``dQ`` by the scale at the end). BLAS does not promise ``A Bᵀ = (B Aᵀ)ᵀ`` bit for bit.
 """
 import numpy as np
 from numba import njit, prange
 
 from .numba_exp import LOOP_FLAGS
 from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
-                          tile_is_full, tile_view, transposed, zigzag)
+                          tile_is_full, tile_view, transposed, transposed_into, zigzag)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -48,7 +58,6 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, 
     """
     L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
     dtype = q.dtype
-    k_t, v_t = transposed(k[c, j0:j1]), transposed(v[c, j0:j1])  # (E, bk), (Ev, bk)
     dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
     dv_acc = np.zeros((nc, Ev), dtype=dtype)  # (bk, Ev)
     dk_tmp = np.empty((nc, E), dtype=dtype)
@@ -56,27 +65,30 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, 
     p_buf = np.empty(block_q * nc, dtype=dtype)
     dp_buf = np.empty(block_q * nc, dtype=dtype)
     dq_buf = np.empty(block_q * E, dtype=dtype)
+    qt_buf = np.empty(block_q * E, dtype=dtype)
+    dot_buf = np.empty(block_q * Ev, dtype=dtype)
     qb0, qb1 = query_blocks(j0, j1, L, block_q, lo, hi)
     for g in range(group):
         h = c * group + g
         for qb in range(qb0, qb1):
             i0 = qb * block_q
             i1 = min(i0 + block_q, L)
-            q_i, do_i = q[h, i0:i1], d_out[h, i0:i1]  # (bq, E), (bq, Ev)
-            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major
-            np.dot(q_i, k_t, p)  # (bq, E) @ (E, bk): the scores, unscaled
-            probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
+            q_t = transposed_into(q[h, i0:i1], qt_buf)  # (E, bq): the forward's Q_iᵀ tile
+            do_t = transposed_into(d_out[h, i0:i1], dot_buf)  # (Ev, bq)
+            pt = tile_view(p_buf, nc, i1 - i0)  # (bk, bq), key-major as in the forward
+            np.dot(k[c, j0:j1], q_t, pt)  # Sᵀ = K_j Q_iᵀ: (bk, E) @ (E, bq), the forward's product
+            probs_from_lse(pt, True, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
                            i0, j0, lo, hi)
-            np.dot(p.T, do_i, dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
+            np.dot(pt, d_out[h, i0:i1], dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
             add_into(dv_acc, dv_tmp)
-            dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
-            np.dot(do_i, v_t, dp)  # dP = dO Vᵀ: (bq, Ev) @ (Ev, bk) -> (bq, bk)
-            dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
-            np.dot(dp.T, q_i, dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
+            dpt = tile_view(dp_buf, nc, i1 - i0)  # (bk, bq)
+            np.dot(v[c, j0:j1], do_t, dpt)  # dPᵀ = V_j dO_iᵀ: (bk, Ev) @ (Ev, bq) -> (bk, bq)
+            dscores_in_place(pt, dpt, True, d[h, i0:i1])  # dpt <- dSᵀ = Pᵀ ∘ (dPᵀ - D)
+            np.dot(dpt, q[h, i0:i1], dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
             add_into(dk_acc, dk_tmp)
             if with_dq:
                 dq_tmp = tile_view(dq_buf, i1 - i0, E)  # (bq, E)
-                np.dot(dp, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+                np.dot(dpt.T, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
                 add_into(dq_acc[h, i0:i1], dq_tmp)
     for r in range(nc):
         for e in range(E):

@@ -13,7 +13,7 @@ import importlib.util
 
 import numpy as np
 
-from ..flash import check_backward_arrays, prepare
+from ..flash import backward_inputs, finish_backward, finish_forward, prepare
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
@@ -76,10 +76,11 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     out = np.empty(q.shape[:2] + (v.shape[2],), dtype=p["acc"])  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=p["acc"])  # (Hq', L)
     lo, hi = band_bounds(p["band"], L, S)
-    with blas_one_thread():
-        forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"], p["block_k"])
-    out = out.astype(p["dtype"], copy=False).reshape(p["lead"] + (p["hq"], L, v.shape[2]))  # (..., Hq, L, Ev)
-    return (out, lse.reshape(p["lead"] + (p["hq"], L))) if return_lse else out
+    if q.shape[0] and L:  # no head (B = 0 or H = 0) or no query: nothing to compute
+        with blas_one_thread():
+            forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"],
+                             p["block_k"])
+    return finish_forward(p, out.astype(p["dtype"], copy=False), lse, return_lse)  # (..., Hq, L, Ev)
 
 
 def dq_chunks(n_kv, n_key_blocks, min_items=16):
@@ -108,31 +109,37 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
 
     p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                 window=window, block_q=block_q, block_k=block_k)
-    arrays = check_backward_arrays(p, grad_out, out, lse, query, value)
+    rows, g, o, lse = backward_inputs(p, grad_out, out, lse, query, value)  # (N, Hkv, G, L, ·), rows cleaned
     q, k, v = _kernel_layout(p)
     acc = p["acc"]
-    d_out = np.ascontiguousarray(arrays["grad_out"].reshape(q.shape[:2] + (v.shape[2],)), dtype=acc)  # (Hq', L, Ev)
-    o = arrays["out"].reshape(d_out.shape).astype(acc, copy=False)  # (Hq', L, Ev)
+    d_out = np.ascontiguousarray(g.reshape(q.shape[:2] + (v.shape[2],)), dtype=acc)  # (Hq', L, Ev)
+    o = o.reshape(d_out.shape).astype(acc, copy=False)  # (Hq', L, Ev)
     d = np.ascontiguousarray((d_out * o).sum(axis=-1))  # (Hq', L): D = rowsum(dO ∘ O)
-    lse_k = np.ascontiguousarray(arrays["lse"].reshape(q.shape[:2]), dtype=acc)  # (Hq', L)
+    lse_k = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=acc)  # (Hq', L)
     dk, dv = np.empty_like(k), np.empty_like(v)
     L, S = q.shape[1], k.shape[1]
     lo, hi = band_bounds(p["band"], L, S)
-    scale_t = q.dtype.type(p["scale"])
-    with blas_one_thread():
-        if two_pass:
+    scale_t, one = q.dtype.type(p["scale"]), q.dtype.type(1)
+    # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
+    # (numba_backward's docstring). So they get Q·scale, rounded as the forward rounds it, and
+    # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
+    q = q * scale_t  # (Hq', L, E)
+    if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0
+        dq = np.zeros_like(q)
+        dk[...], dv[...] = 0, 0
+    elif two_pass:
+        with blas_one_thread():
             dq = np.empty_like(q)
-            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, scale_t, lo, hi, p["block_q"], p["block_k"])
-            dq_parallel(q, k, v, d_out, lse_k, d, dq, scale_t, lo, hi, p["block_q"], p["block_k"])
-        else:
-            chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
-            dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
-            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, scale_t, lo, hi, p["block_q"],
+            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, one, lo, hi, p["block_q"], p["block_k"])
+            dq_parallel(q, k, v, d_out, lse_k, d, dq, one, lo, hi, p["block_q"], p["block_k"])
+        dq *= scale_t
+    else:
+        chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
+        dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
+        with blas_one_thread():
+            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, one, lo, hi, p["block_q"],
                            p["block_k"])
-            dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
-            dq *= scale_t
-    kv_lead = p["lead"] + (p["k"].shape[1],)
+        dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
+        dq *= scale_t
     dtype = p["dtype"]
-    return (dq.astype(dtype, copy=False).reshape(p["lead"] + (p["hq"], L, q.shape[2])),  # (..., Hq, L, E)
-            dk.astype(dtype, copy=False).reshape(kv_lead + (S, k.shape[2])),  # (..., Hkv, S, E)
-            dv.astype(dtype, copy=False).reshape(kv_lead + (S, v.shape[2])))  # (..., Hkv, S, Ev)
+    return finish_backward(p, rows, *(a.astype(dtype, copy=False) for a in (dq, dk, dv)))  # like q, k, v

@@ -124,6 +124,20 @@ def transposed(a):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
+def transposed_into(a, buffer):
+    """``a.T`` written into the start of a flat ``buffer``, as a C-contiguous ``(cols, rows)`` tile.
+
+    The copy :func:`transposed` makes, without allocating: for a copy per tile in a loop.
+    """
+    rows, cols = a.shape
+    t = buffer[:rows * cols].reshape((cols, rows))
+    for r in range(rows):
+        for c in range(cols):
+            t[c, r] = a[r, c]
+    return t
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
 def add_into(acc, x):
     """``acc += x`` for 2-d arrays of the same shape (the BLAS products write to a scratch tile)."""
     for r in range(acc.shape[0]):

@@ -164,13 +164,14 @@ class LuongAttention(Module):
         cache = {"h": query, "keys": keys, "hidden": hidden, "p": None}
         if self.local is not None:
             if self.local == "m":
-                p = np.minimum(float(t), lengths - 1.0)  # (B,): p_t = t, kept inside the sentence
+                p = np.minimum(float(t), lengths - 1.0).astype(query.dtype)  # (B,): p_t = t, inside the sentence
             else:
                 th = np.tanh(query @ self.params["W_p"])  # (B, A)
                 sig = sigmoid(th @ self.params["v_p"])  # (B,)
-                p = lengths * sig  # (B,): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
+                p = (lengths * sig).astype(query.dtype)  # (B,): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
                 cache.update(th=th, sig=sig, lengths=lengths)
             window, gauss = local_window(p, lengths, keys.shape[1], self.D)  # (B, S) each
+            gauss = gauss.astype(query.dtype, copy=False)  # local_window gives float64
             keep = keep & window
             cache.update(p=p, gauss=gauss)
         align = masked_softmax(scores, keep)  # (B, S)

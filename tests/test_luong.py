@@ -122,6 +122,17 @@ def test_local_attention_only_reads_its_window(rng, local):
         assert np.all(weights.sum(-1) <= 1 + 1e-12), "the Gaussian only shrinks the weights"
 
 
+@pytest.mark.parametrize("score,local", VARIANTS)
+def test_float32_stays_float32(rng, score, local):
+    """The position p_t and the Gaussian of local-p come from integer lengths; they must not
+    turn a float32 model's weights and context into float64."""
+    attn, keys, keep = make(rng, score, local)
+    attn.params = {name: value.astype(np.float32) for name, value in attn.params.items()}
+    memory = attn.prepare(keys.astype(np.float32), keep)
+    context, weights, _ = attn.forward(rng.standard_normal((3, 4)).astype(np.float32), memory, t=1)
+    assert context.dtype == np.float32 and weights.dtype == np.float32, (context.dtype, weights.dtype)
+
+
 def test_local_m_past_the_end_stays_inside_the_sentence(rng):
     attn, keys, keep = make(rng, "dot", "m")
     _, weights, cache = attn.forward(rng.standard_normal((3, 4)), attn.prepare(keys, keep), t=20)

@@ -103,6 +103,27 @@ def test_lengths_keep_more_sequences_than_keys(ch):
                axes=("sequence", "key"))
 
 
+@pytest.mark.exercise("5.2")
+def test_lengths_keep_with_small_integer_dtypes(ch):
+    unsigned = np.array([3, 0, 4], dtype=np.uint8)
+    check_mask(ch.lengths_keep(unsigned, 4), from_rule((3, 4), lambda b, j: j < unsigned[b]),
+               "padding mask for uint8 lengths [3, 0, 4], S=4 (an unsigned subtraction such as "
+               "lengths - j wraps around below 0: compare j < lengths[b] instead)",
+               axes=("sequence", "key"))
+    small = np.array([100, 2], dtype=np.int8)
+    check_mask(ch.lengths_keep(small, 200), from_rule((2, 200), lambda b, j: j < small[b]),
+               "padding mask for int8 lengths [100, 2], S=200 (key positions up to 199 do not fit in int8: "
+               "build them with np.arange(S), not np.arange(S, dtype=lengths.dtype))",
+               axes=("sequence", "key"))
+
+
+@pytest.mark.exercise("5.2")
+def test_lengths_keep_of_an_empty_batch(ch):
+    check_mask(ch.lengths_keep(np.zeros(0, dtype=np.int64), 4), np.zeros((0, 4), dtype=bool),
+               "padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask",
+               axes=("sequence", "key"))
+
+
 # Exercise 5.3 ------------------------------------------------------------------------------------
 
 

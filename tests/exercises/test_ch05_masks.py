@@ -2,10 +2,13 @@
 
 Each expected mask is built here from its definition, one entry at a time.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
 from attention_scratch.course.checks import expect_array
+from attention_scratch.course.remote import StudentRaised
 
 _SHOWN = 5
 
@@ -13,6 +16,15 @@ _SHOWN = 5
 @pytest.fixture(scope="module")
 def ch(load_target):
     return load_target("ch05_masks")
+
+
+@contextlib.contextmanager
+def explained(what):
+    """An error the student's function raises inside the block fails the test saying ``what`` was asked."""
+    try:
+        yield
+    except StudentRaised as error:
+        raise AssertionError(f"{what}; your function raised {error}") from None
 
 
 def from_rule(shape, rule):
@@ -119,9 +131,11 @@ def test_lengths_keep_with_small_integer_dtypes(ch):
 
 @pytest.mark.exercise("5.2")
 def test_lengths_keep_of_an_empty_batch(ch):
-    check_mask(ch.lengths_keep(np.zeros(0, dtype=np.int64), 4), np.zeros((0, 4), dtype=bool),
-               "padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask",
-               axes=("sequence", "key"))
+    what = ("padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask (compare the positions "
+            "with the lengths in one broadcast; np.stack of no rows fails)")
+    with explained(what):
+        got = ch.lengths_keep(np.zeros(0, dtype=np.int64), 4)
+    check_mask(got, np.zeros((0, 4), dtype=bool), what, axes=("sequence", "key"))
 
 
 # Exercise 5.3 ------------------------------------------------------------------------------------

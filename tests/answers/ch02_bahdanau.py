@@ -51,7 +51,8 @@ def attention_pooling_backward(grad_context, weights, values):
     dot = (grad_weights * weights).sum(axis=-1, keepdims=True)
     return weights * (grad_weights - dot), grad_values
 '''),
-    ('2.2', 'divides the dot by the sum of the weights: NaN on a fully masked row', 'do not divide by the sum of the weights', '''
+    ('2.2', 'divides the dot by the sum of the weights: NaN on a fully masked row',
+     'do not divide by the sum of the weights', '''
 def attention_pooling_backward(grad_context, weights, values):
     gv = weights[..., :, None] * grad_context[..., None, :]
     gw = np.einsum("...sv,...v->...s", values, grad_context)
@@ -101,7 +102,8 @@ def gru_step(x_proj, h, W_h, b_h):
     n = np.tanh(x_proj[:, 2 * H:] + r * (h @ W_h[:, 2 * H:]) + b_h[2 * H:])
     return (1 - z) * n + z * h, r, z, n, hh[:, 2 * H:]
 '''),
-    ('2.3', 'the reset gate applied to h before the product (the 2014 paper, not this layout)', 'before the reset gate multiplies it', '''
+    ('2.3', 'the reset gate applied to h before the product (the 2014 paper, not this layout)',
+     'before the reset gate multiplies it', '''
 def gru_step(x_proj, h, W_h, b_h):
     H = h.shape[-1]
     hh = h @ W_h + b_h

@@ -100,7 +100,8 @@ def fold_kv_grad(grad, num_kv_heads):
     *lead, hq, S, D = grad.shape
     return grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D)).mean(axis=-3)
 '''),
-    ('6.4', 'groups taken in the tiled order (heads h, h + Hkv, ...)', 'key head 0 gets the sum of query heads 0, 1, 2', '''
+    ('6.4', 'groups taken in the tiled order (heads h, h + Hkv, ...)',
+     'key head 0 gets the sum of query heads 0, 1, 2', '''
 def fold_kv_grad(grad, num_kv_heads):
     *lead, hq, S, D = grad.shape
     return grad.reshape(tuple(lead) + (hq // num_kv_heads, num_kv_heads, S, D)).sum(axis=-4)

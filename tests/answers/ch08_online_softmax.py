@@ -89,7 +89,8 @@ def merge_stats(m_a, s_a, m_b, s_b):
     return m, s_a * np.exp(m_a - shift) + s_b * np.exp(m_b - shift)
 '''),
     # 8.3 ---------------------------------------------------------------------------------------
-    ('8.2', 'a result allocated like s_a, which fails when the first pair is the smaller one', 'the first pair may be the smaller one', '''
+    ('8.2', 'a result allocated like s_a, which fails when the first pair is the smaller one',
+     'the first pair may be the smaller one', '''
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
     shift = np.where(np.isneginf(m), 0.0, m)

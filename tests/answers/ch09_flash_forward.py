@@ -66,7 +66,8 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
         scores_line="scores = (q_blk @ k_blk.T) * scale  # (..., bq, bk)")),
     ('9.1', 'a float64 array of -inf for the mask', 'dtype float64, expected float32', _tile(
         mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))  # (..., bq, bk)")),
-    ('9.1', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num', 'NaN in what a row may see must reach it', '''
+    ('9.1', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num',
+     'NaN in what a row may see must reach it', '''
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale
     if keep is not None:
@@ -77,7 +78,8 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
         p = np.nan_to_num(np.exp(scores - m_new[..., None]))
     return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v_blk
 '''),
-    ('9.1', 'P @ v with masked NaN values (0 · NaN = NaN reaches rows that may not see them)', 'masked means absent', _tile()),
+    ('9.1', 'P @ v with masked NaN values (0 · NaN = NaN reaches rows that may not see them)',
+     'masked means absent', _tile()),
     # 9.2 ---------------------------------------------------------------------------------------
     ('9.2', 'finalize without a guard for empty rows', 'an empty row (l = 0)', """
 def finalize_rows(m, l, acc):
@@ -109,7 +111,8 @@ def finalize_rows(m, l, acc):
     acc /= safe_l[..., None]
     return acc, np.where(l > 0, m + np.log(safe_l), np.inf)
 """),
-    ('9.2', 'empty rows told by l > 0, which a NaN row fails too (its lse becomes +inf)', 'tell the empty row by l == 0', '''
+    ('9.2', 'empty rows told by l > 0, which a NaN row fails too (its lse becomes +inf)',
+     'tell the empty row by l == 0', '''
 def finalize_rows(m, l, acc):
     has_key = l > 0
     safe_l = np.where(has_key, l, 1.0)

@@ -81,7 +81,8 @@ def recompute_probs(scores, lse, keep=None):
         scores = np.where(keep, scores, -np.inf)
     return np.exp(scores) / np.exp(lse)[..., None]
 '''),
-    ('10.2', 'exp(scores) / exp(lse) with the overflow silenced and its NaN zeroed', 'exp(scores) / exp(lse) overflows', '''
+    ('10.2', 'exp(scores) / exp(lse) with the overflow silenced and its NaN zeroed',
+     'exp(scores) / exp(lse) overflows', '''
 def recompute_probs(scores, lse, keep=None):
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)

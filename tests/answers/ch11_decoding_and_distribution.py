@@ -6,7 +6,8 @@ Entries: (exercise id, what it is, [words the message must hold,] the function's
 """
 
 WRONG = [
-    ('11.1', 'split-KV combine without subtracting the largest lse', 'exp(900) overflowed: subtract the largest lse', '''
+    ('11.1', 'split-KV combine without subtracting the largest lse',
+     'exp(900) overflowed: subtract the largest lse', '''
 def combine_splits(outs, lses):
     weights = np.where(np.isposinf(lses), 0.0, np.exp(np.where(np.isposinf(lses), 0.0, lses)))
     total = weights.sum(axis=0)
@@ -42,7 +43,8 @@ def combine_splits(outs, lses):
     lse = top + np.log(total)
     return out, np.where(np.isposinf(lses).all(axis=0), np.inf, lse)
 '''),
-    ('11.1', 'the shift taken from the first chunk instead of the largest lse', 'shift each row by its largest finite lse', '''
+    ('11.1', 'the shift taken from the first chunk instead of the largest lse',
+     'shift each row by its largest finite lse', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -81,7 +83,8 @@ def combine_splits(outs, lses):
         out += weights[p][..., None] * outs[p]
     return out / safe[..., None], np.where(total > 0, shift + np.log(safe), np.inf)
 '''),
-    ('11.1', 'the shift taken from the first chunk (0 when that chunk is empty)', 'subtract the largest lse over the chunks', '''
+    ('11.1', 'the shift taken from the first chunk (0 when that chunk is empty)',
+     'subtract the largest lse over the chunks', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
     shift = np.where(np.isneginf(logs[0]), 0.0, logs[0])

@@ -131,8 +131,9 @@ def test_online_update_ignores_minus_inf_without_nan(ch):
                 "shift by 0 instead of m'"):
         m, s = expect_tuple(ch.online_update(m, s, x), 2, what="online_update's result (m, s)")
         check_close(m, expected_m,
-                    what="m for rows (state, block): (empty, [-inf, -inf]), (empty, [-inf, 2]), ((1, 2), [-inf, -inf]), "
-                    "((1, 2), [-inf, 3]), (empty, [0.5, -inf]); -inf scores contribute nothing")
+                    what="m for rows (state, block): (empty, [-inf, -inf]), (empty, [-inf, 2]), "
+                    "((1, 2), [-inf, -inf]), ((1, 2), [-inf, 3]), (empty, [0.5, -inf]); -inf scores contribute "
+                    "nothing")
         check_close(s, expected_s,
                     what="s for the same rows: an empty row stays (-inf, 0); a block of only -inf leaves the pair "
                     "unchanged; -inf scores contribute exp(-inf) = 0")

@@ -29,8 +29,8 @@ def online_update(m, s, x):
     Return new arrays: ``m`` and ``s`` stay as they were.
 
     Shapes: ``m`` and ``s`` (...), ``x`` (..., n) with the block on the last
-    axis, ``n`` possibly 0; returns two arrays of shape (...). Dtype: the inputs share one
-    dtype and the results keep it (float32 in, float32 out).
+    axis, ``n`` possibly 0; returns two arrays of shape (...). Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     # HINT: when m' is -inf, exp(m - m') is exp(-inf + inf) = NaN; shift by 0 instead
     raise NotImplementedError("Exercise 8.1: one step of the online softmax")
@@ -46,8 +46,8 @@ def merge_stats(m_a, s_a, m_b, s_b):
     sum NaN (never hide it).
 
     Shapes: all four arguments broadcast together (either pair may be the
-    smaller one); returns ``(m, s)`` of the broadcast shape. Dtype: the inputs share one dtype and the results keep it
-    (float32 in, float32 out).
+    smaller one); returns ``(m, s)`` of the broadcast shape. Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     raise NotImplementedError("Exercise 8.2: the merge operator on (max, sum) pairs")
 

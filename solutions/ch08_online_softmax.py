@@ -24,8 +24,8 @@ def online_update(m, s, x):
     Return new arrays: ``m`` and ``s`` stay as they were.
 
     Shapes: ``m`` and ``s`` (...), ``x`` (..., n) with the block on the last
-    axis, ``n`` possibly 0; returns two arrays of shape (...). Dtype: the inputs share one
-    dtype and the results keep it (float32 in, float32 out).
+    axis, ``n`` possibly 0; returns two arrays of shape (...). Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))  # (...)
     # HINT: when m' is -inf, exp(m - m') is exp(-inf + inf) = NaN; shift by 0 instead
@@ -44,8 +44,8 @@ def merge_stats(m_a, s_a, m_b, s_b):
     sum NaN (never hide it).
 
     Shapes: all four arguments broadcast together (either pair may be the
-    smaller one); returns ``(m, s)`` of the broadcast shape. Dtype: the inputs share one dtype and the results keep it
-    (float32 in, float32 out).
+    smaller one); returns ``(m, s)`` of the broadcast shape. Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     m = np.maximum(m_a, m_b)  # (...)
     shift = np.where(np.isneginf(m), 0.0, m)  # (...): finite

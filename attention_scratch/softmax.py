@@ -19,9 +19,9 @@ def stable_softmax(x, axis=-1):
     Subtract the maximum along ``axis`` before exponentiating: softmax is
     unchanged by adding a constant to a row, and afterwards every exponent is
     at most 0, so nothing overflows. Entries equal to ``-inf`` get weight 0.
-    You may assume every row holds at least one finite entry. A row holding
-    NaN or ``+inf`` is all NaN (it propagates; never hide it), and other rows
-    are unaffected.
+    You may assume every row holds at least one finite entry. NaN in a row
+    makes that row NaN, and ``+inf`` gives NaN at least where it stands: never
+    hide them. Other rows are unaffected.
 
     Shapes: ``x`` any shape; the result has the shape and dtype of ``x``
     (float16, float32 or float64).
@@ -42,9 +42,10 @@ def masked_softmax(x, mask, axis=-1):
 
     Masked-out entries (``mask == False``) and entries equal to ``-inf`` get
     weight exactly 0, and whatever they hold, even NaN, must not change the
-    result. A row with no entry left is all zeros, not NaN. But NaN or ``+inf``
-    in an entry the row keeps makes that whole row NaN: never hide it (no
-    ``np.nan_to_num``, ``nanmax`` or ``nansum``).
+    result. A row with no entry left is all zeros, not NaN. But NaN in an entry
+    the row keeps makes the row's kept entries NaN, and a kept ``+inf`` gives NaN
+    at least where it stands: never hide them (no ``np.nan_to_num``, ``nanmax``
+    or ``nansum``).
 
     Shapes: ``x`` any shape; ``mask`` boolean, broadcastable to ``x.shape``;
     the result has the shape and dtype of ``x``.

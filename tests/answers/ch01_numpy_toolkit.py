@@ -46,7 +46,7 @@ def stable_softmax(x, axis=-1):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 '''),
-    ('1.1', 'hides a NaN score with np.nan_to_num', 'the whole row must be NaN', '''
+    ('1.1', 'hides a NaN score with np.nan_to_num', 'so it must come out NaN', '''
 def stable_softmax(x, axis=-1):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return np.nan_to_num(e / e.sum(axis=axis, keepdims=True))
@@ -92,7 +92,7 @@ def masked_softmax(x, mask, axis=-1):
     s = e.sum(axis=axis, keepdims=True)
     return e / np.where(s > 0, s, 1)
 '''),
-    ('1.2', 'turns a NaN in a kept entry into weight 0 with np.nan_to_num', 'the whole row must be NaN', '''
+    ('1.2', 'turns a NaN in a kept entry into weight 0 with np.nan_to_num', 'so it must come out NaN', '''
 def masked_softmax(x, mask, axis=-1):
     h = np.where(mask, x, -np.inf).astype(x.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -100,7 +100,7 @@ def masked_softmax(x, mask, axis=-1):
         out = e / e.sum(axis=axis, keepdims=True)
     return np.nan_to_num(out, nan=0.0)
 '''),
-    ('1.2', 'skips NaN in kept entries with nanmax and nansum', 'the whole row must be NaN', '''
+    ('1.2', 'skips NaN in kept entries with nanmax and nansum', 'so it must come out NaN', '''
 def masked_softmax(x, mask, axis=-1):
     h = np.where(mask, x, -np.inf).astype(x.dtype)
     m = np.nanmax(np.where(np.isnan(h), -np.inf, h), axis=axis, keepdims=True)
@@ -109,7 +109,7 @@ def masked_softmax(x, mask, axis=-1):
     t = np.nansum(e, axis=axis, keepdims=True)
     return np.nan_to_num(e / np.where(t > 0, t, 1))
 '''),
-    ('1.2', 'guards the empty row with total > 0, which a NaN total also fails', 'the whole row must be NaN', '''
+    ('1.2', 'guards the empty row with total > 0, which a NaN total also fails', 'so it must come out NaN', '''
 def masked_softmax(x, mask, axis=-1):
     hidden = np.where(mask, x, -np.inf).astype(x.dtype)
     row_max = hidden.max(axis=axis, keepdims=True)

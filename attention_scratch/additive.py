@@ -44,7 +44,8 @@ def attention_pooling_backward(grad_context, weights, values):
 
     ``dL/dvalues_j = α_j · dL/dc``; ``dL/dα_j = h_j · dL/dc``; then the softmax
     VJP ``dL/de = α ∘ (dL/dα - Σ_j α_j dL/dα_j)``. Masked positions have
-    ``α_j = 0`` and therefore get gradient 0 automatically.
+    ``α_j = 0`` and therefore get gradient 0 automatically, and so does a fully
+    masked row (every ``α_j = 0``): no division is needed, so none may give NaN.
 
     Shapes: ``grad_context`` (..., Dv), ``weights`` (..., S), ``values`` (..., S, Dv)
     -> ``(grad_scores (..., S), grad_values (..., S, Dv))``, in the dtype of the inputs.

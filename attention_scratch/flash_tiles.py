@@ -134,6 +134,9 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
     ``l``: that happens once, after the last tile. A row that has seen only
     masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+    Masked means absent: NaN in a key or value a row may not see never reaches
+    that row (mind ``0 · NaN = NaN`` in ``P v``), while NaN in what a row may see
+    reaches it (never hide it with ``nan_to_num``).
     Return new arrays: the caller's ``m``, ``l`` and ``acc`` stay as they were.
 
     Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
@@ -151,7 +154,12 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     alpha = np.exp(m - shift)  # (..., bq): rescales the old state, 0 when m was -inf
     p = np.exp(scores - shift[..., None])  # (..., bq, bk): unnormalised weights
     l_new = alpha * l + p.sum(axis=-1)  # (..., bq)
-    acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)
+    pv = p @ v_blk  # (..., bq, Ev)
+    if keep is not None and np.isnan(v_blk).any():  # a masked p = 0 times a NaN value is NaN:
+        bad = np.isnan(v_blk).astype(pv.dtype)  # (..., bk, Ev)
+        seen = keep.astype(pv.dtype) @ bad  # (..., bq, Ev): how many NaN values each row may see
+        pv = np.where(seen > 0, np.nan, p @ np.where(np.isnan(v_blk), 0.0, v_blk))  # (..., bq, Ev)
+    acc_new = alpha[..., None] * acc + pv  # (..., bq, Ev)
     return m_new, l_new, acc_new
     # END SOLUTION
 
@@ -164,15 +172,15 @@ def finalize_rows(m, l, acc):
     """Turn a query block's final state into its output and natural log-sum-exp.
 
     ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
-    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
-    division-by-zero warning.
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN. A row whose
+    state is NaN (it saw NaN) gives NaN output and log-sum-exp, not ``+inf``.
 
     Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
     ``out`` (..., bq, Ev) and ``lse`` (..., bq). Dtype: the inputs share one
     dtype and the results keep it (float32 in, float32 out).
     """
     # BEGIN SOLUTION
-    has_key = l > 0  # (..., bq)
+    has_key = l != 0  # (..., bq): True on NaN rows too, whose NaN must show
     safe_l = np.where(has_key, l, 1.0)  # (..., bq)
     out = acc / safe_l[..., None]  # (..., bq, Ev): acc is 0 on empty rows
     lse = np.where(has_key, m + np.log(safe_l), np.inf)  # (..., bq)
@@ -209,7 +217,9 @@ def recompute_probs(scores, lse, keep=None):
     row, so the weights of a tile need not sum to 1. Entries where ``keep`` is
     False get weight 0, whatever their score (a NaN or infinite score there must
     not reach the result). Rows with ``lse = +inf`` (nothing to attend to) get
-    weight 0 everywhere; no NaN.
+    weight 0 everywhere; no NaN. A NaN score where ``keep`` is True gives NaN
+    there: never hide it. Compute ``exp(scores - lse)`` in one piece: scores and
+    log-sum-exps near 800 are ordinary, and ``exp(800)`` overflows.
 
     Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
     broadcastable to (..., bq, bk); returns (..., bq, bk). Dtype: ``scores`` and
@@ -231,13 +241,18 @@ def dscores(p, dp, d):
 
     ``p`` and ``dp`` may be one tile of the rows; ``d`` holds each row's ``D``
     over the *whole* row (from :func:`d_term`), so it is not recomputed here.
+    Masked means absent: where ``p`` is 0 the gradient is exactly 0, even when
+    ``dp`` holds NaN there (the NaN value of a key the row may not see); NaN
+    in ``p``, or in ``dp`` or ``d`` where ``p > 0``, reaches the result (never
+    hide it).
 
     Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
     Dtype: the inputs share one dtype and the result keeps it (float32 in,
     float32 out).
     """
     # BEGIN SOLUTION
-    return p * (dp - d[..., None])  # (..., bq, bk)
+    # HINT: 0 * NaN is NaN: choose the 0 with np.where rather than multiply by it
+    return np.where(p == 0, 0.0, p * (dp - d[..., None])).astype(p.dtype)  # (..., bq, bk)
     # END SOLUTION
 
 

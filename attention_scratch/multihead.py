@@ -21,8 +21,8 @@ from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_bac
 def split_heads(x, num_heads):
     """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
 
-    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none);
-    returns (..., H, L, D) with the dtype of ``x``.
+    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none),
+    ``L`` possibly 0; returns (..., H, L, D) with the dtype of ``x``.
     """
     # BEGIN SOLUTION
     *lead, L, width = x.shape
@@ -38,8 +38,8 @@ def split_heads(x, num_heads):
 def merge_heads(x):
     """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
 
-    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none);
-    returns (..., L, H·D) with the dtype of ``x``.
+    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none),
+    ``L`` possibly 0; returns (..., L, H·D) with the dtype of ``x``.
     """
     # BEGIN SOLUTION
     x = np.swapaxes(x, -2, -3)  # (..., L, H, D)

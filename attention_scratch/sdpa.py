@@ -49,11 +49,12 @@ def scaled_scores(query, key, scale):
 def dropout_weights(weights, p, rng):
     """Drop each weight with probability ``p`` and scale the survivors by ``1 / (1 - p)``.
 
-    Draw exactly one ``rng.random(weights.shape)`` and keep the entries where it
-    is ``>= p``, so that a generator in the same state reproduces the same mask
-    (the backward pass relies on it). Scaling by ``1/(1-p)`` keeps the expected
-    weights unchanged. Return ``(dropped, keep)``; with ``p == 1`` every weight is 0
-    (not NaN). ``weights`` itself is left unchanged.
+    Draw exactly one ``rng.random(weights.shape)``, whatever ``p`` (0 and 1
+    too), and keep the entries where it is ``>= p``, so that a generator in the
+    same state reproduces the same mask (the backward pass relies on it).
+    Scaling by ``1/(1-p)`` keeps the expected weights unchanged. Return
+    ``(dropped, keep)``; with ``p == 1`` every weight is 0 (not NaN). ``weights``
+    itself is left unchanged.
 
     Shapes: ``weights`` any shape; ``dropped`` (the dtype of ``weights``) and
     ``keep`` (bool, True where a weight survives) the same shape.

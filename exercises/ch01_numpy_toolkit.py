@@ -20,9 +20,12 @@ def stable_softmax(x, axis=-1):
     Subtract the maximum along ``axis`` before exponentiating: softmax is
     unchanged by adding a constant to a row, and afterwards every exponent is
     at most 0, so nothing overflows. Entries equal to ``-inf`` get weight 0.
-    You may assume every row holds at least one finite entry.
+    You may assume every row holds at least one finite entry. NaN in a row
+    makes that row NaN, and ``+inf`` gives NaN at least where it stands: never
+    hide them. Other rows are unaffected.
 
-    Shapes: ``x`` any shape; the result has the shape and dtype of ``x``.
+    Shapes: ``x`` any shape; the result has the shape and dtype of ``x``
+    (float16, float32 or float64).
     """
     raise NotImplementedError("Exercise 1.1: a numerically stable softmax")
 
@@ -33,7 +36,10 @@ def masked_softmax(x, mask, axis=-1):
 
     Masked-out entries (``mask == False``) and entries equal to ``-inf`` get
     weight exactly 0, and whatever they hold, even NaN, must not change the
-    result. A row with no entry left is all zeros, not NaN.
+    result. A row with no entry left is all zeros, not NaN. But NaN in an entry
+    the row keeps makes the row's kept entries NaN, and a kept ``+inf`` gives NaN
+    at least where it stands: never hide them (no ``np.nan_to_num``, ``nanmax``
+    or ``nansum``).
 
     Shapes: ``x`` any shape; ``mask`` boolean, broadcastable to ``x.shape``;
     the result has the shape and dtype of ``x``.
@@ -48,9 +54,10 @@ def stable_logsumexp(x, axis=-1):
 
     Use ``m + log(sum(exp(x - m)))`` with ``m`` the row maximum. A row of only
     ``-inf`` gives ``-inf`` (the log of an empty sum); a row holding ``+inf``
-    gives ``+inf``.
+    gives ``+inf``; a row holding NaN gives NaN.
 
-    Shapes: ``x`` (..., n) -> (...,), the axis removed, dtype kept.
+    Shapes: ``x`` (..., n) -> (...,), the axis removed, dtype kept: a 1-D ``x``
+    gives a 0-d array (or NumPy scalar) of ``x``'s dtype, not a Python float.
     """
     raise NotImplementedError("Exercise 1.3: log-sum-exp without overflow")
 
@@ -61,7 +68,7 @@ def softmax_vjp(grad_out, probs, axis=-1):
 
     The Jacobian is ``diag(p) - p pᵀ``, so the vector-Jacobian product is
     ``p * (g - sum(g * p))``, the sum taken along ``axis``. Never build the
-    Jacobian itself.
+    Jacobian itself. A fully masked row (every probability 0) gets gradient 0.
 
     Shapes: ``grad_out`` and ``probs`` the same shape and dtype; the result has
     that shape and dtype.

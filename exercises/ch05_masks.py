@@ -35,7 +35,8 @@ def lengths_keep(lengths, S):
     A batch of sequences of different lengths is padded to a common length
     ``S``; keys past a sequence's length are padding and must receive no weight.
 
-    Shapes: ``lengths`` (B,) integers (any integer dtype); returns a boolean
+    Shapes: ``lengths`` (B,) integers (any integer dtype, unsigned too, and
+    ``S`` may exceed what that dtype holds; ``B`` may be 0); returns a boolean
     array (B, S), True on real tokens.
     """
     raise NotImplementedError("Exercise 5.2: a padding mask from sequence lengths")

@@ -18,8 +18,8 @@ from attention_scratch._checks import array_module
 def split_heads(x, num_heads):
     """``(B, L, H·D) -> (B, H, L, D)``: head ``h`` owns features ``h·D .. h·D + D - 1``.
 
-    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none);
-    returns (..., H, L, D) with the dtype of ``x``.
+    Shapes: ``x`` (..., L, H·D) with any number of leading axes (also none),
+    ``L`` possibly 0; returns (..., H, L, D) with the dtype of ``x``.
     """
     raise NotImplementedError("Exercise 6.1: splitting the model dimension into heads")
 
@@ -28,8 +28,8 @@ def split_heads(x, num_heads):
 def merge_heads(x):
     """``(B, H, L, D) -> (B, L, H·D)``, the inverse of :func:`split_heads`.
 
-    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none);
-    returns (..., L, H·D) with the dtype of ``x``.
+    Shapes: ``x`` (..., H, L, D) with any number of leading axes (also none),
+    ``L`` possibly 0; returns (..., L, H·D) with the dtype of ``x``.
     """
     raise NotImplementedError("Exercise 6.2: merging the heads back")
 

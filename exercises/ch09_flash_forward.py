@@ -24,6 +24,9 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
     ``l``: that happens once, after the last tile. A row that has seen only
     masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+    Masked means absent: NaN in a key or value a row may not see never reaches
+    that row (mind ``0 · NaN = NaN`` in ``P v``), while NaN in what a row may see
+    reaches it (never hide it with ``nan_to_num``).
     Return new arrays: the caller's ``m``, ``l`` and ``acc`` stay as they were.
 
     Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
@@ -40,8 +43,8 @@ def finalize_rows(m, l, acc):
     """Turn a query block's final state into its output and natural log-sum-exp.
 
     ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
-    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
-    division-by-zero warning.
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN. A row whose
+    state is NaN (it saw NaN) gives NaN output and log-sum-exp, not ``+inf``.
 
     Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
     ``out`` (..., bq, Ev) and ``lse`` (..., bq). Dtype: the inputs share one

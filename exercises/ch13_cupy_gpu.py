@@ -44,7 +44,9 @@ def chunk_update(m, l, o, s, v):
     where masked. With ``mx = max(m, max_j s_j)``: rows where ``mx`` is still
     ``-inf`` keep their state unchanged; otherwise ``alpha = 2^(m - mx)``,
     ``l ← alpha·l + Σ_j 2^(s_j - mx)`` and ``o ← alpha·o + Σ_j 2^(s_j - mx) v_j``,
-    and ``m ← mx``. No NaN, no warnings.
+    and ``m ← mx``. No NaN, no warnings. But a NaN score makes its row's state
+    NaN: never hide it (``NaN > -inf`` is False, so a test of that kind keeps the
+    old state; test ``mx == -inf`` for the rows that have seen nothing).
 
     The state keeps the dtype of its inputs (float32 stays float32), and the
     arrays passed in are not changed: return new ones.

@@ -33,7 +33,8 @@ def lengths_keep(lengths, S):
     A batch of sequences of different lengths is padded to a common length
     ``S``; keys past a sequence's length are padding and must receive no weight.
 
-    Shapes: ``lengths`` (B,) integers (any integer dtype); returns a boolean
+    Shapes: ``lengths`` (B,) integers (any integer dtype, unsigned too, and
+    ``S`` may exceed what that dtype holds; ``B`` may be 0); returns a boolean
     array (B, S), True on real tokens.
     """
     return np.arange(S)[None, :] < np.asarray(lengths)[:, None]  # (B, S)

@@ -17,13 +17,15 @@ def online_update(m, s, x):
     Return the pair after also seeing ``x``: the new maximum
     ``m' = max(m, max(x))`` and ``s' = s·exp(m - m') + sum(exp(x - m'))``.
     Scores equal to ``-inf`` contribute nothing; while every score seen is
-    ``-inf`` the pair stays ``(-inf, 0)`` and nothing may become NaN.
+    ``-inf`` the pair stays ``(-inf, 0)`` and nothing may become NaN. An empty
+    block (``n = 0``) leaves the pair as it is. A NaN score makes its row's sum
+    ``s'`` NaN: never hide it (no ``nanmax``, ``nansum`` or ``nan_to_num``).
 
     Return new arrays: ``m`` and ``s`` stay as they were.
 
     Shapes: ``m`` and ``s`` (...), ``x`` (..., n) with the block on the last
-    axis; returns two arrays of shape (...). Dtype: the inputs share one
-    dtype and the results keep it (float32 in, float32 out).
+    axis, ``n`` possibly 0; returns two arrays of shape (...). Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))  # (...)
     # HINT: when m' is -inf, exp(m - m') is exp(-inf + inf) = NaN; shift by 0 instead
@@ -38,11 +40,12 @@ def merge_stats(m_a, s_a, m_b, s_b):
 
     With ``m = max(m_a, m_b)``: ``s = s_a·exp(m_a - m) + s_b·exp(m_b - m)``. A
     piece that saw nothing, ``(-inf, 0)``, is the identity of the merge. No NaN,
-    even when both pieces are empty.
+    even when both pieces are empty; but a NaN in either pair makes the merged
+    sum NaN (never hide it).
 
-    Shapes: all four arguments broadcast together; returns ``(m, s)`` of the
-    broadcast shape. Dtype: the inputs share one dtype and the results keep it
-    (float32 in, float32 out).
+    Shapes: all four arguments broadcast together (either pair may be the
+    smaller one); returns ``(m, s)`` of the broadcast shape. Dtype: the inputs
+    share one dtype and the results keep it (float32 in, float32 out).
     """
     m = np.maximum(m_a, m_b)  # (...)
     shift = np.where(np.isneginf(m), 0.0, m)  # (...): finite
@@ -60,6 +63,9 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     nothing to attend to in a part has output 0 and log-sum-exp ``+inf`` there
     (the flash kernels' convention) and must get weight 0; a row empty in both
     parts gives output 0 and log-sum-exp ``+inf``. Compute without overflow.
+    NaN in a part that is not empty (its output or its log-sum-exp) makes the
+    row's output NaN, and a NaN log-sum-exp makes the merged one NaN: never
+    hide it.
 
     Shapes: ``out_a``, ``out_b`` (..., Ev); ``lse_a``, ``lse_b`` (...);
     returns ``(out, lse)`` of the same shapes. Dtype: the inputs share one
@@ -72,8 +78,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     m = np.maximum(la, lb)  # (...)
     shift = np.where(np.isneginf(m), 0.0, m)  # (...): finite
     w_a, w_b = np.exp(la - shift), np.exp(lb - shift)  # (...): masses relative to exp(shift)
-    total = w_a + w_b  # (...): 0 only when both parts are empty
-    safe = np.where(total > 0, total, 1.0)  # (...)
+    total = w_a + w_b  # (...): 0 only when both parts are empty; NaN stays NaN
+    safe = np.where(total == 0, 1.0, total)  # (...)
     out = (w_a[..., None] * out_a + w_b[..., None] * out_b) / safe[..., None]  # (..., Ev)
-    lse = np.where(total > 0, shift + np.log(safe), np.inf)  # (...)
+    lse = np.where(total == 0, np.inf, shift + np.log(safe))  # (...)
     return out, lse

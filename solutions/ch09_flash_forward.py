@@ -19,6 +19,9 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ``exp(m_old - m_new)`` and add this tile's contribution. Do not divide by
     ``l``: that happens once, after the last tile. A row that has seen only
     masked scores keeps ``m = -inf``, ``l = 0``, ``acc = 0`` and must not give NaN.
+    Masked means absent: NaN in a key or value a row may not see never reaches
+    that row (mind ``0 · NaN = NaN`` in ``P v``), while NaN in what a row may see
+    reaches it (never hide it with ``nan_to_num``).
     Return new arrays: the caller's ``m``, ``l`` and ``acc`` stay as they were.
 
     Shapes: ``q_blk`` (..., bq, E), ``k_blk`` (..., bk, E), ``v_blk`` (..., bk, Ev),
@@ -35,7 +38,12 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     alpha = np.exp(m - shift)  # (..., bq): rescales the old state, 0 when m was -inf
     p = np.exp(scores - shift[..., None])  # (..., bq, bk): unnormalised weights
     l_new = alpha * l + p.sum(axis=-1)  # (..., bq)
-    acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)
+    pv = p @ v_blk  # (..., bq, Ev)
+    if keep is not None and np.isnan(v_blk).any():  # a masked p = 0 times a NaN value is NaN:
+        bad = np.isnan(v_blk).astype(pv.dtype)  # (..., bk, Ev)
+        seen = keep.astype(pv.dtype) @ bad  # (..., bq, Ev): how many NaN values each row may see
+        pv = np.where(seen > 0, np.nan, p @ np.where(np.isnan(v_blk), 0.0, v_blk))  # (..., bq, Ev)
+    acc_new = alpha[..., None] * acc + pv  # (..., bq, Ev)
     return m_new, l_new, acc_new
 
 
@@ -44,14 +52,14 @@ def finalize_rows(m, l, acc):
     """Turn a query block's final state into its output and natural log-sum-exp.
 
     ``out = acc / l`` and ``lse = m + log(l)``. A row that attended to nothing
-    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN and no
-    division-by-zero warning.
+    (``l == 0``) gets output 0 and log-sum-exp ``+inf``, with no NaN. A row whose
+    state is NaN (it saw NaN) gives NaN output and log-sum-exp, not ``+inf``.
 
     Shapes: ``m``, ``l`` (..., bq); ``acc`` (..., bq, Ev); returns
     ``out`` (..., bq, Ev) and ``lse`` (..., bq). Dtype: the inputs share one
     dtype and the results keep it (float32 in, float32 out).
     """
-    has_key = l > 0  # (..., bq)
+    has_key = l != 0  # (..., bq): True on NaN rows too, whose NaN must show
     safe_l = np.where(has_key, l, 1.0)  # (..., bq)
     out = acc / safe_l[..., None]  # (..., bq, Ev): acc is 0 on empty rows
     lse = np.where(has_key, m + np.log(safe_l), np.inf)  # (..., bq)

@@ -29,7 +29,9 @@ def recompute_probs(scores, lse, keep=None):
     row, so the weights of a tile need not sum to 1. Entries where ``keep`` is
     False get weight 0, whatever their score (a NaN or infinite score there must
     not reach the result). Rows with ``lse = +inf`` (nothing to attend to) get
-    weight 0 everywhere; no NaN.
+    weight 0 everywhere; no NaN. A NaN score where ``keep`` is True gives NaN
+    there: never hide it. Compute ``exp(scores - lse)`` in one piece: scores and
+    log-sum-exps near 800 are ordinary, and ``exp(800)`` overflows.
 
     Shapes: ``scores`` (..., bq, bk), ``lse`` (..., bq), ``keep`` None or
     broadcastable to (..., bq, bk); returns (..., bq, bk). Dtype: ``scores`` and
@@ -46,9 +48,14 @@ def dscores(p, dp, d):
 
     ``p`` and ``dp`` may be one tile of the rows; ``d`` holds each row's ``D``
     over the *whole* row (from :func:`d_term`), so it is not recomputed here.
+    Masked means absent: where ``p`` is 0 the gradient is exactly 0, even when
+    ``dp`` holds NaN there (the NaN value of a key the row may not see); NaN
+    in ``p``, or in ``dp`` or ``d`` where ``p > 0``, reaches the result (never
+    hide it).
 
     Shapes: ``p`` and ``dp`` (..., bq, bk); ``d`` (..., bq); returns (..., bq, bk).
     Dtype: the inputs share one dtype and the result keeps it (float32 in,
     float32 out).
     """
-    return p * (dp - d[..., None])  # (..., bq, bk)
+    # HINT: 0 * NaN is NaN: choose the 0 with np.where rather than multiply by it
+    return np.where(p == 0, 0.0, p * (dp - d[..., None])).astype(p.dtype)  # (..., bq, bk)

@@ -17,8 +17,11 @@ def combine_splits(outs, lses):
     log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
     With ``lse = log Σ_p exp(lses[p])`` the result is
     ``Σ_p exp(lses[p] - lse)·outs[p]``. Subtract the maximum over chunks before
-    exponentiating; a row with no key in any chunk gives output 0 and lse ``+inf``.
-    The results keep the dtype of the inputs (float32 chunks give float32).
+    exponentiating (any chunk may hold a row's largest lse); a row with no key in
+    any chunk gives output 0 and lse ``+inf``. NaN in a chunk that is not empty
+    (its output or its lse) reaches the entries it feeds (a NaN lse, the whole
+    row and its lse): never hide it. The results keep the dtype of the inputs
+    (float32 chunks give float32).
 
     Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
@@ -29,6 +32,6 @@ def combine_splits(outs, lses):
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
     weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
     total = weights.sum(axis=0)  # (...)
-    safe = np.where(total > 0, total, 1.0)  # (...)
+    safe = np.where(total == 0, 1.0, total)  # (...): NaN stays NaN
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)
-    return out, np.where(total > 0, shift + np.log(safe), np.inf)
+    return out, np.where(total == 0, np.inf, shift + np.log(safe))

@@ -14,8 +14,10 @@ def elu_feature_map(x):
 
     The feature map of Katharopoulos et al. (2020). It is positive, so every
     attention weight ``φ(q)·φ(k)`` is positive and the normaliser never vanishes.
-    Do not evaluate ``exp`` of large positive numbers (no overflow warning for
-    ``x = 1000``), and return a new array: ``x`` stays as it was.
+    ``np.where`` computes both of its branches everywhere, so ``exp(x)`` would
+    overflow for ``x = 1000`` even where ``x + 1`` is chosen: give ``exp`` only
+    numbers ``<= 0``, so that no overflow warning reaches the caller (that
+    warning is what the tests can see). Return a new array: ``x`` stays as it was.
 
     Shapes: any shape in, the same shape and dtype out (float32 stays float32).
     """

@@ -39,6 +39,18 @@ def stable_softmax(x, axis=-1):
     x /= x.sum(axis=axis, keepdims=True)
     return x
 '''),
+    ('1.1', 'computes float16 input in float32 and returns float32', 'dtype float32, expected float16', '''
+def stable_softmax(x, axis=-1):
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+'''),
+    ('1.1', 'hides a NaN score with np.nan_to_num', 'so it must come out NaN', '''
+def stable_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return np.nan_to_num(e / e.sum(axis=axis, keepdims=True))
+'''),
     ('1.2', 'masked softmax that adds -1e9', 'fully masked row', '''
 def masked_softmax(x, mask, axis=-1):
     z = np.where(mask, x, -1e9)
@@ -80,6 +92,32 @@ def masked_softmax(x, mask, axis=-1):
     s = e.sum(axis=axis, keepdims=True)
     return e / np.where(s > 0, s, 1)
 '''),
+    ('1.2', 'turns a NaN in a kept entry into weight 0 with np.nan_to_num', 'so it must come out NaN', '''
+def masked_softmax(x, mask, axis=-1):
+    h = np.where(mask, x, -np.inf).astype(x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.exp(h - h.max(axis=axis, keepdims=True))
+        out = e / e.sum(axis=axis, keepdims=True)
+    return np.nan_to_num(out, nan=0.0)
+'''),
+    ('1.2', 'skips NaN in kept entries with nanmax and nansum', 'so it must come out NaN', '''
+def masked_softmax(x, mask, axis=-1):
+    h = np.where(mask, x, -np.inf).astype(x.dtype)
+    m = np.nanmax(np.where(np.isnan(h), -np.inf, h), axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    e = np.exp(h - m)
+    t = np.nansum(e, axis=axis, keepdims=True)
+    return np.nan_to_num(e / np.where(t > 0, t, 1))
+'''),
+    ('1.2', 'guards the empty row with total > 0, which a NaN total also fails', 'so it must come out NaN', '''
+def masked_softmax(x, mask, axis=-1):
+    hidden = np.where(mask, x, -np.inf).astype(x.dtype)
+    row_max = hidden.max(axis=axis, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0)
+    exps = np.exp(hidden - row_max)
+    total = exps.sum(axis=axis, keepdims=True)
+    return exps / np.where(total > 0, total, 1)
+'''),
     ('1.3', 'logsumexp that overflows', 'exp(1000) overflowed', '''
 def stable_logsumexp(x, axis=-1):
     return np.log(np.exp(x).sum(axis=axis))
@@ -113,6 +151,14 @@ def stable_logsumexp(x, axis=-1):
     total = np.sum(np.exp(x - m), axis=axis, keepdims=True, dtype=np.float64)
     return (m + np.log(total)).squeeze(axis)
 '''),
+    ('1.3', 'a 1-D input gives a Python float, losing float32', 'returned a Python float', '''
+def stable_logsumexp(x, axis=-1):
+    m = x.max(axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        r = (np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis)
+    return float(r) if r.ndim == 0 else r
+'''),
     ('1.4', 'VJP with the row sum over the wrong axis', 'entries differ', '''
 def softmax_vjp(grad_out, probs, axis=-1):
     return probs * (grad_out - (grad_out * probs).sum(axis=0, keepdims=True))
@@ -134,6 +180,11 @@ def softmax_vjp(grad_out, probs, axis=-1):
     grad_out -= (grad_out * probs).sum(axis=axis, keepdims=True)
     grad_out *= probs
     return grad_out
+'''),
+    ('1.4', 'divides the dot by sum(p): NaN on a fully masked row', 'do not divide by sum(p)', '''
+def softmax_vjp(grad_out, probs, axis=-1):
+    dot = (grad_out * probs).sum(axis=axis, keepdims=True) / probs.sum(axis=axis, keepdims=True)
+    return probs * (grad_out - dot)
 '''),
     ('1.5', 'one-sided differences', 'O(eps²)', '''
 def numerical_gradient(f, x, eps=1e-6):
@@ -215,6 +266,21 @@ def numerical_gradient(f, x, eps=1e-6):
         grad[i] = (up - down) / (2 * eps)
     return grad
 '''),
+    ('1.5', 'the wrong default eps (1e-4)', 'the default eps is 1e-6', '''
+def numerical_gradient(f, x, eps=1e-4):
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    fx, fg = x.reshape(-1), grad.reshape(-1)
+    for i in range(fx.size):
+        o = fx[i]
+        fx[i] = o + eps
+        a = float(f(x))
+        fx[i] = o - eps
+        b = float(f(x))
+        fx[i] = o
+        fg[i] = (a - b) / (2 * eps)
+    return grad
+'''),
 ]
 
 VALID = [
@@ -252,10 +318,10 @@ def masked_softmax(x, mask, axis=-1):
 def masked_softmax(x, mask, axis=-1):
     keep = np.broadcast_to(mask, x.shape)
     m = np.max(x, axis=axis, keepdims=True, initial=-np.inf, where=keep)
-    m = np.where(np.isfinite(m), m, 0)
+    m = np.where(np.isneginf(m), 0, m)
     e = np.exp(x - m, out=np.zeros_like(x), where=keep)
     s = e.sum(axis=axis, keepdims=True)
-    return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
+    return np.divide(e, s, out=np.zeros_like(e), where=s != 0)
 '''),
     ('1.3', "NumPy's logaddexp, reduced along the axis", '''
 def stable_logsumexp(x, axis=-1):

@@ -51,6 +51,23 @@ def attention_pooling_backward(grad_context, weights, values):
     dot = (grad_weights * weights).sum(axis=-1, keepdims=True)
     return weights * (grad_weights - dot), grad_values
 '''),
+    ('2.2', 'divides the dot by the sum of the weights: NaN on a fully masked row',
+     'do not divide by the sum of the weights', '''
+def attention_pooling_backward(grad_context, weights, values):
+    gv = weights[..., :, None] * grad_context[..., None, :]
+    gw = np.einsum("...sv,...v->...s", values, grad_context)
+    dot = (gw * weights).sum(-1, keepdims=True) / weights.sum(-1, keepdims=True)
+    return weights * (gw - dot), gv
+'''),
+    ('2.2', 'zeroes the gradient of every small weight, not only of the masked ones', 'tiny weight 1e-4', '''
+def attention_pooling_backward(grad_context, weights, values):
+    gv = weights[..., :, None] * grad_context[..., None, :]
+    gw = (values * grad_context[..., None, :]).sum(-1)
+    dot = (gw * weights).sum(-1, keepdims=True)
+    gs = weights * gw - weights * dot
+    gs[weights < 1e-3] = 0
+    return gs, gv
+'''),
     ('2.2', 'the two gradients returned in the wrong order', 'wrong shape', '''
 def attention_pooling_backward(grad_context, weights, values):
     grad_values = weights[..., :, None] * grad_context[..., None, :]
@@ -85,7 +102,8 @@ def gru_step(x_proj, h, W_h, b_h):
     n = np.tanh(x_proj[:, 2 * H:] + r * (h @ W_h[:, 2 * H:]) + b_h[2 * H:])
     return (1 - z) * n + z * h, r, z, n, hh[:, 2 * H:]
 '''),
-    ('2.3', 'the reset gate applied to h before the product (the 2014 paper, not this layout)', 'before the reset gate multiplies it', '''
+    ('2.3', 'the reset gate applied to h before the product (the 2014 paper, not this layout)',
+     'before the reset gate multiplies it', '''
 def gru_step(x_proj, h, W_h, b_h):
     H = h.shape[-1]
     hh = h @ W_h + b_h

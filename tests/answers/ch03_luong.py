@@ -27,6 +27,10 @@ def general_score(query, keys, W_a):
             out[b, s] = query[b] @ W_a @ keys[b, s]
     return out
 '''),
+    ('3.1', 'a batched matrix-vector product squeezed with squeeze()', 'never squeeze()', '''
+def general_score(query, keys, W_a):
+    return (keys @ (query @ W_a)[:, :, None]).squeeze()
+'''),
     ('3.2', 'concat score with the key first', 'query first', '''
 def concat_score(query, keys, W_a, v_a):
     B, S, _ = keys.shape

@@ -92,6 +92,23 @@ def dropout_weights(weights, p, rng):
         weights /= 1 - p
     return weights, keep
 '''),
+    ('4.2', 'returns early without drawing when p = 0',
+     'must draw exactly one rng.random(weights.shape), even when', '''
+def dropout_weights(weights, p, rng):
+    if p == 0:
+        return weights.copy(), np.ones(weights.shape, dtype=bool)
+    keep = rng.random(weights.shape) >= p
+    factor = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    return np.where(keep, weights * factor, 0.0).astype(weights.dtype), keep
+'''),
+    ('4.2', 'returns early without drawing when p = 1',
+     'must draw exactly one rng.random(weights.shape), even when', '''
+def dropout_weights(weights, p, rng):
+    if p >= 1:
+        return np.zeros_like(weights), np.zeros(weights.shape, dtype=bool)
+    keep = rng.random(weights.shape) >= p
+    return np.where(keep, weights / (1.0 - p), 0.0).astype(weights.dtype), keep
+'''),
     ('4.3', 'dS without the row-sum term', 'rowsum', '''
 def scores_gradient(grad_out, value, probs):
     return probs * (grad_out @ np.swapaxes(value, -1, -2))

@@ -58,6 +58,18 @@ def lengths_keep(lengths, S):
         keep[b, :n] = 1
     return keep
 '''),
+    ('5.2', 'subtracts the positions from unsigned lengths, which wraps around', 'wraps around below 0', '''
+def lengths_keep(lengths, S):
+    return (lengths[:, None] - np.arange(S, dtype=lengths.dtype)[None, :]) > 0
+'''),
+    ('5.2', 'key positions in the dtype of the lengths, which overflows int8', 'do not fit in int8', '''
+def lengths_keep(lengths, S):
+    return np.arange(S, dtype=lengths.dtype)[None, :] < lengths[:, None]
+'''),
+    ('5.2', 'stacks one row per sequence, which fails on an empty batch', 'np.stack of no rows fails', '''
+def lengths_keep(lengths, S):
+    return np.stack([np.arange(S) < n for n in lengths])
+'''),
     ('5.3', 'window one key too wide', '(0, 2): True vs False', '''
 def window_keep(L, S, left, right=0, align="bottom_right"):
     offset = 0 if align == "top_left" else S - L

@@ -38,6 +38,11 @@ def split_heads(x, num_heads):
     x = np.array(x, dtype=float).reshape(tuple(lead) + (L, num_heads, width // num_heads))
     return np.swapaxes(x, -2, -3)
 '''),
+    ('6.1', 'reshape with -1 for the head width, which fails when L = 0', 'cannot tell', '''
+def split_heads(x, num_heads):
+    *lead, L, W = x.shape
+    return np.swapaxes(x.reshape(*lead, L, num_heads, -1), -2, -3)
+'''),
     ('6.2', 'a reshape without the transpose', 'move the head axis after L', '''
 def merge_heads(x):
     *lead, H, L, D = x.shape
@@ -61,6 +66,11 @@ def merge_heads(x):
 def merge_heads(x):
     x = np.swapaxes(x, -2, -3).astype(np.float64)
     return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))
+'''),
+    ('6.2', 'reshape with -1 for the model width, which fails when L = 0', 'cannot infer -1', '''
+def merge_heads(x):
+    *lead, H, L, D = x.shape
+    return np.swapaxes(x, -2, -3).reshape(*lead, L, -1)
 '''),
     ('6.3', 'key heads tiled instead of repeated', 'must read key head', '''
 def repeat_kv(x, num_q_heads):
@@ -90,7 +100,8 @@ def fold_kv_grad(grad, num_kv_heads):
     *lead, hq, S, D = grad.shape
     return grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D)).mean(axis=-3)
 '''),
-    ('6.4', 'groups taken in the tiled order (heads h, h + Hkv, ...)', 'key head 0 gets the sum of query heads 0, 1, 2', '''
+    ('6.4', 'groups taken in the tiled order (heads h, h + Hkv, ...)',
+     'key head 0 gets the sum of query heads 0, 1, 2', '''
 def fold_kv_grad(grad, num_kv_heads):
     *lead, hq, S, D = grad.shape
     return grad.reshape(tuple(lead) + (hq // num_kv_heads, num_kv_heads, S, D)).sum(axis=-4)
@@ -190,6 +201,17 @@ def append_to_buffer(buffer, length, new):
     buffer[..., length:length + n, :] = new
     return buffer
 '''),
+    ('6.5', 'allocates the grown buffer in the dtype of `new`', 'allocate with dtype=buffer.dtype', '''
+def append_to_buffer(buffer, length, new):
+    n = new.shape[-2]
+    cap = buffer.shape[-2]
+    if length + n > cap:
+        g = np.zeros(buffer.shape[:-2] + (max(2 * cap, length + n), buffer.shape[-1]), dtype=new.dtype)
+        g[..., :length, :] = buffer[..., :length, :]
+        buffer = g
+    buffer[..., length:length + n, :] = new
+    return buffer, length + n
+'''),
 ]
 
 VALID = [
@@ -198,18 +220,18 @@ def split_heads(x, num_heads):
     D = x.shape[-1] // num_heads
     return np.stack([x[..., h * D:(h + 1) * D] for h in range(num_heads)], axis=-3)
 '''),
-    ('6.1', 'reshape with -1, then moveaxis', '''
+    ('6.1', 'reshape to the head width, then moveaxis', '''
 def split_heads(x, num_heads):
-    return np.moveaxis(x.reshape(x.shape[:-1] + (num_heads, -1)), -2, -3)
+    return np.moveaxis(x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads)), -2, -3)
 '''),
     ('6.2', 'the heads concatenated along the feature axis', '''
 def merge_heads(x):
     return np.concatenate([x[..., h, :, :] for h in range(x.shape[-3])], axis=-1)
 '''),
-    ('6.2', 'einsum to move the head axis, then a reshape with -1', '''
+    ('6.2', 'einsum to move the head axis, then a reshape to H·D', '''
 def merge_heads(x):
     moved = np.einsum("...hld->...lhd", x)
-    return moved.reshape(moved.shape[:-2] + (-1,))
+    return moved.reshape(moved.shape[:-2] + (moved.shape[-2] * moved.shape[-1],))
 '''),
     ('6.3', 'fancy indexing with h // G', '''
 def repeat_kv(x, num_q_heads):

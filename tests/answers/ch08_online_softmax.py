@@ -38,13 +38,27 @@ def online_update(m, s, x):
     shift = np.where(np.isneginf(m_new), 0.0, m_new)
     return m_new, s * np.exp(m - shift) + np.exp(x - shift).sum(axis=-1)
 '''),
-    ('8.1', 'a float64 shift for float32 input', 'dtype float64, expected float32', '''
+    ('8.1', 'a float64 shift for float32 input (the dtype said first, no hint about the formula)',
+     '(the results must stay float32): dtype float64, expected float32', '''
 def online_update(m, s, x):
     m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))
     shift = np.where(np.isneginf(m_new), np.zeros(m_new.shape), m_new)
     return m_new, s * np.exp(m - shift) + np.exp(x - shift[..., None]).sum(axis=-1)
 '''),
     # 8.2 ---------------------------------------------------------------------------------------
+    ('8.1', 'skips NaN scores with nanmax and nansum', "its running sum s' must be NaN", '''
+def online_update(m, s, x):
+    xm = np.nanmax(np.where(np.isnan(x), -np.inf, x), axis=-1, initial=-np.inf)
+    m_new = np.maximum(m, xm)
+    shift = np.where(np.isneginf(m_new), 0.0, m_new)
+    return m_new, s * np.exp(m - shift) + np.nansum(np.exp(x - shift[..., None]), axis=-1)
+'''),
+    ('8.1', 'the block maximum without initial=, which fails on an empty block', 'initial=-np.inf', '''
+def online_update(m, s, x):
+    m_new = np.maximum(m, x.max(axis=-1))
+    shift = np.where(np.isneginf(m_new), 0.0, m_new)
+    return m_new, s * np.exp(m - shift) + np.exp(x - shift[..., None]).sum(axis=-1)
+'''),
     ('8.2', 'merge that rescales only one part', 'common maximum', '''
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
@@ -59,12 +73,6 @@ def merge_stats(m_a, s_a, m_b, s_b):
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
     return m, s_a * np.exp(m_a - m) + s_b * np.exp(m_b - m)
-'''),
-    ('8.2', 'merge in log space that takes log(0) of an empty part', 'divide by zero encountered in log', '''
-def merge_stats(m_a, s_a, m_b, s_b):
-    m = np.maximum(m_a, m_b)
-    total = np.logaddexp(m_a + np.log(s_a), m_b + np.log(s_b))
-    return m, np.where(np.isneginf(m), 0.0, np.exp(total - np.where(np.isneginf(m), 0.0, m)))
 '''),
     ('8.2', 'the first pair rescaled in place', 'changed its argument `s_a`', '''
 def merge_stats(m_a, s_a, m_b, s_b):
@@ -81,6 +89,22 @@ def merge_stats(m_a, s_a, m_b, s_b):
     return m, s_a * np.exp(m_a - shift) + s_b * np.exp(m_b - shift)
 '''),
     # 8.3 ---------------------------------------------------------------------------------------
+    ('8.2', 'a result allocated like s_a, which fails when the first pair is the smaller one',
+     'the first pair may be the smaller one', '''
+def merge_stats(m_a, s_a, m_b, s_b):
+    m = np.maximum(m_a, m_b)
+    shift = np.where(np.isneginf(m), 0.0, m)
+    s = np.empty_like(s_a)
+    s[...] = s_a * np.exp(m_a - shift) + s_b * np.exp(m_b - shift)
+    return m, s
+'''),
+    ('8.2', 'branches on m_a >= m_b and hides the NaN with nan_to_num', 'their merged s must be NaN', '''
+def merge_stats(m_a, s_a, m_b, s_b):
+    m = np.maximum(m_a, m_b)
+    with np.errstate(invalid="ignore"):
+        s = np.where(m_a >= m_b, s_a + s_b * np.exp(m_b - m_a), s_b + s_a * np.exp(m_a - m_b))
+    return m, np.nan_to_num(s)
+'''),
     ('8.3', 'attention merge that treats lse = +inf as a real mass', 'treat lse=+inf as zero mass', '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     lse = np.logaddexp(lse_a, lse_b)
@@ -174,6 +198,30 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = (w_a[..., None] * out_a + w_b[..., None] * out_b) / safe[..., None]
     return out, np.where(total > 0, shift + np.log(safe), np.full(total.shape, np.inf))
 '''),
+    ('8.3', 'hides a NaN output of a part with nan_to_num', 'the NaN must reach the merged out[0, 0]', '''
+def merge_attention(out_a, lse_a, out_b, lse_b):
+    la = np.where(np.isposinf(lse_a), -np.inf, lse_a)
+    lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)
+    m = np.maximum(la, lb)
+    shift = np.where(np.isneginf(m), 0.0, m)
+    wa, wb = np.exp(la - shift), np.exp(lb - shift)
+    tot = wa + wb
+    safe = np.where(tot == 0, 1.0, tot)
+    out = (wa[..., None] * out_a + wb[..., None] * out_b) / safe[..., None]
+    return np.nan_to_num(out), np.where(tot == 0, np.inf, shift + np.log(safe))
+'''),
+    ('8.3', 'guards the empty row with total > 0, so a NaN lse becomes +inf', 'test `total == 0`', '''
+def merge_attention(out_a, lse_a, out_b, lse_b):
+    la = np.where(np.isposinf(lse_a), -np.inf, lse_a)
+    lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)
+    m = np.maximum(la, lb)
+    shift = np.where(np.isneginf(m), 0.0, m)
+    w_a, w_b = np.exp(la - shift), np.exp(lb - shift)
+    total = w_a + w_b
+    safe = np.where(total > 0, total, 1.0)
+    out = (w_a[..., None] * out_a + w_b[..., None] * out_b) / safe[..., None]
+    return out, np.where(total > 0, shift + np.log(safe), np.inf)
+'''),
 ]
 
 VALID = [
@@ -197,6 +245,19 @@ def online_update(m, s, x):
     return m_new, s * old_scale + np.exp(x - ref).sum(axis=-1)
 '''),
     # 8.2 ---------------------------------------------------------------------------------------
+    ('8.1', 'the shift chosen by np.where, whose discarded branch warns (-inf - -inf)', '''
+def online_update(m, s, x):
+    m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))
+    alpha = np.where(np.isneginf(m_new), 1.0, np.exp(m - m_new))
+    p = np.where(np.isneginf(m_new)[..., None], 0.0, np.exp(x - m_new[..., None]))
+    return m_new, (s * alpha + p.sum(-1)).astype(s.dtype)
+'''),
+    ('8.2', 'log space with np.logaddexp, the warnings of log(0) left as they are', '''
+def merge_stats(m_a, s_a, m_b, s_b):
+    m = np.maximum(m_a, m_b)
+    total = np.logaddexp(m_a + np.log(s_a), m_b + np.log(s_b))
+    return m, np.where(np.isneginf(m), 0.0, np.exp(total - np.where(np.isneginf(m), 0.0, m)))
+'''),
     ('8.2', 'the larger pair kept, the smaller one rescaled', '''
 def merge_stats(m_a, s_a, m_b, s_b):
     a_larger = m_a >= m_b

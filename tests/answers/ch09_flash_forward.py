@@ -66,6 +66,20 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
         scores_line="scores = (q_blk @ k_blk.T) * scale  # (..., bq, bk)")),
     ('9.1', 'a float64 array of -inf for the mask', 'dtype float64, expected float32', _tile(
         mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))  # (..., bq, bk)")),
+    ('9.1', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num',
+     'NaN in what a row may see must reach it', '''
+def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
+    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)
+    m_new = np.maximum(m, scores.max(axis=-1))
+    with np.errstate(invalid="ignore"):
+        alpha = np.nan_to_num(np.exp(m - m_new))
+        p = np.nan_to_num(np.exp(scores - m_new[..., None]))
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v_blk
+'''),
+    ('9.1', 'P @ v with masked NaN values (0 · NaN = NaN reaches rows that may not see them)',
+     'masked means absent', _tile()),
     # 9.2 ---------------------------------------------------------------------------------------
     ('9.2', 'finalize without a guard for empty rows', 'an empty row (l = 0)', """
 def finalize_rows(m, l, acc):
@@ -86,12 +100,6 @@ def finalize_rows(m, l, acc):
     safe_l = np.where(l > 0, l, 1.0)
     return acc / safe_l[..., None], np.where(l > 0, m + np.log(safe_l), -np.inf)
 """),
-    ('9.2', 'np.where after the division (0/0 is computed anyway)', 'divided 0 by 0', """
-def finalize_rows(m, l, acc):
-    out = np.where(l[..., None] > 0, acc / l[..., None], 0.0)
-    safe_l = np.where(l > 0, l, 1.0)
-    return out, np.where(l > 0, m + np.log(safe_l), np.inf)
-"""),
     ('9.2', 'acc divided by l without [..., None]', 'l[..., None]', """
 def finalize_rows(m, l, acc):
     safe_l = np.where(l > 0, l, 1.0)
@@ -103,6 +111,13 @@ def finalize_rows(m, l, acc):
     acc /= safe_l[..., None]
     return acc, np.where(l > 0, m + np.log(safe_l), np.inf)
 """),
+    ('9.2', 'empty rows told by l > 0, which a NaN row fails too (its lse becomes +inf)',
+     'tell the empty row by l == 0', '''
+def finalize_rows(m, l, acc):
+    has_key = l > 0
+    safe_l = np.where(has_key, l, 1.0)
+    return acc / safe_l[..., None], np.where(has_key, m + np.log(safe_l), np.inf)
+'''),
     ('9.2', 'a float64 lse for float32 input', 'dtype float64, expected float32', """
 def finalize_rows(m, l, acc):
     safe_l = np.where(l > 0, l, 1.0)
@@ -173,7 +188,7 @@ def tile_kind(i0, i1, j0, j1, band):
 
 VALID = [
     # 9.1 ---------------------------------------------------------------------------------------
-    ('9.1', 'einsum for both products, np.fmax', """
+    ('9.1', 'einsum for both products, masked products dropped, np.fmax', """
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     scores = np.einsum("...qe,...ke->...qk", q_blk, k_blk) * scale  # (..., bq, bk)
     if keep is not None:
@@ -182,27 +197,34 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ref = np.where(m_new == -np.inf, 0, m_new)  # (..., bq)
     p = np.exp(scores - ref[..., None])  # (..., bq, bk)
     alpha = np.exp(m - ref)  # (..., bq)
-    return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + np.einsum("...qk,...kv->...qv", p, v_blk)
+    if keep is None:
+        pv = np.einsum("...qk,...kv->...qv", p, v_blk)  # (..., bq, Ev)
+    else:  # products with a masked key are dropped, so a NaN value there cannot reach the row
+        terms = np.einsum("...qk,...kv->...qkv", p, v_blk)  # (..., bq, bk, Ev)
+        pv = np.where(np.asarray(keep)[..., None], terms, 0.0).sum(axis=-2)  # (..., bq, Ev)
+    return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + pv
 """),
     ('9.1', 'one key at a time: the online softmax of chapter 8 over the tile', """
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)
+    seen = np.ones(scores.shape, dtype=bool) if keep is None else np.broadcast_to(keep, scores.shape)
     for j in range(scores.shape[-1]):
         s = scores[..., j]  # (..., bq)
         m_new = np.maximum(m, s)
         ref = np.where(np.isneginf(m_new), 0, m_new)
         alpha, p = np.exp(m - ref), np.exp(s - ref)  # (..., bq) each
         l = alpha * l + p
-        acc = alpha[..., None] * acc + p[..., None] * v_blk[..., j:j + 1, :]  # (..., bq, Ev)
+        term = np.where(seen[..., j, None], p[..., None] * v_blk[..., j:j + 1, :], 0.0)  # (..., bq, Ev)
+        acc = alpha[..., None] * acc + term
         m = m_new
     return m, l, acc
 """),
     # 9.2 ---------------------------------------------------------------------------------------
     ('9.2', 'np.divide and np.log with where= and out=', """
 def finalize_rows(m, l, acc):
-    has_key = l > 0  # (..., bq)
+    has_key = l != 0  # (..., bq): NaN rows too
     out = np.divide(acc, l[..., None], out=np.zeros_like(acc), where=has_key[..., None])  # (..., bq, Ev)
     log_l = np.log(l, out=np.zeros_like(l), where=has_key)  # (..., bq)
     lse = np.where(has_key, m + log_l, np.inf)
@@ -215,11 +237,17 @@ import math
 def finalize_rows(m, l, acc):
     out, lse = np.zeros_like(acc), np.full_like(l, np.inf)
     for idx in np.ndindex(l.shape):
-        if l[idx] > 0:
+        if l[idx] != 0:
             out[idx] = acc[idx] / l[idx]
             lse[idx] = m[idx] + math.log(l[idx])
     return out, lse
 """),
+    ('9.2', 'np.where after the division: 0/0 and log(0) computed, then thrown away', '''
+def finalize_rows(m, l, acc):
+    empty = l == 0
+    out = np.where(empty[..., None], 0.0, acc / l[..., None])
+    return out, np.where(empty, np.inf, m + np.log(l))
+'''),
     # 9.3 ---------------------------------------------------------------------------------------
     ('9.3', 'every offset of the tile compared with the band', """
 def tile_kind(i0, i1, j0, j1, band):

@@ -32,6 +32,10 @@ def d_term(grad_out, out):
     return (grad_out * out).sum(axis=-1, dtype=np.float64)
 '''),
     # 10.2 --------------------------------------------------------------------------------------
+    ('10.1', 'keepdims, then np.squeeze, which drops L = 1 too', 'np.squeeze would drop L too', '''
+def d_term(grad_out, out):
+    return np.squeeze((grad_out * out).sum(axis=-1, keepdims=True))
+'''),
     ('10.2', 'recomputed weights that ignore the tile mask', "0 where keep is False", '''
 def recompute_probs(scores, lse, keep=None):
     return np.exp(scores - lse[..., None])
@@ -71,6 +75,28 @@ def recompute_probs(scores, lse, keep=None):
     return np.exp(scores - lse[..., None])
 '''),
     # 10.3 --------------------------------------------------------------------------------------
+    ('10.2', 'exp(scores) / exp(lse), which overflows near 800', 'exp(scores) / exp(lse) overflows', '''
+def recompute_probs(scores, lse, keep=None):
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)
+    return np.exp(scores) / np.exp(lse)[..., None]
+'''),
+    ('10.2', 'exp(scores) / exp(lse) with the overflow silenced and its NaN zeroed',
+     'exp(scores) / exp(lse) overflows', '''
+def recompute_probs(scores, lse, keep=None):
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.nan_to_num(np.exp(scores) / np.exp(lse)[..., None])
+'''),
+    ('10.2', 'every NaN weight zeroed, a kept NaN score too', 'never hide it', '''
+def recompute_probs(scores, lse, keep=None):
+    if keep is not None:
+        scores = np.where(keep, scores, -np.inf)
+    with np.errstate(invalid="ignore"):
+        p = np.exp(scores - lse[..., None])
+    return np.where(np.isnan(p), 0, p).astype(scores.dtype)
+'''),
     ('10.3', 'dS that forgets to multiply D by P', 'dS = P ∘ (dP - D[..., None])', '''
 def dscores(p, dp, d):
     return p * dp - d[..., None]
@@ -96,6 +122,14 @@ def dscores(p, dp, d):
 def dscores(p, dp, d):
     dp -= d[..., None]
     return p * dp
+'''),
+    ('10.3', 'P times (dP - D): a masked P = 0 times a NaN dP is NaN', 'must not reach it', '''
+def dscores(p, dp, d):
+    return p * (dp - d[..., None])
+'''),
+    ('10.3', 'every NaN zeroed with nan_to_num, a seen one too', 'never hidden', '''
+def dscores(p, dp, d):
+    return np.nan_to_num(p * (dp - d[..., None]))
 '''),
 ]
 
@@ -123,13 +157,15 @@ def recompute_probs(scores, lse, keep=None):
     # 10.3 --------------------------------------------------------------------------------------
     ('10.3', 'two products, P·dP - P·D', '''
 def dscores(p, dp, d):
-    return p * dp - p * np.expand_dims(d, -1)  # (..., bq, bk)
+    seen = p != 0  # (..., bq, bk): a masked key has P = 0, and its dP must not matter
+    return np.where(seen, p * dp, 0) - np.where(seen, p * np.expand_dims(d, -1), 0)  # (..., bq, bk)
 '''),
-    ('10.3', 'a loop over the rows', '''
+    ('10.3', 'a loop over the rows and keys, 0 where P is 0', '''
 def dscores(p, dp, d):
     ds = np.empty_like(p)
     for idx in np.ndindex(d.shape):
-        ds[idx] = p[idx] * (dp[idx] - d[idx])  # (bk,)
+        for j in range(p.shape[-1]):
+            ds[idx][j] = 0.0 if p[idx][j] == 0 else p[idx][j] * (dp[idx][j] - d[idx])
     return ds
 '''),
 ]

@@ -6,7 +6,8 @@ Entries: (exercise id, what it is, [words the message must hold,] the function's
 """
 
 WRONG = [
-    ('11.1', 'split-KV combine without subtracting the largest lse', 'exp(900) overflowed: subtract the largest lse', '''
+    ('11.1', 'split-KV combine without subtracting the largest lse',
+     'exp(900) overflowed: subtract the largest lse', '''
 def combine_splits(outs, lses):
     weights = np.where(np.isposinf(lses), 0.0, np.exp(np.where(np.isposinf(lses), 0.0, lses)))
     total = weights.sum(axis=0)
@@ -42,7 +43,8 @@ def combine_splits(outs, lses):
     lse = top + np.log(total)
     return out, np.where(np.isposinf(lses).all(axis=0), np.inf, lse)
 '''),
-    ('11.1', 'the shift taken from the first chunk instead of the largest lse', 'shift each row by its largest finite lse', '''
+    ('11.1', 'the shift taken from the first chunk instead of the largest lse',
+     'shift each row by its largest finite lse', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -81,6 +83,38 @@ def combine_splits(outs, lses):
         out += weights[p][..., None] * outs[p]
     return out / safe[..., None], np.where(total > 0, shift + np.log(safe), np.inf)
 '''),
+    ('11.1', 'the shift taken from the first chunk (0 when that chunk is empty)',
+     'subtract the largest lse over the chunks', '''
+def combine_splits(outs, lses):
+    logs = np.where(np.isposinf(lses), -np.inf, lses)
+    shift = np.where(np.isneginf(logs[0]), 0.0, logs[0])
+    w = np.exp(logs - shift)
+    t = w.sum(0)
+    safe = np.where(t > 0, t, 1.0)
+    return (w[..., None] * outs).sum(0) / safe[..., None], np.where(t > 0, shift + np.log(safe), np.inf)
+'''),
+    ('11.1', 'NaN hidden with nan_to_num, a NaN lse turned into +inf', 'the NaN must reach', '''
+def combine_splits(outs, lses):
+    logs = np.where(np.isposinf(lses), -np.inf, lses)
+    top = logs.max(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.exp(logs - top)
+        t = w.sum(0)
+        out = np.nan_to_num((w[..., None] * outs).sum(0) / t[..., None])
+        lse = top + np.log(t)
+    return out, np.where(np.isnan(lse) | np.isneginf(lse), np.inf, lse)
+'''),
+    ('11.1', 'the empty row told by total > 0, which a NaN total fails too', 'test `total == 0`', '''
+def combine_splits(outs, lses):
+    logs = np.where(np.isposinf(lses), -np.inf, lses)
+    top = logs.max(axis=0)
+    shift = np.where(np.isneginf(top), 0.0, top)
+    weights = np.exp(logs - shift)
+    total = weights.sum(axis=0)
+    safe = np.where(total > 0, total, 1.0)
+    out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]
+    return out, np.where(total > 0, shift + np.log(safe), np.inf)
+'''),
 ]
 
 VALID = [
@@ -116,8 +150,19 @@ def combine_splits(outs, lses):
         total = a * total + w
         acc = a[..., None] * acc + w[..., None] * outs[p]
         m = m_new
-    live = total > 0
+    live = total != 0  # NaN rows too: their NaN must show
     out = acc / np.where(live, total, 1.0)[..., None]
     return out, np.where(live, m + np.log(np.where(live, total, 1.0)), np.inf)
+'''),
+    ('11.1', 'log(0) of a row empty in every chunk computed, then thrown away by np.where', '''
+def combine_splits(outs, lses):
+    logs = np.where(np.isposinf(lses), -np.inf, lses)
+    top = logs.max(axis=0)
+    shift = np.where(np.isneginf(top), 0.0, top)
+    w = np.exp(logs - shift)
+    t = w.sum(axis=0)
+    out = (w[..., None] * outs).sum(axis=0) / np.where(t == 0, 1, t)[..., None]
+    lse = shift + np.log(t)
+    return out, np.where(t == 0, np.inf, lse)
 '''),
 ]

@@ -113,6 +113,25 @@ def chunk_update(m, l, o, s, v):
     return np.where(live, mx, m), l_new, o_new
 '''),
     # 13.4 butterfly_steps
+    ('13.3', 'live rows told by mx > -inf, so a NaN score keeps the old state', 'must show', '''
+def chunk_update(m, l, o, s, v):
+    mx = np.maximum(m, s.max(axis=-1))
+    live = mx > -np.inf
+    base = np.where(live, mx, 0.0)
+    alpha = np.where(live, np.exp2(m - base), 1.0)
+    p = np.exp2(s - base[:, None])
+    l_new = np.where(live, alpha * l + p.sum(axis=-1), l)
+    o_new = np.where(live[:, None], alpha[:, None] * o + p @ v, o)
+    return np.where(live, mx, m), l_new, o_new
+'''),
+    ('13.3', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num', 'must show', '''
+def chunk_update(m, l, o, s, v):
+    mx = np.maximum(m, s.max(axis=-1))
+    with np.errstate(invalid="ignore"):
+        alpha = np.nan_to_num(np.exp2(m - mx), nan=1.0)
+        p = np.nan_to_num(np.exp2(s - mx[:, None]))
+    return mx, alpha * l + p.sum(-1), alpha[:, None] * o + p @ v
+'''),
     ('13.4', 'offsets in increasing order', 'offsets TPR/2 down to 1', '''
 def butterfly_steps(partials):
     x = np.asarray(partials)
@@ -203,6 +222,18 @@ def fragment_entry(operand, lane, i):
         return 2 * t + i % 2 + 8 * (i >= 2), g
     return g + 8 * (i >= 2), 2 * t + i % 2
 '''),
+    ('13.5', 'upper-case operand names accepted', "must raise ValueError (the operand is not 'a', 'b' or 'c')", '''
+def fragment_entry(operand, lane, i):
+    g, t = divmod(lane, 4)
+    operand = operand.lower()
+    if operand == "a":
+        return g + 8 * (i in (2, 3, 6, 7)), 2 * t + i % 2 + 8 * (i >= 4)
+    if operand == "b":
+        return 2 * t + i % 2 + 8 * (i >= 2), g
+    if operand == "c":
+        return g + 8 * (i >= 2), 2 * t + i % 2
+    raise ValueError(f"operand must be 'a', 'b' or 'c'; got {operand!r}")
+'''),
 ]
 
 VALID = [
@@ -232,7 +263,7 @@ import math
 def chunk_update(m, l, o, s, v):
     m, l, o = m.copy(), l.copy(), o.copy()
     for r in range(len(m)):
-        mx = max(m[r], s[r].max())
+        mx = np.maximum(m[r], s[r].max())  # NaN stays NaN (Python's max would drop it)
         if mx == -np.inf:
             continue
         alpha = np.exp((m[r] - mx) * math.log(2.0))

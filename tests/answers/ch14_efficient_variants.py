@@ -124,6 +124,25 @@ def positive_random_features(x, omega, stabilize=None):
         e = e - e.max(axis=(-2, -1), keepdims=True)
     return np.exp(e) / np.sqrt(omega.shape[0])
 '''),
+    ('14.3', "'all' over axes (1, 2), right only for 3-d x", 'axis=(1, 2) is right only for 3-d x', '''
+def positive_random_features(x, omega, stabilize=None):
+    e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
+    if stabilize == "row":
+        e = e - e.max(axis=-1, keepdims=True)
+    elif stabilize == "all":
+        e = e - e.max(axis=(1, 2), keepdims=True)
+    return np.exp(e) / omega.shape[0] ** 0.5
+'''),
+    ('14.3', "'all' with one constant per index of the first axis only", "for a 4-d x", '''
+def positive_random_features(x, omega, stabilize=None):
+    e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
+    if stabilize == "row":
+        e = e - e.max(axis=-1, keepdims=True)
+    elif stabilize == "all":
+        c = e.reshape(e.shape[0], -1).max(axis=1).reshape((e.shape[0],) + (1,) * (e.ndim - 1))
+        e = e - c if e.ndim > 2 else e - e.max()
+    return np.exp(e) / omega.shape[0] ** 0.5
+'''),
 ]
 
 VALID = [
@@ -186,5 +205,11 @@ def positive_random_features(x, omega, stabilize=None):
         for index in np.ndindex(x.shape[:-2]):
             exponent[index] = exponent[index] - exponent[index].max()
     return np.exp(exponent) / m ** 0.5
+'''),
+    ('14.1', 'exp of every x with the overflow silenced by np.errstate (the tests see no warning; the '
+     'docstring asks for none to reach the caller)', '''
+def elu_feature_map(x):
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, x + 1, np.exp(x))
 '''),
 ]

@@ -103,28 +103,61 @@ def _index_in(view, whole):
     return int(h) if rest == 0 and 0 <= h < whole.shape[0] else None
 
 
+class _Module:
+    """A stand-in for a module with some of its attributes replaced (``numba.prange`` written in full)."""
+
+    def __init__(self, module, **replaced):
+        self._module, self._replaced = module, replaced
+
+    def __getattr__(self, name):
+        return self._replaced[name] if name in self._replaced else getattr(self._module, name)
+
+
 def forward_calls(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
     """The calls the student's loop makes to ``forward_query_block``, in the loop's order.
 
     The function runs as plain Python (``prange`` is ``range`` there, so the order
     is the order of the work items) with ``forward_query_block`` replaced by a
-    recorder. Each call is ``[q head, k head, v head, out head, lse head, i0, i1,
-    scale, lo, hi, block_k]``, heads found from the views passed (None if an
-    argument is not a head of the array).
+    recorder and ``prange`` by a range that notes which of its iterations is
+    running. Each call is ``[q head, k head, v head, out head, lse head, i0, i1,
+    scale, lo, hi, block_k, region, item]``, heads found from the views passed
+    (None if an argument is not a head of the array); ``region`` numbers the
+    ``prange`` loops as they start and ``item`` is the iteration of that loop
+    the call ran in (both None outside any ``prange``). Numba hands each thread a
+    contiguous run of one ``prange``'s iterations; a ``prange`` inside another
+    runs serially, inside its outer iteration.
     """
     fn = forward_parallel.py_func if isinstance(forward_parallel, CPUDispatcher) else forward_parallel
     out = np.zeros(q.shape[:2] + (v.shape[2],), dtype=q.dtype)
     lse = np.zeros(q.shape[:2], dtype=q.dtype)
     calls = []
+    running = {"region": None, "item": None}
+    regions = [0]
 
     def recorder(q_h, k_h, v_h, out_h, lse_h, i0, i1, scale_, lo_, hi_, block_k_):
         calls.append([_index_in(q_h, q), _index_in(k_h, k), _index_in(v_h, v), _index_in(out_h, out),
-                      _index_in(lse_h, lse), int(i0), int(i1), float(scale_), int(lo_), int(hi_), int(block_k_)])
+                      _index_in(lse_h, lse), int(i0), int(i1), float(scale_), int(lo_), int(hi_), int(block_k_),
+                      running["region"], running["item"]])
+
+    def noting_prange(*bounds):
+        regions[0] += 1
+        region, outer = regions[0], dict(running)
+        try:
+            for i in range(*bounds):
+                if outer["region"] is None:  # an inner prange runs inside its outer iteration
+                    running.update(region=region, item=int(i))
+                yield i
+        finally:
+            running.update(outer)
 
     names = dict(fn.__globals__)
     for name, value in fn.__globals__.items():
         if value is forward_query_block or getattr(value, "py_func", None) is getattr(forward_query_block, "py_func"):
             names[name] = recorder
+        elif value is numba.prange:
+            names[name] = noting_prange
+        elif value is numba:
+            names[name] = _Module(numba, prange=noting_prange)
     plain = types.FunctionType(fn.__code__, names, fn.__name__, fn.__defaults__, fn.__closure__)
     plain(q, k, v, out, lse, q.dtype.type(scale), lo, hi, block_q, block_k)
     return calls

@@ -111,6 +111,34 @@ def test_stable_softmax_keeps_float32(ch, rng):
 
 
 @pytest.mark.exercise("1.1")
+def test_stable_softmax_keeps_float16(ch, rng):
+    x = scores(rng, (3, 5)).astype(np.float16)
+    check_close(ch.stable_softmax(x), reference_softmax(x).astype(np.float16),
+                what="stable_softmax(x) for float16 x (the result has the dtype of x: float16, not float32)")
+
+
+@pytest.mark.exercise("1.1")
+def test_stable_softmax_lets_nan_and_inf_make_their_row_nan(ch, rng):
+    x = scores(rng, (4, 5))
+    x[1, 2] = np.nan
+    x[3, 0] = np.inf
+    out = expect_array(ch.stable_softmax(x), shape=x.shape, dtype=x.dtype, what="stable_softmax(x)")
+    # A NaN makes its whole row NaN; +inf gives NaN at least where it stands (x - max is inf - inf there:
+    # exp(x - logsumexp(x)) leaves the other entries 0, the shift by the maximum makes the whole row NaN).
+    for row, bad, held in ((1, out[1], "NaN"), (3, out[3, :1], "+inf")):
+        if not np.isnan(bad).all():
+            raise AssertionError(
+                f"stable_softmax(x): row {row} holds {held}, so it must come out NaN (the whole row for NaN, at "
+                f"least the entry itself for +inf): a softmax over a NaN or +inf score has no meaning, and "
+                f"hiding it hides a bug upstream; got {out[row]}. Do not clean the result with np.nan_to_num, "
+                "nanmax or nansum.")
+    keep = [0, 2]
+    check_close(out[keep], reference_softmax(x[keep]),
+                what="stable_softmax(x): rows 0 and 2, which hold no NaN or inf, must not be touched by the "
+                "NaN of row 1 or the +inf of row 3")
+
+
+@pytest.mark.exercise("1.1")
 def test_stable_softmax_gives_minus_inf_zero_weight(ch):
     x = np.array([[0.0, -np.inf, 1.0], [-np.inf, 2.0, 2.0]])
     expected = np.array([[1 / (1 + np.e), 0.0, np.e / (1 + np.e)], [0.0, 0.5, 0.5]])
@@ -201,6 +229,32 @@ def test_masked_softmax_keeps_float32(ch, rng):
                 what="masked_softmax(x, mask) for float32 x near 100 (the result stays float32)")
 
 
+@pytest.mark.exercise("1.2")
+def test_masked_softmax_lets_nan_and_inf_in_kept_entries_make_their_row_nan(ch, rng):
+    x = scores(rng, (4, 5))
+    mask = np.ones((4, 5), dtype=bool)
+    mask[:, 4] = False
+    x[:, 4] = np.nan  # under the mask in every row: must not matter
+    x[1, 1] = np.nan  # kept: row 1 is NaN
+    x[2, 3] = np.inf  # kept: row 2 is NaN
+    out = expect_array(ch.masked_softmax(x, mask), shape=x.shape, dtype=x.dtype, what="masked_softmax(x, mask)")
+    # A kept NaN makes every kept entry of its row NaN (a masked one may say 0 or NaN); a kept +inf gives NaN
+    # at least where it stands.
+    for row, bad, held in ((1, out[1][mask[1]], "NaN"), (2, out[2, 3:4], "+inf")):
+        if not np.isnan(bad).all():
+            raise AssertionError(
+                f"masked_softmax(x, mask): row {row} keeps an entry holding {held}, so it must come out NaN "
+                f"(every kept entry for NaN, at least the entry itself for +inf); got {out[row]}. Only masked "
+                "entries are hidden: NaN or inf in an "
+                "entry the row may attend to must show (do not replace it with np.nan_to_num, nanmax or "
+                "nansum, and do not test `total > 0`, which is False for a NaN total: test `total == 0` for the "
+                "empty row).")
+    keep = [0, 3]
+    check_close(out[keep], reference_softmax(x[keep], mask=mask[keep]),
+                what="masked_softmax(x, mask): rows 0 and 3 keep no NaN (they hold NaN only under the mask) "
+                "and must not change")
+
+
 # Exercise 1.3: logsumexp ------------------------------------------------------------------
 
 
@@ -235,6 +289,29 @@ def test_logsumexp_of_an_empty_row_is_minus_inf(ch):
             "infinite m by 0 before subtracting it.")
     check_close(out, np.array([-np.inf, np.log(2), np.inf]),
                 what="stable_logsumexp on rows [-inf, -inf, -inf], [0, -inf, 0] and [1, +inf, 2]")
+
+
+@pytest.mark.exercise("1.3")
+def test_logsumexp_of_a_row_holding_nan_is_nan(ch):
+    x = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])
+    check_close(ch.stable_logsumexp(x), np.array([np.nan, reference_logsumexp(x[1:])[0]]),
+                what="stable_logsumexp on rows [0, NaN, 1] and [0, 1, 2]: a row holding NaN gives NaN (never "
+                "hide it), the other row its log-sum-exp")
+
+
+@pytest.mark.exercise("1.3")
+def test_logsumexp_of_a_1d_input_keeps_its_dtype(ch, rng):
+    x = scores(rng, 5).astype(np.float32)
+    out = ch.stable_logsumexp(x)
+    if isinstance(out, np.generic):
+        out = np.asarray(out)  # a NumPy scalar of the right dtype is as good as a 0-d array
+    if isinstance(out, (float, int)):
+        raise AssertionError(
+            f"stable_logsumexp(x) for a 1-D float32 x returned a Python {type(out).__name__}: it has no "
+            "dtype, and float32 must stay float32. Return the 0-d array (or the NumPy scalar) NumPy gives "
+            "you; do not convert it with float(...) or .item().")
+    check_close(out, np.asarray(reference_logsumexp(x[None])[0], dtype=np.float32),
+                what="stable_logsumexp(x) for a 1-D float32 x of 5 entries: a 0-d float32 result")
 
 
 @pytest.mark.exercise("1.3")
@@ -283,6 +360,20 @@ def test_softmax_vjp_matches_the_explicit_jacobian(ch, rng):
 
 
 @pytest.mark.exercise("1.4")
+def test_softmax_vjp_of_a_fully_masked_row_is_zero(ch, rng):
+    probs = reference_softmax(scores(rng, (3, 4)))
+    probs[1] = 0.0  # a fully masked row: every probability 0
+    grad_out = rng.standard_normal((3, 4))
+    out = ch.softmax_vjp(grad_out, probs)
+    if isinstance(out, np.ndarray) and out.shape == probs.shape and np.isnan(out[1]).any():
+        raise AssertionError(
+            "softmax_vjp: a fully masked row (probs all 0) gave NaN; its gradient is 0. The formula "
+            "p * (g - sum(g * p)) needs no division: do not divide by sum(p), which is 0 there.")
+    check_close(out, explicit_jacobian_vjp(grad_out, probs),
+                what="softmax_vjp(g, p) with a fully masked row (row 1: every probability 0, gradient 0)")
+
+
+@pytest.mark.exercise("1.4")
 def test_softmax_vjp_along_other_axes(ch, rng):
     for axis in (0, 1):
         probs = reference_softmax(scores(rng, (4, 3, 5)), axis=axis)
@@ -325,14 +416,41 @@ def wiggly_grad(x):
     return np.cos(x) * x**2 + 2 * x * np.sin(x)
 
 
-def cubes(shape):
-    """sum(x³), which refuses to be called with an array of any shape but ``shape``."""
+def cubes(shape, x0=None):
+    """sum(x³), which refuses to be called with an array of any shape but ``shape``.
+
+    What went wrong is kept in ``f.problems`` (see :func:`gradient_of`), so that the
+    student reads it directly rather than as an error raised inside their code. Each
+    call's step from ``x0`` (when given) is kept in ``f.steps``.
+    """
+    problems, steps = [], []
+
     def f(v):
         if np.shape(v) != tuple(shape):
-            raise ValueError(f"f was called with an array of shape {np.shape(v)}; numerical_gradient must "
-                             f"call f with arrays of x's own shape {tuple(shape)}")
-        return float(np.sum(np.asarray(v, dtype=np.float64) ** 3))
+            problems.append(f"numerical_gradient called f with an array of shape {np.shape(v)}; f must be "
+                            f"called with arrays of x's own shape {tuple(shape)} (perturb a copy of x, "
+                            "do not flatten or reshape what you pass to f)")
+            raise ValueError(problems[-1])
+        v = np.asarray(v, dtype=np.float64)
+        if x0 is not None:
+            steps.append(np.abs(v - x0).max())
+        return float(np.sum(v ** 3))
+
+    f.problems, f.steps = problems, steps
     return f
+
+
+def gradient_of(ch, f, x, **kwargs):
+    """``ch.numerical_gradient(f, x, **kwargs)``; a problem ``f`` saw fails the test in its own words."""
+    try:
+        out = ch.numerical_gradient(f, x, **kwargs)
+    except Exception:
+        if f.problems:
+            raise AssertionError(f.problems[0]) from None
+        raise
+    if f.problems:
+        raise AssertionError(f.problems[0])
+    return out
 
 
 def cubes_central(x, eps):
@@ -353,7 +471,7 @@ def test_numerical_gradient_is_accurate_to_second_order(ch, rng):
 def test_numerical_gradient_uses_eps(ch, rng):
     x = rng.standard_normal((3, 2)) * 2
     for eps in (0.1, 0.02):
-        check_close(ch.numerical_gradient(cubes(x.shape), x, eps=eps), cubes_central(x, eps),
+        check_close(gradient_of(ch, cubes(x.shape), x, eps=eps), cubes_central(x, eps),
                     rtol=1e-9, atol=1e-9,
                     what=f"numerical_gradient(f, x, eps={eps}) for f(x) = sum(x³): the central difference "
                     f"(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps) is exactly 3x² + eps²; use the eps given")
@@ -362,7 +480,7 @@ def test_numerical_gradient_uses_eps(ch, rng):
 @pytest.mark.exercise("1.5")
 def test_numerical_gradient_calls_f_with_the_shape_of_x(ch, rng):
     x = rng.standard_normal((2, 1, 3))
-    check_close(ch.numerical_gradient(cubes(x.shape), x, eps=0.01), cubes_central(x, 0.01),
+    check_close(gradient_of(ch, cubes(x.shape), x, eps=0.01), cubes_central(x, 0.01),
                 rtol=1e-9, atol=1e-9, what="numerical_gradient(f, x) for x of shape (2, 1, 3)")
     a = rng.standard_normal((3, 3))
     v = rng.standard_normal(3)
@@ -373,16 +491,30 @@ def test_numerical_gradient_calls_f_with_the_shape_of_x(ch, rng):
 @pytest.mark.exercise("1.5")
 def test_numerical_gradient_works_on_a_float64_copy(ch, rng):
     ints = np.array([[1, -2, 3], [0, 2, -1]])
-    check_close(ch.numerical_gradient(cubes(ints.shape), ints, eps=0.1), cubes_central(ints, 0.1),
+    check_close(gradient_of(ch, cubes(ints.shape), ints, eps=0.1), cubes_central(ints, 0.1),
                 rtol=1e-9, atol=1e-9,
                 what="numerical_gradient(f, x) for an integer x: perturb a float64 copy "
                 "(np.array(x, dtype=np.float64)); an integer array cannot hold x + eps")
     x32 = (rng.standard_normal(5) * 2).astype(np.float32)
-    check_close(ch.numerical_gradient(cubes(x32.shape), x32, eps=1e-3), cubes_central(x32, 1e-3),
+    check_close(gradient_of(ch, cubes(x32.shape), x32, eps=1e-3), cubes_central(x32, 1e-3),
                 rtol=1e-9, atol=1e-9,
                 what="numerical_gradient(f, x) for a float32 x: the result is float64, computed on a "
                 "float64 copy (float32 cannot hold x + eps accurately)")
     before = x32.copy()
-    ch.numerical_gradient(cubes(x32.shape), x32)
+    gradient_of(ch, cubes(x32.shape), x32)
     if not np.array_equal(x32, before):
         raise AssertionError("numerical_gradient changed the caller's x; perturb a copy")
+
+
+@pytest.mark.exercise("1.5")
+def test_numerical_gradient_steps_by_the_default_eps(ch):
+    x = np.array([[0.5, -0.25, 0.75], [1.0, -0.5, 0.125]])
+    f = cubes(x.shape, x0=x)
+    out = gradient_of(ch, f, x)
+    steps = np.array([s for s in f.steps if s > 0])
+    if steps.size and not np.allclose(steps, 1e-6, rtol=1e-6, atol=0):
+        raise AssertionError(
+            f"numerical_gradient(f, x) without eps stepped x by {float(np.median(steps)):.3g}; the default "
+            "eps is 1e-6 (keep the signature numerical_gradient(f, x, eps=1e-6))")
+    check_close(out, cubes_central(x, 1e-6), rtol=0, atol=1e-8,
+                what="numerical_gradient(f, x) for f(x) = sum(x³) with the default eps = 1e-6: 3x² + 1e-12")

@@ -128,10 +128,18 @@ def test_pooling_backward_with_leading_axes(ch, rng):
 
 @pytest.mark.exercise("2.2")
 def test_pooling_backward_gives_masked_positions_zero(ch, rng):
-    weights = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.2, 0.3, 0.5]])
-    values, g = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 3))
+    weights = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.2, 0.3, 0.5], [0.0, 0.0, 0.0, 0.0],
+                        [1e-4, 0.4999, 0.2, 0.3]])  # row 2: fully masked; row 3: a tiny weight, not a masked one
+    values, g = rng.standard_normal((4, 4, 3)), rng.standard_normal((4, 3))
     got = ch.attention_pooling_backward(g, weights, values)
-    check_pooling(got, g, weights, values, "masked positions (weight 0 must give gradient exactly 0)")
+    if isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[0], np.ndarray) \
+            and got[0].shape == weights.shape and np.isnan(got[0][2]).any():
+        raise AssertionError(
+            "attention_pooling_backward: a fully masked row (every weight 0) gave NaN in dL/dscores; its "
+            "gradient is 0. The softmax VJP α ∘ (dL/dα - Σ_j α_j dL/dα_j) needs no division: do not divide "
+            "by the sum of the weights, which is 0 there.")
+    check_pooling(got, g, weights, values, "masked positions (weight 0 must give gradient exactly 0; row 2 is "
+                  "fully masked, row 3 holds a tiny weight 1e-4 whose gradient is small but not 0)")
     d_scores, d_values = got
     if np.any(d_scores[weights == 0] != 0) or np.any(d_values[weights == 0] != 0):
         raise AssertionError("attention_pooling_backward: masked positions (weight 0) must get gradient exactly 0")

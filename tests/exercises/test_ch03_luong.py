@@ -51,6 +51,16 @@ def test_general_score_keeps_float32(ch, rng):
                 what="general_score for float32 inputs (the scores stay float32)")
 
 
+@pytest.mark.exercise("3.1")
+def test_general_score_keeps_axes_of_size_one(ch, rng):
+    for B, S in ((1, 5), (3, 1), (1, 1)):
+        q, k, W = rng.standard_normal((B, 3)), rng.standard_normal((B, S, 4)), rng.standard_normal((3, 4))
+        check_close(ch.general_score(q, k, W), general_loops(q, k, W),
+                    what=f"general_score for a batch of B={B} and S={S} source positions: the scores have shape "
+                    f"({B}, {S}) even when an axis has size 1 (squeeze only the axis you added, "
+                    "squeeze(-1), never squeeze())")
+
+
 # Exercise 3.2 ------------------------------------------------------------------------------------
 
 

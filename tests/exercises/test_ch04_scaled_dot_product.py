@@ -111,12 +111,26 @@ def test_dropout_keeps_the_expectation(ch, rng):
 @pytest.mark.exercise("4.2")
 def test_dropout_with_p_0_and_p_1(ch, rng):
     w = rng.random((3, 5))
+    before = copy.deepcopy(rng)
     dropped, keep = expect_tuple(ch.dropout_weights(w, 0.0, rng), 2, what="dropout_weights(weights, 0.0, rng)")
     check_keep(keep, np.ones(w.shape, bool), what="keep with p=0: every weight survives")
     check_close(dropped, w, what="dropped weights with p=0: unchanged")
+    check_one_draw(rng, before, w.shape, 0.0)
+    before = copy.deepcopy(rng)
     dropped, keep = expect_tuple(ch.dropout_weights(w, 1.0, rng), 2, what="dropout_weights(weights, 1.0, rng)")
     check_keep(keep, np.zeros(w.shape, bool), what="keep with p=1: no weight survives")
     check_close(dropped, np.zeros_like(w), what="dropped weights with p=1: all 0, not NaN (never divide by 1 - p = 0)")
+    check_one_draw(rng, before, w.shape, 1.0)
+
+
+def check_one_draw(rng, before, shape, p):
+    before.random(shape)  # the one draw the call must make
+    if not np.array_equal(rng.random(8), before.random(8)):
+        raise AssertionError(
+            f"dropout_weights(weights, {p}, rng) must draw exactly one rng.random(weights.shape), even when "
+            f"p = {p} decides every entry without it: the generator's state after the call must not depend on "
+            "p, or every later draw (the next layer's dropout, the backward pass's replay) changes with it. "
+            "Do not return early before drawing.")
 
 
 # Exercise 4.3 ------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 Each expected mask is built here from its definition, one entry at a time.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
 from attention_scratch.course.checks import expect_array
+from attention_scratch.course.remote import StudentRaised
 
 _SHOWN = 5
 
@@ -13,6 +16,15 @@ _SHOWN = 5
 @pytest.fixture(scope="module")
 def ch(load_target):
     return load_target("ch05_masks")
+
+
+@contextlib.contextmanager
+def explained(what):
+    """An error the student's function raises inside the block fails the test saying ``what`` was asked."""
+    try:
+        yield
+    except StudentRaised as error:
+        raise AssertionError(f"{what}; your function raised {error}") from None
 
 
 def from_rule(shape, rule):
@@ -101,6 +113,29 @@ def test_lengths_keep_more_sequences_than_keys(ch):
     check_mask(ch.lengths_keep(square, 4), from_rule((4, 4), lambda b, j: j < square[b]),
                "padding mask for lengths [1, 4, 2, 0], S=4 (B == S): row b belongs to sequence b",
                axes=("sequence", "key"))
+
+
+@pytest.mark.exercise("5.2")
+def test_lengths_keep_with_small_integer_dtypes(ch):
+    unsigned = np.array([3, 0, 4], dtype=np.uint8)
+    check_mask(ch.lengths_keep(unsigned, 4), from_rule((3, 4), lambda b, j: j < unsigned[b]),
+               "padding mask for uint8 lengths [3, 0, 4], S=4 (an unsigned subtraction such as "
+               "lengths - j wraps around below 0: compare j < lengths[b] instead)",
+               axes=("sequence", "key"))
+    small = np.array([100, 2], dtype=np.int8)
+    check_mask(ch.lengths_keep(small, 200), from_rule((2, 200), lambda b, j: j < small[b]),
+               "padding mask for int8 lengths [100, 2], S=200 (key positions up to 199 do not fit in int8: "
+               "build them with np.arange(S), not np.arange(S, dtype=lengths.dtype))",
+               axes=("sequence", "key"))
+
+
+@pytest.mark.exercise("5.2")
+def test_lengths_keep_of_an_empty_batch(ch):
+    what = ("padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask (compare the positions "
+            "with the lengths in one broadcast; np.stack of no rows fails)")
+    with explained(what):
+        got = ch.lengths_keep(np.zeros(0, dtype=np.int64), 4)
+    check_mask(got, np.zeros((0, 4), dtype=bool), what, axes=("sequence", "key"))
 
 
 # Exercise 5.3 ------------------------------------------------------------------------------------

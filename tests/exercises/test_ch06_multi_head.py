@@ -2,16 +2,28 @@
 
 Each expected result is built here from its definition, head by head.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
 from attention_scratch.course.checks import check_close, check_equal, check_scalar, expect_array, expect_tuple
+from attention_scratch.course.remote import StudentRaised
 from attention_scratch.testing import attention_oracle, attention_oracle_backward
 
 
 @pytest.fixture(scope="module")
 def ch(load_target):
     return load_target("ch06_multi_head")
+
+
+@contextlib.contextmanager
+def explained(what):
+    """An error the student's function raises inside the block fails the test saying ``what`` was asked."""
+    try:
+        yield
+    except StudentRaised as error:
+        raise AssertionError(f"{what}; your function raised {error}") from None
 
 
 # Exercise 6.1 ------------------------------------------------------------------------------------
@@ -51,6 +63,17 @@ def test_split_heads_keeps_float32_and_one_head(ch, rng):
                 what="split_heads into 1 head -> (2, 1, 4, 6)")
 
 
+@pytest.mark.exercise("6.1")
+def test_split_heads_of_an_empty_sequence(ch):
+    x = np.zeros((2, 0, 6))
+    what = ("split_heads of (B=2, L=0, 6) into 3 heads -> (2, 3, 0, 2): an empty sequence has no tokens, but its "
+            "head width is still 6 // 3 = 2 (reshape(..., num_heads, -1) cannot tell -1 from the size 0 of L: "
+            "compute the head width)")
+    with explained(what):
+        got = ch.split_heads(x, 3)
+    check_equal(got, split_expected(x, 3), what=what)
+
+
 # Exercise 6.2 ------------------------------------------------------------------------------------
 
 
@@ -82,6 +105,16 @@ def test_merge_heads_keeps_float32(ch, rng):
     h = rng.standard_normal((2, 4, 3, 2)).astype(np.float32)
     check_equal(ch.merge_heads(h), merge_expected(h),
                 what="merge_heads of float32 (2, 4, 3, 2): float32 in, float32 out")
+
+
+@pytest.mark.exercise("6.2")
+def test_merge_heads_of_an_empty_sequence(ch):
+    h = np.zeros((2, 3, 0, 4))
+    what = ("merge_heads of (B=2, H=3, L=0, D=4) -> (2, 0, 12): an empty sequence keeps its model width H·D = 12 "
+            "(reshape(..., L, -1) cannot infer -1 when L = 0: write H * D)")
+    with explained(what):
+        got = ch.merge_heads(h)
+    check_equal(got, merge_expected(h), what=what)
 
 
 # Exercise 6.3 ------------------------------------------------------------------------------------
@@ -247,3 +280,16 @@ def test_append_more_than_double_the_capacity(ch, rng):
                  what="the grown float32 buffer: capacity max(2 * 2, 1 + 6) = 7, the dtype of the buffer kept")
     check_close(out[..., :7, :], np.concatenate([history, new], axis=-2),
                 what="the cached entry followed by the 6 new ones, for every batch and head")
+
+
+@pytest.mark.exercise("6.5")
+def test_a_grown_buffer_keeps_the_dtype_of_the_buffer(ch, rng):
+    buf = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    history = buf[:, :2].copy()
+    new = rng.standard_normal((1, 1, 4))  # float64 entries for a float32 cache
+    out, _ = append(ch, buf, 2, new, "appending 1 float64 entry after 2 into a full float32 buffer of capacity 2")
+    expect_array(out, shape=(1, 4, 4), dtype=np.float32,
+                 what="the grown buffer for a float32 buffer and float64 `new`: the cache keeps the dtype of "
+                 "`buffer` (allocate with dtype=buffer.dtype, not new.dtype), as it does when there is room")
+    check_close(out[:, :3], np.concatenate([history, new.astype(np.float32)], axis=1),
+                what="the 2 cached entries followed by the new one, stored as float32")

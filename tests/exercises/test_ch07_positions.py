@@ -216,3 +216,7 @@ def test_alibi_bias_accepts_a_list_of_slopes(ch):
     slopes = [1 / 2, 1 / 8, 1 / 32, 1 / 128]
     check_close(ch.alibi_bias(slopes, 4, 6), bias_by_loops(slopes, 4, 6),
                 what=f"alibi_bias with slopes given as a Python list of 4, L=4, S=6: {BIAS}")
+    slopes32 = np.array(slopes, dtype=np.float32)
+    check_close(ch.alibi_bias(slopes32, 4, 6), bias_by_loops(slopes32, 4, 6),
+                what=f"alibi_bias with float32 slopes, L=4, S=6: the bias is float64 whatever the slopes' dtype "
+                f"(np.asarray(slopes, dtype=np.float64), as the function begins): {BIAS}")

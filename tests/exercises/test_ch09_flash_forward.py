@@ -4,14 +4,16 @@ The expected running state (m, l, acc) of a set of keys is derived from the floa
 and log-sum-exp; every returned array is compared whole, with its shape and dtype
 (``checks.check_close``). The grader fails any change of an argument in place (m, l, acc included).
 """
+import contextlib
 import itertools
+import warnings
 
 import numpy as np
 import pytest
 
-from attention_scratch.course.checks import check_close, expect_tuple
+from attention_scratch.course.checks import check_close, expect_array, expect_tuple
 from attention_scratch.flash_tiles import mask_band
-from attention_scratch.testing import attention_oracle, reference_mask, warnings_as_failures
+from attention_scratch.testing import attention_oracle, reference_mask
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,25 @@ def first_head(state):
     return tuple(a[0] for a in state)
 
 
+@contextlib.contextmanager
+def hinted(hint):
+    """Call and check inside the block; a NumPy warning alone fails nothing.
+
+    ``np.where`` evaluates both of its branches, so a right answer may warn about a
+    branch it throws away: the results decide. When a check fails after NumPy
+    warned, the message leads with ``hint`` and the warning, which say why.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            yield
+        except AssertionError as error:
+            warned = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+            if not warned:
+                raise
+            raise AssertionError(f"{hint} (NumPy warned: {warned[0].message})\n{error}") from None
+
+
 STATE = ("m' = max(m, rowmax(S)) with S = q kᵀ·scale (masked scores -inf); P = exp(S - m'); "
          "l' = exp(m - m')·l + rowsum(P); acc' = exp(m - m')·acc + P v (not divided by l)")
 
@@ -54,6 +75,8 @@ def check_state(got, expected, when, dtype=None):
     m, l, acc = expect_tuple(got, 3, what="forward_tile's result (m, l, acc)")
     if dtype is not None:
         expected = tuple(e.astype(dtype) for e in expected)
+    for name, a, e in zip("m l acc".split(), (m, l, acc), expected):
+        expect_array(a, shape=e.shape, dtype=e.dtype, what=f"{name} {when}")
     check_close(m, expected[0], what=f"m {when}: {STATE}")
     check_close(l, expected[1], what=f"l {when}: {STATE}")
     check_close(acc, expected[2], what=f"acc {when}: {STATE}")
@@ -98,12 +121,11 @@ def test_forward_tile_applies_keep_and_broadcasts_heads(ch, rng):
     k, v = rng.standard_normal((2, 1, 6, 5)), rng.standard_normal((2, 1, 6, 2))  # one key head per group
     keep = np.tril(np.ones((4, 6), dtype=bool), 1)
     keep[0] = False  # the first row sees nothing on this tile
-    with warnings_as_failures("a row with every key masked computed -inf - (-inf): shift by 0 where "
-                              "the new maximum is -inf"):
+    with hinted("a row with every key masked computed -inf - (-inf): shift by 0 where the new maximum is -inf"):
         got = ch.forward_tile(q, k, v, *empty_state((2, 3, 4), 2), 0.4, keep)
-    check_state(got, state_of(q, k, v, 0.4, keep),
-                "with a (4, 6) keep mask on a (Hkv=2, G=3) broadcast, from the empty state: the max is over the "
-                "kept scores only, and a row whose scores are all masked keeps m = -inf, l = 0, acc = 0")
+        check_state(got, state_of(q, k, v, 0.4, keep),
+                    "with a (4, 6) keep mask on a (Hkv=2, G=3) broadcast, from the empty state: the max is over the "
+                    "kept scores only, and a row whose scores are all masked keeps m = -inf, l = 0, acc = 0")
 
 
 @pytest.mark.exercise("9.1")
@@ -116,12 +138,12 @@ def test_forward_tile_masked_tile_after_seen_keys(ch, rng):
     second[:, [0, 2]] = False  # rows 0 and 2 see nothing in the second tile
     second[1, 1, :2] = False
     before = state_of(q, k[:, :4], v[:, :4], 0.7, first)
-    with warnings_as_failures("a row with every key masked so far computed -inf - (-inf): shift by 0 where "
-                              "the new maximum is -inf"):
+    with hinted("a row with every key masked so far computed -inf - (-inf): shift by 0 where the new maximum "
+                "is -inf"):
         got = ch.forward_tile(q, k[:, 4:], v[:, 4:], *before, 0.7, second)
-    check_state(got, state_of(q, k, v, 0.7, np.concatenate([first, second], axis=-1)),
-                "with a per-head keep mask (2, 4, 4) on a state where rows 2-3 are still empty: a fully masked "
-                "tile leaves a row's state as it was, and an empty row takes its first kept keys")
+        check_state(got, state_of(q, k, v, 0.7, np.concatenate([first, second], axis=-1)),
+                    "with a per-head keep mask (2, 4, 4) on a state where rows 2-3 are still empty: a fully masked "
+                    "tile leaves a row's state as it was, and an empty row takes its first kept keys")
 
 
 @pytest.mark.exercise("9.1")
@@ -134,6 +156,43 @@ def test_forward_tile_keeps_float32(ch, rng):
                 "for float32 q, k, v, m, l, acc (the results must stay float32)", dtype=np.float32)
 
 
+@pytest.mark.exercise("9.1")
+def test_forward_tile_lets_nan_reach_only_the_rows_that_may_see_it(ch, rng):
+    q, k, v = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    keep = np.ones((4, 5), dtype=bool)
+    keep[[0, 2], 2:4] = False  # rows 0 and 2 may not see keys 2 and 3; rows 1 and 3 see every key
+    clean = state_of(q[None], k[None], v[None], 0.5, keep)  # what rows 0 and 2 must get whatever keys 2, 3 hold
+    k_bad, v_bad = k.copy(), v.copy()
+    k_bad[3, 0] = np.nan  # key 3: a NaN score for rows 1 and 3
+    v_bad[2, 1] = np.nan  # key 2: a NaN value
+    m, l, acc = expect_tuple(ch.forward_tile(q, k_bad, v_bad, *empty_state((4,), 2), 0.5, keep), 3,
+                             what="forward_tile's result (m, l, acc)")
+    for name, a, e in zip("m l acc".split(), (m, l, acc), first_head(clean)):
+        expect_array(a, shape=e.shape, dtype=e.dtype, what=f"{name} with NaN in keys and values")
+    if not (np.isnan(l[[1, 3]]).all() and np.isnan(acc[[1, 3]]).all()):
+        raise AssertionError(
+            "forward_tile: rows 1 and 3 may see key 3, whose score is NaN, so their l and acc must be NaN; got "
+            f"l = {l[[1, 3]]}. NaN in what a row may see must reach it: never hide it with nan_to_num.")
+    if np.isnan(acc[[0, 2]]).any() or np.isnan(l[[0, 2]]).any():
+        raise AssertionError(
+            "forward_tile: rows 0 and 2 may not see keys 2 and 3, which hold NaN, yet their state holds NaN: "
+            "masked means absent. A masked weight P = 0 times a NaN value is still NaN in P @ v: keep NaN "
+            "values that a row may not see out of that row's product.")
+    rows = [0, 2]
+    check_state((m[rows], l[rows], acc[rows]), tuple(a[rows] for a in first_head(clean)),
+                "of rows 0 and 2, which may not see the NaN in keys 2 and 3: as if those keys were absent")
+    v_only = v.copy()
+    v_only[2, 1] = np.nan  # only a NaN value this time: row 1 sees it in its second output column only
+    got = expect_tuple(ch.forward_tile(q, k, v_only, *empty_state((4,), 2), 0.5, keep), 3,
+                       what="forward_tile's result (m, l, acc)")
+    expected = state_of(q[None], k[None], v[None], 0.5, keep)
+    want_acc = expected[2][0].copy()
+    want_acc[[1, 3], 1] = np.nan
+    check_state(got, (expected[0][0], expected[1][0], want_acc),
+                "with a NaN in value row 2, column 1: rows 1 and 3, which may see key 2, get NaN in acc[:, 1] "
+                "only; rows 0 and 2, which may not, get no NaN at all (mind 0 · NaN = NaN in P @ v)")
+
+
 # Exercise 9.2 ------------------------------------------------------------------------------------
 
 FINAL = "out = acc / l (each row by its own l) and lse = m + log(l), natural log"
@@ -141,6 +200,8 @@ FINAL = "out = acc / l (each row by its own l) and lse = m + log(l), natural log
 
 def check_final(got, out, lse, when):
     got_out, got_lse = expect_tuple(got, 2, what="finalize_rows's result (out, lse)")
+    expect_array(got_out, shape=np.shape(out), dtype=np.asarray(out).dtype, what=f"out {when}")
+    expect_array(got_lse, shape=np.shape(lse), dtype=np.asarray(lse).dtype, what=f"lse {when}")
     check_close(got_out, out, what=f"out {when}: {FINAL}")
     check_close(got_lse, lse, what=f"lse {when}: {FINAL}")
 
@@ -164,12 +225,12 @@ def test_finalize_rows_empty_rows(ch, rng):
     m = np.array([[-np.inf, 1.0, -np.inf], [0.5, -np.inf, 1000.0]])
     l = np.array([[0.0, 2.0, 0.0], [1.5, 0.0, 3.0]])
     acc = rng.standard_normal((2, 3, 3)) * (l > 0)[..., None]  # acc is 0 on empty rows
-    with warnings_as_failures("an empty row (l = 0) divided 0 by 0 or took log(0): divide by "
-                              "np.where(l > 0, l, 1) and store lse = +inf where l == 0"):
-        got = ch.finalize_rows(m, l, acc)
     safe = np.where(l > 0, l, 1.0)
-    check_final(got, acc / safe[..., None], np.where(l > 0, m + np.log(safe), np.inf),
-                "with empty rows (m = -inf, l = 0, acc = 0): an empty row (l = 0) gets output 0 and lse +inf")
+    with hinted("an empty row (l = 0) divided 0 by 0 or took log(0): divide by np.where(l == 0, 1, l) and store "
+                "lse = +inf where l == 0"):
+        got = ch.finalize_rows(m, l, acc)
+        check_final(got, acc / safe[..., None], np.where(l > 0, m + np.log(safe), np.inf),
+                    "with empty rows (m = -inf, l = 0, acc = 0): an empty row (l = 0) gets output 0 and lse +inf")
 
 
 @pytest.mark.exercise("9.2")
@@ -182,6 +243,24 @@ def test_finalize_rows_keeps_float32(ch, rng):
     check_final(ch.finalize_rows(m, l, acc), (acc / safe[..., None]).astype(np.float32),
                 np.where(l > 0, m + np.log(safe), np.inf).astype(np.float32),
                 "for float32 m, l, acc (the results must stay float32)")
+
+
+@pytest.mark.exercise("9.2")
+def test_finalize_rows_keeps_a_nan_row_nan(ch, rng):
+    m, l, acc = rng.standard_normal(3), rng.uniform(1, 3, 3), rng.standard_normal((3, 2))
+    m[1], l[1], acc[1] = np.nan, np.nan, np.nan  # row 1 saw a NaN score
+    m[2], l[2], acc[2] = -np.inf, 0.0, 0.0  # row 2 saw nothing
+    got_out, got_lse = expect_tuple(ch.finalize_rows(m, l, acc), 2, what="finalize_rows's result (out, lse)")
+    expect_array(got_lse, shape=(3,), dtype=np.float64, what="lse for a NaN row")
+    if not np.isnan(got_lse[1]):
+        raise AssertionError(
+            f"finalize_rows: row 1's state is NaN (it saw a NaN score), so its lse must be NaN; got {got_lse[1]!r}. "
+            "lse = +inf means 'saw nothing', a lie here that would give the row gradient 0 in the backward pass: "
+            "tell the empty row by l == 0, not by l > 0, which is False for NaN too.")
+    check_final((got_out, got_lse), np.array([acc[0] / l[0], [np.nan, np.nan], [0.0, 0.0]]),
+                np.array([m[0] + np.log(l[0]), np.nan, np.inf]),
+                "for rows (a real state, a NaN state, an empty state): NaN stays NaN, empty gives output 0 and lse "
+                "+inf")
 
 
 # Exercise 9.3 ------------------------------------------------------------------------------------

@@ -4,11 +4,14 @@ Expected values come from the float64 oracle (its weights P, output and log-sum-
 backward pass); every returned array is compared whole, with its shape and dtype
 (``checks.check_close``). Tiles are cut out of larger problems, as the flash backward pass sees them.
 """
+import contextlib
+import warnings
+
 import numpy as np
 import pytest
 
 from attention_scratch.course.checks import check_close
-from attention_scratch.testing import attention_oracle, attention_oracle_backward, warnings_as_failures
+from attention_scratch.testing import attention_oracle, attention_oracle_backward
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,25 @@ def problem(rng, shape=(2, 6, 8, 4, 3), **mask):
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(E)  # (H, L, S)
     dp = g @ np.swapaxes(v, -1, -2)  # (H, L, S)
     return dict(q=q, k=k, v=v, g=g, out=out, lse=lse, p=p, scores=scores, dp=dp)
+
+
+@contextlib.contextmanager
+def hinted(hint):
+    """Call and check inside the block; a NumPy warning alone fails nothing.
+
+    ``np.where`` evaluates both of its branches, so a right answer may warn about a
+    branch it throws away: the results decide. When a check fails after NumPy
+    warned, the message leads with ``hint`` and the warning, which say why.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            yield
+        except AssertionError as error:
+            warned = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+            if not warned:
+                raise
+            raise AssertionError(f"{hint} (NumPy warned: {warned[0].message})\n{error}") from None
 
 
 # Exercise 10.1 -----------------------------------------------------------------------------------
@@ -49,6 +71,10 @@ def test_d_term_with_batch_and_head_axes(ch, rng):
                 what=f"D for grad_out and out of shape (6, 6) (L = Ev): {D_TERM}")
     g, out = rng.standard_normal((4, 1)), rng.standard_normal((4, 1))
     check_close(ch.d_term(g, out), g[:, 0] * out[:, 0], what=f"D for Ev = 1: {D_TERM}")
+    g, out = rng.standard_normal((2, 1, 3)), rng.standard_normal((2, 1, 3))
+    check_close(ch.d_term(g, out), np.einsum("hlv,hlv->hl", g, out),
+                what=f"D for grad_out and out of shape (2, 1, 3) (one query, L = 1): shape (2, 1), only the Ev "
+                f"axis removed (sum(axis=-1); np.squeeze would drop L too): {D_TERM}")
 
 
 @pytest.mark.exercise("10.1")
@@ -102,15 +128,15 @@ def test_recompute_probs_without_a_mask_and_with_a_broadcast_mask(ch, rng):
 def test_recompute_probs_empty_rows_are_zero(ch, rng):
     x = problem(rng, shape=(2, 7, 4, 3, 2), is_causal=True, causal_align="bottom_right")  # rows 0-2 see nothing
     keep = np.tril(np.ones((7, 4), dtype=bool), -3)
-    with warnings_as_failures("a row with lse = +inf computed inf - inf: its weights must be 0 "
-                              "(exp(score - inf) is already 0 once masked scores are -inf)"):
+    with hinted("a row with lse = +inf computed inf - inf: its weights must be 0 (exp(score - inf) is already 0 "
+                "once masked scores are -inf)"):
         got = ch.recompute_probs(x["scores"], x["lse"], keep)
-    check_close(got, x["p"], what=f"weights with rows 0-2 empty (lse = +inf): all 0 there, no NaN; {PROBS}")
+        check_close(got, x["p"], what=f"weights with rows 0-2 empty (lse = +inf): all 0 there, no NaN; {PROBS}")
     lse = np.array([[np.inf, 0.7, np.inf]])
-    with warnings_as_failures("a row with lse = +inf gave a warning: its weights must be 0"):
+    with hinted("a row with lse = +inf gave a warning: its weights must be 0"):
         got = ch.recompute_probs(np.zeros((1, 3, 2)), lse)
-    check_close(got, np.where(np.isinf(lse), 0.0, np.exp(-lse))[..., None] * np.ones(2),
-                what=f"weights with keep=None on rows whose lse is +inf: 0 there, no NaN; {PROBS}")
+        check_close(got, np.where(np.isinf(lse), 0.0, np.exp(-lse))[..., None] * np.ones(2),
+                    what=f"weights with keep=None on rows whose lse is +inf: 0 there, no NaN; {PROBS}")
 
 
 @pytest.mark.exercise("10.2")
@@ -133,6 +159,29 @@ def test_recompute_probs_keeps_float32(ch, rng):
     expected = np.where(keep, np.exp(scores.astype(np.float64) - lse.astype(np.float64)[..., None]), 0.0)
     check_close(ch.recompute_probs(scores, lse, keep), expected.astype(np.float32),
                 what=f"weights from float32 scores and lse (the result must stay float32): {PROBS}")
+
+
+@pytest.mark.exercise("10.2")
+def test_recompute_probs_of_large_scores(ch, rng):
+    scores = rng.standard_normal((2, 3, 4)) + 800.0  # (H, bq, bk): ordinary scores, far from 0
+    lse = np.log(np.exp(scores - 800.0).sum(-1)) + 800.0  # (H, bq)
+    expected = np.exp(scores - 800.0) / np.exp(scores - 800.0).sum(-1, keepdims=True)
+    check_close(ch.recompute_probs(scores, lse), expected,
+                what=f"weights for scores near 800 and their lse: compute exp(scores - lse[..., None]) in one "
+                f"piece; exp(scores) / exp(lse) overflows to inf / inf = NaN (exp(800) is inf): {PROBS}")
+
+
+@pytest.mark.exercise("10.2")
+def test_recompute_probs_lets_a_kept_nan_score_show(ch, rng):
+    x = problem(rng, shape=(1, 5, 6, 4, 2), is_causal=True)
+    keep = np.tril(np.ones((5, 6), dtype=bool))
+    scores = x["scores"].copy()
+    scores[0, 3, 1] = np.nan  # a NaN score that row 3 may see
+    expected = x["p"].copy()
+    expected[0, 3, 1] = np.nan
+    check_close(ch.recompute_probs(scores, x["lse"], keep), expected,
+                what="weights where row 3 may see a NaN score (key 1): that weight is NaN (never hide it with "
+                f"nan_to_num or np.where(np.isnan(...))), the rest as usual: {PROBS}")
 
 
 # Exercise 10.3 -----------------------------------------------------------------------------------
@@ -185,3 +234,23 @@ def test_dscores_keeps_float32(ch, rng):
     expected = p.astype(np.float64) * (dp.astype(np.float64) - d.astype(np.float64)[..., None])
     check_close(ch.dscores(p, dp, d), expected.astype(np.float32),
                 what=f"dS from float32 p, dp, d (the result must stay float32): {DS}")
+
+
+@pytest.mark.exercise("10.3")
+def test_dscores_keeps_masked_nan_out_and_lets_seen_nan_show(ch, rng):
+    x = problem(rng, shape=(1, 5, 6, 4, 2), is_causal=True)
+    d = (x["g"] * x["out"]).sum(-1)  # (H, L)
+    dp = x["dp"].copy()
+    dp[0, 1, 4] = np.nan  # row 1 may not see key 4 (P = 0 there): a NaN value of that key must not reach dS
+    dp[0, 3, 2] = np.nan  # row 3 may see key 2 (P > 0): its NaN reaches dS
+    ds = ch.dscores(x["p"], dp, d)
+    expected = expected_ds(x)
+    expected[0, 3, 2] = np.nan
+    if isinstance(ds, np.ndarray) and ds.shape == expected.shape and np.isnan(ds[0, 1, 4]):
+        raise AssertionError(
+            "dscores: dS[0, 1, 4] is NaN, but row 1 may not see key 4 (P = 0 there): the NaN in dP there comes "
+            "from a key the row may not see and must not reach it. 0 · NaN is NaN: where P is 0, choose 0 with "
+            "np.where instead of multiplying by P.")
+    check_close(ds, expected,
+                what=f"dS where dP holds NaN at a masked entry (row 1, key 4: dS must be exactly 0) and at a seen "
+                f"entry (row 3, key 2: dS is NaN, never hidden): {DS}")

@@ -156,6 +156,27 @@ def test_chunk_update_masked_scores_and_rows(ch, rng):
                 "on rows that have seen keys and on row 0 that has not)")
 
 
+@pytest.mark.exercise("13.3")
+def test_chunk_update_lets_a_nan_score_reach_its_row(ch, rng):
+    rows, ev = 3, 2
+    s, v = rng.standard_normal((rows, 16)), rng.standard_normal((16, ev))
+    s[0, 8:] = -np.inf
+    bad = s.copy()
+    bad[1, 3] = np.nan  # row 1 sees a NaN score
+    m, l, o = update(ch, *start(rows, ev), bad, v, "a chunk with a NaN score in row 1")
+    for name, got in (("l", l), ("o", o)):
+        expect_array(got, what=f"{name} after a chunk with a NaN score")
+    if not (np.isnan(l[1]) and np.isnan(o[1]).all()):
+        raise AssertionError(
+            f"chunk_update: row 1 sees a NaN score, so its l and o must be NaN; got l = {l[1]!r}, o = {o[1]}. "
+            "A NaN is a bug upstream and must show: max(m, NaN) is NaN, and NaN > -inf is False, so a row "
+            "chosen by mx > -inf silently keeps its old state. Tell the rows that have seen nothing by "
+            "mx == -inf, and never use nan_to_num.")
+    keep = [0, 2]
+    check_state(tuple(a[keep] for a in (m, l, o)), tuple(a[keep] for a in state_of(s, v)), np.float64,
+                "of rows 0 and 2, which hold no NaN")
+
+
 # Exercise 13.4 ------------------------------------------------------------------------------------
 
 
@@ -237,7 +258,7 @@ def test_fragment_entry_c_tiles_are_an_a_fragment_and_other_operands_fail(ch):
                 f"lane {lane}: entry a{i} must sit where c{i} does, {(r, c)} (the first accumulator tile)"
             assert entry_of(ch, "a", lane, i + 4) == (r, c + 8), \
                 f"lane {lane}: entry a{i + 4} must sit 8 columns right of c{i}, at {(r, c + 8)}"
-    for operand in ("d", "ab", ""):
+    for operand in ("d", "ab", "", "A", "B", "C"):  # only the lower-case names of the docstring
         try:
             got = ch.fragment_entry(operand, 0, 0)
         except ValueError:

@@ -177,6 +177,12 @@ def test_positive_random_features_all_stabilizer(ch, rng):
                 what="stabilize='all': exp(exponent - c) / sqrt(m) with one c per (N, m) matrix, the "
                      "largest exponent over its rows and features (axes -2 and -1; not over the "
                      "leading axis, not per row, not per feature)")
+    x4 = rng.standard_normal((2, 3, 5, 4)) * np.array([1.0, 4.0, 12.0])[:, None, None]  # (B, H, N, E)
+    x4[1] *= 2.0  # the maxima differ along both leading axes
+    check_close(ch.positive_random_features(x4, omega, "all"), _features(x4, omega, "all"),
+                what="stabilize='all' for a 4-d x (2, 3, 5, 4): one c per (N, m) matrix, the largest exponent "
+                     "over axes -2 and -1 (count the axes from the end: axis=(1, 2) is right only for 3-d x), "
+                     "one constant per index (b, h) of the two leading axes")
 
 
 @pytest.mark.exercise("14.3")

@@ -1,4 +1,4 @@
-"""NaN and infinities: "masked means absent", one rule for every attention path (DESIGN.md §3).
+"""NaN and infinities: "masked means absent", one rule for every attention path (CONVENTIONS.md).
 
 The rule. Query row ``i`` *sees* key ``j`` when the mask lets it (causal, sliding window,
 boolean mask, a float mask entry other than ``-inf``, padding). Then
@@ -23,6 +23,7 @@ Every function works on NumPy and CuPy arrays, and on bfloat16 stored as uint16 
 import numpy as np
 
 from ._checks import array_module
+from .bands import integer_band
 
 
 def finite(x):
@@ -98,10 +99,9 @@ def _count_in_ranges(flags, start, stop):
 
 def _row_ranges(L, S, band):
     """The keys ``start[i] .. stop[i] - 1`` row ``i`` sees under the band ``lo <= j - i <= hi``."""
-    lo, hi = band
-    big = L + S + 1  # an unlimited side: an offset no pair reaches
+    lo, hi = integer_band(band, L, S)
     i = np.arange(L)  # (L,)
-    return _window(L, S, i + (-big if lo is None else lo), i + (big if hi is None else hi))
+    return _window(L, S, i + lo, i + hi)
 
 
 def band_has_key(L, S, band):
@@ -113,7 +113,8 @@ def band_has_key(L, S, band):
 def band_sees(bad_kv, L, S, band):
     """Which of ``L`` rows see any key, and which see a key flagged in ``bad_kv`` (..., S).
 
-    The mask is the band ``lo <= j - i <= hi`` of :func:`attention_scratch.flash_tiles.mask_band`.
+    The mask is the band ``lo <= j - i <= hi`` of :func:`attention_scratch.bands.mask_band`
+    (``None`` or integer bounds).
     Returns ``has_key`` (L,) NumPy bool and ``sees_bad`` (..., L).
     """
     start, stop = _row_ranges(L, S, band)
@@ -122,10 +123,9 @@ def band_sees(bad_kv, L, S, band):
 
 def band_seen_by(rows, L, S, band):
     """Keys seen by any flagged row: ``rows`` (..., G, L) -> (..., 1, S) (any over the group axis G)."""
-    lo, hi = band
-    big = L + S + 1
+    lo, hi = integer_band(band, L, S)
     j = np.arange(S)  # (S,)
-    start, stop = _window(S, L, j - (big if hi is None else hi), j - (-big if lo is None else lo))
+    start, stop = _window(S, L, j - hi, j - lo)
     return _count_in_ranges(rows.any(axis=-2, keepdims=True), start, stop)  # (..., 1, S)
 
 

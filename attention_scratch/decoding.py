@@ -16,8 +16,10 @@ combine exactly.
 import numpy as np
 
 from ._checks import array_module, check_positive_int
-from .flash import finish_forward, forward_blocks, prepare
-from .flash_tiles import key_block_range, shift_band
+from .bands import shift_band
+from .contract import DEFAULT_BLOCK, attention_args
+from .flash import forward_blocks
+from .flash_tiles import key_block_range
 from .online_softmax import check_partials, merge_attention
 
 
@@ -62,8 +64,8 @@ def _bounds(n, parts):
 
 
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
-                       enable_gqa=False, *, causal_align="top_left", window=None, block_q=64,
-                       block_k=64, return_lse=False):
+                       enable_gqa=False, *, causal_align="top_left", window=None,
+                       block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False):
     """Attention computed over ``num_splits`` key chunks independently, then combined (flash-decoding).
 
     Each chunk runs the flash forward pass on its slice of the keys with the
@@ -77,23 +79,24 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     num_splits = check_positive_int(num_splits, "num_splits")
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                window=window, block_q=block_q, block_k=block_k)
-    q, k, v = p["q"], p["k"], p["v"]  # (N, Hkv, G, L, E), (N, Hkv, 1, S, E), (N, Hkv, 1, S, Ev)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
+    q, k, v = args.q, args.k, args.v  # (N, Hkv, G, L, E), (N, Hkv, 1, S, E), (N, Hkv, 1, S, Ev)
+    acc_dtype, (block_q, block_k) = args.acc_dtype, args.plan.used
     outs, lses = [], []
-    for j0, j1 in _bounds(k.shape[-2], num_splits):
-        out, lse = forward_blocks(q, k[..., j0:j1, :], v[..., j0:j1, :], p["scale"],
-                                  shift_band(p["band"], 0, j0), p["block_q"], p["block_k"],
-                                  p["acc"], p["acc"])  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
+    for j0, j1 in _bounds(args.S, num_splits):
+        out, lse = forward_blocks(q, k[..., j0:j1, :], v[..., j0:j1, :], args.scale,
+                                  shift_band(args.band, 0, j0), block_q, block_k, acc_dtype,
+                                  acc_dtype)  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
         outs.append(out)
         lses.append(lse)
     out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
-    return finish_forward(p, out.astype(p["dtype"]), lse, return_lse)  # NaN rows marked, shapes restored
+    return args.finish_forward(out.astype(args.dtype), lse, return_lse)  # NaN rows marked, shapes restored
 
 
 def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
-                   *, causal_align="top_left", window=None, block_q=64, block_k=64,
-                   return_lse=False, return_log=False):
+                   *, causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
+                   block_k=DEFAULT_BLOCK, return_lse=False, return_log=False):
     """Ring attention simulated on ``world_size`` devices (Liu, Zaharia and Abbeel, 2024).
 
     Queries are sharded along L and keys/values along S into ``world_size``
@@ -118,14 +121,14 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
     world = check_positive_int(world_size, "world_size")
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                window=window, block_q=block_q, block_k=block_k)
-    q, k, v, acc = p["q"], p["k"], p["v"], p["acc"]
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
+    q, k, v, acc_dtype = args.q, args.k, args.v, args.acc_dtype
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
     xp = array_module(q)  # NumPy or CuPy: the device state lives where the inputs do
-    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc),  # (N, Hkv, G, Lr, Ev)
-                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc)) for i0, i1 in q_bounds]
+    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc_dtype),  # (N, Hkv, G, Lr, Ev)
+                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype)) for i0, i1 in q_bounds]
     held = list(range(world))  # held[r] = index of the key/value shard device r holds
     log = []
     for _ in range(world):
@@ -133,17 +136,17 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
         for r, (i0, i1) in enumerate(q_bounds):
             s = held[r]
             j0, j1 = kv_bounds[s]
-            band = shift_band(p["band"], i0, j0)
+            band = shift_band(args.band, i0, j0)
             if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
                 step.append((s, "skipped"))  # nothing in this shard is visible to these queries
                 continue
-            part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], p["scale"],
-                                  band, p["block_q"], p["block_k"], acc, acc)
+            part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], args.scale,
+                                  band, *args.plan.used, acc_dtype, acc_dtype)
             running[r] = merge_attention(*running[r], *part)  # (N, Hkv, G, Lr, Ev), (N, Hkv, G, Lr)
             step.append((s, "computed"))
         log.append(step)
         held = [held[(r - 1) % world] for r in range(world)]  # each device sends its shard to r + 1
-    out = np.concatenate([o for o, _ in running], axis=-2).astype(p["dtype"])  # (N, Hkv, G, L, Ev)
+    out = np.concatenate([o for o, _ in running], axis=-2).astype(args.dtype)  # (N, Hkv, G, L, Ev)
     lse = np.concatenate([s for _, s in running], axis=-1)  # (N, Hkv, G, L)
-    result = finish_forward(p, out, lse, return_lse)  # NaN rows marked, shapes restored
+    result = args.finish_forward(out, lse, return_lse)  # NaN rows marked, shapes restored
     return (result, log) if return_log else result

@@ -2,43 +2,15 @@
 
 Every mask a flash kernel supports here (causal in either alignment, a sliding
 window, or both) keeps key ``j`` for query ``i`` exactly when the diagonal
-offset ``j - i`` lies in a band ``lo <= j - i <= hi`` (``None`` = unlimited).
-That makes tiling cheap: a tile of rows ``i0..i1-1`` and columns ``j0..j1-1``
+offset ``j - i`` lies in a band ``lo <= j - i <= hi`` (``None`` = unlimited;
+:func:`attention_scratch.bands.mask_band` builds it). That makes tiling cheap: a tile of rows ``i0..i1-1`` and columns ``j0..j1-1``
 holds the offsets ``j0 - (i1 - 1) .. (j1 - 1) - i0``, so comparing two numbers
 with the band tells whether the tile is empty (skip it), entirely kept (no mask
 needed), or cut by the band (build the mask for this tile only).
 """
 import numpy as np
 
-
-def mask_band(L, S, is_causal=False, causal_align="top_left", window=None):
-    """The band ``(lo, hi)`` with "may attend" ⇔ ``lo <= j - i <= hi``; ``None`` = unlimited.
-
-    ``is_causal`` gives ``hi = 0`` (top-left) or ``hi = S - L`` (bottom-right);
-    ``window=(left, right)`` gives ``lo = S - L - left`` and ``hi = S - L + right``
-    (bottom-right aligned, DESIGN.md §4); together the tighter bound wins. The
-    result is the same mask as :func:`attention_scratch.testing.reference_mask`.
-    """
-    lo, hi = None, None
-    if is_causal:
-        hi = 0 if causal_align == "top_left" else S - L
-    if window is not None:
-        left, right = window
-        if left is not None:
-            lo = S - L - left
-        if right is not None:
-            hi = S - L + right if hi is None else min(hi, S - L + right)
-    return lo, hi
-
-
-def shift_band(band, i0, j0):
-    """The band in the local indices of a sub-problem whose rows start at ``i0`` and keys at ``j0``.
-
-    With ``i = i0 + i'`` and ``j = j0 + j'``: ``lo - (j0 - i0) <= j' - i' <= hi - (j0 - i0)``.
-    """
-    lo, hi = band
-    delta = j0 - i0
-    return (None if lo is None else lo - delta, None if hi is None else hi - delta)
+from .bands import integer_band, key_blocks, query_blocks
 
 
 # BEGIN EXERCISE 9.3 (2 points): classifying a tile against the mask band
@@ -88,39 +60,15 @@ def key_block_range(i0, i1, S, block_k, band):
     """The key blocks a query block of rows ``i0..i1-1`` must visit: exactly the non-empty tiles.
 
     Row ``i`` keeps keys ``i + lo .. i + hi``, so the block needs keys from
-    ``i0 + lo`` to ``i1 - 1 + hi``, clipped to ``0 .. S - 1``.
+    ``i0 + lo`` to ``i1 - 1 + hi``, clipped to ``0 .. S - 1`` (:func:`attention_scratch.bands.key_blocks`,
+    the arithmetic the Numba kernels run compiled). ``band`` may hold ``None``.
     """
-    lo, hi = band
-    first = 0 if lo is None else max(0, i0 + lo)
-    last = S - 1 if hi is None else min(S - 1, i1 - 1 + hi)
-    if first > last:
-        return range(0)
-    return range(first // block_k, last // block_k + 1)
-
-
-def reachable_keys(L, S, band):
-    """The keys some query may attend to, as a ``range``: ``lo .. L - 1 + hi`` clipped to ``0 .. S - 1``.
-
-    A key outside it is masked for every row. The flash front ends zero such keys
-    (and their values) before tiling, so that a NaN there cannot reach a result
-    through ``0 · NaN`` in a tile product, exactly as the dense path does.
-    """
-    lo, hi = band
-    if L == 0 or (lo is not None and hi is not None and lo > hi):  # no row keeps any key
-        return range(0)
-    first = 0 if lo is None else max(0, lo)
-    last = S - 1 if hi is None else min(S - 1, L - 1 + hi)
-    return range(first, max(first, last + 1))
+    return range(*key_blocks(i0, i1, S, block_k, *integer_band(band, i1, S)))
 
 
 def query_block_range(j0, j1, L, block_q, band):
     """The query blocks that a key block ``j0..j1-1`` contributes to (the backward pass's inner loop)."""
-    lo, hi = band
-    first = 0 if hi is None else max(0, j0 - hi)
-    last = L - 1 if lo is None else min(L - 1, j1 - 1 - lo)
-    if first > last:
-        return range(0)
-    return range(first // block_q, last // block_q + 1)
+    return range(*query_blocks(j0, j1, L, block_q, *integer_band(band, L, j1)))
 
 
 # BEGIN EXERCISE 9.1 (3 points): one tile of the flash attention forward pass

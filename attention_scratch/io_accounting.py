@@ -15,7 +15,7 @@ import tracemalloc
 import numpy as np
 
 from ._checks import check_positive_int
-from .flash import prepare
+from .contract import attention_args
 from .flash_tiles import finalize_rows, forward_tile, key_block_range, tile_keep, tile_kind
 
 
@@ -127,26 +127,27 @@ def flash_trace(query, key, value, q_block=0, block_q=8, block_k=8, is_causal=Fa
     for a, name in ((query, "query"), (key, "key"), (value, "value")):
         if np.ndim(a) != 2:
             raise ValueError(f"{name} must be one head, 2-D (length, head_dim); got shape {np.shape(a)}")
-    p = prepare(np.asarray(query)[None], np.asarray(key)[None], np.asarray(value)[None], is_causal,
-                scale, causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
-    q, k, v = p["q"][0, 0, 0], p["k"][0, 0, 0], p["v"][0, 0, 0]  # (L, E), (S, E), (S, Ev)
-    band, acc = p["band"], p["acc"]
+    args = attention_args(np.asarray(query)[None], np.asarray(key)[None], np.asarray(value)[None],
+                          is_causal, scale, causal_align=causal_align, window=window,
+                          block_q=block_q, block_k=block_k)
+    q, k, v = args.q[0, 0, 0], args.k[0, 0, 0], args.v[0, 0, 0]  # (L, E), (S, E), (S, Ev)
+    band, acc_dtype = args.band, args.acc_dtype
     L, S = q.shape[0], k.shape[0]
     i0 = q_block * block_q
     if not 0 <= i0 < L:
         raise ValueError(f"q_block={q_block} is out of range for L={L} and block_q={block_q}")
     i1 = min(i0 + block_q, L)
-    q_blk = q[i0:i1].astype(acc)  # (bq, E)
-    m = np.full(i1 - i0, -np.inf, dtype=acc)  # (bq,)
-    l = np.zeros(i1 - i0, dtype=acc)  # (bq,)
-    o = np.zeros((i1 - i0, v.shape[-1]), dtype=acc)  # (bq, Ev)
+    q_blk = q[i0:i1].astype(acc_dtype)  # (bq, E)
+    m = np.full(i1 - i0, -np.inf, dtype=acc_dtype)  # (bq,)
+    l = np.zeros(i1 - i0, dtype=acc_dtype)  # (bq,)
+    o = np.zeros((i1 - i0, v.shape[-1]), dtype=acc_dtype)  # (bq, Ev)
     steps = []
     for kb in key_block_range(i0, i1, S, block_k, band):
         j0, j1 = kb * block_k, min(kb * block_k + block_k, S)
         kind = tile_kind(i0, i1, j0, j1, band)
         keep = tile_keep(i0, i1, j0, j1, band) if kind == "partial" else None
-        m, l, o = forward_tile(q_blk, k[j0:j1].astype(acc), v[j0:j1].astype(acc), m, l, o,
-                               p["scale"], keep)
+        m, l, o = forward_tile(q_blk, k[j0:j1].astype(acc_dtype), v[j0:j1].astype(acc_dtype), m, l,
+                               o, args.scale, keep)
         steps.append(dict(k_block=kb, kind=kind, m=m.copy(), l=l.copy(), acc=o.copy(),
                           out=finalize_rows(m, l, o)[0]))
     return steps

@@ -17,7 +17,8 @@ import numpy as np
 
 from ._checks import array_module, check_flag, check_positive_int, check_scale
 from ._nonfinite import nan_rows
-from .variants import _acc_dtype, _check_qkv, absent_nonfinite, linear_attention_features
+from .contract import acc_dtype_of
+from .variants import _check_qkv, absent_nonfinite, linear_attention_features
 
 
 def gaussian_random_features(num_features, dim, rng, *, orthogonal=True):
@@ -128,16 +129,16 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     scale, is_causal = check_scale(scale), check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
-    acc = _acc_dtype(dtype)
+    acc_dtype = acc_dtype_of(dtype)
     E = q.shape[-1]
     q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: DESIGN.md §3
     if q.shape[-2] == 0 or k.shape[-2] == 0 or E == 0:
         # No query or no key: empty or 0. E = 0: every score is 0, exp(0) = 1 for every pair, so the
         # one feature 1 is exact (each row averages the values it sees, as dense attention does).
         n = 1 if E == 0 and q.shape[-2] and k.shape[-2] else 0
-        ones_q = array_module(q).ones(q.shape[:-1] + (n,), dtype=acc)  # (..., L, 1 or 0)
-        ones_k = array_module(k).ones(k.shape[:-1] + (n,), dtype=acc)  # (..., S, 1 or 0)
-        return nan_rows(linear_attention_features(ones_q, ones_k, v.astype(acc), is_causal, eps),
+        ones_q = array_module(q).ones(q.shape[:-1] + (n,), dtype=acc_dtype)  # (..., L, 1 or 0)
+        ones_k = array_module(k).ones(k.shape[:-1] + (n,), dtype=acc_dtype)  # (..., S, 1 or 0)
+        return nan_rows(linear_attention_features(ones_q, ones_k, v.astype(acc_dtype), is_causal, eps),
                         rows).astype(dtype)
     if omega is None:
         if rng is None:
@@ -147,8 +148,8 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     if omega.ndim != 2 or omega.shape[1] != E:
         raise ValueError(f"omega must have shape (num_features, E={E}); got {omega.shape}")
     root = np.sqrt(1.0 / np.sqrt(E) if scale is None else scale)
-    omega = omega.astype(acc)
-    phi_q = positive_random_features(q.astype(acc) * root, omega, "row")  # (..., L, m)
-    phi_k = positive_random_features(k.astype(acc) * root, omega, "all")  # (..., S, m)
-    out = linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps)  # (..., L, Ev)
+    omega = omega.astype(acc_dtype)
+    phi_q = positive_random_features(q.astype(acc_dtype) * root, omega, "row")  # (..., L, m)
+    phi_k = positive_random_features(k.astype(acc_dtype) * root, omega, "all")  # (..., S, m)
+    out = linear_attention_features(phi_q, phi_k, v.astype(acc_dtype), is_causal, eps)  # (..., L, Ev)
     return nan_rows(out, rows).astype(dtype)

@@ -2,24 +2,27 @@
 
 ``softmax(Q Kᵀ · scale + bias, masked) V`` with PyTorch's argument names
 (``torch.nn.functional.scaled_dot_product_attention``) and this library's
-conventions (DESIGN.md §3): boolean masks are True where a query may attend,
+conventions (``CONVENTIONS.md``): boolean masks are True where a query may attend,
 a float ``attn_mask`` is added to the scores, masks are applied with ``where``
 so a row with nothing to attend to gives 0, float16 is accumulated in float32 and
-returned as float16. NaN and infinities follow "masked means absent" (DESIGN.md §3,
+returned as float16. NaN and infinities follow "masked means absent" (``CONVENTIONS.md``,
 :mod:`attention_scratch._nonfinite`): a row that sees one (in its query, a key or value
 it may attend, or its float mask where it may attend) is NaN, output and weights; one
 that a row does not see never reaches it, forward or backward.
 
 Internally the heads are laid out as ``(N, Hkv, G, L, E)`` (``G = Hq / Hkv``
 query heads per key/value head, ``N`` the flattened leading axes), the layout
-of :func:`attention_scratch.flash.prepare`, so grouped-query attention never
+of :class:`attention_scratch.contract.AttentionArgs`, so grouped-query attention never
 copies the keys: they broadcast over ``G``.
 """
+import dataclasses
+from typing import Any, Optional
+
 import numpy as np
 
 from ._checks import array_module, check_dropout_p, check_flag
 from ._nonfinite import bad_rows, dense_sees, dense_seen_by, nan_rows, zero_rows
-from .flash import prepare
+from .contract import AttentionArgs, attention_args
 from .masks import causal_mask, check_attn_mask
 from .softmax import masked_softmax, softmax_vjp
 
@@ -89,70 +92,76 @@ def scores_gradient(grad_out, value, probs):
 # END EXERCISE
 
 
-def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
-    """Validate; return the kernel layout of :func:`flash.prepare` plus the mask pieces.
+@dataclasses.dataclass(frozen=True)
+class DenseMask:
+    """The mask of one call in the kernel layout, and the rows the non-finite rule makes NaN.
 
-    Adds ``keep`` (bool, (L, S) or (N, Hkv, G, L, S), or None), ``bias`` (float, finite or
-    ``-inf``, or None), ``L``, ``S`` and, when some input is not finite, ``poisoned``
-    (N, Hkv, G, L) and ``visible`` (N, Hkv, G, L, S) (else None).
+    ``keep``: bool, (L, S) or (N, Hkv, G, L, S), or None (every key); ``bias``: the float
+    mask, finite or ``-inf`` (NaN and ``+inf`` cleaned to 0), or None; ``poisoned``
+    (N, Hkv, G, L) and ``visible`` (N, Hkv, G, L, S), set only when some input or the float
+    mask is not finite.
     """
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
-    n, hkv, g, L, _ = p["q"].shape
-    S = p["k"].shape[-2]
-    score_shape = p["lead"] + (p["hq"], L, S)  # (..., Hq, L, S)
-    xp = array_module(p["q"])  # masks follow the inputs to the device
-    mask = check_attn_mask(attn_mask, score_shape)
+
+    keep: Any = None
+    bias: Any = None
+    poisoned: Optional[Any] = None
+    visible: Optional[Any] = None
+
+
+def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
+    """Validate; return the :class:`~attention_scratch.contract.AttentionArgs` and the :class:`DenseMask`."""
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
+    n, hkv, g, L, S = args.q.shape[0], args.kv_heads, args.group, args.L, args.S
+    xp = array_module(args.q)  # masks follow the inputs to the device
+    mask = check_attn_mask(attn_mask, args.lead + (args.heads, L, S))
     mask = None if mask is None else xp.asarray(mask)
     if mask is not None and mask.ndim > 2:  # bring (..., Hq, L, S) to (N, Hkv, G, L, S)
-        mask = xp.broadcast_to(mask, score_shape).reshape((n, hkv, g, L, S))
+        mask = xp.broadcast_to(mask, args.lead + (args.heads, L, S)).reshape((n, hkv, g, L, S))
     keep = xp.asarray(causal_mask(L, S, causal_align)) if is_causal else None  # (L, S)
     bias = None
     if mask is not None and mask.dtype == bool:
         keep = mask if keep is None else keep & mask  # (N, Hkv, G, L, S) or (L, S)
     elif mask is not None:
-        bias = mask.astype(p["acc"])
+        bias = mask.astype(args.acc_dtype)
     dropout_p = check_dropout_p(dropout_p)
     if dropout_p > 0 and not isinstance(rng, np.random.Generator):
         raise TypeError(f"dropout_p={dropout_p} needs rng=np.random.Generator(...); got {rng!r}")
-    p.update(keep=keep, bias=bias, L=L, S=S, poisoned=None, visible=None)
-    _find_poisoned(p, xp)
-    return p
+    return args, _find_poisoned(args, DenseMask(keep, bias), xp)
 
 
-def _visible(p, xp):
+def _visible(args, mask, xp):
     """(N, Hkv, G, L, S) bool: where a row sees a key (the boolean mask keeps it, the bias is not -inf)."""
-    shape = p["q"].shape[:-1] + (p["S"],)  # (N, Hkv, G, L, S)
-    visible = xp.ones(shape, dtype=bool) if p["keep"] is None else xp.broadcast_to(p["keep"], shape)
-    return visible if p["bias"] is None else visible & (p["bias"] != -np.inf)
+    shape = args.q.shape[:-1] + (args.S,)  # (N, Hkv, G, L, S)
+    visible = xp.ones(shape, dtype=bool) if mask.keep is None else xp.broadcast_to(mask.keep, shape)
+    return visible if mask.bias is None else visible & (mask.bias != -np.inf)
 
 
-def _find_poisoned(p, xp):
-    """Fill ``p["poisoned"]`` and ``p["visible"]`` when an input or the float mask holds NaN or ±inf.
+def _find_poisoned(args, mask, xp):
+    """``mask`` with ``poisoned`` and ``visible`` filled when an input or the float mask holds NaN or ±inf.
 
     A row is poisoned when it sees a key (the mask keeps it and the bias is not ``-inf``) and its
     query, a key or value it sees, or its bias where it sees, holds NaN or ±inf (``-inf`` in the
-    bias only hides). ``p["bias"]`` is cleaned (NaN and ``+inf`` become 0) so that the softmax
-    never meets them; the callers mark the poisoned rows.
+    bias only hides). The bias is cleaned (NaN and ``+inf`` become 0) so that the softmax never
+    meets them; the callers mark the poisoned rows.
     """
-    bias, found = p["bias"], p["found"]
+    bias, found = mask.bias, args.nonfinite
     bad_bias = None
     if bias is not None:
         bad_bias = xp.isnan(bias) | xp.isposinf(bias)  # (L, S) or (N, Hkv, G, L, S)
         if not bool(bad_bias.any()):
             bad_bias = None
     if found is None and bad_bias is None:
-        return
-    n, hkv, g, L, _ = p["q"].shape
-    shape = (n, hkv, g, L, p["S"])  # (N, Hkv, G, L, S)
-    visible = _visible(p, xp)  # (N, Hkv, G, L, S)
+        return mask
+    visible = _visible(args, mask, xp)  # (N, Hkv, G, L, S)
     if found is None:  # only the float mask is not finite
-        found = xp.zeros(shape[:-1], dtype=bool), xp.zeros((n, hkv, 1, p["S"]), dtype=bool)
+        n, hkv = args.q.shape[:2]
+        found = xp.zeros(visible.shape[:-1], dtype=bool), xp.zeros((n, hkv, 1, args.S), dtype=bool)
     bad_q, bad_kv = found  # (N, Hkv, G, L), (N, Hkv, 1, S)
     has_key, sees_bad = dense_sees(visible, bad_kv)  # (N, Hkv, G, L) each
     if bad_bias is not None:
         sees_bad = sees_bad | (visible & bad_bias).any(axis=-1)  # (N, Hkv, G, L)
-        p["bias"] = xp.where(bad_bias, 0, bias).astype(bias.dtype)
-    p.update(poisoned=has_key & (bad_q | sees_bad), visible=visible)
+        bias = xp.where(bad_bias, 0, bias).astype(bias.dtype)
+    return DenseMask(mask.keep, bias, has_key & (bad_q | sees_bad), visible)
 
 
 def _two_dimensional(query, key, value):
@@ -164,14 +173,15 @@ def _add_head_axis(*arrays):
     return tuple(array_module(a).asarray(a)[None] for a in arrays)
 
 
-def _probs(p):
+def _probs(args: AttentionArgs, mask: DenseMask):
     """The attention weights in the accumulation dtype, (N, Hkv, G, L, S)."""
-    scores = scaled_scores(p["q"].astype(p["acc"]), p["k"].astype(p["acc"]), p["scale"])  # (N, Hkv, G, L, S)
-    if p["bias"] is not None:
-        scores = scores + p["bias"]  # (N, Hkv, G, L, S)
-    if p["S"] == 0:  # no keys at all: every row is empty (the max of an empty row is undefined)
+    acc_dtype = args.acc_dtype
+    scores = scaled_scores(args.q.astype(acc_dtype), args.k.astype(acc_dtype), args.scale)  # (N, Hkv, G, L, S)
+    if mask.bias is not None:
+        scores = scores + mask.bias  # (N, Hkv, G, L, S)
+    if args.S == 0:  # no keys at all: every row is empty (the max of an empty row is undefined)
         return scores
-    return masked_softmax(scores, True if p["keep"] is None else p["keep"])  # 0 on masked entries
+    return masked_softmax(scores, True if mask.keep is None else mask.keep)  # 0 on masked entries
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
@@ -215,7 +225,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     Notes
     -----
-    NaN and infinities ("masked means absent", DESIGN.md §3): a row whose query, a key or
+    NaN and infinities ("masked means absent", ``CONVENTIONS.md``): a row whose query, a key or
     value it may attend, or its float mask where it may attend, holds NaN or ``+inf`` (±inf
     in the inputs) is NaN, output and weights, as in PyTorch. One that the mask hides from a
     row (False, ``-inf``, causality) never reaches that row, forward or backward; PyTorch
@@ -234,16 +244,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             *_add_head_axis(query, key, value), attn_mask, dropout_p, is_causal, scale, enable_gqa,
             causal_align=causal_align, rng=rng, return_weights=return_weights)
         return tuple(a[0] for a in result) if return_weights else result[0]
-    p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
-    probs = _probs(p)  # (N, Hkv, G, L, S)
+    args, mask = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                        causal_align, rng)
+    probs = _probs(args, mask)  # (N, Hkv, G, L, S)
     if dropout_p > 0:
         probs, _ = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    out = probs @ p["v"].astype(p["acc"])  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
-    out = nan_rows(out, p["poisoned"]).astype(p["dtype"])  # (N, Hkv, G, L, Ev)
-    out = out.reshape(p["lead"] + (p["hq"], p["L"], out.shape[-1]))  # (..., Hq, L, Ev)
+    out = probs @ args.v.astype(args.acc_dtype)  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    out = nan_rows(out, mask.poisoned).astype(args.dtype)  # (N, Hkv, G, L, Ev)
+    out = out.reshape(args.output_shape)  # (..., Hq, L, Ev)
     if return_weights:
-        probs = nan_rows(probs, p["poisoned"]).astype(p["dtype"])  # (N, Hkv, G, L, S)
-        return out, probs.reshape(p["lead"] + (p["hq"], p["L"], p["S"]))  # (..., Hq, L, S)
+        probs = nan_rows(probs, mask.poisoned).astype(args.dtype)  # (N, Hkv, G, L, S)
+        return out, probs.reshape(args.lse_shape + (args.S,))  # (..., Hq, L, S)
     return out
 
 
@@ -272,7 +283,7 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
         rows with nothing to attend to contribute 0. The float ``attn_mask`` gets no gradient.
         A row that is NaN in the forward pass, or whose ``grad_out`` holds NaN or ±inf, has
         ``grad_query`` NaN and makes ``grad_key``, ``grad_value`` NaN for every key it may
-        attend; nothing else changes (DESIGN.md §3).
+        attend; nothing else changes (``CONVENTIONS.md``).
 
     Shapes
     ------
@@ -283,21 +294,21 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
             *_add_head_axis(grad_out, query, key, value), attn_mask, is_causal, scale, enable_gqa,
             causal_align=causal_align, dropout_p=dropout_p, rng=rng)
         return tuple(g[0] for g in grads)
-    p = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng)
-    acc, L, Ev = p["acc"], p["L"], p["v"].shape[-1]
+    args, mask = _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                        causal_align, rng)
+    acc_dtype = args.acc_dtype
     d_out = array_module(grad_out).asarray(grad_out)
-    expected = p["lead"] + (p["hq"], L, Ev)
-    if d_out.shape != expected:
-        raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
-    d_out = d_out.astype(acc).reshape(p["q"].shape[:-1] + (Ev,))  # (N, Hkv, G, L, Ev)
-    rows = bad_rows(d_out)  # (N, Hkv, G, L): DESIGN.md §3, a non-finite dO row is NaN as well
-    rows = rows if p["poisoned"] is None else rows | p["poisoned"]
+    if d_out.shape != args.output_shape:
+        raise ValueError(f"grad_out must have the output's shape {args.output_shape}; got {d_out.shape}")
+    d_out = d_out.astype(acc_dtype).reshape(args.q.shape[:-1] + (args.Ev,))  # (N, Hkv, G, L, Ev)
+    rows = bad_rows(d_out)  # (N, Hkv, G, L): a non-finite dO row is NaN as well (CONVENTIONS.md)
+    rows = rows if mask.poisoned is None else rows | mask.poisoned
     d_out = zero_rows(d_out, rows)
-    probs = _probs(p)  # (N, Hkv, G, L, S)
+    probs = _probs(args, mask)  # (N, Hkv, G, L, S)
     used, keep = probs, None
     if dropout_p > 0:
         used, keep = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    q, k, v = p["q"].astype(acc), p["k"].astype(acc), p["v"].astype(acc)  # finite (prepare zeroed the rest)
+    q, k, v = (x.astype(acc_dtype) for x in (args.q, args.k, args.v))  # finite: non-finite rows zeroed
     d_v = (np.swapaxes(used, -1, -2) @ d_out).sum(axis=2, keepdims=True)  # (N, Hkv, 1, S, Ev)
     if keep is None:
         d_s = scores_gradient(d_out, v, probs)  # (N, Hkv, G, L, S)
@@ -305,14 +316,14 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
         factor = 0.0 if dropout_p >= 1 else 1.0 / (1.0 - dropout_p)
         d_probs = np.where(keep, (d_out @ np.swapaxes(v, -1, -2)) * factor, 0.0)  # (N, Hkv, G, L, S)
         d_s = softmax_vjp(d_probs, probs)  # (N, Hkv, G, L, S)
-    d_q = (d_s @ k) * p["scale"]  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
-    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2, keepdims=True) * p["scale"]  # (N, Hkv, 1, S, E)
+    d_q = (d_s @ k) * args.scale  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
+    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2, keepdims=True) * args.scale  # (N, Hkv, 1, S, E)
     if bool(rows.any()):  # rows with a non-finite input: dQ NaN, and dK, dV of every key they see
-        visible = _visible(p, array_module(d_q)) if p["visible"] is None else p["visible"]  # (N, Hkv, G, L, S)
+        visible = _visible(args, mask, array_module(d_q)) if mask.visible is None else mask.visible
         rows = rows & visible.any(axis=-1)  # (N, Hkv, G, L): rows seeing no key stay 0
         keys = dense_seen_by(rows, visible)  # (N, Hkv, 1, S)
         d_q, d_k, d_v = nan_rows(d_q, rows), nan_rows(d_k, keys), nan_rows(d_v, keys)
-    kv_lead = p["lead"] + (p["k"].shape[1],)
-    return (d_q.astype(p["dtype"]).reshape(np.shape(query)),  # (..., Hq, L, E)
-            d_k.astype(p["dtype"]).reshape(kv_lead + d_k.shape[-2:]),  # (..., Hkv, S, E)
-            d_v.astype(p["dtype"]).reshape(kv_lead + d_v.shape[-2:]))  # (..., Hkv, S, Ev)
+    kv_lead = args.lead + (args.kv_heads,)
+    return (d_q.astype(args.dtype).reshape(np.shape(query)),  # (..., Hq, L, E)
+            d_k.astype(args.dtype).reshape(kv_lead + d_k.shape[-2:]),  # (..., Hkv, S, E)
+            d_v.astype(args.dtype).reshape(kv_lead + d_v.shape[-2:]))  # (..., Hkv, S, Ev)

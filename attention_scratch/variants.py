@@ -20,17 +20,13 @@ import numpy as np
 
 from ._checks import array_module, as_float_array, check_flag, check_ndim, check_positive_int
 from ._nonfinite import nan_rows, poisoned_band_rows, scan, zero_rows
-from .flash import finish_forward, prepare
+from .bands import mask_band
+from .contract import DEFAULT_BLOCK, acc_dtype_of, attention_args
 from .flash_tiles import finalize_rows, forward_tile, tile_keep
 
 
-def _acc_dtype(dtype):
-    """float16 accumulates in float32; float32 and float64 keep their dtype."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
-
-
 def sliding_window_attention(query, key, value, window, is_causal=False, scale=None,
-                             enable_gqa=False, *, causal_align="top_left", block=64,
+                             enable_gqa=False, *, causal_align="top_left", block=DEFAULT_BLOCK,
                              return_lse=False):
     """Exact attention under a sliding-window mask, computed in ``O(L·(block + w))`` per head.
 
@@ -47,7 +43,7 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
         ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     window : (int or None, int or None)
         ``(left, right)``: query ``i`` keeps keys ``i' - left <= j <= i' + right``
-        with ``i' = i + S - L`` (DESIGN.md §4). The band must be bounded on both
+        with ``i' = i + S - L`` (as in :func:`attention_scratch.flash_attention`). The band must be bounded on both
         sides, by the window or by ``is_causal``; otherwise the cost is not
         ``O(L·w)`` and :func:`attention_scratch.flash_attention` is the right tool.
     is_causal, scale, enable_gqa, causal_align
@@ -69,31 +65,32 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
     if window is None:
         raise ValueError("window must be a pair (left, right); got None (use flash_attention "
                          "for attention without a window)")
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                window=window, block_q=block, block_k=block)
-    lo, hi = p["band"]
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block, block_k=block)
+    lo, hi = mask_band(args.L, args.S, is_causal, causal_align, window)
     if lo is None or hi is None:
         raise ValueError(f"window={window!r} with is_causal={is_causal} leaves the band unbounded "
                          f"(j - i in [{lo}, {hi}]); sliding-window attention needs both bounds")
-    q, k, v, acc, block = p["q"], p["k"], p["v"], p["acc"], p["block_q"]
-    L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
+    lo, hi = args.band
+    q, k, v, acc_dtype, block = args.q, args.k, args.v, args.acc_dtype, args.plan.block_q
+    L, S, Ev = args.L, args.S, args.Ev
     xp = array_module(q)  # NumPy or CuPy
-    out = xp.zeros(q.shape[:-1] + (Ev,), dtype=p["dtype"])  # (N, Hkv, G, L, Ev)
-    lse = xp.full(q.shape[:-1], np.inf, dtype=acc)  # (N, Hkv, G, L)
+    out = xp.zeros(q.shape[:-1] + (Ev,), dtype=args.dtype)  # (N, Hkv, G, L, Ev)
+    lse = xp.full(q.shape[:-1], np.inf, dtype=acc_dtype)  # (N, Hkv, G, L)
     for i0 in range(0, L, block):
         i1 = min(i0 + block, L)
         j0, j1 = max(0, i0 + lo), min(S, i1 + hi)  # keys i0+lo .. i1-1+hi, clipped
         if j0 >= j1:
             continue  # no query of this block has a key: out 0, lse +inf
-        q_blk = q[..., i0:i1, :].astype(acc)  # (N, Hkv, G, bq, E)
-        state = (xp.full(q_blk.shape[:-1], -np.inf, dtype=acc),  # m (N, Hkv, G, bq)
-                 xp.zeros(q_blk.shape[:-1], dtype=acc),  # l (N, Hkv, G, bq)
-                 xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc))  # o (N, Hkv, G, bq, Ev)
-        keep = xp.asarray(tile_keep(i0, i1, j0, j1, p["band"]))  # (bq, bk) with bk <= block + hi - lo
-        state = forward_tile(q_blk, k[..., j0:j1, :].astype(acc), v[..., j0:j1, :].astype(acc),
-                             *state, p["scale"], keep)
+        q_blk = q[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, E)
+        state = (xp.full(q_blk.shape[:-1], -np.inf, dtype=acc_dtype),  # m (N, Hkv, G, bq)
+                 xp.zeros(q_blk.shape[:-1], dtype=acc_dtype),  # l (N, Hkv, G, bq)
+                 xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc_dtype))  # acc (N, Hkv, G, bq, Ev)
+        keep = xp.asarray(tile_keep(i0, i1, j0, j1, args.band))  # (bq, bk) with bk <= block + hi - lo
+        state = forward_tile(q_blk, k[..., j0:j1, :].astype(acc_dtype),
+                             v[..., j0:j1, :].astype(acc_dtype), *state, args.scale, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(*state)
-    return finish_forward(p, out, lse, return_lse)  # NaN rows marked (DESIGN.md §3), (..., Hq, L, Ev)
+    return args.finish_forward(out, lse, return_lse)  # NaN rows marked (CONVENTIONS.md), (..., Hq, L, Ev)
 
 
 # BEGIN EXERCISE 14.1 (1 point): the elu + 1 feature map
@@ -133,7 +130,7 @@ def _check_qkv(query, key, value):
 
 
 def absent_nonfinite(q, k, v, is_causal):
-    """DESIGN.md §3 for the linear-attention family: ``(q, k, v, rows)`` with the rows holding NaN or
+    """``CONVENTIONS.md`` for the linear-attention family: ``(q, k, v, rows)`` with the rows holding NaN or
     ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when all is finite).
 
     Row ``i`` sees keys ``j <= i`` (causal, top-left) or all keys: it is NaN when its query or a key
@@ -199,10 +196,10 @@ def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feat
     is_causal = check_flag(is_causal, "is_causal")
     q, k, v = _check_qkv(query, key, value)
     dtype = np.result_type(q, k, v)
-    acc = _acc_dtype(dtype)
+    acc_dtype = acc_dtype_of(dtype)
     q, k, v, rows = absent_nonfinite(q, k, v, is_causal)
-    phi_q, phi_k = feature_map(q.astype(acc)), feature_map(k.astype(acc))  # (..., L, F), (..., S, F)
-    out = linear_attention_features(phi_q, phi_k, v.astype(acc), is_causal, eps)  # (..., L, Ev)
+    phi_q, phi_k = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype))  # (..., L, F), (..., S, F)
+    out = linear_attention_features(phi_q, phi_k, v.astype(acc_dtype), is_causal, eps)  # (..., L, Ev)
     return nan_rows(out, rows).astype(dtype)
 
 
@@ -249,12 +246,12 @@ def _causal_start(query, key, value, feature_map, form):
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(f"{form} linear attention needs L == S; got query {q.shape} and key {k.shape}")
     dtype = np.result_type(q, k, v)
-    acc = _acc_dtype(dtype)
+    acc_dtype = acc_dtype_of(dtype)
     q, k, v, rows = absent_nonfinite(q, k, v, True)
-    phi_q, phi_k, v = feature_map(q.astype(acc)), feature_map(k.astype(acc)), v.astype(acc)
+    phi_q, phi_k, v = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype)), v.astype(acc_dtype)
     xp = array_module(phi_k)  # NumPy or CuPy
-    state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc)  # (..., F, Ev)
-    normalizer = xp.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc)  # (..., F)
+    state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]), dtype=acc_dtype)  # (..., F, Ev)
+    normalizer = xp.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc_dtype)  # (..., F)
     return phi_q, phi_k, v, state, normalizer, dtype, rows
 
 

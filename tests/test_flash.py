@@ -182,31 +182,6 @@ def test_shape_errors_name_the_shapes(rng):
         flash_attention(q.astype(complex), k, v, enable_gqa=True)
 
 
-@pytest.mark.parametrize("L,S,causal,align,window,expected", [
-    (7, 8, True, "top_left", None, range(0, 7)), (8, 7, True, "bottom_right", None, range(0, 7)),
-    (5, 9, True, "top_left", (2, None), range(0)), (5, 9, True, "bottom_right", (1, None), range(3, 9)),
-    (4, 4, False, "top_left", None, range(0, 4)),
-    (3, 10, False, "top_left", (0, 0), range(7, 10)), (0, 5, True, "top_left", None, range(0)),
-    (6, 3, True, "bottom_right", (0, 0), range(0, 3))])
-def test_reachable_keys_are_the_columns_the_mask_keeps_anywhere(L, S, causal, align, window, expected):
-    from attention_scratch.flash_tiles import mask_band, reachable_keys
-
-    keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)
-    got = reachable_keys(L, S, mask_band(L, S, causal, align, window))
-    assert got == expected
-    assert list(got) == np.flatnonzero(keep.any(axis=0)).tolist()
-
-
-def test_zero_unreachable_keys_copies_only_when_some_key_is_out_of_reach(rng):
-    from attention_scratch.flash_tiles import mask_band
-
-    k = rng.standard_normal((2, 9, 3))
-    assert flash_mod.zero_unreachable_keys(k, 9, mask_band(9, 9, True)) is k  # every key reachable
-    zeroed = flash_mod.zero_unreachable_keys(k, 5, mask_band(5, 9, True, "bottom_right", (1, None)))
-    assert zeroed.dtype == k.dtype and np.all(zeroed[:, :3] == 0)
-    assert np.array_equal(zeroed[:, 3:], k[:, 3:])
-
-
 def test_public_names_are_exported():
     assert at.flash_attention is flash_attention
     assert at.flash_attention_backward is flash_attention_backward

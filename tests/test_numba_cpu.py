@@ -22,9 +22,9 @@ if unavailable_reason("numba") is not None:
 import numba  # noqa: E402
 
 from attention_scratch.backends.numba_exp import LOOP_FLAGS, exp_array, libm_exp_array  # noqa: E402
-from attention_scratch.backends.numba_tiles import key_blocks, query_blocks  # noqa: E402
-from attention_scratch.backends.numba_cpu import band_bounds  # noqa: E402
-from attention_scratch.flash_tiles import key_block_range, mask_band, query_block_range  # noqa: E402
+from attention_scratch.backends.numba_tiles import key_blocks, query_blocks, tile_is_full  # noqa: E402
+from attention_scratch.bands import integer_band, mask_band  # noqa: E402
+from attention_scratch.testing import reference_mask  # noqa: E402
 
 import flash_backend_cases as cases  # noqa: E402
 from flash_backend_cases import make_inputs  # noqa: E402
@@ -196,16 +196,22 @@ def test_results_do_not_depend_on_the_thread_count(rng):
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,b", [(17, 23, 4), (23, 17, 5), (1, 9, 2), (16, 16, 16)])
-def test_block_ranges_equal_the_numpy_schedule(mask, L, S, b):
+def test_block_ranges_are_the_tiles_the_mask_keeps_something_in(mask, L, S, b):
+    """The compiled block ranges visit exactly the tiles holding a key some of their rows may see."""
     causal, align, window = mask
-    band = mask_band(L, S, causal, align, window)
-    lo, hi = band_bounds(band, L, S)
+    lo, hi = integer_band(mask_band(L, S, causal, align, window), L, S)
+    keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)
     for i0 in range(0, L, b):
+        tiles = [c for c in range(-(-S // b)) if keep[i0:i0 + b, c * b:(c + 1) * b].any()]
         first, end = key_blocks(i0, min(i0 + b, L), S, b, lo, hi)
-        assert range(first, end) == key_block_range(i0, min(i0 + b, L), S, b, band)
+        assert list(range(first, end)) == tiles, (mask, i0)
+        for c in tiles:
+            full = tile_is_full(i0, min(i0 + b, L), c * b, min(S, (c + 1) * b), lo, hi)
+            assert full == bool(keep[i0:i0 + b, c * b:(c + 1) * b].all()), (mask, i0, c)
     for j0 in range(0, S, b):
+        tiles = [r for r in range(-(-L // b)) if keep[r * b:(r + 1) * b, j0:j0 + b].any()]
         first, end = query_blocks(j0, min(j0 + b, S), L, b, lo, hi)
-        assert range(first, end) == query_block_range(j0, min(j0 + b, S), L, b, band)
+        assert list(range(first, end)) == tiles, (mask, j0)
 
 
 # The exponential.

@@ -23,6 +23,8 @@ otherwise NumPy.
 """
 import importlib
 
+from ..contract import DEFAULT_BLOCK, attention_args
+
 BACKENDS = ("numpy", "numba", "cupy", "auto")
 MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
 _MISSING_MODULE_REASONS = {
@@ -100,3 +102,19 @@ def resolve_name(backend, *arrays):
     if module is None:
         return "numpy"
     return next(name for name, stem in MODULES.items() if module.__name__.endswith(stem))
+
+
+def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
+              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
+              backward=False, backend="numpy"):
+    """The :class:`~attention_scratch.contract.TilePlan` that ``backend`` runs for these arguments.
+
+    The NumPy and Numba backends run the tiles requested; the CUDA backend treats
+    ``block_q`` and ``block_k`` as requests (see :func:`attention_scratch.flash_attention`).
+    ``backward=True`` asks about :func:`attention_scratch.flash_attention_backward`.
+    """
+    impl = get_backend(backend, query, key, value)
+    kw = dict(causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
+    if impl is None:
+        return attention_args(query, key, value, is_causal, scale, enable_gqa, **kw).plan
+    return impl.tile_plan(query, key, value, is_causal, scale, enable_gqa, backward=backward, **kw)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import DEFAULT_BLOCK
 from . import cuda_driver, cuda_frontend
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
@@ -97,7 +98,7 @@ def _storage(a, tag):
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False,
+                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False,
                     tensor_cores=False, bfloat16=False, smem_limit=cuda_driver.DEFAULT_SMEM):
     """The CUDA forward kernels, emulated on the CPU; NumPy in, NumPy out (bfloat16 as float32)."""
     tag = _tag(bfloat16, query, key, value)
@@ -107,6 +108,17 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
                                      block_k=block_k, tensor_cores=tensor_cores, smem_limit=smem_limit)
     out = cuda_driver.from_storage(out, tag)
     return (out, lse) if return_lse else out
+
+
+def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
+              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
+              backward=False, tensor_cores=False, bfloat16=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+    """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for these arguments."""
+    return cuda_frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa,
+                                   tag=_tag(bfloat16, query, key, value), causal_align=causal_align,
+                                   window=window, block_q=block_q, block_k=block_k, backward=backward,
+                                   tensor_cores=False if backward else tensor_cores,
+                                   smem_limit=smem_limit)
 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,

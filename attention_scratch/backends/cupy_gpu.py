@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import DEFAULT_BLOCK
 from . import cuda_driver, cuda_frontend
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
@@ -201,16 +202,17 @@ def tensor_core_kernel(tag, cc, requested="auto"):
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False,
+                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False,
                     tensor_cores="auto"):
     """:func:`attention_scratch.flash_attention` on the GPU (same arguments, no ``backend``).
 
-    float16 and bfloat16 inputs with the default 64x64 tiles and head dims up to
-    128 run on tensor cores: ``flash_fwd_mma`` (128-row tiles) on sm_80 or newer,
-    ``flash_fwd_wmma`` for float16 on sm_70/75; ``tensor_cores`` ("mma", "wmma" or
-    False) picks one by hand (the benchmark compares them). Every other case runs
-    the scalar kernel with the requested tiles (reduced to what a block can hold).
-    Head dims above 256 raise ``ValueError``.
+    ``block_q`` and ``block_k`` are requests: float16 and bfloat16 inputs with the
+    default 64x64 tiles and head dims up to 128 run on tensor cores with the kernel's own
+    tiles: ``flash_fwd_mma`` (128-row query tiles) on sm_80 or newer, ``flash_fwd_wmma``
+    for float16 on sm_70/75; ``tensor_cores`` ("mma", "wmma" or False) picks one by hand
+    (the benchmark compares them). Every other case runs the scalar kernel with the
+    requested tiles, reduced to what a thread block can hold. :func:`tile_plan` says
+    which tiles run. Head dims above 256 raise ``ValueError``.
     """
     cupy = _require()
     (q, k, v), kind, tag = _inputs((query, key, value))
@@ -232,9 +234,36 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     return (out, _from_device(lse, kind.replace("-bf16", ""), "float32")) if return_lse else out
 
 
+def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
+              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
+              backward=False, tensor_cores="auto"):
+    """The :class:`~attention_scratch.contract.TilePlan` :func:`flash_attention` (or, with
+    ``backward=True``, :func:`flash_attention_backward`) runs for these arguments on this GPU.
+
+    Only the shapes and dtypes of the inputs are read; nothing is copied to the device.
+    """
+    _require()
+    tag = _tag_of(query, key, value)
+    smem, cc = device_limits()
+    chosen = False if backward else tensor_core_kernel(tag, cc, tensor_cores)
+    return cuda_frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa, tag=tag,
+                                   causal_align=causal_align, window=window, block_q=block_q,
+                                   block_k=block_k, backward=backward, tensor_cores=chosen,
+                                   smem_limit=smem)
+
+
+def _tag_of(*arrays):
+    """The storage tag of the inputs without moving them (``torch.bfloat16`` is "bfloat16")."""
+    if any(str(getattr(a, "dtype", "")) == "torch.bfloat16" for a in arrays):
+        return "bfloat16"
+    dtypes = [np.dtype(str(a.dtype).removeprefix("torch.")) if hasattr(a, "dtype") else np.asarray(a).dtype
+              for a in arrays]
+    return cuda_frontend.storage_tag(*dtypes)
+
+
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
-                             block_q=64, block_k=64):
+                             block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK):
     """:func:`attention_scratch.flash_attention_backward` on the GPU; returns ``(dq, dk, dv)``."""
     cupy = _require()
     (g, o, q, k, v), kind, tag = _inputs((grad_out, out, query, key, value))

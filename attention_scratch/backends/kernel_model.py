@@ -10,6 +10,7 @@ those steps in NumPy so they can be read, tested and graded without a GPU;
 """
 import numpy as np
 
+from ..bands import integer_band
 from .cuda_driver import head_dim_bucket
 
 KC = 16  # keys per register chunk, FLASH_KC in flash_fwd.cu
@@ -98,7 +99,8 @@ def chunk_update(m, l, o, s, v):
 def model_forward(q, k, v, scale=None, band=(None, None)):
     """One head of the forward kernel, row by row and chunk by chunk, in NumPy.
 
-    ``band = (lo, hi)`` keeps key ``j`` for query ``i`` when ``lo <= j - i <= hi``.
+    ``band = (lo, hi)`` keeps key ``j`` for query ``i`` when ``lo <= j - i <= hi`` (``None`` or ints,
+    :mod:`attention_scratch.bands`).
     The dot products are formed as the kernel forms them: each of the ``TPR``
     threads of a row group sums over its own dims (:func:`thread_slice`), and the
     group combines the partial sums with :func:`butterfly_steps`.
@@ -114,7 +116,7 @@ def model_forward(q, k, v, scale=None, band=(None, None)):
     qp[:, :E] = q * scale * LOG2E  # (L, D): scores come out in log2 units
     kp = np.zeros((S, D))
     kp[:, :E] = k  # (S, D)
-    lo, hi = (-L if band[0] is None else band[0]), (S if band[1] is None else band[1])
+    lo, hi = integer_band(band, L, S)
     out, lse = np.zeros((L, Ev)), np.full(L, np.inf)
     for i in range(L):
         m, l, o = np.array([-np.inf]), np.zeros(1), np.zeros((1, Ev))

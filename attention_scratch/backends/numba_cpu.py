@@ -13,19 +13,12 @@ import importlib.util
 
 import numpy as np
 
-from ..flash import backward_inputs, finish_backward, finish_forward, prepare
+from ..contract import DEFAULT_BLOCK, attention_args
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
              ("threadpoolctl", "threadpoolctl, to hold BLAS to one thread (pip install threadpoolctl)"))
 _controller = None
-
-
-def band_bounds(band, L, S):
-    """The band ``(lo, hi)`` as two ints, ``None`` replaced by ``∓(L + S + 1)`` (never binding)."""
-    lo, hi = band
-    big = L + S + 1
-    return (-big if lo is None else int(lo)), (big if hi is None else int(hi))
 
 
 def unavailable_reason():
@@ -45,21 +38,22 @@ def blas_one_thread():
     return _controller.limit(limits=1, user_api="blas")
 
 
-def _kernel_layout(p):
-    """C-contiguous ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev) in the accumulation dtype."""
+def _kernel_arrays(args):
+    """``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev): C-contiguous, in the accumulation dtype.
+
+    ``Hq' = N·Hq`` and ``Hkv' = N·Hkv`` fold the batch into the heads (:meth:`AttentionArgs.folded`).
+    """
     for name in ("q", "k", "v"):
-        if not isinstance(p[name], np.ndarray):
-            raise TypeError(f"the 'numba' backend takes NumPy arrays; got {type(p[name]).__module__}."
-                            f"{type(p[name]).__name__} (use backend='cupy' for GPU arrays)")
-    q, k, v = p["q"], p["k"], p["v"]
-    heads = (q.shape[0] * q.shape[1] * q.shape[2], k.shape[0] * k.shape[1])  # (N·Hkv·G, N·Hkv)
-    return (np.ascontiguousarray(q.reshape((heads[0],) + q.shape[-2:]), dtype=p["acc"]),  # (Hq', L, E)
-            np.ascontiguousarray(k.reshape((heads[1],) + k.shape[-2:]), dtype=p["acc"]),  # (Hkv', S, E)
-            np.ascontiguousarray(v.reshape((heads[1],) + v.shape[-2:]), dtype=p["acc"]))  # (Hkv', S, Ev)
+        x = getattr(args, name)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"the 'numba' backend takes NumPy arrays; got {type(x).__module__}."
+                            f"{type(x).__name__} (use backend='cupy' for GPU arrays)")
+    return tuple(args.folded(x, args.acc_dtype) for x in (args.q, args.k, args.v))
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False):
+                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
+                    block_k=DEFAULT_BLOCK, return_lse=False):
     """:func:`attention_scratch.flash_attention` computed by the parallel Numba kernel.
 
     Shapes
@@ -69,18 +63,25 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     """
     from .numba_forward import forward_parallel
 
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                window=window, block_q=block_q, block_k=block_k)
-    q, k, v = _kernel_layout(p)
-    L, S = q.shape[1], k.shape[1]
-    out = np.empty(q.shape[:2] + (v.shape[2],), dtype=p["acc"])  # (Hq', L, Ev)
-    lse = np.empty(q.shape[:2], dtype=p["acc"])  # (Hq', L)
-    lo, hi = band_bounds(p["band"], L, S)
-    if q.shape[0] and L:  # no head (B = 0 or H = 0) or no query: nothing to compute
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
+    q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
+    out = np.empty(q.shape[:2] + (v.shape[2],), dtype=args.acc_dtype)  # (Hq', L, Ev)
+    lse = np.empty(q.shape[:2], dtype=args.acc_dtype)  # (Hq', L)
+    lo, hi = args.band
+    if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
         with blas_one_thread():
-            forward_parallel(q, k, v, out, lse, q.dtype.type(p["scale"]), lo, hi, p["block_q"],
-                             p["block_k"])
-    return finish_forward(p, out.astype(p["dtype"], copy=False), lse, return_lse)  # (..., Hq, L, Ev)
+            forward_parallel(q, k, v, out, lse, q.dtype.type(args.scale), lo, hi, args.plan.block_q,
+                             args.plan.block_k)
+    return args.finish_forward(out.astype(args.dtype, copy=False), lse, return_lse)  # (..., Hq, L, Ev)
+
+
+def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
+              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
+              backward=False):
+    """The tiles this backend runs: the ones requested (a :class:`~attention_scratch.contract.TilePlan`)."""
+    return attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k).plan
 
 
 def dq_chunks(n_kv, n_key_blocks, min_items=16):
@@ -94,7 +95,7 @@ def dq_chunks(n_kv, n_key_blocks, min_items=16):
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
-                             block_q=64, block_k=64, two_pass=False):
+                             block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, two_pass=False):
     """:func:`attention_scratch.flash_attention_backward` computed by parallel Numba kernels.
 
     ``two_pass=True`` runs the two-pass kernels (dK/dV by key blocks, then dQ by
@@ -107,39 +108,39 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     """
     from .numba_backward import dq_parallel, fused_parallel, kv_parallel
 
-    p = prepare(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                window=window, block_q=block_q, block_k=block_k)
-    rows, g, o, lse = backward_inputs(p, grad_out, out, lse, query, value)  # (N, Hkv, G, L, ·), rows cleaned
-    q, k, v = _kernel_layout(p)
-    acc = p["acc"]
-    d_out = np.ascontiguousarray(g.reshape(q.shape[:2] + (v.shape[2],)), dtype=acc)  # (Hq', L, Ev)
-    o = o.reshape(d_out.shape).astype(acc, copy=False)  # (Hq', L, Ev)
-    d = np.ascontiguousarray((d_out * o).sum(axis=-1))  # (Hq', L): D = rowsum(dO ∘ O)
-    lse_k = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=acc)  # (Hq', L)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
+    rows, d_out, out, lse = args.backward_inputs(grad_out, out, lse)  # kernel layout, rows cleaned
+    q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
+    acc_dtype = args.acc_dtype
+    d_out = args.folded(d_out, acc_dtype)  # (Hq', L, Ev)
+    out = args.folded(out, acc_dtype)  # (Hq', L, Ev)
+    d = np.ascontiguousarray((d_out * out).sum(axis=-1))  # (Hq', L): D = rowsum(dO ∘ O)
+    lse = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=acc_dtype)  # (Hq', L)
     dk, dv = np.empty_like(k), np.empty_like(v)
-    L, S = q.shape[1], k.shape[1]
-    lo, hi = band_bounds(p["band"], L, S)
-    scale_t, one = q.dtype.type(p["scale"]), q.dtype.type(1)
+    L, S = args.L, args.S
+    lo, hi = args.band
+    block_q, block_k = args.plan.block_q, args.plan.block_k
+    scale, one = q.dtype.type(args.scale), q.dtype.type(1)
     # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
     # (numba_backward's docstring). So they get Q·scale, rounded as the forward rounds it, and
     # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
-    q = q * scale_t  # (Hq', L, E)
+    q = q * scale  # (Hq', L, E)
     if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
         with blas_one_thread():
             dq = np.empty_like(q)
-            kv_parallel(q, k, v, d_out, lse_k, d, dk, dv, one, lo, hi, p["block_q"], p["block_k"])
-            dq_parallel(q, k, v, d_out, lse_k, d, dq, one, lo, hi, p["block_q"], p["block_k"])
-        dq *= scale_t
+            kv_parallel(q, k, v, d_out, lse, d, dk, dv, one, lo, hi, block_q, block_k)
+            dq_parallel(q, k, v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
+        dq *= scale
     else:
-        chunks = dq_chunks(k.shape[0], -(-S // p["block_k"]))
-        dq_parts = np.zeros((chunks,) + q.shape, dtype=acc)  # (C, Hq', L, E)
+        chunks = dq_chunks(k.shape[0], -(-S // block_k))
+        dq_parts = np.zeros((chunks,) + q.shape, dtype=acc_dtype)  # (C, Hq', L, E)
         with blas_one_thread():
-            fused_parallel(q, k, v, d_out, lse_k, d, dk, dv, dq_parts, one, lo, hi, p["block_q"],
-                           p["block_k"])
+            fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q, block_k)
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
-        dq *= scale_t
-    dtype = p["dtype"]
-    return finish_backward(p, rows, *(a.astype(dtype, copy=False) for a in (dq, dk, dv)))  # like q, k, v
+        dq *= scale
+    grads = (a.astype(args.dtype, copy=False) for a in (dq, dk, dv))
+    return args.finish_backward(rows, *grads)  # shaped like query, key, value

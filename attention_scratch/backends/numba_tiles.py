@@ -1,9 +1,10 @@
 """Tile helpers shared by the Numba forward and backward kernels (chapter 12).
 
-The mask is the band ``lo <= j - i <= hi`` of :func:`attention_scratch.flash_tiles.mask_band`,
-with ``None`` replaced by a bound no offset reaches (``numba_cpu.band_bounds``), so the
-compiled code only ever compares integers. All loops here run over one tile,
-which lives in the L1 cache.
+The mask is the integer band ``lo <= j - i <= hi`` of :mod:`attention_scratch.bands`
+(``AttentionArgs.band``), so the compiled code only ever compares integers. The block
+ranges and the full-tile test are that module's own functions, compiled here with
+``njit``: the NumPy reference and these kernels run the same source. All loops here run
+over one tile, which lives in the L1 cache.
 
 A tile of query rows ``i0..`` and keys ``j0..`` is stored either *query-major*,
 shape ``(bq, bk)`` with ``t[r, c]`` for query ``i0 + r`` and key ``j0 + c`` (the
@@ -17,33 +18,14 @@ into SIMD code with no horizontal reduction.
 import numpy as np
 from numba import njit
 
+from .. import bands
 from .numba_exp import LOOP_FLAGS, fast_exp
 
 
-@njit(cache=True)
-def key_blocks(i0, i1, S, block_k, lo, hi):
-    """``(first, end)``: the key blocks that query rows ``i0..i1-1`` may see (as ``key_block_range``)."""
-    first = max(0, i0 + lo)
-    last = min(S - 1, i1 - 1 + hi)
-    if first > last:
-        return 0, 0
-    return first // block_k, last // block_k + 1
-
-
-@njit(cache=True)
-def query_blocks(j0, j1, L, block_q, lo, hi):
-    """``(first, end)``: the query blocks that keys ``j0..j1-1`` contribute to (as ``query_block_range``)."""
-    first = max(0, j0 - hi)
-    last = min(L - 1, j1 - 1 - lo)
-    if first > last:
-        return 0, 0
-    return first // block_q, last // block_q + 1
-
-
-@njit(cache=True)
-def tile_is_full(i0, i1, j0, j1, lo, hi):
-    """True when every ``(i, j)`` of the tile lies in the band: no mask is needed."""
-    return (j1 - 1) - i0 <= hi and j0 - (i1 - 1) >= lo
+# The block arithmetic of the NumPy reference, compiled: one source for both paths.
+key_blocks = njit(cache=True)(bands.key_blocks)
+query_blocks = njit(cache=True)(bands.query_blocks)
+tile_is_full = njit(cache=True)(bands.tile_is_full)
 
 
 @njit(cache=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from attention_scratch.course.checks import check_close, expect_array, expect_tuple
-from attention_scratch.flash_tiles import mask_band
+from attention_scratch.bands import mask_band
 from attention_scratch.testing import attention_oracle, reference_mask
 
 

@@ -14,9 +14,8 @@ from attention_scratch.testing import attention_oracle, attention_oracle_backwar
 if unavailable_reason("numba") is not None:
     pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
-from attention_scratch.backends.numba_cpu import band_bounds  # noqa: E402
 from attention_scratch.backends.numba_tiles import key_blocks  # noqa: E402
-from attention_scratch.flash_tiles import mask_band  # noqa: E402
+from attention_scratch.bands import integer_band, mask_band  # noqa: E402
 
 HARNESS = "tests/exercises/harness_ch12.py"
 
@@ -98,7 +97,7 @@ def test_exp_stays_in_float32_and_vectorises(ch):
 
 
 def band_of(L, S, causal, align, window):
-    return band_bounds(mask_band(L, S, causal, align, window), L, S)
+    return integer_band(mask_band(L, S, causal, align, window), L, S)
 
 
 def mask_words(causal, align, window):

@@ -13,14 +13,15 @@ Decoders, by ``attention``:
   attention with ``h_t``; ``h̃_t = tanh(W_c [c_t; h_t])``; output from ``h̃_t``.
   The local variants use the general score.
 
-Run ``python -m attention_scratch.seq2seq --attention bahdanau --seed 3``.
+Run ``python -m attention_scratch.seq2seq --attention bahdanau --seed 3`` to train one
+(:mod:`attention_scratch.training.seq2seq`).
 """
 import dataclasses
 
 import numpy as np
 
 from .additive import AdditiveAttention
-from .data import BOS, PAD
+from .date_task import BOS, PAD
 from .luong import AttentionalState, LuongAttention
 from .nn import Embedding, Linear, Module, cross_entropy
 from .rnn import BiGRUEncoder, GRUCell
@@ -193,12 +194,7 @@ class Seq2Seq(Module):
         return ids, weights, positions
 
 
-def main(argv=None):
-    """The command line: train from scratch, evaluate on the held-out dates, optionally save."""
-    from .train import main as train_main
+if __name__ == "__main__":  # the training command line lives in training/seq2seq.py (no import cycle)
+    from attention_scratch.training.seq2seq import main
 
-    return train_main(argv)
-
-
-if __name__ == "__main__":
     main()

@@ -399,3 +399,72 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
 
     return (np.where(marked[..., None], np.nan, d_q), fold_groups(np.where(key_nan, np.nan, d_k)),
             fold_groups(np.where(key_nan, np.nan, d_v)))
+
+
+def dense_reference(query, key, value, grad_out=None, *, is_causal=False, causal_align="top_left",
+                    window=None, scale=None, upcast=True):
+    """Dense attention the textbook way, with the whole ``(L, S)`` weight matrix; the baseline.
+
+    ``upcast=True`` gives the float64 oracle's results (:func:`attention_oracle` and
+    :func:`attention_oracle_backward`). ``upcast=False`` computes the same formulas in the
+    dtype of the inputs, with the library's :func:`~attention_scratch.softmax` (float16
+    accumulates in float32 there): the plain NumPy program that a low-precision kernel is
+    judged against (its error against the oracle may be at most twice this one's) and the
+    "naive numpy" contender of the benchmark. Finite inputs only: the non-finite rule is
+    the oracle's business.
+
+    Returns
+    -------
+    ``(out, probs)``, or ``(out, probs, (grad_query, grad_key, grad_value))`` with ``grad_out``.
+
+    Shapes
+    ------
+    ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> out (..., Hq, L, Ev)``, ``probs``
+    ``(..., Hq, L, S)``; ``grad_out`` like ``out``; gradients shaped like the inputs.
+    """
+    mask = dict(is_causal=is_causal, causal_align=causal_align, window=window)
+    if upcast:
+        out, _, probs = attention_oracle(query, key, value, None, scale=scale, **mask)
+        if grad_out is None:
+            return out, probs
+        return out, probs, attention_oracle_backward(grad_out, query, key, value, scale=scale, **mask)
+    from .softmax import softmax
+
+    q, k, v = (np.asarray(_to_numpy(a)) for a in (query, key, value))
+    _check_oracle_inputs(q, k, v)
+    kr, vr = _repeat_kv_heads(k, q.shape[-3]), _repeat_kv_heads(v, q.shape[-3])  # (..., Hq, S, ·)
+    scale = q.dtype.type(_default_scale(q.shape[-1]) if scale is None else scale)
+    keep = reference_mask(q.shape[-2], k.shape[-2], **mask)  # (L, S)
+    probs = softmax((q @ np.swapaxes(kr, -1, -2)) * scale, where=keep)  # (..., Hq, L, S)
+    out = probs @ vr  # (..., Hq, L, S) @ (..., Hq, S, Ev) -> (..., Hq, L, Ev)
+    if grad_out is None:
+        return out, probs
+    return out, probs, dense_reference_backward(grad_out, q, k, v, probs, scale=scale)
+
+
+def dense_reference_backward(grad_out, query, key, value, probs, *, scale=None):
+    """The backward pass of :func:`dense_reference` from its weights ``probs``, in the inputs' dtype.
+
+    ``dV = Pᵀ dO``, ``dS = P ∘ (dP - rowsum(dP ∘ P))`` with ``dP = dO Vᵀ``, ``dQ = dS K · scale``,
+    ``dK = dSᵀ Q · scale``; key/value gradients of grouped-query attention summed per group.
+    The benchmark times it apart from the forward pass, from stored weights.
+
+    Shapes
+    ------
+    ``grad_out`` (..., Hq, L, Ev), ``probs`` (..., Hq, L, S), the rest as in
+    :func:`dense_reference`; returns gradients shaped like ``query``, ``key``, ``value``.
+    """
+    q, k, v, g = (np.asarray(_to_numpy(a)) for a in (query, key, value, grad_out))
+    hq, hkv = q.shape[-3], k.shape[-3]
+    kr, vr = _repeat_kv_heads(k, hq), _repeat_kv_heads(v, hq)  # (..., Hq, S, ·)
+    scale = q.dtype.type(_default_scale(q.shape[-1]) if scale is None else scale)
+    d_v = np.swapaxes(probs, -1, -2) @ g  # (..., Hq, S, L) @ (..., Hq, L, Ev) -> (..., Hq, S, Ev)
+    d_p = g @ np.swapaxes(vr, -1, -2)  # (..., Hq, L, Ev) @ (..., Hq, Ev, S) -> (..., Hq, L, S)
+    d_s = probs * (d_p - (d_p * probs).sum(axis=-1, keepdims=True))  # (..., Hq, L, S)
+    d_q = (d_s @ kr) * scale  # (..., Hq, L, S) @ (..., Hq, S, E) -> (..., Hq, L, E)
+    d_k = (np.swapaxes(d_s, -1, -2) @ q) * scale  # (..., Hq, S, L) @ (..., Hq, L, E) -> (..., Hq, S, E)
+
+    def fold_groups(x):  # (..., Hq, S, X) -> (..., Hkv, S, X): sum each group's heads
+        return x.reshape(x.shape[:-3] + (hkv, hq // max(hkv, 1)) + x.shape[-2:]).sum(axis=-3)
+
+    return d_q, fold_groups(d_k).astype(q.dtype), fold_groups(d_v).astype(q.dtype)

@@ -228,12 +228,7 @@ def generate(model, prompt, num_new, use_cache=True):
     return seq
 
 
-def main(argv=None):
-    """``python -m attention_scratch.transformer --task sort --seed 0``."""
-    from .transformer_train import main as train_main
+if __name__ == "__main__":  # the training command line lives in training/transformer.py (no import cycle)
+    from attention_scratch.training.transformer import main
 
-    return train_main(argv)
-
-
-if __name__ == "__main__":
     main()

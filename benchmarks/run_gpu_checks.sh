@@ -14,14 +14,14 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
 $PY -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda)" || status=1
 if command -v nvcc > /dev/null; then
-  $PY -m attention_scratch.backends.compile_check --ptxas-info > "$LOGS/compile_check.log" 2>&1 || status=1
+  $PY -m attention_scratch.backends.cuda.compile_check --ptxas-info > "$LOGS/compile_check.log" 2>&1 || status=1
   grep -E "^(ok|FAIL)|failure" "$LOGS/compile_check.log"
 fi
 $PY -m pytest tests/test_cupy_gpu.py -q -m "slow or not slow" -p no:cacheprovider -rfE \
   > "$LOGS/test_cupy_gpu.log" 2>&1 || status=1
 tail -n 40 "$LOGS/test_cupy_gpu.log"
 sizes=(); [ "${1:-}" = "--quick" ] && sizes=(--n 1024 4096)
-PYTHONUNBUFFERED=1 $PY -m attention_scratch.bench_gpu "${sizes[@]}" --output benchmarks/gpu_results.md || status=1
+PYTHONUNBUFFERED=1 $PY -m attention_scratch.bench --gpu "${sizes[@]}" --output benchmarks/gpu_results.md || status=1
 [ -n "${OUT:-}" ] && cp benchmarks/gpu_results.md "$OUT/" 2>/dev/null
 cat benchmarks/gpu_results.md
 exit $status

@@ -1,26 +1,28 @@
-"""The benchmark: FLOP counts, the correctness check before timing, the table, the --gpu switch."""
+"""The benchmark: FLOP counts, the timer, the correctness check before timing, the table, --gpu."""
 import json
+import time
 
+import numpy as np
 import pytest
 
-from attention_scratch import bench
+from attention_scratch.bench import common
+from attention_scratch.bench import cpu as bench
 
 
-def test_flop_counts_follow_design_section_8():
-    assert bench.attention_flops(1, 8, 2048, 2048, 64) == 4 * 8 * 2048 * 2048 * 64
-    assert bench.attention_flops(1, 8, 2048, 2048, 64, causal=True) == 2 * 8 * 2048 * 2048 * 64
-    assert bench.attention_flops(2, 1, 10, 20, 4, backward=True) == 2.5 * 4 * 2 * 10 * 20 * 4
+def test_flop_counts_are_those_of_the_flash_attention_papers():
+    assert common.attention_flops(1, 8, 2048, 2048, 64) == 4 * 8 * 2048 * 2048 * 64
+    assert common.attention_flops(1, 8, 2048, 2048, 64, causal=True) == 2 * 8 * 2048 * 2048 * 64
+    assert common.attention_flops(2, 1, 10, 20, 4, backward=True) == 2.5 * 4 * 2 * 10 * 20 * 4
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_naive_baseline_matches_the_oracle(rng, causal):
-    from attention_scratch.testing import assert_close, attention_oracle, attention_oracle_backward
-
-    q, k, v, g = (rng.standard_normal((1, 2, 9, 4)) for _ in range(4))
-    out, p = bench.naive_forward(q, k, v, causal)
-    assert_close(out, attention_oracle(q, k, v, is_causal=causal)[0], what="naive forward")
-    for got, ref in zip(bench.naive_backward(g, q, k, v, p), attention_oracle_backward(g, q, k, v, is_causal=causal)):
-        assert_close(got, ref, what="naive backward")
+def test_the_timer_counts_work_left_queued_until_the_synchronisation():
+    """A fake device: each call queues 2 ms of work and returns at once; sync() does the work."""
+    queue = []
+    per_call = common.seconds(lambda: queue.append(0.002), lambda: (time.sleep(sum(queue)), queue.clear()),
+                              calls=5)
+    assert 0.002 <= per_call < 0.02
+    assert common.seconds(lambda: queue.append(0.002)) < 0.002  # without sync() the work is not seen
+    assert common.relative_error((np.ones(3), np.zeros(2)), (np.full(3, 2.0), np.ones(2))) == 1.0
 
 
 def test_a_small_run_checks_times_and_reports_every_method(tmp_path):
@@ -56,8 +58,8 @@ def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
     real_import = builtins.__import__
 
     def no_bench_gpu(name, globals=None, locals=None, fromlist=(), level=0):
-        if fromlist and "bench_gpu" in fromlist:
-            raise ImportError("No module named 'attention_scratch.bench_gpu'")
+        if fromlist and "gpu" in fromlist and (globals or {}).get("__package__") == "attention_scratch.bench":
+            raise ImportError("No module named 'attention_scratch.bench.gpu'")
         return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_bench_gpu)

@@ -4,13 +4,14 @@ This checks that the oracle check, the timing loop and the results table work be
 GPU session spends its minutes on them; the numbers it produces mean nothing.
 """
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import fake_cupy
-from attention_scratch import bench_gpu
-from attention_scratch.backends import cuda_emulation, cupy_gpu
+from attention_scratch.bench import gpu as bench_gpu
+from attention_scratch.backends.cuda import emulator as cuda_emulation, gpu as cupy_gpu
 
 
 def test_without_a_gpu_the_benchmark_says_why_and_exits_2(capsys, monkeypatch):
@@ -40,12 +41,17 @@ def test_dry_run_checks_times_and_renders(torch, monkeypatch, causal, dtype):
         assert bench_gpu.render_kernels([row]).count(f"| {dtype} | 32 | 160 | {causal} |") == 1
 
 
-def test_time_batches_calls_between_synchronisations():
-    calls, syncs = [], []
-    ms = bench_gpu._time(lambda: calls.append(1), lambda: syncs.append(len(calls)), repeats=3)
-    # a call this fast is batched 50 at a time: 2 warm-ups + 1 estimate + 3 batches of 50
-    assert ms >= 0 and len(calls) == 3 + 3 * 50
-    assert syncs[-6:] == [3, 53, 53, 103, 103, 153]  # one synchronisation before and after each batch
+def test_the_time_of_a_call_includes_the_device_work_it_queued():
+    """A fake device: each call returns at once and queues 1 ms of work, which sync() performs."""
+    queue = []
+
+    def sync():
+        time.sleep(sum(queue))
+        queue.clear()
+
+    ms = bench_gpu.median_ms(lambda: queue.append(0.001), sync, repeats=3)
+    assert 1.0 <= ms < 10.0, ms
+    assert not queue, "the timer must leave no work queued behind"
 
 
 def test_a_wrong_kernel_fails_the_check_and_is_not_timed(torch, monkeypatch):

@@ -47,7 +47,7 @@ def sdpa_backward(q, k, v, **kw):
 
 
 def emulated(backward=False):
-    from attention_scratch.backends import cuda_emulation
+    from attention_scratch.backends.cuda import emulator as cuda_emulation
 
     if cuda_emulation.unavailable_reason():
         pytest.skip(cuda_emulation.unavailable_reason())

@@ -6,7 +6,8 @@ import pytest
 
 import attention_scratch as at
 from attention_scratch import bands
-from attention_scratch.backends import cuda_emulation, tile_plan
+from attention_scratch.backends import tile_plan
+from attention_scratch.backends.cuda import emulator as cuda_emulation
 from attention_scratch.contract import DEFAULT_BLOCK, AttentionArgs, TilePlan, attention_args
 from attention_scratch.testing import reference_mask
 

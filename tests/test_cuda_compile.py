@@ -1,7 +1,7 @@
 """Every CUDA source compiles with nvcc for sm_80 and sm_90 (runs wherever nvcc exists; no GPU needed)."""
 import pytest
 
-from attention_scratch.backends import compile_check
+from attention_scratch.backends.cuda import compile_check
 
 
 @pytest.mark.skipif(compile_check.nvcc_path() is None, reason="nvcc is not on PATH: the CUDA sources "

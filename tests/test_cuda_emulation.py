@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import flash_backend_cases as cases
-from attention_scratch.backends import cuda_driver, cuda_emulation
+from attention_scratch.backends.cuda import driver as cuda_driver, emulator as cuda_emulation
 from attention_scratch.testing import assert_close, attention_oracle
 
 reason = cuda_emulation.unavailable_reason()
@@ -171,7 +171,7 @@ def cupy_glue(monkeypatch):
     import sys
 
     import fake_cupy
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
     monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
@@ -192,7 +192,7 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     import sys
 
     import fake_cupy
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
     monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
@@ -209,13 +209,13 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     ("bfloat16", 75, "auto", False), ("float16", 61, "auto", False), ("float32", 90, "auto", False),
     ("float16", 90, "wmma", "wmma"), ("float16", 90, False, False), ("float64", 90, "mma", False)])
 def test_tensor_core_kernel_choice(tag, cc, requested, expected):
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     assert cupy_gpu.tensor_core_kernel(tag, cc, requested) == expected
 
 
 def test_a_tensor_core_kernel_that_failed_to_compile_is_not_chosen_again(monkeypatch):
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setattr(cupy_gpu, "FAILED_TENSOR_CORE_KERNELS", {"mma": "crt/mma.h not found"})
     assert cupy_gpu.tensor_core_kernel("float16", 90) == "wmma"
@@ -224,7 +224,7 @@ def test_a_tensor_core_kernel_that_failed_to_compile_is_not_chosen_again(monkeyp
 
 
 def test_tensor_core_kernel_choice_rejects_unknown_names():
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     with pytest.raises(ValueError, match="tensor_cores"):
         cupy_gpu.tensor_core_kernel("float16", 90, "hmma")
@@ -263,7 +263,7 @@ def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_c
     import sys
 
     import fake_cupy
-    from attention_scratch.backends import cupy_gpu
+    from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     def launch(name, *args):
         if name == kernel:
@@ -281,7 +281,7 @@ def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_c
 
 ASAN_SCRIPT = """
 import numpy as np
-from attention_scratch.backends import cuda_emulation as ce
+from attention_scratch.backends.cuda import emulator as ce
 rng = np.random.default_rng(0)
 for dtype, tc, E, L, S in ((np.float64, False, 59, 37, 41), (np.float32, False, 256, 9, 20),
                            (np.float16, "mma", 40, 70, 90), (np.float16, "mma", 128, 65, 130),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import flash_backend_cases as cases
-from attention_scratch.backends import cupy_gpu
+from attention_scratch.backends.cuda import gpu as cupy_gpu
 from attention_scratch.testing import assert_close, attention_oracle
 
 reason = cupy_gpu.unavailable_reason()

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import attention_scratch as at
 from attention_scratch.backends import unavailable_reason
-from attention_scratch.backends import cuda_emulation
+from attention_scratch.backends.cuda import emulator as cuda_emulation
 from attention_scratch.testing import reference_mask
 
 torch = pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; `make test` installs it")

@@ -1,8 +1,8 @@
-"""The mma.m16n8k16 fragment layout of chapter 13 (backends/mma_layout.py), checked in NumPy."""
+"""The mma.m16n8k16 fragment layout of chapter 13 (backends/cuda/mma_layout.py), checked in NumPy."""
 import numpy as np
 import pytest
 
-from attention_scratch.backends import mma_layout
+from attention_scratch.backends.cuda import mma_layout
 
 
 @pytest.mark.parametrize("operand", ["a", "b", "c"])

@@ -21,8 +21,8 @@ if unavailable_reason("numba") is not None:
 
 import numba  # noqa: E402
 
-from attention_scratch.backends.numba_exp import LOOP_FLAGS, exp_array, libm_exp_array  # noqa: E402
-from attention_scratch.backends.numba_tiles import key_blocks, query_blocks, tile_is_full  # noqa: E402
+from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array  # noqa: E402
+from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full  # noqa: E402
 from attention_scratch.bands import integer_band, mask_band  # noqa: E402
 from attention_scratch.testing import reference_mask  # noqa: E402
 
@@ -118,7 +118,7 @@ def test_low_precision_error_is_at_most_twice_the_numpy_reference(rng, dtype, ca
 def test_large_logits_the_rows_of_p_still_sum_to_one(rng, two_pass):
     """float32, L = S = 8, E = 16, scale 1e4: every row of P is one-hot, so with dO = 1 every
     column sum of dV is L. It was 7.9937: the backward's scores differed from the forward's."""
-    from attention_scratch.backends import numba_cpu
+    from attention_scratch.backends.numba import cpu as numba_cpu
 
     q, k, v, _ = make_inputs(rng, 8, 8, E=16, Ev=16, hq=1, hkv=1, dtype=np.float32)
     out, lse = numba_cpu.flash_attention(q, k, v, scale=1e4, return_lse=True)
@@ -165,7 +165,7 @@ def test_same_result_as_numpy_flash_in_float32(rng):
 @pytest.mark.parametrize("mask", [(False, "top_left", None), (True, "bottom_right", (5, 2))])
 @pytest.mark.parametrize("hq,hkv", [(1, 1), (6, 2)])
 def test_one_pass_and_two_pass_backward_agree(rng, mask, hq, hkv):
-    from attention_scratch.backends import numba_cpu
+    from attention_scratch.backends.numba import cpu as numba_cpu
 
     q, k, v, g = make_inputs(rng, 45, 38, E=8, Ev=6, hq=hq, hkv=hkv)
     causal, align, window = mask

@@ -7,8 +7,8 @@ weights are evaluated again, from scratch, on the same held-out examples.
 import numpy as np
 import pytest
 
-from attention_scratch.data import DateTask
-from attention_scratch.train import DATA_DIR, exact_match, load_model, pretrained
+from attention_scratch.date_task import DateTask
+from attention_scratch.training.seq2seq import DATA_DIR, exact_match, load_model, pretrained
 
 SHORT = ["none", "bahdanau", "luong-dot", "luong-general", "luong-concat", "luong-local-m",
          "luong-local-p"]

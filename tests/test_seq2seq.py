@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from attention_scratch.data import BOS, EOS, PAD, CharVocab, DateTask, encode_batch, make_example
+from attention_scratch.date_task import BOS, EOS, PAD, CharVocab, DateTask, encode_batch, make_example
 from attention_scratch.seq2seq import ATTENTIONS, Config, Seq2Seq
 from attention_scratch.testing import assert_close, numerical_gradient
-from attention_scratch.train import exact_match, predict, train
+from attention_scratch.training.seq2seq import exact_match, predict, train
 
 
 def tiny_batch(rng, V=9):
@@ -102,7 +102,7 @@ def test_command_line_shows_progress_and_ends_with_the_held_out_line(tmp_path):
     import subprocess
     import sys
 
-    from attention_scratch.train import load_model
+    from attention_scratch.training.seq2seq import load_model
     path = tmp_path / "m.npz"
     done = subprocess.run([sys.executable, "-m", "attention_scratch.seq2seq", "--attention", "luong-local-p",
                            "--steps", "3", "--n-train", "100", "--n-heldout", "20",

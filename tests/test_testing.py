@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from attention_scratch.testing import (assert_close, assert_shape, attention_oracle,
-                                       attention_oracle_backward, grad_check, numerical_gradient,
-                                       reference_mask)
+                                       attention_oracle_backward, dense_reference, grad_check,
+                                       numerical_gradient, reference_mask)
 
 
 def torch_sdpa(torch, q, k, v, mask=None, scale=None, is_causal=False, enable_gqa=False):
@@ -161,3 +161,32 @@ def test_warnings_as_failures_turns_a_numpy_warning_into_the_hint():
             np.exp(np.array([1000.0]))
     with warnings_as_failures("never raised"):
         assert np.exp(np.array([1.0]))[0] > 2
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dense_reference_in_the_input_dtype_matches_the_oracle(rng, causal):
+    q, k, v, g = (rng.standard_normal((1, 2, 9, 4)) for _ in range(4))
+    out, probs, grads = dense_reference(q, k, v, g, is_causal=causal, upcast=False)
+    ref_out, _, ref_probs = attention_oracle(q, k, v, is_causal=causal)
+    assert_close(out, ref_out, what="dense forward")
+    assert_close(probs, ref_probs, what="dense weights")
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=causal)):
+        assert_close(got, ref, what="dense backward")
+
+
+def test_dense_reference_keeps_the_dtype_handles_gqa_and_masks_and_upcasts_to_the_oracle(rng):
+    q, g = rng.standard_normal((2, 4, 6, 3)), rng.standard_normal((2, 4, 6, 5))
+    k, v = rng.standard_normal((2, 2, 8, 3)), rng.standard_normal((2, 2, 8, 5))
+    mask = dict(is_causal=True, causal_align="bottom_right", window=(3, None))
+    f32 = [a.astype(np.float32) for a in (q, k, v, g)]
+    out, probs, grads = dense_reference(*f32, **mask, upcast=False)
+    assert out.dtype == probs.dtype == np.float32 and all(a.dtype == np.float32 for a in grads)
+    ref_out, _, _ = attention_oracle(q, k, v, **mask)
+    assert_close(out, ref_out, what="float32 dense forward, GQA")
+    for got, ref, x in zip(grads, attention_oracle_backward(g, q, k, v, **mask), (q, k, v)):
+        assert got.shape == x.shape
+        assert_close(got, ref, what="float32 dense backward, GQA")
+    up_out, up_probs, up_grads = dense_reference(*f32, **mask)  # upcast=True: the oracle itself
+    np.testing.assert_array_equal(up_out, attention_oracle(*f32[:3], **mask)[0])
+    assert up_out.dtype == np.float64 and up_probs.dtype == np.float64
+    np.testing.assert_array_equal(up_grads[1], attention_oracle_backward(f32[3], *f32[:3], **mask)[1])

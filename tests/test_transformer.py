@@ -6,7 +6,7 @@ from attention_scratch.tasks import IGNORE, SEP, is_held_out, make_batch, sort_s
 from attention_scratch.testing import assert_close, grad_check, numerical_gradient
 from attention_scratch.transformer import Block, TinyTransformer, decode_step, generate
 from attention_scratch.transformer_layers import MLP, LayerNorm, layer_norm, layer_norm_backward
-from attention_scratch.transformer_train import PRETRAINED, evaluate, load_model, train
+from attention_scratch.training.transformer import PRETRAINED, evaluate, load_model, train
 
 
 def check_param_grads(module, run, names, rng, rtol=1e-6, atol=1e-8):
@@ -176,7 +176,7 @@ def test_shipped_weights_reproduce_the_stated_accuracy():
 def test_command_line_shows_progress_on_stderr_and_ends_with_the_accuracy_line(capsys):
     import re
 
-    from attention_scratch.transformer_train import main
+    from attention_scratch.training.transformer import main
 
     args = ["--steps", "3", "--length", "3", "--d-model", "8", "--num-heads", "2", "--num-layers", "1",
             "--hidden", "8", "--batch", "4", "--warmup", "1", "--eval-size", "10"]

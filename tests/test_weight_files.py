@@ -11,7 +11,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from attention_scratch import optim, train, transformer_train
+from attention_scratch import optim
+from attention_scratch.training import seq2seq as train
+from attention_scratch.training import transformer as transformer_train
 from attention_scratch.optim import WeightFileError, load_params, save_params
 
 LOADERS = {"seq2seq": (train.load_model, train.DATA_DIR / "bahdanau.npz"),

@@ -1,19 +1,16 @@
 """Backend dispatch for the flash attention kernels: ``"numpy" | "numba" | "cupy" | "auto"``.
 
-Each accelerated backend is a module ``attention_scratch.backends.<module>``
-(``numba_cpu``, ``cupy_gpu``) that can be imported without its optional
-dependency and exposes
+The NumPy reference lives in :mod:`attention_scratch.flash`. Each accelerated backend is a
+module that can be imported without its optional dependency and follows
+:class:`~attention_scratch.backends.protocol.FlashBackend`:
 
-* ``unavailable_reason() -> str | None``: ``None`` when the backend can run here;
-* ``flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-  causal_align="top_left", window=None, block_q=64, block_k=64, return_lse=False)``;
-* ``flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False,
-  scale=None, enable_gqa=False, *, causal_align="top_left", window=None, block_q=64,
-  block_k=64)``
+* ``"numba"``: :mod:`attention_scratch.backends.numba.cpu` (kernels in ``backends/numba/``);
+* ``"cupy"``: :mod:`attention_scratch.backends.cuda.gpu` (kernels, launch planning, the CPU
+  emulation and the compile checks in ``backends/cuda/``).
 
-with the semantics of the NumPy reference in :mod:`attention_scratch.flash`.
-Modules are imported on first use: ``import attention_scratch`` never imports
-Numba or CuPy.
+Modules are imported on first use: ``import attention_scratch`` never imports Numba or CuPy.
+Backends take their arguments from :mod:`attention_scratch.contract` and never import the
+chapter modules, so the dispatch cannot form an import cycle.
 
 Errors: an unknown name raises ``ValueError``; a known backend that cannot run
 here raises :class:`BackendUnavailable` (a ``RuntimeError``: the name is right,
@@ -26,11 +23,11 @@ import importlib
 from ..contract import DEFAULT_BLOCK, attention_args
 
 BACKENDS = ("numpy", "numba", "cupy", "auto")
-MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
+MODULES = {"numba": "attention_scratch.backends.numba.cpu", "cupy": "attention_scratch.backends.cuda.gpu"}
 _MISSING_MODULE_REASONS = {
-    "numba": "the Numba backend module attention_scratch/backends/numba_cpu.py is missing",
+    "numba": "the Numba backend module attention_scratch/backends/numba/cpu.py is missing",
     "cupy": "the 'cupy' backend needs CuPy and a CUDA GPU, and this build has no CuPy kernels "
-            "(attention_scratch/backends/cupy_gpu.py is missing)",
+            "(attention_scratch/backends/cuda/gpu.py is missing)",
 }
 
 
@@ -46,7 +43,7 @@ def check_backend_name(backend):
 
 def _import(name):
     """The backend module for ``name``, or a :class:`BackendUnavailable` if its file is missing."""
-    full = f"{__name__}.{MODULES[name]}"
+    full = MODULES[name]
     try:
         return importlib.import_module(full)
     except ModuleNotFoundError as err:
@@ -101,7 +98,7 @@ def resolve_name(backend, *arrays):
     module = get_backend(backend, *arrays)
     if module is None:
         return "numpy"
-    return next(name for name, stem in MODULES.items() if module.__name__.endswith(stem))
+    return next(name for name, full in MODULES.items() if module.__name__ == full)
 
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,

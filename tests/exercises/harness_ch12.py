@@ -17,8 +17,8 @@ import numpy as np
 from numba.core.errors import TypingError
 from numba.core.registry import CPUDispatcher
 
-from attention_scratch.backends.numba_exp import EXP_FLAGS, LOOP_FLAGS
-from attention_scratch.backends.numba_forward import forward_query_block
+from attention_scratch.backends.numba.exp import EXP_FLAGS, LOOP_FLAGS
+from attention_scratch.backends.numba.forward import forward_query_block
 
 _compiled = {}
 

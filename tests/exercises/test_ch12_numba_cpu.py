@@ -14,7 +14,7 @@ from attention_scratch.testing import attention_oracle, attention_oracle_backwar
 if unavailable_reason("numba") is not None:
     pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
-from attention_scratch.backends.numba_tiles import key_blocks  # noqa: E402
+from attention_scratch.backends.numba.tiles import key_blocks  # noqa: E402
 from attention_scratch.bands import integer_band, mask_band  # noqa: E402
 
 HARNESS = "tests/exercises/harness_ch12.py"

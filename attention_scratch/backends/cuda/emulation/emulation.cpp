@@ -1,6 +1,6 @@
 // The CPU emulation library: the fiber scheduler behind cuda_emulation.h, the kernel
 // sources of ../*.cu compiled for the host, and C entry points called from Python
-// (attention_scratch/backends/cuda_emulation.py) through ctypes. See cuda_emulation.h.
+// (attention_scratch/backends/cuda/emulator.py) through ctypes. See cuda_emulation.h.
 #include "cuda_emulation.h"
 
 #include <csetjmp>

@@ -1,36 +1,34 @@
 """GPU benchmark: the CuPy flash kernels against PyTorch SDPA (flash and math backends), chapter 13.
 
-``python -m attention_scratch.bench_gpu`` (or ``python -m attention_scratch.bench --gpu``)
-times forward and backward passes for N = 1024 … 16384, E = 64 and 128, B·H = 32,
-float16 and float32, on one GPU. Every configuration is first checked against the
-float64 oracle on slices the host can afford (output and dQ of the first 128 query
-rows of the first head; for causal masks also dK and dV of its last 128 keys); a
-failed check is recorded and not timed. The results file names the device, the commit, the command and the
-numbers. FLOPs: forward 4·B·H·N²·E (halved for causal), backward 2.5× forward.
+``python -m attention_scratch.bench --gpu`` times forward and backward passes for
+N = 1024 … 16384, E = 64 and 128, B·H = 32, float16 and float32, on one GPU. Every
+configuration is first checked against the float64 oracle on slices the host can afford
+(output and dQ of the first 128 query rows of the first head; for causal masks also dK
+and dV of its last 128 keys); a failed check is recorded and not timed. The results file
+names the device, the commit, the command and the numbers. FLOPs, timer and relative
+error are those of :mod:`attention_scratch.bench.common`.
 
 Without CuPy, PyTorch with CUDA, or a GPU it prints why and exits with status 2.
 """
 import argparse
 import datetime
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .testing import attention_oracle, attention_oracle_backward
+from ..testing import attention_oracle, attention_oracle_backward
+from .common import attention_flops, git_commit, relative_error, seconds
 
-REPO = Path(__file__).resolve().parent.parent
 CHECK_ROWS = 128
 TOL = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 2e-4}  # max |error| / max |reference| on the checked rows
 
 
 def unavailable_reason():
-    from .backends import cupy_gpu
+    from ..backends.cuda import gpu
 
-    reason = cupy_gpu.unavailable_reason()
+    reason = gpu.unavailable_reason()
     if reason:
         return reason
     try:
@@ -42,115 +40,106 @@ def unavailable_reason():
     return None
 
 
-def _commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return out + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
+def median_ms(fn, sync, repeats, warmup=2, batch_seconds=0.02):
+    """Median time of one ``fn()`` in milliseconds, over ``repeats`` batches.
 
-
-def _time(fn, sync, repeats, warmup=2, batch_seconds=0.02):
-    """Median time of one ``fn()`` in milliseconds.
-
-    Calls are timed in batches launched back to back with one synchronisation at the end,
-    so the host's Python work overlaps the device's and only the slower of the two is
-    measured (``batch_seconds`` sets the batch length); the median over ``repeats`` batches.
+    Each batch launches calls back to back with one synchronisation at the end
+    (:func:`~attention_scratch.bench.common.seconds`), so the host's Python work overlaps the
+    device's and only the slower of the two is measured; ``batch_seconds`` sets the length
+    of a batch (at most 50 calls).
     """
     for _ in range(warmup):
         fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    inner = int(min(50, max(1, batch_seconds / max(time.perf_counter() - start, 1e-6))))
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3 / inner)
-    return float(np.median(times))
+    one = seconds(fn, sync)
+    calls = int(min(50, max(1, batch_seconds / max(one, 1e-6))))
+    return float(np.median([seconds(fn, sync, calls) for _ in range(repeats)])) * 1e3
 
 
-def _rel_err(got, ref):
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+def _oracle_errors(tq, tk, tv, tg, out, dq, dk, dv, causal):
+    """Relative errors of out, dQ (first rows) and, when causal, dK, dV (last keys) of head 0.
 
-
-def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"):
-    """One configuration: check, then time ours / torch flash / torch math, forward and backward."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from .backends import cupy_gpu
-
-    tdtype = getattr(torch, dtype)
-    shape = (1, bh, N, E)
-    host = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]  # q, k, v, dO
-    tq, tk, tv, tg = (torch.from_numpy(a).to(device, tdtype) for a in host)
-    row = {"dtype": dtype, "E": E, "N": N, "causal": causal}
-
-    out, lse = cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True)  # torch in, torch out
-    dq, dk, dv = cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
-    # The float64 oracle on the host, on slices it can afford at N = 16384 (head 0):
-    # out and dQ of the first rows (each row's softmax sees all its keys), and for causal
-    # masks dK and dV of the last keys, which only the last query rows reach.
-    r = min(CHECK_ROWS, N)
+    The float64 oracle runs on the host, on slices it can afford at N = 16384: each of the
+    first rows sees all its keys, and under a causal mask only the last rows reach the last keys.
+    """
+    r = min(CHECK_ROWS, tq.shape[-2])
     as64 = lambda t: t[0, :1].double().cpu().numpy()  # noqa: E731  (1, N, E)
     qh, kh, vh, gh = (as64(t) for t in (tq, tk, tv, tg))
     ref_out, _, _ = attention_oracle(qh[:, :r], kh, vh, is_causal=causal)
     ref_dq, _, _ = attention_oracle_backward(gh[:, :r], qh[:, :r], kh, vh, is_causal=causal)
-    errors = {"out": _rel_err(as64(out)[:, :r], ref_out), "dQ": _rel_err(as64(dq)[:, :r], ref_dq)}
+    errors = {"out": relative_error(as64(out)[:, :r], ref_out), "dQ": relative_error(as64(dq)[:, :r], ref_dq)}
     if causal:
         _, ref_dk, ref_dv = attention_oracle_backward(gh[:, -r:], qh[:, -r:], kh, vh, is_causal=True,
                                                       causal_align="bottom_right")
-        errors["dK"] = _rel_err(as64(dk)[:, -r:], ref_dk[:, -r:])
-        errors["dV"] = _rel_err(as64(dv)[:, -r:], ref_dv[:, -r:])
+        errors["dK"] = relative_error(as64(dk)[:, -r:], ref_dk[:, -r:])
+        errors["dV"] = relative_error(as64(dv)[:, -r:], ref_dv[:, -r:])
+    return errors, ref_out, as64
+
+
+def _time_kernels(gpu, tq, tk, tv, causal, dtype, ref_out, as64, sync, repeats):
+    """Every forward kernel for 16-bit input, each checked against the oracle before it is timed."""
+    r = ref_out.shape[-2]
+    kernels = {}
+    for kernel in ("mma", "wmma", False):
+        fwd = lambda: gpu.flash_attention(tq, tk, tv, causal, tensor_cores=kernel)  # noqa: E731
+        err = relative_error(as64(fwd())[:, :r], ref_out)
+        name = kernel or "scalar"
+        if kernel in gpu.FAILED_TENSOR_CORE_KERNELS:  # it fell back to the scalar kernel
+            kernels[name] = "not compiled"
+        else:
+            kernels[name] = median_ms(fwd, sync, repeats) if err <= TOL[dtype] else f"FAILED ({err:.2g})"
+    return kernels
+
+
+def _time_torch(torch, row, tq, tk, tv, tg, causal, sync, repeats):
+    """PyTorch SDPA's flash and math backends, forward and backward, into ``row`` (None: unsupported)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        for part in ("fwd", "bwd"):
+            graph = None
+            try:
+                with sdpa_kernel(backend):
+                    if part == "fwd":
+                        row[f"{name}_fwd"] = median_ms(lambda: sdpa(tq, tk, tv, is_causal=causal), sync, repeats)
+                    else:
+                        xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
+                        graph = sdpa(xq, xk, xv, is_causal=causal)
+                        row[f"{name}_bwd"] = median_ms(lambda: graph.backward(tg, retain_graph=True),
+                                                       sync, repeats)
+            except RuntimeError as exc:  # a dtype the backend does not support, or out of memory
+                row[f"{name}_{part}"] = None
+                row["note"] = row.get("note", "") + f"torch {name} {part}: {str(exc).splitlines()[0][:60]}; "
+            graph = None  # free the retained graph before the next measurement
+            torch.cuda.empty_cache()
+
+
+def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"):
+    """One configuration: check, then time ours / torch flash / torch math, forward and backward."""
+    from ..backends.cuda import gpu
+
+    host = [rng.standard_normal((1, bh, N, E)).astype(np.float32) for _ in range(4)]  # q, k, v, dO
+    tq, tk, tv, tg = (torch.from_numpy(a).to(device, getattr(torch, dtype)) for a in host)
+    row = {"dtype": dtype, "E": E, "N": N, "causal": causal}
+    out, lse = gpu.flash_attention(tq, tk, tv, causal, return_lse=True)  # torch in, torch out
+    grads = gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
+    errors, ref_out, as64 = _oracle_errors(tq, tk, tv, tg, out, *grads, causal)
     row["max_rel_err"] = max(errors.values())
     row["checked"] = row["max_rel_err"] <= TOL[dtype]
     if not row["checked"]:
         row["note"] = "FAILED the oracle check, not timed: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
         return row
-
-    flops = 4 * bh * N * N * E * (0.5 if causal else 1.0)
     sync = lambda: (cupy.cuda.Device().synchronize(), torch.cuda.synchronize())  # noqa: E731
-    if dtype in ("float16", "bfloat16"):  # every forward kernel for 16-bit input, each checked first
-        row["kernels"] = {}
-        for kernel in ("mma", "wmma", False):
-            fwd = lambda: cupy_gpu.flash_attention(tq, tk, tv, causal, tensor_cores=kernel)  # noqa: E731
-            err = _rel_err(as64(fwd())[:, :r], ref_out)
-            name = kernel or "scalar"
-            if kernel in cupy_gpu.FAILED_TENSOR_CORE_KERNELS:  # it fell back to the scalar kernel
-                row["kernels"][name] = "not compiled"
-            else:
-                row["kernels"][name] = _time(fwd, sync, repeats) if err <= TOL[dtype] else f"FAILED ({err:.2g})"
-    row["ours_fwd"] = _time(lambda: cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True), sync, repeats)
-    row["ours_bwd"] = _time(lambda: cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal),
-                            sync, repeats)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
-        for part in ("fwd", "bwd"):
-            try:
-                with sdpa_kernel(backend):
-                    if part == "fwd":
-                        row[f"{name}_fwd"] = _time(lambda: sdpa(tq, tk, tv, is_causal=causal), sync, repeats)
-                    else:
-                        xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
-                        graph = sdpa(xq, xk, xv, is_causal=causal)
-                        row[f"{name}_bwd"] = _time(lambda: graph.backward(tg, retain_graph=True), sync, repeats)
-            except RuntimeError as exc:  # a dtype the backend does not support, or out of memory
-                row[f"{name}_{part}"] = None
-                row["note"] = row.get("note", "") + f"torch {name} {part}: {str(exc).splitlines()[0][:60]}; "
-            graph = xq = xk = xv = None  # free the retained graph before the next measurement
-            torch.cuda.empty_cache()
+    if dtype in ("float16", "bfloat16"):
+        row["kernels"] = _time_kernels(gpu, tq, tk, tv, causal, dtype, ref_out, as64, sync, repeats)
+    row["ours_fwd"] = median_ms(lambda: gpu.flash_attention(tq, tk, tv, causal, return_lse=True), sync, repeats)
+    row["ours_bwd"] = median_ms(lambda: gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal),
+                                sync, repeats)
+    _time_torch(torch, row, tq, tk, tv, tg, causal, sync, repeats)
     cupy.get_default_memory_pool().free_all_blocks()
+    flops = attention_flops(1, bh, N, N, E, causal)
     row["tflops_fwd"] = flops / row["ours_fwd"] / 1e9
-    row["tflops_bwd"] = 2.5 * flops / row["ours_bwd"] / 1e9
+    row["tflops_bwd"] = attention_flops(1, bh, N, N, E, causal, backward=True) / row["ours_bwd"] / 1e9
     return row
 
 
@@ -193,7 +182,7 @@ def matmul_rate(torch, dtype, n=8192, repeats=10):
     """TFLOP/s of one n x n x n matrix product through PyTorch on random data: the device's ceiling."""
     tdtype = getattr(torch, dtype)
     a, b = (torch.randn(n, n, device="cuda").to(tdtype) for _ in range(2))
-    ms = _time(lambda: a @ b, torch.cuda.synchronize, repeats)
+    ms = median_ms(lambda: a @ b, torch.cuda.synchronize, repeats)
     return 2 * n ** 3 / ms / 1e9
 
 
@@ -240,12 +229,12 @@ def main(argv=None):
                     row = run_config(torch, cupy, dtype, E, N, args.bh, causal, args.repeats, rng)
                     rows.append(row)
                     print(render([row], "").splitlines()[-1], flush=True)
-    command = "python -m attention_scratch.bench_gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m attention_scratch.bench --gpu " + " ".join(argv if argv is not None else sys.argv[1:])
     header = "\n".join([
         "# GPU results: CuPy flash attention kernels against PyTorch SDPA", "",
         f"- device: {torch.cuda.get_device_name()} (compute capability "
         f"{'.'.join(map(str, torch.cuda.get_device_capability()))})",
-        f"- commit: {_commit()}",
+        f"- commit: {git_commit() or 'unknown (not a git checkout)'}",
         f"- command: `{command.strip()}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- software: CuPy {cupy.__version__}, PyTorch {torch.__version__} (CUDA {torch.version.cuda}), "
@@ -266,7 +255,3 @@ def main(argv=None):
     else:
         print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

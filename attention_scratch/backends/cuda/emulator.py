@@ -1,7 +1,7 @@
 """Run the CUDA flash kernels on the CPU: an *emulation* for testing without a GPU (chapter 13).
 
 The ``.cu`` sources in ``backends/cuda/`` are compiled with ``g++`` together with
-``cuda/emulation/cuda_emulation.h``, which supplies ``threadIdx``, ``__syncthreads``,
+``emulation/cuda_emulation.h``, which supplies ``threadIdx``, ``__syncthreads``,
 warp shuffles, half/bfloat16 types and WMMA fragments on the host. Every CUDA
 thread becomes a fiber; the threads of a block take turns at each barrier, and
 the blocks of a grid run one after another. The kernel *logic* — indexing,
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import DEFAULT_BLOCK
-from . import cuda_driver, cuda_frontend
+from ...contract import DEFAULT_BLOCK
+from . import driver, frontend
 
-CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+CUDA_DIR = Path(__file__).resolve().parent
 SOURCES = sorted(CUDA_DIR.glob("*.cu")) + sorted(CUDA_DIR.glob("*.cuh")) + sorted(
     (CUDA_DIR / "emulation").glob("*"))
 DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
@@ -69,7 +69,7 @@ def library():
 
 
 def _launch(name, tag, D, grid, threads, smem, args):
-    """Run one kernel through the emulation (the ``launch`` of :mod:`.cuda_driver`)."""
+    """Run one kernel through the emulation (the ``launch`` of :mod:`.driver`)."""
     lib = library()
     head = [ctypes.c_int(DTYPE_CODES[tag])]
     if name != "flash_bwd_preprocess":
@@ -87,34 +87,34 @@ def _launch(name, tag, D, grid, threads, smem, args):
 
 
 def _tag(bfloat16, *arrays):
-    return "bfloat16" if bfloat16 else cuda_frontend.storage_tag(*(np.asarray(a).dtype for a in arrays))
+    return "bfloat16" if bfloat16 else frontend.storage_tag(*(np.asarray(a).dtype for a in arrays))
 
 
 def _storage(a, tag):
     """A host array in the kernel's storage dtype (bfloat16: uint16 bits of the rounded values)."""
     if tag == "bfloat16":
-        return cuda_driver.to_storage(np.asarray(a, dtype=np.float32), tag, np)
+        return driver.to_storage(np.asarray(a, dtype=np.float32), tag, np)
     return np.ascontiguousarray(a, dtype=tag)
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
                     causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False,
-                    tensor_cores=False, bfloat16=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+                    tensor_cores=False, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
     """The CUDA forward kernels, emulated on the CPU; NumPy in, NumPy out (bfloat16 as float32)."""
     tag = _tag(bfloat16, query, key, value)
     q, k, v = (_storage(a, tag) for a in (query, key, value))
-    out, lse = cuda_frontend.forward(_launch, np, q, k, v, is_causal, scale, enable_gqa, tag=tag,
+    out, lse = frontend.forward(_launch, np, q, k, v, is_causal, scale, enable_gqa, tag=tag,
                                      causal_align=causal_align, window=window, block_q=block_q,
                                      block_k=block_k, tensor_cores=tensor_cores, smem_limit=smem_limit)
-    out = cuda_driver.from_storage(out, tag)
+    out = driver.from_storage(out, tag)
     return (out, lse) if return_lse else out
 
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
               causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
-              backward=False, tensor_cores=False, bfloat16=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+              backward=False, tensor_cores=False, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
     """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for these arguments."""
-    return cuda_frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa,
+    return frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa,
                                    tag=_tag(bfloat16, query, key, value), causal_align=causal_align,
                                    window=window, block_q=block_q, block_k=block_k, backward=backward,
                                    tensor_cores=False if backward else tensor_cores,
@@ -123,11 +123,11 @@ def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None, block_q=64,
-                             block_k=64, bfloat16=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+                             block_k=64, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
     """The CUDA backward kernels, emulated on the CPU; NumPy in, NumPy out (bfloat16 as float32)."""
     tag = _tag(bfloat16, query, key, value)
     arrays = [_storage(a, tag) for a in (grad_out, query, key, value, out)]
-    grads = cuda_frontend.backward(_launch, np, *arrays, np.asarray(lse), is_causal, scale, enable_gqa,
+    grads = frontend.backward(_launch, np, *arrays, np.asarray(lse), is_causal, scale, enable_gqa,
                                    tag=tag, causal_align=causal_align, window=window, block_q=block_q,
                                    block_k=block_k, smem_limit=smem_limit)
-    return tuple(cuda_driver.from_storage(g, tag) for g in grads)
+    return tuple(driver.from_storage(g, tag) for g in grads)

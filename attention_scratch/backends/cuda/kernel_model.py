@@ -10,8 +10,8 @@ those steps in NumPy so they can be read, tested and graded without a GPU;
 """
 import numpy as np
 
-from ..bands import integer_band
-from .cuda_driver import head_dim_bucket
+from ...bands import integer_band
+from .driver import head_dim_bucket
 
 KC = 16  # keys per register chunk, FLASH_KC in flash_fwd.cu
 LOG2E = 1.4426950408889634

@@ -6,7 +6,7 @@ float32 accumulation (``flash_fwd_mma.cu``: ``mma.sync`` with scores, probabilit
 and output in registers, sm_80 and newer, the default; ``flash_fwd_wmma.cu``: the
 WMMA API with the score and output tiles in shared memory) and the backward pass
 (``flash_bwd.cu``). Launch planning is shared with the CPU
-emulation in :mod:`.cuda_driver` and :mod:`.cuda_frontend`.
+emulation in :mod:`.driver` and :mod:`.frontend`.
 
 CuPy is imported only when a function here is called, never at package import.
 Inputs may be NumPy arrays (copied to the GPU and back), CuPy arrays, or
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import DEFAULT_BLOCK
-from . import cuda_driver, cuda_frontend
+from ...contract import DEFAULT_BLOCK
+from . import driver, frontend
 
-CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+CUDA_DIR = Path(__file__).resolve().parent
 SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_mma": "flash_fwd_mma.cu",
              "flash_fwd_wmma": "flash_fwd_wmma.cu",
              "flash_bwd_preprocess": "flash_bwd.cu", "flash_bwd_dkdv": "flash_bwd.cu"}
@@ -96,7 +96,7 @@ class KernelCompileError(RuntimeError):
 def kernel(name, tag, D):
     """The compiled kernel ``name<ctype, D>`` (compiled by NVRTC on first use, then cached)."""
     cupy = _require()
-    expr = f"{name}<{cuda_driver.CTYPES[tag]}>" if D is None else f"{name}<{cuda_driver.CTYPES[tag]}, {D}>"
+    expr = f"{name}<{driver.CTYPES[tag]}>" if D is None else f"{name}<{driver.CTYPES[tag]}, {D}>"
     if expr not in _KERNELS:
         code = (CUDA_DIR / SOURCE_OF[name]).read_text()
         options = ("--std=c++17",) + tuple(f"-I{d}" for d in _include_dirs(cupy))
@@ -112,7 +112,7 @@ def kernel(name, tag, D):
 
 
 def _launch(name, tag, D, grid, threads, smem, args):
-    """Launch one kernel on the current device (the ``launch`` of :mod:`.cuda_driver`)."""
+    """Launch one kernel on the current device (the ``launch`` of :mod:`.driver`)."""
     fn = kernel(name, tag, D)
     if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
         fn.max_dynamic_shared_size_bytes = smem  # opt in to more than 48 KiB
@@ -155,7 +155,7 @@ def _to_device(x):
 
 def _from_device(a, kind, tag):
     if kind == "numpy":
-        return a.get() if tag != "bfloat16" else cuda_driver.from_storage(a, tag).get()
+        return a.get() if tag != "bfloat16" else driver.from_storage(a, tag).get()
     if kind == "torch-cpu":
         import torch
 
@@ -180,7 +180,7 @@ def _inputs(arrays):
         raise TypeError("bfloat16 input cannot be mixed with other dtypes")
     if bf16 == {True}:
         return [a for a, _ in moved], "torch-bf16", "bfloat16"
-    tag = cuda_frontend.storage_tag(*(a.dtype for a, _ in moved[-3:]))
+    tag = frontend.storage_tag(*(a.dtype for a, _ in moved[-3:]))
     return [a.astype(tag, copy=False) for a, _ in moved], moved[-3][1], tag
 
 
@@ -195,8 +195,8 @@ def tensor_core_kernel(tag, cc, requested="auto"):
             if ok and kind not in FAILED_TENSOR_CORE_KERNELS:
                 return kind
         return False
-    if requested not in cuda_driver.TENSOR_CORE_KERNELS:
-        raise ValueError(f"tensor_cores must be 'auto', False or one of {cuda_driver.TENSOR_CORE_KERNELS}; "
+    if requested not in driver.TENSOR_CORE_KERNELS:
+        raise ValueError(f"tensor_cores must be 'auto', False or one of {driver.TENSOR_CORE_KERNELS}; "
                          f"got {requested!r}")
     return False if requested in FAILED_TENSOR_CORE_KERNELS else requested
 
@@ -221,14 +221,14 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
               smem_limit=smem)
     chosen = tensor_core_kernel(tag, cc, tensor_cores)
     try:
-        out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
+        out, lse = frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=chosen, **kw)
     except KernelCompileError as exc:
         if not chosen or f"flash_fwd_{chosen}" not in str(exc):
             raise
         FAILED_TENSOR_CORE_KERNELS[chosen] = str(exc)
         warnings.warn(f"the tensor-core kernel could not be compiled, using the scalar kernel: {exc}")
-        out, lse = cuda_frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
+        out, lse = frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=False, **kw)
     out = _from_device(out, kind, tag)
     return (out, _from_device(lse, kind.replace("-bf16", ""), "float32")) if return_lse else out
@@ -246,7 +246,7 @@ def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, 
     tag = _tag_of(query, key, value)
     smem, cc = device_limits()
     chosen = False if backward else tensor_core_kernel(tag, cc, tensor_cores)
-    return cuda_frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa, tag=tag,
+    return frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa, tag=tag,
                                    causal_align=causal_align, window=window, block_q=block_q,
                                    block_k=block_k, backward=backward, tensor_cores=chosen,
                                    smem_limit=smem)
@@ -258,7 +258,7 @@ def _tag_of(*arrays):
         return "bfloat16"
     dtypes = [np.dtype(str(a.dtype).removeprefix("torch.")) if hasattr(a, "dtype") else np.asarray(a).dtype
               for a in arrays]
-    return cuda_frontend.storage_tag(*dtypes)
+    return frontend.storage_tag(*dtypes)
 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
@@ -270,7 +270,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     g, o = (a.astype(q.dtype, copy=False) for a in (g, o))
     lse_dev, _ = _to_device(lse)
     smem, _ = device_limits()
-    grads = cuda_frontend.backward(_launch, cupy, g, q, k, v, o, lse_dev, is_causal, scale, enable_gqa,
+    grads = frontend.backward(_launch, cupy, g, q, k, v, o, lse_dev, is_causal, scale, enable_gqa,
                                    tag=tag, causal_align=causal_align, window=window, block_q=block_q,
                                    block_k=block_k, smem_limit=smem)
     return tuple(_from_device(a, kind, tag) for a in grads)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DateTask, encode_batch
-from .optim import Adam, clip_grad_norm, load_weights, save_params
-from .progress import progress_bar
-from .seq2seq import ATTENTIONS, Config, Seq2Seq
+from ..date_task import DateTask, encode_batch
+from ..optim import Adam, clip_grad_norm, load_weights, save_params
+from ..progress import progress_bar
+from ..seq2seq import ATTENTIONS, Config, Seq2Seq
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def learning_rate(step, steps, lr):
@@ -157,3 +157,7 @@ def main(argv=None):
         print(f"saved {args.save}")
     print(f"held-out exact match: {correct.mean():.3f} (n={correct.size})")
     return float(correct.mean())
+
+
+if __name__ == "__main__":
+    main()

@@ -9,8 +9,8 @@ a time so that the blocks of all heads can run in parallel:
   (``Q_iᵀ``, a copy) and ``P = (Pᵀ)ᵀ`` is a transposed view that BLAS reads
   without a copy, so both products are of the fast kinds ``A @ B`` and ``Aᵀ @ B``;
 * the online softmax between them runs on the key-major tile (see
-  :mod:`.numba_tiles`) in loops that LLVM vectorises, with the exponential of
-  :mod:`.numba_exp`;
+  :mod:`.tiles`) in loops that LLVM vectorises, with the exponential of
+  :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
 Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev), C-contiguous, where
@@ -20,8 +20,8 @@ Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev), C-contiguous
 import numpy as np
 from numba import njit, prange
 
-from .numba_exp import LOOP_FLAGS, fast_exp
-from .numba_tiles import key_blocks, mask_tile, tile_is_full, tile_view, zigzag
+from .exp import LOOP_FLAGS, fast_exp
+from .tiles import key_blocks, mask_tile, tile_is_full, tile_view, zigzag
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -98,8 +98,8 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
 
 # BEGIN EXERCISE 12.2 (3 points): the parallel loop over (head, query block)
 # uses: from numba import prange
-# uses: from attention_scratch.backends.numba_forward import forward_query_block
-# uses: from attention_scratch.backends.numba_tiles import zigzag
+# uses: from attention_scratch.backends.numba.forward import forward_query_block
+# uses: from attention_scratch.backends.numba.tiles import zigzag
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     """Run :func:`forward_query_block` on every (query head, query block), spread over the cores.
 

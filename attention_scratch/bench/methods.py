@@ -1,39 +1,17 @@
 """The contenders of the benchmark and the reference they are checked against (chapter 12).
 
-:mod:`attention_scratch.bench` times these; this module says what each one runs:
-the dense NumPy baseline (the whole ``(N, N)`` matrix), the NumPy and Numba flash
-kernels, and PyTorch's ``scaled_dot_product_attention`` with autograd.
+:mod:`attention_scratch.bench.cpu` times these; this module says what each one runs:
+the dense NumPy baseline (the whole ``(N, N)`` matrix in float32,
+:func:`attention_scratch.testing.dense_reference` with ``upcast=False``), the NumPy and
+Numba flash kernels, and PyTorch's ``scaled_dot_product_attention`` with autograd.
 """
 import numpy as np
 
-from .flash import flash_attention, flash_attention_backward
-from .testing import attention_oracle, attention_oracle_backward, reference_mask
+from ..backends import unavailable_reason
+from ..flash import flash_attention, flash_attention_backward
+from ..testing import attention_oracle, attention_oracle_backward, dense_reference, dense_reference_backward
 
 METHODS = ("naive numpy", "flash numpy", "flash numba", "torch sdpa")
-
-
-# The dense baseline: the whole (N, N) score matrix in float32, as a first NumPy program would do it.
-
-def naive_forward(q, k, v, causal):
-    """Dense attention in the input dtype. Shapes: (B, H, L, E), (B, H, S, E), (B, H, S, Ev) -> (B, H, L, Ev)."""
-    scale = q.dtype.type(1.0 / np.sqrt(q.shape[-1]))
-    scores = (q @ np.swapaxes(k, -1, -2)) * scale  # (B, H, L, S)
-    if causal:
-        scores = np.where(reference_mask(q.shape[-2], k.shape[-2], is_causal=True), scores, -np.inf)
-    scores -= scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores, out=scores)  # (B, H, L, S)
-    p /= p.sum(axis=-1, keepdims=True)
-    return p @ v, p  # (B, H, L, Ev), (B, H, L, S)
-
-
-def naive_backward(g, q, k, v, p):
-    """Dense gradients from the stored weights ``p`` (B, H, L, S); returns dQ, dK, dV."""
-    scale = q.dtype.type(1.0 / np.sqrt(q.shape[-1]))
-    dv = np.swapaxes(p, -1, -2) @ g  # (B, H, S, Ev)
-    dp = g @ np.swapaxes(v, -1, -2)  # (B, H, L, S)
-    dp -= (dp * p).sum(axis=-1, keepdims=True)
-    ds = np.multiply(p, dp, out=dp)  # (B, H, L, S)
-    return (ds @ k) * scale, (np.swapaxes(ds, -1, -2) @ q) * scale, dv
 
 
 class Method:
@@ -55,7 +33,7 @@ class Method:
 
     def forward(self, causal):
         if self.name == "naive numpy":
-            return naive_forward(self.q, self.k, self.v, causal)[0]
+            return dense_reference(self.q, self.k, self.v, is_causal=causal, upcast=False)[0]
         if self.name == "torch sdpa":
             with self.torch.no_grad():
                 return self.torch.nn.functional.scaled_dot_product_attention(
@@ -66,7 +44,7 @@ class Method:
     def prepare_backward(self, causal):
         self.state = None
         if self.name == "naive numpy":
-            self.state = naive_forward(self.q, self.k, self.v, causal)[1]
+            self.state = dense_reference(self.q, self.k, self.v, is_causal=causal, upcast=False)[1]
         elif self.name == "torch sdpa":
             xs = [t.clone().requires_grad_() for t in (self.tq, self.tk, self.tv)]
             out = self.torch.nn.functional.scaled_dot_product_attention(*xs, is_causal=causal)
@@ -78,7 +56,7 @@ class Method:
 
     def backward(self, causal):
         if self.name == "naive numpy":
-            return naive_backward(self.g, self.q, self.k, self.v, self.state)
+            return dense_reference_backward(self.g, self.q, self.k, self.v, self.state)
         if self.name == "torch sdpa":
             xs, out = self.state
             grads = self.torch.autograd.grad(out, xs, self.tg, retain_graph=True)
@@ -102,18 +80,15 @@ def reference(inputs, causal, backward):
     return flash_attention(q, k, v, causal, block_q=512, block_k=512)
 
 
-def relative_error(got, ref):
-    """``max |got - ref| / max |ref|`` over batch 0, head 0 (several arrays: the worst)."""
-    if isinstance(ref, tuple):
-        return max(relative_error(a, b) for a, b in zip(got, ref))
-    got = np.asarray(got)[:1, :1].astype(np.float64)
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+def first_head(result):
+    """Batch 0, head 0 of a result (a tuple of arrays: of each), the part :func:`reference` computes."""
+    if isinstance(result, tuple):
+        return tuple(first_head(a) for a in result)
+    return np.asarray(result)[:1, :1]
 
 
 def available_methods(wanted):
     """The requested methods that can run here, and a reason for each that cannot."""
-    from .backends import unavailable_reason
-
     methods, skipped = [], {}
     for name in wanted:
         if name == "flash numba" and unavailable_reason("numba"):

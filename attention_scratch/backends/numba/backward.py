@@ -28,7 +28,7 @@ contributions ``dS K_j`` to ``dQ``, which it adds into its own copy of ``dQ``
 at the price of ``chunks`` copies of ``dQ`` in memory.
 
 ``D = rowsum(dO ∘ O)`` is computed once, before the kernels. Layout as in
-:mod:`.numba_forward`; ``lse`` and ``d`` are (Hq', L).
+:mod:`.forward`; ``lse`` and ``d`` are (Hq', L).
 
 **The same scores as the forward pass.** ``P = exp(S - lse)`` is exact only if ``S`` is,
 bit for bit, the score the forward pass summed into ``lse``: at large logits a difference
@@ -36,14 +36,14 @@ of one rounding in ``S`` is a large relative change of ``P`` (at scale 1e4 the c
 ``dV`` summed to 7.9937 instead of 8). The forward computes ``K_j (Q_i·scale)ᵀ`` on
 key-major tiles; so every kernel here computes exactly that product, on tiles of the same
 shapes, from a ``q`` the caller has already multiplied by the scale (passing ``scale = 1``;
-:func:`attention_scratch.backends.numba_cpu.flash_attention_backward` does, and multiplies
+:func:`attention_scratch.backends.numba.cpu.flash_attention_backward` does, and multiplies
 ``dQ`` by the scale at the end). BLAS does not promise ``A Bᵀ = (B Aᵀ)ᵀ`` bit for bit.
 """
 import numpy as np
 from numba import njit, prange
 
-from .numba_exp import LOOP_FLAGS
-from .numba_tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
+from .exp import LOOP_FLAGS
+from .tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
                           tile_is_full, tile_view, transposed, transposed_into, zigzag)
 
 
@@ -134,8 +134,8 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
 
 
 # BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
-# uses: from attention_scratch.backends.numba_tiles import add_into, dscores_in_place, key_blocks
-# uses: from attention_scratch.backends.numba_tiles import probs_from_lse, tile_is_full, tile_view, transposed
+# uses: from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
+# uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view, transposed
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
 

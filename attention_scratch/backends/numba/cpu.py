@@ -1,7 +1,7 @@
 """Flash attention on the CPU with Numba: the public entry points of the ``"numba"`` backend.
 
 This module imports without Numba (:func:`unavailable_reason` says what is
-missing); the kernels live in :mod:`.numba_forward` and :mod:`.numba_backward`
+missing); the kernels live in :mod:`.forward` and :mod:`.backward`
 and are imported, and compiled, on first use. ``cache=True`` stores the machine
 code next to the sources, so a second process loads it instead of compiling.
 
@@ -13,7 +13,7 @@ import importlib.util
 
 import numpy as np
 
-from ..contract import DEFAULT_BLOCK, attention_args
+from ...contract import DEFAULT_BLOCK, attention_args
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
@@ -61,7 +61,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
-    from .numba_forward import forward_parallel
+    from .forward import forward_parallel
 
     args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k)
@@ -106,7 +106,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     ------
     returns ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
-    from .numba_backward import dq_parallel, fused_parallel, kv_parallel
+    from .backward import dq_parallel, fused_parallel, kv_parallel
 
     args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k)
@@ -123,7 +123,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     block_q, block_k = args.plan.block_q, args.plan.block_k
     scale, one = q.dtype.type(args.scale), q.dtype.type(1)
     # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
-    # (numba_backward's docstring). So they get Q·scale, rounded as the forward rounds it, and
+    # (the docstring of backends/numba/backward.py). So they get Q·scale, rounded as the forward rounds it, and
     # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
     q = q * scale  # (Hq', L, E)
     if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0

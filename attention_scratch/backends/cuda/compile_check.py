@@ -1,6 +1,6 @@
 """Compile every CUDA source of the package with ``nvcc``, so a syntax error cannot land unnoticed.
 
-``python -m attention_scratch.backends.compile_check`` compiles each ``backends/cuda/*.cu``
+``python -m attention_scratch.backends.cuda.compile_check`` compiles each ``backends/cuda/*.cu``
 for every architecture in ``--arch`` (default ``sm_80 sm_90``) with
 ``-DFLASH_COMPILE_CHECK``, which instantiates every kernel template the driver can
 launch. It needs ``nvcc`` but no GPU. ``--ptxas-info`` prints the registers,
@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+CUDA_DIR = Path(__file__).resolve().parent
 ARCHS = ("sm_80", "sm_90")
 
 
@@ -82,7 +82,7 @@ def check_all(archs=ARCHS, ptxas_info=False, jobs=None, out=sys.stdout):
 
 def nvrtc_expressions():
     """Every kernel instantiation the CuPy backend can ask NVRTC for, per source file."""
-    from .cuda_driver import CTYPES, HEAD_DIMS
+    from .driver import CTYPES, HEAD_DIMS
 
     types = list(CTYPES.values())
     return {
@@ -95,7 +95,7 @@ def nvrtc_expressions():
 
 
 def check_nvrtc(arch="compute_80", out=sys.stdout):
-    """Compile every kernel with CuPy's NVRTC wrapper, as ``cupy_gpu.kernel`` would; no GPU needed.
+    """Compile every kernel with CuPy's NVRTC wrapper, as ``gpu.kernel`` would; no GPU needed.
 
     Raises ``ImportError`` without CuPy and ``RuntimeError`` when NVRTC cannot be loaded.
     Returns the list of ``(source, error)`` failures.
@@ -103,7 +103,7 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
     import cupy
     from cupy.cuda import compiler
 
-    from .cupy_gpu import _include_dirs
+    from .gpu import _include_dirs
 
     # CuPy asks the current device for its architecture; there may be none, so say it.
     original = compiler._get_arch_for_options_for_nvrtc

@@ -5,8 +5,8 @@ length ``N`` (``L = S = N``), with and without a causal mask, forward and
 backward, every method is first checked against a float64 reference, then
 timed; the methods take turns in each repetition, so a burst of load from
 elsewhere on the machine hits all of them alike. The table gives the best and
-the median time, GFLOP/s by DESIGN.md §8 (forward ``4·B·H·L·S·E``, halved when
-causal; backward 2.5× the forward), the fraction of this machine's measured
+the median time, GFLOP/s (:func:`attention_scratch.bench.common.attention_flops`:
+forward ``4·B·H·L·S·E``, halved when causal; backward 2.5× the forward), the fraction of this machine's measured
 sgemm throughput, and the ratio to PyTorch (above 1: faster than PyTorch) three
 ways: best against best, median against median, and the median of the ratios
 within each repetition (the two runs back to back, so the steadiest under load).
@@ -17,7 +17,7 @@ The quick check of the chapter's claim::
 
     python -m attention_scratch.bench --sizes 2048 --repeats 9
 
-``--gpu`` runs the GPU benchmarks of :mod:`attention_scratch.bench_gpu` instead.
+``--gpu`` runs the GPU benchmarks of :mod:`attention_scratch.bench.gpu` instead.
 """
 import argparse
 import datetime
@@ -25,25 +25,17 @@ import gc
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .bench_methods import (METHODS, Method, available_methods, naive_backward,  # noqa: F401
-                            naive_forward, reference, relative_error)
-from .progress import printer_beside, progress_bar
+from ..progress import printer_beside, progress_bar
+from .common import attention_flops, git_commit, relative_error, seconds
+from .methods import METHODS, Method, available_methods, first_head, reference
 
 DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
 NAIVE_MEMORY_LIMIT = 3 * 2**30  # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
-
-
-def attention_flops(B, H, L, S, E, causal=False, backward=False):
-    """FLOPs of one attention call by DESIGN.md §8: ``4·B·H·L·S·E``, halved if causal, ×2.5 for backward."""
-    flops = 4.0 * B * H * L * S * E * (0.5 if causal else 1.0)
-    return flops * (2.5 if backward else 1.0)
 
 
 def measure_sgemm(n=2048, repeats=7):
@@ -52,7 +44,7 @@ def measure_sgemm(n=2048, repeats=7):
     a, b = rng.standard_normal((2, n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
     np.dot(a, b, out=out)
-    best = min(_timed(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
+    best = min(seconds(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
     return 2.0 * n ** 3 / best / 1e9
 
 
@@ -64,12 +56,6 @@ def blas_description():
         return []
     return [{key: info.get(key) for key in ("internal_api", "version", "architecture", "num_threads",
                                              "filepath")} for info in threadpool_info()]
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, flash_numpy_max=4096,
@@ -94,10 +80,10 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
         if backward:
             m.prepare_backward(causal)
         call = (lambda m=m: m.backward(causal)) if backward else (lambda m=m: m.forward(causal))
-        start = time.perf_counter()
-        result = call()  # the first call also compiles (Numba) and warms the caches
-        first = time.perf_counter() - start
-        err = relative_error(result, ref)
+        results = []
+        first = seconds(lambda call=call: results.append(call()))  # also compiles (Numba), warms caches
+        result = results[0]
+        err = relative_error(first_head(result), ref)
         if not err <= tolerance:
             raise AssertionError(f"{m.name} ({'backward' if backward else 'forward'}, N={N}, "
                                  f"causal={causal}) is wrong: relative error {err:.2e} > {tolerance:g}")
@@ -110,7 +96,7 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
             status(f"timing, repetition {rep + 1}/{repeats}")
             for name, (call, n) in runs.items():
                 if rep < n:
-                    records[name]["times"].append(_timed(call))
+                    records[name]["times"].append(seconds(call))
     finally:
         gc.enable()
     for name, rec in records.items():
@@ -142,19 +128,6 @@ def machine_description():
             "blas": blas_description(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL"))}}
-
-
-def git_commit():
-    """The commit of this checkout, with ``+dirty`` when tracked files have uncommitted changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=here, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
 
 
 def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHODS, blocks=None,
@@ -207,7 +180,7 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
         for row in results:
             if "gflops" in row:
                 row["sgemm_fraction"] = row["gflops"] / sgemm_end
-    return {"command": " ".join([Path(sys.executable).name, "-m", "attention_scratch.bench"] + sys.argv[1:]),
+    return {"command": " ".join([Path(sys.executable).name, "-m", __package__] + sys.argv[1:]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": git_commit(), "machine": machine_description(), "sgemm_gflops": max(sgemm, sgemm_end),
             "sgemm_gflops_start_end": [sgemm, sgemm_end],
@@ -268,11 +241,11 @@ def main(argv=None):
     if "--gpu" in argv:
         argv.remove("--gpu")
         try:
-            from . import bench_gpu
+            from . import gpu
         except ImportError as err:
-            print(f"the GPU benchmarks need CuPy and a CUDA GPU (attention_scratch.bench_gpu: {err})")
+            print(f"the GPU benchmarks need CuPy and a CUDA GPU (attention_scratch.bench.gpu: {err})")
             return 0
-        return bench_gpu.main(argv)
+        return gpu.main(argv)
     parser = argparse.ArgumentParser(prog="python -m attention_scratch.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="sequence lengths N")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and best)")
@@ -288,7 +261,7 @@ def main(argv=None):
                         help="largest N for the NumPy flash reference (slow: a Python loop over tiles)")
     parser.add_argument("--out", default="bench_results/bench.json", help="where to save the results (JSON)")
     parser.add_argument("--plot", default=None, help="figure path (default: next to --out, .png)")
-    parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench_gpu instead")
+    parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench.gpu instead")
     args = parser.parse_args(argv)
     machine = machine_description()
     print(f"{machine['cpu']}, {machine['cores']} cores; " +
@@ -306,7 +279,3 @@ def main(argv=None):
     plot(data, figure)
     print(f"results: {out}; figure: {figure}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

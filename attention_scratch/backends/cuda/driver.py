@@ -3,8 +3,8 @@
 Nothing here imports CuPy. The functions take the array module ``xp`` (NumPy or
 CuPy) and a ``launch`` callable, so the very same sequence of kernel launches,
 tile sizes, shared-memory budgets and dtype conversions runs on a GPU through
-:mod:`attention_scratch.backends.cupy_gpu` and on the CPU through
-:mod:`attention_scratch.backends.cuda_emulation`.
+:mod:`attention_scratch.backends.cuda.gpu` and on the CPU through
+:mod:`attention_scratch.backends.cuda.emulator`.
 
 ``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name``
 (``"flash_fwd_scalar"``, ``"flash_fwd_mma"``, ``"flash_fwd_wmma"``,

@@ -18,8 +18,8 @@ into SIMD code with no horizontal reduction.
 import numpy as np
 from numba import njit
 
-from .. import bands
-from .numba_exp import LOOP_FLAGS, fast_exp
+from ... import bands
+from .exp import LOOP_FLAGS, fast_exp
 
 
 # The block arithmetic of the NumPy reference, compiled: one source for both paths.

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .nn import cross_entropy
-from .optim import Adam, clip_grad_norm, load_weights, save_params
-from .progress import printer_beside, progress_bar
-from .tasks import IGNORE, TASKS, VOCAB_SIZE, make_batch, sort_sequences
-from .transformer import TinyTransformer, generate
+from ..nn import cross_entropy
+from ..optim import Adam, clip_grad_norm, load_weights, save_params
+from ..progress import printer_beside, progress_bar
+from ..tasks import IGNORE, TASKS, VOCAB_SIZE, make_batch, sort_sequences
+from ..transformer import TinyTransformer, generate
 
-PRETRAINED = Path(__file__).resolve().parent / "data" / "tiny_transformer_sort.npz"
+PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "tiny_transformer_sort.npz"
 DEFAULTS = dict(task="sort", seed=0, length=8, d_model=64, num_heads=4, num_layers=2, hidden=128,
                 steps=1000, batch=64, lr=3e-3, warmup=100, clip=1.0)
 
@@ -139,3 +139,6 @@ def main(argv=None):
     print(f"held-out token accuracy: {token_acc:.3f}")
     return token_acc
 
+
+if __name__ == "__main__":
+    main()

@@ -3,16 +3,16 @@
 It validates the arguments exactly as the NumPy reference does, with
 :func:`attention_scratch.contract.attention_args` on the device arrays themselves (in the
 kernels' storage dtype, bfloat16 as its uint16 bits), folds them into the kernel layout,
-calls :mod:`.cuda_driver`, and restores the caller's shapes. NaN and infinities follow
+calls :mod:`.driver`, and restores the caller's shapes. NaN and infinities follow
 ``CONVENTIONS.md`` exactly as on the other backends: the rows holding one are found and
 zeroed on the device before the kernels run (:mod:`attention_scratch._nonfinite`), and the
 rows and keys the rule makes NaN are marked afterwards. ``xp`` is the array module of the
-device arrays; ``launch`` runs one kernel (see cuda_driver).
+device arrays; ``launch`` runs one kernel (see :mod:`.driver`).
 """
 import numpy as np
 
-from ..contract import DEFAULT_BLOCK, TilePlan, attention_args
-from . import cuda_driver
+from ...contract import DEFAULT_BLOCK, TilePlan, attention_args
+from . import driver
 
 
 def storage_tag(*dtypes):
@@ -44,7 +44,7 @@ def _stand_in(shape):
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *, tag,
               causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
-              backward=False, tensor_cores=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+              backward=False, tensor_cores=False, smem_limit=driver.DEFAULT_SMEM):
     """The :class:`~attention_scratch.contract.TilePlan` the CUDA kernels run for these arguments.
 
     ``block_q`` and ``block_k`` are requests here: the tensor-core forward kernels have
@@ -57,28 +57,28 @@ def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, 
     return plan_for(args, tag, backward=backward, tensor_cores=tensor_cores, smem_limit=smem_limit)
 
 
-def plan_for(args, tag, *, backward=False, tensor_cores=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+def plan_for(args, tag, *, backward=False, tensor_cores=False, smem_limit=driver.DEFAULT_SMEM):
     """:func:`tile_plan` for validated :class:`~attention_scratch.contract.AttentionArgs`."""
     block_q, block_k = args.plan.requested
     if backward:
-        launch = cuda_driver.backward_plan(tag, args.L, args.S, args.E, args.Ev, block_q, block_k,
+        launch = driver.backward_plan(tag, args.L, args.S, args.E, args.Ev, block_q, block_k,
                                            smem_limit)
     else:
-        launch = cuda_driver.forward_plan(tag, args.L, args.S, args.E, args.Ev, block_q, block_k,
+        launch = driver.forward_plan(tag, args.L, args.S, args.E, args.Ev, block_q, block_k,
                                           smem_limit, tensor_cores)
     used = (launch["bq"], launch["bk"])
     note = ""
     if launch["kernel"] in ("flash_fwd_mma", "flash_fwd_wmma"):
         note = f"tensor-core kernel {launch['kernel']}: fixed {used[0]}x{used[1]} tiles"
     elif used != (block_q, block_k):
-        note = (f"reduced to fit one thread block ({cuda_driver.MAX_THREADS} threads, "
+        note = (f"reduced to fit one thread block ({driver.MAX_THREADS} threads, "
                 f"{smem_limit} bytes of shared memory), or to the sequence")
     return TilePlan((block_q, block_k), used, kernel=launch["kernel"], note=note)
 
 
 def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, *, tag,
             causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
-            tensor_cores=False, smem_limit=cuda_driver.DEFAULT_SMEM):
+            tensor_cores=False, smem_limit=driver.DEFAULT_SMEM):
     """``out`` (..., Hq, L, Ev) in the storage dtype and ``lse`` (..., Hq, L) in the accumulation dtype.
 
     ``q``, ``k``, ``v`` are device arrays already in the storage dtype of ``tag``.
@@ -86,7 +86,7 @@ def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, 
     args = attention_args(q, k, v, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k, convert=False)
     q3, k3, v3 = (args.folded(x) for x in (args.q, args.k, args.v))  # (N·Hq, L, E), (N·Hkv, S, ·)
-    out, lse = cuda_driver.run_forward(launch, xp, q3, k3, v3, args.group, args.scale, args.band,
+    out, lse = driver.run_forward(launch, xp, q3, k3, v3, args.group, args.scale, args.band,
                                        *args.plan.requested, tag, smem_limit=smem_limit,
                                        tensor_cores=tensor_cores)  # (N·Hq, L, Ev), (N·Hq, L)
     return args.finish_forward(out, lse, return_lse=True)  # (..., Hq, L, Ev), (..., Hq, L)
@@ -94,14 +94,14 @@ def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, 
 
 def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=None, enable_gqa=False,
              *, tag, causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
-             block_k=DEFAULT_BLOCK, smem_limit=cuda_driver.DEFAULT_SMEM):
+             block_k=DEFAULT_BLOCK, smem_limit=driver.DEFAULT_SMEM):
     """``(dq, dk, dv)`` shaped like ``q``, ``k``, ``v`` in the storage dtype of ``tag``."""
     args = attention_args(q, k, v, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k, convert=False)
     rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)  # rows cleaned
     q_rows = (int(np.prod(args.q.shape[:-2], dtype=np.int64)), args.L)  # (N·Hq, L)
-    lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(cuda_driver.acc_dtype(tag)))  # (N·Hq, L)
-    dq, dk, dv = cuda_driver.run_backward(
+    lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(driver.acc_dtype(tag)))  # (N·Hq, L)
+    dq, dk, dv = driver.run_backward(
         launch, xp, args.folded(grad_out), args.folded(args.q), args.folded(args.k),
         args.folded(args.v), args.folded(out), lse, args.group, args.scale, args.band,
         *args.plan.requested, tag, smem_limit=smem_limit)  # (N·Hq, L, E), (N·Hkv, S, E), (N·Hkv, S, Ev)

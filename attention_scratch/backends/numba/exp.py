@@ -76,7 +76,7 @@ def pow2_f64(n):
 
 
 # BEGIN EXERCISE 12.1 (3 points): a vectorisable float32 exponential
-# uses: from attention_scratch.backends.numba_exp import pow2_f32
+# uses: from attention_scratch.backends.numba.exp import pow2_f32
 def exp_f32(x):
     """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
 

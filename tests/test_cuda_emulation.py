@@ -312,3 +312,19 @@ def test_no_out_of_bounds_access_under_address_sanitizer(tmp_path):
                ATTENTION_SCRATCH_CACHE=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert "asan-clean" in done.stdout and "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]
+
+
+def test_the_constants_are_written_once_in_the_header_the_kernels_include():
+    """constants.py reads flash_constants.cuh; no kernel source defines one of its names again."""
+    from attention_scratch.backends.cuda import constants
+
+    values = constants.read_constants()
+    assert values["MMA_BQ"] == 16 * values["MMA_MT"] * values["MMA_WARPS"]
+    assert values["WMMA_BQ"] == 16 * values["WMMA_WARPS"]
+    assert cuda_driver.mma_tiles(128) == (values["MMA_BQ"], values["MMA_BK_LARGE_D"])
+    assert cuda_driver.mma_tiles(64) == (values["MMA_BQ"], values["MMA_BK_SMALL_D"])
+    for source in sorted(constants.HEADER.parent.glob("*.cu")):
+        text = source.read_text()
+        assert '#include "flash_constants.cuh"' in text, source.name
+        for name in values:
+            assert f"#define {name} " not in text, f"{source.name} defines {name} again"

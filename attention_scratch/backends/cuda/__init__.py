@@ -1,6 +1,7 @@
 """The ``"cupy"`` backend: raw CUDA kernels for NVIDIA GPUs, and everything around them (chapter 13).
 
-* the kernels: ``*.cu`` and ``*.cuh`` in this folder;
+* the kernels: ``*.cu`` and ``*.cuh`` in this folder; the numbers they share with the
+  Python side in ``flash_constants.cuh``, read by :mod:`.constants`;
 * :mod:`.gpu`: the backend (CuPy, NVRTC); :mod:`.emulator`: the same kernels compiled with
   ``g++`` and run on the CPU (``emulation/``), for tests without a GPU;
 * :mod:`.frontend` and :mod:`.driver`: argument handling and launch planning, shared by both;

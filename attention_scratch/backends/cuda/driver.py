@@ -14,25 +14,27 @@ tile sizes, shared-memory budgets and dtype conversions runs on a GPU through
 """
 import numpy as np
 
+from ...contract import DEFAULT_BLOCK
+from .constants import (FLASH_BWD_ROWS, FLASH_MAX_THREADS, MMA_BK_LARGE_D, MMA_BK_SMALL_D, MMA_BQ,
+                        MMA_WARPS, WMMA_BK, WMMA_BQ, WMMA_WARPS)
+
 HEAD_DIMS = (32, 64, 128, 256)  # compiled head-dim buckets; E and Ev are zero-padded up to one
 TAGS = ("float64", "float32", "float16", "bfloat16")
 CTYPES = {"float64": "double", "float32": "float", "float16": "__half", "bfloat16": "__nv_bfloat16"}
-MAX_THREADS = 256  # per block: 256 threads x 255 registers still fit an SM's 65536 registers
+MAX_THREADS = FLASH_MAX_THREADS  # per block of the scalar kernels (flash_constants.cuh)
 GRID_Y_MAX = 65535
-WMMA_TILE = 64  # flash_fwd_wmma's fixed query and key tile
-MMA_BQ = 128  # flash_fwd_mma's query tile: 4 warps x 32 rows
 
 
 def mma_tiles(D):
     """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D`` (MMA_BK in the kernel)."""
-    return MMA_BQ, (32 if D > 64 else 64)
+    return MMA_BQ, (MMA_BK_LARGE_D if D > 64 else MMA_BK_SMALL_D)
 
 
 TENSOR_CORE_KERNELS = ("mma", "wmma")  # flash_fwd_mma (registers) and flash_fwd_wmma (WMMA API)
 DEFAULT_SMEM = 48 * 1024  # shared memory any CUDA GPU gives a block without opting in
 
 
-def acc_dtype(tag):
+def acc_dtype_of_tag(tag):
     """float64 accumulates in float64; float32, float16 and bfloat16 in float32."""
     return np.dtype(np.float64) if tag == "float64" else np.dtype(np.float32)
 
@@ -85,7 +87,7 @@ def backward_smem_bytes(block_q, block_k, D, acc_bytes):
 
 def wmma_smem_bytes(D):
     """Shared memory of ``flash_fwd_wmma`` (2-byte inputs), mirroring the carving in the kernel."""
-    bq = bk = WMMA_TILE
+    bq, bk = WMMA_BQ, WMMA_BK
     dp, sp, pp, op = D + 8, bk + 4, bk + 8, D + 4
     q_or_scores = max(bq * dp * 2, 4 * 16 * sp * 4)
     return q_or_scores + 2 * bk * dp * 2 + 4 * 16 * pp * 2 + 4 * 16 * op * 4
@@ -103,11 +105,12 @@ def tensor_core_plan(kind, D, smem_limit):
     when it does not fit in ``smem_limit`` bytes of shared memory."""
     if kind not in TENSOR_CORE_KERNELS:
         raise ValueError(f"tensor_cores must be False, True or one of {TENSOR_CORE_KERNELS}; got {kind!r}")
-    bq, bk = mma_tiles(D) if kind == "mma" else (WMMA_TILE, WMMA_TILE)
+    bq, bk = mma_tiles(D) if kind == "mma" else (WMMA_BQ, WMMA_BK)
     smem = mma_smem_bytes(D) if kind == "mma" else wmma_smem_bytes(D)
     if smem > smem_limit:
         return None
-    return dict(kernel=f"flash_fwd_{kind}", D=D, bq=bq, bk=bk, threads=128, smem=smem)
+    threads = 32 * (MMA_WARPS if kind == "mma" else WMMA_WARPS)
+    return dict(kernel=f"flash_fwd_{kind}", D=D, bq=bq, bk=bk, threads=threads, smem=smem)
 
 
 def forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM, tensor_cores=False):
@@ -124,11 +127,11 @@ def forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM, te
     if D is None:
         raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, Ev={Ev}")
     if (tensor_cores and tag in ("float16", "bfloat16") and D <= 128
-            and (block_q, block_k) == (WMMA_TILE, WMMA_TILE)):
+            and (block_q, block_k) == (DEFAULT_BLOCK, DEFAULT_BLOCK)):
         plan = tensor_core_plan("mma" if tensor_cores is True else tensor_cores, D, smem_limit)
         if plan is not None:
             return plan
-    tpr, acc_bytes = threads_per_row(D), acc_dtype(tag).itemsize
+    tpr, acc_bytes = threads_per_row(D), acc_dtype_of_tag(tag).itemsize
     bq = max(1, min(block_q, MAX_THREADS // tpr, max(L, 1)))
     bk = largest_block_k(D, acc_bytes, smem_limit, max(1, min(block_k, max(S, 1))))
     return dict(kernel="flash_fwd_scalar", D=D, bq=bq, bk=bk, threads=round_up(bq * tpr, 32),
@@ -140,7 +143,7 @@ def backward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM):
     D = head_dim_bucket(E, Ev)
     if D is None:
         raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, Ev={Ev}")
-    tpr, acc_bytes = threads_per_row(D), acc_dtype(tag).itemsize
+    tpr, acc_bytes = threads_per_row(D), acc_dtype_of_tag(tag).itemsize
     bq = max(1, min(block_q, max(L, 1)))
     bk = max(1, min(block_k, MAX_THREADS // tpr, max(S, 1)))
     while backward_smem_bytes(bq, bk, D, acc_bytes) > smem_limit and max(bq, bk) > 1:
@@ -168,7 +171,7 @@ def run_forward(launch, xp, q, k, v, G, scale, band, block_q, block_k, tag, *,
     BH, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     out = xp.empty((BH, L, Ev), dtype=q.dtype)  # (BH, L, Ev)
-    lse = xp.empty((BH, L), dtype=acc_dtype(tag))  # (BH, L)
+    lse = xp.empty((BH, L), dtype=acc_dtype_of_tag(tag))  # (BH, L)
     if BH == 0 or L == 0:
         return out, lse
     plan = forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit, tensor_cores)
@@ -193,15 +196,15 @@ def run_backward(launch, xp, grad_out, q, k, v, out, lse, G, scale, band, block_
     """
     BH, L, E = q.shape
     BKV, S, Ev = v.shape
-    acc = acc_dtype(tag)
-    big_d = xp.empty((BH, L), dtype=acc)  # (BH, L): rowsum(dO * O)
-    lse2 = xp.empty((BH, L), dtype=acc)  # (BH, L): lse in log2 units
+    acc_dtype = acc_dtype_of_tag(tag)
+    big_d = xp.empty((BH, L), dtype=acc_dtype)  # (BH, L): rowsum(dO * O)
+    lse2 = xp.empty((BH, L), dtype=acc_dtype)  # (BH, L): lse in log2 units
     rows = BH * L
     if rows:
-        launch("flash_bwd_preprocess", tag, None, (-(-rows // 8), 1), 256, 0,
+        launch("flash_bwd_preprocess", tag, None, (-(-rows // FLASH_BWD_ROWS), 1), 32 * FLASH_BWD_ROWS, 0,
                [("ptr", grad_out), ("ptr", out), ("ptr", lse), ("ptr", big_d), ("ptr", lse2),
                 ("i64", rows), ("i32", Ev)])
-    dq_acc = xp.zeros((BH, L, E), dtype=acc)  # (BH, L, E): atomics add into it
+    dq_acc = xp.zeros((BH, L, E), dtype=acc_dtype)  # (BH, L, E): atomics add into it
     dk = xp.empty((BKV, S, E), dtype=q.dtype)  # (BKV, S, E)
     dv = xp.empty((BKV, S, Ev), dtype=q.dtype)  # (BKV, S, Ev)
     if BKV and S:

@@ -12,9 +12,10 @@
 //    and writes ds into a shared (bq, bk) tile, from which the block adds
 //    dQ_tile += dS K * scale to a float accumulator with one atomicAdd per entry.
 #include "flash_common.cuh"
+#include "flash_constants.cuh"
 
 template <typename T>
-__global__ void __launch_bounds__(256) flash_bwd_preprocess(const T* __restrict__ grad_out, const T* __restrict__ out,
+__global__ void __launch_bounds__(32 * FLASH_BWD_ROWS) flash_bwd_preprocess(const T* __restrict__ grad_out, const T* __restrict__ out,
                                      const typename AccOf<T>::type* __restrict__ lse,
                                      typename AccOf<T>::type* __restrict__ big_d,
                                      typename AccOf<T>::type* __restrict__ lse2,
@@ -35,7 +36,7 @@ __global__ void __launch_bounds__(256) flash_bwd_preprocess(const T* __restrict_
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(256) flash_bwd_dkdv(const T* __restrict__ q, const T* __restrict__ k,
+__global__ void __launch_bounds__(FLASH_MAX_THREADS) flash_bwd_dkdv(const T* __restrict__ q, const T* __restrict__ k,
                                const T* __restrict__ v, const T* __restrict__ grad_out,
                                const typename AccOf<T>::type* __restrict__ lse2,
                                const typename AccOf<T>::type* __restrict__ big_d,

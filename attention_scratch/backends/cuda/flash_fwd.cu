@@ -13,11 +13,10 @@
 // q), so the exponentials are exp2. Tiles the mask band leaves empty are never
 // loaded (causal/window block skipping); partial tiles are masked per entry.
 #include "flash_common.cuh"
-
-#define FLASH_KC 16  // keys per register chunk of scores
+#include "flash_constants.cuh"
 
 template <typename T, int D>
-__global__ void __launch_bounds__(256) flash_fwd_scalar(const T* __restrict__ q, const T* __restrict__ k,
+__global__ void __launch_bounds__(FLASH_MAX_THREADS) flash_fwd_scalar(const T* __restrict__ q, const T* __restrict__ k,
                                  const T* __restrict__ v, T* __restrict__ out,
                                  typename AccOf<T>::type* __restrict__ lse,
                                  int G, int L, int S, int E, int Ev, double scale, int lo, int hi,

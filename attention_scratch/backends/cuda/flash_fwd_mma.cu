@@ -23,10 +23,10 @@
 #include "flash_common.cuh"
 #include "mma_sm80.cuh"
 
-#define MMA_WARPS 4
-#define MMA_MT 2                              // 16-row m-tiles per warp
-#define MMA_BQ (16 * MMA_MT * MMA_WARPS)      // 128 query rows per block
-#define MMA_BK(D) ((D) > 64 ? 32 : 64)        // keys per tile: 32 at D = 128 keeps O and S in 255 registers
+#include "flash_constants.cuh"
+
+#define MMA_BK(D) ((D) > 64 ? MMA_BK_LARGE_D : MMA_BK_SMALL_D)  // keys per tile
+static_assert(MMA_BQ == 16 * MMA_MT * MMA_WARPS, "MMA_BQ: 16-row m-tiles times warps");
 
 // Rows row0.. of a (rows, E) matrix in global memory -> a (ROWS, D) tile of pitch P in
 // shared memory, zero past `valid` rows and past E columns. With `vec` (E a multiple of

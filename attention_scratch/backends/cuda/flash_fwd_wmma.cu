@@ -17,11 +17,12 @@
 #include <mma.h>
 #endif
 
-#define WMMA_BQ 64
-#define WMMA_BK 64
+#include "flash_constants.cuh"
+
+static_assert(WMMA_BQ == 16 * WMMA_WARPS, "WMMA_BQ: each warp owns 16 query rows");
 
 template <typename T, int D>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(32 * WMMA_WARPS)
 flash_fwd_wmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                T* __restrict__ out, float* __restrict__ lse, int G, int L, int S, int E, int Ev,
                double scale, int lo, int hi, int bh0) {

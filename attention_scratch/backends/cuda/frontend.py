@@ -100,7 +100,7 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
                           window=window, block_q=block_q, block_k=block_k, convert=False)
     rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)  # rows cleaned
     q_rows = (int(np.prod(args.q.shape[:-2], dtype=np.int64)), args.L)  # (N·Hq, L)
-    lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(driver.acc_dtype(tag)))  # (N·Hq, L)
+    lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(driver.acc_dtype_of_tag(tag)))  # (N·Hq, L)
     dq, dk, dv = driver.run_backward(
         launch, xp, args.folded(grad_out), args.folded(args.q), args.folded(args.k),
         args.folded(args.v), args.folded(out), lse, args.group, args.scale, args.band,

@@ -11,9 +11,10 @@ those steps in NumPy so they can be read, tested and graded without a GPU;
 import numpy as np
 
 from ...bands import integer_band
+from .constants import FLASH_KC
 from .driver import head_dim_bucket
 
-KC = 16  # keys per register chunk, FLASH_KC in flash_fwd.cu
+KC = FLASH_KC  # keys per register chunk (flash_constants.cuh)
 LOG2E = 1.4426950408889634
 
 

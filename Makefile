@@ -42,8 +42,8 @@ book: $(STAMP)
 # The library's tests, then the reference answers graded once (the student's exercises/ never are).
 test: $(TSTAMP)
 	$(PY) -m attention_scratch.course.exercises --check
-	$(PY) -m pytest tests --ignore=tests/exercises --ignore=tests/test_answers.py
-	$(PY) -m pytest tests/test_answers.py -q -n auto
+	$(PY) -m pytest tests --ignore=tests/exercises --ignore=tests/test_answers.py --durations=20
+	$(PY) -m pytest tests/test_answers.py -q -n auto --durations=20
 	$(PY) -m attention_scratch.grade --solutions --require-full --quiet
 
 grade: $(STAMP)

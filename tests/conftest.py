@@ -39,3 +39,17 @@ def torch():
     """PyTorch, the test-only oracle; tests that need it skip with a reason when it is absent."""
     return pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; "
                                "`make test` installs it")
+
+
+@pytest.fixture(scope="session")
+def cuda_emulation_library():
+    """The g++ build of the CUDA emulation, made once per test run (per xdist worker) before the
+    first test that needs it, so that no test's own time includes the compiler's. The library is
+    cached on disk by source digest, so a later run only loads it. Skips with the reason when
+    there is no C++ compiler."""
+    from attention_scratch.backends.cuda import emulator
+
+    reason = emulator.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return emulator.library()

@@ -15,7 +15,7 @@ import pytest
 
 from attention_scratch.flash import flash_attention as numpy_flash
 from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       reference_mask)
+                                       dense_reference, reference_mask)
 
 MASKS = [
     (False, "top_left", None),
@@ -228,7 +228,7 @@ def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
 
 
 def check_rule(backend, q, k, v, g, mask, bq, bk, what):
-    """``backend`` against the oracle, which implements DESIGN.md §3's rule for non-finite values."""
+    """``backend`` against the oracle, which implements the rule of CONVENTIONS.md for non-finite values."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
     where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
@@ -283,26 +283,13 @@ def case_batch_axes_gqa_scale(backend, rng):
         assert_close(got, ref, what=f"{backend.name}: GQA gradient, scale=0.3")
 
 
-def dense_in_dtype(q, k, v, g, causal):
-    """Plain dense attention and its backward computed entirely in the input dtype (the baseline)."""
-    from attention_scratch import softmax
-
-    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    keep = reference_mask(L, S, is_causal=causal)
-    scale = q.dtype.type(1 / np.sqrt(E))
-    p = softmax((q @ np.swapaxes(k, -1, -2)) * scale, where=keep)  # (..., L, S)
-    out = p @ v
-    dp = g @ np.swapaxes(v, -1, -2)
-    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
-    return out, (ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ g)
-
-
 def check_low_precision(name, out, lse, grads, q, k, v, g, causal, base_dtype, eps):
-    """Error against the oracle at most 2x that of dense NumPy in ``base_dtype`` (DESIGN.md §5)."""
+    """Error against the oracle at most 2x that of dense NumPy in ``base_dtype`` (the low-precision
+    rule of CONTRIBUTING.md)."""
     ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
     ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
     qb, kb, vb, gb = (a.astype(base_dtype) for a in (q, k, v, g))
-    base_out, base_grads = dense_in_dtype(qb, kb, vb, gb, causal)
+    base_out, _, base_grads = dense_reference(qb, kb, vb, gb, is_causal=causal, upcast=False)
     for part, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (base_out, *base_grads),
                                     (ref_out, *ref_grads)):
         err = np.abs(got.astype(np.float64) - ref).max()
@@ -329,15 +316,12 @@ TENSOR_CORE_SHAPES = [(97, 131, 59, 37), (300, 70, 128, 128), (5, 260, 32, 24), 
 def case_float16_forward(name, forward, rng, mask, L, S, E, Ev):
     """``forward`` (flash_attention's signature, float16 in and out) on a GQA problem with ``mask``:
     error at most twice that of dense attention computed in float16; empty rows exact."""
-    from attention_scratch import softmax
-
     q, k, v, _ = make_inputs(rng, L, S, E=E, Ev=Ev, hq=2, hkv=1, dtype=np.float16)
     causal, align, window = mask
     out, lse = forward(q, k, v, causal, enable_gqa=True, causal_align=align, window=window, return_lse=True)
     ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)
-    kr, vr = (np.repeat(a, 2, axis=-3) for a in (k, v))  # GQA: each kv head serves 2 query heads
-    dense = softmax((q @ np.swapaxes(kr, -1, -2)) * np.float16(1 / np.sqrt(E)), where=keep) @ vr  # float16
+    dense, _ = dense_reference(q, k, v, is_causal=causal, causal_align=align, window=window,
+                               upcast=False)  # float16, GQA: each kv head serves 2 query heads
     err, base = (np.abs(np.asarray(a, dtype=np.float64) - ref).max() for a in (out, dense))
     assert out.dtype == np.float16
     assert err <= 2 * base + np.finfo(np.float16).eps, f"{name}: error {err:.3g} > 2 x {base:.3g}"
@@ -364,9 +348,10 @@ def round_to_bfloat16(x):
 
 
 def case_bfloat16(backend, rng, causal, L=70, S=90, E=16):
-    """bfloat16: 8 bits of mantissa, so judged against dense float16-free NumPy with bfloat16 rounding
-    of the result (the oracle on the rounded inputs is exact; the kernel's error must stay within
-    a few bfloat16 ulps of the output scale)."""
+    """bfloat16 (8 bits of mantissa; NumPy has no bfloat16, so there is no dense baseline in the
+    dtype to compare with): the inputs are rounded to bfloat16, the float64 oracle on those
+    rounded inputs is the reference, and the kernel's error must stay within 4 units of bfloat16
+    rounding (2^-8, twice the unit roundoff) of the largest entry of each result."""
     q, k, v, g = (round_to_bfloat16(a) for a in make_inputs(rng, L, S, E=E, Ev=E, hq=2, hkv=2,
                                                              dtype=np.float32))
     out, lse, grads = backend.bfloat16(q, k, v, g, causal)
@@ -416,11 +401,18 @@ def tiled_equals_dense_strategy():
                 use_window=st.booleans(), seed=st.integers(0, 2**32 - 1))
 
 
-def run_hypothesis(check, max_examples):
-    """Run ``check(**kw)`` under Hypothesis with this backend's number of examples."""
+DEFAULT_PROFILE_EXAMPLES = 40  # max_examples of the "default" Hypothesis profile (tests/conftest.py)
+
+
+def run_hypothesis(check, examples_by_default):
+    """Run ``check(**kw)`` under Hypothesis: ``examples_by_default`` examples under the default
+    profile, scaled with the active profile's ``max_examples`` (``HYPOTHESIS_PROFILE=thorough``
+    runs ten times as many)."""
     from hypothesis import given, settings
 
-    settings(max_examples=max_examples)(given(**tiled_equals_dense_strategy())(check))()
+    scaled = examples_by_default * settings.default.max_examples / DEFAULT_PROFILE_EXAMPLES
+    examples = max(1, round(scaled))
+    settings(settings.default, max_examples=examples)(given(**tiled_equals_dense_strategy())(check))()
 
 
 BLOCK_SIZE_SHAPES = [(11, 13), (13, 13), (1, 13), (13, 11)]
@@ -432,7 +424,7 @@ class SharedFlashTests:
     """The test bodies every backend runs; subclass as ``class TestNumba(SharedFlashTests)``.
 
     A subclass sets ``backend`` and may set ``tiled_examples`` (Hypothesis examples of the
-    tiled-equals-dense property). It may narrow a grid only by overriding that test method.
+    tiled-equals-dense property under the default profile; other profiles scale it). It may narrow a grid only by overriding that test method.
     """
 
     backend: Backend

@@ -22,6 +22,7 @@ def test_without_a_gpu_the_benchmark_says_why_and_exits_2(capsys, monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.usefixtures("cuda_emulation_library")
 def test_dry_run_checks_times_and_renders(torch, monkeypatch, causal, dtype):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
     monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)
@@ -54,6 +55,7 @@ def test_the_time_of_a_call_includes_the_device_work_it_queued():
     assert not queue, "the timer must leave no work queued behind"
 
 
+@pytest.mark.usefixtures("cuda_emulation_library")
 def test_a_wrong_kernel_fails_the_check_and_is_not_timed(torch, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
     monkeypatch.setattr(cupy_gpu, "_launch", cuda_emulation._launch)

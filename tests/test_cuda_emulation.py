@@ -16,7 +16,8 @@ from attention_scratch.backends.cuda import driver as cuda_driver, emulator as c
 from attention_scratch.testing import assert_close, attention_oracle
 
 reason = cuda_emulation.unavailable_reason()
-pytestmark = pytest.mark.skipif(reason is not None, reason=str(reason))
+pytestmark = [pytest.mark.skipif(reason is not None, reason=str(reason)),
+              pytest.mark.usefixtures("cuda_emulation_library")]
 
 SMEM = 99 * 1024  # the opt-in shared memory of an sm_86/sm_89 GPU: the smallest of the targets
 

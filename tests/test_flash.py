@@ -185,3 +185,22 @@ def test_shape_errors_name_the_shapes(rng):
 def test_public_names_are_exported():
     assert at.flash_attention is flash_attention
     assert at.flash_attention_backward is flash_attention_backward
+
+
+def test_the_hypothesis_profile_sets_the_number_of_tiled_examples():
+    """HYPOTHESIS_PROFILE=thorough reaches the tiled-equals-dense property of every backend."""
+    import os
+
+    from hypothesis import settings
+
+    def count(profile):
+        calls = []
+        settings.load_profile(profile)
+        try:
+            cases.run_hypothesis(lambda **kw: calls.append(kw), examples_by_default=2)
+        finally:
+            settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+        return len(calls)
+
+    assert count("default") == 2
+    assert count("thorough") == 20

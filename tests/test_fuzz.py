@@ -7,7 +7,7 @@ float64), and NaN / ±inf planted at random places of Q, K, V and dO, visible or
 Each backend (flash NumPy, flash Numba, the CUDA kernels in the CPU emulation, dense SDPA)
 computes output, lse and the three gradients; they must equal
 
-* NaN exactly where DESIGN.md §3 puts it (the expected pattern is computed here from the
+* NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from the
   dense mask, independently of attention_scratch._nonfinite), and
 * everywhere else PyTorch's ``scaled_dot_product_attention`` in float64 with autograd, run
   on the inputs with the non-finite entries replaced by 0 (masked means absent), within a
@@ -178,7 +178,14 @@ BACKENDS = ["flash-numpy", pytest.param("flash-numba", marks=numba_mark()),
             "sdpa"]
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.fixture(params=BACKENDS)
+def name(request):
+    """The backend's name; the CUDA emulation's library is built in setup, not in the test."""
+    if request.param == "cuda-emulation":
+        request.getfixturevalue("cuda_emulation_library")
+    return request.param
+
+
 def test_every_backend_agrees_with_pytorch_float64(name):
     """One Hypothesis run with the active profile; FUZZ_SECONDS > 0 repeats runs until that many
     seconds have passed (``make fuzz``), each run with fresh random examples."""

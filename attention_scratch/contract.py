@@ -69,7 +69,8 @@ class AttentionArgs:
     scale : float
         The score scale (``1/sqrt(E)`` by default, 1 for ``E = 0``).
     band : (int, int)
-        The mask as an integer band ``lo <= j - i <= hi`` (:func:`attention_scratch.bands.integer_band`).
+        The mask as an integer band ``lo <= j - i <= hi``
+        (:func:`attention_scratch.bands.integer_band`).
     dtype, acc_dtype : numpy.dtype
         The dtype of the results and the one the arithmetic runs in (float32 for float16).
     lead : tuple of int
@@ -78,7 +79,8 @@ class AttentionArgs:
         ``Hq``, the query heads.
     nonfinite : tuple or None
         ``None`` when every input is finite, else the rows holding NaN or ±inf:
-        ``(bad_q (N, Hkv, G, L), bad_kv (N, Hkv, 1, S))`` (:func:`attention_scratch._nonfinite.scan`).
+        ``(bad_q (N, Hkv, G, L), bad_kv (N, Hkv, 1, S))``
+        (:func:`attention_scratch._nonfinite.scan`).
     plan : TilePlan
         The tile sizes requested (and, on this path, used).
 
@@ -164,7 +166,8 @@ class AttentionArgs:
         return (out, lse.reshape(self.lse_shape)) if return_lse else out
 
     def backward_inputs(self, grad_out, out, lse, convert=True):
-        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes; return them in the kernel layout.
+        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes; return them in the
+        kernel layout.
 
         Returns ``(rows, grad_out, out, lse)`` shaped (N, Hkv, G, L, Ev), (N, Hkv, G, L, Ev),
         (N, Hkv, G, L), with the rows whose backward inputs are not finite cleaned and listed
@@ -180,7 +183,8 @@ class AttentionArgs:
             if tuple(arr.shape) != expected[name]:
                 raise ValueError(f"{name} must have shape {expected[name]} for query "
                                  f"{self.lead + (self.heads, self.L, self.E)} and value "
-                                 f"{self.lead + (self.kv_heads, self.S, self.Ev)}; got {tuple(arr.shape)}")
+                                 f"{self.lead + (self.kv_heads, self.S, self.Ev)}; got "
+                                 f"{tuple(arr.shape)}")
             arrays[name] = arr
         layout = self.q.shape[:-1]  # (N, Hkv, G, L)
         return band_backward_inputs(self.nonfinite, self.band,
@@ -208,7 +212,8 @@ class AttentionArgs:
 
 
 def default_scale(E):
-    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the scale."""
+    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the
+    scale."""
     return float(1.0 / np.sqrt(E)) if E > 0 else 1.0
 
 
@@ -256,7 +261,8 @@ def _check_shapes(q, k, v, enable_gqa):
         raise ValueError(f"query has {hq} heads and key/value {hkv}: pass enable_gqa=True for "
                          f"grouped-query attention")
     if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
-        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
+        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads "
+                         f"({hkv}); "
                          f"got shapes {shapes[0]} and {shapes[1]}")
 
 
@@ -290,16 +296,19 @@ def attention_args(query, key, value, is_causal=False, scale=None, enable_gqa=Fa
     is_causal, enable_gqa = check_flag(is_causal, "is_causal"), check_flag(enable_gqa, "enable_gqa")
     causal_align = check_causal_align(causal_align)
     window = check_window(window)
-    block_q, block_k = check_positive_int(block_q, "block_q"), check_positive_int(block_k, "block_k")
+    block_q = check_positive_int(block_q, "block_q")
+    block_k = check_positive_int(block_k, "block_k")
     if convert:
-        q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"), (value, "value")))
+        named = ((query, "query"), (key, "key"), (value, "value"))
+        q, k, v = (as_float_array(a, name) for a, name in named)
     else:
         q, k, v = (array_module(a).asarray(a) for a in (query, key, value))
     _check_shapes(q, k, v, enable_gqa)
     (hq, L, E), (hkv, S, _), Ev = q.shape[-3:], k.shape[-3:], v.shape[-1]
     lead = tuple(q.shape[:-3])
     n = int(np.prod(lead, dtype=np.int64))
-    q = q.reshape((n, hkv, hq // max(hkv, 1), L, E))  # (N, Hkv, G, L, E): head h reads kv head h // G
+    group = hq // max(hkv, 1)  # G: query head h reads key/value head h // G
+    q = q.reshape((n, hkv, group, L, E))  # (N, Hkv, G, L, E)
     k, v = k.reshape((n, hkv, 1, S, E)), v.reshape((n, hkv, 1, S, Ev))  # (N, Hkv, 1, S, ·)
     nonfinite = scan(q, k, v)  # None when all is finite
     if nonfinite is not None:

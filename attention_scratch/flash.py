@@ -32,7 +32,8 @@ def _device_keep(xp, i0, i1, j0, j1, band):
 
 
 def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc_dtype):
-    """The tiled forward pass on the kernel layout; returns ``out`` (``dtype``) and ``lse`` (``acc_dtype``).
+    """The tiled forward pass on the kernel layout; returns ``out`` (``dtype``) and ``lse``
+    (``acc_dtype``).
 
     Shapes
     ------
@@ -54,8 +55,9 @@ def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc_dtype):
         for kb in key_block_range(i0, i1, S, block_k, band):
             j0, j1 = kb * block_k, min(kb * block_k + block_k, S)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            m, l, o = forward_tile(q_blk, k[..., j0:j1, :].astype(acc_dtype),  # k tile (N, Hkv, 1, bk, E)
-                                   v[..., j0:j1, :].astype(acc_dtype), m, l, o, scale, keep)
+            k_blk = k[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, E)
+            v_blk = v[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, Ev)
+            m, l, o = forward_tile(q_blk, k_blk, v_blk, m, l, o, scale, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, l, o)
     return out, lse
 
@@ -77,20 +79,23 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     dv = xp.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
     for j0 in range(0, S, block_k):
         j1 = min(j0 + block_k, S)
-        k_blk, v_blk = k[..., j0:j1, :].astype(acc_dtype), v[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, ·)
+        k_blk = k[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, E)
+        v_blk = v[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, Ev)
         dk_blk = xp.zeros(k_blk.shape, dtype=acc_dtype)  # (N, Hkv, 1, bk, E)
         dv_blk = xp.zeros(v_blk.shape, dtype=acc_dtype)  # (N, Hkv, 1, bk, Ev)
         for qb in query_block_range(j0, j1, L, block_q, band):
             i0, i1 = qb * block_q, min(qb * block_q + block_q, L)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            q_blk, do_blk = q[..., i0:i1, :].astype(acc_dtype), d_out[..., i0:i1, :].astype(acc_dtype)
+            q_blk = q[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, E)
+            do_blk = d_out[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, Ev)
             scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (N, Hkv, G, bq, bk)
             p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
-            dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(axis=2, keepdims=True)  # (N, Hkv, 1, bk, Ev)
+            dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev)
             dp = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk)
             ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)
             dq[..., i0:i1, :] += (ds @ k_blk) * scale  # (N, Hkv, G, bq, E)
-            dk_blk += (np.swapaxes(ds, -1, -2) @ q_blk).sum(axis=2, keepdims=True) * scale  # (N, Hkv, 1, bk, E)
+            ds_q = (np.swapaxes(ds, -1, -2) @ q_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, E)
+            dk_blk += ds_q * scale  # (N, Hkv, 1, bk, E): summed over the group G
         dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_blk, dv_blk
     return dq.astype(dtype), dk, dv
 
@@ -99,8 +104,9 @@ def flash_attention_numpy(query, key, value, is_causal=False, scale=None, enable
                           causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
                           block_k=DEFAULT_BLOCK, return_lse=False):
     """The NumPy implementation behind :func:`flash_attention` (same arguments, no ``backend``)."""
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     out, lse = forward_blocks(args.q, args.k, args.v, args.scale, args.band, args.plan.block_q,
                               args.plan.block_k, args.dtype, args.acc_dtype)  # kernel layout
     return args.finish_forward(out, lse, return_lse)  # (..., Hq, L, Ev) [, (..., Hq, L)]
@@ -177,8 +183,9 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
                                    scale=None, enable_gqa=False, *, causal_align="top_left",
                                    window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK):
     """The NumPy implementation behind :func:`flash_attention_backward` (no ``backend``)."""
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     rows, d_out, out, lse = args.backward_inputs(grad_out, out, lse)  # kernel layout, rows cleaned
     dq, dk, dv = backward_blocks(d_out, args.q, args.k, args.v, out, lse, args.scale, args.band,
                                  args.plan.block_q, args.plan.block_k, args.dtype, args.acc_dtype)

@@ -1,9 +1,11 @@
-"""The pieces of a flash attention kernel: masks as diagonal bands, tiles, one tile step (chapters 9, 10).
+"""The pieces of a flash attention kernel: masks as diagonal bands, tiles, one tile step (chapters
+9, 10).
 
 Every mask a flash kernel supports here (causal in either alignment, a sliding
 window, or both) keeps key ``j`` for query ``i`` exactly when the diagonal
 offset ``j - i`` lies in a band ``lo <= j - i <= hi`` (``None`` = unlimited;
-:func:`attention_scratch.bands.mask_band` builds it). That makes tiling cheap: a tile of rows ``i0..i1-1`` and columns ``j0..j1-1``
+:func:`attention_scratch.bands.mask_band` builds it). That makes tiling cheap: a tile of rows
+``i0..i1-1`` and columns ``j0..j1-1``
 holds the offsets ``j0 - (i1 - 1) .. (j1 - 1) - i0``, so comparing two numbers
 with the band tells whether the tile is empty (skip it), entirely kept (no mask
 needed), or cut by the band (build the mask for this tile only).
@@ -60,14 +62,16 @@ def key_block_range(i0, i1, S, block_k, band):
     """The key blocks a query block of rows ``i0..i1-1`` must visit: exactly the non-empty tiles.
 
     Row ``i`` keeps keys ``i + lo .. i + hi``, so the block needs keys from
-    ``i0 + lo`` to ``i1 - 1 + hi``, clipped to ``0 .. S - 1`` (:func:`attention_scratch.bands.key_blocks`,
+    ``i0 + lo`` to ``i1 - 1 + hi``, clipped to ``0 .. S - 1``
+    (:func:`attention_scratch.bands.key_blocks`,
     the arithmetic the Numba kernels run compiled). ``band`` may hold ``None``.
     """
     return range(*key_blocks(i0, i1, S, block_k, *integer_band(band, i1, S)))
 
 
 def query_block_range(j0, j1, L, block_q, band):
-    """The query blocks that a key block ``j0..j1-1`` contributes to (the backward pass's inner loop)."""
+    """The query blocks that a key block ``j0..j1-1`` contributes to (the backward pass's inner
+    loop)."""
     return range(*query_blocks(j0, j1, L, block_q, *integer_band(band, L, j1)))
 
 

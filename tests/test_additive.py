@@ -9,7 +9,8 @@ from attention_scratch.testing import assert_close, grad_check, numerical_gradie
 
 
 def run_steps(attn, queries, keys, keep, **kw):
-    """Attend with several queries (one per decoder step) against one memory; return contexts, caches."""
+    """Attend with several queries (one per decoder step) against one memory; return contexts,
+    caches."""
     memory = attn.prepare(keys, keep)
     outs = [attn.forward(q, memory, **kw) for q in queries]
     return memory, outs

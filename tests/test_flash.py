@@ -1,4 +1,5 @@
-"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own tests.
+"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own
+tests.
 
 The bodies every backend runs against the float64 oracle live in tests/flash_backend_cases.py
 (class TestNumPy below). Here: agreement with PyTorch to 1e-10 for every block size, the
@@ -31,7 +32,8 @@ def run_flash(q, k, v, g, mask, bq, bk):
 
 
 def torch_reference(torch, q, k, v, g, mask):
-    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked scores."""
+    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked
+    scores."""
     causal, align, window = mask
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
     keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align, window=window))

@@ -1,4 +1,5 @@
-"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties, dropout, errors."""
+"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties, dropout,
+errors."""
 import copy
 
 import numpy as np
@@ -29,7 +30,8 @@ def qkv(rng, lead, hq, hkv, L, S, E, Ev, dtype=np.float64):
 
 
 def diagonal_keep(rng, shape, L, S):
-    """A random boolean mask that keeps at least key 0, so no row is empty (PyTorch gives NaN there)."""
+    """A random boolean mask that keeps at least key 0, so no row is empty (PyTorch gives NaN
+    there)."""
     keep = rng.random(shape + (L, S)) < 0.6
     keep[..., 0] = True
     return keep
@@ -138,7 +140,8 @@ def test_low_precision_keeps_the_dtype_and_is_accurate(rng, dtype):
     grads = sdpa_backward(g, q, k, v, mask, enable_gqa=True)
     assert out.dtype == dtype and all(d.dtype == dtype for d in grads)
     ref = attention_oracle(q, k, v, mask)[0]
-    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at most 2x worse)
+    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at most 2x
+    # worse)
     kk, vv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
     s = np.where(mask, q @ np.swapaxes(kk, -1, -2) * dtype(1 / np.sqrt(8)), -np.inf)
     e = np.exp(s - s.max(-1, keepdims=True))
@@ -202,7 +205,8 @@ def test_property_causal_outputs_ignore_the_future(seed, L, extra, align, data):
     v2[..., t:, :] += 10 * rng.standard_normal(v2[..., t:, :].shape)
     out2 = sdpa(q, k2, v2, is_causal=True, causal_align=align)
     blind = max(0, t - offset)  # queries 0..blind-1 see only keys < t
-    assert_close(out2[..., :blind, :], out[..., :blind, :], what="outputs of queries before the change")
+    assert_close(out2[..., :blind, :], out[..., :blind, :], what="outputs of queries before the "
+                                                                 "change")
     if blind < L:
         assert not np.allclose(out2[..., blind:, :], out[..., blind:, :]), "later queries must see the change"
 

@@ -6,7 +6,8 @@ backward, every method is first checked against a float64 reference, then
 timed; the methods take turns in each repetition, so a burst of load from
 elsewhere on the machine hits all of them alike. The table gives the best and
 the median time, GFLOP/s (:func:`attention_scratch.bench.common.attention_flops`:
-forward ``4·B·H·L·S·E``, halved when causal; backward 2.5× the forward), the fraction of this machine's measured
+forward ``4·B·H·L·S·E``, halved when causal; backward 2.5× the forward), the fraction of this
+machine's measured
 sgemm throughput, and the ratio to PyTorch (above 1: faster than PyTorch) three
 ways: best against best, median against median, and the median of the ratios
 within each repetition (the two runs back to back, so the steadiest under load).
@@ -74,7 +75,8 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
             records[m.name] = {"skipped": f"needs more than {NAIVE_MEMORY_LIMIT / 2**30:.0f} GiB"}
             continue
         if m.name == "flash numpy" and N > flash_numpy_max:
-            records[m.name] = {"skipped": f"N > {flash_numpy_max}: minutes per call (--flash-numpy-max)"}
+            records[m.name] = {"skipped": f"N > {flash_numpy_max}: minutes per call "
+                                          "(--flash-numpy-max)"}
             continue
         status(f"checking {m.name}")
         if backward:
@@ -86,7 +88,8 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
         err = relative_error(first_head(result), ref)
         if not err <= tolerance:
             raise AssertionError(f"{m.name} ({'backward' if backward else 'forward'}, N={N}, "
-                                 f"causal={causal}) is wrong: relative error {err:.2e} > {tolerance:g}")
+                                 f"causal={causal}) is wrong: relative error {err:.2e} > "
+                                 f"{tolerance:g}")
         records[m.name] = {"error": err, "times": []}
         runs[m.name] = (call, max(1, min(repeats, int(budget_s / max(first, 1e-9)))))
     gc.collect()  # once per case (a full collection takes 0.1 s with PyTorch loaded)
@@ -175,7 +178,8 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
         bar.set_description_str("sgemm")
         bar.set_postfix_str("")
         sgemm_end = measure_sgemm()
-    say(f"sgemm again at the end: {sgemm_end:.0f} GFLOP/s (the fractions use the larger of the two)")
+    say(f"sgemm again at the end: {sgemm_end:.0f} GFLOP/s (the fractions use the larger of the "
+        "two)")
     if sgemm_end > sgemm:
         for row in results:
             if "gflops" in row:
@@ -197,14 +201,16 @@ def format_row(row):
     head = f"{row['N']:>5} {'causal' if row['causal'] else 'none':>6} {row['pass']:>8} {row['method']:<12}"
     if "best_ms" not in row:
         return f"{head} skipped: {row.get('skipped')}"
-    ratio = (f"{row['vs_torch']:8.2f} {row['vs_torch_median']:8.2f} {row.get('vs_torch_paired', np.nan):8.2f}"
+    ratio = (f"{row['vs_torch']:8.2f} {row['vs_torch_median']:8.2f} "
+             f"{row.get('vs_torch_paired', np.nan):8.2f}"
              if "vs_torch" in row else f"{'':>8} {'':>8} {'':>8}")
     return (f"{head} {row['best_ms']:9.1f} {row['median_ms']:9.1f} {row['gflops']:8.1f} "
             f"{row['sgemm_fraction']:6.0%} {ratio}  {row['error']:.1e}")
 
 
 def plot(data, path=None):
-    """GFLOP/s against N, one panel per (pass, mask), with the sgemm ceiling; saved to ``path`` if given.
+    """GFLOP/s against N, one panel per (pass, mask), with the sgemm ceiling; saved to ``path`` if
+    given.
 
     Returns the matplotlib ``Figure`` (built without pyplot, so it works in scripts and notebooks).
     """
@@ -228,7 +234,8 @@ def plot(data, path=None):
         ax.set_ylabel("GFLOP/s (best)")
     axes[0, 0].legend(fontsize=8)
     shape = data["shape"]
-    fig.suptitle(f"B={shape['B']}, H={shape['H']}, E={shape['E']}, float32 — {data['machine']['cpu']}, "
+    fig.suptitle(f"B={shape['B']}, H={shape['H']}, E={shape['E']}, float32 — "
+                 f"{data['machine']['cpu']}, "
                  f"{data['machine']['cores']} cores", fontsize=10)
     fig.tight_layout()
     if path is not None:
@@ -243,12 +250,15 @@ def main(argv=None):
         try:
             from . import gpu
         except ImportError as err:
-            print(f"the GPU benchmarks need CuPy and a CUDA GPU (attention_scratch.bench.gpu: {err})")
+            print("the GPU benchmarks need CuPy and a CUDA GPU (attention_scratch.bench.gpu: "
+                  f"{err})")
             return 0
         return gpu.main(argv)
-    parser = argparse.ArgumentParser(prog="python -m attention_scratch.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m "
+                                          "attention_scratch.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="sequence lengths N")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and best)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and "
+                                                               "best)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64, help="head dim E")
@@ -258,14 +268,18 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=20.0,
                         help="seconds per method and case: slow methods are timed fewer times")
     parser.add_argument("--flash-numpy-max", type=int, default=4096,
-                        help="largest N for the NumPy flash reference (slow: a Python loop over tiles)")
-    parser.add_argument("--out", default="bench_results/bench.json", help="where to save the results (JSON)")
+                        help="largest N for the NumPy flash reference (slow: a Python loop over "
+                             "tiles)")
+    parser.add_argument("--out", default="bench_results/bench.json", help="where to save the "
+                                                                          "results (JSON)")
     parser.add_argument("--plot", default=None, help="figure path (default: next to --out, .png)")
-    parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench.gpu instead")
+    parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench.gpu "
+                                                           "instead")
     args = parser.parse_args(argv)
     machine = machine_description()
     print(f"{machine['cpu']}, {machine['cores']} cores; " +
-          "; ".join(f"{b['internal_api']} {b['version']} kernel={b['architecture']} threads={b['num_threads']}"
+          "; ".join(f"{b['internal_api']} {b['version']} kernel={b['architecture']} "
+                    f"threads={b['num_threads']}"
                     for b in machine["blas"]))
     print(HEADER)
     data = run(args.sizes, args.repeats, args.batch, args.heads, args.dim, args.methods,

@@ -91,7 +91,8 @@ def _time_kernels(gpu, tq, tk, tv, causal, dtype, ref_out, as64, sync, repeats):
 
 
 def _time_torch(torch, row, tq, tk, tv, tg, causal, sync, repeats):
-    """PyTorch SDPA's flash and math backends, forward and backward, into ``row`` (None: unsupported)."""
+    """PyTorch SDPA's flash and math backends, forward and backward, into ``row`` (None:
+    unsupported)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -127,7 +128,8 @@ def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"
     row["max_rel_err"] = max(errors.values())
     row["checked"] = row["max_rel_err"] <= TOL[dtype]
     if not row["checked"]:
-        row["note"] = "FAILED the oracle check, not timed: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
+        row["note"] = "FAILED the oracle check, not timed: " + ", ".join(f"{k} "
+                                                                         f"{v:.2g}" for k, v in errors.items())
         return row
     sync = lambda: (cupy.cuda.Device().synchronize(), torch.cuda.synchronize())  # noqa: E731
     if dtype in ("float16", "bfloat16"):
@@ -148,13 +150,15 @@ def _fmt(x, digits=2, suffix=""):
 
 
 def render(rows, header):
-    lines = [header, "", "| dtype | E | N | causal | check (max rel err) | pass | ours ms | torch flash ms | torch math ms "
+    lines = [header, "", "| dtype | E | N | causal | check (max rel err) | pass | ours ms | torch "
+                         "flash ms | torch math ms "
              "| vs flash | vs math | ours TFLOP/s | note |", "|" + "---|" * 13]
     for r in rows:
         for p in ("fwd", "bwd"):
             ours, fl, ma = r.get(f"ours_{p}"), r.get(f"flash_{p}"), r.get(f"math_{p}")
             lines.append(
-                f"| {r['dtype']} | {r['E']} | {r['N']} | {r['causal']} | {r['max_rel_err']:.2g} | {p} "
+                f"| {r['dtype']} | {r['E']} | {r['N']} | {r['causal']} | {r['max_rel_err']:.2g} | "
+                f"{p} "
                 f"| {_fmt(ours)} | {_fmt(fl)} | {_fmt(ma)} "
                 f"| {_fmt(fl / ours if fl and ours else None, suffix='x')} "
                 f"| {_fmt(ma / ours if ma and ours else None, suffix='x')} "
@@ -164,7 +168,8 @@ def render(rows, header):
 
 def render_kernels(rows):
     """The forward kernels for 16-bit input side by side (ms; ratio to torch flash in brackets)."""
-    lines = ["| dtype | E | N | causal | mma ms | wmma ms | scalar ms | torch flash ms |", "|" + "---|" * 8]
+    lines = ["| dtype | E | N | causal | mma ms | wmma ms | scalar ms | torch flash ms "
+             "|", "|" + "---|" * 8]
     for r in rows:
         if "kernels" not in r:
             continue
@@ -172,14 +177,16 @@ def render_kernels(rows):
         for name in ("mma", "wmma", "scalar"):
             t = r["kernels"].get(name)
             fl = r.get("flash_fwd")
-            cells.append(t if isinstance(t, str) else f"{t:.3f} ({fl / t:.2f}x)" if fl else f"{t:.3f}")
+            cells.append(t if isinstance(t, str) else f"{t:.3f} "
+                                                      f"({fl / t:.2f}x)" if fl else f"{t:.3f}")
         lines.append(f"| {r['dtype']} | {r['E']} | {r['N']} | {r['causal']} | " + " | ".join(cells)
                      + f" | {_fmt(r.get('flash_fwd'), 3)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else "- no 16-bit configuration measured\n"
 
 
 def matmul_rate(torch, dtype, n=8192, repeats=10):
-    """TFLOP/s of one n x n x n matrix product through PyTorch on random data: the device's ceiling."""
+    """TFLOP/s of one n x n x n matrix product through PyTorch on random data: the device's
+    ceiling."""
     tdtype = getattr(torch, dtype)
     a, b = (torch.randn(n, n, device="cuda").to(tdtype) for _ in range(2))
     ms = median_ms(lambda: a @ b, torch.cuda.synchronize, repeats)
@@ -187,17 +194,20 @@ def matmul_rate(torch, dtype, n=8192, repeats=10):
 
 
 def targets(rows):
-    """The issue's targets: fp16 fwd >= 0.5x torch flash at N=4096 (E 64, 128); fp32 >= 1.0x torch math."""
+    """The issue's targets: fp16 fwd >= 0.5x torch flash at N=4096 (E 64, 128); fp32 >= 1.0x torch
+    math."""
     out = []
     for r in rows:
         if r["dtype"] == "float16" and r["N"] == 4096 and r["E"] in (64, 128) and r.get("flash_fwd") and r.get("ours_fwd"):
             ratio = r["flash_fwd"] / r["ours_fwd"]
-            out.append(f"- float16 forward, N=4096, E={r['E']}, causal={r['causal']}: {ratio:.2f}x torch flash "
+            out.append(f"- float16 forward, N=4096, E={r['E']}, causal={r['causal']}: {ratio:.2f}x "
+                       "torch flash "
                        f"({'meets' if ratio >= 0.5 else 'MISSES'} the 0.5x target)")
         if r["dtype"] == "float32" and r.get("math_fwd") and r.get("ours_fwd"):
             for p in ("fwd", "bwd"):
                 ratio = r[f"math_{p}"] / r[f"ours_{p}"]
-                out.append(f"- float32 {p}, N={r['N']}, E={r['E']}, causal={r['causal']}: {ratio:.2f}x torch math "
+                out.append(f"- float32 {p}, N={r['N']}, E={r['E']}, causal={r['causal']}: "
+                           f"{ratio:.2f}x torch math "
                            f"({'meets' if ratio >= 1.0 else 'MISSES'} the 1.0x target)")
     return "\n".join(out) if out else "- no configuration measured"
 
@@ -237,15 +247,19 @@ def main(argv=None):
         f"- commit: {git_commit() or 'unknown (not a git checkout)'}",
         f"- command: `{command.strip()}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- software: CuPy {cupy.__version__}, PyTorch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"- software: CuPy {cupy.__version__}, PyTorch {torch.__version__} (CUDA "
+        f"{torch.version.cuda}), "
         f"Python {platform.python_version()}",
-        f"- shapes: B·H = {args.bh} heads, L = S = N, Ev = E; median of {args.repeats} batches after 2"
-        " warm-ups, each batch back-to-back calls with one synchronisation (host work overlaps the GPU's)",
+        f"- shapes: B·H = {args.bh} heads, L = S = N, Ev = E; median of {args.repeats} batches "
+        "after 2"
+        " warm-ups, each batch back-to-back calls with one synchronisation (host work overlaps the "
+        "GPU's)",
         "- matrix-product ceiling (PyTorch, 8192³, random data): "
         + ", ".join(f"{d} {matmul_rate(torch, d):.0f} TFLOP/s" for d in ("float16", "float32")),
         "- ratios are torch time / our time (above 1: ours is faster)", "",
         "## Targets of issue 7", "", targets(rows), "",
-        "## Forward kernels for 16-bit input (ratio to torch flash in brackets)", "", render_kernels(rows),
+        "## Forward kernels for 16-bit input (ratio to torch flash in "
+        "brackets)", "", render_kernels(rows),
         "## All measurements (ours = mma for 16-bit input)"])
     text = render(rows, header)
     if args.output:

@@ -15,7 +15,8 @@ METHODS = ("naive numpy", "flash numpy", "flash numba", "torch sdpa")
 
 
 class Method:
-    """One contender: ``forward(causal)`` returns the output; ``backward(causal)`` the three gradients.
+    """One contender: ``forward(causal)`` returns the output; ``backward(causal)`` the three
+    gradients.
 
     ``prepare_backward(causal)`` runs the forward pass whose results the backward
     pass needs (not timed).
@@ -68,7 +69,8 @@ class Method:
 
 
 def reference(inputs, causal, backward):
-    """float64 results for batch 0, head 0: the oracle up to N = 4096, the NumPy flash reference above."""
+    """float64 results for batch 0, head 0: the oracle up to N = 4096, the NumPy flash reference
+    above."""
     q, k, v, g = (a[:1, :1].astype(np.float64) for a in inputs)  # (1, 1, N, ·)
     if q.shape[-2] <= 4096:
         if backward:
@@ -81,7 +83,8 @@ def reference(inputs, causal, backward):
 
 
 def first_head(result):
-    """Batch 0, head 0 of a result (a tuple of arrays: of each), the part :func:`reference` computes."""
+    """Batch 0, head 0 of a result (a tuple of arrays: of each), the part :func:`reference`
+    computes."""
     if isinstance(result, tuple):
         return tuple(first_head(a) for a in result)
     return np.asarray(result)[:1, :1]

@@ -173,7 +173,8 @@ class StudentProcess:
         ready = select.select([self.sock], [], [], max(remaining, 0))[0] if remaining > 0 else []
         if not ready:
             raise self._fail(StudentTimeout(
-                f"your code ran past this exercise's time budget of {self.budget:g} s and was stopped "
+                f"your code ran past this exercise's time budget of {self.budget:g} s and was "
+                "stopped "
                 "(an endless loop? a loop over far too many elements?)"))
         try:
             return wire.recv(self.sock)
@@ -211,7 +212,8 @@ class StudentProcess:
         if header.get("kind") == "error":
             raise self._error(header)
         if header.get("kind") != "result":
-            raise self._fail(StudentDied("the process running your code sent something that is not an answer"))
+            raise self._fail(StudentDied("the process running your code sent something that is not "
+                                         "an answer"))
         return wire.decode(header["value"], blobs, arguments)
 
     def _pickle(self, payload):
@@ -272,7 +274,8 @@ class StudentProcess:
         if mutated:
             listed = ", ".join(f"`{n}`" for n in mutated)
             raise GradingError(
-                f"{self.function_name} changed its argument {listed} in place; the caller's data must "
+                f"{self.function_name} changed its argument {listed} in place; the caller's data "
+                "must "
                 "stay as it was (work on a copy, e.g. x = x.copy() or a new array)")
 
     def _replay_warnings(self, found):
@@ -293,7 +296,8 @@ class StudentProcess:
         if header.get("loading"):
             lines.insert(0, f"your file {header.get('file')} could not be loaded:")
         for frame in where:
-            lines.append(f"  at line {frame['line']} of {header.get('file')}, in {frame['function']}: "
+            lines.append(f"  at line {frame['line']} of {header.get('file')}, in "
+                         f"{frame['function']}: "
                          f"{frame['code']}")
         if type_name in ("SystemExit", "KeyboardInterrupt"):
             lines.insert(0, "your code tried to end the program:")
@@ -357,7 +361,8 @@ def _is_test_function(obj):
 
 
 def update_in_place(original, new):
-    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts, objects)."""
+    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts,
+    objects)."""
     if isinstance(original, np.ndarray):
         if isinstance(new, np.ndarray) and new.shape == original.shape:
             with warnings.catch_warnings():

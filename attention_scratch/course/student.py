@@ -63,7 +63,8 @@ def _limit_cpu(seconds):
 
 
 def _walk(value, visit, into_objects, depth=0):
-    """Call ``visit`` on every value inside ``value`` (lists, tuples, dicts and, if asked, objects)."""
+    """Call ``visit`` on every value inside ``value`` (lists, tuples, dicts and, if asked,
+    objects)."""
     if depth > wire.MAX_DEPTH:
         return
     visit(value)
@@ -79,7 +80,8 @@ def _walk(value, visit, into_objects, depth=0):
 
 
 def _is_object(value):
-    """An instance of one of the library's classes (a model, a cache): walked into, attribute by attribute."""
+    """An instance of one of the library's classes (a model, a cache): walked into, attribute by
+    attribute."""
     return wire.library_object(value)
 
 
@@ -310,7 +312,8 @@ class Student:
             return
         if not callable(function):
             wire.send(self.sock, {"kind": "error", "type": "TypeError", "builtin": True,
-                                  "message": f"{target} in your file is {wire.describe(function)}, not a function",
+                                  "message": f"{target} in your file is {wire.describe(function)}, "
+                                             "not a function",
                                   "text": "", "where": [], "loading": False, "copied": self.copied,
                                   "file": os.path.basename(self.path)})
             return
@@ -414,9 +417,12 @@ def main(argv=None):
     parser.add_argument("--library", default="")
     parser.add_argument("--solutions", default="")
     parser.add_argument("--cpu-seconds", type=float, default=600)
-    parser.add_argument("--scratch", required=True, help="the only folder the student's code may write")
-    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it may read")
-    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process (debugging)")
+    parser.add_argument("--scratch", required=True, help="the only folder the student's code may "
+                                                         "write")
+    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it "
+                                                                          "may read")
+    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process "
+                                                                  "(debugging)")
     args = parser.parse_args(argv)
     _die_with_parent()
     _limit_cpu(args.cpu_seconds)

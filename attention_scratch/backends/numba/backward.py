@@ -108,8 +108,8 @@ def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k)
         c = t // n_blocks
         kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         j0 = kb * block_k
-        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0, min(j0 + block_k, S),
-                     scale, lo, hi, block_q)
+        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0,
+                     min(j0 + block_k, S), scale, lo, hi, block_q)
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
@@ -135,9 +135,11 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
 
 # BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
 # uses: from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
-# uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view, transposed
+# uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full
+# uses: from attention_scratch.backends.numba.tiles import tile_view, transposed
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
-    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
+    it sees.
 
     Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
     (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
@@ -165,7 +167,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
         np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
-        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        full = tile_is_full(i0, i1, j0, j1, lo, hi)
+        probs_from_lse(p, True, scale, lse[i0:i1], full, i0, j0, lo, hi)
         dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
         np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
         dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ

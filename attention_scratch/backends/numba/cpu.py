@@ -17,7 +17,8 @@ from ...contract import DEFAULT_BLOCK, attention_args
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
-             ("threadpoolctl", "threadpoolctl, to hold BLAS to one thread (pip install threadpoolctl)"))
+             ("threadpoolctl", "threadpoolctl, to hold BLAS to one thread (pip install "
+                               "threadpoolctl)"))
 _controller = None
 
 
@@ -39,9 +40,11 @@ def blas_one_thread():
 
 
 def _kernel_arrays(args):
-    """``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev): C-contiguous, in the accumulation dtype.
+    """``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev): C-contiguous, in the accumulation
+    dtype.
 
-    ``Hq' = N·Hq`` and ``Hkv' = N·Hkv`` fold the batch into the heads (:meth:`AttentionArgs.folded`).
+    ``Hq' = N·Hq`` and ``Hkv' = N·Hkv`` fold the batch into the heads
+    (:meth:`AttentionArgs.folded`).
     """
     for name in ("q", "k", "v"):
         x = getattr(args, name)
@@ -63,8 +66,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     """
     from .forward import forward_parallel
 
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
     out = np.empty(q.shape[:2] + (v.shape[2],), dtype=args.acc_dtype)  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=args.acc_dtype)  # (Hq', L)
@@ -73,19 +77,23 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
         with blas_one_thread():
             forward_parallel(q, k, v, out, lse, q.dtype.type(args.scale), lo, hi, args.plan.block_q,
                              args.plan.block_k)
-    return args.finish_forward(out.astype(args.dtype, copy=False), lse, return_lse)  # (..., Hq, L, Ev)
+    out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
+    return args.finish_forward(out, lse, return_lse)  # (..., Hq, L, Ev)
 
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
               causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
               backward=False):
-    """The tiles this backend runs: the ones requested (a :class:`~attention_scratch.contract.TilePlan`)."""
-    return attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k).plan
+    """The tiles this backend runs: the ones requested (a
+    :class:`~attention_scratch.contract.TilePlan`)."""
+    return attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k).plan
 
 
 def dq_chunks(n_kv, n_key_blocks, min_items=16):
-    """How many private copies of ``dQ`` the one-pass backward uses: enough for ``min_items`` work items.
+    """How many private copies of ``dQ`` the one-pass backward uses: enough for ``min_items`` work
+    items.
 
     It depends on the shapes only, never on the thread count, so that the
     result is the same on every machine.
@@ -108,8 +116,9 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     """
     from .backward import dq_parallel, fused_parallel, kv_parallel
 
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     rows, d_out, out, lse = args.backward_inputs(grad_out, out, lse)  # kernel layout, rows cleaned
     q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
     acc_dtype = args.acc_dtype
@@ -123,7 +132,8 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     block_q, block_k = args.plan.block_q, args.plan.block_k
     scale, one = q.dtype.type(args.scale), q.dtype.type(1)
     # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
-    # (the docstring of backends/numba/backward.py). So they get Q·scale, rounded as the forward rounds it, and
+    # (the docstring of backends/numba/backward.py). So they get Q·scale, rounded as the forward
+    # rounds it, and
     # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
     q = q * scale  # (Hq', L, E)
     if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0

@@ -49,7 +49,8 @@ XMIN_F64, XMAX_F64 = -1021.0 * LN2, 1024.0 * LN2
 
 @intrinsic
 def int_bits_as_float(typingctx, bits):
-    """Reinterpret the bits of an int32 as a float32, or of an int64 as a float64 (no conversion)."""
+    """Reinterpret the bits of an int32 as a float32, or of an int64 as a float64 (no
+    conversion)."""
     if bits == types.int32:
         result = types.float32
     elif bits == types.int64:
@@ -65,13 +66,15 @@ def int_bits_as_float(typingctx, bits):
 
 @njit(fastmath=EXP_FLAGS, cache=True)
 def pow2_f32(n):
-    """``2.0**n`` as float32 for a whole number ``n`` (a float32) in ``[-126, 127]``, from its bits."""
+    """``2.0**n`` as float32 for a whole number ``n`` (a float32) in ``[-126, 127]``, from its
+    bits."""
     return int_bits_as_float(np.int32((np.int32(n) + 127) << 23))
 
 
 @njit(fastmath=EXP_FLAGS, cache=True)
 def pow2_f64(n):
-    """``2.0**n`` as float64 for a whole number ``n`` (a float64) in ``[-1022, 1023]``, from its bits."""
+    """``2.0**n`` as float64 for a whole number ``n`` (a float64) in ``[-1022, 1023]``, from its
+    bits."""
     return int_bits_as_float(np.int64((np.int64(n) + 1023) << 52))
 
 
@@ -80,7 +83,8 @@ def pow2_f64(n):
 def exp_f32(x):
     """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
 
-    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``; ``n = floor(x·log2(e) + 1/2)``;
+    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``;
+    ``n = floor(x·log2(e) + 1/2)``;
     ``r = (x - n·ln2_hi) - n·ln2_lo`` with ``ln2_hi = 0.693359375`` and ``ln2_lo = -2.12194440e-4``;
     ``p = Σ_{k=0..7} r^k / k!`` in Horner form; the result is ``p · pow2_f32(n - 1) · 2``.
     Then the special cases, as selects: ``x < XMIN`` (``-inf`` included) gives 0, ``x > XMAX``
@@ -91,7 +95,7 @@ def exp_f32(x):
     to float64 and halve the SIMD width).
     """
     # BEGIN SOLUTION
-    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN: see the last line
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN: last line
     n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))  # nearest whole number to x / ln2
     r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)  # |r| <= ln2 / 2
     p = np.float32(1.0 / 5040.0)  # Horner: 1 + r(1 + r/2(1 + r/3(...)))
@@ -117,7 +121,8 @@ exp_f32 = njit(fastmath=EXP_FLAGS, cache=True)(exp_f32)
 
 @njit(fastmath=EXP_FLAGS, cache=True)
 def exp_f64(x):
-    """``e**x`` for a float64 ``x``, vectorisable: :func:`exp_f32`'s steps with a degree-12 polynomial."""
+    """``e**x`` for a float64 ``x``, vectorisable: :func:`exp_f32`'s steps with a degree-12
+    polynomial."""
     xc = min(max(x, XMIN_F64), XMAX_F64)  # NaN -> XMIN
     n = np.floor(xc * LOG2E + 0.5)
     r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
@@ -141,7 +146,8 @@ def exp_f64(x):
 
 
 def fast_exp(x):
-    """``e**x`` for a float32 or float64 scalar inside Numba code (:func:`exp_f32` or :func:`exp_f64`)."""
+    """``e**x`` for a float32 or float64 scalar inside Numba code (:func:`exp_f32` or
+    :func:`exp_f64`)."""
     return np.exp(x)
 
 
@@ -156,7 +162,8 @@ def _fast_exp_overload(x):
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
 def exp_array(x, out):
-    """``out[i] = fast_exp(x[i])`` over 1-d arrays: the loop LLVM vectorises (used to measure it)."""
+    """``out[i] = fast_exp(x[i])`` over 1-d arrays: the loop LLVM vectorises (used to measure
+    it)."""
     for i in range(x.shape[0]):
         out[i] = fast_exp(x[i])
     return out

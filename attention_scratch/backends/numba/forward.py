@@ -53,13 +53,14 @@ def online_softmax_tile(t, m, l, alpha, shift):
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
 def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
-    """Rows ``i0..i1-1`` of one head: visit the key blocks the band allows, write ``out`` and ``lse``.
+    """Rows ``i0..i1-1`` of one head: visit the key blocks the band allows, write ``out`` and
+    ``lse``.
 
     Shapes: ``q`` (L, E), ``k`` (S, E), ``v`` (S, Ev), ``out`` (L, Ev), ``lse`` (L,).
     """
     nr, E, Ev, S = i1 - i0, q.shape[1], v.shape[1], k.shape[0]
     dtype = q.dtype
-    q_t = np.empty((E, nr), dtype=dtype)  # (E, bq): the block, transposed and pre-multiplied by the scale
+    q_t = np.empty((E, nr), dtype=dtype)  # (E, bq): the block, transposed, times the scale
     for r in range(nr):
         for e in range(E):
             q_t[e, r] = q[i0 + r, e] * scale
@@ -106,7 +107,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     One flat ``prange`` over ``Hq' · ceil(L / block_q)`` work items: item ``t`` is head
     ``h = t // n_blocks`` and query block ``zigzag(t % n_blocks, n_blocks)`` (under a
     causal mask the last blocks see the most keys; ``zigzag`` pairs long with short
-    items so that every thread's share of the loop holds about the same work). Query head ``h`` reads key/value head ``h // G``
+    items so that every thread's share of the loop holds about the same work). Query head ``h``
+    reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
     so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
     ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with

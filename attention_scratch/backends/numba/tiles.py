@@ -30,7 +30,8 @@ tile_is_full = njit(cache=True)(bands.tile_is_full)
 
 @njit(cache=True)
 def zigzag(t, n):
-    """The block that work item ``t`` of ``n`` takes: ``n-1, 0, n-2, 1, ...`` (a permutation of ``range(n)``).
+    """The block that work item ``t`` of ``n`` takes: ``n-1, 0, n-2, 1, ...`` (a permutation of
+    ``range(n)``).
 
     Under a causal mask block ``n-1`` is the longest and block 0 the shortest. The
     parallel loop hands each thread a contiguous run of items, and pairing long

@@ -40,6 +40,12 @@ def _check_layout(layout):
     return layout
 
 
+def _check_flags(function, **flags):
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{function}: {name} must be True or False; got {type(value).__name__} {value!r}")
+
+
 def shard_positions(length, world_size, layout="contiguous"):
     """The sequence positions held by each rank: row ``r`` lists rank ``r``'s positions in order.
 
@@ -77,7 +83,7 @@ def ring_tiles(rank, source, world_size, shard_len, is_causal=False, layout="con
     """
     everything = slice(None)
     if not is_causal or source == rank:
-        return [(everything, everything, bool(is_causal))]
+        return [(everything, everything, is_causal)]  # step 0: flash_attention checks is_causal
     if layout == "contiguous":  # a whole shard in the past, or in the future
         return [(everything, everything, False)] if source < rank else []
     if layout == "striped":  # query i*P + rank sees key j*P + source iff j <= i (source < rank), j < i (>)
@@ -90,9 +96,13 @@ def ring_tiles(rank, source, world_size, shard_len, is_causal=False, layout="con
             for a in range(2) for b in range(2) if theirs[b] < mine[a]]  # never equal: source != rank
 
 
-def _shards(ring, function, arrays, flags, layout):
-    """Every rank's arrays as NumPy arrays, after checking that shapes, dtypes and flags agree."""
+def _shards(ring, function, arrays, flags, layout, **switches):
+    """Every rank's arrays as NumPy arrays, after checking the layout and the ``switches`` (flags
+    that must be bools) here, and that shapes, dtypes, flags and layout agree across ranks; an
+    error on any rank is raised on every rank."""
     def local():
+        _check_layout(layout)
+        _check_flags(function, **switches)
         out = {name: np.asarray(a) for name, a in arrays.items()}
         for name, a in out.items():
             if a.ndim < 2:
@@ -177,11 +187,11 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
     ------
     ``(..., Hq, N/P, E), (..., Hkv, N/P, E), (..., Hkv, N/P, Ev) -> (..., Hq, N/P, Ev)``.
     """
-    layout = _check_layout(layout)
     ring = open_ring(comm, overlap, timeline)
     try:
         flags = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-        a = _shards(ring, "ring_attention", dict(query=query, key=key, value=value), flags, layout)
+        a = _shards(ring, "ring_attention", dict(query=query, key=key, value=value), flags, layout,
+                    return_lse=return_lse, overlap=overlap)
         q, held = a["query"], (a["key"], a["value"])
         acc = _accumulator(q.dtype)
         out = lse = None
@@ -244,12 +254,12 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
     ------
     ``(..., Hq, N/P, E)``, ``(..., Hkv, N/P, E)``, ``(..., Hkv, N/P, Ev)``.
     """
-    layout = _check_layout(layout)
     ring = open_ring(comm, overlap, timeline)
     try:
         flags = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         a = _shards(ring, "ring_attention_backward", dict(grad_out=grad_out, query=query, key=key,
-                                                          value=value, out=out, lse=lse), flags, layout)
+                                                          value=value, out=out, lse=lse), flags, layout,
+                    overlap=overlap)
         g, q, o, s = a["grad_out"], a["query"], a["out"], a["lse"]
         held, acc = (a["key"], a["value"]), _accumulator(q.dtype)
         grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/P, E)
@@ -322,12 +332,13 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
     ------
     ``(..., Hq, L, E), (..., Hkv, S_r, E), (..., Hkv, S_r, Ev) -> (..., Hq, L, Ev)``.
     """
-    if causal_align != "bottom_right":
-        raise ValueError(f"split_kv_attention: causal_align must be 'bottom_right' (the queries are the "
-                         f"cache's last tokens); got {causal_align!r}")
     ring = open_ring(comm, True, None)
     try:
         def local():
+            if causal_align != "bottom_right":
+                raise ValueError(f"split_kv_attention: causal_align must be 'bottom_right' (the queries are "
+                                 f"the cache's last tokens); got {causal_align!r}")
+            _check_flags("split_kv_attention", is_causal=is_causal, return_lse=return_lse)
             arrays = [np.asarray(a) for a in (query, key, value)]
             for name, a in zip(("query", "key", "value"), arrays):
                 if a.ndim < 2:

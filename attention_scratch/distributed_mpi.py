@@ -91,7 +91,7 @@ class Ring:
 
     def same_everywhere(self, function, described):
         """Raise ``ValueError`` on every rank unless each value of ``described`` agrees across ranks."""
-        everyone = self.comm.allgather(described)
+        everyone = self.comm.allgather({name: str(value) for name, value in described.items()})
         for name in described:
             seen = [d[name] for d in everyone]
             if any(s != seen[0] for s in seen):

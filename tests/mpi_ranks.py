@@ -116,6 +116,11 @@ def error_cases():
                                                         layout="zigzag")),
         "backward_lse": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., :3, 0], comm)),
         "split_kv_query": error_case(lambda: split_kv_attention(q[..., : 1 + (rank == 0), :], k, v, comm)),
+        "layout_on_rank_0": error_case(lambda: ring_attention(q, k, v, comm, layout="ring" if rank == 0
+                                                              else "contiguous")),
+        "flag_type": error_case(lambda: ring_attention(q, k, v, comm, is_causal="yes")),
+        "overlap_type": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., 0], comm, overlap="no")),
+        "split_kv_align": error_case(lambda: split_kv_attention(q, k, v, comm, causal_align="top_left")),
         # after all of these, a correct call still works on the same communicator
         "after": error_case(lambda: ring_attention(q, k, v, comm, True)),
     }

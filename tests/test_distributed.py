@@ -142,6 +142,10 @@ ERRORS = {  # case: (type, words in the message, whether it needs two ranks to h
     "zigzag_odd": ("ValueError", ["N/P must be even", "(1, 2, 3, 3)"], False),
     "backward_lse": ("ValueError", ["lse must have shape (1, 2, 4)", "got (1, 2, 3)"], False),
     "split_kv_query": ("ValueError", ["every rank must pass the same query shape", "(1, 2, 2, 3) on rank 0"], True),
+    "layout_on_rank_0": ("ValueError", ["layout must be one of", "'ring'"], False),
+    "flag_type": ("TypeError", ["is_causal", "'yes'"], False),  # flash_attention's own check, at step 0
+    "overlap_type": ("TypeError", ["overlap must be True or False", "'no'"], False),
+    "split_kv_align": ("ValueError", ["causal_align must be 'bottom_right'", "'top_left'"], False),
 }
 
 

@@ -11,11 +11,11 @@ import sys
 import traceback
 
 import numpy as np
+from mpi4py import MPI
 
 import attention_scratch as at
 from attention_scratch.distributed import (ring_attention, ring_attention_backward, shard_positions,
                                            split_kv_attention)
-from mpi4py import MPI
 
 comm = MPI.COMM_WORLD
 rank, world = comm.Get_rank(), comm.Get_size()
@@ -35,7 +35,7 @@ def difference(actual, expected):
 
 
 def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguous", overlap=True,
-              dtype=np.float64, scale=None, poison=None, seed=0):
+              dtype=np.float64, scale=None, poison=None, poison_grad=None, seed=0):
     """Errors of this rank's out, lse, dQ, dK, dV against the single-process kernels on the whole sequence."""
     N = N or 6 * world
     rng = np.random.default_rng(seed)
@@ -44,6 +44,8 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
     g = rng.standard_normal((2, Hq, N, Ev))
     if poison is not None:  # NaN in one key: what sees it is NaN, what the mask hides it from is not
         k[0, 0, poison, 0] = np.nan
+    if poison_grad is not None:  # NaN in one row of grad_out: its dq and the dk, dv of the keys it sees
+        g[0, 0, poison_grad, 0] = np.nan
     q, k, v, g = (x.astype(dtype) for x in (q, k, v, g))
     gqa = Hq != Hkv
     out, lse = at.flash_attention(q, k, v, is_causal, scale, gqa, return_lse=True)
@@ -61,6 +63,7 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
         report[name] = difference(mine_grad, mine(whole))
     report["size"] = float(min(np.abs(x[np.isfinite(x)]).max() for x in (r_out,) + tuple(r_grads)))
     report["rows"], report["nan_rows"] = int(r_lse.size), int(np.isnan(r_lse).sum())
+    report["nan_gradient_rows"] = int(sum(np.isnan(x).any(axis=-1).sum() for x in r_grads))
     report["phases"] = sorted({e["what"] for e in timeline})
     report["steps"] = sorted({e["step"] for e in timeline if e["what"] == "compute"})
     if dtype != np.float64:  # the low-precision rule: at most 2x the error of the single-process kernels
@@ -141,8 +144,10 @@ CASES = {
     "causal contiguous long shards": dict(is_causal=True, N=80 * world),  # shards of 80 rows: 2 tiles of 64
     "causal zigzag NaN in the last key": dict(is_causal=True, layout="zigzag", poison=-1),
     "causal contiguous NaN in key 2": dict(is_causal=True, poison=2),
+    "causal striped NaN in grad_out row 3": dict(is_causal=True, layout="striped", poison_grad=3),
     "causal striped float32": dict(is_causal=True, layout="striped", dtype=np.float32),
     "full contiguous float32": dict(dtype=np.float32),
+    "causal zigzag float16": dict(is_causal=True, layout="zigzag", dtype=np.float16),
 }
 SPLIT_KV = {
     "decode": dict(),

@@ -45,25 +45,30 @@ _RUNS = {}
 
 def ranks_report(world):
     """What every rank of ``mpiexec -n world python tests/mpi_ranks.py`` reported (run once per world)."""
-    if world not in _RUNS:
+    if world not in _RUNS:  # a failed run is remembered too: the tests after it fail at once
         start = time.perf_counter()
         try:
             done = run_ranks(world, [RANKS_SCRIPT], timeout=300)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode != 0 or len(lines) != 1:
+                _RUNS[world] = (f"mpiexec -n {world} exited {done.returncode}; stdout:\n{done.stdout}\n"
+                                f"stderr:\n{done.stderr}")
+            else:
+                _RUNS[world] = json.loads(lines[0][len("RESULT "):])
         except subprocess.TimeoutExpired as timeout:
-            pytest.fail(f"mpiexec -n {world} did not finish in {timeout.timeout} s; it printed:\n"
-                        f"{timeout.output}\n{timeout.stderr}")
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or len(lines) != 1:
-            pytest.fail(f"mpiexec -n {world} exited {done.returncode}; stdout:\n{done.stdout}\nstderr:\n{done.stderr}")
-        _RUNS[world] = json.loads(lines[0][len("RESULT "):])
+            _RUNS[world] = (f"mpiexec -n {world} did not finish in {timeout.timeout} s; it printed:\n"
+                            f"{timeout.output}\n{timeout.stderr}")
         print(f"mpiexec -n {world}: {time.perf_counter() - start:.1f} s")
+    if isinstance(_RUNS[world], str):
+        pytest.fail(_RUNS[world])
     return _RUNS[world]
 
 
 RING_CASES = ["full contiguous", "full zigzag", "full striped", "causal contiguous", "causal zigzag",
               "causal striped", "causal contiguous blocking", "causal zigzag blocking", "full blocking",
               "causal zigzag GQA scale", "causal striped GQA", "causal contiguous long shards",
-              "causal zigzag NaN in the last key", "causal contiguous NaN in key 2"]
+              "causal zigzag NaN in the last key", "causal contiguous NaN in key 2",
+              "causal striped NaN in grad_out row 3"]
 
 
 @needs_mpi
@@ -103,18 +108,30 @@ def test_nan_reaches_exactly_the_rows_that_see_it(world):
         reports = [rank["ring"][case] for rank in ranks_report(world)]
         nan_rows, rows = sum(r["nan_rows"] for r in reports), sum(r["rows"] for r in reports)
         assert 0 < nan_rows < rows, f"{case}: {nan_rows} of {rows} rows are NaN"
+    reports = [rank["ring"]["causal striped NaN in grad_out row 3"] for rank in ranks_report(world)]
+    nan_rows = sum(r["nan_gradient_rows"] for r in reports)
+    assert sum(r["nan_rows"] for r in reports) == 0 and 0 < nan_rows < 3 * sum(r["rows"] for r in reports)
+
+
+LOW_PRECISION = {  # case: (dtype, largest difference from single-process flash in that dtype, slack)
+    "causal striped float32": ("float32", 2e-6, 1e-7),
+    "full contiguous float32": ("float32", 2e-6, 1e-7),
+    "causal zigzag float16": ("float16", 4e-3, 1e-4),  # float16 shards accumulate in float32
+}
 
 
 @needs_mpi
-@pytest.mark.parametrize("case", ["causal striped float32", "full contiguous float32"])
+@pytest.mark.parametrize("case", sorted(LOW_PRECISION))
 @pytest.mark.parametrize("world", WORLDS)
-def test_float32_is_as_accurate_as_single_process_flash(world, case):
+def test_low_precision_is_as_accurate_as_single_process_flash(world, case):
+    """DESIGN §5: the error against float64 is at most 2x that of the single-process kernel in the dtype."""
+    dtype, close, slack = LOW_PRECISION[case]
     for r, rank in enumerate(ranks_report(world)):
         got = rank["ring"][case]
-        assert got["dtype"] == "float32,float32"
-        assert max(got[name] for name in ("out", "lse", "dq", "dk", "dv")) < 2e-6, got
-        assert got["ring_error"] <= 2 * got["flash_error"] + 1e-7, (
-            f"rank {r}: error against float64 {got['ring_error']:.3g}, single-process float32 flash "
+        assert got["dtype"] == f"{dtype},{dtype}"
+        assert max(got[name] for name in ("out", "lse", "dq", "dk", "dv")) < close, got
+        assert got["ring_error"] <= 2 * got["flash_error"] + slack, (
+            f"rank {r}: error against float64 {got['ring_error']:.3g}, single-process {dtype} flash "
             f"{got['flash_error']:.3g}")
 
 

@@ -51,7 +51,7 @@ import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("attention_scratch") is None:
     if not os.path.isdir("{folder}"):
         subprocess.run(["git", "clone", "--depth", "1", "{url}", "{folder}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba,mpi]"], check=True)
     sys.path.insert(0, os.path.abspath("{folder}"))  # this kernel predates the install
     os.environ["ATTENTION_SCRATCH_REPO"] = os.path.abspath("{folder}")
 from attention_scratch.course.notebook import grade'''

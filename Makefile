@@ -68,14 +68,13 @@ lab: notebooks
 	cd notebooks && ../$(VENV)/bin/jupyter lab
 
 # The benchmark (chapter 12). OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, if set on a machine, pin
-# OpenBLAS to a slower kernel; they are cleared for this command only. OPENBLAS_THREAD_TIMEOUT=4
-# puts OpenBLAS's worker threads to sleep soon after each call: by default they spin for a while
-# after the NumPy contenders' BLAS calls and take a core from the Numba kernel timed next (measured:
-# Numba forward 0.65x PyTorch with spinning threads, 1.04x without, same process and machine).
+# OpenBLAS to a slower kernel; they are cleared for this command only. No other variable is set:
+# the library stops OpenBLAS's spinning worker threads itself around the Numba kernels
+# (attention_scratch/backends/numba/threads.py), so this runs as a user's plain process does.
 # BENCH_ARGS adds options, for example: make bench BENCH_ARGS="--sizes 2048 --repeats 9"
 BENCH_ARGS ?=
 bench: $(TSTAMP)
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_THREAD_TIMEOUT=4 $(PY) -m attention_scratch.bench $(BENCH_ARGS)
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m attention_scratch.bench $(BENCH_ARGS)
 
 # Removes what make made; notebooks holding your work are kept (and named). A Jupyter kernel that
 # an older version of this Makefile registered for this clone is removed too.

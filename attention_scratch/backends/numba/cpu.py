@@ -5,38 +5,28 @@ missing); the kernels live in :mod:`.forward` and :mod:`.backward`
 and are imported, and compiled, on first use. ``cache=True`` stores the machine
 code next to the sources, so a second process loads it instead of compiling.
 
-Around each kernel the BLAS library is held to one thread: the kernel already
-runs one work item per core, and an OpenBLAS that also started its own threads
-for every tile product would fight it for the same cores.
+Around each kernel the BLAS library is held to one thread and OpenBLAS's idle
+workers are stopped (:func:`.threads.blas_one_thread`): the kernel already runs one
+work item per core, and BLAS threads started for every tile product, or still
+spinning after the caller's last NumPy product, would take those cores.
 """
 import importlib.util
 
 import numpy as np
 
 from ...contract import DEFAULT_BLOCK, attention_args
+from .threads import blas_one_thread
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
              ("threadpoolctl", "threadpoolctl, to hold BLAS to one thread (pip install "
                                "threadpoolctl)"))
-_controller = None
 
 
 def unavailable_reason():
     """``None`` when Numba, SciPy and threadpoolctl are installed, else which one is missing."""
     missing = [what for name, what in _REQUIRED if importlib.util.find_spec(name) is None]
     return f"the 'numba' backend needs {' and '.join(missing)}" if missing else None
-
-
-def blas_one_thread():
-    """A context manager holding every loaded BLAS library to one thread."""
-    global _controller
-    if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS before threadpoolctl looks)
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
 
 
 def _kernel_arrays(args):
@@ -70,7 +60,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
                           causal_align=causal_align, window=window, block_q=block_q,
                           block_k=block_k)
     q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
-    out = np.empty(q.shape[:2] + (v.shape[2],), dtype=args.acc_dtype)  # (Hq', L, Ev)
+    out = np.empty((*q.shape[:2], v.shape[2]), dtype=args.acc_dtype)  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=args.acc_dtype)  # (Hq', L)
     lo, hi = args.band
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
@@ -147,7 +137,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
         dq *= scale
     else:
         chunks = dq_chunks(k.shape[0], -(-S // block_k))
-        dq_parts = np.zeros((chunks,) + q.shape, dtype=acc_dtype)  # (C, Hq', L, E)
+        dq_parts = np.zeros((chunks, *q.shape), dtype=acc_dtype)  # (C, Hq', L, E)
         with blas_one_thread():
             fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q, block_k)
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)

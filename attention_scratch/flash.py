@@ -48,15 +48,15 @@ def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc_dtype):
     lse = xp.empty(q.shape[:-1], dtype=acc_dtype)  # (N, Hkv, G, L)
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
-        q_blk = q[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, E)
+        q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
         m = xp.full(q_blk.shape[:-1], -np.inf, dtype=acc_dtype)  # (N, Hkv, G, bq)
         l = xp.zeros(q_blk.shape[:-1], dtype=acc_dtype)  # (N, Hkv, G, bq)
         o = xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc_dtype)  # (N, Hkv, G, bq, Ev)
         for kb in key_block_range(i0, i1, S, block_k, band):
             j0, j1 = kb * block_k, min(kb * block_k + block_k, S)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            k_blk = k[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, E)
-            v_blk = v[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, Ev)
+            k_blk = k[..., j0:j1, :].astype(acc_dtype, copy=False)  # (N, Hkv, 1, bk, E)
+            v_blk = v[..., j0:j1, :].astype(acc_dtype, copy=False)  # (N, Hkv, 1, bk, Ev)
             m, l, o = forward_tile(q_blk, k_blk, v_blk, m, l, o, scale, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, l, o)
     return out, lse
@@ -79,15 +79,15 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     dv = xp.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
     for j0 in range(0, S, block_k):
         j1 = min(j0 + block_k, S)
-        k_blk = k[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, E)
-        v_blk = v[..., j0:j1, :].astype(acc_dtype)  # (N, Hkv, 1, bk, Ev)
+        k_blk = k[..., j0:j1, :].astype(acc_dtype, copy=False)  # (N, Hkv, 1, bk, E)
+        v_blk = v[..., j0:j1, :].astype(acc_dtype, copy=False)  # (N, Hkv, 1, bk, Ev)
         dk_blk = xp.zeros(k_blk.shape, dtype=acc_dtype)  # (N, Hkv, 1, bk, E)
         dv_blk = xp.zeros(v_blk.shape, dtype=acc_dtype)  # (N, Hkv, 1, bk, Ev)
         for qb in query_block_range(j0, j1, L, block_q, band):
             i0, i1 = qb * block_q, min(qb * block_q + block_q, L)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            q_blk = q[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, E)
-            do_blk = d_out[..., i0:i1, :].astype(acc_dtype)  # (N, Hkv, G, bq, Ev)
+            q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
+            do_blk = d_out[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, Ev)
             scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (N, Hkv, G, bq, bk)
             p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
             dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev)

@@ -30,13 +30,15 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     Dtype: the arrays share one dtype, ``scale`` is a Python float, and the
     results keep that dtype (float32 in, float32 out).
     """
-    scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
+    scores = q_blk @ np.swapaxes(k_blk, -1, -2)  # (..., bq, bk)
+    scores *= scale  # in place: the tile is ours, no second (bq, bk) array
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
     m_new = np.maximum(m, scores.max(axis=-1))  # (..., bq)
     shift = np.where(np.isneginf(m_new), 0.0, m_new)  # (..., bq): finite, avoids -inf + inf
     alpha = np.exp(m - shift)  # (..., bq): rescales the old state, 0 when m was -inf
-    p = np.exp(scores - shift[..., None])  # (..., bq, bk): unnormalised weights
+    scores -= shift[..., None]  # (..., bq, bk), in place
+    p = np.exp(scores, out=scores)  # (..., bq, bk): unnormalised weights, in place
     l_new = alpha * l + p.sum(axis=-1)  # (..., bq)
     pv = p @ v_blk  # (..., bq, Ev)
     if keep is not None and np.isnan(v_blk).any():  # a masked p = 0 times a NaN value is NaN:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._checks import array_module, check_flag
 from .backends import get_backend
+from .backends.numba.autotune import AUTO_BLOCK
 from .bands import integer_band, mask_band
 from .contract import DEFAULT_BLOCK, attention_args, check_window
 from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
@@ -29,6 +30,16 @@ def _device_keep(xp, i0, i1, j0, j1, band):
         return None
     keep = tile_keep(i0, i1, j0, j1, band)  # (bq, bk), NumPy
     return keep if xp is np else xp.asarray(keep)
+
+
+def _blocks_for(impl, block_q, block_k):
+    """The tile sizes to hand to backend ``impl``: the Numba backend gets the default marker
+    (:data:`~attention_scratch.backends.numba.autotune.AUTO_BLOCK`, which it tunes), the
+    others plain ints."""
+    if impl is not None and impl.__name__.endswith(".numba.cpu"):
+        return block_q, block_k
+    return int(block_q) if block_q is AUTO_BLOCK else block_q, (
+        int(block_k) if block_k is AUTO_BLOCK else block_k)
 
 
 def forward_blocks(q, k, v, scale, band, block_q, block_k, dtype, acc_dtype):
@@ -113,8 +124,8 @@ def flash_attention_numpy(query, key, value, is_causal=False, scale=None, enable
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
-                    block_k=DEFAULT_BLOCK, return_lse=False, backend="numpy"):
+                    causal_align="top_left", window=None, block_q=AUTO_BLOCK,
+                    block_k=AUTO_BLOCK, return_lse=False, backend="numpy"):
     """Exact scaled dot-product attention, computed tile by tile without the (L, S) matrix.
 
     Parameters
@@ -137,7 +148,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     block_q, block_k : int
         Tile sizes requested: query rows per outer step, keys per inner step. Any
         positive value works, and the last block of a sequence may be shorter. The
-        NumPy and Numba backends use them as given; on the CUDA backend they are
+        NumPy and Numba backends use them as given; left at the default (64), the Numba
+        backend tunes them for the machine and caches the choice
+        (:mod:`attention_scratch.backends.numba.autotune`); on the CUDA backend they are
         requests: float16/bfloat16 input with the default 64 × 64 runs on a
         tensor-core kernel with its own tiles (128-row query tiles for ``mma.sync``),
         and other sizes are reduced to what one thread block holds.
@@ -175,6 +188,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     return_lse = check_flag(return_lse, "return_lse")
     impl = get_backend(backend, query, key, value)
     run = flash_attention_numpy if impl is None else impl.flash_attention
+    block_q, block_k = _blocks_for(impl, block_q, block_k)
     return run(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
                window=window, block_q=block_q, block_k=block_k, return_lse=return_lse)
 
@@ -194,7 +208,7 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
-                             block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, backend="numpy"):
+                             block_q=AUTO_BLOCK, block_k=AUTO_BLOCK, backend="numpy"):
     """Gradients of :func:`flash_attention`, recomputing the weights tile by tile from ``lse``.
 
     Parameters
@@ -224,6 +238,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     """
     impl = get_backend(backend, query, key, value)
     run = flash_attention_backward_numpy if impl is None else impl.flash_attention_backward
+    block_q, block_k = _blocks_for(impl, block_q, block_k)
     return run(grad_out, query, key, value, out, lse, is_causal, scale, enable_gqa,
                causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
 

@@ -54,3 +54,11 @@ def cuda_emulation_library():
     if reason is not None:
         pytest.skip(reason)
     return emulator.library()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tile_cache_outside_the_home_folder(tmp_path_factory):
+    """The Numba backend's tile autotuner caches its choices on disk: in a temporary folder here,
+    never in the user's cache."""
+    if "ATTENTION_SCRATCH_CACHE_DIR" not in os.environ:
+        os.environ["ATTENTION_SCRATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("tile_cache"))

@@ -4,6 +4,8 @@ This module imports without Numba (:func:`unavailable_reason` says what is
 missing); the kernels live in :mod:`.forward` and :mod:`.backward`
 and are imported, and compiled, on first use. ``cache=True`` stores the machine
 code next to the sources, so a second process loads it instead of compiling.
+Tile sizes left at their default are tuned for the machine at first use and cached
+(:mod:`.autotune`); sizes passed explicitly are run as given.
 
 Around each kernel the BLAS library is held to one thread and OpenBLAS's idle
 workers are stopped (:func:`.threads.blas_one_thread`): the kernel already runs one
@@ -14,7 +16,8 @@ import importlib.util
 
 import numpy as np
 
-from ...contract import DEFAULT_BLOCK, attention_args
+from ...contract import TilePlan, attention_args
+from .autotune import AUTO_BLOCK, DefaultBlock, plan_blocks
 from .threads import blas_one_thread
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
@@ -44,9 +47,20 @@ def _kernel_arrays(args):
     return tuple(args.folded(x, args.acc_dtype) for x in (args.q, args.k, args.v))
 
 
+def _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
+          block_k, backward, autotune):
+    """The validated arguments, with the tile plan of :func:`.autotune.plan_blocks`."""
+    sizes = [int(b) if isinstance(b, DefaultBlock) else b for b in (block_q, block_k)]
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=sizes[0],
+                          block_k=sizes[1])
+    requested, used, note = plan_blocks(args, block_q, block_k, backward, autotune)
+    return args.with_plan(TilePlan(requested, used, note=note))
+
+
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
-                    block_k=DEFAULT_BLOCK, return_lse=False):
+                    causal_align="top_left", window=None, block_q=AUTO_BLOCK,
+                    block_k=AUTO_BLOCK, return_lse=False, autotune=None):
     """:func:`attention_scratch.flash_attention` computed by the parallel Numba kernel.
 
     Shapes
@@ -56,9 +70,8 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     """
     from .forward import forward_parallel
 
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
-                          causal_align=causal_align, window=window, block_q=block_q,
-                          block_k=block_k)
+    args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
+                 block_k, False, autotune)
     q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
     out = np.empty((*q.shape[:2], v.shape[2]), dtype=args.acc_dtype)  # (Hq', L, Ev)
     lse = np.empty(q.shape[:2], dtype=args.acc_dtype)  # (Hq', L)
@@ -72,13 +85,13 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
 
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
-              backward=False):
-    """The tiles this backend runs: the ones requested (a
-    :class:`~attention_scratch.contract.TilePlan`)."""
-    return attention_args(query, key, value, is_causal, scale, enable_gqa,
-                          causal_align=causal_align, window=window, block_q=block_q,
-                          block_k=block_k).plan
+              causal_align="top_left", window=None, block_q=AUTO_BLOCK, block_k=AUTO_BLOCK,
+              backward=False, autotune=None):
+    """The tiles this backend runs (a :class:`~attention_scratch.contract.TilePlan`): those
+    requested, and the tuned ones where the sizes were left at their default (:mod:`.autotune`).
+    """
+    return _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
+                 block_k, backward, autotune).plan
 
 
 def dq_chunks(n_kv, n_key_blocks, min_items=16):
@@ -93,7 +106,8 @@ def dq_chunks(n_kv, n_key_blocks, min_items=16):
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
-                             block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, two_pass=False):
+                             block_q=AUTO_BLOCK, block_k=AUTO_BLOCK, two_pass=False,
+                             autotune=None):
     """:func:`attention_scratch.flash_attention_backward` computed by parallel Numba kernels.
 
     ``two_pass=True`` runs the two-pass kernels (dK/dV by key blocks, then dQ by
@@ -106,9 +120,8 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     """
     from .backward import dq_parallel, fused_parallel, kv_parallel
 
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
-                          causal_align=causal_align, window=window, block_q=block_q,
-                          block_k=block_k)
+    args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
+                 block_k, True, autotune)
     rows, d_out, out, lse = args.backward_inputs(grad_out, out, lse)  # kernel layout, rows cleaned
     q, k, v = _kernel_arrays(args)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
     acc_dtype = args.acc_dtype

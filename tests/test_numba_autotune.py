@@ -1,0 +1,141 @@
+"""The tile autotuner of the Numba backend: cache written and read, switched off, explicit sizes
+win.
+
+Tiny shapes, a temporary cache folder and a two-by-two candidate grid; nothing here asserts a
+timing.
+"""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import numba
+
+import attention_scratch as at
+from attention_scratch.backends.numba import autotune, cpu
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh cache folder, the tuner on, a small candidate grid; returns the cache file path."""
+    monkeypatch.setenv(autotune.CACHE_VARIABLE, str(tmp_path))
+    monkeypatch.delenv(autotune.SWITCH, raising=False)
+    monkeypatch.setattr(autotune, "BLOCK_Q", (8, 16))
+    monkeypatch.setattr(autotune, "BLOCK_K", (8, 24))
+    monkeypatch.setattr(autotune, "_memory", {})
+    return autotune.cache_path()
+
+
+def inputs(L=40, S=56, E=8, heads=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((1, heads, L, E)).astype(np.float32),
+            rng.standard_normal((1, heads, S, E)).astype(np.float32),
+            rng.standard_normal((1, heads, S, E)).astype(np.float32))
+
+
+def key(backward=False, L=40, S=56, E=8, masked=False):
+    return autotune.bucket_key(backward, np.float32, L, S, E, E, masked, numba.get_num_threads())
+
+
+def write_cache(path, entries):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cpu": "test", "version": at.__version__, "entries": entries}))
+
+
+def no_measuring(*args, **kwargs):
+    raise AssertionError("the tuner measured although the cache held the answer")
+
+
+def test_first_use_measures_every_candidate_and_writes_the_cache(cache):
+    q, k, v = inputs()
+    assert not cache.exists()
+    out = cpu.flash_attention(q, k, v)
+    data = json.loads(cache.read_text())
+    entry = data["entries"][key()]
+    assert data["version"] == at.__version__
+    assert set(entry["candidates"]) == {"8x8", "8x24", "16x8", "16x24"}
+    best = min(entry["candidates"], key=entry["candidates"].get)
+    assert best == f"{entry['block_q']}x{entry['block_k']}"
+    plan = cpu.tile_plan(q, k, v)
+    assert plan.requested == (None, None)
+    assert plan.used == (entry["block_q"], entry["block_k"])
+    np.testing.assert_allclose(out, at.flash_attention(q, k, v), rtol=2e-5, atol=2e-6)
+
+
+def test_a_cached_choice_is_read_and_not_measured_again(cache, monkeypatch):
+    write_cache(cache, {key(): {"block_q": 16, "block_k": 24},
+                        key(masked=True): {"block_q": 16, "block_k": 8},
+                        key(backward=True, masked=True): {"block_q": 8, "block_k": 8}})
+    monkeypatch.setattr(autotune, "measure", no_measuring)
+    q, k, v = inputs()
+    assert cpu.tile_plan(q, k, v).used == (16, 24)
+    assert cpu.tile_plan(q, k, v, is_causal=True, backward=True).used == (8, 8)
+    out, lse = cpu.flash_attention(q, k, v, is_causal=True, return_lse=True)
+    grads = cpu.flash_attention_backward(np.ones_like(out), q, k, v, out, lse, is_causal=True)
+    want = at.flash_attention_backward(np.ones_like(out), q, k, v, out, lse, is_causal=True)
+    for got, ref in zip(grads, want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_cache_in_another_version_or_unreadable_is_ignored_and_rewritten(cache):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("{not json")
+    q, k, v = inputs()
+    assert cpu.tile_plan(q, k, v).used in {(8, 8), (8, 24), (16, 8), (16, 24)}
+    assert key() in json.loads(cache.read_text())["entries"]
+    write_cache(cache, {key(): {"block_q": 16, "block_k": 24}})
+    data = json.loads(cache.read_text())
+    data["version"] = "0.0.0-other"
+    cache.write_text(json.dumps(data))
+    autotune._memory.clear()
+    assert cpu.tile_plan(q, k, v).note.split(": ")[1].startswith("tuned now")
+
+
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_turned_off_runs_the_default_tiles_and_writes_nothing(cache, monkeypatch, how):
+    monkeypatch.setattr(autotune, "measure", no_measuring)
+    q, k, v = inputs()
+    if how == "environment":
+        monkeypatch.setenv(autotune.SWITCH, "0")
+        plan = cpu.tile_plan(q, k, v)
+        out = cpu.flash_attention(q, k, v)
+    else:
+        plan = cpu.tile_plan(q, k, v, autotune=False)
+        out = cpu.flash_attention(q, k, v, autotune=False)
+    assert plan.requested == (None, None) and plan.used == (64, 64)
+    assert "off" in plan.note
+    assert not cache.exists()
+    np.testing.assert_allclose(out, at.flash_attention(q, k, v), rtol=2e-5, atol=2e-6)
+
+
+def test_explicit_sizes_always_win(cache, monkeypatch):
+    write_cache(cache, {key(): {"block_q": 16, "block_k": 24}})
+    monkeypatch.setattr(autotune, "measure", no_measuring)
+    q, k, v = inputs()
+    assert cpu.tile_plan(q, k, v, block_q=64, block_k=64) == at.contract.TilePlan((64, 64),
+                                                                                  (64, 64))
+    assert cpu.tile_plan(q, k, v, block_q=8, block_k=8).used == (8, 8)
+    one = cpu.tile_plan(q, k, v, block_q=8)  # the other size comes from the tuned pair
+    assert one.requested == (8, None) and one.used == (8, 24)
+    assert at.backends.tile_plan(q, k, v, block_q=7, block_k=13, backend="numba").used == (7, 13)
+
+
+def test_the_public_function_lets_the_numba_backend_tune_and_gives_numpy_the_default(cache,
+                                                                                     monkeypatch):
+    write_cache(cache, {key(): {"block_q": 16, "block_k": 24}})
+    seen = []
+    real = cpu.flash_attention
+
+    def spy(*args, **kwargs):
+        seen.append(cpu.tile_plan(*args[:3], block_q=kwargs["block_q"],
+                                  block_k=kwargs["block_k"]).used)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cpu, "flash_attention", spy)
+    q, k, v = inputs()
+    at.flash_attention(q, k, v, backend="numba")
+    at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)
+    assert seen == [(16, 24), (64, 64)]
+    assert at.backends.tile_plan(q, k, v).used == (64, 64)  # the NumPy path: the default

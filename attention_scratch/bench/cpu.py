@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.numba import autotune, machine
 from ..progress import printer_beside, progress_bar
 from .common import attention_flops, git_commit, relative_error, seconds
 from .methods import METHODS, Method, available_methods, first_head, reference
 
 DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
+NUMPY_BLOCKS = (256, 256)  # the NumPy flash reference's tiles in the benchmark
 NAIVE_MEMORY_LIMIT = 3 * 2**30  # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
 
 
@@ -47,16 +49,6 @@ def measure_sgemm(n=2048, repeats=7):
     np.dot(a, b, out=out)
     best = min(seconds(lambda: np.dot(a, b, out=out)) for _ in range(repeats))
     return 2.0 * n ** 3 / best / 1e9
-
-
-def blas_description():
-    """Which BLAS libraries are loaded, with their kernel ("architecture") and thread count."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    return [{key: info.get(key) for key in ("internal_api", "version", "architecture", "num_threads",
-                                             "filepath")} for info in threadpool_info()]
 
 
 def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, flash_numpy_max=4096,
@@ -91,6 +83,8 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
                                  f"causal={causal}) is wrong: relative error {err:.2e} > "
                                  f"{tolerance:g}")
         records[m.name] = {"error": err, "times": []}
+        if m.tiles(causal, backward) is not None:
+            records[m.name]["tiles"] = list(m.tiles(causal, backward))
         runs[m.name] = (call, max(1, min(repeats, int(budget_s / max(first, 1e-9)))))
     gc.collect()  # once per case (a full collection takes 0.1 s with PyTorch loaded)
     gc.disable()  # and none during the timed calls
@@ -111,24 +105,28 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
     return records
 
 
+def ratios(reference, rec, prefix):
+    """How many times faster ``rec`` ran than ``reference``: best against best, median against
+    median, and the median of the ratios of the runs made back to back in one repetition."""
+    n_pairs = min(len(rec["times"]), len(reference["times"]))
+    paired = np.divide(reference["times"][:n_pairs], rec["times"][:n_pairs])
+    return {prefix: reference["best_ms"] / rec["best_ms"],
+            f"{prefix}_median": reference["median_ms"] / rec["median_ms"],
+            f"{prefix}_paired": float(np.median(paired))}
+
+
 def machine_description():
-    """CPU, cores, library versions, BLAS kernels, load and the OpenBLAS environment variables."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, vector ISA, cores, library versions, BLAS kernels, load, and the environment
+    variables that change BLAS or Numba."""
+    info = machine.describe()
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("numba", "scipy", "torch"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
-            "blas": blas_description(),
+    return {"cpu": info["cpu"], "isa": info["isa"], "fma": info["fma"], "cores": info["cores"],
+            "platform": platform.platform(), "versions": versions, "blas": info["blas"],
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL"))}}
 
@@ -140,7 +138,7 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
 
     ``progress=True`` shows a bar over the cases (size, mask, pass) on standard error.
     """
-    blocks = {"flash numpy": (256, 256), "flash numba": (64, 64), **(blocks or {})}
+    blocks = {"flash numpy": NUMPY_BLOCKS, "flash numba": None, **(blocks or {})}  # None: tuned
     bar = progress_bar(len(sizes) * len(causal) * len(passes), unit="case", enabled=progress)
     say = printer_beside(bar, log)
 
@@ -162,16 +160,15 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
                     records = run_case(contenders, inputs, is_causal, which == "backward", repeats, budget_s,
                                        tolerance, flash_numpy_max, say, bar.set_postfix_str)
                     torch_rec = records.get("torch sdpa", {})
+                    naive_rec = records.get("naive numpy", {})
                     for name, rec in records.items():
                         row = {"N": n, "causal": is_causal, "pass": which, "method": name, **rec}
                         if "best_ms" in rec:
                             row["sgemm_fraction"] = rec["gflops"] / sgemm
                             if "best_ms" in torch_rec:
-                                row["vs_torch"] = torch_rec["best_ms"] / rec["best_ms"]
-                                row["vs_torch_median"] = torch_rec["median_ms"] / rec["median_ms"]
-                                n_pairs = min(len(rec["times"]), len(torch_rec["times"]))
-                                row["vs_torch_paired"] = float(np.median(  # same repetition, run back to back
-                                    np.divide(torch_rec["times"][:n_pairs], rec["times"][:n_pairs])))
+                                row.update(ratios(torch_rec, rec, "vs_torch"))
+                            if name == "flash numpy" and "best_ms" in naive_rec:
+                                row.update(ratios(naive_rec, rec, "vs_naive"))
                         results.append(row)
                         say(format_row(row))
                     bar.update(1)
@@ -189,23 +186,30 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
             "commit": git_commit(), "machine": machine_description(), "sgemm_gflops": max(sgemm, sgemm_end),
             "sgemm_gflops_start_end": [sgemm, sgemm_end],
             "shape": {"B": batch, "H": heads, "E": dim, "dtype": "float32"}, "repeats": repeats,
-            "blocks": {k: list(v) for k, v in blocks.items()}, "skipped": skipped, "results": results}
+            "blocks": {k: None if v is None else list(v) for k, v in blocks.items()},
+            "autotune": {"enabled": autotune.enabled(), "cache": str(autotune.cache_path())},
+            "skipped": skipped, "results": results}
 
 
-HEADER = (f"{'N':>5} {'mask':>6} {'pass':>8} {'method':<12} {'best ms':>9} {'median':>9} "
-          f"{'GFLOP/s':>8} {'sgemm':>6} {'x torch':>8} {'(median)':>8} {'(paired)':>8}  error")
+HEADER = (f"{'N':>5} {'mask':>6} {'pass':>8} {'method':<12} {'tiles':>7} {'best ms':>9} "
+          f"{'median':>9} {'GFLOP/s':>8} {'sgemm':>6} {'x torch':>8} {'(median)':>8} "
+          f"{'(paired)':>8}  error")
 
 
 def format_row(row):
     """One line of the results table."""
-    head = f"{row['N']:>5} {'causal' if row['causal'] else 'none':>6} {row['pass']:>8} {row['method']:<12}"
+    tiles = "x".join(map(str, row["tiles"])) if row.get("tiles") else ""
+    head = (f"{row['N']:>5} {'causal' if row['causal'] else 'none':>6} {row['pass']:>8} "
+            f"{row['method']:<12} {tiles:>7}")
     if "best_ms" not in row:
         return f"{head} skipped: {row.get('skipped')}"
     ratio = (f"{row['vs_torch']:8.2f} {row['vs_torch_median']:8.2f} "
              f"{row.get('vs_torch_paired', np.nan):8.2f}"
              if "vs_torch" in row else f"{'':>8} {'':>8} {'':>8}")
+    naive = (f"  x naive {row['vs_naive']:.2f} (median {row['vs_naive_median']:.2f}, "
+             f"paired {row['vs_naive_paired']:.2f})" if "vs_naive" in row else "")
     return (f"{head} {row['best_ms']:9.1f} {row['median_ms']:9.1f} {row['gflops']:8.1f} "
-            f"{row['sgemm_fraction']:6.0%} {ratio}  {row['error']:.1e}")
+            f"{row['sgemm_fraction']:6.0%} {ratio}  {row['error']:.1e}{naive}")
 
 
 def plot(data, path=None):
@@ -234,9 +238,10 @@ def plot(data, path=None):
         ax.set_ylabel("GFLOP/s (best)")
     axes[0, 0].legend(fontsize=8)
     shape = data["shape"]
+    isa = data["machine"].get("isa")
     fig.suptitle(f"B={shape['B']}, H={shape['H']}, E={shape['E']}, float32 — "
-                 f"{data['machine']['cpu']}, "
-                 f"{data['machine']['cores']} cores", fontsize=10)
+                 f"{data['machine']['cpu']}, {data['machine']['cores']} cores"
+                 + (f", {isa}" if isa else ""), fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -263,8 +268,12 @@ def main(argv=None):
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64, help="head dim E")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--block-q", type=int, default=64, help="Numba kernel query block")
-    parser.add_argument("--block-k", type=int, default=64, help="Numba kernel key block")
+    parser.add_argument("--block-q", type=int, default=None,
+                        help="Numba kernel query block (default: tuned for this machine)")
+    parser.add_argument("--block-k", type=int, default=None,
+                        help="Numba kernel key block (default: tuned for this machine)")
+    parser.add_argument("--numpy-blocks", type=int, nargs=2, default=list(NUMPY_BLOCKS),
+                        metavar=("BLOCK_Q", "BLOCK_K"), help="the NumPy flash reference's tiles")
     parser.add_argument("--budget", type=float, default=20.0,
                         help="seconds per method and case: slow methods are timed fewer times")
     parser.add_argument("--flash-numpy-max", type=int, default=4096,
@@ -276,16 +285,14 @@ def main(argv=None):
     parser.add_argument("--gpu", action="store_true", help="run attention_scratch.bench.gpu "
                                                            "instead")
     args = parser.parse_args(argv)
-    machine = machine_description()
-    print(f"{machine['cpu']}, {machine['cores']} cores; " +
-          "; ".join(f"{b['internal_api']} {b['version']} kernel={b['architecture']} "
-                    f"threads={b['num_threads']}"
-                    for b in machine["blas"]))
+    print("machine:", machine.summary())
     print(HEADER)
     data = run(args.sizes, args.repeats, args.batch, args.heads, args.dim, args.methods,
-               {"flash numba": (args.block_q, args.block_k)}, args.budget,
+               {"flash numba": None if args.block_q is None and args.block_k is None else
+                (args.block_q or 64, args.block_k or 64),
+                "flash numpy": tuple(args.numpy_blocks)}, args.budget,
                flash_numpy_max=args.flash_numpy_max, progress=True)
-    data["machine"]["blas_after"] = blas_description()
+    data["machine"]["blas_after"] = machine.blas_libraries()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")

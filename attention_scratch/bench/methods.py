@@ -7,7 +7,8 @@ Numba flash kernels, and PyTorch's ``scaled_dot_product_attention`` with autogra
 """
 import numpy as np
 
-from ..backends import unavailable_reason
+from ..backends import tile_plan, unavailable_reason
+from ..backends.numba.autotune import AUTO_BLOCK
 from ..flash import flash_attention, flash_attention_backward
 from ..testing import attention_oracle, attention_oracle_backward, dense_reference, dense_reference_backward
 
@@ -26,6 +27,9 @@ class Method:
         self.name, self.blocks = name, blocks
         self.q, self.k, self.v, self.g = inputs
         self.state = None
+        self.backend = name.split()[1] if name.startswith("flash ") else None
+        blocks = (blocks or {}).get(name)  # None: the backend's default (tuned, for Numba)
+        self.tile_args = {} if blocks is None else {"block_q": blocks[0], "block_k": blocks[1]}
         if name == "torch sdpa":
             import torch
 
@@ -39,8 +43,7 @@ class Method:
             with self.torch.no_grad():
                 return self.torch.nn.functional.scaled_dot_product_attention(
                     self.tq, self.tk, self.tv, is_causal=causal).numpy()
-        backend, (bq, bk) = self.name.split()[1], self.blocks[self.name]
-        return flash_attention(self.q, self.k, self.v, causal, block_q=bq, block_k=bk, backend=backend)
+        return flash_attention(self.q, self.k, self.v, causal, backend=self.backend, **self.tile_args)
 
     def prepare_backward(self, causal):
         self.state = None
@@ -51,9 +54,8 @@ class Method:
             out = self.torch.nn.functional.scaled_dot_product_attention(*xs, is_causal=causal)
             self.state = (xs, out)
         else:
-            backend, (bq, bk) = self.name.split()[1], self.blocks[self.name]
-            self.state = flash_attention(self.q, self.k, self.v, causal, block_q=bq, block_k=bk,
-                                         backend=backend, return_lse=True)
+            self.state = flash_attention(self.q, self.k, self.v, causal, backend=self.backend,
+                                         return_lse=True, **self.tile_args)
 
     def backward(self, causal):
         if self.name == "naive numpy":
@@ -62,10 +64,18 @@ class Method:
             xs, out = self.state
             grads = self.torch.autograd.grad(out, xs, self.tg, retain_graph=True)
             return tuple(t.numpy() for t in grads)
-        backend, (bq, bk) = self.name.split()[1], self.blocks[self.name]
         out, lse = self.state
         return flash_attention_backward(self.g, self.q, self.k, self.v, out, lse, causal,
-                                        block_q=bq, block_k=bk, backend=backend)
+                                        backend=self.backend, **self.tile_args)
+
+    def tiles(self, causal, backward):
+        """The ``(block_q, block_k)`` a flash method runs for this case (tuned ones included);
+        ``None`` for the others."""
+        if self.backend is None:
+            return None
+        sizes = {"block_q": AUTO_BLOCK, "block_k": AUTO_BLOCK, **self.tile_args}
+        return tile_plan(self.q, self.k, self.v, causal, backward=backward, backend=self.backend,
+                         **sizes).used
 
 
 def reference(inputs, causal, backward):

@@ -20,8 +20,17 @@ from .backends import get_backend
 from .backends.numba.autotune import AUTO_BLOCK
 from .bands import integer_band, mask_band
 from .contract import DEFAULT_BLOCK, attention_args, check_window
-from .flash_tiles import (d_term, dscores, finalize_rows, forward_tile, key_block_range,
-                          query_block_range, recompute_probs, tile_keep, tile_kind)
+from .flash_tiles import (
+    d_term,
+    dscores,
+    finalize_rows,
+    forward_tile,
+    key_block_range,
+    query_block_range,
+    recompute_probs,
+    tile_keep,
+    tile_kind,
+)
 
 
 def _device_keep(xp, i0, i1, j0, j1, band):

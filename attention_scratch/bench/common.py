@@ -40,7 +40,7 @@ def seconds(fn, sync=None, calls=1):
 def relative_error(got, ref):
     """``max |got - ref| / max |ref|`` in float64; for tuples of arrays, the worst of the pairs."""
     if isinstance(ref, tuple):
-        return max(relative_error(a, b) for a, b in zip(got, ref))
+        return max(relative_error(a, b) for a, b in zip(got, ref, strict=True))
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
 
@@ -50,8 +50,8 @@ def git_commit():
     ``None`` outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=here, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=here, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, cwd=here, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -38,7 +38,8 @@ from .methods import METHODS, Method, available_methods, first_head, reference
 
 DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
 NUMPY_BLOCKS = (256, 256)  # the NumPy flash reference's tiles in the benchmark
-NAIVE_MEMORY_LIMIT = 3 * 2**30  # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
+# bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
+NAIVE_MEMORY_LIMIT = 3 * 2**30
 
 
 def measure_sgemm(n=2048, repeats=7):
@@ -63,10 +64,11 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
     ref = reference(inputs, causal, backward)
     records, runs = {}, {}
     for m in methods:
-        if m.name == "naive numpy" and 4 * B * H * N * N * (3 if backward else 2) > NAIVE_MEMORY_LIMIT:
+        naive_bytes = 4 * B * H * N * N * (3 if backward else 2)
+        if m.name == "naive numpy" and naive_bytes > NAIVE_MEMORY_LIMIT:
             records[m.name] = {"skipped": f"needs more than {NAIVE_MEMORY_LIMIT / 2**30:.0f} GiB"}
             continue
-        if m.name == "flash numpy" and N > flash_numpy_max:
+        if m.name == "flash numpy" and flash_numpy_max < N:
             records[m.name] = {"skipped": f"N > {flash_numpy_max}: minutes per call "
                                           "(--flash-numpy-max)"}
             continue
@@ -75,7 +77,8 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
             m.prepare_backward(causal)
         call = (lambda m=m: m.backward(causal)) if backward else (lambda m=m: m.forward(causal))
         results = []
-        first = seconds(lambda call=call: results.append(call()))  # also compiles (Numba), warms caches
+        # the first call also compiles (Numba), tunes the tiles (once) and warms the caches
+        first = seconds(lambda call=call, results=results: results.append(call()))
         result = results[0]
         err = relative_error(first_head(result), ref)
         if not err <= tolerance:
@@ -96,7 +99,7 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
                     records[name]["times"].append(seconds(call))
     finally:
         gc.enable()
-    for name, rec in records.items():
+    for rec in records.values():
         if "times" in rec:
             rec["best_ms"] = 1e3 * min(rec["times"])
             rec["median_ms"] = 1e3 * float(np.median(rec["times"]))
@@ -128,7 +131,8 @@ def machine_description():
     return {"cpu": info["cpu"], "isa": info["isa"], "fma": info["fma"], "cores": info["cores"],
             "platform": platform.platform(), "versions": versions, "blas": info["blas"],
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL"))}}
+            "env": {k: v for k, v in os.environ.items()
+                    if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL", "ATTENTION_SCRATCH"))}}
 
 
 def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHODS, blocks=None,
@@ -152,13 +156,15 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
         sgemm = measure_sgemm()
         say(f"sgemm (float32 2048x2048, NumPy's BLAS, all cores): {sgemm:.0f} GFLOP/s")
         for n in sizes:
-            inputs = tuple(rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for _ in range(4))
+            inputs = tuple(rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
+                           for _ in range(4))  # q, k, v, grad_out: (B, H, N, E)
             contenders = [Method(name, inputs, blocks) for name in names]
             for is_causal in causal:
                 for which in passes:
                     bar.set_description_str(f"N={n} {'causal' if is_causal else 'no mask'} {which}")
-                    records = run_case(contenders, inputs, is_causal, which == "backward", repeats, budget_s,
-                                       tolerance, flash_numpy_max, say, bar.set_postfix_str)
+                    records = run_case(contenders, inputs, is_causal, which == "backward", repeats,
+                                       budget_s, tolerance, flash_numpy_max, say,
+                                       bar.set_postfix_str)
                     torch_rec = records.get("torch sdpa", {})
                     naive_rec = records.get("naive numpy", {})
                     for name, rec in records.items():
@@ -183,7 +189,8 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
                 row["sgemm_fraction"] = row["gflops"] / sgemm_end
     return {"command": " ".join([Path(sys.executable).name, "-m", __package__] + sys.argv[1:]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": git_commit(), "machine": machine_description(), "sgemm_gflops": max(sgemm, sgemm_end),
+            "commit": git_commit(), "machine": machine_description(),
+            "sgemm_gflops": max(sgemm, sgemm_end),
             "sgemm_gflops_start_end": [sgemm, sgemm_end],
             "shape": {"B": batch, "H": heads, "E": dim, "dtype": "float32"}, "repeats": repeats,
             "blocks": {k: None if v is None else list(v) for k, v in blocks.items()},
@@ -222,7 +229,8 @@ def plot(data, path=None):
 
     fig = Figure(figsize=(10, 7.5))
     axes = fig.subplots(2, 2, sharex=True, sharey=True)
-    for ax, (which, causal) in zip(axes.flat, [(p, c) for p in ("forward", "backward") for c in (False, True)]):
+    panels = [(p, c) for p in ("forward", "backward") for c in (False, True)]
+    for ax, (which, causal) in zip(axes.flat, panels, strict=True):
         for name in METHODS:
             rows = [r for r in data["results"] if r["method"] == name and r["pass"] == which
                     and r["causal"] == causal and "gflops" in r]
@@ -259,9 +267,10 @@ def main(argv=None):
                   f"{err})")
             return 0
         return gpu.main(argv)
-    parser = argparse.ArgumentParser(prog="python -m "
-                                          "attention_scratch.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="sequence lengths N")
+    parser = argparse.ArgumentParser(prog="python -m attention_scratch.bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
+                        help="sequence lengths N")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and "
                                                                "best)")
     parser.add_argument("--batch", type=int, default=1)

@@ -22,7 +22,8 @@ from ..testing import attention_oracle, attention_oracle_backward
 from .common import attention_flops, git_commit, relative_error, seconds
 
 CHECK_ROWS = 128
-TOL = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 2e-4}  # max |error| / max |reference| on the checked rows
+# max |error| / max |reference| on the checked rows
+TOL = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 2e-4}
 
 
 def unavailable_reason():
@@ -36,7 +37,8 @@ def unavailable_reason():
     except ImportError:
         return "the GPU benchmark compares with PyTorch SDPA: PyTorch is not installed"
     if not torch.cuda.is_available():
-        return "the GPU benchmark compares with PyTorch SDPA on the same GPU: torch.cuda is not available"
+        return ("the GPU benchmark compares with PyTorch SDPA on the same GPU: torch.cuda is not "
+                "available")
     return None
 
 
@@ -66,10 +68,11 @@ def _oracle_errors(tq, tk, tv, tg, out, dq, dk, dv, causal):
     qh, kh, vh, gh = (as64(t) for t in (tq, tk, tv, tg))
     ref_out, _, _ = attention_oracle(qh[:, :r], kh, vh, is_causal=causal)
     ref_dq, _, _ = attention_oracle_backward(gh[:, :r], qh[:, :r], kh, vh, is_causal=causal)
-    errors = {"out": relative_error(as64(out)[:, :r], ref_out), "dQ": relative_error(as64(dq)[:, :r], ref_dq)}
+    errors = {"out": relative_error(as64(out)[:, :r], ref_out),
+              "dQ": relative_error(as64(dq)[:, :r], ref_dq)}
     if causal:
-        _, ref_dk, ref_dv = attention_oracle_backward(gh[:, -r:], qh[:, -r:], kh, vh, is_causal=True,
-                                                      causal_align="bottom_right")
+        _, ref_dk, ref_dv = attention_oracle_backward(gh[:, -r:], qh[:, -r:], kh, vh,
+                                                      is_causal=True, causal_align="bottom_right")
         errors["dK"] = relative_error(as64(dk)[:, -r:], ref_dk[:, -r:])
         errors["dV"] = relative_error(as64(dv)[:, -r:], ref_dv[:, -r:])
     return errors, ref_out, as64
@@ -80,13 +83,15 @@ def _time_kernels(gpu, tq, tk, tv, causal, dtype, ref_out, as64, sync, repeats):
     r = ref_out.shape[-2]
     kernels = {}
     for kernel in ("mma", "wmma", False):
-        fwd = lambda: gpu.flash_attention(tq, tk, tv, causal, tensor_cores=kernel)  # noqa: E731
+        fwd = lambda kernel=kernel: gpu.flash_attention(tq, tk, tv, causal,  # noqa: E731
+                                                        tensor_cores=kernel)
         err = relative_error(as64(fwd())[:, :r], ref_out)
         name = kernel or "scalar"
         if kernel in gpu.FAILED_TENSOR_CORE_KERNELS:  # it fell back to the scalar kernel
             kernels[name] = "not compiled"
         else:
-            kernels[name] = median_ms(fwd, sync, repeats) if err <= TOL[dtype] else f"FAILED ({err:.2g})"
+            kernels[name] = (median_ms(fwd, sync, repeats) if err <= TOL[dtype]
+                             else f"FAILED ({err:.2g})")
     return kernels
 
 
@@ -102,15 +107,18 @@ def _time_torch(torch, row, tq, tk, tv, tg, causal, sync, repeats):
             try:
                 with sdpa_kernel(backend):
                     if part == "fwd":
-                        row[f"{name}_fwd"] = median_ms(lambda: sdpa(tq, tk, tv, is_causal=causal), sync, repeats)
+                        row[f"{name}_fwd"] = median_ms(lambda: sdpa(tq, tk, tv, is_causal=causal),
+                                                       sync, repeats)
                     else:
                         xq, xk, xv = (t.detach().requires_grad_() for t in (tq, tk, tv))
                         graph = sdpa(xq, xk, xv, is_causal=causal)
-                        row[f"{name}_bwd"] = median_ms(lambda: graph.backward(tg, retain_graph=True),
-                                                       sync, repeats)
+                        row[f"{name}_bwd"] = median_ms(
+                            lambda graph=graph: graph.backward(tg, retain_graph=True), sync,
+                            repeats)
             except RuntimeError as exc:  # a dtype the backend does not support, or out of memory
                 row[f"{name}_{part}"] = None
-                row["note"] = row.get("note", "") + f"torch {name} {part}: {str(exc).splitlines()[0][:60]}; "
+                first_line = str(exc).splitlines()[0][:60]
+                row["note"] = row.get("note", "") + f"torch {name} {part}: {first_line}; "
             graph = None  # free the retained graph before the next measurement
             torch.cuda.empty_cache()
 
@@ -128,20 +136,22 @@ def run_config(torch, cupy, dtype, E, N, bh, causal, repeats, rng, device="cuda"
     row["max_rel_err"] = max(errors.values())
     row["checked"] = row["max_rel_err"] <= TOL[dtype]
     if not row["checked"]:
-        row["note"] = "FAILED the oracle check, not timed: " + ", ".join(f"{k} "
-                                                                         f"{v:.2g}" for k, v in errors.items())
+        row["note"] = "FAILED the oracle check, not timed: " + ", ".join(
+            f"{k} {v:.2g}" for k, v in errors.items())
         return row
     sync = lambda: (cupy.cuda.Device().synchronize(), torch.cuda.synchronize())  # noqa: E731
     if dtype in ("float16", "bfloat16"):
         row["kernels"] = _time_kernels(gpu, tq, tk, tv, causal, dtype, ref_out, as64, sync, repeats)
-    row["ours_fwd"] = median_ms(lambda: gpu.flash_attention(tq, tk, tv, causal, return_lse=True), sync, repeats)
-    row["ours_bwd"] = median_ms(lambda: gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal),
+    row["ours_fwd"] = median_ms(lambda: gpu.flash_attention(tq, tk, tv, causal, return_lse=True),
                                 sync, repeats)
+    row["ours_bwd"] = median_ms(
+        lambda: gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal), sync, repeats)
     _time_torch(torch, row, tq, tk, tv, tg, causal, sync, repeats)
     cupy.get_default_memory_pool().free_all_blocks()
     flops = attention_flops(1, bh, N, N, E, causal)
     row["tflops_fwd"] = flops / row["ours_fwd"] / 1e9
-    row["tflops_bwd"] = attention_flops(1, bh, N, N, E, causal, backward=True) / row["ours_bwd"] / 1e9
+    flops_bwd = attention_flops(1, bh, N, N, E, causal, backward=True)
+    row["tflops_bwd"] = flops_bwd / row["ours_bwd"] / 1e9
     return row
 
 
@@ -198,7 +208,8 @@ def targets(rows):
     math."""
     out = []
     for r in rows:
-        if r["dtype"] == "float16" and r["N"] == 4096 and r["E"] in (64, 128) and r.get("flash_fwd") and r.get("ours_fwd"):
+        measured = r.get("flash_fwd") and r.get("ours_fwd")
+        if r["dtype"] == "float16" and r["N"] == 4096 and r["E"] in (64, 128) and measured:
             ratio = r["flash_fwd"] / r["ours_fwd"]
             out.append(f"- float16 forward, N=4096, E={r['E']}, causal={r['causal']}: {ratio:.2f}x "
                        "torch flash "
@@ -216,7 +227,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--e", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--dtypes", nargs="+", default=["float16", "float32"], choices=["float16", "float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float16", "float32"],
+                        choices=["float16", "float32", "bfloat16"])
     parser.add_argument("--bh", type=int, default=32, help="batch x heads (default 32)")
     parser.add_argument("--causal", choices=["no", "yes", "both"], default="both")
     parser.add_argument("--repeats", type=int, default=5)
@@ -239,7 +251,8 @@ def main(argv=None):
                     row = run_config(torch, cupy, dtype, E, N, args.bh, causal, args.repeats, rng)
                     rows.append(row)
                     print(render([row], "").splitlines()[-1], flush=True)
-    command = "python -m attention_scratch.bench --gpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m attention_scratch.bench --gpu " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     header = "\n".join([
         "# GPU results: CuPy flash attention kernels against PyTorch SDPA", "",
         f"- device: {torch.cuda.get_device_name()} (compute capability "

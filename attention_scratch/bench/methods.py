@@ -10,7 +10,12 @@ import numpy as np
 from ..backends import tile_plan, unavailable_reason
 from ..backends.numba.autotune import AUTO_BLOCK
 from ..flash import flash_attention, flash_attention_backward
-from ..testing import attention_oracle, attention_oracle_backward, dense_reference, dense_reference_backward
+from ..testing import (
+    attention_oracle,
+    attention_oracle_backward,
+    dense_reference,
+    dense_reference_backward,
+)
 
 METHODS = ("naive numpy", "flash numpy", "flash numba", "torch sdpa")
 
@@ -43,7 +48,8 @@ class Method:
             with self.torch.no_grad():
                 return self.torch.nn.functional.scaled_dot_product_attention(
                     self.tq, self.tk, self.tv, is_causal=causal).numpy()
-        return flash_attention(self.q, self.k, self.v, causal, backend=self.backend, **self.tile_args)
+        return flash_attention(self.q, self.k, self.v, causal, backend=self.backend,
+                               **self.tile_args)
 
     def prepare_backward(self, causal):
         self.state = None

@@ -43,8 +43,18 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS
-from .tiles import (add_into, dscores_in_place, key_blocks, probs_from_lse, query_blocks,
-                          tile_is_full, tile_view, transposed, transposed_into, zigzag)
+from .tiles import (
+    add_into,
+    dscores_in_place,
+    key_blocks,
+    probs_from_lse,
+    query_blocks,
+    tile_is_full,
+    tile_view,
+    transposed,
+    transposed_into,
+    zigzag,
+)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)

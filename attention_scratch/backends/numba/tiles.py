@@ -21,7 +21,6 @@ from numba import njit
 from ... import bands
 from .exp import LOOP_FLAGS, fast_exp
 
-
 # The block arithmetic of the NumPy reference, compiled: one source for both paths.
 key_blocks = njit(cache=True)(bands.key_blocks)
 query_blocks = njit(cache=True)(bands.query_blocks)

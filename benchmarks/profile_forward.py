@@ -1,0 +1,119 @@
+"""Where one tile of the Numba forward pass spends its time, on one core (chapter 12, issue 17).
+
+Run in a plain process::
+
+    PYTHONPATH=. python benchmarks/profile_forward.py --tiles 64x64 128x128 128x256 --rounds 15
+
+For each tile shape ``block_q x block_k`` (E = Ev = 64, float32) it times, hot in the cache,
+each step of :func:`attention_scratch.backends.numba.forward.forward_query_block`'s loop
+separately: the score product ``K_j Q_iᵀ`` (BLAS), the online softmax of the tile (max, exp,
+sum), the product ``P V_j`` (BLAS) and the rescaling of the output; then the whole kernel on
+one thread (L = S = 2048, one head), divided by its number of tiles. What the whole kernel
+takes beyond the sum of the steps is the cost of bringing ``K_j`` and ``V_j`` from farther
+caches, and the loop's overhead. The steps take turns in every round; the best of the rounds
+counts.
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+
+from attention_scratch.backends.numba.forward import forward_parallel, online_softmax_tile
+from attention_scratch.backends.numba.threads import blas_one_thread
+
+
+@numba.njit
+def products(a, b, out, n):
+    for _ in range(n):
+        np.dot(a, b, out)
+
+
+@numba.njit
+def products_at(a, b, out, n):
+    for _ in range(n):
+        np.dot(a.T, b, out)
+
+
+@numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+def softmax_steps(t, m, l, alpha, shift, n):
+    for _ in range(n):
+        m[:] = 0.0  # the same work every time: no key is new, nothing overflows
+        online_softmax_tile(t, m, l, alpha, shift)
+
+
+@numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+def rescale_steps(o, pv, alpha, n):
+    for _ in range(n):
+        for r in range(o.shape[0]):
+            a = alpha[r]
+            for e in range(o.shape[1]):
+                o[r, e] = o[r, e] * a + pv[r, e]
+
+
+def best(fn, rounds):
+    fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def profile(bq, bk, rounds, n=200, N=2048, E=64):
+    rng = np.random.default_rng(0)
+    q_t = rng.standard_normal((E, bq), dtype=np.float32)
+    k_tile = rng.standard_normal((bk, E), dtype=np.float32)
+    v_tile = rng.standard_normal((bk, E), dtype=np.float32)
+    t = np.empty((bk, bq), dtype=np.float32)
+    np.dot(k_tile, q_t, out=t)
+    t *= 0.125
+    pv = np.empty((bq, E), dtype=np.float32)
+    o = np.zeros((bq, E), dtype=np.float32)
+    m, l, alpha, shift = (np.zeros(bq, dtype=np.float32) for _ in range(4))
+    q, k, v = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(3))
+    out, lse = np.empty((1, N, E), dtype=np.float32), np.empty((1, N), dtype=np.float32)
+    tiles = -(-N // bq) * -(-N // bk)
+    steps = {
+        "K Qᵀ (BLAS)": lambda: products(k_tile, q_t, t, n),
+        "softmax": lambda: softmax_steps(t, m, l, alpha, shift, n),
+        "P V (BLAS)": lambda: products_at(t, v_tile, pv, n),
+        "rescale O": lambda: rescale_steps(o, pv, alpha, n),
+        "whole kernel": lambda: forward_parallel(q, k, v, out, lse, np.float32(0.125), -N, N, bq,
+                                                 bk),
+    }
+    per_tile = dict.fromkeys(steps, np.inf)
+    numba.set_num_threads(1)
+    try:
+        with blas_one_thread():
+            for _ in range(rounds):
+                for name, fn in steps.items():
+                    seconds = best(fn, 1) / (tiles if name == "whole kernel" else n)
+                    per_tile[name] = min(per_tile[name], seconds)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    flops = 4 * bq * bk * E
+    parts = sum(v for k_, v in per_tile.items() if k_ != "whole kernel")
+    whole = per_tile["whole kernel"]
+    print(f"tile {bq}x{bk}: whole kernel {whole * 1e6:.2f} µs per tile = "
+          f"{flops / whole / 1e9:.1f} GFLOP/s on one core")
+    for name, seconds in per_tile.items():
+        if name != "whole kernel":
+            print(f"  {name:<12} {seconds * 1e6:7.2f} µs  {seconds / whole:5.0%} of the tile")
+    print(f"  {'the rest':<12} {(whole - parts) * 1e6:7.2f} µs  {(whole - parts) / whole:5.0%} "
+          "(loads of K_j, V_j from farther caches, loop overhead)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", nargs="+", default=["64x64", "128x128", "128x256"])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    for tile in args.tiles:
+        bq, bk = map(int, tile.split("x"))
+        profile(bq, bk, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

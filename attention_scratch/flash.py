@@ -108,7 +108,8 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
             q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
             do_blk = d_out[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, Ev)
-            scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (N, Hkv, G, bq, bk)
+            scores = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk)
+            scores *= scale  # in place: no second tile
             p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
             dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev)
             dp = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk)

@@ -41,9 +41,9 @@ SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
 BLOCK_Q = (32, 64, 128)
 BLOCK_K = (32, 64, 128, 256)
-TUNE_MAX_LEN = 2048  # the tuning run's longest sequence: a bucket above it is timed at this length
+TUNE_MAX_LEN = 1024  # the tuning run's longest sequence: a bucket above it is timed at this length
 TUNE_MAX_HEADS = 8
-ROUNDS = 2  # each candidate is timed this many times, interleaved; the best time counts
+ROUNDS = 3  # each candidate is timed this many times, interleaved; the best time counts
 _memory = {}  # cache path -> its entries, for this process
 
 

@@ -41,7 +41,8 @@ SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
 BLOCK_Q = (32, 64, 128)
 BLOCK_K = (32, 64, 128, 256)
-TUNE_MAX_LEN = 1024  # the tuning run's longest sequence: a bucket above it is timed at this length
+TUNE_MAX_LEN = 4096  # the tuning run's longest sequence: a bucket above it is timed at this length
+TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second for 36 forward calls
 TUNE_MAX_HEADS = 8
 ROUNDS = 3  # each candidate is timed this many times, interleaved; the best time counts
 _memory = {}  # cache path -> its entries, for this process
@@ -136,14 +137,24 @@ def entries():
     return _memory[path]
 
 
-def _tuning_inputs(backward, dtype, L, S, E, Ev, heads, seed=0):
-    """Random kernel-layout inputs for the tuning run: ``q`` (H, L', E), ``k`` (H, S', E), ...
+def tuning_shape(L, S, heads):
+    """``(H, L', S')`` of the tuning run for a call with ``heads`` heads of ``L`` queries, ``S`` keys.
 
-    ``L' = min(L, TUNE_MAX_LEN)`` (likewise ``S'``) and ``H = min(heads, TUNE_MAX_HEADS)``.
+    The lengths are the call's, up to :data:`TUNE_MAX_LEN`, because how often a tile of
+    ``K`` and ``V`` must come back from a far cache depends on them; the heads are cut so
+    that ``H·L'·S'`` stays near :data:`TUNE_WORK` (at least one head, at most the call's and
+    :data:`TUNE_MAX_HEADS`), so the tuning costs about the same for every bucket.
     """
-    rng = np.random.default_rng(seed)
-    H = max(1, min(heads, TUNE_MAX_HEADS))
     L, S = min(L, TUNE_MAX_LEN), min(S, TUNE_MAX_LEN)
+    H = max(1, min(heads, TUNE_MAX_HEADS, round(TUNE_WORK / max(L * S, 1))))
+    return H, L, S
+
+
+def _tuning_inputs(backward, dtype, L, S, E, Ev, heads, seed=0):
+    """Random kernel-layout inputs for the tuning run (:func:`tuning_shape`): ``q`` (H, L', E),
+    ``k`` (H, S', E), ``v`` (H, S', Ev) and, for the backward pass, ``d_out`` (H, L', Ev)."""
+    rng = np.random.default_rng(seed)
+    H, L, S = tuning_shape(L, S, heads)
     q = rng.standard_normal((H, L, E)).astype(dtype)  # (H, L', E)
     k = rng.standard_normal((H, S, E)).astype(dtype)  # (H, S', E)
     v = rng.standard_normal((H, S, Ev)).astype(dtype)  # (H, S', Ev)
@@ -210,8 +221,8 @@ def tuned_blocks(backward, dtype, L, S, E, Ev, heads, masked):
         (bq, bk), seconds = min(times.items(), key=lambda item: item[1])
         known[key] = {"block_q": bq, "block_k": bk, "seconds": seconds,
                       "candidates": {f"{q}x{k}": t for (q, k), t in times.items()},
-                      "tuned_on": {"L": min(L, TUNE_MAX_LEN), "S": min(S, TUNE_MAX_LEN),
-                                   "heads": max(1, min(heads, TUNE_MAX_HEADS))},
+                      "tuned_on": dict(zip(("heads", "L", "S"), tuning_shape(L, S, heads),
+                                           strict=True)),
                       "date": datetime.datetime.now(datetime.timezone.utc)
                       .isoformat(timespec="seconds")}
         written = _write(cache_path(), known)

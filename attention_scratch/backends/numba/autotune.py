@@ -138,7 +138,7 @@ def entries():
 
 
 def tuning_shape(L, S, heads):
-    """``(H, L', S')`` of the tuning run for a call with ``heads`` heads of ``L`` queries, ``S`` keys.
+    """``(H, L', S')`` of the tuning run for a call of ``heads`` heads, ``L`` queries, ``S`` keys.
 
     The lengths are the call's, up to :data:`TUNE_MAX_LEN`, because how often a tile of
     ``K`` and ``V`` must come back from a far cache depends on them; the heads are cut so

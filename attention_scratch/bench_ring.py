@@ -45,7 +45,11 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
     from threadpoolctl import threadpool_limits
 
     import attention_scratch as at
-    from attention_scratch.distributed import ring_attention, ring_attention_backward, shard_positions
+    from attention_scratch.distributed import (
+        ring_attention,
+        ring_attention_backward,
+        shard_positions,
+    )
 
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()

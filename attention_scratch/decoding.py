@@ -1,5 +1,4 @@
-"""Attention split across key chunks and across devices: flash-decoding and ring attention (chapter
-11).
+"""Attention split across key chunks and across devices: flash-decoding and ring attention (chapter 11).
 
 Both rest on the merge operator of chapter 8. Attention over a set of keys is
 determined by two numbers per query row and part: its normalised output and its
@@ -59,8 +58,7 @@ def combine_splits(outs, lses):
 
 
 def _bounds(n, parts):
-    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)`` (some may be
-    empty)."""
+    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)`` (some may be empty)."""
     edges = np.linspace(0, n, parts + 1).round().astype(int)
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
@@ -68,8 +66,7 @@ def _bounds(n, parts):
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
                        enable_gqa=False, *, causal_align="top_left", window=None,
                        block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False):
-    """Attention computed over ``num_splits`` key chunks independently, then combined
-    (flash-decoding).
+    """Attention computed over ``num_splits`` key chunks independently, then combined (flash-decoding).
 
     Each chunk runs the flash forward pass on its slice of the keys with the
     mask shifted to the chunk's position, giving a partial output and
@@ -82,9 +79,8 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     num_splits = check_positive_int(num_splits, "num_splits")
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
-                          causal_align=causal_align, window=window, block_q=block_q,
-                          block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
     q, k, v = args.q, args.k, args.v  # (N, Hkv, G, L, E), (N, Hkv, 1, S, E), (N, Hkv, 1, S, Ev)
     acc_dtype, (block_q, block_k) = args.acc_dtype, args.plan.used
     outs, lses = [], []
@@ -94,8 +90,8 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
                                   acc_dtype)  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
         outs.append(out)
         lses.append(lse)
-    out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, ...)
-    return args.finish_forward(out.astype(args.dtype), lse, return_lse)  # (..., Hq, L, Ev)
+    out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
+    return args.finish_forward(out.astype(args.dtype), lse, return_lse)  # NaN rows marked, shapes restored
 
 
 def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
@@ -125,16 +121,14 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
     world = check_positive_int(world_size, "world_size")
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
-                          causal_align=causal_align, window=window, block_q=block_q,
-                          block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
+                          window=window, block_q=block_q, block_k=block_k)
     q, k, v, acc_dtype = args.q, args.k, args.v, args.acc_dtype
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
     xp = array_module(q)  # NumPy or CuPy: the device state lives where the inputs do
-    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, args.Ev), dtype=acc_dtype),  # (N, Hkv, G, Lr, Ev)
-                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype))  # (N, Hkv, G, Lr)
-               for i0, i1 in q_bounds]
+    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc_dtype),  # (N, Hkv, G, Lr, Ev)
+                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype)) for i0, i1 in q_bounds]
     held = list(range(world))  # held[r] = index of the key/value shard device r holds
     log = []
     for _ in range(world):
@@ -143,8 +137,7 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
             s = held[r]
             j0, j1 = kv_bounds[s]
             band = shift_band(args.band, i0, j0)
-            empty = i1 == i0 or j1 == j0
-            if empty or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
+            if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
                 step.append((s, "skipped"))  # nothing in this shard is visible to these queries
                 continue
             part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], args.scale,

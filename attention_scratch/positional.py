@@ -16,8 +16,13 @@ import math
 
 import numpy as np
 
-from ._checks import (array_module, as_float_array, check_nonnegative_int, check_positive_int,
-                      to_host)
+from ._checks import (
+    array_module,
+    as_float_array,
+    check_nonnegative_int,
+    check_positive_int,
+    to_host,
+)
 
 
 # BEGIN EXERCISE 7.1 (2 points): the sinusoidal position encoding
@@ -46,8 +51,7 @@ def sinusoidal_table(length, d_model, base=10000.0):
 # BEGIN EXERCISE 7.2 (3 points): the RoPE rotation
 # uses: from attention_scratch._checks import array_module
 def rotate_pairs(x, cos, sin):
-    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and
-    sine are given.
+    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
 
     ``y[2i] = x[2i]·cos_i - x[2i+1]·sin_i`` and ``y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i``
     (the interleaved pairs of the RoFormer paper). Rotations keep lengths.
@@ -116,8 +120,7 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError("slopes must have shape (H,), one slope per head; got shape "
-                         f"{slopes.shape}")
+        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
     # BEGIN SOLUTION
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
@@ -135,8 +138,8 @@ def sinusoidal_encoding(length, d_model, base=10000.0):
     ------
     returns ``(length, d_model)`` float64; ``length`` may be 0 (an empty table, no position).
     """
-    length = check_nonnegative_int(length, "length")
-    return sinusoidal_table(length, check_positive_int(d_model, "d_model"), float(base))
+    return sinusoidal_table(check_nonnegative_int(length, "length"), check_positive_int(d_model, "d_model"),
+                            float(base))
 
 
 class LearnedPositionalEmbedding:
@@ -183,8 +186,7 @@ class LearnedPositionalEmbedding:
                              f"{self._shape}; got {g.shape}")
         d_table = np.zeros_like(self.params["P"])  # (max_len, d_model)
         L = self._shape[-2]
-        rows = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (..., L, d_model) -> (L, d_model)
-        d_table[self._offset:self._offset + L] = rows
+        d_table[self._offset:self._offset + L] = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (L, d_model)
         self.grads = {"P": d_table}
         return g
 
@@ -197,8 +199,7 @@ def rope_angles(positions, head_dim, base=10000.0):
     ``positions`` (L,) -> ``cos``, ``sin`` ``(L, head_dim/2)`` float64.
     """
     if head_dim % 2:
-        raise ValueError("RoPE needs an even head dim (head_dim, the last axis of the "
-                         "queries/keys); "
+        raise ValueError(f"RoPE needs an even head dim (head_dim, the last axis of the queries/keys); "
                          f"got {head_dim}")
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq  # (L, D/2)
@@ -216,8 +217,7 @@ def _rope(x, positions, base, sign):
                          f"got {positions.shape}")
     cos, sin = rope_angles(positions, x.shape[-1], base)  # (L, D/2), on the host
     xp = array_module(x)
-    cos, sin = xp.asarray(cos.astype(x.dtype)), xp.asarray((sign * sin).astype(x.dtype))
-    return rotate_pairs(x, cos, sin)
+    return rotate_pairs(x, xp.asarray(cos.astype(x.dtype)), xp.asarray((sign * sin).astype(x.dtype)))
 
 
 def apply_rope(x, positions=None, base=10000.0):

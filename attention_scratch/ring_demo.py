@@ -11,8 +11,12 @@ rank's largest difference.
 import numpy as np
 
 import attention_scratch as at
-from attention_scratch.distributed import (ring_attention, ring_attention_backward, shard_positions,
-                                           split_kv_attention)
+from attention_scratch.distributed import (
+    ring_attention,
+    ring_attention_backward,
+    shard_positions,
+    split_kv_attention,
+)
 
 
 def main():

@@ -27,8 +27,7 @@ from .transformer_layers import MLP, LayerNorm
 
 
 class SelfAttention(Module):
-    """Causal self-attention: a :class:`MultiHeadAttention` seen as a
-    :class:`~attention_scratch.nn.Module`.
+    """Causal self-attention: a :class:`MultiHeadAttention` seen as a :class:`~attention_scratch.nn.Module`.
 
     ``params`` is the attention layer's own dictionary (the optimiser updates
     the live arrays); :meth:`backward` adds the layer's gradients to ``grads``.
@@ -71,8 +70,7 @@ class Block(Module):
 
     def forward(self, x, cache=None, need_weights=False, attn_mask=None):
         h, c_ln1 = self.ln1.forward(x)  # (B, L, d)
-        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights,
-                                 attn_mask=attn_mask)  # (B, L, d)
+        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights, attn_mask=attn_mask)  # (B, L, d)
         x = x + a  # (B, L, d)
         h2, c_ln2 = self.ln2.forward(x)  # (B, L, d)
         m, c_mlp = self.mlp.forward(h2)  # (B, L, d)
@@ -104,8 +102,7 @@ class TinyTransformer(Module):
                  rng, tie_weights=False):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
-                           num_layers=num_layers, hidden=hidden, max_len=max_len,
-                           tie_weights=tie_weights)
+                           num_layers=num_layers, hidden=hidden, max_len=max_len, tie_weights=tie_weights)
         self.tok = Embedding(vocab_size, d_model, rng)
         self.tok.params["W"] *= 0.3  # N(0, 0.09): the embeddings start no louder than the positions
         self.positions = sinusoidal_encoding(max_len, d_model)  # (max_len, d): fixed, not trained
@@ -125,8 +122,7 @@ class TinyTransformer(Module):
         """
         L = ids.shape[1]
         if offset + L > self.positions.shape[0]:
-            raise ValueError(f"positions {offset}..{offset + L - 1} exceed "
-                             f"max_len={self.positions.shape[0]}")
+            raise ValueError(f"positions {offset}..{offset + L - 1} exceed max_len={self.positions.shape[0]}")
         x, _ = self.tok.forward(ids)  # (B, L, d)
         return x + self.positions[offset:offset + L]  # (B, L, d)
 
@@ -180,8 +176,7 @@ class TinyTransformer(Module):
 # BEGIN EXERCISE 15.3 (3 points): one generation step with a KV cache
 # writes: caches
 def decode_step(model, ids, caches):
-    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last
-    logits.
+    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last logits.
 
     The new tokens sit at positions ``p .. p + n - 1`` where ``p = caches[0].length``
     is the number of tokens already cached. Embed them with
@@ -233,7 +228,7 @@ def generate(model, prompt, num_new, use_cache=True):
     return seq
 
 
-if __name__ == "__main__":  # the training command line: training/transformer.py (no import cycle)
+if __name__ == "__main__":  # the training command line lives in training/transformer.py (no import cycle)
     from attention_scratch.training.transformer import main
 
     main()

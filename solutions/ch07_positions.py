@@ -5,10 +5,11 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 7
 """
 
 
-import numpy as np
-from attention_scratch._checks import array_module
 import math
-from attention_scratch._checks import check_positive_int
+
+import numpy as np
+
+from attention_scratch._checks import array_module, check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding

@@ -6,12 +6,20 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 12
 
 
 import numpy as np
-from attention_scratch.backends.numba.exp import pow2_f32
 from numba import prange
+
+from attention_scratch.backends.numba.exp import pow2_f32
 from attention_scratch.backends.numba.forward import forward_query_block
-from attention_scratch.backends.numba.tiles import zigzag
-from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
-from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view, transposed
+from attention_scratch.backends.numba.tiles import (
+    add_into,
+    dscores_in_place,
+    key_blocks,
+    probs_from_lse,
+    tile_is_full,
+    tile_view,
+    transposed,
+    zigzag,
+)
 
 
 # Exercise 12.1 (3 points): a vectorisable float32 exponential

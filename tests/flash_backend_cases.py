@@ -8,14 +8,20 @@ and keeps its backend's own extra tests beside it. A backend that is not availab
 skips with its reason (the module-level skip of its test file).
 """
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from attention_scratch.flash import flash_attention as numpy_flash
-from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       dense_reference, reference_mask)
+from attention_scratch.testing import (
+    assert_close,
+    attention_oracle,
+    attention_oracle_backward,
+    dense_reference,
+    reference_mask,
+)
 
 MASKS = [
     (False, "top_left", None),
@@ -32,18 +38,16 @@ ALL_MASK_IDS = MASK_IDS + ["causal-br+window(2,0)", "window(0,0)", "window(-,2)"
 
 @dataclasses.dataclass
 class Backend:
-    """``forward``/``backward`` have the signatures of flash_attention(_backward) without
-    ``backend``
+    """``forward``/``backward`` have the signatures of flash_attention(_backward) without ``backend``
     and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns ``(out, lse, grads)`` as
     float32 NumPy arrays computed from bfloat16 inputs (None when unsupported). ``same_as`` is a
     backend that computes the same tiles the same way: every :func:`check_against_oracle` then
-    also asserts agreement with it to ``same_tol`` (the Numba kernels against the NumPy
-    reference)."""
+    also asserts agreement with it to ``same_tol`` (the Numba kernels against the NumPy reference)."""
 
     name: str
     forward: Callable
     backward: Callable
-    bfloat16: Optional[Callable] = None
+    bfloat16: Callable | None = None
     same_as: Optional["Backend"] = None
     same_tol: float = 1e-12
 
@@ -73,8 +77,7 @@ def oracle(q, k, v, g, mask):
 
 
 def check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref=None, **tol):
-    """``ref``: :func:`oracle` of the same inputs, when a caller checks several block sizes on
-    them."""
+    """``ref``: :func:`oracle` of the same inputs, when a caller checks several block sizes on them."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask) if ref is None else ref
     where = f"{backend.name}, block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
@@ -87,14 +90,12 @@ def check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref=None, **tol):
 
 
 def check_same_as(backend, got, ref, where):
-    """``got`` = (out, lse, dQ, dK, dV) equals ``backend.same_as``'s in dtype, shape and to
-    ``same_tol``."""
+    """``got`` = (out, lse, dQ, dK, dV) equals ``backend.same_as``'s in dtype, shape and to ``same_tol``."""
     ref = (ref[0], ref[1], *ref[2])
     tol = backend.same_tol
     for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref):
         assert a.dtype == b.dtype and a.shape == b.shape, f"{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-        assert_close(a, b, rtol=tol, atol=tol, what=f"{name}, {backend.name} vs "
-                                                    f"{backend.same_as.name} ({where})")
+        assert_close(a, b, rtol=tol, atol=tol, what=f"{name}, {backend.name} vs {backend.same_as.name} ({where})")
 
 
 def case_block_sizes(backend, rng, mask, L, S, blocks):
@@ -155,8 +156,7 @@ EMPTY_SHAPES = [  # (lead, Hq, Hkv, L, S, E, Ev): one axis 0 at a time, as PyTor
 
 
 def case_empty_dimensions(backend, rng):
-    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes; no kernel
-    crashes."""
+    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes; no kernel crashes."""
     for lead, hq, hkv, L, S, E, Ev in EMPTY_SHAPES:
         for dtype in (np.float64, np.float32):
             q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
@@ -206,8 +206,7 @@ def case_window_that_sees_no_key(backend, rng):
 
 
 def case_nan_in_a_masked_position_does_not_leak(backend, rng):
-    """NaN in the key *and* value of keys that no row may attend to reaches no output and no
-    gradient."""
+    """NaN in the key *and* value of keys that no row may attend to reaches no output and no gradient."""
     for L, S, mask, hidden in ((7, 8, (True, "top_left", None), [7]),  # key 7: after every row
                                (5, 9, (True, "bottom_right", (1, None)), [0, 2])):  # before the band
         q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
@@ -235,8 +234,7 @@ def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
 
 
 def check_rule(backend, q, k, v, g, mask, bq, bk, what):
-    """``backend`` against the oracle, which implements the rule of CONVENTIONS.md for non-finite
-    values."""
+    """``backend`` against the oracle, which implements the rule of CONVENTIONS.md for non-finite values."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
     where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
@@ -339,8 +337,7 @@ def case_float16_forward(name, forward, rng, mask, L, S, E, Ev):
 
 
 def case_float16_nan_no_row_reaches(forward, rng):
-    """A float16 forward with NaN in a key and value that no row may attend to (whole tiles of
-    64)."""
+    """A float16 forward with NaN in a key and value that no row may attend to (whole tiles of 64)."""
     q, k, v, _ = make_inputs(rng, 7, 70, E=64, Ev=64, hq=1, hkv=1, dtype=np.float16)
     k[..., 69, :] = v[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
     out = forward(q, k, v, True)
@@ -433,8 +430,7 @@ class SharedFlashTests:
     """The test bodies every backend runs; subclass as ``class TestNumba(SharedFlashTests)``.
 
     A subclass sets ``backend`` and may set ``tiled_examples`` (Hypothesis examples of the
-    tiled-equals-dense property under the default profile; other profiles scale it). It may narrow a
-    grid only by overriding that test method.
+    tiled-equals-dense property under the default profile; other profiles scale it). It may narrow a grid only by overriding that test method.
     """
 
     backend: Backend
@@ -456,8 +452,7 @@ class SharedFlashTests:
     @pytest.mark.parametrize("mask", ALL_MASKS, ids=ALL_MASK_IDS)
     @pytest.mark.parametrize("L,S", SHAPES)
     def test_shapes_and_masks(self, rng, mask, L, S):
-        # L > S with bottom-right alignment, and narrow windows, leave rows with nothing to attend
-        # to.
+        # L > S with bottom-right alignment, and narrow windows, leave rows with nothing to attend to.
         case_shapes_and_masks(self.backend, rng, mask, L, S)
 
     def test_rows_with_nothing_to_attend_give_zero_output_inf_lse_zero_gradient(self, rng):

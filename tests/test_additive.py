@@ -2,15 +2,18 @@
 import numpy as np
 import pytest
 
-from attention_scratch.additive import (AdditiveAttention, additive_attention_loops, additive_score,
-                                        attention_pooling_backward)
+from attention_scratch.additive import (
+    AdditiveAttention,
+    additive_attention_loops,
+    additive_score,
+    attention_pooling_backward,
+)
 from attention_scratch.softmax import softmax
 from attention_scratch.testing import assert_close, grad_check, numerical_gradient
 
 
 def run_steps(attn, queries, keys, keep, **kw):
-    """Attend with several queries (one per decoder step) against one memory; return contexts,
-    caches."""
+    """Attend with several queries (one per decoder step) against one memory; return contexts, caches."""
     memory = attn.prepare(keys, keep)
     outs = [attn.forward(q, memory, **kw) for q in queries]
     return memory, outs

@@ -7,12 +7,21 @@ raises ``TypeError`` or returns a plain NumPy array, and these tests fail.
 """
 import sys
 
+import fake_cupy
 import numpy as np
 import pytest
 
-import fake_cupy
-from attention_scratch import (flash_attention, flash_attention_backward, logsumexp, online_logsumexp,
-                               online_softmax, ring_attention, softmax, softmax_backward, split_kv_attention)
+from attention_scratch import (
+    flash_attention,
+    flash_attention_backward,
+    logsumexp,
+    online_logsumexp,
+    online_softmax,
+    ring_attention,
+    softmax,
+    softmax_backward,
+    split_kv_attention,
+)
 from attention_scratch.testing import assert_close, attention_oracle
 
 
@@ -60,8 +69,7 @@ def test_numpy_flash_attention_runs_on_device_arrays(xp, rng, dtype):
     for got, ref, name in zip((out, lse, *grads), (ref_out, ref_lse, *ref_grads), ("out", "lse", "dq", "dk", "dv")):
         assert type(got) is xp.ndarray, f"{name} left the device"
         assert got.dtype == ref.dtype
-        assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host (same "
-                                                          "operations)")
+        assert_close(got.get(), ref, rtol=0, atol=0, what=f"{name}: device vs host (same operations)")
 
 
 def test_the_oracle_accepts_device_arrays_and_answers_on_the_host(xp, rng):
@@ -99,8 +107,7 @@ def _same_on_device(xp, name, got, ref):
 
 
 def test_dense_attention_masks_and_its_backward_stay_on_the_device(xp, rng):
-    """Chapters 4 and 5: SDPA with every kind of mask, its weights, dropout and the backward
-    pass."""
+    """Chapters 4 and 5: SDPA with every kind of mask, its weights, dropout and the backward pass."""
     import copy
 
     from attention_scratch import causal_mask, combine_masks, padding_mask
@@ -112,22 +119,18 @@ def test_dense_attention_masks_and_its_backward_stay_on_the_device(xp, rng):
     keep = combine_masks(causal_mask(9, 11, "bottom_right"), padding_mask([11, 7], 11))  # (2, 1, 9, 11)
     bias = np.where(keep, rng.standard_normal(keep.shape), -np.inf)
     dev = [xp.asarray(a) for a in (q, k, v)]
-    for name, kw in (("causal", dict(is_causal=True)), ("device bool "
-                                                        "mask", dict(attn_mask=xp.asarray(keep))),
-                     ("host bool mask", dict(attn_mask=keep)), ("float "
-                                                                "mask", dict(attn_mask=xp.asarray(bias)))):
+    for name, kw in (("causal", dict(is_causal=True)), ("device bool mask", dict(attn_mask=xp.asarray(keep))),
+                     ("host bool mask", dict(attn_mask=keep)), ("float mask", dict(attn_mask=xp.asarray(bias)))):
         host_kw = {key: (val.get() if type(val) is xp.ndarray else val) for key, val in kw.items()}
         _same_on_device(xp, f"sdpa, {name}", sdpa(*dev, enable_gqa=True, return_weights=True, **kw),
                         sdpa(q, k, v, enable_gqa=True, return_weights=True, **host_kw))
-        _same_on_device(xp, "sdpa backward, "
-                            f"{name}", sdpa_backward(xp.asarray(g), *dev, enable_gqa=True, **kw),
+        _same_on_device(xp, f"sdpa backward, {name}", sdpa_backward(xp.asarray(g), *dev, enable_gqa=True, **kw),
                         sdpa_backward(g, q, k, v, enable_gqa=True, **host_kw))
     gen = np.random.default_rng(5)
     drop = dict(dropout_p=0.3, enable_gqa=True, is_causal=True)
     _same_on_device(xp, "sdpa with dropout", sdpa(*dev, rng=copy.deepcopy(gen), **drop),
                     sdpa(q, k, v, rng=copy.deepcopy(gen), **drop))
-    _same_on_device(xp, "sdpa backward with "
-                        "dropout", sdpa_backward(xp.asarray(g), *dev, rng=copy.deepcopy(gen), **drop),
+    _same_on_device(xp, "sdpa backward with dropout", sdpa_backward(xp.asarray(g), *dev, rng=copy.deepcopy(gen), **drop),
                     sdpa_backward(g, q, k, v, rng=copy.deepcopy(gen), **drop))
     _same_on_device(xp, "combine_masks", combine_masks(xp.asarray(keep), causal_mask(9, 11)),
                     combine_masks(keep, causal_mask(9, 11)))
@@ -151,8 +154,13 @@ def test_kv_cache_and_rope_stay_on_the_device(xp, rng):
 
 def test_efficient_attention_variants_stay_on_the_device(xp, rng):
     """Chapter 14: sliding-window, linear (three forms) and Performer attention."""
-    from attention_scratch import (linear_attention, linear_attention_chunked, linear_attention_recurrent,
-                                   performer_attention, sliding_window_attention)
+    from attention_scratch import (
+        linear_attention,
+        linear_attention_chunked,
+        linear_attention_recurrent,
+        performer_attention,
+        sliding_window_attention,
+    )
 
     q, k, v = (rng.standard_normal((2, 2, 12, 4)) for _ in range(3))
     dq_, dk_, dv_ = (xp.asarray(a) for a in (q, k, v))
@@ -166,8 +174,7 @@ def test_efficient_attention_variants_stay_on_the_device(xp, rng):
 
 
 def test_multi_head_attention_runs_on_the_device_once_its_parameters_are_there(xp, rng):
-    """Chapter 6: the layer keeps no host arrays of its own besides ``params``; moved, it computes
-    on the device."""
+    """Chapter 6: the layer keeps no host arrays of its own besides ``params``; moved, it computes on the device."""
     from attention_scratch import MultiHeadAttention
 
     on_host = MultiHeadAttention(8, 4, num_kv_heads=2, rng=np.random.default_rng(3), rope=True)

@@ -70,15 +70,13 @@ def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
 def test_command_line_shows_progress_on_stderr_and_ends_with_the_results_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "measure_sgemm", lambda: 100.0)  # the real one takes seconds
     out = tmp_path / "bench.json"
-    assert bench.main(["--sizes", "32", "--repeats", "1", "--heads", "1", "--methods", "flash "
-                                                                                       "numpy",
+    assert bench.main(["--sizes", "32", "--repeats", "1", "--heads", "1", "--methods", "flash numpy",
                        "--out", str(out)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     assert lines[-1] == f"results: {out}; figure: {out.with_suffix('.png')}"
     assert bench.HEADER in lines and sum(line.split()[:1] == ["32"] for line in lines) == 4, captured.out
-    # the bar counts the four cases (plain and causal, forward and backward) and names the one
-    # running
+    # the bar counts the four cases (plain and causal, forward and backward) and names the one running
     assert "4/4" in captured.err and "N=32 causal backward" in captured.err, captured.err
     assert "results:" not in captured.err and "4/4" not in captured.out
     assert json.loads(out.read_text())["results"]
@@ -86,7 +84,6 @@ def test_command_line_shows_progress_on_stderr_and_ends_with_the_results_line(tm
 
 def test_run_without_progress_writes_nothing_to_stderr(capsys, monkeypatch):
     monkeypatch.setattr(bench, "measure_sgemm", lambda: 100.0)
-    bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash "
-                                                        "numpy",), passes=("forward",), causal=(False,),
+    bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash numpy",), passes=("forward",), causal=(False,),
               log=lambda line: None)
     assert capsys.readouterr().err == ""

@@ -8,12 +8,13 @@ nor that they are free of races a real GPU could expose: see tests/test_cupy_gpu
 """
 import functools
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
 
-import flash_backend_cases as cases
-from attention_scratch.backends.cuda import driver as cuda_driver, emulator as cuda_emulation
-from attention_scratch.testing import assert_close, attention_oracle
+from attention_scratch.backends.cuda import driver as cuda_driver
+from attention_scratch.backends.cuda import emulator as cuda_emulation
+from attention_scratch.testing import assert_close
 
 reason = cuda_emulation.unavailable_reason()
 pytestmark = [pytest.mark.skipif(reason is not None, reason=str(reason)),
@@ -45,8 +46,7 @@ SMALL_SMEM = cases.Backend(
 
 
 class TestCudaEmulation(cases.SharedFlashTests):
-    """The test bodies every backend runs (tests/flash_backend_cases.py), on the emulated
-    kernels."""
+    """The test bodies every backend runs (tests/flash_backend_cases.py), on the emulated kernels."""
 
     backend = EMULATED
     tiled_examples = 15
@@ -88,8 +88,7 @@ def test_float16_tensor_core_kernel(rng, causal, kernel):
 @pytest.mark.parametrize("causal", [False, True])
 def test_bfloat16_tensor_core_kernel(rng, causal, kernel):
     run = functools.partial(_bf16, tensor_cores=kernel)
-    cases.case_bfloat16(cases.Backend("CUDA emulation, "
-                                      f"{kernel}", None, None, run), rng, causal, L=70, S=90, E=40)
+    cases.case_bfloat16(cases.Backend(f"CUDA emulation, {kernel}", None, None, run), rng, causal, L=70, S=90, E=40)
 
 
 @TENSOR_CORE_KERNELS
@@ -174,6 +173,7 @@ def cupy_glue(monkeypatch):
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
@@ -195,6 +195,7 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
@@ -202,8 +203,7 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     monkeypatch.setattr(cupy_gpu, "_LIMITS", {})
     seen = []
     monkeypatch.setattr(cuda_driver, "forward_plan", _recording(cuda_driver.forward_plan, seen))
-    glue = cases.Backend("cupy_gpu "
-                         "glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
+    glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
     cases.case_low_precision(glue, rng, np.float16, causal, bq=64, bk=64, L=70, S=90, E=32)
     assert [p["kernel"] for p in seen] == [kernel]
 
@@ -267,20 +267,19 @@ def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_c
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     def launch(name, *args):
         if name == kernel:
-            raise cupy_gpu.KernelCompileError(f"compiling {kernel}<__half, 64> failed: a header "
-                                              "was not found")
+            raise cupy_gpu.KernelCompileError(f"compiling {kernel}<__half, 64> failed: a header was not found")
         return cuda_emulation._launch(name, *args)
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
     monkeypatch.setattr(cupy_gpu, "_LIMITS", {})
     monkeypatch.setattr(cupy_gpu, "_launch", launch)
     monkeypatch.setattr(cupy_gpu, "FAILED_TENSOR_CORE_KERNELS", {})
-    glue = cases.Backend("cupy_gpu "
-                         "glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
+    glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
     with pytest.warns(UserWarning, match="using the scalar kernel"):
         cases.case_low_precision(glue, rng, np.float16, True, bq=64, bk=64, L=40, S=50, E=32)
 

@@ -6,10 +6,10 @@ tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gp
 """
 import functools
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
 
-import flash_backend_cases as cases
 from attention_scratch.backends.cuda import gpu as cupy_gpu
 from attention_scratch.testing import assert_close, attention_oracle
 

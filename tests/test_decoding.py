@@ -89,15 +89,13 @@ def test_bad_counts_raise(rng, fn):
 
 
 def test_combine_splits_names_the_arguments_and_the_shapes():
-    with pytest.raises(ValueError, match=r"outs \(\.\.\., Ev\) and lses \(\.\.\.\) .* \(2, 4, 3\) "
-                                         r"and \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"outs \(\.\.\., Ev\) and lses \(\.\.\.\) .* \(2, 4, 3\) and \(3, 4\)"):
         combine_splits(np.zeros((2, 4, 3)), np.zeros((3, 4)))
 
 
 @pytest.mark.parametrize("trial", range(6))
 def test_split_kv_and_ring_follow_masked_means_absent(rng, trial):
-    """NaN and ±inf (DESIGN.md §3): the partial results of chunks and shards merge to the
-    oracle's."""
+    """NaN and ±inf (DESIGN.md §3): the partial results of chunks and shards merge to the oracle's."""
 
     q, k, v = (rng.standard_normal((1, 2, 9, 3)), rng.standard_normal((1, 1, 11, 3)),
                rng.standard_normal((1, 1, 11, 4)))

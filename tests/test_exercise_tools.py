@@ -70,8 +70,7 @@ def test_edited_stub_is_never_overwritten_and_check_accepts_it(fake_repo):
     tools.write(repo, package, out=open("/dev/null", "w"))
     assert tools.check(repo, package) == []
     stub = repo / "exercises" / "ch01_numpy_toolkit.py"
-    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double '
-                                      'it")', "return x + x")
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
     stub.write_text(edited)
     (package / "mod.py").write_text(MARKED_MODULE.replace("Return twice x.", "Return x doubled."))
     skipped = tools.write(repo, package, out=open("/dev/null", "w"))
@@ -99,8 +98,7 @@ def test_a_new_exercise_is_appended_to_an_edited_stub_and_check_says_it_is_missi
     repo, package = fake_repo
     tools.write(repo, package, out=open("/dev/null", "w"))
     stub = repo / "exercises" / "ch01_numpy_toolkit.py"
-    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double '
-                                      'it")', "return x + x")
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
     stub.write_text(edited)
     (package / "mod.py").write_text(MARKED_MODULE + SECOND_EXERCISE)
     assert tools.check(repo, package) == [

@@ -1,5 +1,4 @@
-"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own
-tests.
+"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own tests.
 
 The bodies every backend runs against the float64 oracle live in tests/flash_backend_cases.py
 (class TestNumPy below). Here: agreement with PyTorch to 1e-10 for every block size, the
@@ -7,13 +6,13 @@ block schedule and the tiles the kernels visit, peak memory, and argument errors
 """
 import tracemalloc
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
+from flash_backend_cases import make_inputs
 
 import attention_scratch as at
 import attention_scratch.flash as flash_mod
-import flash_backend_cases as cases
-from flash_backend_cases import make_inputs
 from attention_scratch.flash import block_schedule, flash_attention, flash_attention_backward
 from attention_scratch.testing import assert_close, reference_mask
 
@@ -32,8 +31,7 @@ def run_flash(q, k, v, g, mask, bq, bk):
 
 
 def torch_reference(torch, q, k, v, g, mask):
-    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked
-    scores."""
+    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked scores."""
     causal, align, window = mask
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
     keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align, window=window))

@@ -7,8 +7,7 @@ float64), and NaN / ±inf planted at random places of Q, K, V and dO, visible or
 Each backend (flash NumPy, flash Numba, the CUDA kernels in the CPU emulation, dense SDPA)
 computes output, lse and the three gradients; they must equal
 
-* NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from
-  the
+* NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from the
   dense mask, independently of attention_scratch._nonfinite), and
 * everywhere else PyTorch's ``scaled_dot_product_attention`` in float64 with autograd, run
   on the inputs with the non-finite entries replaced by 0 (masked means absent), within a
@@ -32,8 +31,7 @@ from attention_scratch.backends import unavailable_reason
 from attention_scratch.backends.cuda import emulator as cuda_emulation
 from attention_scratch.testing import reference_mask
 
-torch = pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; `make "
-                                            "test` installs it")
+torch = pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; `make test` installs it")
 
 SMEM = 99 * 1024
 EPS = {np.dtype(np.float64): np.finfo(np.float64).eps, np.dtype(np.float32): np.finfo(np.float32).eps,
@@ -200,8 +198,7 @@ def test_every_backend_agrees_with_pytorch_float64(name):
     while time.monotonic() - start < budget:
         run()
     if budget:
-        print(f"\nfuzz {name}: {CASES_RUN.get(name, 0) - before} cases in "
-              f"{time.monotonic() - start:.0f} s")
+        print(f"\nfuzz {name}: {CASES_RUN.get(name, 0) - before} cases in {time.monotonic() - start:.0f} s")
 
 
 def test_the_fuzz_profile_is_registered():

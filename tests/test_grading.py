@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+from test_answers import replace_function
 
 from attention_scratch.course.exercises import CHAPTERS, collect, write_stubs
 from attention_scratch.course.repo import find_repository
 from attention_scratch.course.sandbox import abi_version as sandbox_abi
-from test_answers import replace_function
 
 REPO = find_repository()
 CH01, CH04, CH12 = "ch01_numpy_toolkit", "ch04_scaled_dot_product", "ch12_numba_cpu"
@@ -69,10 +69,8 @@ _checker.fold = lambda outcomes: ("passed", "")
 
 def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     """Python and Numba endless loops, os._exit(0) and a changed NumPy state, graded together."""
-    ch01 = solution_text(CH01).replace("import numpy as np\n", "import numpy as "
-                                                               "np\n" + HOSTILE_PREAMBLE, 1)
-    ch01 = replace_function(ch01, "stable_logsumexp", "def stable_logsumexp(x, axis=-1):\n    "
-                                                      "while True:\n"
+    ch01 = solution_text(CH01).replace("import numpy as np\n", "import numpy as np\n" + HOSTILE_PREAMBLE, 1)
+    ch01 = replace_function(ch01, "stable_logsumexp", "def stable_logsumexp(x, axis=-1):\n    while True:\n"
                                                       "        pass\n")
     ch01 = replace_function(ch01, "softmax_vjp", "def softmax_vjp(grad_out, probs, axis=-1):\n"
                                                  "    import os\n    os._exit(0)\n")
@@ -102,8 +100,7 @@ def test_a_stub_that_patches_the_grader_scores_zero(tmp_path):
     stubs = write_stubs(tmp_path)
     for stem in (CH01, CH04):
         path = stubs / f"{stem}.py"
-        path.write_text(path.read_text().replace("import numpy as np\n", "import numpy as "
-                                                                         "np\n" + HOSTILE_PREAMBLE, 1))
+        path.write_text(path.read_text().replace("import numpy as np\n", "import numpy as np\n" + HOSTILE_PREAMBLE, 1))
     done = run_grader("--target", str(stubs), "--chapter", "1", "--chapter", "4", json_path=tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     assert {r["status"] for r in results_of(tmp_path / "r.json").values()} == {"not started"}
@@ -121,8 +118,7 @@ def test_a_file_that_does_not_import_fails_every_exercise_with_its_line(tmp_path
 
 def test_an_exception_shows_the_students_file_and_line(tmp_path):
     text = replace_function(solution_text(CH04), "scaled_scores",
-                            "def scaled_scores(query, key, scale):\n    out = query @ key\n    "
-                            "return out * scale\n")
+                            "def scaled_scores(query, key, scale):\n    out = query @ key\n    return out * scale\n")
     (tmp_path / f"{CH04}.py").write_text(text)
     done = run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     message = results_of(tmp_path / "r.json")["4.1"]["message"]
@@ -234,12 +230,10 @@ def scaled_scores(query, key, scale):
 '''
 
 
-@pytest.mark.skipif(sandbox_abi() < 1, reason="this kernel has no Landlock: student code is not "
-                                              "sandboxed "
+@pytest.mark.skipif(sandbox_abi() < 1, reason="this kernel has no Landlock: student code is not sandboxed "
                     "here (the grader says so); the sandbox is checked where Landlock exists")
 def test_student_code_runs_in_a_sandbox_it_cannot_leave(tmp_path):
-    """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no
-    writing
+    """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no writing
     the repository, no touching the checker."""
     source = SANDBOX_PROBE.format(repo=str(REPO))
     (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))

@@ -4,8 +4,16 @@ import pytest
 
 import attention_scratch.flash as flash_mod
 from attention_scratch.flash import flash_attention
-from attention_scratch.io_accounting import (dense_io, fa1_block_sizes, fa1_io, fa2_block_size, fa2_io,
-                                             flash_trace, peak_traced_memory, tiled_io)
+from attention_scratch.io_accounting import (
+    dense_io,
+    fa1_block_sizes,
+    fa1_io,
+    fa2_block_size,
+    fa2_io,
+    flash_trace,
+    peak_traced_memory,
+    tiled_io,
+)
 from attention_scratch.testing import assert_close, attention_oracle, reference_mask
 
 
@@ -35,8 +43,7 @@ def test_dense_io_is_4nd_plus_4n2():
 
 def test_growth_rates_match_the_flashattention_paper():
     d, M = 64, 100_000
-    # Θ(N²d²/M): quadrupling N multiplies the tiled traffic by about 16 once N >> block; dense by 16
-    # as N².
+    # Θ(N²d²/M): quadrupling N multiplies the tiled traffic by about 16 once N >> block; dense by 16 as N².
     big = [fa1_io(N, d, M)["total"] / (N * N * d * d / M) for N in (4096, 16384, 65536)]
     assert max(big) / min(big) < 1.15, big
     dense = [dense_io(N, d)["total"] / (N * N) for N in (4096, 16384, 65536)]

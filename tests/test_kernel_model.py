@@ -28,8 +28,7 @@ def test_model_forward_is_attention(rng, L, S, E, Ev, causal, align, window):
     where = f"L={L}, S={S}, E={E}, mask=({causal}, {align}, {window})"
     assert out.shape == (L, Ev) and lse.shape == (L,)
     assert_close(out, ref_out[0], rtol=1e-9, atol=1e-12, what=f"output ({where})")
-    assert_close(lse, ref_lse[0], rtol=1e-9, atol=1e-12, what="lse "
-                                                              f"({where})")  # +inf on empty rows
+    assert_close(lse, ref_lse[0], rtol=1e-9, atol=1e-12, what=f"lse ({where})")  # +inf on empty rows
     assert np.all(out[np.isposinf(ref_lse[0])] == 0), "a row that sees no key has output 0"
 
 

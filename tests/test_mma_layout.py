@@ -1,5 +1,4 @@
-"""The mma.m16n8k16 fragment layout of chapter 13 (backends/cuda/mma_layout.py), checked in
-NumPy."""
+"""The mma.m16n8k16 fragment layout of chapter 13 (backends/cuda/mma_layout.py), checked in NumPy."""
 import numpy as np
 import pytest
 

@@ -19,15 +19,14 @@ from attention_scratch.testing import assert_close, attention_oracle, attention_
 if unavailable_reason("numba") is not None:
     pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
-import numba  # noqa: E402
+import flash_backend_cases as cases
+import numba
+from flash_backend_cases import make_inputs
 
-from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array  # noqa: E402
-from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full  # noqa: E402
-from attention_scratch.bands import integer_band, mask_band  # noqa: E402
-from attention_scratch.testing import reference_mask  # noqa: E402
-
-import flash_backend_cases as cases  # noqa: E402
-from flash_backend_cases import make_inputs  # noqa: E402
+from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array
+from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full
+from attention_scratch.bands import integer_band, mask_band
+from attention_scratch.testing import reference_mask
 
 NUMPY = cases.Backend("NumPy", functools.partial(at.flash_attention, backend="numpy"),
                       functools.partial(at.flash_attention_backward, backend="numpy"))
@@ -77,15 +76,13 @@ def run(q, k, v, g, mask, bq, bk, backend, scale=None):
 def check_numba_equals_numpy(q, k, v, g, mask, bq, bk):
     out, lse, grads = run(q, k, v, g, mask, bq, bk, "numba")
     cases.check_same_as(NUMBA_AS_NUMPY, (out, lse, *grads), run(q, k, v, g, mask, bq, bk, "numpy"),
-                        f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, "
-                        f"S={k.shape[-2]}")
+                        f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}")
 
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (17, 5), (5, 17), (1, 1)])
 def test_numba_equals_the_numpy_reference(rng, mask, L, S):
-    # check_against_oracle: the oracle, and (same_as) the NumPy reference to 1e-12; GQA heads (4,
-    # 2).
+    # check_against_oracle: the oracle, and (same_as) the NumPy reference to 1e-12; GQA heads (4, 2).
     blocks = ((1, 1), (3, 4), (4, 3), (16, 16), (64, 64))
     cases.case_shapes_and_masks(NUMBA_AS_NUMPY, rng, mask, L, S, blocks=blocks, hq=4, hkv=2)
 
@@ -151,14 +148,12 @@ def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng
 
 @pytest.mark.parametrize("seed", [1, 5])
 def test_float32_causal_gradients_within_twice_dense(seed):
-    """The issue's case, (5, 2, 200, 128) causal float32: dQ's error was 4.5x dense float32 (seed
-    5)."""
+    """The issue's case, (5, 2, 200, 128) causal float32: dQ's error was 4.5x dense float32 (seed 5)."""
     rng = np.random.default_rng(seed)
     q, k, v, g = (rng.standard_normal((5, 2, 200, 128)).astype(np.float32) for _ in range(4))
     out, lse = at.flash_attention(q, k, v, True, return_lse=True, backend="numba")
     grads = at.flash_attention_backward(g, q, k, v, out, lse, True, backend="numba")
-    cases.check_low_precision("Numba (5, 2, 200, "
-                              "128)", out, lse, grads, q, k, v, g, True, np.float32,
+    cases.check_low_precision("Numba (5, 2, 200, 128)", out, lse, grads, q, k, v, g, True, np.float32,
                               np.finfo(np.float32).eps)
 
 
@@ -201,8 +196,7 @@ def test_results_do_not_depend_on_the_thread_count(rng):
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,b", [(17, 23, 4), (23, 17, 5), (1, 9, 2), (16, 16, 16)])
 def test_block_ranges_are_the_tiles_the_mask_keeps_something_in(mask, L, S, b):
-    """The compiled block ranges visit exactly the tiles holding a key some of their rows may
-    see."""
+    """The compiled block ranges visit exactly the tiles holding a key some of their rows may see."""
     causal, align, window = mask
     lo, hi = integer_band(mask_band(L, S, causal, align, window), L, S)
     keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)

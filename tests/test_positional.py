@@ -21,8 +21,7 @@ def test_sinusoidal_encoding_follows_the_formula():
 
 
 def test_sinusoidal_offsets_are_a_linear_map():
-    """PE[p + k] is a fixed rotation of PE[p], the same for every p (Vaswani et al.'s
-    motivation)."""
+    """PE[p + k] is a fixed rotation of PE[p], the same for every p (Vaswani et al.'s motivation)."""
     pe = at.sinusoidal_encoding(40, 8)
     k = 3
     # least-squares map from PE[p] to PE[p + k] fitted on some rows predicts the others exactly
@@ -68,8 +67,7 @@ def test_alibi_and_learned_errors_name_the_argument():
         at.alibi_bias(np.ones((2, 2)), 3, 3)
     table = at.LearnedPositionalEmbedding(4, 3, rng=np.random.default_rng(0))
     table.forward(np.ones((1, 2, 3)))
-    with pytest.raises(ValueError, match=r"grad_out must have the shape of the last forward input "
-                                         r"\(1, 2, 3\); got \(1, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"grad_out must have the shape of the last forward input \(1, 2, 3\); got \(1, 3, 3\)"):
         table.backward(np.ones((1, 3, 3)))
 
 

@@ -20,8 +20,7 @@ from attention_scratch.course.repo import find_repository
 
 REPO_DIR = find_repository()
 
-tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python "
-                                                "3.11")
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 BOOK = REPO_DIR / "book"
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.md"))
@@ -190,16 +189,13 @@ def test_chapters_read_no_file_relative_to_the_working_directory(path):
     for cell in cells:
         for line in cell.splitlines():
             assert not RELATIVE_READ.search(line), (
-                f"{path.name} reads a file relative to the working directory, which breaks when "
-                "the "
+                f"{path.name} reads a file relative to the working directory, which breaks when the "
                 f"chapter runs as a notebook elsewhere: {line.strip()!r}. Ship the file in "
-                "attention_scratch/data/ and read it with "
-                "importlib.resources.files('attention_scratch').")
+                f"attention_scratch/data/ and read it with importlib.resources.files('attention_scratch').")
 
 
 def test_every_data_file_is_package_data():
-    """A file in attention_scratch/data/ that no package-data pattern names is missing from the
-    wheel."""
+    """A file in attention_scratch/data/ that no package-data pattern names is missing from the wheel."""
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["attention_scratch"]
     data = files("attention_scratch") / "data"
     names = [entry.name for entry in data.iterdir() if entry.is_file()]
@@ -223,8 +219,7 @@ def test_the_api_appendix_shows_defaults_as_written_not_as_computed_on_the_build
 
 
 def test_an_inline_script_added_after_the_builder_is_set_up_is_written_once():
-    """sphinx-thebe's `const THEBE_JS_URL` appeared twice on every page (a script error in the
-    browser)."""
+    """sphinx-thebe's `const THEBE_JS_URL` appeared twice on every page (a script error in the browser)."""
     from types import SimpleNamespace
 
     from sphinx.builders.html import StandaloneHTMLBuilder

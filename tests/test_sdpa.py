@@ -1,5 +1,4 @@
-"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties, dropout,
-errors."""
+"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties, dropout, errors."""
 import copy
 
 import numpy as np
@@ -8,8 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import attention_scratch as at
-from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       grad_check)
+from attention_scratch.testing import (
+    assert_close,
+    attention_oracle,
+    attention_oracle_backward,
+    grad_check,
+)
 
 sdpa = at.scaled_dot_product_attention
 sdpa_backward = at.scaled_dot_product_attention_backward
@@ -30,8 +33,7 @@ def qkv(rng, lead, hq, hkv, L, S, E, Ev, dtype=np.float64):
 
 
 def diagonal_keep(rng, shape, L, S):
-    """A random boolean mask that keeps at least key 0, so no row is empty (PyTorch gives NaN
-    there)."""
+    """A random boolean mask that keeps at least key 0, so no row is empty (PyTorch gives NaN there)."""
     keep = rng.random(shape + (L, S)) < 0.6
     keep[..., 0] = True
     return keep
@@ -140,8 +142,7 @@ def test_low_precision_keeps_the_dtype_and_is_accurate(rng, dtype):
     grads = sdpa_backward(g, q, k, v, mask, enable_gqa=True)
     assert out.dtype == dtype and all(d.dtype == dtype for d in grads)
     ref = attention_oracle(q, k, v, mask)[0]
-    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at most 2x
-    # worse)
+    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at most 2x worse)
     kk, vv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
     s = np.where(mask, q @ np.swapaxes(kk, -1, -2) * dtype(1 / np.sqrt(8)), -np.inf)
     e = np.exp(s - s.max(-1, keepdims=True))
@@ -205,8 +206,7 @@ def test_property_causal_outputs_ignore_the_future(seed, L, extra, align, data):
     v2[..., t:, :] += 10 * rng.standard_normal(v2[..., t:, :].shape)
     out2 = sdpa(q, k2, v2, is_causal=True, causal_align=align)
     blind = max(0, t - offset)  # queries 0..blind-1 see only keys < t
-    assert_close(out2[..., :blind, :], out[..., :blind, :], what="outputs of queries before the "
-                                                                 "change")
+    assert_close(out2[..., :blind, :], out[..., :blind, :], what="outputs of queries before the change")
     if blind < L:
         assert not np.allclose(out2[..., blind:, :], out[..., blind:, :]), "later queries must see the change"
 

@@ -4,7 +4,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from attention_scratch.date_task import BOS, EOS, PAD, CharVocab, DateTask, encode_batch, make_example
+from attention_scratch.date_task import (
+    BOS,
+    EOS,
+    PAD,
+    CharVocab,
+    DateTask,
+    encode_batch,
+    make_example,
+)
 from attention_scratch.seq2seq import ATTENTIONS, Config, Seq2Seq
 from attention_scratch.testing import assert_close, numerical_gradient
 from attention_scratch.training.seq2seq import exact_match, predict, train
@@ -111,8 +119,7 @@ def test_command_line_shows_progress_and_ends_with_the_held_out_line(tmp_path):
                                                                              "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr, done.stderr
-    # the progress bar goes to stderr, with the step count and the recent loss; stdout stays the
-    # report
+    # the progress bar goes to stderr, with the step count and the recent loss; stdout stays the report
     assert "training luong-local-p" in done.stderr and "3/3" in done.stderr, done.stderr
     assert re.search(r"loss \d+\.\d{3}", done.stderr), done.stderr
     assert "3/3" not in done.stdout

@@ -129,8 +129,7 @@ def test_against_torch(torch, rng):
     ours = at.softmax(x, where=where)
     assert_close(ours, p.detach().numpy(), what="softmax vs torch")
     assert_close(at.softmax_backward(g, ours), t.grad.numpy(), what="softmax backward vs torch")
-    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs "
-                                                                                         "torch")
+    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs torch")
 
 
 # Non-finite entries, long float16 rows, empty axes and byte order (issue #14).
@@ -160,10 +159,8 @@ def test_plus_inf_makes_its_row_nan_and_minus_inf_is_absent():
 def test_nan_and_inf_rows_match_torch(torch):
     x = np.array([[1.0, np.nan, 2.0], [0.5, 1.0, 3.0], [1.0, np.inf, 2.0], [np.inf, np.inf, -np.inf],
                   [1.0, -np.inf, 2.0]])
-    assert_close(at.softmax(x), torch.softmax(torch.tensor(x), dim=-1).numpy(), what="NaN/inf rows "
-                                                                                     "vs torch")
-    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs "
-                                                                                         "torch")
+    assert_close(at.softmax(x), torch.softmax(torch.tensor(x), dim=-1).numpy(), what="NaN/inf rows vs torch")
+    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs torch")
 
 
 @pytest.mark.parametrize("n", [70_000, 1_000_000])

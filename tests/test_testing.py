@@ -2,9 +2,16 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import (assert_close, assert_shape, attention_oracle,
-                                       attention_oracle_backward, dense_reference, grad_check,
-                                       numerical_gradient, reference_mask)
+from attention_scratch.testing import (
+    assert_close,
+    assert_shape,
+    attention_oracle,
+    attention_oracle_backward,
+    dense_reference,
+    grad_check,
+    numerical_gradient,
+    reference_mask,
+)
 
 
 def torch_sdpa(torch, q, k, v, mask=None, scale=None, is_causal=False, enable_gqa=False):
@@ -126,10 +133,8 @@ def test_grad_check_catches_a_wrong_backward(rng):
 
 
 @pytest.mark.parametrize("shapes,words", [
-    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)), "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, "
-                                                 "3)"),
-    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)), "query heads (3) must be a multiple of the "
-                                                 "key/value heads (2)"),
+    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)), "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, 3)"),
+    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)), "query heads (3) must be a multiple of the key/value heads (2)"),
     (((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 6, 2)), "got shapes (1, 2, 5, 4) and (1, 2, 6, 2)"),
     (((3, 4), (5, 4), (5, 2)), "query must have at least 3 dimensions"),
     (((2, 1, 3, 4), (3, 1, 5, 4), (3, 1, 5, 2)), "leading (batch) axes do not broadcast"),
@@ -143,8 +148,7 @@ def test_oracle_names_the_argument_and_the_shapes(shapes, words):
 
 def test_oracle_rejects_a_mask_that_does_not_broadcast_and_a_wrong_grad_out():
     q, k, v = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 5, 4)), np.zeros((1, 2, 5, 2))
-    with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, "
-                                         r"2, 3, 5\)"):
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
         attention_oracle(q, k, v, attn_mask=np.ones((5, 3), dtype=bool))
     with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); "
                                          r"got \(1, 2, 3, 3\)"):

@@ -4,14 +4,13 @@ import pytest
 
 from attention_scratch.tasks import IGNORE, SEP, is_held_out, make_batch, sort_sequences
 from attention_scratch.testing import assert_close, grad_check, numerical_gradient
+from attention_scratch.training.transformer import PRETRAINED, evaluate, load_model, train
 from attention_scratch.transformer import Block, TinyTransformer, decode_step, generate
 from attention_scratch.transformer_layers import MLP, LayerNorm, layer_norm, layer_norm_backward
-from attention_scratch.training.transformer import PRETRAINED, evaluate, load_model, train
 
 
 def check_param_grads(module, run, names, rng, rtol=1e-6, atol=1e-8):
-    """Compare ``module.grads`` after ``run(g)`` (forward + backward with cotangent g) to finite
-    differences.
+    """Compare ``module.grads`` after ``run(g)`` (forward + backward with cotangent g) to finite differences.
 
     ``run(None)`` must return the forward output; ``run(g)`` must run the backward pass.
     """

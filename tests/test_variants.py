@@ -2,12 +2,22 @@
 import numpy as np
 import pytest
 
-from attention_scratch.random_features import (gaussian_random_features, performer_attention,
-                                               positive_random_features, trig_random_features)
+from attention_scratch.random_features import (
+    gaussian_random_features,
+    performer_attention,
+    positive_random_features,
+    trig_random_features,
+)
 from attention_scratch.testing import assert_close, attention_oracle
-from attention_scratch.variants import (elu_feature_map, linear_attention, linear_attention_chunked,
-                                        linear_attention_features, linear_attention_recurrent,
-                                        linear_attention_step, sliding_window_attention)
+from attention_scratch.variants import (
+    elu_feature_map,
+    linear_attention,
+    linear_attention_chunked,
+    linear_attention_features,
+    linear_attention_recurrent,
+    linear_attention_step,
+    sliding_window_attention,
+)
 
 # Sliding window -------------------------------------------------------------------------------
 
@@ -21,8 +31,7 @@ def test_sliding_window_equals_the_oracle_with_the_window_mask(rng, L, S, window
     q, k, v = rng.standard_normal((2, 2, L, 13)), rng.standard_normal((2, 2, S, 13)), rng.standard_normal((2, 2, S, 6))
     out, lse = sliding_window_attention(q, k, v, window, is_causal=causal, block=block, return_lse=True)
     ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, window=window)
-    assert_close(out, ref, what=f"sliding window {window}, causal={causal}, L={L}, S={S}, "
-                                f"block={block}")
+    assert_close(out, ref, what=f"sliding window {window}, causal={causal}, L={L}, S={S}, block={block}")
     assert_close(lse, ref_lse, what="log-sum-exp")
 
 
@@ -55,8 +64,7 @@ def test_sliding_window_touches_only_the_band(rng):
     L, w, block = 64, 4, 8
     q, k, v = (rng.standard_normal((L, 8)) for _ in range(3))
     k2, v2 = k.copy(), v.copy()
-    # keys 20..39 are seen only by queries 20..43; poison them and check queries far away are
-    # unchanged
+    # keys 20..39 are seen only by queries 20..43; poison them and check queries far away are unchanged
     k2[20:40], v2[20:40] = np.nan, np.nan
     out = sliding_window_attention(q[None], k2[None], v2[None], (w, 0), block=block)[0]
     ref = sliding_window_attention(q[None], k[None], v[None], (w, 0), block=block)[0]
@@ -105,9 +113,7 @@ def test_recurrent_and_chunked_equal_parallel_causal(rng, N, chunk):
     q, k, v = rng.standard_normal((2, 3, N, 6)), rng.standard_normal((2, 3, N, 6)), rng.standard_normal((2, 3, N, 4))
     parallel = linear_attention(q, k, v, is_causal=True)
     assert_close(linear_attention_recurrent(q, k, v), parallel, what="recurrent = parallel causal")
-    assert_close(linear_attention_chunked(q, k, v, chunk=chunk), parallel, what="chunked "
-                                                                                f"({chunk}) = "
-                                                                                "parallel")
+    assert_close(linear_attention_chunked(q, k, v, chunk=chunk), parallel, what=f"chunked ({chunk}) = parallel")
 
 
 def test_linear_attention_step_does_not_modify_its_state(rng):
@@ -148,8 +154,7 @@ def test_positive_features_are_unbiased_for_the_softmax_kernel(rng, orthogonal):
     q, k = rng.standard_normal((3, 4)) * 0.3, rng.standard_normal((5, 4)) * 0.3
     omega = gaussian_random_features(40_000, 4, rng, orthogonal=orthogonal)
     estimate = positive_random_features(q, omega) @ positive_random_features(k, omega).T  # (3, 5)
-    # relative standard deviation per feature <= sqrt(exp(|q + k|^2) - 1) ~ 1 here: 0.5 % for m = 40
-    # 000
+    # relative standard deviation per feature <= sqrt(exp(|q + k|^2) - 1) ~ 1 here: 0.5 % for m = 40 000
     assert_close(estimate, np.exp(q @ k.T), rtol=3e-2, atol=0, what="E[φ(q)·φ(k)] = exp(q·k)")
     trig = trig_random_features(q, omega) @ trig_random_features(k, omega).T
     assert_close(trig, np.exp(q @ k.T), rtol=5e-2, atol=0, what="sin/cos features")
@@ -162,8 +167,7 @@ def test_stabilizers_cancel_in_attention(rng):
                                       eps=0.0)
     stable = linear_attention_features(positive_random_features(q, omega, "row"),
                                        positive_random_features(k, omega, "all"), v, eps=0.0)
-    assert_close(stable, plain, rtol=1e-9, atol=1e-12, what="stabilised features give the same "
-                                                            "attention")
+    assert_close(stable, plain, rtol=1e-9, atol=1e-12, what="stabilised features give the same attention")
     big = positive_random_features(q * 40, omega, "row")
     assert np.isfinite(big).all() and big.max(axis=-1).max() == pytest.approx(1 / 4)
 

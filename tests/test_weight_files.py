@@ -1,5 +1,4 @@
-"""Damaged weight files: one error type, WeightFileError (a ValueError), naming the file and what is
-wrong.
+"""Damaged weight files: one error type, WeightFileError (a ValueError), naming the file and what is wrong.
 
 Every weight file goes through attention_scratch.optim.load_params (``allow_pickle=False``);
 the model loaders add the checks against the model (config, array names, shapes). Before,
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 
 from attention_scratch import optim
+from attention_scratch.optim import WeightFileError, load_params, save_params
 from attention_scratch.training import seq2seq as train
 from attention_scratch.training import transformer as transformer_train
-from attention_scratch.optim import WeightFileError, load_params, save_params
 
 LOADERS = {"seq2seq": (train.load_model, train.DATA_DIR / "bahdanau.npz"),
            "transformer": (transformer_train.load_model, transformer_train.PRETRAINED)}

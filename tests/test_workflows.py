@@ -19,15 +19,13 @@ WORKFLOWS = REPO_DIR / ".github" / "workflows"
 
 
 def actionlint():
-    """The actionlint binary: beside this Python (a virtual environment need not be on PATH), else
-    on PATH."""
+    """The actionlint binary: beside this Python (a virtual environment need not be on PATH), else on PATH."""
     beside = Path(sys.executable).parent / "actionlint"
     if beside.exists():
         return str(beside)
     found = shutil.which("actionlint")
     if found is None:
-        pytest.skip("actionlint is not installed (pip install -r requirements-test.txt; make test "
-                    "does)")
+        pytest.skip("actionlint is not installed (pip install -r requirements-test.txt; make test does)")
     return found
 
 
@@ -46,8 +44,7 @@ def test_actionlint_finds_no_problem_in_the_workflows():
 
 
 def test_actionlint_does_report_a_broken_workflow(tmp_path):
-    """So that a passing run above means something: a bad permission and an undefined job are
-    caught."""
+    """So that a passing run above means something: a bad permission and an undefined job are caught."""
     bad = tmp_path / "bad.yml"
     bad.write_text("on: push\npermissions:\n  pages: maybe\njobs:\n  a:\n    needs: nowhere\n"
                    "    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n")

@@ -23,8 +23,7 @@ import importlib
 from ..contract import DEFAULT_BLOCK, attention_args
 
 BACKENDS = ("numpy", "numba", "cupy", "auto")
-MODULES = {"numba": "attention_scratch.backends.numba.cpu",
-           "cupy": "attention_scratch.backends.cuda.gpu"}
+MODULES = {"numba": "attention_scratch.backends.numba.cpu", "cupy": "attention_scratch.backends.cuda.gpu"}
 _MISSING_MODULE_REASONS = {
     "numba": "the Numba backend module attention_scratch/backends/numba/cpu.py is missing",
     "cupy": "the 'cupy' backend needs CuPy and a CUDA GPU, and this build has no CuPy kernels "
@@ -33,15 +32,13 @@ _MISSING_MODULE_REASONS = {
 
 
 class BackendUnavailable(RuntimeError):
-    """A known backend cannot run on this machine; the message says why (missing package, no
-    GPU)."""
+    """A known backend cannot run on this machine; the message says why (missing package, no GPU)."""
 
 
 def check_backend_name(backend):
     """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got "
-                         f"{backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
 
 
 def _import(name):
@@ -51,8 +48,7 @@ def _import(name):
         return importlib.import_module(full)
     except ModuleNotFoundError as err:
         if err.name == full:
-            raise BackendUnavailable(f"backend {name!r} is unavailable: "
-                                     f"{_MISSING_MODULE_REASONS[name]}") from None
+            raise BackendUnavailable(f"backend {name!r} is unavailable: {_MISSING_MODULE_REASONS[name]}") from None
         raise
 
 
@@ -98,8 +94,7 @@ def get_backend(backend, *arrays):
 
 
 def resolve_name(backend, *arrays):
-    """The concrete backend name ``get_backend`` would run: ``"numpy"``, ``"numba"`` or
-    ``"cupy"``."""
+    """The concrete backend name ``get_backend`` would run: ``"numpy"``, ``"numba"`` or ``"cupy"``."""
     module = get_backend(backend, *arrays)
     if module is None:
         return "numpy"

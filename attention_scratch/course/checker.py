@@ -64,8 +64,7 @@ class Verdicts:
                 self._record(item, "failing", f"skipped: {call.excinfo.value}")
             elif call.when == "setup" and not call.excinfo.errisinstance((GradingError, AssertionError,
                                                                           FileNotFoundError)):
-                self._record(item, "failing", "the test could not be set up: "
-                                              f"{_message(call.excinfo)}")
+                self._record(item, "failing", f"the test could not be set up: {_message(call.excinfo)}")
             else:
                 self._record(item, "failing", _message(call.excinfo))
 
@@ -104,8 +103,7 @@ def run_checks(test_file, target_dir, exercise_ids, budget, repo_dir):
         reason = copied(exercise_id)
         if reason:
             results[exercise_id] = ("copied, not graded",
-                                    f"{reason}: write the function yourself (the library's other "
-                                    "functions "
+                                    f"{reason}: write the function yourself (the library's other functions "
                                     "are yours to use)")
         else:
             results[exercise_id] = fold(verdicts.outcomes.get(exercise_id, []))
@@ -113,8 +111,7 @@ def run_checks(test_file, target_dir, exercise_ids, budget, repo_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run the graded tests of some exercises of one "
-                                                 "chapter.")
+    parser = argparse.ArgumentParser(description="Run the graded tests of some exercises of one chapter.")
     parser.add_argument("--test-file", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--exercise", action="append", required=True)

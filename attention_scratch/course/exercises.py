@@ -208,8 +208,7 @@ def stub_section(ex):
 
 
 def render(chapter, exercises, kind):
-    """The text of ``exercises/`` (kind="stub") or ``solutions/`` (kind="solution") for a
-    chapter."""
+    """The text of ``exercises/`` (kind="stub") or ``solutions/`` (kind="solution") for a chapter."""
     if kind == "stub":
         intro = (f'"""Chapter {chapter} exercises: {TITLES[chapter]}.\n\n'
                  "Replace each `raise NotImplementedError(...)` with your code, then grade:\n\n"
@@ -220,8 +219,7 @@ def render(chapter, exercises, kind):
     else:
         intro = (f'"""Chapter {chapter} solutions: {TITLES[chapter]}.\n\n'
                  "Written by `make exercises` from the library source; do not edit.\n"
-                 'Grade them with: python -m attention_scratch.grade --solutions --chapter '
-                 f'{chapter}\n"""')
+                 f'Grade them with: python -m attention_scratch.grade --solutions --chapter {chapter}\n"""')
     imports = ["import numpy as np"]
     for ex in exercises:
         imports.extend(u for u in ex.uses if u not in imports)

@@ -26,8 +26,7 @@ _STARTUP_GRACE = 60.0  # seconds for the checker's own start and its reference c
 
 
 def result_line(result):
-    """``4.1  2/2  passed       scaled_scores: the scaled scores`` (the line the notebooks print
-    too)."""
+    """``4.1  2/2  passed       scaled_scores: the scaled scores`` (the line the notebooks print too)."""
     points = f"{result['earned']}/{result['points']}"
     return f"{result['id']}  {points}  {result['status']:<12} {result['function']}: {result['title']}"
 
@@ -47,8 +46,7 @@ def _kill_group(process):
 
 
 def grade_exercise(exercise, target_dir, repo_dir, budget=DEFAULT_BUDGET, scratch=None):
-    """Grade one exercise in a checker process; return its result dict (never raises for student
-    code)."""
+    """Grade one exercise in a checker process; return its result dict (never raises for student code)."""
     test_file = repo_dir / "tests" / "exercises" / f"test_{CHAPTERS[exercise.chapter]}.py"
     with tempfile.TemporaryDirectory(prefix="grade_", dir=scratch) as work:
         result_path = Path(work) / "result.json"
@@ -64,13 +62,11 @@ def grade_exercise(exercise, target_dir, repo_dir, budget=DEFAULT_BUDGET, scratc
             except subprocess.TimeoutExpired:
                 _kill_group(process)
                 return _result(exercise, "failing",
-                               f"grading did not finish within {budget + _STARTUP_GRACE:g} s and "
-                               "was stopped")
+                               f"grading did not finish within {budget + _STARTUP_GRACE:g} s and was stopped")
         if not result_path.exists():
             tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-8:])
             return _result(exercise, "failing",
-                           "the grader could not run this exercise's tests (exit status "
-                           f"{process.returncode}); "
+                           f"the grader could not run this exercise's tests (exit status {process.returncode}); "
                            f"please report it:\n{tail}")
         verdict = json.loads(result_path.read_text())[exercise.id]
         return _result(exercise, verdict["status"], verdict["message"])
@@ -90,8 +86,7 @@ def run(target_dir, chapters=None, exercise_ids=None, budget=DEFAULT_BUDGET, job
         result = grade_exercise(exercise, Path(target_dir), repo_dir, budget)
         done.append(result)
         if progress is not None:
-            print(f"[{len(done):>{len(str(len(exercises)))}}/{len(exercises)}] "
-                  f"{result_line(result)} "
+            print(f"[{len(done):>{len(str(len(exercises)))}}/{len(exercises)}] {result_line(result)} "
                   f"({time.monotonic() - start:.1f} s)", file=progress, flush=True)
         return result
 
@@ -124,18 +119,13 @@ def _positive(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_scratch.grade",
                                      description="Grade the exercises of attention_scratch.")
-    parser.add_argument("--solutions", action="store_true", help="grade solutions/ instead of "
-                                                                 "exercises/")
+    parser.add_argument("--solutions", action="store_true", help="grade solutions/ instead of exercises/")
     parser.add_argument("--target", help="grade the chNN_*.py files in this folder instead")
-    parser.add_argument("--chapter", type=int, action="append", help="grade only this chapter "
-                                                                     "(repeatable)")
-    parser.add_argument("--exercise", action="append", help="grade only this exercise, e.g. 4.1 "
-                                                            "(repeatable)")
+    parser.add_argument("--chapter", type=int, action="append", help="grade only this chapter (repeatable)")
+    parser.add_argument("--exercise", action="append", help="grade only this exercise, e.g. 4.1 (repeatable)")
     parser.add_argument("--timeout", type=_positive, default=DEFAULT_BUDGET,
-                        help="seconds each exercise's code may run, all its tests together "
-                             "(default %(default)g)")
-    parser.add_argument("--jobs", type=int, default=None, help="exercises graded at once (default: "
-                                                               "2)")
+                        help="seconds each exercise's code may run, all its tests together (default %(default)g)")
+    parser.add_argument("--jobs", type=int, default=None, help="exercises graded at once (default: 2)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--require-full", action="store_true",

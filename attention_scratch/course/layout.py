@@ -32,8 +32,7 @@ DEFAULT_ROLE = "concepts (one per chapter)"
 
 @dataclasses.dataclass(frozen=True)
 class Module:
-    """One module: its dotted name, file, whether it is a package's ``__init__``, and its
-    imports."""
+    """One module: its dotted name, file, whether it is a package's ``__init__``, and its imports."""
 
     name: str
     path: Path
@@ -109,8 +108,7 @@ def _imports_of(name, path, is_package, names, root):
 
 
 def import_graph(package_dir=PACKAGE_DIR):
-    """``{dotted name: Module}`` for every module of the package, with the package modules it
-    imports."""
+    """``{dotted name: Module}`` for every module of the package, with the package modules it imports."""
     names = _module_names(package_dir)
     root = Path(package_dir).name
     return {name: Module(name, path, is_package, _imports_of(name, path, is_package, names, root))

@@ -41,8 +41,7 @@ def project_url(repo_dir, key="Repository"):
 
 
 def install_cell(url):
-    """The first cell: make ``attention_scratch`` importable (and gradable) wherever the notebook
-    runs."""
+    """The first cell: make ``attention_scratch`` importable (and gradable) wherever the notebook runs."""
     folder = url.rstrip("/").rsplit("/", 1)[-1]
     return f'''# Run this cell first. In a clone with `make` nothing happens; elsewhere (Colab, a fresh
 # Jupyter) it clones the repository and installs the library, whose grader needs the clone.
@@ -119,8 +118,7 @@ def notebook_cells(markdown, exercises, page_url):
             ex = by_label[options["label"]]
             title = _EXERCISE_TITLE.match(arg)
             heading = title.group("title") if title else arg
-            text.append(f"**Exercise {ex.id}: {heading}** ({ex.points} "
-                        f"point{'' if ex.points == 1 else 's'})"
+            text.append(f"**Exercise {ex.id}: {heading}** ({ex.points} point{'' if ex.points == 1 else 's'})"
                         f"\n\n{content}")
             flush()
             stub = "\n".join(["import numpy as np", *ex.uses, "", ""] + stub_lines(ex))
@@ -129,8 +127,7 @@ def notebook_cells(markdown, exercises, page_url):
         elif name == "solution":
             ex = by_label.get(arg)
             where = f"`solutions/{CHAPTERS[ex.chapter]}.py`" if ex else "`solutions/`"
-            text.append(f"*Try it first. The answer is in {where} and behind the solution button "
-                        "of "
+            text.append(f"*Try it first. The answer is in {where} and behind the solution button of "
                         f"[this chapter in the online book]({page_url}).*")
         elif name in _ADMONITIONS:
             quoted = "\n".join(f"> {line}" if line else ">" for line in content.split("\n"))
@@ -152,8 +149,7 @@ def build_notebook(chapter_path, exercises, url, book_url):
     source = jupytext.read(chapter_path)
     notebook = nbformat.v4.new_notebook(metadata=source.metadata)
     notebook.metadata.pop("jupytext", None)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python "
-                                                                          "3", "language": "python"}
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.cells.append(nbformat.v4.new_code_cell(install_cell(url)))
     for cell in source.cells:
         if cell.cell_type != "markdown":
@@ -195,8 +191,7 @@ def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
         path = out_dir / f"{chapter_path.stem}.ipynb"
         paths.append(path)
         if path.exists() and path.read_text() != text and _digest(path.read_text()) != manifest.get(path.name):
-            print(f"kept {path.name}: it holds your work (delete it to get a fresh "
-                  "notebook)", file=out)
+            print(f"kept {path.name}: it holds your work (delete it to get a fresh notebook)", file=out)
             continue
         path.write_text(text)
         manifest[path.name] = _digest(text)
@@ -205,8 +200,7 @@ def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
 
 
 def clean(out_dir):
-    """Remove the notebooks nobody has changed since they were written; keep (and name) the
-    others."""
+    """Remove the notebooks nobody has changed since they were written; keep (and name) the others."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST
     if not out_dir.exists():
@@ -228,8 +222,7 @@ def clean(out_dir):
 
 
 def check(paths, exercises=None, timeout=900):
-    """Execute each notebook from its folder; return problems (errors, missing "not started"
-    lines)."""
+    """Execute each notebook from its folder; return problems (errors, missing "not started" lines)."""
     import nbclient
     import nbformat
 
@@ -240,17 +233,15 @@ def check(paths, exercises=None, timeout=900):
         try:
             nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                     resources={"metadata": {"path": str(path.parent)}}).execute()
-        except Exception as error:  # noqa: BLE001 - reported with the notebook's name
-            problems.append(f"{path.name}: {type(error).__name__}: "
-                            f"{str(error).strip().splitlines()[-1]}")
+        except Exception as error:
+            problems.append(f"{path.name}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}")
             continue
         printed = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
                             for o in c.get("outputs", []))
         for ex in (e for e in exercises if e.chapter == int(path.stem[:2])):
             line = f"{ex.id}  0/{ex.points}  not started"
             if line not in printed:
-                problems.append(f"{path.name}: the grade cell of exercise {ex.id} did not print "
-                                f"{line!r}")
+                problems.append(f"{path.name}: the grade cell of exercise {ex.id} did not print {line!r}")
         print(f"ran {path.name}", flush=True)
     return problems
 
@@ -269,8 +260,7 @@ def main(argv=None):
             print(f"kept {path}: it holds your work")
         return 0
     paths = write_notebooks(out_dir)
-    print(f"{len(paths)} notebooks in {out_dir} (open them with `make lab`, or upload one to "
-          "Colab)")
+    print(f"{len(paths)} notebooks in {out_dir} (open them with `make lab`, or upload one to Colab)")
     if args.check:
         problems = check(paths)
         for problem in problems:

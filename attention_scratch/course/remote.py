@@ -173,8 +173,7 @@ class StudentProcess:
         ready = select.select([self.sock], [], [], max(remaining, 0))[0] if remaining > 0 else []
         if not ready:
             raise self._fail(StudentTimeout(
-                f"your code ran past this exercise's time budget of {self.budget:g} s and was "
-                "stopped "
+                f"your code ran past this exercise's time budget of {self.budget:g} s and was stopped "
                 "(an endless loop? a loop over far too many elements?)"))
         try:
             return wire.recv(self.sock)
@@ -212,8 +211,7 @@ class StudentProcess:
         if header.get("kind") == "error":
             raise self._error(header)
         if header.get("kind") != "result":
-            raise self._fail(StudentDied("the process running your code sent something that is not "
-                                         "an answer"))
+            raise self._fail(StudentDied("the process running your code sent something that is not an answer"))
         return wire.decode(header["value"], blobs, arguments)
 
     def _pickle(self, payload):
@@ -239,7 +237,7 @@ class StudentProcess:
             arguments = wire.decode(header["arguments"], blobs)
             value = function(*arguments["args"], **arguments["kwargs"])
             wire.send(self.sock, {"kind": "callback_result", "ok": True}, [pickle.dumps(value)])
-        except Exception as error:  # noqa: BLE001 - reported to the student's side as it is
+        except Exception as error:
             wire.send(self.sock, {"kind": "callback_result", "ok": False,
                                   "error": f"{type(error).__name__}: {error}"})
 
@@ -274,8 +272,7 @@ class StudentProcess:
         if mutated:
             listed = ", ".join(f"`{n}`" for n in mutated)
             raise GradingError(
-                f"{self.function_name} changed its argument {listed} in place; the caller's data "
-                "must "
+                f"{self.function_name} changed its argument {listed} in place; the caller's data must "
                 "stay as it was (work on a copy, e.g. x = x.copy() or a new array)")
 
     def _replay_warnings(self, found):
@@ -296,8 +293,7 @@ class StudentProcess:
         if header.get("loading"):
             lines.insert(0, f"your file {header.get('file')} could not be loaded:")
         for frame in where:
-            lines.append(f"  at line {frame['line']} of {header.get('file')}, in "
-                         f"{frame['function']}: "
+            lines.append(f"  at line {frame['line']} of {header.get('file')}, in {frame['function']}: "
                          f"{frame['code']}")
         if type_name in ("SystemExit", "KeyboardInterrupt"):
             lines.insert(0, "your code tried to end the program:")
@@ -361,8 +357,7 @@ def _is_test_function(obj):
 
 
 def update_in_place(original, new):
-    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts,
-    objects)."""
+    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts, objects)."""
     if isinstance(original, np.ndarray):
         if isinstance(new, np.ndarray) and new.shape == original.shape:
             with warnings.catch_warnings():
@@ -404,7 +399,7 @@ _MISSING = object()
 def _updatable(old, new):
     if isinstance(old, np.ndarray):
         return isinstance(new, np.ndarray) and old.shape == new.shape and old.dtype == new.dtype
-    return type(old) is type(new) and isinstance(old, (list, dict, np.random.Generator)) or \
+    return (type(old) is type(new) and isinstance(old, (list, dict, np.random.Generator))) or \
         (hasattr(old, "__dict__") and type(old) is type(new) and not isinstance(old, type))
 
 

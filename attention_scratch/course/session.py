@@ -19,8 +19,7 @@ LAST_SESSION = None  # the session of this process (the checker reads the copy v
 
 
 def library_spec(exercise):
-    """``"attention_scratch.sdpa:scaled_scores"``: where the library keeps the exercise's
-    function."""
+    """``"attention_scratch.sdpa:scaled_scores"``: where the library keeps the exercise's function."""
     origin = Path(exercise.origin.rsplit(":", 1)[0]).resolve()
     package = Path(__file__).resolve().parent.parent
     parts = origin.relative_to(package.parent).with_suffix("").parts

@@ -63,8 +63,7 @@ def _limit_cpu(seconds):
 
 
 def _walk(value, visit, into_objects, depth=0):
-    """Call ``visit`` on every value inside ``value`` (lists, tuples, dicts and, if asked,
-    objects)."""
+    """Call ``visit`` on every value inside ``value`` (lists, tuples, dicts and, if asked, objects)."""
     if depth > wire.MAX_DEPTH:
         return
     visit(value)
@@ -80,8 +79,7 @@ def _walk(value, visit, into_objects, depth=0):
 
 
 def _is_object(value):
-    """An instance of one of the library's classes (a model, a cache): walked into, attribute by
-    attribute."""
+    """An instance of one of the library's classes (a model, a cache): walked into, attribute by attribute."""
     return wire.library_object(value)
 
 
@@ -230,7 +228,7 @@ class Student:
             sys.modules[name] = module
             spec.loader.exec_module(module)
             self.module = module
-        except BaseException as error:  # noqa: BLE001 - whatever the file does, it is reported
+        except BaseException as error:
             self.load_error = self._describe_error(error, loading=True)
 
     def _where(self, tb):
@@ -288,7 +286,7 @@ class Student:
             if header.get("kind") == "call":
                 try:
                     self._answer(header, blobs)
-                except Exception as error:  # noqa: BLE001 - a fault of the grader's, said as such
+                except Exception as error:
                     wire.send(self.sock, {"kind": "error", "type": "GraderError", "builtin": False,
                                           "message": f"the grader failed on this call: {error!r}",
                                           "text": "", "where": [], "loading": False, "copied": self.copied,
@@ -307,13 +305,12 @@ class Student:
         except _LoadFailed:
             wire.send(self.sock, dict(self.load_error, copied=self.copied))
             return
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             wire.send(self.sock, dict(self._describe_error(error), copied=self.copied))
             return
         if not callable(function):
             wire.send(self.sock, {"kind": "error", "type": "TypeError", "builtin": True,
-                                  "message": f"{target} in your file is {wire.describe(function)}, "
-                                             "not a function",
+                                  "message": f"{target} in your file is {wire.describe(function)}, not a function",
                                   "text": "", "where": [], "loading": False, "copied": self.copied,
                                   "file": os.path.basename(self.path)})
             return
@@ -325,7 +322,7 @@ class Student:
             try:
                 value = function(*arguments["args"], **arguments["kwargs"])
                 error = None
-            except BaseException as raised:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
+            except BaseException as raised:
                 error = raised
         seconds = time.perf_counter() - start
         found = [self._warning(w) for w in caught if issubclass(w.category, RuntimeWarning)]
@@ -417,12 +414,9 @@ def main(argv=None):
     parser.add_argument("--library", default="")
     parser.add_argument("--solutions", default="")
     parser.add_argument("--cpu-seconds", type=float, default=600)
-    parser.add_argument("--scratch", required=True, help="the only folder the student's code may "
-                                                         "write")
-    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it "
-                                                                          "may read")
-    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process "
-                                                                  "(debugging)")
+    parser.add_argument("--scratch", required=True, help="the only folder the student's code may write")
+    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it may read")
+    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process (debugging)")
     args = parser.parse_args(argv)
     _die_with_parent()
     _limit_cpu(args.cpu_seconds)

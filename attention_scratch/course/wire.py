@@ -80,8 +80,7 @@ def describe(value):
 
 
 class Unsupported:
-    """A value the student's code returned that cannot cross the wire (a set, a generator, a
-    function ...)."""
+    """A value the student's code returned that cannot cross the wire (a set, a generator, a function ...)."""
 
     def __init__(self, description):
         self.description = description

@@ -33,8 +33,7 @@ def learning_rate(step, steps, lr, warmup):
 
 
 def train_step(model, opt, inputs, targets, clip=1.0):
-    """One forward, backward and Adam step; returns
-    ``(loss, token accuracy on targets, grad norm)``."""
+    """One forward, backward and Adam step; returns ``(loss, token accuracy on targets, grad norm)``."""
     model.zero_grad()
     logits, cache = model.forward(inputs)  # (B, L, V)
     loss, d_logits = cross_entropy(logits, targets, ignore_index=IGNORE)
@@ -95,8 +94,7 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, pro
                 history[k].append(v)
             bar.update(1)
             if log_every and (step % log_every == 0 or step == cfg["steps"] - 1):
-                log(f"step {step:5d}  loss {loss:.4f}  train acc {acc:.3f}  lr {opt.lr:.2e}  "
-                    f"{elapsed:6.1f}s")
+                log(f"step {step:5d}  loss {loss:.4f}  train acc {acc:.3f}  lr {opt.lr:.2e}  {elapsed:6.1f}s")
             if time_limit is not None and elapsed > time_limit:
                 log(f"time limit of {time_limit}s reached after {step + 1} steps")
                 break
@@ -116,15 +114,13 @@ def load_model(path=PRETRAINED):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_scratch.transformer",
-                                     description="Train the tiny transformer of chapter 15 from "
-                                                 "scratch.")
+                                     description="Train the tiny transformer of chapter 15 from scratch.")
     parser.add_argument("--task", default="sort", choices=TASKS)
     parser.add_argument("--seed", type=int, default=0)
     for name in ("length", "d_model", "num_heads", "num_layers", "hidden", "steps", "batch", "warmup"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=DEFAULTS[name])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    parser.add_argument("--eval-size", type=int, default=1000, help="held-out sequences to "
-                                                                    "evaluate")
+    parser.add_argument("--eval-size", type=int, default=1000, help="held-out sequences to evaluate")
     parser.add_argument("--save", type=Path, help="write the trained weights to this .npz file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

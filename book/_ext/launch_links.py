@@ -23,12 +23,10 @@ from urllib.parse import urlsplit
 
 
 def colab_url(colab, repository_url, branch, directory, pagename):
-    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of the
-    repository."""
+    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of the repository."""
     parts = urlsplit(repository_url)
     if parts.netloc != "github.com":
-        raise ValueError("Colab opens notebooks from GitHub only; the repository is "
-                         f"{repository_url!r}")
+        raise ValueError(f"Colab opens notebooks from GitHub only; the repository is {repository_url!r}")
     org, repo = parts.path.strip("/").removesuffix(".git").split("/")[:2]
     stem = pagename.rsplit("/", 1)[-1]
     path = "/".join(part for part in (directory.strip("/"), f"{stem}.ipynb") if part)

@@ -15,8 +15,7 @@ def combine_splits(outs, lses):
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]
     return out, np.where(total > 0, np.log(safe), np.inf)
 '''),
-    ('11.1', 'NaN when every split is empty (the max of a row empty everywhere is -inf, not '
-             'shifted to 0)',
+    ('11.1', 'NaN when every split is empty (the max of a row empty everywhere is -inf, not shifted to 0)',
      'by 0 on a row empty in every chunk', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)

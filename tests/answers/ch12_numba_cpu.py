@@ -18,8 +18,7 @@ _EXP_TAIL = '''
 
 
 def _exp(reduction, tail=_EXP_TAIL, end=None):
-    """An exp_f32 with the given range reduction (and polynomial, and end), the rest as the
-    reference."""
+    """An exp_f32 with the given range reduction (and polynomial, and end), the rest as the reference."""
     end = end or '''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if x < np.float32(-86.64339) else y
@@ -48,8 +47,7 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
 '''
 
 
-def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange", block="zigzag(t % n_blocks, "
-                                                                           "n_blocks)",
+def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange", block="zigzag(t % n_blocks, n_blocks)",
              kv="h // group"):
     return _FORWARD.format(n_blocks=n_blocks, loop=loop, block=block, kv=kv)
 
@@ -109,8 +107,7 @@ def exp_f32(x):
     n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))
     r = xc - n * np.float32(0.6931472)
 ''')),
-    ('12.1', 'floor(x / ln2) without the 1/2: r runs up to ln2, beyond the polynomial\'s '
-             'range', '|r| <= ln2/2',
+    ('12.1', 'floor(x / ln2) without the 1/2: r runs up to ln2, beyond the polynomial\'s range', '|r| <= ln2/2',
      _exp('''
     n = np.floor(xc * np.float32(1.442695))
     r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)
@@ -139,16 +136,14 @@ def exp_f32(x):
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
 ''')),
-    ('12.1', 'the ends of the range excluded (<= and >=), so x = XMIN gives 0', 'compare with <, '
-                                                                                'not <=',
+    ('12.1', 'the ends of the range excluded (<= and >=), so x = XMIN gives 0', 'compare with <, not <=',
      _exp(_REDUCTION, end='''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if x <= np.float32(-86.64339) else y
     y = np.float32(np.inf) if x >= np.float32(88.72284) else y
     return x if x != x else y
 ''')),
-    ('12.1', 'the special cases tested on the clamped value, so -inf gives 2^-125', 'gives exactly '
-                                                                                    '0',
+    ('12.1', 'the special cases tested on the clamped value, so -inf gives 2^-125', 'gives exactly 0',
      _exp(_REDUCTION, end='''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if xc < np.float32(-86.64339) else y
@@ -163,11 +158,9 @@ def exp_f32(x):
 '''),
     # 12.2 forward_parallel
     ('12.2', 'a serial range instead of prange', 'use numba.prange', _forward(loop="range")),
-    ('12.2', 'the last, partial query block skipped (L // block_q blocks)', 'the last, partial one '
-                                                                            'included',
+    ('12.2', 'the last, partial query block skipped (L // block_q blocks)', 'the last, partial one included',
      _forward(n_blocks="L // block_q")),
-    ('12.2', 'key/value head h % Hkv instead of h // G', 'must read key/value '
-                                                         'head', _forward(kv="h % k.shape[0]")),
+    ('12.2', 'key/value head h % Hkv instead of h // G', 'must read key/value head', _forward(kv="h % k.shape[0]")),
     ('12.2', 'query blocks in order, without zigzag', 'zigzag', _forward(block="t % n_blocks")),
     ('12.2', 'prange over the heads only, blocks in order inside', 'not a prange over the heads', '''
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
@@ -196,8 +189,7 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ('12.3', 'lse of the whole head (lse) instead of the block\'s rows', 'dQ (', _dq(lse="lse")),
     ('12.3', 'every tile taken as full, so the band never masks', 'dQ (', _dq(full="True")),
     ('12.3', 'the last, partial key block skipped', 'dQ (', _dq(kb_end="min(kb1, S // block_k)")),
-    ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + '
-                                                    'r]', _dq(row="r")),
+    ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + r]', _dq(row="r")),
     ('12.3', 'float64 scratch tiles in a float32 kernel', 'dtype=q.dtype', '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
@@ -259,9 +251,7 @@ def exp_f32(x):
     r4 = r2 * r2
     p = (a + r2 * b) + r4 * (c + r2 * d)
 ''')),
-    ('12.2', 'block-major items: head t % Hq, block zigzag(t // Hq)', _forward(block="zigzag(t // "
-                                                                                     "n_heads, "
-                                                                                     "n_blocks)")
+    ('12.2', 'block-major items: head t % Hq, block zigzag(t // Hq)', _forward(block="zigzag(t // n_heads, n_blocks)")
      .replace("h = t // n_blocks", "h = t % n_heads")),
     ('12.2', 'zigzag over all items at once, then split into head and block', '''
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):

@@ -206,8 +206,7 @@ def positive_random_features(x, omega, stabilize=None):
             exponent[index] = exponent[index] - exponent[index].max()
     return np.exp(exponent) / m ** 0.5
 '''),
-    ('14.1', 'exp of every x with the overflow silenced by np.errstate (the tests see no warning; '
-             'the '
+    ('14.1', 'exp of every x with the overflow silenced by np.errstate (the tests see no warning; the '
      'docstring asks for none to reach the caller)', '''
 def elu_feature_map(x):
     with np.errstate(over="ignore"):

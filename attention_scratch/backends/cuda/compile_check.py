@@ -44,8 +44,7 @@ def compile_one(source, arch, outdir, ptxas_info=False):
 
 
 def ptxas_report(source, arch):
-    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill store
-    bytes,
+    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill store bytes,
     spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises ``RuntimeError`` if nvcc fails."""
     with tempfile.TemporaryDirectory() as tmp:
         ok, _, log = compile_one(Path(source), arch, tmp, ptxas_info=True)
@@ -90,8 +89,7 @@ def nvrtc_expressions():
         "flash_fwd.cu": [f"flash_fwd_scalar<{t}, {D}>" for t in types for D in HEAD_DIMS],
         "flash_bwd.cu": [f"flash_bwd_dkdv<{t}, {D}>" for t in types for D in HEAD_DIMS]
         + [f"flash_bwd_preprocess<{t}>" for t in types],
-        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, "
-                                    f"{D}>" for t in ("__half", "__nv_bfloat16")
+        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, {D}>" for t in ("__half", "__nv_bfloat16")
                                     for D in (32, 64, 128)] for kind in ("mma", "wmma")},
     }
 
@@ -130,10 +128,8 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=list(ARCHS), help="GPU architectures (sm_80 "
-                                                                       "sm_90)")
-    parser.add_argument("--ptxas-info", action="store_true", help="print registers/spills per "
-                                                                  "kernel")
+    parser.add_argument("--arch", nargs="+", default=list(ARCHS), help="GPU architectures (sm_80 sm_90)")
+    parser.add_argument("--ptxas-info", action="store_true", help="print registers/spills per kernel")
     parser.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes")
     parser.add_argument("--nvrtc", action="store_true", help="also compile through CuPy's NVRTC")
     args = parser.parse_args(argv)

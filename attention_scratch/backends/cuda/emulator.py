@@ -13,8 +13,7 @@ proof, that the kernels work on a GPU.
 The functions take and return NumPy arrays and have the signatures of
 :func:`attention_scratch.flash_attention` (without ``backend``), plus
 ``tensor_cores`` (``True`` or ``"mma"``: the register-fragment tensor-core kernel,
-``"wmma"``: the WMMA one, for 16-bit input with the default 64x64 tiles) and ``bfloat16`` (round
-float inputs to bfloat16 and compute in it).
+``"wmma"``: the WMMA one, for 16-bit input with the default 64x64 tiles) and ``bfloat16`` (round float inputs to bfloat16 and compute in it).
 """
 import ctypes
 import hashlib
@@ -63,8 +62,7 @@ def library():
                *extra, str(CUDA_DIR / "emulation" / "emulation.cpp")]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
-            raise RuntimeError("compiling the CUDA emulation "
-                               f"failed:\n{' '.join(cmd)}\n{result.stderr}")
+            raise RuntimeError(f"compiling the CUDA emulation failed:\n{' '.join(cmd)}\n{result.stderr}")
         os.replace(tmp, target)
     _LIBRARY = ctypes.CDLL(str(target))
     return _LIBRARY
@@ -85,8 +83,7 @@ def _launch(name, tag, D, grid, threads, smem, args):
     values = [ctypes.c_void_p(v.ctypes.data) if kind == "ptr" else KINDS[kind](v) for kind, v in args]
     code = getattr(lib, "emu_" + name.removeprefix("flash_"))(*head, *values)
     if code:
-        raise RuntimeError(f"emulated kernel {name}<{tag}, {D}> failed with code {code} (see "
-                           "stderr)")
+        raise RuntimeError(f"emulated kernel {name}<{tag}, {D}> failed with code {code} (see stderr)")
 
 
 def _tag(bfloat16, *arrays):
@@ -116,8 +113,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
               causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
               backward=False, tensor_cores=False, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
-    """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for these
-    arguments."""
+    """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for these arguments."""
     return frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa,
                                    tag=_tag(bfloat16, query, key, value), causal_align=causal_align,
                                    window=window, block_q=block_q, block_k=block_k, backward=backward,

@@ -105,12 +105,9 @@ def kernel(name, tag, D):
                                     backend=os.environ.get("ATTENTION_SCRATCH_CUDA_COMPILER", "nvrtc"))
             _KERNELS[expr] = module.get_function(expr)
         except Exception as exc:  # cupy.cuda.compiler.CompileException and friends
-            raise KernelCompileError(f"compiling {expr} failed (set CUDA_PATH to a CUDA toolkit, "
-                                     "or "
-                                     "install the header wheels: nvidia-cuda-runtime and "
-                                     "nvidia-cuda-crt for CUDA 13, "
-                                     "nvidia-cuda-runtime-cu12 and nvidia-cuda-nvcc-cu12 for CUDA "
-                                     f"12): {exc}") from exc
+            raise KernelCompileError(f"compiling {expr} failed (set CUDA_PATH to a CUDA toolkit, or "
+                                     f"install the header wheels: nvidia-cuda-runtime and nvidia-cuda-crt for CUDA 13, "
+                                     f"nvidia-cuda-runtime-cu12 and nvidia-cuda-nvcc-cu12 for CUDA 12): {exc}") from exc
     return _KERNELS[expr]
 
 
@@ -127,8 +124,7 @@ _LIMITS = {}
 
 
 def device_limits():
-    """``(shared memory per block with opt-in, compute capability as an int like 90)``, per
-    device."""
+    """``(shared memory per block with opt-in, compute capability as an int like 90)``, per device."""
     cupy = _require()
     dev = cupy.cuda.Device()
     key = (id(cupy), getattr(dev, "id", 0))
@@ -191,8 +187,7 @@ def _inputs(arrays):
 def tensor_core_kernel(tag, cc, requested="auto"):
     """The tensor-core kernel for input ``tag`` on compute capability ``cc`` (e.g. 90): ``"mma"``
     (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto". A kernel
-    that failed to compile in this process (``FAILED_TENSOR_CORE_KERNELS``) is never chosen
-    again."""
+    that failed to compile in this process (``FAILED_TENSOR_CORE_KERNELS``) is never chosen again."""
     if tag not in ("float16", "bfloat16") or requested is False:
         return False
     if requested == "auto":
@@ -201,8 +196,7 @@ def tensor_core_kernel(tag, cc, requested="auto"):
                 return kind
         return False
     if requested not in driver.TENSOR_CORE_KERNELS:
-        raise ValueError("tensor_cores must be 'auto', False or one of "
-                         f"{driver.TENSOR_CORE_KERNELS}; "
+        raise ValueError(f"tensor_cores must be 'auto', False or one of {driver.TENSOR_CORE_KERNELS}; "
                          f"got {requested!r}")
     return False if requested in FAILED_TENSOR_CORE_KERNELS else requested
 
@@ -233,8 +227,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
         if not chosen or f"flash_fwd_{chosen}" not in str(exc):
             raise
         FAILED_TENSOR_CORE_KERNELS[chosen] = str(exc)
-        warnings.warn("the tensor-core kernel could not be compiled, using the scalar kernel: "
-                      f"{exc}")
+        warnings.warn(f"the tensor-core kernel could not be compiled, using the scalar kernel: {exc}")
         out, lse = frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=False, **kw)
     out = _from_device(out, kind, tag)

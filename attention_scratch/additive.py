@@ -99,14 +99,16 @@ class AdditiveAttention(Module):
 
     def __init__(self, query_dim, key_dim, attn_dim, rng, dtype=np.float64):
         super().__init__()
-        self.add_param("W", _init_uniform(rng, (query_dim, attn_dim), 1 / np.sqrt(query_dim), dtype))
+        self.add_param("W", _init_uniform(rng, (query_dim, attn_dim), 1 / np.sqrt(query_dim),
+                                          dtype))
         self.add_param("U", _init_uniform(rng, (key_dim, attn_dim), 1 / np.sqrt(key_dim), dtype))
         self.add_param("v", _init_uniform(rng, (attn_dim,), 1 / np.sqrt(attn_dim), dtype))
 
     def prepare(self, keys, keep=None):
         """Project the keys once: ``U h_j`` for every position. Returns the memory dict."""
         if keys.ndim != 3 or keys.shape[-1] != self.params["U"].shape[0]:
-            raise ValueError(f"keys must have shape (B, S, {self.params['U'].shape[0]}); got {keys.shape}")
+            raise ValueError(f"keys must have shape (B, S, {self.params['U'].shape[0]}); "
+                             f"got {keys.shape}")
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
@@ -115,7 +117,8 @@ class AdditiveAttention(Module):
 
     @staticmethod
     def zero_memory_grads(memory):
-        return {"keys": np.zeros_like(memory["keys"]), "keys_proj": np.zeros_like(memory["keys_proj"])}
+        return {"keys": np.zeros_like(memory["keys"]),
+                "keys_proj": np.zeros_like(memory["keys_proj"])}
 
     def forward(self, query, memory):
         W = self.params["W"]
@@ -124,7 +127,8 @@ class AdditiveAttention(Module):
                              f"got {query.shape}")
         keys, keys_proj, keep = memory["keys"], memory["keys_proj"], memory["keep"]
         extra = query.ndim - 2  # 1 when there is an L axis
-        kp = keys_proj.reshape(keys_proj.shape[:1] + (1,) * extra + keys_proj.shape[1:])  # (B, [1,] S, A)
+        kp = keys_proj.reshape(keys_proj.shape[:1] + (1,) * extra
+                               + keys_proj.shape[1:])  # (B, [1,] S, A)
         kv = keys.reshape(keys.shape[:1] + (1,) * extra + keys.shape[1:])  # (B, [1,] S, Dk)
         kk = keep.reshape(keep.shape[:1] + (1,) * extra + keep.shape[1:])  # (B, [1,] S)
         scores, hidden = additive_score(query @ W, kp, self.params["v"])  # (B, [L,] S), (..., S, A)
@@ -135,11 +139,13 @@ class AdditiveAttention(Module):
     def backward(self, grad_context, cache, grad_memory, grad_weights=None):
         """Gradient of the query; adds the key gradients into ``grad_memory`` and W, v gradients."""
         query, hidden, weights, kv, extra = cache
-        d_scores, d_values = attention_pooling_backward(grad_context, weights, kv)  # (B,[L],S), (...,S,Dk)
+        d_scores, d_values = attention_pooling_backward(grad_context, weights,
+                                                        kv)  # (B,[L],S), (...,S,Dk)
         if grad_weights is not None:
             d_scores = d_scores + softmax_vjp(grad_weights, weights)
         A = hidden.shape[-1]
-        self.grads["v"] += hidden.reshape(-1, A).T @ d_scores.reshape(-1)  # (A,): sum over B, [L,] S
+        self.grads["v"] += hidden.reshape(-1,
+                                          A).T @ d_scores.reshape(-1)  # (A,): sum over B, [L,] S
         d_pre = d_scores[..., None] * self.params["v"] * (1 - hidden * hidden)  # (B, [L,] S, A)
         d_qproj = d_pre.sum(axis=-2)  # (B, [L,] A)
         reduce = tuple(range(1, 1 + extra))  # the L axis, if any

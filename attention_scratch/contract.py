@@ -74,7 +74,8 @@ class AttentionArgs:
     scale : float
         The score scale (``1/sqrt(E)`` by default, 1 for ``E = 0``).
     band : (int, int)
-        The mask as an integer band ``lo <= j - i <= hi`` (:func:`attention_scratch.bands.integer_band`).
+        The mask as an integer band ``lo <= j - i <= hi``
+        (:func:`attention_scratch.bands.integer_band`).
     dtype, acc_dtype : numpy.dtype
         The dtype of the results and the one the arithmetic runs in (float32 for float16).
     lead : tuple of int
@@ -82,8 +83,8 @@ class AttentionArgs:
     heads : int
         ``Hq``, the query heads.
     nonfinite : tuple or None
-        ``None`` when every input is finite, else the rows holding NaN or ±inf:
-        ``(bad_q (N, Hkv, G, L), bad_kv (N, Hkv, 1, S))`` (:func:`attention_scratch._nonfinite.scan`).
+        ``None`` when every input is finite, else the rows holding NaN or ±inf: ``(bad_q (N, Hkv, G,
+        L), bad_kv (N, Hkv, 1, S))`` (:func:`attention_scratch._nonfinite.scan`).
     plan : TilePlan
         The tile sizes requested (and, on this path, used).
 
@@ -183,9 +184,10 @@ class AttentionArgs:
         for name, arr in (("grad_out", grad_out), ("out", out), ("lse", lse)):
             arr = as_float_array(arr, name) if convert else array_module(arr).asarray(arr)
             if tuple(arr.shape) != expected[name]:
-                raise ValueError(f"{name} must have shape {expected[name]} for query "
-                                 f"{self.lead + (self.heads, self.L, self.E)} and value "
-                                 f"{self.lead + (self.kv_heads, self.S, self.Ev)}; got {tuple(arr.shape)}")
+                raise ValueError(f"{name} must have shape {expected[name]} "
+                                 f"for query {self.lead + (self.heads, self.L, self.E)} "
+                                 f"and value {self.lead + (self.kv_heads, self.S, self.Ev)}; "
+                                 f"got {tuple(arr.shape)}")
             arrays[name] = arr
         layout = self.q.shape[:-1]  # (N, Hkv, G, L)
         return band_backward_inputs(self.nonfinite, self.band,
@@ -213,7 +215,8 @@ class AttentionArgs:
 
 
 def default_scale(E):
-    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the scale."""
+    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product,
+    0 whatever the scale."""
     return float(1.0 / np.sqrt(E)) if E > 0 else 1.0
 
 
@@ -261,8 +264,8 @@ def _check_shapes(q, k, v, enable_gqa):
         raise ValueError(f"query has {hq} heads and key/value {hkv}: pass enable_gqa=True for "
                          f"grouped-query attention")
     if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
-        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads ({hkv}); "
-                         f"got shapes {shapes[0]} and {shapes[1]}")
+        raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads "
+                         f"({hkv}); got shapes {shapes[0]} and {shapes[1]}")
 
 
 def attention_args(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
@@ -295,16 +298,19 @@ def attention_args(query, key, value, is_causal=False, scale=None, enable_gqa=Fa
     is_causal, enable_gqa = check_flag(is_causal, "is_causal"), check_flag(enable_gqa, "enable_gqa")
     causal_align = check_causal_align(causal_align)
     window = check_window(window)
-    block_q, block_k = check_positive_int(block_q, "block_q"), check_positive_int(block_k, "block_k")
+    block_q, block_k = check_positive_int(block_q, "block_q"), check_positive_int(block_k,
+                                                                                  "block_k")
     if convert:
-        q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"), (value, "value")))
+        q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"),
+                                                     (value, "value")))
     else:
         q, k, v = (array_module(a).asarray(a) for a in (query, key, value))
     _check_shapes(q, k, v, enable_gqa)
     (hq, L, E), (hkv, S, _), Ev = q.shape[-3:], k.shape[-3:], v.shape[-1]
     lead = tuple(q.shape[:-3])
     n = int(np.prod(lead, dtype=np.int64))
-    q = q.reshape((n, hkv, hq // max(hkv, 1), L, E))  # (N, Hkv, G, L, E): head h reads kv head h // G
+    q = q.reshape((n, hkv, hq // max(hkv, 1), L,
+                   E))  # (N, Hkv, G, L, E): head h reads kv head h // G
     k, v = k.reshape((n, hkv, 1, S, E)), v.reshape((n, hkv, 1, S, Ev))  # (N, Hkv, 1, S, ·)
     nonfinite = scan(q, k, v)  # None when all is finite
     if nonfinite is not None:

@@ -58,7 +58,8 @@ def combine_splits(outs, lses):
 
 
 def _bounds(n, parts):
-    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)`` (some may be empty)."""
+    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)``
+    (some may be empty)."""
     edges = np.linspace(0, n, parts + 1).round().astype(int)
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
@@ -79,8 +80,9 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     num_splits = check_positive_int(num_splits, "num_splits")
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     q, k, v = args.q, args.k, args.v  # (N, Hkv, G, L, E), (N, Hkv, 1, S, E), (N, Hkv, 1, S, Ev)
     acc_dtype, (block_q, block_k) = args.acc_dtype, args.plan.used
     outs, lses = [], []
@@ -90,8 +92,10 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
                                   acc_dtype)  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
         outs.append(out)
         lses.append(lse)
-    out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
-    return args.finish_forward(out.astype(args.dtype), lse, return_lse)  # NaN rows marked, shapes restored
+    out, lse = combine_splits(np.stack(outs),
+                              np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
+    # NaN rows marked, shapes restored
+    return args.finish_forward(out.astype(args.dtype), lse, return_lse)
 
 
 def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
@@ -121,8 +125,9 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
     world = check_positive_int(world_size, "world_size")
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align,
-                          window=window, block_q=block_q, block_k=block_k)
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align, window=window, block_q=block_q,
+                          block_k=block_k)
     q, k, v, acc_dtype = args.q, args.k, args.v, args.acc_dtype
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
@@ -137,7 +142,8 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
             s = held[r]
             j0, j1 = kv_bounds[s]
             band = shift_band(args.band, i0, j0)
-            if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
+            if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0,
+                                                           band)) == 0:
                 step.append((s, "skipped"))  # nothing in this shard is visible to these queries
                 continue
             part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], args.scale,

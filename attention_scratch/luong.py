@@ -119,11 +119,13 @@ class LuongAttention(Module):
         if local not in (None, "m", "p"):
             raise ValueError(f"local must be None, 'm' or 'p'; got {local!r}")
         if score == "dot" and query_dim != key_dim:
-            raise ValueError(f"the dot score needs query_dim == key_dim; got {query_dim} and {key_dim}")
+            raise ValueError("the dot score needs query_dim == key_dim; "
+                             f"got {query_dim} and {key_dim}")
         self.score, self.local, self.D, self.query_dim = score, local, int(D), query_dim
         A = attn_dim or query_dim
         if score == "general":
-            self.add_param("W_a", _init_uniform(rng, (query_dim, key_dim), 1 / np.sqrt(query_dim), dtype))
+            self.add_param("W_a", _init_uniform(rng, (query_dim, key_dim), 1 / np.sqrt(query_dim),
+                                                dtype))
         if score == "concat":
             bound = 1 / np.sqrt(query_dim + key_dim)
             self.add_param("W_a", _init_uniform(rng, (query_dim + key_dim, A), bound, dtype))
@@ -133,7 +135,8 @@ class LuongAttention(Module):
             self.add_param("v_p", _init_uniform(rng, (A,), 1 / np.sqrt(A), dtype))
 
     def prepare(self, keys, keep=None):
-        """Store the keys (and, for concat, their half of ``W_a [h_t; h̄_s]``). Returns the memory."""
+        """Store the keys (and, for concat, their half of ``W_a [h_t; h̄_s]``).
+        Returns the memory."""
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
@@ -164,11 +167,14 @@ class LuongAttention(Module):
         cache = {"h": query, "keys": keys, "hidden": hidden, "p": None}
         if self.local is not None:
             if self.local == "m":
-                p = np.minimum(float(t), lengths - 1.0).astype(query.dtype)  # (B,): p_t = t, inside the sentence
+                p = np.minimum(float(t),
+                               lengths
+                               - 1.0).astype(query.dtype)  # (B,): p_t = t, inside the sentence
             else:
                 th = np.tanh(query @ self.params["W_p"])  # (B, A)
                 sig = sigmoid(th @ self.params["v_p"])  # (B,)
-                p = (lengths * sig).astype(query.dtype)  # (B,): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
+                p = (lengths
+                     * sig).astype(query.dtype)  # (B,): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
                 cache.update(th=th, sig=sig, lengths=lengths)
             window, gauss = local_window(p, lengths, keys.shape[1], self.D)  # (B, S) each
             gauss = gauss.astype(query.dtype, copy=False)  # local_window gives float64
@@ -181,7 +187,8 @@ class LuongAttention(Module):
         return context, weights, cache
 
     def backward(self, grad_context, cache, grad_memory):
-        """Gradient of the query; adds key gradients into ``grad_memory`` and parameter gradients."""
+        """Gradient of the query; adds key gradients into ``grad_memory`` and
+        parameter gradients."""
         keys, h, align, weights = cache["keys"], cache["h"], cache["align"], cache["weights"]
         grad_memory["keys"] += weights[..., None] * grad_context[:, None, :]  # (B, S, Dk)
         d_weights = np.einsum("bsd,bd->bs", keys, grad_context)  # (B, S)
@@ -220,7 +227,8 @@ class LuongAttention(Module):
         return d_h
 
     def prepare_backward(self, grad_memory, memory):
-        """Finish the key gradient (the concat score's key projection); returns dL/dkeys (B, S, Dk)."""
+        """Finish the key gradient (the concat score's key projection);
+        returns dL/dkeys (B, S, Dk)."""
         d_keys = grad_memory["keys"]
         if self.score == "concat":
             keys, d_kp = memory["keys"], grad_memory["keys_proj"]

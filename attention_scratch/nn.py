@@ -130,7 +130,8 @@ class Embedding(Module):
         return self.params["W"][ids], ids  # (..., D)
 
     def backward(self, grad_out, cache):
-        """Scatter-add ``grad_out`` into the rows that were read. Returns None (ids have no gradient)."""
+        """Scatter-add ``grad_out`` into the rows that were read. Returns None
+        (ids have no gradient)."""
         ids = cache
         D = self.params["W"].shape[1]
         np.add.at(self.grads["W"], ids.reshape(-1), grad_out.reshape(-1, D))  # (V, D)
@@ -207,8 +208,8 @@ def cross_entropy(logits, targets, ignore_index=None):
     """
     targets = np.asarray(targets)
     if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits of shape {logits.shape} need targets of shape {logits.shape[:-1]}; "
-                         f"got targets of shape {targets.shape}")
+        raise ValueError(f"logits of shape {logits.shape} need targets of shape "
+                         f"{logits.shape[:-1]}; got targets of shape {targets.shape}")
     if targets.dtype.kind not in "iu":
         raise TypeError(f"targets must be integers; got dtype {targets.dtype}")
     V = logits.shape[-1]

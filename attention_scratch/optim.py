@@ -137,8 +137,8 @@ def load_params(path):
     with open(path, "rb"):  # FileNotFoundError (or PermissionError) names the file
         pass
     if not zipfile.is_zipfile(path):
-        raise WeightFileError(f"{path}: not a .npz file of weights (no zip archive: empty, truncated "
-                              f"or another kind of file)")
+        raise WeightFileError(f"{path}: not a .npz file of weights "
+                              "(no zip archive: empty, truncated or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             params = {}
@@ -149,7 +149,8 @@ def load_params(path):
                     what = "holds pickled objects, which are never loaded" if "pickle" in str(err) else "is damaged"
                     raise WeightFileError(f"{path}: array {name!r} {what} ({err})") from None
                 except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-                    raise WeightFileError(f"{path}: array {name!r} is damaged ({type(err).__name__}: {err})") from None
+                    raise WeightFileError(f"{path}: array {name!r} is damaged "
+                                          f"({type(err).__name__}: {err})") from None
     except FileNotFoundError:
         raise
     except WeightFileError:
@@ -165,7 +166,8 @@ def load_params(path):
     except json.JSONDecodeError as err:
         raise WeightFileError(f"{path}: the metadata (__meta__) is not valid JSON ({err})") from None
     if not isinstance(meta, dict):
-        raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; got {type(meta).__name__}")
+        raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; "
+                              f"got {type(meta).__name__}")
     return params, meta
 
 
@@ -197,11 +199,13 @@ def load_weights(path, build):
     try:
         model = build(meta)
     except (TypeError, ValueError, KeyError) as err:
-        raise WeightFileError(f"{path}: wrong config {meta['config']!r}: {type(err).__name__}: {err}") from None
+        raise WeightFileError(f"{path}: wrong config {meta['config']!r}: "
+                              f"{type(err).__name__}: {err}") from None
     expected = model.parameters()
     missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
     if missing or extra:
-        raise WeightFileError(f"{path}: the arrays do not fit the model: missing {missing}, unexpected {extra}")
+        raise WeightFileError(f"{path}: the arrays do not fit the model: missing {missing}, "
+                              f"unexpected {extra}")
     for name, p in expected.items():
         if params[name].shape != p.shape:
             raise WeightFileError(f"{path}: array {name!r} has shape {params[name].shape}; "

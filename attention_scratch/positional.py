@@ -120,7 +120,8 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     # BEGIN SOLUTION
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
@@ -138,8 +139,8 @@ def sinusoidal_encoding(length, d_model, base=10000.0):
     ------
     returns ``(length, d_model)`` float64; ``length`` may be 0 (an empty table, no position).
     """
-    return sinusoidal_table(check_nonnegative_int(length, "length"), check_positive_int(d_model, "d_model"),
-                            float(base))
+    return sinusoidal_table(check_nonnegative_int(length, "length"),
+                            check_positive_int(d_model, "d_model"), float(base))
 
 
 class LearnedPositionalEmbedding:
@@ -199,8 +200,8 @@ def rope_angles(positions, head_dim, base=10000.0):
     ``positions`` (L,) -> ``cos``, ``sin`` ``(L, head_dim/2)`` float64.
     """
     if head_dim % 2:
-        raise ValueError(f"RoPE needs an even head dim (head_dim, the last axis of the queries/keys); "
-                         f"got {head_dim}")
+        raise ValueError("RoPE needs an even head dim "
+                         f"(head_dim, the last axis of the queries/keys); got {head_dim}")
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq  # (L, D/2)
     return np.cos(angles), np.sin(angles)
@@ -217,7 +218,8 @@ def _rope(x, positions, base, sign):
                          f"got {positions.shape}")
     cos, sin = rope_angles(positions, x.shape[-1], base)  # (L, D/2), on the host
     xp = array_module(x)
-    return rotate_pairs(x, xp.asarray(cos.astype(x.dtype)), xp.asarray((sign * sin).astype(x.dtype)))
+    return rotate_pairs(x, xp.asarray(cos.astype(x.dtype)),
+                        xp.asarray((sign * sin).astype(x.dtype)))
 
 
 def apply_rope(x, positions=None, base=10000.0):

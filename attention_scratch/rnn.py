@@ -135,7 +135,8 @@ class GRU(Module):
         cell = self.cell
         H = cell.hidden_size
         if x.shape[-1] != cell.params["W_x"].shape[0]:
-            raise ValueError(f"x has shape {x.shape}; GRU expects (B, T, {cell.params['W_x'].shape[0]})")
+            raise ValueError(f"x has shape {x.shape}; GRU expects "
+                             f"(B, T, {cell.params['W_x'].shape[0]})")
         if mask is not None and np.shape(mask) != (B, T):
             raise ValueError(f"mask must have shape (B, T) = {(B, T)}; got {np.shape(mask)}")
         h = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0  # (B, H)

@@ -108,9 +108,12 @@ class DenseMask:
     visible: Any | None = None
 
 
-def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align, rng):
-    """Validate; return the :class:`~attention_scratch.contract.AttentionArgs` and the :class:`DenseMask`."""
-    args = attention_args(query, key, value, is_causal, scale, enable_gqa, causal_align=causal_align)
+def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align,
+           rng):
+    """Validate; return the :class:`~attention_scratch.contract.AttentionArgs` and the
+    :class:`DenseMask`."""
+    args = attention_args(query, key, value, is_causal, scale, enable_gqa,
+                          causal_align=causal_align)
     n, hkv, g, L, S = args.q.shape[0], args.kv_heads, args.group, args.L, args.S
     xp = array_module(args.q)  # masks follow the inputs to the device
     mask = check_attn_mask(attn_mask, args.lead + (args.heads, L, S))
@@ -130,7 +133,8 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
 def _visible(args, mask, xp):
-    """(N, Hkv, G, L, S) bool: where a row sees a key (the boolean mask keeps it, the bias is not -inf)."""
+    """(N, Hkv, G, L, S) bool: where a row sees a key
+    (the boolean mask keeps it, the bias is not -inf)."""
     shape = args.q.shape[:-1] + (args.S,)  # (N, Hkv, G, L, S)
     visible = xp.ones(shape, dtype=bool) if mask.keep is None else xp.broadcast_to(mask.keep, shape)
     return visible if mask.bias is None else visible & (mask.bias != -np.inf)
@@ -176,7 +180,8 @@ def _add_head_axis(*arrays):
 def _probs(args: AttentionArgs, mask: DenseMask):
     """The attention weights in the accumulation dtype, (N, Hkv, G, L, S)."""
     acc_dtype = args.acc_dtype
-    scores = scaled_scores(args.q.astype(acc_dtype), args.k.astype(acc_dtype), args.scale)  # (N, Hkv, G, L, S)
+    scores = scaled_scores(args.q.astype(acc_dtype), args.k.astype(acc_dtype),
+                           args.scale)  # (N, Hkv, G, L, S)
     if mask.bias is not None:
         scores = scores + mask.bias  # (N, Hkv, G, L, S)
     if args.S == 0:  # no keys at all: every row is empty (the max of an empty row is undefined)
@@ -258,9 +263,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return out
 
 
-def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask=None, is_causal=False,
-                                          scale=None, enable_gqa=False, *, causal_align="top_left",
-                                          dropout_p=0.0, rng=None):
+def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask=None,
+                                          is_causal=False, scale=None, enable_gqa=False, *,
+                                          causal_align="top_left", dropout_p=0.0, rng=None):
     """Gradients of :func:`scaled_dot_product_attention` for ``query``, ``key`` and ``value``.
 
     The weights are recomputed from the inputs. ``dV = Pᵀ dO``, ``dS = P ∘ (dP - rowsum(dP ∘ P))``
@@ -299,7 +304,8 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     acc_dtype = args.acc_dtype
     d_out = array_module(grad_out).asarray(grad_out)
     if d_out.shape != args.output_shape:
-        raise ValueError(f"grad_out must have the output's shape {args.output_shape}; got {d_out.shape}")
+        raise ValueError(f"grad_out must have the output's shape {args.output_shape}; "
+                         f"got {d_out.shape}")
     d_out = d_out.astype(acc_dtype).reshape(args.q.shape[:-1] + (args.Ev,))  # (N, Hkv, G, L, Ev)
     rows = bad_rows(d_out)  # (N, Hkv, G, L): a non-finite dO row is NaN as well (CONVENTIONS.md)
     rows = rows if mask.poisoned is None else rows | mask.poisoned
@@ -308,16 +314,19 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     used, keep = probs, None
     if dropout_p > 0:
         used, keep = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    q, k, v = (x.astype(acc_dtype) for x in (args.q, args.k, args.v))  # finite: non-finite rows zeroed
+    # finite: non-finite rows zeroed
+    q, k, v = (x.astype(acc_dtype) for x in (args.q, args.k, args.v))
     d_v = (np.swapaxes(used, -1, -2) @ d_out).sum(axis=2, keepdims=True)  # (N, Hkv, 1, S, Ev)
     if keep is None:
         d_s = scores_gradient(d_out, v, probs)  # (N, Hkv, G, L, S)
     else:  # dL/dP = dL/dP_used ∘ keep / (1 - p), then through the softmax
         factor = 0.0 if dropout_p >= 1 else 1.0 / (1.0 - dropout_p)
-        d_probs = np.where(keep, (d_out @ np.swapaxes(v, -1, -2)) * factor, 0.0)  # (N, Hkv, G, L, S)
+        d_probs = np.where(keep, (d_out @ np.swapaxes(v, -1, -2)) * factor,
+                           0.0)  # (N, Hkv, G, L, S)
         d_s = softmax_vjp(d_probs, probs)  # (N, Hkv, G, L, S)
     d_q = (d_s @ k) * args.scale  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
-    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2, keepdims=True) * args.scale  # (N, Hkv, 1, S, E)
+    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2,
+                                             keepdims=True) * args.scale  # (N, Hkv, 1, S, E)
     if bool(rows.any()):  # rows with a non-finite input: dQ NaN, and dK, dV of every key they see
         visible = _visible(args, mask, array_module(d_q)) if mask.visible is None else mask.visible
         rows = rows & visible.any(axis=-1)  # (N, Hkv, G, L): rows seeing no key stay 0

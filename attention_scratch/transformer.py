@@ -70,7 +70,8 @@ class Block(Module):
 
     def forward(self, x, cache=None, need_weights=False, attn_mask=None):
         h, c_ln1 = self.ln1.forward(x)  # (B, L, d)
-        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights, attn_mask=attn_mask)  # (B, L, d)
+        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights,
+                                 attn_mask=attn_mask)  # (B, L, d)
         x = x + a  # (B, L, d)
         h2, c_ln2 = self.ln2.forward(x)  # (B, L, d)
         m, c_mlp = self.mlp.forward(h2)  # (B, L, d)
@@ -102,7 +103,8 @@ class TinyTransformer(Module):
                  rng, tie_weights=False):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
-                           num_layers=num_layers, hidden=hidden, max_len=max_len, tie_weights=tie_weights)
+                           num_layers=num_layers, hidden=hidden, max_len=max_len,
+                           tie_weights=tie_weights)
         self.tok = Embedding(vocab_size, d_model, rng)
         self.tok.params["W"] *= 0.3  # N(0, 0.09): the embeddings start no louder than the positions
         self.positions = sinusoidal_encoding(max_len, d_model)  # (max_len, d): fixed, not trained
@@ -122,7 +124,8 @@ class TinyTransformer(Module):
         """
         L = ids.shape[1]
         if offset + L > self.positions.shape[0]:
-            raise ValueError(f"positions {offset}..{offset + L - 1} exceed max_len={self.positions.shape[0]}")
+            raise ValueError(f"positions {offset}..{offset + L - 1} exceed "
+                             f"max_len={self.positions.shape[0]}")
         x, _ = self.tok.forward(ids)  # (B, L, d)
         return x + self.positions[offset:offset + L]  # (B, L, d)
 
@@ -228,7 +231,8 @@ def generate(model, prompt, num_new, use_cache=True):
     return seq
 
 
-if __name__ == "__main__":  # the training command line lives in training/transformer.py (no import cycle)
+# the training command line lives in training/transformer.py (no import cycle)
+if __name__ == "__main__":
     from attention_scratch.training.transformer import main
 
     main()

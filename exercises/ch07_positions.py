@@ -10,10 +10,11 @@ never overwritten. The answers are in solutions/ and in the book.
 """
 
 
-import numpy as np
-from attention_scratch._checks import array_module
 import math
-from attention_scratch._checks import check_positive_int
+
+import numpy as np
+
+from attention_scratch._checks import array_module, check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding
@@ -74,5 +75,6 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     raise NotImplementedError("Exercise 7.4: the ALiBi bias")

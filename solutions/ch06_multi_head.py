@@ -58,7 +58,8 @@ def fold_kv_grad(grad, num_kv_heads):
     returns (..., Hkv, S, D) with the dtype of ``grad``.
     """
     *lead, hq, S, D = grad.shape
-    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D))  # (..., Hkv, G, S, D)
+    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S,
+                                          D))  # (..., Hkv, G, S, D)
     return grouped.sum(axis=-3)  # (..., Hkv, S, D)
 
 

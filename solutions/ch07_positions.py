@@ -89,7 +89,8 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
     return -slopes[:, None, None] * np.abs(i - j)  # (H, 1, 1) * (L, S) -> (H, L, S)

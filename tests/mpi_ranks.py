@@ -40,15 +40,18 @@ def difference(actual, expected):
 
 def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguous", overlap=True,
               dtype=np.float64, scale=None, poison=None, poison_grad=None, seed=0):
-    """Errors of this rank's out, lse, dQ, dK, dV against the single-process kernels on the whole sequence."""
+    """Errors of this rank's out, lse, dQ, dK,
+    dV against the single-process kernels on the whole sequence."""
     N = N or 6 * world
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((2, Hq, N, E))  # (B, Hq, N, E)
     k, v = rng.standard_normal((2, Hkv, N, E)), rng.standard_normal((2, Hkv, N, Ev))
     g = rng.standard_normal((2, Hq, N, Ev))
-    if poison is not None:  # NaN in one key: what sees it is NaN, what the mask hides it from is not
+    # NaN in one key: what sees it is NaN, what the mask hides it from is not
+    if poison is not None:
         k[0, 0, poison, 0] = np.nan
-    if poison_grad is not None:  # NaN in one row of grad_out: its dq and the dk, dv of the keys it sees
+    # NaN in one row of grad_out: its dq and the dk, dv of the keys it sees
+    if poison_grad is not None:
         g[0, 0, poison_grad, 0] = np.nan
     q, k, v, g = (x.astype(dtype) for x in (q, k, v, g))
     gqa = Hq != Hkv
@@ -58,9 +61,11 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
     mine = lambda x: x[..., rows, :]  # noqa: E731  (..., N, ·) -> (..., N/P, ·)
     timeline = []
     r_out, r_lse = ring_attention(mine(q), mine(k), mine(v), comm, is_causal, scale, enable_gqa=gqa,
-                                  layout=layout, return_lse=True, overlap=overlap, timeline=timeline)
-    r_grads = ring_attention_backward(mine(g), mine(q), mine(k), mine(v), r_out, r_lse, comm, is_causal, scale,
-                                      enable_gqa=gqa, layout=layout, overlap=overlap)
+                                  layout=layout, return_lse=True, overlap=overlap,
+                                  timeline=timeline)
+    r_grads = ring_attention_backward(mine(g), mine(q), mine(k), mine(v), r_out, r_lse, comm,
+                                      is_causal, scale, enable_gqa=gqa, layout=layout,
+                                      overlap=overlap)
     report = {"out": difference(r_out, mine(out)), "lse": difference(r_lse, lse[..., rows]),
               "dtype": str(r_out.dtype) + "," + str(r_grads[0].dtype)}
     for name, mine_grad, whole in zip(("dq", "dk", "dv"), r_grads, grads):
@@ -70,9 +75,10 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
     report["nan_gradient_rows"] = int(sum(np.isnan(x).any(axis=-1).sum() for x in r_grads))
     report["phases"] = sorted({e["what"] for e in timeline})
     report["steps"] = sorted({e["step"] for e in timeline if e["what"] == "compute"})
-    if dtype != np.float64:  # the low-precision rule: at most 2x the error of the single-process kernels
-        exact = at.flash_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), is_causal,
-                                   scale, gqa)
+    # the low-precision rule: at most 2x the error of the single-process kernels
+    if dtype != np.float64:
+        exact = at.flash_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
+                                   is_causal, scale, gqa)
         report["ring_error"] = difference(r_out, mine(exact))
         report["flash_error"] = difference(mine(out), mine(exact))
     return report
@@ -86,17 +92,20 @@ def split_kv_case(L=1, is_causal=False, Hq=2, Hkv=2, poison=None, seed=1):
         sizes = [7]
     offsets = np.cumsum([0] + sizes)
     q = rng.standard_normal((2, Hq, L, 8))  # (B, Hq, L, E): the same new tokens on every rank
-    k, v = rng.standard_normal((2, Hkv, offsets[-1], 8)), rng.standard_normal((2, Hkv, offsets[-1], 4))
+    k, v = rng.standard_normal((2, Hkv, offsets[-1], 8)), rng.standard_normal((2, Hkv, offsets[-1],
+                                                                               4))
     if poison is not None:  # NaN in one key of the cache
         k[0, 0, poison, 0] = np.nan
     gqa = Hq != Hkv
-    out, lse = at.flash_attention(q, k, v, is_causal, None, gqa, causal_align="bottom_right", return_lse=True)
+    out, lse = at.flash_attention(q, k, v, is_causal, None, gqa, causal_align="bottom_right",
+                                  return_lse=True)
     part = slice(offsets[rank], offsets[rank + 1])
-    d_out, d_lse = split_kv_attention(q, k[..., part, :], v[..., part, :], comm, is_causal, enable_gqa=gqa,
-                                      return_lse=True)
+    d_out, d_lse = split_kv_attention(q, k[..., part, :], v[..., part, :], comm, is_causal,
+                                      enable_gqa=gqa, return_lse=True)
     return {"out": difference(d_out, out), "lse": difference(d_lse, lse),
-            "size": float(np.abs(out[np.isfinite(out)]).max()), "rows": int(lse.size), "keys": int(offsets[-1]),
-            "empty_rows": int(np.isposinf(lse).sum()), "nan_rows": int(np.isnan(lse).sum())}
+            "size": float(np.abs(out[np.isfinite(out)]).max()), "rows": int(lse.size),
+            "keys": int(offsets[-1]), "empty_rows": int(np.isposinf(lse).sum()),
+            "nan_rows": int(np.isnan(lse).sum())}
 
 
 def error_case(call):
@@ -111,7 +120,11 @@ def error_case(call):
 def error_cases():
     rng = np.random.default_rng(2)
     n = 4
-    q, k, v = rng.standard_normal((1, 2, n, 3)), rng.standard_normal((1, 2, n, 3)), rng.standard_normal((1, 2, n, 3))
+    q, k, v = rng.standard_normal((1, 2, n, 3)), rng.standard_normal((1, 2, n,
+                                                                      3)), rng.standard_normal((1,
+                                                                                                2,
+                                                                                                n,
+                                                                                                3))
     longer = rng.standard_normal((1, 2, n + 1, 3))
     return {
         "shard_sizes": error_case(lambda: ring_attention(longer if rank == 0 else q, longer if rank == 0 else k,

@@ -13,7 +13,8 @@ from attention_scratch.testing import assert_close, grad_check, numerical_gradie
 
 
 def run_steps(attn, queries, keys, keep, **kw):
-    """Attend with several queries (one per decoder step) against one memory; return contexts, caches."""
+    """Attend with several queries (one per decoder step) against one memory;
+    return contexts, caches."""
     memory = attn.prepare(keys, keep)
     outs = [attn.forward(q, memory, **kw) for q in queries]
     return memory, outs
@@ -21,8 +22,8 @@ def run_steps(attn, queries, keys, keep, **kw):
 
 def check_attention_gradients(attn, queries, keys, keep, rng, step_kw=lambda t: {}):
     """Grad-check d(queries), d(keys) and every parameter of an attention module used over steps."""
-    gs = [rng.standard_normal(attn.forward(queries[0], attn.prepare(keys, keep), **step_kw(0))[0].shape)
-          for _ in queries]
+    gs = [rng.standard_normal(attn.forward(queries[0], attn.prepare(keys, keep),
+                                           **step_kw(0))[0].shape) for _ in queries]
 
     def loss(qs=queries, ks=keys):
         memory = attn.prepare(ks, keep)

@@ -24,7 +24,8 @@ def numba_reason():
 @pytest.mark.parametrize("name", ["cuda", "Numba", "", None, 3])
 def test_unknown_backend_is_a_value_error_listing_the_names(rng, name):
     q, k, v = inputs(rng)
-    with pytest.raises(ValueError, match=r"backend must be one of 'numpy', 'numba', 'cupy', 'auto'"):
+    with pytest.raises(ValueError,
+                       match=r"backend must be one of 'numpy', 'numba', 'cupy', 'auto'"):
         at.flash_attention(q, k, v, backend=name)
     out, lse = at.flash_attention(q, k, v, return_lse=True)
     with pytest.raises(ValueError, match="backend"):
@@ -83,7 +84,8 @@ def test_an_unusable_numba_falls_back_in_auto_and_raises_when_named(rng, monkeyp
 def test_numba_reason_names_the_missing_package(monkeypatch):
     from attention_scratch.backends.numba import cpu as numba_cpu
 
-    monkeypatch.setattr(numba_cpu, "_REQUIRED", numba_cpu._REQUIRED + (("no_such_pkg_xyz", "NoSuch"),))
+    monkeypatch.setattr(numba_cpu, "_REQUIRED", numba_cpu._REQUIRED
+                        + (("no_such_pkg_xyz", "NoSuch"),))
     assert "NoSuch" in numba_cpu.unavailable_reason()
 
 
@@ -96,7 +98,8 @@ def test_importing_the_package_imports_neither_numba_nor_cupy():
     assert done.stdout.strip() == "[]", f"imported at import time: {done.stdout}"
 
 
-@pytest.mark.skipif(numba_reason() is not None, reason="Numba backend unavailable: see unavailable_reason")
+@pytest.mark.skipif(numba_reason() is not None,
+                    reason="Numba backend unavailable: see unavailable_reason")
 def test_named_numba_backend_runs_and_rejects_gpu_like_input(rng):
     q, k, v = inputs(rng)
     out, lse = at.flash_attention(q, k, v, backend="numba", return_lse=True)
@@ -106,7 +109,8 @@ def test_named_numba_backend_runs_and_rejects_gpu_like_input(rng):
 
 
 def _matches(function, protocol_method):
-    """Problems of ``function``'s signature against the protocol's (no ``self``); [] when it matches."""
+    """Problems of ``function``'s signature against the protocol's (no ``self``);
+    [] when it matches."""
     want = list(inspect.signature(protocol_method).parameters.values())[1:]
     have = list(inspect.signature(function).parameters.values())
     problems = []

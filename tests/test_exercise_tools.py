@@ -70,7 +70,8 @@ def test_edited_stub_is_never_overwritten_and_check_accepts_it(fake_repo):
     tools.write(repo, package, out=open("/dev/null", "w"))
     assert tools.check(repo, package) == []
     stub = repo / "exercises" / "ch01_numpy_toolkit.py"
-    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")',
+                                      "return x + x")
     stub.write_text(edited)
     (package / "mod.py").write_text(MARKED_MODULE.replace("Return twice x.", "Return x doubled."))
     skipped = tools.write(repo, package, out=open("/dev/null", "w"))
@@ -98,7 +99,8 @@ def test_a_new_exercise_is_appended_to_an_edited_stub_and_check_says_it_is_missi
     repo, package = fake_repo
     tools.write(repo, package, out=open("/dev/null", "w"))
     stub = repo / "exercises" / "ch01_numpy_toolkit.py"
-    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")', "return x + x")
+    edited = stub.read_text().replace('raise NotImplementedError("Exercise 1.7: double it")',
+                                      "return x + x")
     stub.write_text(edited)
     (package / "mod.py").write_text(MARKED_MODULE + SECOND_EXERCISE)
     assert tools.check(repo, package) == [
@@ -115,7 +117,8 @@ def test_a_new_exercise_is_appended_to_an_edited_stub_and_check_says_it_is_missi
     with pytest.raises(NotImplementedError, match="Exercise 1.8: triple it"):
         module.triple(1, None)
     assert tools.check(repo, package) == []
-    assert tools.write(repo, package, out=open("/dev/null", "w")) == ["exercises/ch01_numpy_toolkit.py"]
+    assert tools.write(repo, package, out=open("/dev/null",
+                                               "w")) == ["exercises/ch01_numpy_toolkit.py"]
     assert stub.read_text() == text, "appending happens once"
 
 

@@ -31,10 +31,12 @@ def run_flash(q, k, v, g, mask, bq, bk):
 
 
 def torch_reference(torch, q, k, v, g, mask):
-    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked scores."""
+    """PyTorch SDPA with the oracle's boolean mask, autograd gradients,
+    and logsumexp of masked scores."""
     causal, align, window = mask
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align, window=window))
+    keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align,
+                                           window=window))
     tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
     out = torch.nn.functional.scaled_dot_product_attention(
         tq, tk, tv, attn_mask=keep, enable_gqa=q.shape[-3] != k.shape[-3])
@@ -79,7 +81,8 @@ def test_ragged_shapes_with_block_size_one(rng):
 # Block skipping: the schedule is exact, and the kernels follow it.
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
-@pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4), (1, 9, 3, 2)])
+@pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4),
+                                       (1, 9, 3, 2)])
 def test_block_schedule_lists_exactly_the_nonempty_tiles(mask, L, S, bq, bk):
     causal, align, window = mask
     keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)

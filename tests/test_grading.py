@@ -48,7 +48,8 @@ def test_fresh_stubs_score_zero_with_every_exercise_not_started(tmp_path):
     assert {r["status"] for r in results.values()} == {"not started"}
     assert len(results) == len(collect())
     assert "1.1  0/2  not started" in done.stdout
-    assert f"[{len(results)}/{len(results)}]" in done.stderr, "progress lines go to stderr while grading"
+    assert f"[{len(results)}/{len(results)}]" in done.stderr, ("progress lines go to "
+                                                               "stderr while grading")
 
 
 def test_every_exercise_has_graded_tests():
@@ -69,9 +70,10 @@ _checker.fold = lambda outcomes: ("passed", "")
 
 def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     """Python and Numba endless loops, os._exit(0) and a changed NumPy state, graded together."""
-    ch01 = solution_text(CH01).replace("import numpy as np\n", "import numpy as np\n" + HOSTILE_PREAMBLE, 1)
-    ch01 = replace_function(ch01, "stable_logsumexp", "def stable_logsumexp(x, axis=-1):\n    while True:\n"
-                                                      "        pass\n")
+    ch01 = solution_text(CH01).replace("import numpy as np\n",
+                                       "import numpy as np\n" + HOSTILE_PREAMBLE, 1)
+    ch01 = replace_function(ch01, "stable_logsumexp",
+                            "def stable_logsumexp(x, axis=-1):\n    while True:\n        pass\n")
     ch01 = replace_function(ch01, "softmax_vjp", "def softmax_vjp(grad_out, probs, axis=-1):\n"
                                                  "    import os\n    os._exit(0)\n")
     (tmp_path / f"{CH01}.py").write_text(ch01)
@@ -100,8 +102,10 @@ def test_a_stub_that_patches_the_grader_scores_zero(tmp_path):
     stubs = write_stubs(tmp_path)
     for stem in (CH01, CH04):
         path = stubs / f"{stem}.py"
-        path.write_text(path.read_text().replace("import numpy as np\n", "import numpy as np\n" + HOSTILE_PREAMBLE, 1))
-    done = run_grader("--target", str(stubs), "--chapter", "1", "--chapter", "4", json_path=tmp_path / "r.json")
+        path.write_text(path.read_text().replace("import numpy as np\n",
+                                                 "import numpy as np\n" + HOSTILE_PREAMBLE, 1))
+    done = run_grader("--target", str(stubs), "--chapter", "1", "--chapter", "4",
+                      json_path=tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     assert {r["status"] for r in results_of(tmp_path / "r.json").values()} == {"not started"}
     assert done.stdout.strip().splitlines()[-1].startswith("score: 0/")
@@ -118,7 +122,8 @@ def test_a_file_that_does_not_import_fails_every_exercise_with_its_line(tmp_path
 
 def test_an_exception_shows_the_students_file_and_line(tmp_path):
     text = replace_function(solution_text(CH04), "scaled_scores",
-                            "def scaled_scores(query, key, scale):\n    out = query @ key\n    return out * scale\n")
+                            "def scaled_scores(query, key, scale):\n    out = query @ key\n "
+                            "   return out * scale\n")
     (tmp_path / f"{CH04}.py").write_text(text)
     done = run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     message = results_of(tmp_path / "r.json")["4.1"]["message"]
@@ -153,7 +158,8 @@ def stable_softmax(x, axis=-1):
      "reads the reference answers in solutions/"),
 ])
 def test_a_copied_answer_is_reported_and_not_graded(how, source, words, tmp_path):
-    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))
+    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores",
+                                                          source))
     run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["4.1"]
     assert result["status"] == "copied, not graded" and result["earned"] == 0, result
@@ -230,13 +236,15 @@ def scaled_scores(query, key, scale):
 '''
 
 
-@pytest.mark.skipif(sandbox_abi() < 1, reason="this kernel has no Landlock: student code is not sandboxed "
-                    "here (the grader says so); the sandbox is checked where Landlock exists")
+@pytest.mark.skipif(sandbox_abi() < 1,
+                    reason="this kernel has no Landlock: student code is not sandboxed here "
+                           "(the grader says so); the sandbox is checked where Landlock exists")
 def test_student_code_runs_in_a_sandbox_it_cannot_leave(tmp_path):
     """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no writing
     the repository, no touching the checker."""
     source = SANDBOX_PROBE.format(repo=str(REPO))
-    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))
+    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores",
+                                                          source))
     run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["4.1"]
     assert result["status"] == "passed", result["message"]

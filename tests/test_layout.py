@@ -13,7 +13,8 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_a_cycle_is_found_wherever_its_imports_stand(tmp_path):
-    """The walker sees imports inside functions and modules named in a registry, and a cycle through them."""
+    """The walker sees imports inside functions and modules named in a registry,
+    and a cycle through them."""
     pkg = tmp_path / "attention_scratch"
     (pkg / "sub").mkdir(parents=True)
     files = {
@@ -31,7 +32,8 @@ def test_a_cycle_is_found_wherever_its_imports_stand(tmp_path):
     assert graph["attention_scratch.a"].imports == {"attention_scratch.b"}
     assert graph["attention_scratch.sub.c"].imports == {"attention_scratch.a"}
     assert graph["attention_scratch.d"].imports == set()  # a __main__ block is never imported
-    assert find_cycles(graph) == [["attention_scratch.a", "attention_scratch.b", "attention_scratch.sub.c"]]
+    assert find_cycles(graph) == [["attention_scratch.a", "attention_scratch.b",
+                                   "attention_scratch.sub.c"]]
 
 
 def test_every_module_has_a_role_and_the_roles_are_layered():

@@ -1,4 +1,5 @@
-"""The mma.m16n8k16 fragment layout of chapter 13 (backends/cuda/mma_layout.py), checked in NumPy."""
+"""The mma.m16n8k16 fragment layout of chapter 13
+(backends/cuda/mma_layout.py), checked in NumPy."""
 import numpy as np
 import pytest
 
@@ -40,7 +41,8 @@ def test_fragments_round_trip_and_a_warp_mma_multiplies(rng=np.random.default_rn
     c = rng.standard_normal((16, 8)).astype(np.float32)
     for m, op in ((a, "a"), (b, "b"), (c, "c")):
         assert np.array_equal(mma_layout.from_fragments(mma_layout.to_fragments(m, op), op), m)
-    d = mma_layout.warp_mma(*(mma_layout.to_fragments(m, op) for m, op in ((a, "a"), (b, "b"), (c, "c"))))
+    d = mma_layout.warp_mma(*(mma_layout.to_fragments(m, op)
+                              for m, op in ((a, "a"), (b, "b"), (c, "c"))))
     ref = c + a.astype(np.float32) @ b.astype(np.float32)
     np.testing.assert_allclose(mma_layout.from_fragments(d, "c"), ref, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):

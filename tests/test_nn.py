@@ -1,4 +1,5 @@
-"""Layers of nn.py / rnn.py / optim.py: gradient checks for every layer, Adam, clipping, save/load."""
+"""Layers of nn.py / rnn.py / optim.py: gradient checks for every layer, Adam,
+clipping, save/load."""
 import numpy as np
 import pytest
 
@@ -175,7 +176,8 @@ def test_adam_minimises_a_quadratic_and_matches_torch(rng, torch):
         topt.zero_grad()
         ((tp - 3.0) ** 2).sum().backward()
         topt.step()
-    assert_close(p["w"], tp.detach().numpy(), rtol=1e-10, atol=1e-12, what="Adam vs torch.optim.Adam")
+    assert_close(p["w"], tp.detach().numpy(), rtol=1e-10, atol=1e-12,
+                 what="Adam vs torch.optim.Adam")
     for _ in range(300):
         g["w"][...] = 2 * (p["w"] - 3.0)
         opt.step()

@@ -30,12 +30,15 @@ def code_cells(path):
 
 def test_one_notebook_per_chapter_each_starting_with_the_install_cell(written):
     _, paths = written
-    assert [p.stem for p in paths] == sorted(p.stem for p in (REPO / "book").glob("[0-9][0-9]_*.md"))
+    assert [p.stem for p in paths] == sorted(p.stem
+                                             for p in (REPO / "book").glob("[0-9][0-9]_*.md"))
     url = notebooks.project_url(REPO)
     assert url.startswith("https://github.com/")
     for path in paths:
         first = code_cells(path)[0]
-        assert url in first and "pip" in first and "from attention_scratch.course.notebook import grade" in first
+        assert url in first and "pip" in first and ("from "
+                                                    "attention_scratch.course.notebook import "
+                                                    "grade") in first
         assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "python3"
 
 
@@ -50,7 +53,8 @@ def test_every_exercise_is_a_stub_cell_followed_by_its_grade_cell(written):
 
 
 def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
-    """Outside the exercise cells themselves (the stub and its docstring are the task, as in exercises/)."""
+    """Outside the exercise cells themselves
+    (the stub and its docstring are the task, as in exercises/)."""
     out, paths = written
     stubs = ["\n".join(stub_lines(ex)) for ex in collect()]
     for path in paths:
@@ -60,7 +64,8 @@ def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
         text = visible_text_of_notebook(notebook)
         chapter = int(path.stem[:2])
         assert page_leaks(chapter, text) == {}, path.name
-        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"]
+                             if c["cell_type"] == "markdown")
         for leftover in ("{exercise}", "{solution}", "literalinclude", "{cite:p}"):
             assert leftover not in markdown, f"{path.name} still shows {leftover}"
 
@@ -68,7 +73,8 @@ def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
 def test_an_edited_notebook_is_kept_and_clean_removes_only_untouched_ones(tmp_path):
     paths = notebooks.write_notebooks(tmp_path, REPO)
     edited = paths[4]
-    edited.write_text(edited.read_text().replace("raise NotImplementedError", "return 1  # mine", 1))
+    edited.write_text(edited.read_text().replace("raise NotImplementedError", "return 1  # mine",
+                                                 1))
     work = edited.read_text()
     notebooks.write_notebooks(tmp_path, REPO)
     assert edited.read_text() == work, "make notebooks must not overwrite a notebook holding work"

@@ -148,7 +148,8 @@ def test_oracle_names_the_argument_and_the_shapes(shapes, words):
 
 def test_oracle_rejects_a_mask_that_does_not_broadcast_and_a_wrong_grad_out():
     q, k, v = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 5, 4)), np.zeros((1, 2, 5, 2))
-    with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
         attention_oracle(q, k, v, attn_mask=np.ones((5, 3), dtype=bool))
     with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); "
                                          r"got \(1, 2, 3, 3\)"):
@@ -196,4 +197,5 @@ def test_dense_reference_keeps_the_dtype_handles_gqa_and_masks_and_upcasts_to_th
     up_out, up_probs, up_grads = dense_reference(*f32, **mask)  # upcast=True: the oracle itself
     np.testing.assert_array_equal(up_out, attention_oracle(*f32[:3], **mask)[0])
     assert up_out.dtype == np.float64 and up_probs.dtype == np.float64
-    np.testing.assert_array_equal(up_grads[1], attention_oracle_backward(f32[3], *f32[:3], **mask)[1])
+    np.testing.assert_array_equal(up_grads[1], attention_oracle_backward(f32[3], *f32[:3],
+                                                                         **mask)[1])

@@ -68,7 +68,8 @@ def test_damaged_member_of_the_zip(tmp_path, name):
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            dst.writestr(item.filename, data[: len(data) // 3] if item.filename != "__meta__.npy" else data)
+            dst.writestr(item.filename, data[: len(data) // 3] if item.filename != "__meta__.npy"
+                         else data)
     check(LOADERS[name][0], bad, "damaged")
 
 
@@ -95,10 +96,12 @@ def test_wrong_or_missing_config(tmp_path, name):
     arrays, meta = shipped(name)
     check(LOADERS[name][0], write(tmp_path / "nometa.npz", arrays), "config")
     check(LOADERS[name][0], write(tmp_path / "noconfig.npz", arrays, {"steps": 3}), "config")
-    wrong = {"no_such_option": 1} if name == "seq2seq" else {"num_heads": 7}  # Config() / d_model % 7
+    # Config() / d_model % 7
+    wrong = {"no_such_option": 1} if name == "seq2seq" else {"num_heads": 7}
     bad = dict(meta, config=dict(meta["config"], **wrong))
     check(LOADERS[name][0], write(tmp_path / "badconfig.npz", arrays, bad), "config")
-    check(LOADERS[name][0], write(tmp_path / "badjson.npz", arrays, raw_meta="{not json"), "metadata")
+    check(LOADERS[name][0], write(tmp_path / "badjson.npz", arrays, raw_meta="{not json"),
+          "metadata")
     check(LOADERS[name][0], write(tmp_path / "listmeta.npz", arrays, raw_meta="[1, 2]"), "metadata")
 
 

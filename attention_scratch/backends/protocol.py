@@ -16,7 +16,8 @@ from ..contract import DEFAULT_BLOCK, TilePlan
 
 @runtime_checkable
 class FlashBackend(Protocol):
-    """The interface of a backend module (a structural type: modules match it by their functions)."""
+    """The interface of a backend module (a structural type: modules match it by
+    their functions)."""
 
     def unavailable_reason(self) -> str | None:
         """``None`` when the backend can run here, else a sentence saying what is missing."""

@@ -63,7 +63,8 @@ def student_raised(message, type_name):
         return StudentRaised(message, type_name)
     kind = _RAISED_TYPES.get(builtin)
     if kind is None:
-        kind = _RAISED_TYPES[builtin] = type(f"Student{builtin.__name__}", (StudentRaised, builtin), {})
+        kind = _RAISED_TYPES[builtin] = type(f"Student{builtin.__name__}", (StudentRaised, builtin),
+                                             {})
     return kind(message, type_name)
 
 
@@ -82,7 +83,8 @@ class StudentProcess:
     """One student process for one exercise, with one wall-clock budget for all its calls."""
 
     def __init__(self, module_path, function_name, *, budget, library="", solutions_dir="",
-                 output_path=None, writes=(), signature=None, scratch=None, readable=(), cache_dir=None):
+                 output_path=None, writes=(), signature=None, scratch=None, readable=(),
+                 cache_dir=None):
         self.module_path = str(module_path)
         self.function_name = function_name
         self.budget = float(budget)
@@ -110,17 +112,19 @@ class StudentProcess:
         output = open(self.output_path, "ab") if self.output_path else subprocess.DEVNULL
         scratch = self.scratch or Path(tempfile.mkdtemp(prefix="student_"))
         scratch.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "attention_scratch.course.student", "--fd", str(theirs.fileno()),
-                   "--module", self.module_path, "--function", self.function_name,
-                   "--library", self.library, "--solutions", self.solutions_dir,
+        command = [sys.executable, "-m", "attention_scratch.course.student", "--fd",
+                   str(theirs.fileno()), "--module", self.module_path, "--function",
+                   self.function_name, "--library", self.library, "--solutions", self.solutions_dir,
                    "--cpu-seconds", str(4 * self.budget + 30), "--scratch", str(scratch)]
         for path in self.readable:
             command += ["--allow-read", path]
         env = dict(os.environ, TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch / "matplotlib"),
-                   NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"), PYTHONDONTWRITEBYTECODE="1")
+                   NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"),
+                   PYTHONDONTWRITEBYTECODE="1")
         try:
-            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
+                                            stdin=subprocess.DEVNULL, stdout=output,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
                                             cwd=scratch, env=env)
         finally:
             theirs.close()
@@ -172,9 +176,10 @@ class StudentProcess:
         remaining = self.deadline - time.monotonic()
         ready = select.select([self.sock], [], [], max(remaining, 0))[0] if remaining > 0 else []
         if not ready:
-            raise self._fail(StudentTimeout(
-                f"your code ran past this exercise's time budget of {self.budget:g} s and was stopped "
-                "(an endless loop? a loop over far too many elements?)"))
+            raise self._fail(StudentTimeout("your code ran past this exercise's time budget of "
+                                            f"{self.budget:g} s and was stopped "
+                                            "(an endless loop? a loop over far too "
+                                            "many elements?)"))
         try:
             return wire.recv(self.sock)
         except (wire.WireClosed, ConnectionError, OSError, ValueError):
@@ -211,7 +216,8 @@ class StudentProcess:
         if header.get("kind") == "error":
             raise self._error(header)
         if header.get("kind") != "result":
-            raise self._fail(StudentDied("the process running your code sent something that is not an answer"))
+            raise self._fail(StudentDied("the process running your code sent something that "
+                                         "is not an answer"))
         return wire.decode(header["value"], blobs, arguments)
 
     def _pickle(self, payload):
@@ -271,9 +277,9 @@ class StudentProcess:
                 mutated.append(name)
         if mutated:
             listed = ", ".join(f"`{n}`" for n in mutated)
-            raise GradingError(
-                f"{self.function_name} changed its argument {listed} in place; the caller's data must "
-                "stay as it was (work on a copy, e.g. x = x.copy() or a new array)")
+            raise GradingError(f"{self.function_name} changed its argument {listed} in place; "
+                               "the caller's data must stay as it was "
+                               "(work on a copy, e.g. x = x.copy() or a new array)")
 
     def _replay_warnings(self, found):
         for item in found:
@@ -293,8 +299,8 @@ class StudentProcess:
         if header.get("loading"):
             lines.insert(0, f"your file {header.get('file')} could not be loaded:")
         for frame in where:
-            lines.append(f"  at line {frame['line']} of {header.get('file')}, in {frame['function']}: "
-                         f"{frame['code']}")
+            lines.append(f"  at line {frame['line']} of {header.get('file')}, "
+                         f"in {frame['function']}: {frame['code']}")
         if type_name in ("SystemExit", "KeyboardInterrupt"):
             lines.insert(0, "your code tried to end the program:")
         return student_raised("\n".join(lines), type_name)
@@ -357,7 +363,8 @@ def _is_test_function(obj):
 
 
 def update_in_place(original, new):
-    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts, objects)."""
+    """Copy ``new`` into ``original`` where it can change in place
+    (arrays, lists, dicts, objects)."""
     if isinstance(original, np.ndarray):
         if isinstance(new, np.ndarray) and new.shape == original.shape:
             with warnings.catch_warnings():

@@ -80,7 +80,8 @@ def describe(value):
 
 
 class Unsupported:
-    """A value the student's code returned that cannot cross the wire (a set, a generator, a function ...)."""
+    """A value the student's code returned that cannot cross the wire
+    (a set, a generator, a function ...)."""
 
     def __init__(self, description):
         self.description = description
@@ -93,7 +94,8 @@ def library_object(value):
     """An instance of a class of the library (not of the course tools): sent as its attributes."""
     kind = type(value)
     module = getattr(kind, "__module__", "") or ""
-    return (module.startswith("attention_scratch.") and not module.startswith("attention_scratch.course")
+    return (module.startswith("attention_scratch.")
+            and not module.startswith("attention_scratch.course")
             and isinstance(getattr(value, "__dict__", None), dict) and not isinstance(value, type))
 
 
@@ -103,7 +105,9 @@ def encode(value, blobs, identities=None, depth=0):
     ``identities`` maps ``id(obj)`` of the call's arguments to their paths, so that
     an argument returned as it is comes back as that same object.
     """
-    if identities and id(value) in identities and not isinstance(value, (bool, int, float, str, type(None))):
+    if identities and id(value) in identities and not isinstance(value,
+                                                                 (bool, int, float, str,
+                                                                  type(None))):
         return {"arg": identities[id(value)]}
     if depth > MAX_DEPTH:
         return {"u": "a structure nested too deep"}
@@ -132,8 +136,8 @@ def encode(value, blobs, identities=None, depth=0):
     if isinstance(value, list):
         return {"l": [encode(v, blobs, identities, depth + 1) for v in value]}
     if isinstance(value, dict):
-        return {"d": [[encode(k, blobs, identities, depth + 1), encode(v, blobs, identities, depth + 1)]
-                      for k, v in value.items()]}
+        return {"d": [[encode(k, blobs, identities, depth + 1),
+                       encode(v, blobs, identities, depth + 1)] for k, v in value.items()]}
     if isinstance(value, np.random.Generator):
         return {"rng": encode(value.bit_generator.state, blobs, None, depth + 1)}
     if library_object(value):
@@ -172,7 +176,8 @@ def decode(tree, blobs, arguments=None):
     if "l" in tree:
         return [decode(v, blobs, arguments) for v in tree["l"]]
     if "d" in tree:
-        return {_hashable(decode(k, blobs, arguments)): decode(v, blobs, arguments) for k, v in tree["d"]}
+        return {_hashable(decode(k, blobs, arguments)): decode(v, blobs, arguments)
+                for k, v in tree["d"]}
     if "rng" in tree:
         generator = np.random.Generator(np.random.PCG64())
         generator.bit_generator.state = decode(tree["rng"], blobs)

@@ -40,8 +40,8 @@ def train(config, task=None, progress=True, out=None):
     opt = Adam(model, lr=config.lr)
     rng = np.random.default_rng([config.seed, 1])
     losses = []
-    bar = progress_bar(config.steps, desc=f"training {config.attention}", unit="step", enabled=progress,
-                       file=out)
+    bar = progress_bar(config.steps, desc=f"training {config.attention}", unit="step",
+                       enabled=progress, file=out)
     start = time.perf_counter()
     with bar:
         for step in range(1, config.steps + 1):

@@ -23,10 +23,12 @@ from urllib.parse import urlsplit
 
 
 def colab_url(colab, repository_url, branch, directory, pagename):
-    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of the repository."""
+    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of
+    the repository."""
     parts = urlsplit(repository_url)
     if parts.netloc != "github.com":
-        raise ValueError(f"Colab opens notebooks from GitHub only; the repository is {repository_url!r}")
+        raise ValueError("Colab opens notebooks from GitHub only; the repository is "
+                         f"{repository_url!r}")
     org, repo = parts.path.strip("/").removesuffix(".git").split("/")[:2]
     stem = pagename.rsplit("/", 1)[-1]
     path = "/".join(part for part in (directory.strip("/"), f"{stem}.ipynb") if part)
@@ -44,7 +46,8 @@ def rewrite_colab_button(header_buttons, pagename, config, theme_options):
                 continue
             if colab and fnmatchcase(pagename, config.colab_notebooks_pages):
                 button["url"] = colab_url(colab, theme_options["repository_url"],
-                                          config.colab_notebooks_branch, config.colab_notebooks_dir, pagename)
+                                          config.colab_notebooks_branch, config.colab_notebooks_dir,
+                                          pagename)
             else:
                 group["buttons"].remove(button)
 

@@ -55,7 +55,8 @@ def ptxas_report(source, arch):
         if "Compiling entry function" in line:
             name = line.split("'")[1]
         elif "spill stores" in line and name:
-            stores, loads = (int(line.split(" bytes spill " + w)[0].split()[-1]) for w in ("stores", "loads"))
+            stores, loads = (int(line.split(" bytes spill " + w)[0].split()[-1])
+                             for w in ("stores", "loads"))
             report.append([name, None, stores, loads])
         elif "Used" in line and "registers" in line and report and report[-1][1] is None:
             report[-1][1] = int(line.split("Used ")[1].split()[0])
@@ -114,8 +115,8 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
         for name, exprs in nvrtc_expressions().items():
             start = time.perf_counter()
             try:
-                compiler.compile_using_nvrtc((CUDA_DIR / name).read_text(), options=options, arch=arch,
-                                             name_expressions=exprs)
+                compiler.compile_using_nvrtc((CUDA_DIR / name).read_text(), options=options,
+                                             arch=arch, name_expressions=exprs)
                 print(f"ok   {name:22s} NVRTC {arch}  {len(exprs)} kernels  "
                       f"{time.perf_counter() - start:5.1f} s", file=out)
             except compiler.CompileException as exc:
@@ -128,8 +129,10 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=list(ARCHS), help="GPU architectures (sm_80 sm_90)")
-    parser.add_argument("--ptxas-info", action="store_true", help="print registers/spills per kernel")
+    parser.add_argument("--arch", nargs="+", default=list(ARCHS),
+                        help="GPU architectures (sm_80 sm_90)")
+    parser.add_argument("--ptxas-info", action="store_true",
+                        help="print registers/spills per kernel")
     parser.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes")
     parser.add_argument("--nvrtc", action="store_true", help="also compile through CuPy's NVRTC")
     args = parser.parse_args(argv)

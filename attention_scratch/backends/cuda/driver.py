@@ -6,11 +6,10 @@ tile sizes, shared-memory budgets and dtype conversions runs on a GPU through
 :mod:`attention_scratch.backends.cuda.gpu` and on the CPU through
 :mod:`attention_scratch.backends.cuda.emulator`.
 
-``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name``
-(``"flash_fwd_scalar"``, ``"flash_fwd_mma"``, ``"flash_fwd_wmma"``,
-``"flash_bwd_preprocess"`` or ``"flash_bwd_dkdv"``) for input dtype ``tag`` and head-dim bucket ``D`` with
-``args`` a list of ``(kind, value)`` pairs, kind one of ``"ptr"``, ``"i32"``,
-``"i64"``, ``"f64"``.
+``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name`` (``"flash_fwd_scalar"``,
+``"flash_fwd_mma"``, ``"flash_fwd_wmma"``, ``"flash_bwd_preprocess"`` or ``"flash_bwd_dkdv"``) for
+input dtype ``tag`` and head-dim bucket ``D`` with ``args`` a list of ``(kind, value)`` pairs, kind
+one of ``"ptr"``, ``"i32"``, ``"i64"``, ``"f64"``.
 """
 import numpy as np
 
@@ -35,7 +34,8 @@ GRID_Y_MAX = 65535
 
 
 def mma_tiles(D):
-    """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D`` (MMA_BK in the kernel)."""
+    """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D``
+    (MMA_BK in the kernel)."""
     return MMA_BQ, (MMA_BK_LARGE_D if D > 64 else MMA_BK_SMALL_D)
 
 
@@ -91,7 +91,8 @@ def largest_block_k(D, acc_bytes, smem_limit, block_k):
 
 def backward_smem_bytes(block_q, block_k, D, acc_bytes):
     """Shared memory of ``flash_bwd_dkdv``: K tile, Q and dO tiles, lse and D, the dS tile."""
-    return (block_k * (D + 1) + 2 * block_q * (D + 1) + 2 * block_q + block_q * (block_k + 1)) * acc_bytes
+    return (block_k * (D + 1) + 2 * block_q * (D + 1) + 2 * block_q + block_q
+            * (block_k + 1)) * acc_bytes
 
 
 def wmma_smem_bytes(D):
@@ -113,7 +114,8 @@ def tensor_core_plan(kind, D, smem_limit):
     """The plan of tensor-core kernel ``kind`` ("mma" or "wmma") for head dims ``D``, or None
     when it does not fit in ``smem_limit`` bytes of shared memory."""
     if kind not in TENSOR_CORE_KERNELS:
-        raise ValueError(f"tensor_cores must be False, True or one of {TENSOR_CORE_KERNELS}; got {kind!r}")
+        raise ValueError("tensor_cores must be False, True or one of "
+                         f"{TENSOR_CORE_KERNELS}; got {kind!r}")
     bq, bk = mma_tiles(D) if kind == "mma" else (WMMA_BQ, WMMA_BK)
     smem = mma_smem_bytes(D) if kind == "mma" else wmma_smem_bytes(D)
     if smem > smem_limit:
@@ -134,7 +136,8 @@ def forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM, te
     """
     D = head_dim_bucket(E, Ev)
     if D is None:
-        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, Ev={Ev}")
+        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; "
+                         f"got E={E}, Ev={Ev}")
     if (tensor_cores and tag in ("float16", "bfloat16") and D <= 128
             and (block_q, block_k) == (DEFAULT_BLOCK, DEFAULT_BLOCK)):
         plan = tensor_core_plan("mma" if tensor_cores is True else tensor_cores, D, smem_limit)
@@ -151,7 +154,8 @@ def backward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM):
     """Tiles of ``flash_bwd_dkdv``: one row group per key row, so ``block_k`` sets the threads."""
     D = head_dim_bucket(E, Ev)
     if D is None:
-        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, Ev={Ev}")
+        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; "
+                         f"got E={E}, Ev={Ev}")
     tpr, acc_bytes = threads_per_row(D), acc_dtype_of_tag(tag).itemsize
     bq = max(1, min(block_q, max(L, 1)))
     bk = max(1, min(block_k, MAX_THREADS // tpr, max(S, 1)))
@@ -210,9 +214,9 @@ def run_backward(launch, xp, grad_out, q, k, v, out, lse, G, scale, band, block_
     lse2 = xp.empty((BH, L), dtype=acc_dtype)  # (BH, L): lse in log2 units
     rows = BH * L
     if rows:
-        launch("flash_bwd_preprocess", tag, None, (-(-rows // FLASH_BWD_ROWS), 1), 32 * FLASH_BWD_ROWS, 0,
-               [("ptr", grad_out), ("ptr", out), ("ptr", lse), ("ptr", big_d), ("ptr", lse2),
-                ("i64", rows), ("i32", Ev)])
+        launch("flash_bwd_preprocess", tag, None, (-(-rows // FLASH_BWD_ROWS), 1),
+               32 * FLASH_BWD_ROWS, 0, [("ptr", grad_out), ("ptr", out), ("ptr", lse),
+                                        ("ptr", big_d), ("ptr", lse2), ("i64", rows), ("i32", Ev)])
     dq_acc = xp.zeros((BH, L, E), dtype=acc_dtype)  # (BH, L, E): atomics add into it
     dk = xp.empty((BKV, S, E), dtype=q.dtype)  # (BKV, S, E)
     dv = xp.empty((BKV, S, Ev), dtype=q.dtype)  # (BKV, S, Ev)
@@ -230,7 +234,8 @@ def run_backward(launch, xp, grad_out, q, k, v, out, lse, G, scale, band, block_
 
 
 def to_storage(x, tag, xp):
-    """Accumulated values -> the input storage dtype (bfloat16: uint16 bits, rounded to nearest even)."""
+    """Accumulated values -> the input storage dtype
+    (bfloat16: uint16 bits, rounded to nearest even)."""
     if tag != "bfloat16":
         return x.astype(tag)
     bits = x.astype(np.float32).view(np.uint32)

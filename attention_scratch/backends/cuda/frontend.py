@@ -28,7 +28,8 @@ def storage_tag(*dtypes):
         return "bfloat16"
     for d in dtypes:
         if np.dtype(d).kind not in "biuf":
-            raise TypeError(f"query, key and value must hold real floating-point numbers; got dtypes {names}")
+            raise TypeError("query, key and value must hold real floating-point numbers; "
+                            f"got dtypes {names}")
     common = np.result_type(*[np.float64 if np.dtype(d).kind in "biu" else d for d in dtypes])
     return common.name
 
@@ -98,7 +99,8 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
     """``(dq, dk, dv)`` shaped like ``q``, ``k``, ``v`` in the storage dtype of ``tag``."""
     args = attention_args(q, k, v, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k, convert=False)
-    rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)  # rows cleaned
+    # rows cleaned
+    rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)
     q_rows = (int(np.prod(args.q.shape[:-2], dtype=np.int64)), args.L)  # (N·Hq, L)
     lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(driver.acc_dtype_of_tag(tag)))  # (N·Hq, L)
     dq, dk, dv = driver.run_backward(

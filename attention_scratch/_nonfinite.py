@@ -193,8 +193,8 @@ def mark_band_forward(found, band, out, lse):
 
 
 def band_backward_inputs(found, band, grad_out, out, lse):
-    """``(rows, grad_out, out, lse)``: the rows whose backward inputs are not finite (or ``None``) and
-    the inputs with those rows cleaned (:func:`clean_backward_inputs`). Kernel layout."""
+    """``(rows, grad_out, out, lse)``: the rows whose backward inputs are not finite (or ``None``)
+    and the inputs with those rows cleaned (:func:`clean_backward_inputs`). Kernel layout."""
     L, S = out.shape[-2], (0 if found is None else found[1].shape[-1])
     poisoned = poisoned_band_rows(found, L, S, band) if found is not None else None
     rows = backward_rows(poisoned, grad_out, out, lse)  # (N, Hkv, G, L) or None

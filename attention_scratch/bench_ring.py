@@ -1,4 +1,5 @@
-"""Ring attention on MPI, measured: scaling with the number of ranks and what the overlap hides (chapter 11).
+"""Ring attention on MPI, measured: scaling with the number of ranks and what the overlap hides
+(chapter 11).
 
 Record the chapter's numbers (a few minutes)::
 
@@ -122,8 +123,8 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
 
 def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4),
            configs=tuple(CONFIGS), timeout=1800):
-    """Run every ``P`` of ``worlds`` under mpiexec, ``rounds`` times in turn (so that a change of load
-    on the machine reaches every ``P``), and write what they measured to ``path`` (JSON)."""
+    """Run every ``P`` of ``worlds`` under mpiexec, ``rounds`` times in turn (so that a change of
+    load on the machine reaches every ``P``), and write what they measured to ``path`` (JSON)."""
     from .bench import git_commit, machine_description
     from .distributed_mpi import mpi, run_ranks
 

@@ -170,7 +170,8 @@ class AttentionArgs:
         return (out, lse.reshape(self.lse_shape)) if return_lse else out
 
     def backward_inputs(self, grad_out, out, lse, convert=True):
-        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes; return them in the kernel layout.
+        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes;
+        return them in the kernel layout.
 
         Returns ``(rows, grad_out, out, lse)`` shaped (N, Hkv, G, L, Ev), (N, Hkv, G, L, Ev),
         (N, Hkv, G, L), with the rows whose backward inputs are not finite cleaned and listed

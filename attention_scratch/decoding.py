@@ -1,4 +1,5 @@
-"""Attention split across key chunks and across devices: flash-decoding and ring attention (chapter 11).
+"""Attention split across key chunks and across devices:
+flash-decoding and ring attention (chapter 11).
 
 Both rest on the merge operator of chapter 8. Attention over a set of keys is
 determined by two numbers per query row and part: its normalised output and its
@@ -67,7 +68,8 @@ def _bounds(n, parts):
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
                        enable_gqa=False, *, causal_align="top_left", window=None,
                        block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False):
-    """Attention computed over ``num_splits`` key chunks independently, then combined (flash-decoding).
+    """Attention computed over ``num_splits`` key chunks independently, then combined
+    (flash-decoding).
 
     Each chunk runs the flash forward pass on its slice of the keys with the
     mask shifted to the chunk's position, giving a partial output and

@@ -70,7 +70,8 @@ def fa2_block_size(M, d):
 
 
 def tiled_io(L, S, E, Ev, block_q, block_k, is_causal=False, causal_align="top_left", window=None):
-    """Slow-memory accesses of this library's forward pass (FlashAttention-2 order), counted tile by tile.
+    """Slow-memory accesses of this library's forward pass
+    (FlashAttention-2 order), counted tile by tile.
 
     Each query block is read once and its output and log-sum-exp written once;
     every visited tile reads its key and value blocks. Skipped tiles read

@@ -64,7 +64,8 @@ def concat_score(query, keys, W_a, v_a):
 
 # BEGIN EXERCISE 3.3 (3 points): the local-p window
 def local_window(p, lengths, S, D):
-    """The window ``|s - p_t| <= D`` inside each sentence, and the Gaussian ``exp(-(s - p_t)²/2σ²)``.
+    """The window ``|s - p_t| <= D`` inside each sentence,
+    and the Gaussian ``exp(-(s - p_t)²/2σ²)``.
 
     Position ``s`` (0, 1, …, S-1) may be attended when ``|s - p| <= D`` and
     ``s < length`` (the window is clipped at the sentence ends; the padding is
@@ -86,7 +87,8 @@ def local_window(p, lengths, S, D):
 
 
 class LuongAttention(Module):
-    """Luong attention with a ``score`` in {"dot", "general", "concat"} and ``local`` in {None, "m", "p"}.
+    """Luong attention with a ``score`` in {"dot", "general", "concat"} and ``local`` in
+    {None, "m", "p"}.
 
     Same protocol as :class:`~attention_scratch.additive.AdditiveAttention`:
     ``prepare(keys, keep)`` once, ``forward(query, memory, t)`` at decoder step ``t``,
@@ -239,7 +241,8 @@ class LuongAttention(Module):
 
 
 class AttentionalState(Module):
-    """``h̃_t = tanh(W_c [c_t ; h_t])``: combines the context and the decoder state (no bias, as in the paper).
+    """``h̃_t = tanh(W_c [c_t ; h_t])``: combines the context and the decoder state
+    (no bias, as in the paper).
 
     Shapes: ``context`` (B, Dk), ``h`` (B, Dh) -> (B, out_dim).
     ``backward(d_out, cache) -> (d_context, d_h)``.

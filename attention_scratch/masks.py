@@ -1,4 +1,5 @@
-"""Attention masks: causal (both alignments), padding, sliding windows, and combining them (chapter 5).
+"""Attention masks: causal (both alignments), padding, sliding windows,
+and combining them (chapter 5).
 
 Every boolean mask in this library says **True = may attend** (the polarity of
 PyTorch's ``scaled_dot_product_attention`` and of JAX). The one exception says so

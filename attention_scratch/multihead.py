@@ -91,7 +91,8 @@ def fold_kv_grad(grad, num_kv_heads):
 
 
 def _init(rng, fan_in, fan_out, shape):
-    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``, for every projection.
+    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``,
+    for every projection.
 
     ``nn.MultiheadAttention`` differs slightly: it applies Xavier to the stacked
     ``(3·embed_dim, embed_dim)`` ``in_proj_weight`` (a smaller bound) and leaves

@@ -1,4 +1,5 @@
-"""Ring attention and split-KV decoding on MPI ranks, checked against flash attention in one process.
+"""Ring attention and split-KV decoding on MPI ranks,
+checked against flash attention in one process.
 
 Run it on 4 processes (chapter 11)::
 

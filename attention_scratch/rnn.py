@@ -1,4 +1,5 @@
-"""Gated recurrent units in NumPy: a GRU cell, a masked GRU over a sequence, a bidirectional encoder.
+"""Gated recurrent units in NumPy: a GRU cell, a masked GRU over a sequence,
+a bidirectional encoder.
 
 The GRU of Cho et al. (2014), in the gate layout PyTorch uses (reset, update, new)::
 

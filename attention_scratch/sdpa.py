@@ -141,7 +141,8 @@ def _visible(args, mask, xp):
 
 
 def _find_poisoned(args, mask, xp):
-    """``mask`` with ``poisoned`` and ``visible`` filled when an input or the float mask holds NaN or ±inf.
+    """``mask`` with ``poisoned`` and ``visible`` filled when an input or the float mask
+    holds NaN or ±inf.
 
     A row is poisoned when it sees a key (the mask keeps it and the bias is not ``-inf``) and its
     query, a key or value it sees, or its bias where it sees, holds NaN or ±inf (``-inf`` in the

@@ -54,7 +54,8 @@ class Config:
 
 
 class Seq2Seq(Module):
-    """The encoder-decoder. ``loss_and_backward(batch)`` trains; ``greedy(src, keep, max_len)`` decodes.
+    """The encoder-decoder. ``loss_and_backward(batch)`` trains;
+    ``greedy(src, keep, max_len)`` decodes.
 
     Shapes
     ------
@@ -180,7 +181,8 @@ class Seq2Seq(Module):
         return loss
 
     def greedy(self, src, keep, max_len):
-        """Greedy decoding. Returns ``(ids (B, max_len), weights (B, max_len, S) or None, positions)``.
+        """Greedy decoding. Returns ``(ids (B, max_len), weights (B, max_len, S) or
+        None, positions)``.
 
         ``positions`` (B, max_len) holds local attention's window centres ``p_t`` (else None).
         """

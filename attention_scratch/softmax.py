@@ -112,7 +112,8 @@ def softmax_vjp(grad_out, probs, axis=-1):
 
 
 def _nonfinite_rows(x, where, axis):
-    """``(bad, clean)``: rows holding NaN or ``+inf`` where they may weight, and ``x`` with those entries 0.
+    """``(bad, clean)``: rows holding NaN or ``+inf`` where they may weight,
+    and ``x`` with those entries 0.
 
     ``bad`` has ``axis`` kept with length 1; ``None`` (and ``x`` itself) when there is
     nothing to clean.

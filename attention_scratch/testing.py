@@ -94,7 +94,8 @@ def assert_shape(actual, expected_shape, what="result"):
 
 @contextlib.contextmanager
 def warnings_as_failures(hint):
-    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError`` saying ``hint``.
+    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError``
+    saying ``hint``.
 
     Overflow in ``exp``, ``0/0`` and ``inf - inf`` warn before they produce inf or
     NaN; a graded test wraps the call under test in this block so that the
@@ -450,7 +451,8 @@ def dense_reference(query, key, value, grad_out=None, *, is_causal=False, causal
 
 
 def dense_reference_backward(grad_out, query, key, value, probs, *, scale=None):
-    """The backward pass of :func:`dense_reference` from its weights ``probs``, in the inputs' dtype.
+    """The backward pass of :func:`dense_reference` from its weights ``probs``,
+    in the inputs' dtype.
 
     ``dV = Pᵀ dO``, ``dS = P ∘ (dP - rowsum(dP ∘ P))`` with ``dP = dO Vᵀ``, ``dQ = dS K · scale``,
     ``dK = dSᵀ Q · scale``; key/value gradients of grouped-query attention summed per group.

@@ -27,7 +27,8 @@ from .transformer_layers import MLP, LayerNorm
 
 
 class SelfAttention(Module):
-    """Causal self-attention: a :class:`MultiHeadAttention` seen as a :class:`~attention_scratch.nn.Module`.
+    """Causal self-attention: a :class:`MultiHeadAttention` seen as a
+    :class:`~attention_scratch.nn.Module`.
 
     ``params`` is the attention layer's own dictionary (the optimiser updates
     the live arrays); :meth:`backward` adds the layer's gradients to ``grads``.
@@ -179,7 +180,8 @@ class TinyTransformer(Module):
 # BEGIN EXERCISE 15.3 (3 points): one generation step with a KV cache
 # writes: caches
 def decode_step(model, ids, caches):
-    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last logits.
+    """Feed new tokens through ``model`` using (and extending) the KV caches;
+    return the last logits.
 
     The new tokens sit at positions ``p .. p + n - 1`` where ``p = caches[0].length``
     is the number of tokens already cached. Embed them with

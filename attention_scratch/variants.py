@@ -134,8 +134,9 @@ def _check_qkv(query, key, value):
 
 
 def absent_nonfinite(q, k, v, is_causal):
-    """``CONVENTIONS.md`` for the linear-attention family: ``(q, k, v, rows)`` with the rows holding NaN or
-    ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when all is finite).
+    """``CONVENTIONS.md`` for the linear-attention family: ``(q, k, v, rows)`` with the rows
+    holding NaN or ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when
+    all is finite).
 
     Row ``i`` sees keys ``j <= i`` (causal, top-left) or all keys: it is NaN when its query or a key
     or value it sees holds NaN or ±inf; one it does not see never reaches it.

@@ -1,4 +1,5 @@
-"""Helpers for the book: show library source, draw attention heatmaps and the tile walks of chapters 9-10.
+"""Helpers for the book: show library source,
+draw attention heatmaps and the tile walks of chapters 9-10.
 
 Matplotlib and IPython are imported inside the functions, so importing the
 library stays cheap and works without a display.

@@ -39,11 +39,12 @@ ALL_MASK_IDS = MASK_IDS + ["causal-br+window(2,0)", "window(0,0)", "window(-,2)"
 
 @dataclasses.dataclass
 class Backend:
-    """``forward``/``backward`` have the signatures of flash_attention(_backward) without ``backend``
-    and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns ``(out, lse, grads)`` as
-    float32 NumPy arrays computed from bfloat16 inputs (None when unsupported). ``same_as`` is a
-    backend that computes the same tiles the same way: every :func:`check_against_oracle` then also
-    asserts agreement with it to ``same_tol`` (the Numba kernels against the NumPy reference)."""
+    """``forward``/``backward`` have the signatures of flash_attention(_backward) without
+    ``backend`` and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns
+    ``(out, lse, grads)`` as float32 NumPy arrays computed from bfloat16 inputs
+    (None when unsupported). ``same_as`` is a backend that computes the same tiles the same way:
+    every :func:`check_against_oracle` then also asserts agreement with it to ``same_tol`` (the
+    Numba kernels against the NumPy reference)."""
 
     name: str
     forward: Callable

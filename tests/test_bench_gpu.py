@@ -1,4 +1,5 @@
-"""The GPU benchmark's own code, dry-run on the CPU: stand-in CuPy, emulated kernels, PyTorch on the CPU.
+"""The GPU benchmark's own code, dry-run on the CPU:
+stand-in CuPy, emulated kernels, PyTorch on the CPU.
 
 This checks that the oracle check, the timing loop and the results table work before a
 GPU session spends its minutes on them; the numbers it produces mean nothing.

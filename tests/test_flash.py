@@ -1,4 +1,5 @@
-"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own tests.
+"""Flash attention (NumPy backend): the shared backend test bodies,
+and the NumPy reference's own tests.
 
 The bodies every backend runs against the float64 oracle live in tests/flash_backend_cases.py
 (class TestNumPy below). Here: agreement with PyTorch to 1e-10 for every block size, the

@@ -240,8 +240,8 @@ def scaled_scores(query, key, scale):
                     reason="this kernel has no Landlock: student code is not sandboxed here "
                            "(the grader says so); the sandbox is checked where Landlock exists")
 def test_student_code_runs_in_a_sandbox_it_cannot_leave(tmp_path):
-    """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no writing
-    the repository, no touching the checker."""
+    """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no
+    writing the repository, no touching the checker."""
     source = SANDBOX_PROBE.format(repo=str(REPO))
     (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores",
                                                           source))

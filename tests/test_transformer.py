@@ -10,7 +10,8 @@ from attention_scratch.transformer_layers import MLP, LayerNorm, layer_norm, lay
 
 
 def check_param_grads(module, run, names, rng, rtol=1e-6, atol=1e-8):
-    """Compare ``module.grads`` after ``run(g)`` (forward + backward with cotangent g) to finite differences.
+    """Compare ``module.grads`` after ``run(g)``
+    (forward + backward with cotangent g) to finite differences.
 
     ``run(None)`` must return the forward output; ``run(g)`` must run the backward pass.
     """

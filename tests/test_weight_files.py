@@ -1,4 +1,5 @@
-"""Damaged weight files: one error type, WeightFileError (a ValueError), naming the file and what is wrong.
+"""Damaged weight files: one error type, WeightFileError
+(a ValueError), naming the file and what is wrong.
 
 Every weight file goes through attention_scratch.optim.load_params (``allow_pickle=False``);
 the model loaders add the checks against the model (config, array names, shapes). Before,

@@ -44,8 +44,9 @@ def compile_one(source, arch, outdir, ptxas_info=False):
 
 
 def ptxas_report(source, arch):
-    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill store bytes,
-    spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises ``RuntimeError`` if nvcc fails."""
+    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill
+    store bytes, spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises
+    ``RuntimeError`` if nvcc fails."""
     with tempfile.TemporaryDirectory() as tmp:
         ok, _, log = compile_one(Path(source), arch, tmp, ptxas_info=True)
     if not ok:

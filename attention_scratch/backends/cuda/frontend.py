@@ -80,7 +80,8 @@ def plan_for(args, tag, *, backward=False, tensor_cores=False, smem_limit=driver
 def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, *, tag,
             causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
             tensor_cores=False, smem_limit=driver.DEFAULT_SMEM):
-    """``out`` (..., Hq, L, Ev) in the storage dtype and ``lse`` (..., Hq, L) in the accumulation dtype.
+    """``out`` (..., Hq, L, Ev) in the storage dtype and ``lse``
+    (..., Hq, L) in the accumulation dtype.
 
     ``q``, ``k``, ``v`` are device arrays already in the storage dtype of ``tag``.
     """

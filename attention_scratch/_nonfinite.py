@@ -169,8 +169,9 @@ def backward_rows(poisoned, grad_out, out, lse):
 
 
 def clean_backward_inputs(rows, grad_out, out, lse):
-    """Zero ``grad_out`` and ``out`` and set ``lse = +inf`` on ``rows``: the kernel then treats them as
-    rows without keys (no contribution, no NaN), and the caller writes NaN into their gradients."""
+    """Zero ``grad_out`` and ``out`` and set ``lse = +inf`` on ``rows``: the kernel then treats them
+    as rows without keys (no contribution, no NaN), and the caller writes NaN into their
+    gradients."""
     if rows is None:
         return grad_out, out, lse
     xp = array_module(lse)

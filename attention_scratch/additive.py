@@ -112,7 +112,8 @@ class AdditiveAttention(Module):
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
-            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; got {np.shape(keep)}")
+            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; "
+                             f"got {np.shape(keep)}")
         return {"keys": keys, "keys_proj": keys @ self.params["U"], "keep": keep}  # proj: (B, S, A)
 
     @staticmethod

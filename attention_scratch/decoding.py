@@ -134,7 +134,8 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
     xp = array_module(q)  # NumPy or CuPy: the device state lives where the inputs do
-    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc_dtype),  # (N, Hkv, G, Lr, Ev)
+    # per query shard: out (N, Hkv, G, Lr, Ev) and lse (N, Hkv, G, Lr)
+    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc_dtype),
                 xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype)) for i0, i1 in q_bounds]
     held = list(range(world))  # held[r] = index of the key/value shard device r holds
     log = []

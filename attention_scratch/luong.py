@@ -142,7 +142,8 @@ class LuongAttention(Module):
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
-            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; got {np.shape(keep)}")
+            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; "
+                             f"got {np.shape(keep)}")
         memory = {"keys": keys, "keep": keep, "lengths": keep.sum(axis=1)}
         if self.score == "concat":
             memory["keys_proj"] = keys @ self.params["W_a"][self.query_dim:]  # (B, S, A)
@@ -235,7 +236,8 @@ class LuongAttention(Module):
         if self.score == "concat":
             keys, d_kp = memory["keys"], grad_memory["keys_proj"]
             Dk, A = keys.shape[-1], d_kp.shape[-1]
-            self.grads["W_a"][self.query_dim:] += keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)  # (Dk, A)
+            d_wa = keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)  # (Dk, A)
+            self.grads["W_a"][self.query_dim:] += d_wa
             d_keys = d_keys + d_kp @ self.params["W_a"][self.query_dim:].T  # (B, S, Dk)
         return d_keys
 

@@ -199,7 +199,8 @@ class MultiHeadAttention:
         ("q", "k", "v" or "o"), after checking the width."""
         if x.ndim != 3 or x.shape[-1] != width:
             raise ValueError(f"{what} must have shape (B, length, {width}); got {x.shape}")
-        y = x @ self.params["W_" + name].astype(x.dtype)  # (B, length, width) @ (width, out) -> (B, length, out)
+        # (B, length, width) @ (width, out) -> (B, length, out)
+        y = x @ self.params["W_" + name].astype(x.dtype)
         b = self.params.get("b_" + name)
         return y if b is None else y + b.astype(x.dtype)
 
@@ -264,7 +265,8 @@ class MultiHeadAttention:
         B, L, S = query.shape[0], q.shape[-2], k.shape[-2]
         attn_mask = check_attn_mask(attn_mask, (B, self.num_heads, L, S))  # names the argument
         if key_padding_mask is not None:
-            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S), True = may attend
+            # True = may attend
+            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S)
             check_broadcastable(key_padding_mask.shape[::3], (B, S), "key_padding_mask (B, S)")
         mask = combine_masks(attn_mask, key_padding_mask)
         align = "bottom_right" if cache is not None else "top_left"

@@ -92,7 +92,8 @@ class Module:
         for name, p in params.items():
             value = np.asarray(state[name])
             if value.shape != p.shape:
-                raise ValueError(f"state[{name!r}] has shape {value.shape}; the model has {p.shape}")
+                raise ValueError(f"state[{name!r}] has shape {value.shape}; "
+                                 f"the model has {p.shape}")
             p[...] = value
 
 

@@ -146,7 +146,8 @@ def load_params(path):
                 try:
                     params[name] = data[name]
                 except ValueError as err:
-                    what = "holds pickled objects, which are never loaded" if "pickle" in str(err) else "is damaged"
+                    what = ("holds pickled objects, which are never loaded" if "pickle" in str(err)
+                            else "is damaged")
                     raise WeightFileError(f"{path}: array {name!r} {what} ({err})") from None
                 except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
                     raise WeightFileError(f"{path}: array {name!r} is damaged "
@@ -164,7 +165,8 @@ def load_params(path):
     try:
         meta = json.loads(str(meta))
     except json.JSONDecodeError as err:
-        raise WeightFileError(f"{path}: the metadata (__meta__) is not valid JSON ({err})") from None
+        raise WeightFileError(f"{path}: the metadata (__meta__) is not valid JSON "
+                              f"({err})") from None
     if not isinstance(meta, dict):
         raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; "
                               f"got {type(meta).__name__}")

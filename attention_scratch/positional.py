@@ -188,7 +188,8 @@ class LearnedPositionalEmbedding:
                              f"{self._shape}; got {g.shape}")
         d_table = np.zeros_like(self.params["P"])  # (max_len, d_model)
         L = self._shape[-2]
-        d_table[self._offset:self._offset + L] = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (L, d_model)
+        d_rows = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (L, d_model)
+        d_table[self._offset:self._offset + L] = d_rows
         self.grads = {"P": d_table}
         return g
 

@@ -255,7 +255,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     probs = _probs(args, mask)  # (N, Hkv, G, L, S)
     if dropout_p > 0:
         probs, _ = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    out = probs @ args.v.astype(args.acc_dtype)  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    out = probs @ args.v.astype(args.acc_dtype)
     out = nan_rows(out, mask.poisoned).astype(args.dtype)  # (N, Hkv, G, L, Ev)
     out = out.reshape(args.output_shape)  # (..., Hq, L, Ev)
     if return_weights:

@@ -156,7 +156,8 @@ class Seq2Seq(Module):
     def loss_and_backward(self, batch):
         """Teacher-forced cross-entropy of one batch;
         fills ``self.gradients()``. Returns the loss."""
-        src, keep, tgt_in, tgt_out = batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_out"]
+        src, keep = batch["src"], batch["src_mask"]
+        tgt_in, tgt_out = batch["tgt_in"], batch["tgt_out"]
         self.zero_grad()
         state, memory, final, c_encode = self.encode(src, keep)
         emb, c_temb = self.tgt_emb.forward(tgt_in)  # (B, T, E)

@@ -387,7 +387,8 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     keep = np.broadcast_to(keep, p.shape)  # (..., Hq, L, S)
     if attn_mask is not None and np.asarray(attn_mask).dtype != bool:
         keep = keep & (np.asarray(_to_numpy(attn_mask), dtype=np.float64) != -np.inf)
-    marked = np.isnan(p).any(axis=-1) | (~np.isfinite(d_out).all(axis=-1) & keep.any(axis=-1))  # (..., Hq, L)
+    bad_grad = ~np.isfinite(d_out).all(axis=-1) & keep.any(axis=-1)  # (..., Hq, L)
+    marked = np.isnan(p).any(axis=-1) | bad_grad  # (..., Hq, L)
     d_out = np.where(marked[..., None] | ~np.isfinite(d_out), 0.0, d_out)
     p = np.where(marked[..., None], 0.0, p_clean)  # (..., Hq, L, S)
     k = _repeat_kv_heads(clean_k, hq)  # (..., Hq, S, E)

@@ -205,9 +205,10 @@ def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feat
     dtype = np.result_type(q, k, v)
     acc_dtype = acc_dtype_of(dtype)
     q, k, v, rows = absent_nonfinite(q, k, v, is_causal)
-    phi_q, phi_k = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype))  # (..., L, F), (..., S, F)
-    out = linear_attention_features(phi_q, phi_k, v.astype(acc_dtype), is_causal,
-                                    eps)  # (..., L, Ev)
+    phi_q = feature_map(q.astype(acc_dtype))  # (..., L, F)
+    phi_k = feature_map(k.astype(acc_dtype))  # (..., S, F)
+    v = v.astype(acc_dtype)
+    out = linear_attention_features(phi_q, phi_k, v, is_causal, eps)  # (..., L, Ev)
     return nan_rows(out, rows).astype(dtype)
 
 
@@ -257,7 +258,8 @@ def _causal_start(query, key, value, feature_map, form):
     dtype = np.result_type(q, k, v)
     acc_dtype = acc_dtype_of(dtype)
     q, k, v, rows = absent_nonfinite(q, k, v, True)
-    phi_q, phi_k, v = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype)), v.astype(acc_dtype)
+    phi_q, phi_k = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype))
+    v = v.astype(acc_dtype)
     xp = array_module(phi_k)  # NumPy or CuPy
     state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]),
                      dtype=acc_dtype)  # (..., F, Ev)

@@ -225,8 +225,9 @@ def case_window_that_sees_no_key(backend, rng):
 def case_nan_in_a_masked_position_does_not_leak(backend, rng):
     """NaN in the key *and* value of keys that no row may attend to reaches no output
     and no gradient."""
-    for L, S, mask, hidden in ((7, 8, (True, "top_left", None), [7]),  # key 7: after every row
-                               (5, 9, (True, "bottom_right", (1, None)), [0, 2])):  # before the band
+    # hidden keys: key 7 after every row; keys 0 and 2 before the band
+    for L, S, mask, hidden in ((7, 8, (True, "top_left", None), [7]),
+                               (5, 9, (True, "bottom_right", (1, None)), [0, 2])):
         q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
         clean = [a.copy() for a in (k, v)]
         for a in (k, v):

@@ -127,20 +127,24 @@ def error_cases():
                                                                                                 3))
     longer = rng.standard_normal((1, 2, n + 1, 3))
     return {
-        "shard_sizes": error_case(lambda: ring_attention(longer if rank == 0 else q, longer if rank == 0 else k,
-                                                         longer if rank == 0 else v, comm, True)),
+        "shard_sizes": error_case(lambda: ring_attention(*((longer if rank == 0 else a)
+                                                           for a in (q, k, v)), comm, True)),
         "not_a_comm": error_case(lambda: ring_attention(q, k, v, "COMM_WORLD")),
         "head_dims": error_case(lambda: ring_attention(q, k[..., :2], v, comm)),
         "flags": error_case(lambda: ring_attention(q, k, v, comm, is_causal=rank == 0)),
-        "zigzag_odd": error_case(lambda: ring_attention(q[..., :3, :], k[..., :3, :], v[..., :3, :], comm, True,
-                                                        layout="zigzag")),
-        "backward_lse": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., :3, 0], comm)),
-        "split_kv_query": error_case(lambda: split_kv_attention(q[..., : 1 + (rank == 0), :], k, v, comm)),
-        "layout_on_rank_0": error_case(lambda: ring_attention(q, k, v, comm, layout="ring" if rank == 0
-                                                              else "contiguous")),
+        "zigzag_odd": error_case(lambda: ring_attention(q[..., :3, :], k[..., :3, :], v[..., :3, :],
+                                                        comm, True, layout="zigzag")),
+        "backward_lse": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., :3, 0],
+                                                                   comm)),
+        "split_kv_query": error_case(lambda: split_kv_attention(q[..., : 1 + (rank == 0), :], k, v,
+                                                                comm)),
+        "layout_on_rank_0": error_case(lambda: ring_attention(
+            q, k, v, comm, layout="ring" if rank == 0 else "contiguous")),
         "flag_type": error_case(lambda: ring_attention(q, k, v, comm, is_causal="yes")),
-        "overlap_type": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., 0], comm, overlap="no")),
-        "split_kv_align": error_case(lambda: split_kv_attention(q, k, v, comm, causal_align="top_left")),
+        "overlap_type": error_case(lambda: ring_attention_backward(q, q, k, v, q, q[..., 0], comm,
+                                                                   overlap="no")),
+        "split_kv_align": error_case(lambda: split_kv_attention(q, k, v, comm,
+                                                                causal_align="top_left")),
         # after all of these, a correct call still works on the same communicator
         "after": error_case(lambda: ring_attention(q, k, v, comm, True)),
     }
@@ -156,9 +160,11 @@ CASES = {
     "causal contiguous blocking": dict(is_causal=True, overlap=False),
     "causal zigzag blocking": dict(is_causal=True, layout="zigzag", overlap=False),
     "full blocking": dict(overlap=False),
-    "causal zigzag GQA scale": dict(is_causal=True, layout="zigzag", Hq=4, Hkv=2, E=6, Ev=3, scale=0.3),
+    "causal zigzag GQA scale": dict(is_causal=True, layout="zigzag", Hq=4, Hkv=2, E=6, Ev=3,
+                                    scale=0.3),
     "causal striped GQA": dict(is_causal=True, layout="striped", Hq=6, Hkv=2),
-    "causal contiguous long shards": dict(is_causal=True, N=80 * world),  # shards of 80 rows: 2 tiles of 64
+    # shards of 80 rows: 2 tiles of 64
+    "causal contiguous long shards": dict(is_causal=True, N=80 * world),
     "causal zigzag NaN in the last key": dict(is_causal=True, layout="zigzag", poison=-1),
     "causal contiguous NaN in key 2": dict(is_causal=True, poison=2),
     "causal striped NaN in grad_out row 3": dict(is_causal=True, layout="striped", poison_grad=3),

@@ -183,7 +183,8 @@ def test_efficient_attention_variants_stay_on_the_device(xp, rng):
 
     q, k, v = (rng.standard_normal((2, 2, 12, 4)) for _ in range(3))
     dq_, dk_, dv_ = (xp.asarray(a) for a in (q, k, v))
-    for name, fn in (("sliding_window_attention", lambda *a: sliding_window_attention(*a, window=(3, 0), block=4)),
+    for name, fn in (("sliding_window_attention",
+                      lambda *a: sliding_window_attention(*a, window=(3, 0), block=4)),
                      ("linear_attention", lambda *a: linear_attention(*a, is_causal=True)),
                      ("linear_attention_recurrent", linear_attention_recurrent),
                      ("linear_attention_chunked", lambda *a: linear_attention_chunked(*a, chunk=5)),

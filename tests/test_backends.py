@@ -120,7 +120,8 @@ def _matches(function, protocol_method):
     if len(have) < len(want):
         problems.append(f"missing {[w.name for w in want[len(have):]]}")
     for extra in have[len(want):]:  # a backend's own options: keyword-only, with a default
-        if extra.kind is not inspect.Parameter.KEYWORD_ONLY or extra.default is inspect.Parameter.empty:
+        if (extra.kind is not inspect.Parameter.KEYWORD_ONLY
+                or extra.default is inspect.Parameter.empty):
             problems.append(f"extra parameter {extra} must be keyword-only with a default")
     return problems
 
@@ -135,8 +136,9 @@ def test_every_backend_has_the_signatures_of_the_protocol(name):
     from attention_scratch.backends.protocol import FlashBackend
 
     if name == "numpy reference":
-        module = type("NumPy", (), {"flash_attention": flash.flash_attention_numpy,
-                                    "flash_attention_backward": flash.flash_attention_backward_numpy})
+        module = type("NumPy", (), {
+            "flash_attention": flash.flash_attention_numpy,
+            "flash_attention_backward": flash.flash_attention_backward_numpy})
         methods = ("flash_attention", "flash_attention_backward")
     else:
         module = importlib.import_module(name)  # imports without Numba or CuPy

@@ -59,7 +59,8 @@ def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
     real_import = builtins.__import__
 
     def no_bench_gpu(name, globals=None, locals=None, fromlist=(), level=0):
-        if fromlist and "gpu" in fromlist and (globals or {}).get("__package__") == "attention_scratch.bench":
+        package = (globals or {}).get("__package__")
+        if fromlist and "gpu" in fromlist and package == "attention_scratch.bench":
             raise ImportError("No module named 'attention_scratch.bench.gpu'")
         return real_import(name, globals, locals, fromlist, level)
 

@@ -71,7 +71,8 @@ SCALE_AND_CAUSAL = {
     "split_kv": functools.partial(split_kv_attention, num_splits=2),
     "ring": functools.partial(ring_attention, world_size=2),
     "sliding_window": functools.partial(sliding_window_attention, window=(2, 0)),
-    "performer": lambda q, k, v, **kw: at.performer_attention(q, k, v, rng=np.random.default_rng(0), **kw),
+    "performer": lambda q, k, v, **kw: at.performer_attention(q, k, v,
+                                                              rng=np.random.default_rng(0), **kw),
 }
 
 

@@ -338,7 +338,8 @@ def test_no_out_of_bounds_access_under_address_sanitizer(tmp_path):
                ATTENTION_SCRATCH_CACHE=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=600)
-    assert "asan-clean" in done.stdout and "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]
+    assert "asan-clean" in done.stdout, done.stderr[-3000:]
+    assert "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]
 
 
 def test_the_constants_are_written_once_in_the_header_the_kernels_include():

@@ -94,7 +94,8 @@ def test_bad_counts_raise(rng, fn):
 
 
 def test_combine_splits_names_the_arguments_and_the_shapes():
-    with pytest.raises(ValueError, match=r"outs \(\.\.\., Ev\) and lses \(\.\.\.\) .* \(2, 4, 3\) and \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"outs \(\.\.\., Ev\) and lses \(\.\.\.\) "
+                                         r".* \(2, 4, 3\) and \(3, 4\)"):
         combine_splits(np.zeros((2, 4, 3)), np.zeros((3, 4)))
 
 

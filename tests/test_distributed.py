@@ -120,7 +120,8 @@ def test_nan_reaches_exactly_the_rows_that_see_it(world):
                                                                                for r in reports)
 
 
-LOW_PRECISION = {  # case: (dtype, largest difference from single-process flash in that dtype, slack)
+# case: (dtype, largest difference from single-process flash in that dtype, slack)
+LOW_PRECISION = {
     "causal striped float32": ("float32", 2e-6, 1e-7),
     "full contiguous float32": ("float32", 2e-6, 1e-7),
     "causal zigzag float16": ("float16", 4e-3, 1e-4),  # float16 shards accumulate in float32
@@ -163,16 +164,20 @@ def test_split_kv_across_ranks_equals_flash_over_the_whole_cache(world, case):
 
 
 ERRORS = {  # case: (type, words in the message, whether it needs two ranks to happen)
-    "shard_sizes": ("ValueError", ["every rank must pass the same query shape", "(1, 2, 5, 3) on rank 0",
-                                   "(1, 2, 4, 3) on rank 1"], True),
-    "not_a_comm": ("TypeError", ["comm must be an mpi4py intracommunicator", "builtins.str"], False),
+    "shard_sizes": ("ValueError", ["every rank must pass the same query shape",
+                                   "(1, 2, 5, 3) on rank 0", "(1, 2, 4, 3) on rank 1"], True),
+    "not_a_comm": ("TypeError", ["comm must be an mpi4py intracommunicator", "builtins.str"],
+                   False),
     "head_dims": ("ValueError", ["same head dim E", "(1, 2, 4, 3) and (1, 2, 4, 2)"], False),
-    "flags": ("ValueError", ["every rank must pass the same is_causal", "True on rank 0", "False on rank 1"], True),
+    "flags": ("ValueError", ["every rank must pass the same is_causal", "True on rank 0",
+                             "False on rank 1"], True),
     "zigzag_odd": ("ValueError", ["N/P must be even", "(1, 2, 3, 3)"], False),
     "backward_lse": ("ValueError", ["lse must have shape (1, 2, 4)", "got (1, 2, 3)"], False),
-    "split_kv_query": ("ValueError", ["every rank must pass the same query shape", "(1, 2, 2, 3) on rank 0"], True),
+    "split_kv_query": ("ValueError", ["every rank must pass the same query shape",
+                                      "(1, 2, 2, 3) on rank 0"], True),
     "layout_on_rank_0": ("ValueError", ["layout must be one of", "'ring'"], False),
-    "flag_type": ("TypeError", ["is_causal", "'yes'"], False),  # flash_attention's own check, at step 0
+    # flash_attention's own check, at step 0
+    "flag_type": ("TypeError", ["is_causal", "'yes'"], False),
     "overlap_type": ("TypeError", ["overlap must be True or False", "'no'"], False),
     "split_kv_align": ("ValueError", ["causal_align must be 'bottom_right'", "'top_left'"], False),
 }
@@ -200,7 +205,8 @@ def test_a_run_that_hangs_is_killed_with_every_rank_at_the_time_limit(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, time
         from mpi4py import MPI
-        open(os.path.join({str(tmp_path)!r}, f"pid{{MPI.COMM_WORLD.Get_rank()}}"), "w").write(str(os.getpid()))
+        pid_file = os.path.join({str(tmp_path)!r}, f"pid{{MPI.COMM_WORLD.Get_rank()}}")
+        open(pid_file, "w").write(str(os.getpid()))
         print("started", flush=True)
         time.sleep(600)
     """))
@@ -309,7 +315,8 @@ def test_the_module_imports_without_mpi4py_and_says_what_to_install():
                           env=dict(os.environ,
                                    PYTHONPATH=str(Path(attention_scratch.__file__).parents[1])))
     assert done.returncode == 0, done.stderr
-    assert "ImportError:" in done.stdout and 'pip install "attention_scratch[mpi]"' in done.stdout, done.stdout
+    assert "ImportError:" in done.stdout, done.stdout
+    assert 'pip install "attention_scratch[mpi]"' in done.stdout, done.stdout
 
 
 def test_ranks_get_this_package_first_on_their_path():
@@ -317,4 +324,5 @@ def test_ranks_get_this_package_first_on_their_path():
         pytest.skip(mpi_missing())
     command, env = mpiexec_command(3, ["script.py", "--x"])
     assert command[-3:] == [sys.executable, "script.py", "--x"] and "3" in command
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(attention_scratch.__file__).resolve().parents[1])
+    clone = Path(attention_scratch.__file__).resolve().parents[1]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(clone)

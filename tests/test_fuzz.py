@@ -7,8 +7,8 @@ float64), and NaN / ±inf planted at random places of Q, K, V and dO, visible or
 Each backend (flash NumPy, flash Numba, the CUDA kernels in the CPU emulation, dense SDPA)
 computes output, lse and the three gradients; they must equal
 
-* NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from the
-  dense mask, independently of attention_scratch._nonfinite), and
+* NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from
+  the dense mask, independently of attention_scratch._nonfinite), and
 * everywhere else PyTorch's ``scaled_dot_product_attention`` in float64 with autograd, run
   on the inputs with the non-finite entries replaced by 0 (masked means absent), within a
   tolerance of a few ulps of the dtype relative to the size of the terms (for a flash
@@ -178,7 +178,8 @@ def check_case(name, pr):
         ok = np.isfinite(want)
         assert np.isfinite(got[ok]).all(), f"{where}: a finite result expected"
         err = np.abs(got[ok] - want[ok]).max(initial=0.0)
-        assert err <= rel * (size[part] + 1e-300) + EPS[dtype] * np.abs(want[ok]).max(initial=0.0), \
+        floor = EPS[dtype] * np.abs(want[ok]).max(initial=0.0)
+        assert err <= rel * (size[part] + 1e-300) + floor, \
             f"{where}: error {err:.3g} > {rel:.3g} x {size[part]:.3g}"
     CASES_RUN[name] = CASES_RUN.get(name, 0) + 1
 

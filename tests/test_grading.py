@@ -89,10 +89,12 @@ def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     seconds = time.monotonic() - start
     assert done.returncode == 1, done.stdout + done.stderr
     results = results_of(tmp_path / "r.json")
-    assert results["1.3"]["status"] == "failing" and "time budget of 8 s" in results["1.3"]["message"]
-    assert results["12.1"]["status"] == "failing" and "time budget of 8 s" in results["12.1"]["message"], \
-        "a Numba loop that never ends must be stopped too"
-    assert results["1.4"]["status"] == "failing" and "exited with status 0" in results["1.4"]["message"]
+    assert results["1.3"]["status"] == "failing"
+    assert "time budget of 8 s" in results["1.3"]["message"]
+    assert results["12.1"]["status"] == "failing", "a Numba loop that never ends must stop too"
+    assert "time budget of 8 s" in results["12.1"]["message"]
+    assert results["1.4"]["status"] == "failing"
+    assert "exited with status 0" in results["1.4"]["message"]
     for exercise_id in ("1.1", "1.2", "1.5", "4.1", "4.2", "4.3"):
         assert results[exercise_id]["status"] == "passed", results[exercise_id]
     assert seconds < 120, f"grading took {seconds:.0f} s: the budgets did not hold"
@@ -127,7 +129,8 @@ def test_an_exception_shows_the_students_file_and_line(tmp_path):
     (tmp_path / f"{CH04}.py").write_text(text)
     done = run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     message = results_of(tmp_path / "r.json")["4.1"]["message"]
-    assert "ValueError" in message and f"of {CH04}.py, in scaled_scores: out = query @ key" in message, message
+    assert "ValueError" in message, message
+    assert f"of {CH04}.py, in scaled_scores: out = query @ key" in message, message
     assert "where np." not in done.stdout and "assert " not in message, "no assertion-rewrite noise"
 
 
@@ -142,7 +145,8 @@ def stable_softmax(x, axis=-1):
     (tmp_path / f"{CH01}.py").write_text(text)
     run_grader("--target", str(tmp_path), "--exercise", "1.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["1.1"]
-    assert result["status"] == "failing" and "changed its argument `x` in place" in result["message"], result
+    assert result["status"] == "failing", result
+    assert "changed its argument `x` in place" in result["message"], result
 
 
 @pytest.mark.parametrize("how,source,words", [
@@ -212,10 +216,12 @@ def scaled_scores(query, key, scale):
     repo = {repo!r}
     escaped = []
     attempts = {{
-        "cat solutions/": lambda: subprocess.run(["cat", os.path.join(repo, "solutions", "ch01_numpy_toolkit.py")],
-                                                 check=True, capture_output=True),
+        "cat solutions/": lambda: subprocess.run(
+            ["cat", os.path.join(repo, "solutions", "ch01_numpy_toolkit.py")],
+            check=True, capture_output=True),
         "list the tests": lambda: os.listdir(os.path.join(repo, "tests")),
-        "write the grader": lambda: open(os.path.join(repo, "attention_scratch", "course", "checker.py"), "a"),
+        "write the grader": lambda: open(
+            os.path.join(repo, "attention_scratch", "course", "checker.py"), "a"),
         "write the repository": lambda: open(os.path.join(repo, "planted.txt"), "w"),
         "signal the checker": lambda: os.kill(os.getppid(), signal.SIGSTOP),
         "write into the checker's files": lambda: write_through_proc(os.getppid()),

@@ -46,7 +46,8 @@ def test_every_module_has_a_role_and_the_roles_are_layered():
         "backend dispatch": {"contract", "backends: Numba", "backends: CUDA"},
         "concepts (one per chapter)": {"contract", "backend dispatch"},
         "training": {"concepts (one per chapter)"},
-        "benchmarks": {"concepts (one per chapter)", "backend dispatch", "backends: CUDA", "contract"},
+        "benchmarks": {"concepts (one per chapter)", "backend dispatch", "backends: CUDA",
+                       "contract"},
         "course tooling": {"concepts (one per chapter)", "contract"},
     }
     for (source, target), count in edges.items():

@@ -149,7 +149,7 @@ def test_grouped_query_attention_agrees_with_torch_sdpa(torch, rng, num_kv_heads
 
 def test_backward_matches_finite_differences(rng):
     ours = at.MultiHeadAttention(6, 3, num_kv_heads=1, kdim=4, vdim=5, rng=rng)
-    x, key, value = rng.standard_normal((1, 3, 6)), rng.standard_normal((1, 4, 4)), rng.standard_normal((1, 4, 5))
+    x, key, value = (rng.standard_normal(shape) for shape in ((1, 3, 6), (1, 4, 4), (1, 4, 5)))
     mask = np.array([True, True, False, True])
 
     def forward(x, key, value):

@@ -78,7 +78,8 @@ def run(q, k, v, g, mask, bq, bk, backend, scale=None):
 def check_numba_equals_numpy(q, k, v, g, mask, bq, bk):
     out, lse, grads = run(q, k, v, g, mask, bq, bk, "numba")
     cases.check_same_as(NUMBA_AS_NUMPY, (out, lse, *grads), run(q, k, v, g, mask, bq, bk, "numpy"),
-                        f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}")
+                        f"block_q={bq}, block_k={bk}, mask={mask}, "
+                        f"L={q.shape[-2]}, S={k.shape[-2]}")
 
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)

@@ -131,7 +131,8 @@ def test_merge_attention_survives_large_log_sum_exps():
 
 
 def test_merge_attention_names_the_arguments_and_the_shapes():
-    with pytest.raises(ValueError, match=r"out_a and out_b must have the same shape; got \(2, 3\) and \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"out_a and out_b must have the same shape; "
+                                         r"got \(2, 3\) and \(3, 3\)"):
         merge_attention(np.zeros((2, 3)), np.zeros(2), np.zeros((3, 3)), np.zeros(3))
     with pytest.raises(ValueError,
                        match=r"out_b \(\.\.\., Ev\) and lse_b \(\.\.\.\) "

@@ -140,7 +140,8 @@ def test_the_book_workflow_builds_deploys_and_pushes_the_notebooks_colab_opens()
     assert script.index("make notebooks") < script.index("make book")
     assert uses(build, "actions/upload-pages-artifact")["with"]["path"] == "_build/html"
     branch, folder = SPHINX_CONFIG["colab_notebooks_branch"], SPHINX_CONFIG["colab_notebooks_dir"]
-    assert f"git switch --orphan {branch}" in script and f"git push --force origin {branch}" in script
+    assert f"git switch --orphan {branch}" in script
+    assert f"git push --force origin {branch}" in script
     assert f"git add --force {folder}/*.ipynb" in script
     assert build["permissions"] == {"contents": "write"}
     assert deploy["needs"] == "build"
@@ -194,9 +195,10 @@ def test_chapters_read_no_file_relative_to_the_working_directory(path):
     for cell in cells:
         for line in cell.splitlines():
             assert not RELATIVE_READ.search(line), (
-                f"{path.name} reads a file relative to the working directory, which breaks when the "
-                f"chapter runs as a notebook elsewhere: {line.strip()!r}. Ship the file in "
-                f"attention_scratch/data/ and read it with importlib.resources.files('attention_scratch').")
+                f"{path.name} reads a file relative to the working directory, which breaks when "
+                f"the chapter runs as a notebook elsewhere: {line.strip()!r}. Ship the file in "
+                "attention_scratch/data/ and read it with "
+                "importlib.resources.files('attention_scratch').")
 
 
 def test_every_data_file_is_package_data():

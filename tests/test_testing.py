@@ -133,8 +133,10 @@ def test_grad_check_catches_a_wrong_backward(rng):
 
 
 @pytest.mark.parametrize("shapes,words", [
-    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)), "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, 3)"),
-    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)), "query heads (3) must be a multiple of the key/value heads (2)"),
+    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)),
+     "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, 3)"),
+    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)),
+     "query heads (3) must be a multiple of the key/value heads (2)"),
     (((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 6, 2)), "got shapes (1, 2, 5, 4) and (1, 2, 6, 2)"),
     (((3, 4), (5, 4), (5, 2)), "query must have at least 3 dimensions"),
     (((2, 1, 3, 4), (3, 1, 5, 4), (3, 1, 5, 2)), "leading (batch) axes do not broadcast"),

@@ -28,7 +28,7 @@ from attention_scratch.variants import (
     (40, 40, (3, 3), True, 8), (45, 45, (6, 6), True, 11), (20, 20, (25, 0), False, 4),
 ])
 def test_sliding_window_equals_the_oracle_with_the_window_mask(rng, L, S, window, causal, block):
-    q, k, v = rng.standard_normal((2, 2, L, 13)), rng.standard_normal((2, 2, S, 13)), rng.standard_normal((2, 2, S, 6))
+    q, k, v = (rng.standard_normal(shape) for shape in ((2, 2, L, 13), (2, 2, S, 13), (2, 2, S, 6)))
     out, lse = sliding_window_attention(q, k, v, window, is_causal=causal, block=block,
                                         return_lse=True)
     ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, window=window)
@@ -190,7 +190,8 @@ def test_stabilizers_cancel_in_attention(rng):
 
 def test_performer_error_shrinks_with_the_number_of_features(rng):
     # queries and keys of small norm (|q|^2 / sqrt(E) ~ 1): the regime where FAVOR+ is accurate
-    q, k, v = rng.standard_normal((4, 128, 16)) * 0.5, rng.standard_normal((4, 128, 16)) * 0.5, rng.standard_normal((4, 128, 16))
+    q, k = rng.standard_normal((4, 128, 16)) * 0.5, rng.standard_normal((4, 128, 16)) * 0.5
+    v = rng.standard_normal((4, 128, 16))
     ref, _, _ = attention_oracle(q, k, v)
     errors = []
     for m in (8, 64, 512):

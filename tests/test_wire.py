@@ -26,7 +26,8 @@ def test_values_keep_their_type_dtype_and_bits():
     assert back["x"].dtype == np.float32 and np.array_equal(back["x"], value["x"])
     assert type(back["s"]) is np.float16 and back["s"] == 1.5
     assert type(back["i"]) is np.int64 and type(back["l"][0]) is np.bool_
-    assert type(back["f64"]) is np.float64 and back["f64"] == 2.5 and type(back["sum"]) is np.float64
+    assert type(back["f64"]) is np.float64 and back["f64"] == 2.5
+    assert type(back["sum"]) is np.float64
     t = back["t"]
     assert t[0] == 1 and t[1] == 2.5 and np.isnan(t[2]) and t[3] == -np.inf and t[4] == 3j
     assert t[5:] == (None, True, "text", 2 ** 70) and isinstance(back["t"], tuple)

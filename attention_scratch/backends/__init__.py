@@ -40,7 +40,8 @@ class BackendUnavailable(RuntimeError):
 def check_backend_name(backend):
     """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; "
+                         f"got {backend!r}")
 
 
 def _import(name):

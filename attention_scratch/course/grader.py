@@ -91,8 +91,9 @@ def run(target_dir, chapters=None, exercise_ids=None, budget=DEFAULT_BUDGET, job
         result = grade_exercise(exercise, Path(target_dir), repo_dir, budget)
         done.append(result)
         if progress is not None:
-            print(f"[{len(done):>{len(str(len(exercises)))}}/{len(exercises)}] {result_line(result)} "
-                  f"({time.monotonic() - start:.1f} s)", file=progress, flush=True)
+            count = f"{len(done):>{len(str(len(exercises)))}}/{len(exercises)}"
+            print(f"[{count}] {result_line(result)} ({time.monotonic() - start:.1f} s)",
+                  file=progress, flush=True)
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

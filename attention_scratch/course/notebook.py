@@ -74,8 +74,9 @@ def module_source(function, exercise):
                 continue
             elif isinstance(value, np.ufunc):
                 statement = f"from numpy import {value.__name__} as {name}"
-            elif callable(value) and getattr(_plain(value), "__module__", None) not in (None, "__main__") \
-                    and hasattr(_plain(value), "__qualname__") and "." not in _plain(value).__qualname__:
+            elif (callable(value)
+                  and getattr(_plain(value), "__module__", None) not in (None, "__main__")
+                  and "." not in getattr(_plain(value), "__qualname__", ".")):
                 origin = _plain(value)
                 statement = f"from {origin.__module__} import {origin.__qualname__} as {name}"
             elif _is_constant(value):

@@ -44,14 +44,15 @@ def install_cell(url):
     """The first cell: make ``attention_scratch`` importable
     (and gradable) wherever the notebook runs."""
     folder = url.rstrip("/").rsplit("/", 1)[-1]
-    return f'''# Run this cell first. In a clone with `make` nothing happens; elsewhere (Colab, a fresh
-# Jupyter) it clones the repository and installs the library, whose grader needs the clone.
+    return f'''# Run this cell first. In a clone with `make` nothing happens; elsewhere (Colab, a
+# fresh Jupyter) it clones the repository and installs the library, whose grader needs the clone.
 import importlib.util, os, subprocess, sys
 
 if importlib.util.find_spec("attention_scratch") is None:
     if not os.path.isdir("{folder}"):
         subprocess.run(["git", "clone", "--depth", "1", "{url}", "{folder}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba,mpi]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba,mpi]"],
+                   check=True)
     sys.path.insert(0, os.path.abspath("{folder}"))  # this kernel predates the install
     os.environ["ATTENTION_SCRATCH_REPO"] = os.path.abspath("{folder}")
 from attention_scratch.course.notebook import grade'''
@@ -194,7 +195,8 @@ def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
         text = nbformat.writes(build_notebook(chapter_path, own, url, book_url)) + "\n"
         path = out_dir / f"{chapter_path.stem}.ipynb"
         paths.append(path)
-        if path.exists() and path.read_text() != text and _digest(path.read_text()) != manifest.get(path.name):
+        if (path.exists() and path.read_text() != text
+                and _digest(path.read_text()) != manifest.get(path.name)):
             print(f"kept {path.name}: it holds your work (delete it to get a fresh notebook)",
                   file=out)
             continue
@@ -269,7 +271,8 @@ def main(argv=None):
             print(f"kept {path}: it holds your work")
         return 0
     paths = write_notebooks(out_dir)
-    print(f"{len(paths)} notebooks in {out_dir} (open them with `make lab`, or upload one to Colab)")
+    print(f"{len(paths)} notebooks in {out_dir} "
+          "(open them with `make lab`, or upload one to Colab)")
     if args.check:
         problems = check(paths)
         for problem in problems:

@@ -357,8 +357,9 @@ def _is_test_function(obj):
         return False
     if isinstance(obj, (types.FunctionType, types.MethodType, functools.partial)):
         module = getattr(obj, "__module__", "") or ""
-        return not (module.startswith("numpy") or
-                    (module.startswith("attention_scratch") and not module.startswith("attention_scratch.course")))
+        library = (module.startswith("attention_scratch")
+                   and not module.startswith("attention_scratch.course"))
+        return not (module.startswith("numpy") or library)
     return False
 
 

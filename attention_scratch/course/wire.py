@@ -75,7 +75,9 @@ def _load_array(blob):
 def describe(value):
     """A short description of a Python value's type, for messages."""
     kind = type(value)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
     return f"a {name}"
 
 
@@ -197,12 +199,12 @@ def _library_object(qualified, state):
     """An instance of a class defined in the library (never of anything else), with ``state`` as
     attributes. Only ``__new__`` runs: no constructor, no code of the sender's."""
     module_name, _, qualname = qualified.partition(":")
-    if not module_name.startswith("attention_scratch.") or module_name.startswith("attention_scratch.course") \
-            or not qualname.isidentifier():
+    if (not module_name.startswith("attention_scratch.")
+            or module_name.startswith("attention_scratch.course") or not qualname.isidentifier()):
         raise ValueError(f"{qualified} is not a class of the library")
     kind = getattr(importlib.import_module(module_name), qualname, None)
-    if not isinstance(kind, type) or kind.__module__ != module_name or kind.__qualname__ != qualname \
-            or not isinstance(state, dict):
+    if (not isinstance(kind, type) or kind.__module__ != module_name
+            or kind.__qualname__ != qualname or not isinstance(state, dict)):
         raise ValueError(f"{qualified} is not a class of the library")
     obj = kind.__new__(kind)
     for name, value in state.items():

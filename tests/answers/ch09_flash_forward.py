@@ -31,7 +31,8 @@ WRONG = [
     # 9.1 ---------------------------------------------------------------------------------------
     ('9.1', 'forward tile that normalises inside the loop', 'not divided by l', _tile(update_lines=(
         "l_new = alpha * l + p.sum(axis=-1)  # (..., bq)",
-        "acc_new = (alpha[..., None] * acc + p @ v_blk) / np.where(l_new > 0, l_new, 1.0)[..., None]",
+        "acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)",
+        "acc_new = acc_new / np.where(l_new > 0, l_new, 1.0)[..., None]",
         "return m_new, l_new, acc_new"))),
     ('9.1', 'forward tile that forgets to rescale the accumulator', 'exp(m_old - m_new)',
      _tile(update_lines=(
@@ -69,7 +70,7 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ('9.1', 'k transposed with .T (right for one head only)', 'could not be broadcast', _tile(
         scores_line="scores = (q_blk @ k_blk.T) * scale  # (..., bq, bk)")),
     ('9.1', 'a float64 array of -inf for the mask', 'dtype float64, expected float32', _tile(
-        mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))  # (..., bq, bk)")),
+        mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))")),
     ('9.1', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num',
      'NaN in what a row may see must reach it', '''
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):

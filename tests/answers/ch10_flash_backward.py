@@ -144,7 +144,8 @@ def d_term(grad_out, out):
 '''),
     ('10.1', 'a batch of row-by-column products', '''
 def d_term(grad_out, out):
-    return (grad_out[..., None, :] @ out[..., :, None])[..., 0, 0]  # (..., L, 1, Ev) @ (..., L, Ev, 1) -> (..., L)
+    # (..., L, 1, Ev) @ (..., L, Ev, 1) -> (..., L)
+    return (grad_out[..., None, :] @ out[..., :, None])[..., 0, 0]
 '''),
     # 10.2 --------------------------------------------------------------------------------------
     ('10.2', 'np.exp with where= and out=', '''

@@ -26,7 +26,8 @@ def _exp(reduction, tail=_EXP_TAIL, end=None):
     y = np.float32(np.inf) if x > np.float32(88.72284) else y
     return x if x != x else y
 '''
-    return "\ndef exp_f32(x):\n    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))\n" + reduction + tail + end
+    head = "\ndef exp_f32(x):\n    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))\n"
+    return head + reduction + tail + end
 
 
 _REDUCTION = '''

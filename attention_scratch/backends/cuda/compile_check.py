@@ -91,8 +91,9 @@ def nvrtc_expressions():
         "flash_fwd.cu": [f"flash_fwd_scalar<{t}, {D}>" for t in types for D in HEAD_DIMS],
         "flash_bwd.cu": [f"flash_bwd_dkdv<{t}, {D}>" for t in types for D in HEAD_DIMS]
         + [f"flash_bwd_preprocess<{t}>" for t in types],
-        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, {D}>" for t in ("__half", "__nv_bfloat16")
-                                    for D in (32, 64, 128)] for kind in ("mma", "wmma")},
+        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, {D}>"
+                                    for t in ("__half", "__nv_bfloat16") for D in (32, 64, 128)]
+           for kind in ("mma", "wmma")},
     }
 
 

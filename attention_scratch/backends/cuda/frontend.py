@@ -103,9 +103,11 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
     # rows cleaned
     rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)
     q_rows = (int(np.prod(args.q.shape[:-2], dtype=np.int64)), args.L)  # (N·Hq, L)
-    lse = xp.ascontiguousarray(lse.reshape(q_rows).astype(driver.acc_dtype_of_tag(tag)))  # (N·Hq, L)
+    lse = lse.reshape(q_rows).astype(driver.acc_dtype_of_tag(tag))  # (N·Hq, L)
+    lse = xp.ascontiguousarray(lse)
+    # dq (N·Hq, L, E), dk (N·Hkv, S, E), dv (N·Hkv, S, Ev)
     dq, dk, dv = driver.run_backward(
         launch, xp, args.folded(grad_out), args.folded(args.q), args.folded(args.k),
         args.folded(args.v), args.folded(out), lse, args.group, args.scale, args.band,
-        *args.plan.requested, tag, smem_limit=smem_limit)  # (N·Hq, L, E), (N·Hkv, S, E), (N·Hkv, S, Ev)
+        *args.plan.requested, tag, smem_limit=smem_limit)
     return args.finish_backward(rows, dq, dk, dv)  # shaped like q, k, v

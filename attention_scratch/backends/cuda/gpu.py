@@ -154,7 +154,8 @@ def _to_device(x):
         x = x.detach()
         if x.dtype == torch.bfloat16:  # no bfloat16 in CuPy: pass its bits; results stay on the GPU
             x = x if x.is_cuda else x.to("cuda")
-            return cupy.from_dlpack(x.contiguous().view(torch.int16)).view(cupy.uint16), "torch-bf16"
+            bits = cupy.from_dlpack(x.contiguous().view(torch.int16)).view(cupy.uint16)
+            return bits, "torch-bf16"
         if not x.is_cuda:  # a CPU tensor: copied to the GPU, and the result copied back
             return cupy.asarray(x.numpy()), "torch-cpu"
         return cupy.from_dlpack(x), "torch"

@@ -74,7 +74,8 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
                                                                              ref_lse, causal))
                 error = max(float(np.abs(part - (whole[..., r] if whole.ndim == 3
                                                  else whole[..., r, :])).max())
-                            for r, *parts in gathered for part, whole in zip(parts, ref))
+                            for r, *parts in gathered for part, whole in zip(parts, ref,
+                                                                             strict=True))
                 if not error <= 1e-12:
                     raise AssertionError(f"{name} on {world} ranks differs from flash_attention "
                                          f"by {error:.3g}")

@@ -232,7 +232,7 @@ def check_window(window):
         return None
     if not isinstance(window, (tuple, list)) or len(window) != 2:
         raise ValueError(f"window must be None or a pair (left, right); got {window!r}")
-    for side, value in zip(("left", "right"), window):
+    for side, value in zip(("left", "right"), window, strict=True):
         if value is not None and (isinstance(value, (bool, np.bool_))
                                   or not isinstance(value, (int, np.integer)) or value < 0):
             raise ValueError(f"window {side} must be None or a non-negative int; got {value!r}")

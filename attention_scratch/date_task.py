@@ -121,7 +121,7 @@ def split_dates(seed=0, heldout_fraction=0.1):
     by a seeded permutation."""
     ordinals = np.arange(FIRST, LAST + 1)
     perm = np.random.default_rng(seed).permutation(ordinals)
-    n_held = int(round(heldout_fraction * ordinals.size))
+    n_held = round(heldout_fraction * ordinals.size)
     return np.sort(perm[n_held:]), np.sort(perm[:n_held])
 
 

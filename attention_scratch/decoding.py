@@ -62,7 +62,7 @@ def _bounds(n, parts):
     """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)``
     (some may be empty)."""
     edges = np.linspace(0, n, parts + 1).round().astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,

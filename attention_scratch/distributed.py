@@ -23,9 +23,11 @@ import numpy as np
 
 from . import flash_attention, flash_attention_backward, merge_attention
 from .decoding import combine_splits
-# noqa: F401 (public here)
 from .distributed_layouts import LAYOUTS, check_layout, ring_tiles, shard_positions
 from .distributed_mpi import open_ring, run_step
+
+__all__ = ["LAYOUTS", "ring_attention", "ring_attention_backward", "ring_tiles", "shard_positions",
+           "split_kv_attention"]
 
 
 def _check_flags(function, **flags):
@@ -140,7 +142,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
             start = time.perf_counter()
 
-            def compute():
+            def compute(source=source, held=held):  # run now, by run_step, not later
                 nonlocal out, lse
                 for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
                                                      is_causal, layout):
@@ -213,7 +215,7 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
             # this step's part
             grad_k, grad_v = np.zeros(held[0].shape, acc), np.zeros(held[1].shape, acc)
 
-            def compute():
+            def compute(source=source, held=held, grad_k=grad_k, grad_v=grad_v):  # run now
                 for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
                                                      is_causal, layout):
                     dq, dk, dv = flash_attention_backward(g[..., rows, :], q[..., rows, :],
@@ -285,7 +287,7 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
                                  f"(the queries are the cache's last tokens); got {causal_align!r}")
             _check_flags("split_kv_attention", is_causal=is_causal, return_lse=return_lse)
             arrays = [np.asarray(a) for a in (query, key, value)]
-            for name, a in zip(("query", "key", "value"), arrays):
+            for name, a in zip(("query", "key", "value"), arrays, strict=True):
                 if a.ndim < 2:
                     raise ValueError(f"split_kv_attention: {name} must be (..., ·, E); "
                                      f"got shape {a.shape}")
@@ -307,7 +309,7 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
         acc = _accumulator(q.dtype)
         outs, lses = (np.empty((ring.size,) + x.shape, acc)
                       for x in part)  # (P, ..., Hq, L, Ev), (P, ..., Hq, L)
-        for mine, everyone in zip(part, (outs, lses)):
+        for mine, everyone in zip(part, (outs, lses), strict=True):
             ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE],
                                 [everyone, ring.MPI.BYTE])
         out, lse = combine_splits(outs, lses)  # (..., Hq, L, Ev), (..., Hq, L)

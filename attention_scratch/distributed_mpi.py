@@ -63,7 +63,7 @@ class Ring:
         byte = self.MPI.BYTE  # raw bytes: any dtype, float16 included
         if not self.overlap:
             start = time.perf_counter()
-            for i, (a, b) in enumerate(zip(arrays, inbox)):
+            for i, (a, b) in enumerate(zip(arrays, inbox, strict=True)):
                 self.comm.Sendrecv([a, byte], self.right, tag + i, [b, byte], self.left, tag + i)
             self.log("communicate", start)
             return inbox, []

@@ -84,7 +84,7 @@ def check_partials(**arrays):
     """
     names = list(arrays)
     shapes = {name: tuple(np.shape(a)) for name, a in arrays.items()}
-    for out_name, lse_name in zip(names[0::2], names[1::2]):
+    for out_name, lse_name in zip(names[0::2], names[1::2], strict=True):
         out_shape, lse_shape = shapes[out_name], shapes[lse_name]
         if len(out_shape) < 1 or out_shape[:-1] != lse_shape:
             raise ValueError(f"{out_name} (..., Ev) and {lse_name} (...) "

@@ -99,7 +99,7 @@ def alibi_slopes(num_heads):
 
     if (num_heads & (num_heads - 1)) == 0:  # a power of two
         return power_of_two(num_heads)
-    c = 2 ** int(math.floor(math.log2(num_heads)))
+    c = 2 ** math.floor(math.log2(num_heads))
     return np.concatenate([power_of_two(c), power_of_two(2 * c)[0::2][: num_heads - c]])
     # END SOLUTION
 

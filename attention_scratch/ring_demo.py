@@ -43,7 +43,8 @@ def main():
         grads_r = ring_attention_backward(g_r, q_r, k_r, v_r, out_r, lse_r, comm, is_causal=True,
                                           layout=layout)
         diffs = [np.abs(out_r - out[..., rows, :]).max(), np.abs(lse_r - lse[..., rows]).max()]
-        diffs += [np.abs(mine - whole[..., rows, :]).max() for mine, whole in zip(grads_r, grads)]
+        diffs += [np.abs(mine - whole[..., rows, :]).max()
+                  for mine, whole in zip(grads_r, grads, strict=True)]
         everyone = comm.gather(max(diffs))  # rank 0 collects each rank's largest difference
         if rank == 0:
             print(f"ring, causal, {layout:>10}: largest |ring - flash| over out, lse, dQ, dK, "

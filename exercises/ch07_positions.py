@@ -31,7 +31,8 @@ def sinusoidal_table(length, d_model, base=10000.0):
 
 # Exercise 7.2 (3 points): the RoPE rotation
 def rotate_pairs(x, cos, sin):
-    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
+    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and
+    sine are given.
 
     ``y[2i] = x[2i]·cos_i - x[2i+1]·sin_i`` and ``y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i``
     (the interleaved pairs of the RoFormer paper). Rotations keep lengths.

@@ -72,7 +72,7 @@ def decode_step(model, ids, caches):
     returns (B, vocab_size).
     """
     x = model.embed(ids, offset=caches[0].length)  # (B, n, d): positions p .. p + n - 1
-    for block, cache in zip(model.blocks, caches):
+    for block, cache in zip(model.blocks, caches, strict=True):
         x, _ = block.forward(x, cache=cache)  # (B, n, d)
     logits, _ = model.output(x)  # (B, n, V)
     return logits[:, -1]  # (B, V)

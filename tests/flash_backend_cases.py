@@ -88,7 +88,7 @@ def check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref=None, **tol):
              f"S={k.shape[-2]}")
     assert_close(out, ref_out, what=f"output ({where})", **tol)
     assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
-    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
         assert_close(got, ref, what=f"{name} ({where})", **tol)
     if backend.same_as is not None:
         check_same_as(backend, (out, lse, *grads), run(backend.same_as, q, k, v, g, mask, bq, bk),
@@ -100,7 +100,7 @@ def check_same_as(backend, got, ref, where):
     shape and to ``same_tol``."""
     ref = (ref[0], ref[1], *ref[2])
     tol = backend.same_tol
-    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref):
+    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, (f"{name}: {a.dtype}{a.shape} vs "
                                                            f"{b.dtype}{b.shape}")
         assert_close(a, b, rtol=tol, atol=tol,
@@ -183,9 +183,9 @@ def case_empty_dimensions(backend, rng):
                 assert lse.shape == lead + (hq, L), where
                 assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape), where
                 assert all(a.dtype == dtype for a in (dq, dk, dv)), where
-                ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+                ref_out, _, ref_grads = oracle(q, k, v, g, mask)
                 assert_close(out, ref_out, rtol=1e-5, atol=1e-6, what=f"output ({where})")
-                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
+                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads, strict=True):
                     assert_close(got, ref, rtol=1e-5, atol=1e-6, what=f"{name} ({where})")
 
 
@@ -238,7 +238,7 @@ def case_nan_in_a_masked_position_does_not_leak(backend, rng):
         what = f"{backend.name}, NaN in keys {hidden} hidden by mask {mask}"
         assert_close(out, ref_out, what=f"output, {what}")
         assert_close(lse, ref_lse, what=f"lse, {what}")
-        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
             assert_close(got, ref, what=f"{name}, {what}")
         assert np.all(grads[1][..., hidden, :] == 0) and np.all(grads[2][..., hidden, :] == 0)
 
@@ -260,7 +260,7 @@ def check_rule(backend, q, k, v, g, mask, bq, bk, what):
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
     where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
     for name, got, ref in zip(("output", "lse", "dQ", "dK", "dV"), (out, lse, *grads),
-                              (ref_out, ref_lse, *ref_grads)):
+                              (ref_out, ref_lse, *ref_grads), strict=True):
         assert_close(got, ref, what=f"{name} ({where})")
 
 
@@ -272,7 +272,7 @@ def case_nan_hidden_from_a_row_never_reaches_it(backend, rng):
         q, k, v, g = make_inputs(rng, 6, 6, hq=2, hkv=1)
         (k if name == "key" else v)[..., 2, 1] = np.nan
         out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (True, "top_left", None), 4, 4)
-        ref_out, ref_lse, _ = oracle(q, k, v, g, (True, "top_left", None))
+        ref_out, _, _ = oracle(q, k, v, g, (True, "top_left", None))
         where = f"{backend.name}: NaN in {name} 2, causal"
         assert np.isfinite(out[..., :2, :]).all() and np.isfinite(lse[..., :2]).all(), where
         assert np.isfinite(dq[..., :2, :]).all(), f"{where}: dQ of rows 0, 1 must not see it"
@@ -308,7 +308,8 @@ def case_batch_axes_gqa_scale(backend, rng):
     assert_close(lse, ref_lse, what=f"{backend.name}: GQA lse, scale=0.3")
     grads = backend.backward(g, q, k, v, out, lse, True, scale=0.3, enable_gqa=True, block_q=3,
                              block_k=5)
-    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3)):
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3),
+                        strict=True):
         assert_close(got, ref, what=f"{backend.name}: GQA gradient, scale=0.3")
 
 
@@ -320,7 +321,7 @@ def check_low_precision(name, out, lse, grads, q, k, v, g, causal, base_dtype, e
     qb, kb, vb, gb = (a.astype(base_dtype) for a in (q, k, v, g))
     base_out, _, base_grads = dense_reference(qb, kb, vb, gb, is_causal=causal, upcast=False)
     for part, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads),
-                                    (base_out, *base_grads), (ref_out, *ref_grads)):
+                                    (base_out, *base_grads), (ref_out, *ref_grads), strict=True):
         err = np.abs(got.astype(np.float64) - ref).max()
         base_err = np.abs(base.astype(np.float64) - ref).max()
         assert err <= 2 * base_err + eps, f"{name} {part}: error {err:.3g} > 2 x {base_err:.3g}"
@@ -389,7 +390,8 @@ def case_bfloat16(backend, rng, causal, L=70, S=90, E=16):
     ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
     ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
     eps = 2.0 ** -8  # bfloat16 unit roundoff is 2^-9; allow twice it, relative to the largest entry
-    for part, got, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (ref_out, *ref_grads)):
+    for part, got, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (ref_out, *ref_grads),
+                              strict=True):
         err = np.abs(got.astype(np.float64) - ref).max()
         assert err <= 4 * eps * np.abs(ref).max(), (f"{backend.name} bfloat16 {part}: "
                                                     f"error {err:.3g}")
@@ -398,7 +400,7 @@ def case_bfloat16(backend, rng, causal, L=70, S=90, E=16):
 
 def case_matches_numpy_reference_in_float32(backend, rng):
     """Same dtype, same tiles: the kernel and the NumPy reference agree to float32 rounding."""
-    q, k, v, g = make_inputs(rng, 33, 47, E=24, Ev=24, hq=2, hkv=1, dtype=np.float32)
+    q, k, v, _ = make_inputs(rng, 33, 47, E=24, Ev=24, hq=2, hkv=1, dtype=np.float32)
     out = backend.forward(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8,
                           block_k=16)
     ref = numpy_flash(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8,

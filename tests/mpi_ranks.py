@@ -68,7 +68,7 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
                                       overlap=overlap)
     report = {"out": difference(r_out, mine(out)), "lse": difference(r_lse, lse[..., rows]),
               "dtype": str(r_out.dtype) + "," + str(r_grads[0].dtype)}
-    for name, mine_grad, whole in zip(("dq", "dk", "dv"), r_grads, grads):
+    for name, mine_grad, whole in zip(("dq", "dk", "dv"), r_grads, grads, strict=True):
         report[name] = difference(mine_grad, mine(whole))
     report["size"] = float(min(np.abs(x[np.isfinite(x)]).max() for x in (r_out,) + tuple(r_grads)))
     report["rows"], report["nan_rows"] = int(r_lse.size), int(np.isnan(r_lse).sum())

@@ -68,7 +68,7 @@ def test_numpy_flash_attention_runs_on_device_arrays(xp, rng, dtype):
     ref_out, ref_lse = flash_attention(q, k, v, True, return_lse=True, **kw)
     ref_grads = flash_attention_backward(g, q, k, v, ref_out, ref_lse, True, **kw)
     for got, ref, name in zip((out, lse, *grads), (ref_out, ref_lse, *ref_grads),
-                              ("out", "lse", "dq", "dk", "dv")):
+                              ("out", "lse", "dq", "dk", "dv"), strict=True):
         assert type(got) is xp.ndarray, f"{name} left the device"
         assert got.dtype == ref.dtype
         assert_close(got.get(), ref, rtol=0, atol=0,
@@ -105,7 +105,7 @@ def test_online_softmax_split_kv_and_ring_attention_stay_on_the_device(xp, rng):
 
 def _same_on_device(xp, name, got, ref):
     for g, r in zip(got if isinstance(got, tuple) else (got,),
-                    ref if isinstance(ref, tuple) else (ref,)):
+                    ref if isinstance(ref, tuple) else (ref,), strict=True):
         if r is None:  # e.g. the key and value gradients of self-attention
             assert g is None, f"{name}: {type(g).__name__} where the host result is None"
             continue

@@ -40,10 +40,10 @@ def test_cupy_without_cupy_kernels_or_gpu_says_what_is_needed(rng):
     if backends.unavailable_reason("cupy") is None:
         pytest.skip("CuPy and a GPU are usable here")
     q, k, v = inputs(rng)
-    with pytest.raises(BackendUnavailable, match="(?i)cupy") as err:
+    with pytest.raises(BackendUnavailable, match=r"(?i)cupy") as err:
         at.flash_attention(q, k, v, backend="cupy")
     assert "'cupy'" in str(err.value)
-    with pytest.raises(BackendUnavailable, match="(?i)cupy"):
+    with pytest.raises(BackendUnavailable, match=r"(?i)cupy"):
         at.flash_attention_backward(q[..., :3], q, k, v, q[..., :3], q[..., 0], backend="cupy")
 
 
@@ -77,7 +77,7 @@ def test_an_unusable_numba_falls_back_in_auto_and_raises_when_named(rng, monkeyp
     q, k, v = inputs(rng)
     assert resolve_name("auto", q, k, v) == "numpy"
     assert get_backend("auto", q, k, v) is None
-    with pytest.raises(BackendUnavailable, match="backend 'numba' is unavailable: .*needs Numba"):
+    with pytest.raises(BackendUnavailable, match=r"backend 'numba' is unavailable: .*needs Numba"):
         at.flash_attention(q, k, v, backend="numba")
 
 
@@ -114,7 +114,7 @@ def _matches(function, protocol_method):
     want = list(inspect.signature(protocol_method).parameters.values())[1:]
     have = list(inspect.signature(function).parameters.values())
     problems = []
-    for w, h in zip(want, have):
+    for w, h in zip(want, have, strict=True):
         if (w.name, w.kind, w.default) != (h.name, h.kind, h.default):
             problems.append(f"{h} where the protocol has {w}")
     if len(have) < len(want):

@@ -48,7 +48,7 @@ def test_a_wrong_result_is_caught_before_timing(monkeypatch):
         return out * 1.01 if self.name == "flash numpy" else out
 
     monkeypatch.setattr(bench.Method, "forward", wrong)
-    with pytest.raises(AssertionError, match="flash numpy .* is wrong"):
+    with pytest.raises(AssertionError, match=r"flash numpy .* is wrong"):
         bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash numpy",), passes=("forward",),
                   log=lambda line: None)
 

@@ -35,7 +35,7 @@ def test_every_toc_entry_exists_and_every_chapter_is_in_the_toc():
 
 
 def test_chapter_files_share_the_stem_of_their_exercise_files():
-    for number, stem in CHAPTERS.items():
+    for stem in CHAPTERS.values():
         chapter = BOOK / f"{stem[2:]}.md"
         exercise_file = REPO_DIR / "exercises" / f"{stem}.py"
         if exercise_file.exists():

@@ -79,7 +79,7 @@ def test_backward_inputs_name_the_argument_of_the_wrong_shape(rng):
                                                                                              2))
     args = attention_args(q, k, v)
     good = (np.zeros((2, 4, 2)), np.zeros((2, 4, 2)), np.zeros((2, 4)))
-    rows, g, o, lse = args.backward_inputs(*good)
+    rows, g, _, lse = args.backward_inputs(*good)
     assert rows is None and g.shape == (1, 2, 1, 4, 2) and lse.shape == (1, 2, 1, 4)
     for i, name in enumerate(("grad_out", "out", "lse")):
         bad = list(good)

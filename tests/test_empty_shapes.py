@@ -60,7 +60,7 @@ def test_sdpa_empty_dimensions_agree_with_pytorch(torch, rng, shapes, kw):
     assert w.shape == q.shape[:-1] + (S,)
     tkw = {n: (torch.tensor(a) if n == "attn_mask" else a) for n, a in kw.items()}
     expected = torch_sdpa(torch, q, k, v, g, enable_gqa=enable_gqa, **tkw)
-    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected, strict=True):
         assert got.shape == want.shape, f"{name}: {got.shape} vs PyTorch {want.shape}"
         assert_close(got, want, rtol=1e-10, atol=1e-12, what=f"{name} vs PyTorch, {shapes}")
 
@@ -151,6 +151,6 @@ def test_sdpa_takes_two_dimensional_input_as_pytorch_does(torch, rng, L, S):
     out = at.scaled_dot_product_attention(q, k, v, is_causal=True)
     grads = at.scaled_dot_product_attention_backward(g, q, k, v, is_causal=True)
     expected = torch_sdpa(torch, q, k, v, g, is_causal=True)
-    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected, strict=True):
         assert got.shape == want.shape
         assert_close(got, want, rtol=1e-10, atol=1e-12, what=f"2-D {name} vs PyTorch")

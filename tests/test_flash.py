@@ -58,7 +58,7 @@ def test_every_block_size_agrees_with_pytorch_to_1e_10(torch, rng, mask, L, S):
         where = f"block={block}, mask={mask}, L={L}, S={S}"
         assert_close(out, ref_out, rtol=1e-10, atol=1e-10, what=f"output vs torch ({where})")
         assert_close(lse, ref_lse, rtol=1e-10, atol=1e-10, what=f"lse vs torch ({where})")
-        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
             assert_close(got, ref, rtol=1e-10, atol=1e-10, what=f"{name} vs torch ({where})")
 
 
@@ -70,7 +70,7 @@ def test_l_greater_than_s_top_left_agrees_with_pytorch(torch, rng):
         out, lse, grads = run_flash(q, k, v, g, mask, block, block)
         assert_close(out, ref_out, rtol=1e-10, atol=1e-10, what=f"output vs torch, block={block}")
         assert_close(lse, ref_lse, rtol=1e-10, atol=1e-10, what=f"lse vs torch, block={block}")
-        for got, ref in zip(grads, ref_grads):
+        for got, ref in zip(grads, ref_grads, strict=True):
             assert_close(got, ref, rtol=1e-10, atol=1e-10, what=f"gradient vs torch, block={block}")
 
 

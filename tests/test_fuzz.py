@@ -163,7 +163,7 @@ def check_case(name, pr):
     rel = 64 * eps_acc * lse_size + (4 * EPS[dtype] if dtype == np.float16 else 0.0)
     size = magnitudes(q, k, v, g, scale, pr["L"], want_lse)
     results = [("out", out, want_out), ("lse", lse, want_lse)] + list(zip(("dq", "dk", "dv"), grads,
-                                                                          want_grads))
+                                                                          want_grads, strict=True))
     for part, got, want in results:
         if got is None:
             continue

@@ -332,7 +332,7 @@ def test_backward_does_not_depend_on_inputs_edited_in_place(rng, edited):
     else:
         inputs[edited] += rng.standard_normal(inputs[edited].shape)  # in place, after forward
     got = mha.backward(g)
-    for name, a, b in zip(("query", "key", "value"), got, expected):
+    for name, a, b in zip(("query", "key", "value"), got, expected, strict=True):
         assert_close(a, b, what=f"grad of {name} after editing {edited} in place")
     for name, want in expected_grads.items():
         assert_close(mha.grads[name], want, what=f"grad of {name} after editing {edited} in place")

@@ -211,7 +211,7 @@ def test_save_and_load_roundtrip(tmp_path, rng):
     for k, v in a.parameters().items():
         assert_close(b.parameters()[k], v)
     params["out.W"] = params["out.W"][:1]
-    with pytest.raises(ValueError, match="out.W"):
+    with pytest.raises(ValueError, match=r"out\.W"):
         b.load_state(params)
 
 

@@ -55,7 +55,7 @@ def test_every_exercise_is_a_stub_cell_followed_by_its_grade_cell(written):
 def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
     """Outside the exercise cells themselves
     (the stub and its docstring are the task, as in exercises/)."""
-    out, paths = written
+    _, paths = written
     stubs = ["\n".join(stub_lines(ex)) for ex in collect()]
     for path in paths:
         notebook = json.loads(path.read_text())

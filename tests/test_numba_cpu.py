@@ -110,7 +110,7 @@ def test_low_precision_error_is_at_most_twice_the_numpy_reference(rng, dtype, ca
               *attention_oracle_backward(g, q, k, v, is_causal=causal))
     eps = np.finfo(dtype).eps
     for name, a, b, o in zip(("out", "dQ", "dK", "dV"), (got[0], *got[2]), (ref[0], *ref[2]),
-                             oracle):
+                             oracle, strict=True):
         err = np.abs(a.astype(np.float64) - o).max()
         ref_err = np.abs(b.astype(np.float64) - o).max()
         assert err <= 2 * ref_err + eps, (f"{name}: numba error {err:.3g} > 2 x numpy "
@@ -146,7 +146,7 @@ def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng
     oracle = (ro, rl, *attention_oracle_backward(g, q, k, v, is_causal=causal, scale=scale))
     eps = np.finfo(np.float32).eps
     for name, a, b, o in zip(("out", "lse", "dQ", "dK", "dV"), (got[0], got[1], *got[2]),
-                             (ref[0], ref[1], *ref[2]), oracle):
+                             (ref[0], ref[1], *ref[2]), oracle, strict=True):
         assert np.isfinite(a).all(), f"{name} at scale {scale:g}: not finite"
         err, ref_err = (np.abs(x.astype(np.float64) - o).max() for x in (a, b))
         assert err <= 2 * ref_err + eps * np.abs(o).max(), \
@@ -181,7 +181,7 @@ def test_one_pass_and_two_pass_backward_agree(rng, mask, hq, hkv):
     one = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, **kw)
     two = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, two_pass=True, **kw)
     assert numba_cpu.dq_chunks(hkv, 10) > 1, "the one-pass kernel should use several dQ copies here"
-    for name, a, b in zip(("dQ", "dK", "dV"), one, two):
+    for name, a, b in zip(("dQ", "dK", "dV"), one, two, strict=True):
         assert_close(a, b, rtol=1e-12, atol=1e-12, what=f"{name}: one pass vs two passes")
 
 
@@ -197,7 +197,8 @@ def test_results_do_not_depend_on_the_thread_count(rng):
         numba.set_num_threads(before)
     first = runs[0]
     for other in runs[1:]:
-        for a, b in zip((first[0], first[1], *first[2]), (other[0], other[1], *other[2])):
+        for a, b in zip((first[0], first[1], *first[2]), (other[0], other[1], *other[2]),
+                        strict=True):
             assert np.array_equal(a, b), "results changed with the number of threads"
 
 

@@ -44,7 +44,7 @@ def diagonal_keep(rng, shape, L, S):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ["plain", "bool", "float", "causal", "bottom_right", "scale"])
 def test_forward_and_backward_match_the_oracle(rng, shape, case):
-    lead, hq, hkv, L, S, E, Ev = shape
+    _lead, hq, _hkv, L, S, _E, _Ev = shape
     q, k, v = qkv(rng, *shape)
     kw = {"bool": dict(attn_mask=diagonal_keep(rng, (hq,), L, S)),
           "float": dict(attn_mask=rng.standard_normal((L, S))),
@@ -56,7 +56,8 @@ def test_forward_and_backward_match_the_oracle(rng, shape, case):
     assert_close(out, ref, what=f"sdpa output, {case}")
     g = rng.standard_normal(out.shape)
     for got, want, name in zip(sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
-                               attention_oracle_backward(g, q, k, v, **kw), ("dq", "dk", "dv")):
+                               attention_oracle_backward(g, q, k, v, **kw), ("dq", "dk", "dv"),
+                               strict=True):
         assert_close(got, want, what=f"{name}, {case}")
 
 
@@ -85,7 +86,7 @@ def test_agrees_with_pytorch_to_1e_10(torch, rng, case, L, S, E, Ev):
     expected = torch_reference(torch, q, k, v, g, **kw)
     out = sdpa(q, k, v, **kw)
     grads = sdpa_backward(g, q, k, v, **kw)
-    for got, want, name in zip((out, *grads), expected, ("out", "dq", "dk", "dv")):
+    for got, want, name in zip((out, *grads), expected, ("out", "dq", "dk", "dv"), strict=True):
         assert_close(got, want, rtol=1e-10, atol=1e-10, what=f"{name} vs PyTorch ({case})")
 
 
@@ -156,7 +157,7 @@ def test_low_precision_keeps_the_dtype_and_is_accurate(rng, dtype):
     naive = (e / e.sum(-1, keepdims=True)) @ vv
     err, naive_err = np.abs(out - ref).max(), np.abs(naive.astype(np.float64) - ref).max()
     assert err <= 2 * naive_err + 1e-7, (err, naive_err)
-    for got, want in zip(grads, attention_oracle_backward(g, q, k, v, mask)):
+    for got, want in zip(grads, attention_oracle_backward(g, q, k, v, mask), strict=True):
         assert_close(got, want, dtype=dtype, rtol=5e-2 if dtype == np.float16 else 1e-4,
                      atol=5e-2 if dtype == np.float16 else 1e-5)
 
@@ -174,7 +175,7 @@ def test_nan_key_hidden_by_the_mask_changes_nothing(rng):
         g = rng.standard_normal((2, 2, 4, 3))
         clean = (sdpa(q, k, v, **kw), *sdpa_backward(g, q, k, v, **kw))
         dirty = (sdpa(q, k_nan, v_nan, **kw), *sdpa_backward(g, q, k_nan, v_nan, **kw))
-        for a, b, name in zip(clean, dirty, ("out", "dq", "dk", "dv")):
+        for a, b, name in zip(clean, dirty, ("out", "dq", "dk", "dv"), strict=True):
             assert_close(b, a, what=f"{name} with NaN in masked keys")
 
 
@@ -297,7 +298,7 @@ def test_nonfinite_inputs_follow_masked_means_absent(rng, trial):
         assert_close(w, ref_w, what=f"weights, {what}")
         for name, got, want in zip(("dq", "dk", "dv"),
                                    sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
-                                   attention_oracle_backward(g, q, k, v, **kw)):
+                                   attention_oracle_backward(g, q, k, v, **kw), strict=True):
             assert_close(got, want, what=f"{name}, {what}")
 
 

@@ -70,7 +70,7 @@ def test_data_is_deterministic_and_the_splits_are_disjoint():
                                               for e in a.heldout}, "a held-out date was trained on"
     for e in a.train[:50]:
         assert len(e.spans) == len(e.target)
-        for ch, (s0, s1) in zip(e.target, e.spans):
+        for ch, (s0, s1) in zip(e.target, e.spans, strict=True):
             if s0 >= 0 and ch.isdigit() and e.source[s0:s1].isdigit() and len(e.source[s0:s1]) == 4:
                 assert ch in e.source[s0:s1]
 

@@ -35,7 +35,7 @@ def test_oracle_matches_torch_with_a_boolean_mask(torch, rng, L, S, E, Ev):
     g = rng.standard_normal(out.shape)
     t_out.backward(torch.tensor(g))
     grads = attention_oracle_backward(g, q, k, v, mask)
-    for name, ours, theirs in zip("qkv", grads, (tq, tk, tv)):
+    for name, ours, theirs in zip("qkv", grads, (tq, tk, tv), strict=True):
         assert_close(ours, theirs.grad.numpy(), what=f"oracle d{name} vs torch autograd")
 
 
@@ -166,9 +166,9 @@ def test_grad_check_wants_one_gradient_per_input():
 def test_warnings_as_failures_turns_a_numpy_warning_into_the_hint():
     from attention_scratch.testing import warnings_as_failures
 
-    with pytest.raises(AssertionError, match=r"subtract the max \(NumPy warned: overflow"):
-        with warnings_as_failures("subtract the max"):
-            np.exp(np.array([1000.0]))
+    with (pytest.raises(AssertionError, match=r"subtract the max \(NumPy warned: overflow"),
+          warnings_as_failures("subtract the max")):
+        np.exp(np.array([1000.0]))
     with warnings_as_failures("never raised"):
         assert np.exp(np.array([1.0]))[0] > 2
 
@@ -180,7 +180,8 @@ def test_dense_reference_in_the_input_dtype_matches_the_oracle(rng, causal):
     ref_out, _, ref_probs = attention_oracle(q, k, v, is_causal=causal)
     assert_close(out, ref_out, what="dense forward")
     assert_close(probs, ref_probs, what="dense weights")
-    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=causal)):
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=causal),
+                        strict=True):
         assert_close(got, ref, what="dense backward")
 
 
@@ -193,7 +194,8 @@ def test_dense_reference_keeps_the_dtype_handles_gqa_and_masks_and_upcasts_to_th
     assert out.dtype == probs.dtype == np.float32 and all(a.dtype == np.float32 for a in grads)
     ref_out, _, _ = attention_oracle(q, k, v, **mask)
     assert_close(out, ref_out, what="float32 dense forward, GQA")
-    for got, ref, x in zip(grads, attention_oracle_backward(g, q, k, v, **mask), (q, k, v)):
+    for got, ref, x in zip(grads, attention_oracle_backward(g, q, k, v, **mask), (q, k, v),
+                           strict=True):
         assert got.shape == x.shape
         assert_close(got, ref, what="float32 dense backward, GQA")
     up_out, up_probs, up_grads = dense_reference(*f32, **mask)  # upcast=True: the oracle itself

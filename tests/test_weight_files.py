@@ -118,5 +118,5 @@ def test_load_params_is_the_one_function_and_round_trips(tmp_path, rng):
     loaded, meta = load_params(tmp_path / "w.npz")
     assert meta == {"config": {"x": 1}} and sorted(loaded) == ["W", "b"]
     assert optim.WeightFileError is WeightFileError
-    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.npz"):
         load_params(tmp_path / "nothing.npz")

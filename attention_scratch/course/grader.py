@@ -8,6 +8,7 @@ has one line per exercise, "N.M  earned/points  status", grouped by chapter,
 and ends with ``score: X/Y points``; progress goes to stderr meanwhile.
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -40,10 +41,8 @@ def _result(exercise, status, message):
 
 
 def _kill_group(process):
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
 
 

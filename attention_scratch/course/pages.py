@@ -61,7 +61,8 @@ def answer_lines(exercise):
 class _VisibleText(html.parser.HTMLParser):
     """Text of an HTML page without scripts, styles and sphinx-exercise solution blocks."""
 
-    _VOID = {"br", "img", "hr", "meta", "link", "input", "source", "wbr", "col", "area", "base"}
+    _VOID = frozenset({"br", "img", "hr", "meta", "link", "input", "source", "wbr", "col", "area",
+                       "base"})
 
     def __init__(self):
         super().__init__(convert_charrefs=True)

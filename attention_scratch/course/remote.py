@@ -8,6 +8,7 @@ own objects (so a generator advances, a buffer written in place shows the
 writes), and an argument changed that the exercise does not allow to change
 fails the test. The student's exceptions come back with the file and line.
 """
+import contextlib
 import functools
 import io
 import os
@@ -109,7 +110,6 @@ class StudentProcess:
     def start(self):
         self.deadline = time.monotonic() + self.budget
         ours, theirs = socket.socketpair()
-        output = open(self.output_path, "ab") if self.output_path else subprocess.DEVNULL
         scratch = self.scratch or Path(tempfile.mkdtemp(prefix="student_"))
         scratch.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "attention_scratch.course.student", "--fd",
@@ -122,14 +122,14 @@ class StudentProcess:
                    NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"),
                    PYTHONDONTWRITEBYTECODE="1")
         try:
-            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
-                                            stdin=subprocess.DEVNULL, stdout=output,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=scratch, env=env)
+            with (open(self.output_path, "ab") if self.output_path
+                  else contextlib.nullcontext(subprocess.DEVNULL)) as stdout:
+                self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
+                                                stdin=subprocess.DEVNULL, stdout=stdout,
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                cwd=scratch, env=env)
         finally:
             theirs.close()
-            if output is not subprocess.DEVNULL:
-                output.close()
         self.sock = ours
         header, _ = self._receive()
         if header.get("kind") != "ready":
@@ -151,10 +151,8 @@ class StudentProcess:
 
     def _kill(self):
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             self.process.wait()
         if self.sock is not None:
             self.sock.close()
@@ -340,15 +338,11 @@ def end_orphans(rounds=20):
         if not children:
             return
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for pid in children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
 
 
 def _is_test_function(obj):
@@ -376,7 +370,7 @@ def update_in_place(original, new):
             original.bit_generator.state = new.bit_generator.state
     elif isinstance(original, list):
         if isinstance(new, list) and len(new) == len(original):
-            for i, (old_item, new_item) in enumerate(zip(original, new)):
+            for i, (old_item, new_item) in enumerate(zip(original, new, strict=True)):
                 if _updatable(old_item, new_item):
                     update_in_place(old_item, new_item)
                 else:

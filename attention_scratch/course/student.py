@@ -53,7 +53,7 @@ def _limit_cpu(seconds):
     try:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         limit = int(seconds)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
@@ -201,9 +201,9 @@ class Student:
         except (OSError, SyntaxError, ValueError):
             return
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module
-                                                     or "").startswith("attention_scratch"):
-                if any(alias.name == self.function_name for alias in node.names):
+            from_library = (isinstance(node, ast.ImportFrom)
+                            and (node.module or "").startswith("attention_scratch"))
+            if from_library and any(alias.name == self.function_name for alias in node.names):
                     self.copied = (f"it imports {self.function_name} from the library "
                                    f"({node.module})")
 

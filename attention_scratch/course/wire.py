@@ -217,5 +217,5 @@ def lookup(arguments, path):
     """The object at ``path`` (indices and keys) inside the call's arguments."""
     value = arguments
     for step in path:
-        value = value[step] if not isinstance(value, dict) else value[step]
+        value = value[step]
     return value

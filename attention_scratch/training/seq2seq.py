@@ -79,7 +79,7 @@ def predict(model, examples, vocab, batch_size=500, max_len=None):
 def exact_match(model, examples, vocab, batch_size=500):
     """Per-example correctness (bool array): the greedy output equals the target exactly."""
     preds, _, _ = predict(model, examples, vocab, batch_size)
-    return np.array([p == e.target for p, e in zip(preds, examples)])
+    return np.array([p == e.target for p, e in zip(preds, examples, strict=True)])
 
 
 def heldout_loss(model, examples, vocab, batch_size=500):

@@ -240,7 +240,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
             raise
         FAILED_TENSOR_CORE_KERNELS[chosen] = str(exc)
         warnings.warn("the tensor-core kernel could not be compiled, "
-                      f"using the scalar kernel: {exc}")
+                      f"using the scalar kernel: {exc}", stacklevel=2)
         out, lse = frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=False, **kw)
     out = _from_device(out, kind, tag)

@@ -145,8 +145,8 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
             s = held[r]
             j0, j1 = kv_bounds[s]
             band = shift_band(args.band, i0, j0)
-            if i1 == i0 or j1 == j0 or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0,
-                                                           band)) == 0:
+            if (i1 == i0 or j1 == j0
+                    or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0):
                 step.append((s, "skipped"))  # nothing in this shard is visible to these queries
                 continue
             part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], args.scale,

@@ -170,14 +170,13 @@ class LuongAttention(Module):
         cache = {"h": query, "keys": keys, "hidden": hidden, "p": None}
         if self.local is not None:
             if self.local == "m":
-                p = np.minimum(float(t),
-                               lengths
-                               - 1.0).astype(query.dtype)  # (B,): p_t = t, inside the sentence
+                # p_t = t, inside the sentence
+                p = np.minimum(float(t), lengths - 1.0).astype(query.dtype)  # (B,)
             else:
                 th = np.tanh(query @ self.params["W_p"])  # (B, A)
                 sig = sigmoid(th @ self.params["v_p"])  # (B,)
-                p = (lengths
-                     * sig).astype(query.dtype)  # (B,): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
+                # p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
+                p = (lengths * sig).astype(query.dtype)  # (B,)
                 cache.update(th=th, sig=sig, lengths=lengths)
             window, gauss = local_window(p, lengths, keys.shape[1], self.D)  # (B, S) each
             gauss = gauss.astype(query.dtype, copy=False)  # local_window gives float64

@@ -58,7 +58,9 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
     out, lse = at.flash_attention(q, k, v, is_causal, scale, gqa, return_lse=True)
     grads = at.flash_attention_backward(g, q, k, v, out, lse, is_causal, scale, gqa)
     rows = shard_positions(N, world, layout)[rank]  # (N/P,) positions of this rank's shard
-    mine = lambda x: x[..., rows, :]  # noqa: E731  (..., N, ·) -> (..., N/P, ·)
+    def mine(x):
+        return x[..., rows, :]  # (..., N, ·) -> (..., N/P, ·)
+
     timeline = []
     r_out, r_lse = ring_attention(mine(q), mine(k), mine(v), comm, is_causal, scale, enable_gqa=gqa,
                                   layout=layout, return_lse=True, overlap=overlap,

@@ -23,7 +23,9 @@ def _bf16(q, k, v, g, causal):
     tq, tk, tv, tg = (torch.from_numpy(a).to("cuda", torch.bfloat16) for a in (q, k, v, g))
     out, lse = cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True)
     grads = cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
-    host = lambda t: t.float().cpu().numpy()  # noqa: E731
+    def host(t):
+        return t.float().cpu().numpy()
+
     return host(out), lse.cpu().numpy(), tuple(host(t) for t in grads)
 
 

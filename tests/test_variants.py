@@ -204,11 +204,13 @@ def test_performer_error_shrinks_with_the_number_of_features(rng):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_performer_with_fixed_omega_is_linear_attention_with_those_features(rng, causal):
-    q, k, v = rng.standard_normal((10, 8)), rng.standard_normal((10, 8)), rng.standard_normal((10,
-                                                                                               2))
+    q, k = rng.standard_normal((10, 8)), rng.standard_normal((10, 8))
+    v = rng.standard_normal((10, 2))
     omega = gaussian_random_features(32, 8, rng)
     scale = 0.3
-    phi = lambda x: positive_random_features(x * np.sqrt(scale), omega)  # noqa: E731
+    def phi(x):
+        return positive_random_features(x * np.sqrt(scale), omega)
+
     out = performer_attention(q, k, v, is_causal=causal, scale=scale, omega=omega)
     assert_close(out, linear_attention_loops(q, k, v, causal, phi=phi, eps=0.0), rtol=1e-6,
                  atol=1e-8, what="performer = linear attention with positive random features")

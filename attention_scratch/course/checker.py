@@ -62,9 +62,8 @@ class Verdicts:
                 self._record(item, "not started")
             elif call.excinfo.errisinstance(pytest.skip.Exception):
                 self._record(item, "failing", f"skipped: {call.excinfo.value}")
-            elif call.when == "setup" and not call.excinfo.errisinstance((GradingError,
-                                                                          AssertionError,
-                                                                          FileNotFoundError)):
+            elif call.when == "setup" and not call.excinfo.errisinstance(
+                    (GradingError, AssertionError, FileNotFoundError)):
                 self._record(item, "failing",
                              f"the test could not be set up: {_message(call.excinfo)}")
             else:

@@ -64,8 +64,8 @@ def student_raised(message, type_name):
         return StudentRaised(message, type_name)
     kind = _RAISED_TYPES.get(builtin)
     if kind is None:
-        kind = _RAISED_TYPES[builtin] = type(f"Student{builtin.__name__}", (StudentRaised, builtin),
-                                             {})
+        kind = type(f"Student{builtin.__name__}", (StudentRaised, builtin), {})
+        _RAISED_TYPES[builtin] = kind
     return kind(message, type_name)
 
 

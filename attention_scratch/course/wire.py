@@ -107,9 +107,8 @@ def encode(value, blobs, identities=None, depth=0):
     ``identities`` maps ``id(obj)`` of the call's arguments to their paths, so that
     an argument returned as it is comes back as that same object.
     """
-    if identities and id(value) in identities and not isinstance(value,
-                                                                 (bool, int, float, str,
-                                                                  type(None))):
+    scalar = isinstance(value, (bool, int, float, str, type(None)))
+    if identities and id(value) in identities and not scalar:
         return {"arg": identities[id(value)]}
     if depth > MAX_DEPTH:
         return {"u": "a structure nested too deep"}

@@ -208,6 +208,7 @@ def test_performer_with_fixed_omega_is_linear_attention_with_those_features(rng,
     v = rng.standard_normal((10, 2))
     omega = gaussian_random_features(32, 8, rng)
     scale = 0.3
+
     def phi(x):
         return positive_random_features(x * np.sqrt(scale), omega)
 

@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows pass actionlint.
+"""The GitHub Actions workflows pass actionlint, and `make test`, which CI runs, starts with ruff.
 
 `make test` installs actionlint (requirements-test.txt), so in CI these tests run;
 elsewhere they skip, saying so, when the binary is absent. actionlint also runs
@@ -54,3 +54,12 @@ def test_actionlint_does_report_a_broken_workflow(tmp_path):
     done = lint(bad)
     assert done.returncode != 0
     assert "nowhere" in done.stdout and "maybe" in done.stdout, done.stdout
+
+
+def test_make_test_starts_with_ruff_and_ci_runs_make_test():
+    """Ruff's configuration is only kept if something runs it: `make test` does, first."""
+    recipe = REPO_DIR.joinpath("Makefile").read_text().split("\ntest: ", 1)[1].split("\n\n", 1)[0]
+    commands = [line.strip() for line in recipe.splitlines()[1:] if line.startswith("\t")]
+    assert commands[0] == "$(PY) -m ruff check .", commands
+    assert "run: make test" in (WORKFLOWS / "test.yml").read_text()
+    assert "make test" in (REPO_DIR / ".ci" / "run").read_text()

@@ -46,6 +46,7 @@ def test_every_module_has_a_role_and_the_roles_are_layered():
         "backend dispatch": {"contract", "backends: Numba", "backends: CUDA"},
         "concepts (one per chapter)": {"contract", "backend dispatch"},
         "training": {"concepts (one per chapter)"},
+        "demos": {"concepts (one per chapter)"},
         "benchmarks": {"concepts (one per chapter)", "backend dispatch", "backends: CUDA",
                        "contract"},
         "course tooling": {"concepts (one per chapter)", "contract"},

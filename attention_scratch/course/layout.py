@@ -22,6 +22,7 @@ ROLES = (
     ("course tooling", ("course", "grade")),
     ("benchmarks", ("bench",)),
     ("training", ("training",)),
+    ("demos", ("demos",)),
     ("backends: CUDA", ("backends.cuda",)),
     ("backends: Numba", ("backends.numba",)),
     ("backend dispatch", ("backends",)),

@@ -3,7 +3,7 @@ checked against flash attention in one process.
 
 Run it on 4 processes (chapter 11)::
 
-    mpiexec -n 4 python -m attention_scratch.ring_demo
+    mpiexec -n 4 python -m attention_scratch.demos.ring
 
 Every rank builds the same whole problem from one seed, computes the single-process
 reference on the whole sequence, and compares its own shard; rank 0 prints every

@@ -3,10 +3,10 @@
 
 Record the chapter's numbers (a few minutes)::
 
-    python -m attention_scratch.bench_ring --record attention_scratch/data/11_ring_bench.json
+    python -m attention_scratch.bench.ring --record attention_scratch/data/11_ring_bench.json
 
 For each number of ranks ``P`` (1, 2, 4; twice, in turn) this starts ``mpiexec -n P python -m
-attention_scratch.bench_ring --rank …``. Every rank holds its shard of one problem
+attention_scratch.bench.ring --rank …``. Every rank holds its shard of one problem
 (``B = 1``, ``H`` heads, ``N`` positions, ``E``, float64) and keeps NumPy's BLAS to one
 thread, so ``P`` ranks use at most ``P`` cores. Before anything is timed, the ranks'
 outputs and gradients are gathered and checked against single-process
@@ -126,14 +126,15 @@ def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4),
            configs=tuple(CONFIGS), timeout=1800):
     """Run every ``P`` of ``worlds`` under mpiexec, ``rounds`` times in turn (so that a change of
     load on the machine reaches every ``P``), and write what they measured to ``path`` (JSON)."""
-    from .bench import git_commit, machine_description
-    from .distributed_mpi import mpi, run_ranks
+    from ..distributed_mpi import mpi, run_ranks
+    from .common import git_commit
+    from .cpu import machine_description
 
     runs = {str(world): [] for world in worlds}
     for turn in range(rounds):
         for world in worlds:
             start, load = time.perf_counter(), os.getloadavg()
-            done = run_ranks(world, ["-m", "attention_scratch.bench_ring", "--rank", "--size", N,
+            done = run_ranks(world, ["-m", "attention_scratch.bench.ring", "--rank", "--size", N,
                                      "--heads", heads, "--dim", dim, "--repeats", repeats,
                                      "--configs", ",".join(configs)], timeout=timeout)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -145,7 +146,7 @@ def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4),
                                      "results": json.loads(lines[0][len("RESULT "):])})
             print(f"round {turn + 1}/{rounds}, P={world}: {time.perf_counter() - start:.0f} s",
                   file=sys.stderr)
-    result = {"command": "python -m attention_scratch.bench_ring " + " ".join(sys.argv[1:]),
+    result = {"command": "python -m attention_scratch.bench.ring " + " ".join(sys.argv[1:]),
               "problem": {"B": 1, "H": heads, "N": N, "E": dim, "dtype": "float64",
                           "repeats": repeats, "rounds": rounds}, "machine": machine_description(),
               "commit": git_commit(), "mpi": mpi().Get_library_version().splitlines()[0].strip(),

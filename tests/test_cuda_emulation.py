@@ -217,7 +217,7 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention,
                          cupy_gpu.flash_attention_backward)
     cases.case_low_precision(glue, rng, np.float16, causal, bq=64, bk=64, L=70, S=90, E=32)
-    assert [p["kernel"] for p in seen] == [kernel]
+    assert [launch["kernel"] for launch in seen] == [kernel]
 
 
 @pytest.mark.parametrize("tag,cc,requested,expected",

@@ -12,18 +12,18 @@ B, L, S, E, H = 2, 5, 7, 12, 3
 
 def copy_into_torch(torch, ours, theirs):
     """Copy our (in, out) weights into an nn.MultiheadAttention ((out, in) weights)."""
-    p = {k: torch.tensor(v) for k, v in ours.params.items()}
+    weights = {k: torch.tensor(v) for k, v in ours.params.items()}
     with torch.no_grad():
         if theirs._qkv_same_embed_dim:
-            theirs.in_proj_weight.copy_(torch.cat([p["W_q"].T, p["W_k"].T, p["W_v"].T]))
+            theirs.in_proj_weight.copy_(torch.cat([weights[f"W_{x}"].T for x in "qkv"]))
         else:
-            theirs.q_proj_weight.copy_(p["W_q"].T)
-            theirs.k_proj_weight.copy_(p["W_k"].T)
-            theirs.v_proj_weight.copy_(p["W_v"].T)
-        theirs.out_proj.weight.copy_(p["W_o"].T)
-        if "b_q" in p:
-            theirs.in_proj_bias.copy_(torch.cat([p["b_q"], p["b_k"], p["b_v"]]))
-            theirs.out_proj.bias.copy_(p["b_o"])
+            theirs.q_proj_weight.copy_(weights["W_q"].T)
+            theirs.k_proj_weight.copy_(weights["W_k"].T)
+            theirs.v_proj_weight.copy_(weights["W_v"].T)
+        theirs.out_proj.weight.copy_(weights["W_o"].T)
+        if "b_q" in weights:
+            theirs.in_proj_bias.copy_(torch.cat([weights["b_q"], weights["b_k"], weights["b_v"]]))
+            theirs.out_proj.bias.copy_(weights["b_o"])
 
 
 def torch_param_grads(theirs, E):

@@ -114,7 +114,7 @@ def _matches(function, protocol_method):
     want = list(inspect.signature(protocol_method).parameters.values())[1:]
     have = list(inspect.signature(function).parameters.values())
     problems = []
-    for w, h in zip(want, have, strict=True):
+    for w, h in zip(want, have, strict=False):  # a length mismatch is reported below
         if (w.name, w.kind, w.default) != (h.name, h.kind, h.default):
             problems.append(f"{h} where the protocol has {w}")
     if len(have) < len(want):

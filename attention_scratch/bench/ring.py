@@ -40,6 +40,11 @@ def _phase_sums(timeline):
     return sums
 
 
+def _shard(whole, rows):
+    """Rows ``rows`` of an lse (B, H, N) or of an output or gradient (B, H, N, ·)."""
+    return whole[..., rows] if whole.ndim == 3 else whole[..., rows, :]
+
+
 def rank_main(N, heads, dim, repeats, configs, seed=0):
     """What each rank runs; rank 0 returns the measurements of every config (others ``None``)."""
     from mpi4py import MPI
@@ -70,18 +75,17 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
             error = None
             if rank == 0:  # the check before timing: single-process flash on the whole sequence
                 ref_out, ref_lse = at.flash_attention(q, k, v, causal, return_lse=True)
-                ref = (ref_out, ref_lse) + tuple(at.flash_attention_backward(g, q, k, v, ref_out,
-                                                                             ref_lse, causal))
-                error = max(float(np.abs(part - (whole[..., r] if whole.ndim == 3
-                                                 else whole[..., r, :])).max())
-                            for r, *parts in gathered for part, whole in zip(parts, ref,
-                                                                             strict=True))
+                ref_grads = at.flash_attention_backward(g, q, k, v, ref_out, ref_lse, causal)
+                ref = (ref_out, ref_lse, *ref_grads)
+                error = max(float(np.abs(part - _shard(whole, r)).max())
+                            for r, *parts in gathered
+                            for part, whole in zip(parts, ref, strict=True))
                 if not error <= 1e-12:
                     raise AssertionError(f"{name} on {world} ranks differs from flash_attention "
                                          f"by {error:.3g}")
+            modes = ("overlap", "blocking") if world > 1 else ("overlap",)
             times = {mode: {"forward": [], "backward": [], "phases_forward": [],
-                            "phases_backward": []} for mode in (("overlap", "blocking") if world > 1
-                                                                else ("overlap",))}
+                            "phases_backward": []} for mode in modes}
             timelines = {}
             for _ in range(repeats):
                 for mode, record in times.items():

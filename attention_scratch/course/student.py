@@ -204,8 +204,7 @@ class Student:
             from_library = (isinstance(node, ast.ImportFrom)
                             and (node.module or "").startswith("attention_scratch"))
             if from_library and any(alias.name == self.function_name for alias in node.names):
-                    self.copied = (f"it imports {self.function_name} from the library "
-                                   f"({node.module})")
+                self.copied = f"it imports {self.function_name} from the library ({node.module})"
 
     def _check_function_origin(self, function):
         if self.copied:

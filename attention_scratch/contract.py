@@ -33,6 +33,21 @@ from ._nonfinite import band_backward_inputs, mark_band_backward, mark_band_forw
 from .bands import integer_band, mask_band
 
 DEFAULT_BLOCK = 64  # the default query and key tile of every flash path
+
+
+class DefaultBlock(int):
+    """The default tile size, marked as "not chosen by the caller": a backend may tune it.
+
+    Equal to :data:`DEFAULT_BLOCK` wherever it is compared or computed with, so signatures and
+    documentation still read 64; the Numba backend tells it apart from an explicit 64
+    (:mod:`attention_scratch.backends.numba.autotune`), every other path runs it as 64.
+    """
+
+    def __repr__(self):
+        return repr(int(self))
+
+
+AUTO_BLOCK = DefaultBlock(DEFAULT_BLOCK)  # the public functions' default block_q and block_k
 CAUSAL_ALIGNS = ("top_left", "bottom_right")
 
 

@@ -17,9 +17,8 @@ import numpy as np
 
 from ._checks import array_module, check_flag
 from .backends import get_backend
-from .backends.numba.autotune import AUTO_BLOCK
 from .bands import integer_band, mask_band
-from .contract import DEFAULT_BLOCK, attention_args, check_window
+from .contract import AUTO_BLOCK, DEFAULT_BLOCK, attention_args, check_window
 from .flash_tiles import (
     d_term,
     dscores,
@@ -43,7 +42,7 @@ def _device_keep(xp, i0, i1, j0, j1, band):
 
 def _blocks_for(impl, block_q, block_k):
     """The tile sizes to hand to backend ``impl``: the Numba backend gets the default marker
-    (:data:`~attention_scratch.backends.numba.autotune.AUTO_BLOCK`, which it tunes), the
+    (:data:`~attention_scratch.contract.AUTO_BLOCK`, which it tunes), the
     others plain ints."""
     if impl is not None and impl.__name__.endswith(".numba.cpu"):
         return block_q, block_k

@@ -20,7 +20,7 @@ otherwise NumPy.
 """
 import importlib
 
-from ..contract import DEFAULT_BLOCK, attention_args
+from ..contract import AUTO_BLOCK, attention_args
 
 BACKENDS = ("numpy", "numba", "cupy", "auto")
 MODULES = {"numba": "attention_scratch.backends.numba.cpu",
@@ -107,7 +107,7 @@ def resolve_name(backend, *arrays):
 
 
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-              causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
+              causal_align="top_left", window=None, block_q=AUTO_BLOCK, block_k=AUTO_BLOCK,
               backward=False, backend="numpy"):
     """The :class:`~attention_scratch.contract.TilePlan` that ``backend`` runs for these arguments.
 
@@ -116,6 +116,8 @@ def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, 
     ``backward=True`` asks about :func:`attention_scratch.flash_attention_backward`.
     """
     impl = get_backend(backend, query, key, value)
+    if impl is None or not impl.__name__.endswith(".numba.cpu"):  # only Numba tunes the default
+        block_q, block_k = (int(b) if b is AUTO_BLOCK else b for b in (block_q, block_k))
     kw = dict(causal_align=causal_align, window=window, block_q=block_q, block_k=block_k)
     if impl is None:
         return attention_args(query, key, value, is_causal, scale, enable_gqa, **kw).plan

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.numba import autotune, machine
 from ..progress import printer_beside, progress_bar
+from . import machine
 from .common import attention_flops, git_commit, relative_error, seconds
 from .methods import METHODS, Method, available_methods, first_head, reference
 
@@ -86,8 +86,10 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
                                  f"causal={causal}) is wrong: relative error {err:.2e} > "
                                  f"{tolerance:g}")
         records[m.name] = {"error": err, "times": []}
-        if m.tiles(causal, backward) is not None:
-            records[m.name]["tiles"] = list(m.tiles(causal, backward))
+        plan = m.tiles(causal, backward)
+        if plan is not None:  # the tiles run, and where tuned ones came from (the cache file)
+            records[m.name]["tiles"] = list(plan.used)
+            records[m.name]["tiles_note"] = plan.note
         runs[m.name] = (call, max(1, min(repeats, int(budget_s / max(first, 1e-9)))))
     gc.collect()  # once per case (a full collection takes 0.1 s with PyTorch loaded)
     gc.disable()  # and none during the timed calls
@@ -194,7 +196,6 @@ def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHOD
             "sgemm_gflops_start_end": [sgemm, sgemm_end],
             "shape": {"B": batch, "H": heads, "E": dim, "dtype": "float32"}, "repeats": repeats,
             "blocks": {k: None if v is None else list(v) for k, v in blocks.items()},
-            "autotune": {"enabled": autotune.enabled(), "cache": str(autotune.cache_path())},
             "skipped": skipped, "results": results}
 
 

@@ -8,7 +8,7 @@ Numba flash kernels, and PyTorch's ``scaled_dot_product_attention`` with autogra
 import numpy as np
 
 from ..backends import tile_plan, unavailable_reason
-from ..backends.numba.autotune import AUTO_BLOCK
+from ..contract import AUTO_BLOCK
 from ..flash import flash_attention, flash_attention_backward
 from ..testing import (
     attention_oracle,
@@ -75,13 +75,13 @@ class Method:
                                         backend=self.backend, **self.tile_args)
 
     def tiles(self, causal, backward):
-        """The ``(block_q, block_k)`` a flash method runs for this case (tuned ones included);
-        ``None`` for the others."""
+        """The :class:`~attention_scratch.contract.TilePlan` a flash method runs for this case
+        (tuned tiles included); ``None`` for the others."""
         if self.backend is None:
             return None
         sizes = {"block_q": AUTO_BLOCK, "block_k": AUTO_BLOCK, **self.tile_args}
         return tile_plan(self.q, self.k, self.v, causal, backward=backward, backend=self.backend,
-                         **sizes).used
+                         **sizes)
 
 
 def reference(inputs, causal, backward):

@@ -10,7 +10,8 @@ one file per processor model and library version (:func:`cache_path`); later cal
 later processes read it.
 
 * Explicit sizes always win: ``block_q=64`` passed by the caller is run as given (the
-  default is :data:`AUTO_BLOCK`, an ``int`` equal to 64 that the backend can tell apart).
+  default is :data:`~attention_scratch.contract.AUTO_BLOCK`, an ``int`` equal to 64 that
+  the backend can tell apart).
   One size given and one left out: the given one is kept, the other taken from the
   tuned pair.
 * Turned off by ``ATTENTION_SCRATCH_AUTOTUNE=0`` or ``autotune=False`` (an argument of
@@ -27,6 +28,7 @@ The kernel's :class:`~attention_scratch.contract.TilePlan` says what happened:
 import datetime
 import json
 import os
+import platform
 import re
 import sys
 import time
@@ -34,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...contract import DEFAULT_BLOCK
-from .machine import cpu_model
+from ...contract import AUTO_BLOCK, DEFAULT_BLOCK, DefaultBlock  # noqa: F401  (re-exported)
 
 SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
@@ -46,19 +47,6 @@ TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second f
 TUNE_MAX_HEADS = 8
 ROUNDS = 3  # each candidate is timed this many times, interleaved; the best time counts
 _memory = {}  # cache path -> its entries, for this process
-
-
-class DefaultBlock(int):
-    """The default tile size (64), marked as "not chosen by the caller": the backend may tune it.
-
-    Equal to 64 wherever it is compared or computed with, so signatures and docs still read 64.
-    """
-
-    def __repr__(self):
-        return repr(int(self))
-
-
-AUTO_BLOCK = DefaultBlock(DEFAULT_BLOCK)
 
 
 def enabled(autotune=None):
@@ -86,9 +74,19 @@ def cache_path():
 
 
 def _version():
-    from ... import __version__  # at call time: this module is imported while the package loads
+    """The library's version (the package is loaded whenever one of its modules runs)."""
+    return sys.modules[__name__.split(".")[0]].__version__
 
-    return __version__
+
+def cpu_model():
+    """The processor's model name: the cache's key (``/proc/cpuinfo``, else ``platform``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _bucket_len(n):
@@ -164,8 +162,7 @@ def _tuning_inputs(backward, dtype, L, S, E, Ev, heads, seed=0):
 
 def _runner(backward, q, k, v, d_out, masked):
     """``run(block_q, block_k)``: one kernel call on the tuning inputs (BLAS already limited)."""
-    from .backward import fused_parallel
-    from .cpu import dq_chunks
+    from .backward import dq_chunks, fused_parallel
     from .forward import forward_parallel
 
     L, S = q.shape[1], k.shape[1]

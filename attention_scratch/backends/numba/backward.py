@@ -57,6 +57,16 @@ from .tiles import (
 )
 
 
+def dq_chunks(n_kv, n_key_blocks, min_items=16):
+    """How many private copies of ``dQ`` the one-pass backward uses: enough for ``min_items`` work
+    items.
+
+    It depends on the shapes only, never on the thread count, so that the
+    result is the same on every machine.
+    """
+    return max(1, min(n_key_blocks, -(-min_items // max(n_kv, 1))))
+
+
 @njit(fastmath=LOOP_FLAGS, cache=True)
 def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, j1, scale, lo,
                  hi, block_q):

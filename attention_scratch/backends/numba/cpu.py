@@ -94,16 +94,6 @@ def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, 
                  block_k, backward, autotune).plan
 
 
-def dq_chunks(n_kv, n_key_blocks, min_items=16):
-    """How many private copies of ``dQ`` the one-pass backward uses: enough for ``min_items`` work
-    items.
-
-    It depends on the shapes only, never on the thread count, so that the
-    result is the same on every machine.
-    """
-    return max(1, min(n_key_blocks, -(-min_items // max(n_kv, 1))))
-
-
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
                              enable_gqa=False, *, causal_align="top_left", window=None,
                              block_q=AUTO_BLOCK, block_k=AUTO_BLOCK, two_pass=False,
@@ -118,7 +108,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     ------
     returns ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
-    from .backward import dq_parallel, fused_parallel, kv_parallel
+    from .backward import dq_chunks, dq_parallel, fused_parallel, kv_parallel
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, True, autotune)

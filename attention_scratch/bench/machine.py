@@ -1,8 +1,8 @@
-"""What the CPU kernels and their benchmark need to know about this machine (chapter 12).
+"""The machine a benchmark ran on (chapter 12): processor, vector instructions, cores, BLAS.
 
-The processor's model, the widest vector instructions it has, the cores, and the BLAS
-libraries loaded with their kernel; the autotuner keys its cache by the model, and the
-benchmark prints all of it next to every table. Imports neither Numba nor SciPy.
+The benchmark prints :func:`summary` above every table and stores :func:`describe` in its
+JSON, so that a number never travels without the machine that made it. Needs neither
+Numba nor SciPy (SciPy's BLAS is listed when SciPy is installed).
 """
 import contextlib
 import os

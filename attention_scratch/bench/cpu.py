@@ -37,7 +37,7 @@ from .common import attention_flops, git_commit, relative_error, seconds
 from .methods import METHODS, Method, available_methods, first_head, reference
 
 DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
-NUMPY_BLOCKS = (256, 256)  # the NumPy flash reference's tiles in the benchmark
+NUMPY_BLOCKS = (512, 512)  # the NumPy flash reference's tiles in the benchmark
 # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
 NAIVE_MEMORY_LIMIT = 3 * 2**30
 

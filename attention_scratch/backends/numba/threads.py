@@ -22,6 +22,11 @@ The order matters: limiting the threads after the shutdown would start the worke
 again (OpenBLAS re-creates its pool on the first call after a shutdown, and the limit
 is such a call), and the new workers would spin through the kernel.
 
+Stopping costs a few hundred microseconds on a quiet machine (OpenBLAS restarts its pool
+when the limit is lifted, and the next stop waits for the new thread to start), and
+milliseconds on a busy one. A kernel of less work than :data:`STOP_MIN_FLOPS` is not
+worth it: there the workers are left alone.
+
 Stopping the workers is safe when no other thread of the process is inside OpenBLAS at
 that moment, as for a ``fork``. A program that runs NumPy products in other threads
 while it calls the Numba backend can switch it off with
@@ -34,6 +39,7 @@ import os
 import threading
 
 _SWITCH = "ATTENTION_SCRATCH_BLAS_SHUTDOWN"
+STOP_MIN_FLOPS = 1e8  # about a millisecond of kernel on two cores: below it, stopping costs more
 _lock = threading.RLock()  # one kernel's limits at a time; nested use is fine
 _state = {}  # "controller": threadpoolctl's controller; "shutdowns": the C functions
 
@@ -84,13 +90,15 @@ def stop_idle_blas_workers():
 
 
 @contextlib.contextmanager
-def blas_one_thread(stop_workers=None):
+def blas_one_thread(stop_workers=None, flops=None):
     """Hold every loaded BLAS library to one thread and stop OpenBLAS's spinning workers.
 
-    ``stop_workers`` (default: :func:`shutdown_enabled`) says whether to stop them; the
-    limit is set either way and undone on exit.
+    ``stop_workers`` says whether to stop them; by default they are stopped when
+    :func:`shutdown_enabled` and the kernel's ``flops`` (if given) reach
+    :data:`STOP_MIN_FLOPS`. The limit is set either way and undone on exit.
     """
-    stop_workers = shutdown_enabled() if stop_workers is None else stop_workers
+    if stop_workers is None:
+        stop_workers = shutdown_enabled() and (flops is None or flops >= STOP_MIN_FLOPS)
     with _lock, _controller().limit(limits=1, user_api="blas"):
         if stop_workers:
             stop_idle_blas_workers()

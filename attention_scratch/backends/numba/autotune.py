@@ -40,10 +40,10 @@ from ...contract import AUTO_BLOCK, DEFAULT_BLOCK, DefaultBlock  # noqa: F401  (
 
 SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
-BLOCK_Q = (32, 64, 128)
+BLOCK_Q = (32, 64, 128, 256)
 BLOCK_K = (32, 64, 128, 256)
 TUNE_MAX_LEN = 4096  # the tuning run's longest sequence: a bucket above it is timed at this length
-TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second for 36 forward calls
+TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second for 48 forward calls
 TUNE_MAX_HEADS = 8
 ROUNDS = 3  # each candidate is timed this many times, interleaved; the best time counts
 _memory = {}  # cache path -> its entries, for this process

@@ -124,7 +124,8 @@ LOW_PRECISION = {  # case: (dtype, largest difference from single-process flash 
 @pytest.mark.parametrize("case", sorted(LOW_PRECISION))
 @pytest.mark.parametrize("world", WORLDS)
 def test_low_precision_is_as_accurate_as_single_process_flash(world, case):
-    """DESIGN §5: the error against float64 is at most 2x that of the single-process kernel in the dtype."""
+    """docs/design.md §5: the error against float64 is at most 2x that of the single-process
+    kernel in the dtype."""
     dtype, close, slack = LOW_PRECISION[case]
     for r, rank in enumerate(ranks_report(world)):
         got = rank["ring"][case]

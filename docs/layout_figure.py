@@ -25,24 +25,25 @@ OUTPUT = Path(__file__).parent / "figures" / "package_layout.png"
 
 # (left, bottom, width, height) of each role's box, in axes units; higher = imports more.
 BOXES = {
-    "training": (0.00, 0.80, 0.22, 0.17),
-    "course tooling": (0.26, 0.80, 0.44, 0.17),
-    "benchmarks": (0.76, 0.80, 0.24, 0.17),
-    "concepts (one per chapter)": (0.00, 0.45, 0.72, 0.26),
-    "backend dispatch": (0.45, 0.31, 0.42, 0.08),
-    "backends: Numba": (0.45, 0.13, 0.21, 0.13),
-    "backends: CUDA": (0.71, 0.13, 0.29, 0.13),
+    "training": (0.00, 0.80, 0.24, 0.17),
+    "course tooling": (0.27, 0.80, 0.45, 0.17),
+    "benchmarks": (0.75, 0.80, 0.25, 0.17),
+    "concepts (one per chapter)": (0.00, 0.46, 0.72, 0.26),
+    "backend dispatch": (0.40, 0.34, 0.47, 0.08),
+    "backends: Numba": (0.40, 0.12, 0.25, 0.17),
+    "backends: CUDA": (0.70, 0.12, 0.30, 0.17),
     "contract": (0.00, 0.00, 1.00, 0.08),
 }
 # Arrows that would cross a box, drawn by hand: (x, y) from and to.
 ROUTES = {
-    ("concepts (one per chapter)", "contract"): ((0.2, 0.45), (0.2, 0.08)),
-    ("benchmarks", "concepts (one per chapter)"): ((0.78, 0.80), (0.70, 0.71)),
+    ("concepts (one per chapter)", "contract"): ((0.2, 0.46), (0.2, 0.08)),
+    ("benchmarks", "concepts (one per chapter)"): ((0.77, 0.80), (0.70, 0.72)),
     ("concepts (one per chapter)", "benchmarks"): ((0.72, 0.62), (0.84, 0.80)),
-    ("benchmarks", "backend dispatch"): ((0.86, 0.80), (0.86, 0.39)),
-    ("benchmarks", "backends: CUDA"): ((0.96, 0.80), (0.96, 0.26)),
-    ("backend dispatch", "contract"): ((0.68, 0.31), (0.68, 0.08)),
+    ("benchmarks", "backend dispatch"): ((0.85, 0.80), (0.85, 0.42)),
+    ("benchmarks", "backends: CUDA"): ((0.96, 0.80), (0.96, 0.29)),
+    ("backend dispatch", "contract"): ((0.675, 0.34), (0.675, 0.08)),
 }
+TITLES = {"backends: Numba": "Numba backend", "backends: CUDA": "CUDA backend"}
 FILL = {"concepts (one per chapter)": "#e8f1fb", "contract": "#fdf1dc"}
 LEVEL = {"training": 4, "course tooling": 4, "benchmarks": 4, "concepts (one per chapter)": 3,
          "backend dispatch": 2, "backends: Numba": 1, "backends: CUDA": 1, "contract": 0}
@@ -66,7 +67,7 @@ def anchor_x(src, dst):
 
 def draw(output=OUTPUT):
     roles, edges = role_graph(import_graph())
-    fig = plt.figure(figsize=(9, 6.8))
+    fig = plt.figure(figsize=(8, 6.6))
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
@@ -75,11 +76,11 @@ def draw(output=OUTPUT):
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.004,rounding_size=0.01",
                                     facecolor=FILL.get(role, "#f2f2f2"), edgecolor="#555555"))
         modules = sorted(short(m) for m in roles.get(role, []))
-        ax.text(x + 0.01, y + h - 0.014, f"{role}  ({len(modules)})", va="top", fontsize=11,
-                fontweight="bold")
-        width = max(16, int(w * 112))  # characters per line at 9 pt on a 9 in figure
+        title = f"{TITLES.get(role, role)}  ({len(modules)})"
+        ax.text(x + 0.01, y + h - 0.014, title, va="top", fontsize=12, fontweight="bold")
+        width = max(14, int((w - 0.02) * 90))  # characters per line, 10 pt on an 8 in figure
         body = "\n".join(textwrap.wrap(", ".join(modules), width))
-        ax.text(x + 0.01, y + h - 0.052, body, va="top", fontsize=9, family="monospace",
+        ax.text(x + 0.01, y + h - 0.052, body, va="top", fontsize=10, family="monospace",
                 linespacing=1.25)
     for (src, dst), count in sorted(edges.items()):
         xs, xd = anchor_x(src, dst)
@@ -90,7 +91,7 @@ def draw(output=OUTPUT):
         style = {"color": "#c0392b", "linestyle": "--"} if up else {"color": "#333333"}
         ax.add_patch(FancyArrowPatch((xs, ys), (xd, yd), arrowstyle="-|>", mutation_scale=14,
                                      linewidth=1.3, shrinkA=2, shrinkB=2, **style))
-        ax.text((xs + xd) / 2 + 0.008, (ys + yd) / 2, str(count), fontsize=9, va="center",
+        ax.text((xs + xd) / 2 + 0.008, (ys + yd) / 2, str(count), fontsize=10, va="center",
                 color=style["color"], bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)

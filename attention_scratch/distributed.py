@@ -23,14 +23,18 @@ import numpy as np
 
 from . import flash_attention, flash_attention_backward, merge_attention
 from .decoding import combine_splits
-from .distributed_layouts import LAYOUTS, check_layout, ring_tiles, shard_positions  # noqa: F401 (public here)
+from .distributed_layouts import LAYOUTS, check_layout, ring_tiles, shard_positions
 from .distributed_mpi import open_ring, run_step
+
+__all__ = ["LAYOUTS", "ring_attention", "ring_attention_backward", "ring_tiles", "shard_positions",
+           "split_kv_attention"]
 
 
 def _check_flags(function, **flags):
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{function}: {name} must be True or False; got {type(value).__name__} {value!r}")
+            raise TypeError(f"{function}: {name} must be True or False; "
+                            f"got {type(value).__name__} {value!r}")
 
 
 def _shards(ring, function, arrays, flags, layout, **switches):
@@ -52,11 +56,12 @@ def _shards(ring, function, arrays, flags, layout, **switches):
     ring.same_everywhere(function, dict(described, **flags, layout=layout))
     q, k = local_arrays["query"], local_arrays["key"]
     if flags.get("is_causal") and q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"{function}: causal ring attention needs query and key shards of one length "
-                         f"(N/P); got query {q.shape} and key {k.shape}")
+        raise ValueError(f"{function}: causal ring attention needs query "
+                         f"and key shards of one length (N/P); got query {q.shape} "
+                         f"and key {k.shape}")
     if layout == "zigzag" and q.shape[-2] % 2:
-        raise ValueError(f"{function}: the zigzag layout holds two chunks per rank, so N/P must be even; "
-                         f"got query {q.shape}")
+        raise ValueError(f"{function}: the zigzag layout holds two chunks per rank, "
+                         f"so N/P must be even; got query {q.shape}")
     return local_arrays
 
 
@@ -137,17 +142,19 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
             start = time.perf_counter()
 
-            def compute():
+            def compute(source=source, held=held):  # run now, by run_step, not later
                 nonlocal out, lse
-                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2], is_causal,
-                                                     layout):
-                    o, s = flash_attention(q[..., rows, :], held[0][..., keys, :], held[1][..., keys, :],
-                                           causal, scale, enable_gqa, return_lse=True)
+                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
+                                                     is_causal, layout):
+                    o, s = flash_attention(q[..., rows, :], held[0][..., keys, :],
+                                           held[1][..., keys, :], causal, scale, enable_gqa,
+                                           return_lse=True)
                     o, s = o.astype(acc), s.astype(acc)  # (..., Hq, rows, Ev), (..., Hq, rows)
                     if out is None:  # step 0: the rank's own shard, all rows
                         out, lse = o, s
                     else:
-                        out[..., rows, :], lse[..., rows] = _merge(out[..., rows, :], lse[..., rows], o, s)
+                        out[..., rows, :], lse[..., rows] = _merge(out[..., rows, :],
+                                                                   lse[..., rows], o, s)
 
             run_step(ring, step, compute, pending)
             ring.log("compute", start)
@@ -159,8 +166,9 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
         ring.comm.Free()
 
 
-def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_causal=False, scale=None, *,
-                            enable_gqa=False, layout="contiguous", overlap=True, timeline=None):
+def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_causal=False,
+                            scale=None, *, enable_gqa=False, layout="contiguous", overlap=True,
+                            timeline=None):
     """Gradients of :func:`ring_attention`; dK and dV travel around the ring with their shards.
 
     Each rank keeps its queries, ``grad_out``, ``out`` and ``lse`` and accumulates its
@@ -194,9 +202,9 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
     ring = open_ring(comm, overlap, timeline)
     try:
         flags = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-        a = _shards(ring, "ring_attention_backward", dict(grad_out=grad_out, query=query, key=key,
-                                                          value=value, out=out, lse=lse), flags, layout,
-                    overlap=overlap)
+        a = _shards(ring, "ring_attention_backward",
+                    dict(grad_out=grad_out, query=query, key=key, value=value, out=out, lse=lse),
+                    flags, layout, overlap=overlap)
         g, q, o, s = a["grad_out"], a["query"], a["out"], a["lse"]
         held, acc = (a["key"], a["value"]), _accumulator(q.dtype)
         grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/P, E)
@@ -204,14 +212,16 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
             ring.step, source = step, (ring.rank - step) % ring.size
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
             start = time.perf_counter()
-            grad_k, grad_v = np.zeros(held[0].shape, acc), np.zeros(held[1].shape, acc)  # this step's part
+            # this step's part
+            grad_k, grad_v = np.zeros(held[0].shape, acc), np.zeros(held[1].shape, acc)
 
-            def compute():
-                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2], is_causal,
-                                                     layout):
-                    dq, dk, dv = flash_attention_backward(g[..., rows, :], q[..., rows, :], held[0][..., keys, :],
-                                                          held[1][..., keys, :], o[..., rows, :], s[..., rows],
-                                                          causal, scale, enable_gqa)
+            def compute(source=source, held=held, grad_k=grad_k, grad_v=grad_v):  # run now
+                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
+                                                     is_causal, layout):
+                    dq, dk, dv = flash_attention_backward(g[..., rows, :], q[..., rows, :],
+                                                          held[0][..., keys, :],
+                                                          held[1][..., keys, :], o[..., rows, :],
+                                                          s[..., rows], causal, scale, enable_gqa)
                     grad_q[..., rows, :] += dq  # (..., Hq, rows, E)
                     grad_k[..., keys, :] += dk  # (..., Hkv, keys, E)
                     grad_v[..., keys, :] += dv  # (..., Hkv, keys, Ev)
@@ -273,31 +283,38 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
     try:
         def local():
             if causal_align != "bottom_right":
-                raise ValueError(f"split_kv_attention: causal_align must be 'bottom_right' (the queries are "
-                                 f"the cache's last tokens); got {causal_align!r}")
+                raise ValueError("split_kv_attention: causal_align must be 'bottom_right' "
+                                 f"(the queries are the cache's last tokens); got {causal_align!r}")
             _check_flags("split_kv_attention", is_causal=is_causal, return_lse=return_lse)
             arrays = [np.asarray(a) for a in (query, key, value)]
-            for name, a in zip(("query", "key", "value"), arrays):
+            for name, a in zip(("query", "key", "value"), arrays, strict=True):
                 if a.ndim < 2:
-                    raise ValueError(f"split_kv_attention: {name} must be (..., ·, E); got shape {a.shape}")
+                    raise ValueError(f"split_kv_attention: {name} must be (..., ·, E); "
+                                     f"got shape {a.shape}")
             return arrays
 
         q, k, v = ring.agree(local)
-        ring.same_everywhere("split_kv_attention", {
-            "query shape": q.shape, "key shape except S_r": k.shape[:-2] + k.shape[-1:],
-            "value shape except S_r": v.shape[:-2] + v.shape[-1:], "dtype": (str(q.dtype), str(k.dtype)),
-            "is_causal": is_causal, "scale": scale, "enable_gqa": enable_gqa})
+        ring.same_everywhere("split_kv_attention",
+                             {"query shape": q.shape,
+                              "key shape except S_r": k.shape[:-2] + k.shape[-1:],
+                              "value shape except S_r": v.shape[:-2] + v.shape[-1:],
+                              "dtype": (str(q.dtype), str(k.dtype)), "is_causal": is_causal,
+                              "scale": scale, "enable_gqa": enable_gqa})
         sizes = ring.comm.allgather(k.shape[-2])  # S_r of every rank
         after = sum(sizes[ring.rank + 1:])  # keys held by later ranks
-        window = (None, after) if is_causal else None  # j_local <= i + S_r - L + after: causal globally
+        # j_local <= i + S_r - L + after: causal globally
+        window = (None, after) if is_causal else None
         part = ring.agree(lambda: flash_attention(q, k, v, False, scale, enable_gqa, window=window,
                                                   return_lse=True))
         acc = _accumulator(q.dtype)
-        outs, lses = (np.empty((ring.size,) + x.shape, acc) for x in part)  # (P, ..., Hq, L, Ev), (P, ..., Hq, L)
-        for mine, everyone in zip(part, (outs, lses)):
-            ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE], [everyone, ring.MPI.BYTE])
+        outs, lses = (np.empty((ring.size,) + x.shape, acc)
+                      for x in part)  # (P, ..., Hq, L, Ev), (P, ..., Hq, L)
+        for mine, everyone in zip(part, (outs, lses), strict=True):
+            ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE],
+                                [everyone, ring.MPI.BYTE])
         out, lse = combine_splits(outs, lses)  # (..., Hq, L, Ev), (..., Hq, L)
-        lse = np.where(np.isnan(lses).any(axis=0), np.nan, lse)  # NaN rows stay NaN (combine gives +inf)
+        # NaN rows stay NaN (combine gives +inf)
+        lse = np.where(np.isnan(lses).any(axis=0), np.nan, lse)
         out = out.astype(q.dtype)
         return (out, lse) if return_lse else out
     finally:

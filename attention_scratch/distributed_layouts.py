@@ -38,8 +38,8 @@ def shard_positions(length, world_size, layout="contiguous"):
             raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
     pieces = 2 * world_size if layout == "zigzag" else world_size
     if length % pieces:
-        raise ValueError(f"length {length} must be a multiple of {pieces} for the {layout} layout on "
-                         f"world_size={world_size} ranks")
+        raise ValueError(f"length {length} must be a multiple of {pieces} "
+                         f"for the {layout} layout on world_size={world_size} ranks")
     positions = np.arange(length)  # (N,)
     if layout == "contiguous":
         return positions.reshape(world_size, -1)  # (P, n)
@@ -62,11 +62,13 @@ def ring_tiles(rank, source, world_size, shard_len, is_causal=False, layout="con
         return [(everything, everything, is_causal)]  # step 0: flash_attention checks is_causal
     if layout == "contiguous":  # a whole shard in the past, or in the future
         return [(everything, everything, False)] if source < rank else []
-    if layout == "striped":  # query i*P + rank sees key j*P + source iff j <= i (source < rank), j < i (>)
+    # query i*P + rank sees key j*P + source iff j <= i (source < rank), j < i (>)
+    if layout == "striped":
         if source < rank:
             return [(everything, everything, True)]
         return [(slice(1, None), slice(None, shard_len - 1), True)] if shard_len > 1 else []
     half = shard_len // 2  # zigzag: chunks (rank, 2P-1-rank) against chunks (source, 2P-1-source)
     mine, theirs = (rank, 2 * world_size - 1 - rank), (source, 2 * world_size - 1 - source)
     return [(slice(a * half, (a + 1) * half), slice(b * half, (b + 1) * half), False)
-            for a in range(2) for b in range(2) if theirs[b] < mine[a]]  # never equal: source != rank
+            for a in range(2) for b in range(2) if theirs[b]
+            < mine[a]]  # never equal: source != rank

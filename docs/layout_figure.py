@@ -25,9 +25,10 @@ OUTPUT = Path(__file__).parent / "figures" / "package_layout.png"
 
 # (left, bottom, width, height) of each role's box, in axes units; higher = imports more.
 BOXES = {
-    "training": (0.00, 0.80, 0.24, 0.17),
-    "course tooling": (0.27, 0.80, 0.45, 0.17),
-    "benchmarks": (0.75, 0.80, 0.25, 0.17),
+    "training": (0.00, 0.78, 0.17, 0.20),
+    "demos": (0.20, 0.78, 0.14, 0.20),
+    "course tooling": (0.37, 0.78, 0.35, 0.20),
+    "benchmarks": (0.75, 0.78, 0.25, 0.20),
     "concepts (one per chapter)": (0.00, 0.46, 0.72, 0.26),
     "backend dispatch": (0.40, 0.34, 0.47, 0.08),
     "backends: Numba": (0.40, 0.12, 0.25, 0.17),
@@ -37,16 +38,17 @@ BOXES = {
 # Arrows that would cross a box, drawn by hand: (x, y) from and to.
 ROUTES = {
     ("concepts (one per chapter)", "contract"): ((0.2, 0.46), (0.2, 0.08)),
-    ("benchmarks", "concepts (one per chapter)"): ((0.77, 0.80), (0.70, 0.72)),
-    ("concepts (one per chapter)", "benchmarks"): ((0.72, 0.62), (0.84, 0.80)),
-    ("benchmarks", "backend dispatch"): ((0.85, 0.80), (0.85, 0.42)),
-    ("benchmarks", "backends: CUDA"): ((0.96, 0.80), (0.96, 0.29)),
+    ("benchmarks", "concepts (one per chapter)"): ((0.77, 0.78), (0.70, 0.72)),
+    ("concepts (one per chapter)", "benchmarks"): ((0.72, 0.62), (0.84, 0.78)),
+    ("benchmarks", "backend dispatch"): ((0.85, 0.78), (0.85, 0.42)),
+    ("benchmarks", "backends: CUDA"): ((0.96, 0.78), (0.96, 0.29)),
     ("backend dispatch", "contract"): ((0.675, 0.34), (0.675, 0.08)),
 }
 TITLES = {"backends: Numba": "Numba backend", "backends: CUDA": "CUDA backend"}
 FILL = {"concepts (one per chapter)": "#e8f1fb", "contract": "#fdf1dc"}
-LEVEL = {"training": 4, "course tooling": 4, "benchmarks": 4, "concepts (one per chapter)": 3,
-         "backend dispatch": 2, "backends: Numba": 1, "backends: CUDA": 1, "contract": 0}
+LEVEL = {"training": 4, "demos": 4, "course tooling": 4, "benchmarks": 4,
+         "concepts (one per chapter)": 3, "backend dispatch": 2, "backends: Numba": 1,
+         "backends: CUDA": 1, "contract": 0}
 
 
 def short(name):

@@ -126,7 +126,8 @@ def split_dates(seed=0, heldout_fraction=0.1):
 
 
 def make_examples(n, ordinals, rng, max_dates=1):
-    """``n`` examples whose dates are drawn from ``ordinals``; each lists 1..``max_dates`` dates."""
+    """``n`` examples whose dates are drawn from ``ordinals``; each lists 1 to ``max_dates``
+    dates."""
     out = []
     for _ in range(n):
         k = 1 if max_dates == 1 else int(rng.integers(1, max_dates + 1))

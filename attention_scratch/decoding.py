@@ -10,8 +10,8 @@ combine exactly.
   little work to fill a parallel machine if keys are walked in order, so the
   keys are cut into chunks processed in parallel, and the partial results are
   combined with their log-sum-exps at the end.
-* **Ring attention**: the sequence is sharded over P devices. Device r keeps
-  its queries and passes key/value shards around a ring; after P steps it has
+* **Ring attention**: the sequence is sharded over R devices. Device r keeps
+  its queries and passes key/value shards around a ring; after R steps it has
   seen every shard and merged each partial result into its running output.
 """
 import numpy as np
@@ -27,7 +27,7 @@ from .online_softmax import check_partials, merge_attention
 # BEGIN EXERCISE 11.1 (3 points): the split-KV combine
 # uses: from attention_scratch.online_softmax import check_partials
 def combine_splits(outs, lses):
-    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+    """Combine the partial results of ``R`` disjoint key chunks into attention over all keys.
 
     ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
     log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
@@ -39,15 +39,15 @@ def combine_splits(outs, lses):
     row and its lse): never hide it. The results keep the dtype of the inputs
     (float32 chunks give float32).
 
-    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    Shapes: ``outs`` (R, ..., Ev), ``lses`` (R, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
     check_partials(outs=outs, lses=lses)
     # BEGIN SOLUTION
-    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
-    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
+    # HINT: merge_attention (exercise 8.3) for R parts at once: the max and the sums run over axis 0
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (R, ...): log of each chunk's mass
     top = logs.max(axis=0)  # (...)
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
-    weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
+    weights = np.exp(logs - shift)  # (R, ...): 0 for empty chunks
     total = weights.sum(axis=0)  # (...)
     safe = np.where(total == 0, 1.0, total)  # (...): NaN stays NaN
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)
@@ -95,7 +95,7 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
         outs.append(out)
         lses.append(lse)
     out, lse = combine_splits(np.stack(outs),
-                              np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
+                              np.stack(lses))  # (R, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
     # NaN rows marked, shapes restored
     return args.finish_forward(out.astype(args.dtype), lse, return_lse)
 

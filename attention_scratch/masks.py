@@ -135,7 +135,7 @@ def padding_mask(lengths, S):
 
     Returns
     -------
-    ndarray of bool, ``(B, 1, 1, S)``: broadcasts against scores ``(B, H, L, S)``.
+    ndarray of bool, ``(B, 1, 1, S)``, broadcasting against scores ``(B, H, L, S)``.
     """
     S = _check_length(S, "S")
     lengths = np.asarray(lengths)

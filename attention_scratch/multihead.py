@@ -117,7 +117,7 @@ def _absent_tokens(x, d_proj):
     """``x`` (B, n, in) with the tokens that hold NaN or ±inf and receive no gradient zeroed.
 
     Such a token is hidden from every query (padding, or a key outside every causal window):
-    DESIGN.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
+    docs/design.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
     """
     rows = bad_rows(x)  # (B, n)
     if not rows.any():
@@ -232,8 +232,8 @@ class MultiHeadAttention:
 
         Notes
         -----
-        NaN and infinities follow DESIGN.md §3 through the layer: a query row that sees a token
-        holding one (or holds one) is NaN; a token it does not see (padding, the future under
+        NaN and infinities follow docs/design.md §3 through the layer: a query row that sees a
+        token holding one (or holds one) is NaN; a token it does not see (padding, the future under
         ``is_causal``) never reaches it, nor, in :meth:`backward`, the parameter gradients when
         no query sees it at all.
         """

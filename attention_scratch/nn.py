@@ -142,7 +142,7 @@ class Embedding(Module):
 
 
 class Linear(Module):
-    """An affine map ``y = x @ W + b`` on the last axis (the DESIGN.md convention).
+    """An affine map ``y = x @ W + b`` on the last axis (the docs/design.md convention).
 
     Parameters
     ----------

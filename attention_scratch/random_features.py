@@ -132,7 +132,7 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     dtype = np.result_type(q, k, v)
     acc_dtype = acc_dtype_of(dtype)
     E = q.shape[-1]
-    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: DESIGN.md §3
+    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: docs/design.md §3
     if q.shape[-2] == 0 or k.shape[-2] == 0 or E == 0:
         # No query or no key: empty or 0. E = 0: every score is 0, exp(0) = 1 for every pair, so the
         # one feature 1 is exact (each row averages the values it sees, as dense attention does).

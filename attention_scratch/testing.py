@@ -272,7 +272,7 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     """Dense attention in float64: the reference every implementation is tested against.
 
     Implements ``softmax(Q Kᵀ · scale + bias, masked) V`` with this library's
-    conventions (DESIGN.md §3): boolean masks are True where a query may attend;
+    conventions (docs/design.md §3): boolean masks are True where a query may attend;
     a float ``attn_mask`` is added to the scores; key/value heads are repeated for
     grouped-query attention when ``Hkv`` divides ``Hq``; a query row with nothing
     to attend to has output 0 and log-sum-exp ``+inf``.
@@ -322,9 +322,9 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     if bias is not None:
         keep = keep & (bias != -np.inf)  # a -inf bias hides the key
     has_key = keep.any(axis=-1, keepdims=True)  # (..., Hq, L, 1)
-    # DESIGN.md §3: a row seeing a NaN/±inf in K or V, or holding one in its query (or its
-    # float mask, where it sees), is NaN; hidden ones change nothing. Compute on zeroed
-    # copies, mark after.
+    # docs/design.md §3: a row seeing a NaN/±inf in K or V, or holding one in its query (or its
+    # float mask, where it sees), is NaN; hidden ones change nothing. Compute on zeroed copies,
+    # mark after.
     bad_q = ~np.isfinite(q).all(axis=-1)  # (..., Hq, L)
     bad_kv = ~(np.isfinite(k).all(axis=-1) & np.isfinite(v).all(axis=-1))  # (..., Hq, S)
     bad_score = np.broadcast_to(bad_kv[..., None, :], keep.shape)  # (..., Hq, L, S)
@@ -376,8 +376,8 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     expected = p.shape[:-1] + v_in.shape[-1:]  # (..., Hq, L, Ev): the output's shape
     if d_out.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
-    # DESIGN.md §3: rows that are NaN in the forward, or whose grad_out is not finite, get dQ NaN
-    # and make dK, dV NaN for every key they see (the rows' own mask); the rest is exact.
+    # docs/design.md §3: rows that are NaN in the forward, or whose grad_out is not finite, get
+    # dQ NaN and make dK, dV NaN for every key they see (the rows' own mask); the rest is exact.
     clean_q, clean_k, clean_v = (np.where(np.isfinite(a), a, 0.0) for a in (q, k_in, v_in))
     _, _, p_clean = attention_oracle(clean_q, clean_k, clean_v, attn_mask, is_causal, scale,
                                      causal_align=causal_align, window=window)

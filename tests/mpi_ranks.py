@@ -1,4 +1,4 @@
-"""What every rank runs for tests/test_distributed.py: ``mpiexec -n P python tests/mpi_ranks.py``.
+"""What every rank runs for tests/test_distributed.py: ``mpiexec -n R python tests/mpi_ranks.py``.
 
 Every rank builds the same whole problem from one seed, computes the single-process
 reference (``at.flash_attention`` / ``at.flash_attention_backward`` on the whole sequence)
@@ -57,9 +57,9 @@ def ring_case(N=None, Hq=2, Hkv=2, E=8, Ev=5, is_causal=False, layout="contiguou
     gqa = Hq != Hkv
     out, lse = at.flash_attention(q, k, v, is_causal, scale, gqa, return_lse=True)
     grads = at.flash_attention_backward(g, q, k, v, out, lse, is_causal, scale, gqa)
-    rows = shard_positions(N, world, layout)[rank]  # (N/P,) positions of this rank's shard
+    rows = shard_positions(N, world, layout)[rank]  # (N/R,) positions of this rank's shard
     def mine(x):
-        return x[..., rows, :]  # (..., N, ·) -> (..., N/P, ·)
+        return x[..., rows, :]  # (..., N, ·) -> (..., N/R, ·)
 
     timeline = []
     r_out, r_lse = ring_attention(mine(q), mine(k), mine(v), comm, is_causal, scale, enable_gqa=gqa,

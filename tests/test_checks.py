@@ -70,7 +70,7 @@ def emulated(backward=False):
 
 BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
     unavailable_reason("numba") is not None, reason=str(unavailable_reason("numba"))))]
-# Entry points taking scale and is_causal (keyword names as in DESIGN.md §4).
+# Entry points taking scale and is_causal (keyword names as in docs/design.md §4).
 SCALE_AND_CAUSAL = {
     "sdpa": at.scaled_dot_product_attention,
     "sdpa_backward": sdpa_backward,

@@ -101,8 +101,8 @@ def test_combine_splits_names_the_arguments_and_the_shapes():
 
 @pytest.mark.parametrize("trial", range(6))
 def test_split_kv_and_ring_follow_masked_means_absent(rng, trial):
-    """NaN and ±inf (DESIGN.md §3): the partial results of chunks and shards merge
-    to the oracle's."""
+    """NaN and ±inf (docs/design.md §3): the partial results of chunks and shards merge to the
+    oracle's."""
 
     q, k, v = (rng.standard_normal((1, 2, 9, 3)), rng.standard_normal((1, 1, 11, 3)),
                rng.standard_normal((1, 1, 11, 4)))

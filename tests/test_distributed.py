@@ -1,7 +1,7 @@
 """Ring attention and split-KV decoding on real MPI processes equal the single-process kernels.
 
-The MPI tests start ``mpiexec -n P python tests/mpi_ranks.py`` (P = 1, 2, 4; more ranks
-than cores is fine) once per P, with a time limit, and check what every rank reported:
+The MPI tests start ``mpiexec -n R python tests/mpi_ranks.py`` (R = 1, 2, 4; more ranks
+than cores is fine) once per R, with a time limit, and check what every rank reported:
 its output, lse, dQ, dK and dV against ``at.flash_attention`` /
 ``at.flash_attention_backward`` on the whole sequence, to 1e-12 in float64. They skip,
 saying what to install, where mpi4py or mpiexec is missing; ``make test`` installs both
@@ -132,7 +132,7 @@ LOW_PRECISION = {
 @pytest.mark.parametrize("case", sorted(LOW_PRECISION))
 @pytest.mark.parametrize("world", WORLDS)
 def test_low_precision_is_as_accurate_as_single_process_flash(world, case):
-    """DESIGN §5: the error against float64 is at most 2x that of the single-process
+    """docs/design.md §5: the error against float64 is at most 2x that of the single-process
     kernel in the dtype."""
     dtype, close, slack = LOW_PRECISION[case]
     for r, rank in enumerate(ranks_report(world)):
@@ -171,7 +171,7 @@ ERRORS = {  # case: (type, words in the message, whether it needs two ranks to h
     "head_dims": ("ValueError", ["same head dim E", "(1, 2, 4, 3) and (1, 2, 4, 2)"], False),
     "flags": ("ValueError", ["every rank must pass the same is_causal", "True on rank 0",
                              "False on rank 1"], True),
-    "zigzag_odd": ("ValueError", ["N/P must be even", "(1, 2, 3, 3)"], False),
+    "zigzag_odd": ("ValueError", ["N/R must be even", "(1, 2, 3, 3)"], False),
     "backward_lse": ("ValueError", ["lse must have shape (1, 2, 4)", "got (1, 2, 3)"], False),
     "split_kv_query": ("ValueError", ["every rank must pass the same query shape",
                                       "(1, 2, 2, 3) on rank 0"], True),

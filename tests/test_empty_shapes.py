@@ -1,7 +1,7 @@
 """Empty dimensions on every entry point beside the flash kernels (those run the shared bodies
 case_empty_dimensions and case_head_dim_zero in tests/flash_backend_cases.py).
 
-DESIGN.md §3: B, H or L = 0 give empty results, as PyTorch does; S = 0 means every row has
+docs/design.md §3: B, H or L = 0 give empty results, as PyTorch does; S = 0 means every row has
 nothing to attend to (output 0, lse +inf, gradients 0); E = 0 makes every score an empty
 dot product, 0, so each row averages the values it may see (PyTorch gives the same).
 """

@@ -80,7 +80,7 @@ def make_arrays(pr):
 
 
 def expected(pr, q, k, v, g, scale):
-    """PyTorch float64 autograd on the cleaned inputs, with NaN where DESIGN.md §3 puts it."""
+    """PyTorch float64 autograd on the cleaned inputs, with NaN where docs/design.md §3 puts it."""
     q, k, v, g = (a.astype(np.float64) for a in (q, k, v, g))
     hq, hkv, L, S = pr["hq"], pr["hkv"], pr["L"], pr["S"]
     group = hq // hkv if hkv else 1

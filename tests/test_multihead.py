@@ -258,7 +258,7 @@ def test_rope_inside_the_layer_backward_and_cache(rng):
         at.MultiHeadAttention(6, 2, rope=True)
 
 
-# NaN and infinities: "masked means absent" (DESIGN.md §3) through the layer.
+# NaN and infinities: "masked means absent" (docs/design.md §3) through the layer.
 
 def test_nan_in_a_padded_key_token_changes_nothing(rng):
     """A padding token full of NaN (key_padding_mask hides it): outputs, input gradients and

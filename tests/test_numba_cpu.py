@@ -138,7 +138,7 @@ def test_large_logits_the_rows_of_p_still_sum_to_one(rng, two_pass):
 @pytest.mark.parametrize("causal", [False, True])
 def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng, scale, causal):
     """Up to float32 overflow (|scores| ~ 1e37 here) the Numba kernels are as accurate as the NumPy
-    reference in float32 (DESIGN.md §5); they equal it where both compute the same tiles."""
+    reference in float32 (docs/design.md §5); they equal it where both compute the same tiles."""
     q, k, v, g = make_inputs(rng, 40, 50, E=16, Ev=16, hq=2, hkv=1, dtype=np.float32)
     mask = (causal, "top_left", None)
     got, ref = (run(q, k, v, g, mask, 16, 16, b, scale=scale) for b in ("numba", "numpy"))

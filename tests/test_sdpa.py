@@ -149,8 +149,8 @@ def test_low_precision_keeps_the_dtype_and_is_accurate(rng, dtype):
     grads = sdpa_backward(g, q, k, v, mask, enable_gqa=True)
     assert out.dtype == dtype and all(d.dtype == dtype for d in grads)
     ref = attention_oracle(q, k, v, mask)[0]
-    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at
-    # most 2x worse)
+    # the plain computation run entirely in the low dtype (docs/design.md §5: ours may be at most
+    # 2x worse)
     kk, vv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
     s = np.where(mask, q @ np.swapaxes(kk, -1, -2) * dtype(1 / np.sqrt(8)), -np.inf)
     e = np.exp(s - s.max(-1, keepdims=True))
@@ -260,7 +260,8 @@ def test_errors_name_arguments_and_shapes(rng):
             sdpa(q, k, v, scale=bad, enable_gqa=True)
 
 
-# NaN and infinities: "masked means absent" (DESIGN.md §3), against the oracle that implements it.
+# NaN and infinities: "masked means absent" (docs/design.md §3), against the oracle that
+# implements it.
 
 def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
     arrays = [a.copy() for a in arrays]

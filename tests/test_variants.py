@@ -227,7 +227,7 @@ def test_performer_errors(rng):
         gaussian_random_features(4, 4, 0)
 
 
-# NaN and infinities: "masked means absent" (DESIGN.md §3) in every variant.
+# NaN and infinities: "masked means absent" (docs/design.md §3) in every variant.
 
 def expected_nan_rows(q, k, v, keep):
     """Rows that see a key and whose query, or a key or value they see, holds NaN or ±inf."""

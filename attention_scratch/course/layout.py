@@ -8,7 +8,7 @@ stands: at the top, inside a function, or as a module name handed to
 is imported, so it cannot take part in an import cycle and is left out.
 :func:`find_cycles` lists the cycles (``tests/test_layout.py`` fails on any), and
 :func:`role_graph` groups the modules by role for the picture of the contributor page
-(:func:`draw`).
+(``docs/layout_figure.py`` draws it).
 """
 import ast
 import dataclasses

@@ -136,10 +136,10 @@ def combine_splits(outs, lses):
 '''),
     ('11.1', 'logaddexp.reduce for the lse, weights exp(lse_p - lse)', '''
 def combine_splits(outs, lses):
-    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...)
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (R, ...)
     lse = np.logaddexp.reduce(logs, axis=0)  # (...): -inf where every chunk is empty
     empty = np.isneginf(lse)
-    weights = np.exp(logs - np.where(empty, 0.0, lse))  # (P, ...)
+    weights = np.exp(logs - np.where(empty, 0.0, lse))  # (R, ...)
     out = np.einsum("p...,p...e->...e", weights, outs)  # (..., Ev)
     return out, np.where(empty, np.inf, lse)
 '''),

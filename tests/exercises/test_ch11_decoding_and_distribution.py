@@ -55,7 +55,7 @@ def combine(ch, outs, lses, what):
 
 
 def chunk_partials(q, k, v, edges, mask):
-    """Oracle (out, lse) of every key chunk [a, b), stacked on a new axis 0: (P, ..., Ev), (P, ...)."""
+    """Oracle (out, lse) of every key chunk [a, b), stacked on a new axis 0: (R, ..., Ev), (R, ...)."""
     parts = [attention_oracle(q, k[..., a:b, :], v[..., a:b, :], attn_mask=mask[:, a:b])
              for a, b in zip(edges[:-1], edges[1:])]
     return np.stack([o for o, _, _ in parts]), np.stack([s for _, s, _ in parts])
@@ -63,16 +63,16 @@ def chunk_partials(q, k, v, edges, mask):
 
 def reference(outs, lses):
     """The combination in float64, written with logaddexp (+inf, an empty chunk, counts as log 0)."""
-    logs = np.where(np.isposinf(lses), -np.inf, lses.astype(np.float64))  # (P, ...)
+    logs = np.where(np.isposinf(lses), -np.inf, lses.astype(np.float64))  # (R, ...)
     lse = np.logaddexp.reduce(logs, axis=0)  # (...)
     with np.errstate(invalid="ignore"):
-        w = np.where(np.isneginf(lse), 0.0, np.exp(logs - lse))  # (P, ...)
+        w = np.where(np.isneginf(lse), 0.0, np.exp(logs - lse))  # (R, ...)
     out = (w[..., None] * outs.astype(np.float64)).sum(axis=0)  # (..., Ev)
     return out, np.where(np.isneginf(lse), np.inf, lse)
 
 
 # (L, S, causal alignment or None, chunk edges): L > S bottom-right leaves rows with no key at all;
-# an edge repeated is a chunk with no keys; P = 1 is the trivial combine.
+# an edge repeated is a chunk with no keys; R = 1 is the trivial combine.
 CASES = [(1, 30, None, (0, 30)),
          (1, 30, None, (0, 7, 30)),
          (3, 30, "bottom_right", (0, 3, 11, 11, 12, 30)),
@@ -87,7 +87,7 @@ def test_combine_splits_equals_attention_over_all_keys(ch, rng, L, S, align, edg
     q = rng.standard_normal((2, 3, L, 8))  # (B, H, L, E)
     k, v = rng.standard_normal((2, 3, S, 8)), rng.standard_normal((2, 3, S, 5))
     mask = causal_mask(L, S, align=align) if align else np.ones((L, S), dtype=bool)  # (L, S)
-    outs, lses = chunk_partials(q, k, v, edges, mask)  # (P, 2, 3, L, 5), (P, 2, 3, L)
+    outs, lses = chunk_partials(q, k, v, edges, mask)  # (R, 2, 3, L, 5), (R, 2, 3, L)
     out, lse = combine(ch, outs, lses, f"chunks at {edges}")
     ref_out, ref_lse, _ = attention_oracle(q, k, v, attn_mask=mask)
     n = len(edges) - 1
@@ -116,8 +116,8 @@ def test_combine_splits_keeps_float32(ch, rng, align):
 
 @pytest.mark.exercise("11.1")
 def test_combine_splits_survives_large_lse(ch):
-    outs = np.array([[[1.0, 0.0]], [[3.0, 2.0]]])  # (P=2, L=1, Ev=2)
-    lses = np.array([[900.0], [900.0 + np.log(3.0)]])  # (P=2, L=1): masses 1 : 3
+    outs = np.array([[[1.0, 0.0]], [[3.0, 2.0]]])  # (R=2, L=1, Ev=2)
+    lses = np.array([[900.0], [900.0 + np.log(3.0)]])  # (R=2, L=1): masses 1 : 3
     with hinted(OVERFLOW_HINT):
         out, lse = combine(ch, outs, lses, "lse near 900")
         check_close(out, np.array([[2.5, 1.5]]), what="combine of chunks with masses 1 : 3 near lse = 900")
@@ -126,8 +126,8 @@ def test_combine_splits_survives_large_lse(ch):
 
 @pytest.mark.exercise("11.1")
 def test_combine_splits_when_a_later_chunk_holds_the_largest_lse(ch):
-    outs = np.array([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # (P=2, L=2, Ev=2)
-    lses = np.array([[0.0, 800.0], [800.0, 0.0]])  # (P=2, L=2): row 0's largest lse is in chunk 1
+    outs = np.array([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # (R=2, L=2, Ev=2)
+    lses = np.array([[0.0, 800.0], [800.0, 0.0]])  # (R=2, L=2): row 0's largest lse is in chunk 1
     with hinted(OVERFLOW_HINT):
         out, lse = combine(ch, outs, lses, "lses [0, 800] and [800, 0]")
         check_close(out, np.array([[0.0, 1.0], [1.0, 0.0]]),
@@ -142,8 +142,8 @@ def test_combine_splits_survives_small_and_spread_lse(ch, rng):
     # row 1: lses 1800 apart; row 2: the first chunk empty, the others small.
     lses = np.array([[-900.0, 1000.0, np.inf],
                      [-900.0 + np.log(3.0), -800.0, -2.0],
-                     [-901.0, np.inf, -3.0]])  # (P=3, L=3)
-    outs = rng.standard_normal((3, 3, 4))  # (P, L, Ev)
+                     [-901.0, np.inf, -3.0]])  # (R=3, L=3)
+    outs = rng.standard_normal((3, 3, 4))  # (R, L, Ev)
     outs[np.isposinf(lses)] = 0.0  # an empty chunk has output 0
     ref_out, ref_lse = reference(outs, lses)
     with hinted("subtract the largest lse of each row before exponentiating"):
@@ -157,7 +157,7 @@ def test_combine_splits_survives_small_and_spread_lse(ch, rng):
 @pytest.mark.exercise("11.1")
 def test_combine_splits_empty_chunks_and_large_lse(ch):
     outs = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[3.0, 2.0], [0.0, 0.0]]])
-    lses = np.array([[900.0, np.inf], [np.inf, np.inf], [900.0, np.inf]])  # (P=3, L=2)
+    lses = np.array([[900.0, np.inf], [np.inf, np.inf], [900.0, np.inf]])  # (R=3, L=2)
     with hinted(EMPTY_HINT):
         out, lse = combine(ch, outs, lses, "empty chunks")
         check_close(out, np.array([[2.0, 1.0], [0.0, 0.0]]), what="combine: equal masses, one empty chunk; "
@@ -167,8 +167,8 @@ def test_combine_splits_empty_chunks_and_large_lse(ch):
 
 @pytest.mark.exercise("11.1")
 def test_combine_splits_empty_chunks_carry_no_weight_at_ordinary_lse(ch):
-    outs = np.array([[[4.0, -2.0]], [[0.0, 0.0]], [[1.0, 1.0]]])  # (P=3, L=1, Ev=2): chunk 1 is empty
-    lses = np.array([[-1.5], [np.inf], [-1.5]])  # (P=3, L=1)
+    outs = np.array([[[4.0, -2.0]], [[0.0, 0.0]], [[1.0, 1.0]]])  # (R=3, L=1, Ev=2): chunk 1 is empty
+    lses = np.array([[-1.5], [np.inf], [-1.5]])  # (R=3, L=1)
     with hinted(EMPTY_HINT):
         out, lse = combine(ch, outs, lses, "an empty chunk between two at lse -1.5")
         check_close(out, np.array([[2.5, -0.5]]), what="combine of two equal chunks and an empty one (weight 0, "
@@ -180,8 +180,8 @@ def test_combine_splits_empty_chunks_carry_no_weight_at_ordinary_lse(ch):
 def test_combine_splits_lets_nan_in_a_chunk_reach_its_row(ch):
     nan, inf = np.nan, np.inf
     outs = np.array([[[nan, 1.0], [1.0, 2.0], [1.0, 2.0]],
-                     [[1.0, 1.0], [3.0, 4.0], [0.0, 0.0]]])  # (P=2, L=3, Ev=2)
-    lses = np.array([[0.0, nan, 0.5], [0.0, 0.0, inf]])  # (P=2, L=3): row 2's chunk 1 is empty
+                     [[1.0, 1.0], [3.0, 4.0], [0.0, 0.0]]])  # (R=2, L=3, Ev=2)
+    lses = np.array([[0.0, nan, 0.5], [0.0, 0.0, inf]])  # (R=2, L=3): row 2's chunk 1 is empty
     out, lse = expect_tuple(ch.combine_splits(outs, lses), 2, what="combine_splits with NaN in a chunk")
     expect_array(out, shape=(3, 2), dtype=np.float64, what="combined output with NaN in a chunk")
     expect_array(lse, shape=(3,), dtype=np.float64, what="combined lse with NaN in a chunk")

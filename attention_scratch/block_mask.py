@@ -16,7 +16,7 @@ NumPy operations covers a whole row of tiles in one call: ``b`` of shape (B, 1, 
 ``None`` means the mask does not depend on it (one entry, broadcast over every batch or head).
 """
 import dataclasses
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,8 +49,8 @@ class BlockMask:
 
     kinds: np.ndarray
     mask_mod: Callable
-    seq_lengths: Tuple[int, int]
-    block_size: Tuple[int, int]
+    seq_lengths: tuple[int, int]
+    block_size: tuple[int, int]
 
     @property
     def shape(self):

@@ -21,8 +21,15 @@ import dataclasses
 import numpy as np
 
 from ._checks import check_flag
-from .block_mask import (DEFAULT_BLOCK_SIZE, FULL, SKIP, BlockMask, evaluate_mask_mod,
-                         full_block_mask, index_grids)
+from .block_mask import (
+    DEFAULT_BLOCK_SIZE,
+    FULL,
+    SKIP,
+    BlockMask,
+    evaluate_mask_mod,
+    full_block_mask,
+    index_grids,
+)
 from .contract import attention_args
 from .flash_tiles import d_term, dscores, finalize_rows, recompute_probs
 from .flex_mods import ScoreMod
@@ -30,16 +37,16 @@ from .flex_mods import ScoreMod
 BACKENDS = ("numpy", "numba", "auto")
 
 
-def fold_scores(scores, v_blk, m, l, acc, keep=None):
+def fold_scores(scores, v_blk, m, row_sum, acc, keep=None):
     """One tile of the online softmax, from scores already computed (and modified).
 
     :func:`attention_scratch.flash_tiles.forward_tile` with the product ``q kᵀ`` taken out:
     hide the entries where ``keep`` is False, move the running maximum, rescale the old sum and
-    output, add this tile's. A row that has seen nothing keeps ``m = -inf``, ``l = 0``.
+    output, add this tile's. A row that has seen nothing keeps ``m = -inf``, ``row_sum = 0``.
 
     Shapes
     ------
-    ``scores`` (..., bq, bk), ``v_blk`` (..., bk, Ev), ``m`` and ``l`` (..., bq), ``acc``
+    ``scores`` (..., bq, bk), ``v_blk`` (..., bk, Ev), ``m`` and ``row_sum`` (..., bq), ``acc``
     (..., bq, Ev), ``keep`` None or broadcastable to ``scores``; returns ``(m, l, acc)``.
     """
     if keep is not None:
@@ -54,7 +61,7 @@ def fold_scores(scores, v_blk, m, l, acc, keep=None):
         seen = np.asarray(keep, dtype=pv.dtype) @ bad  # (..., bq, Ev): NaN values a row may see
         pv = np.where(seen > 0, np.nan, p @ np.where(np.isnan(v_blk), 0.0, v_blk))  # (..., bq, Ev)
     acc_new = alpha[..., None] * acc + pv  # (..., bq, Ev)
-    return m_new, alpha * l + p.sum(axis=-1), acc_new
+    return m_new, alpha * row_sum + p.sum(axis=-1), acc_new
 
 
 class FlexProblem:
@@ -103,7 +110,7 @@ class FlexProblem:
         if np.all(kind == kind.flat[0]):
             return i0, i1, j0, j1, int(kind.flat[0])
         kind = np.broadcast_to(kind, (a.q.shape[0], a.heads))  # (N, Hq)
-        return i0, i1, j0, j1, kind.reshape(a.q.shape[:3] + (1, 1))  # (N, Hkv, G, 1, 1)
+        return i0, i1, j0, j1, kind.reshape((*a.q.shape[:3], 1, 1))  # (N, Hkv, G, 1, 1)
 
     def grids(self, i0, i1, j0, j1):
         """The index arrays of one tile: b (N,1,1,1), h (1,Hq,1,1), q (bq,1), kv (1,bk)."""
@@ -112,7 +119,7 @@ class FlexProblem:
 
     def as_heads(self, x):
         """(N, Hkv, G, bq, bk) -> (N, Hq, bq, bk), a view."""
-        return x.reshape((x.shape[0], self.args.heads) + x.shape[-2:])
+        return x.reshape((x.shape[0], self.args.heads, *x.shape[-2:]))
 
     def keep(self, i0, i1, j0, j1, kind):
         """The tile's "may attend" mask, (N, Hkv, G, bq, bk) or broadcastable; None when full."""
@@ -127,7 +134,10 @@ class FlexProblem:
         return (kind == FULL) | ((kind != SKIP) & inside)  # (N, Hkv, G, bq, bk)
 
     def modified(self, scores, i0, i1, j0, j1, fn=None):
-        """``score_mod`` (or ``fn``, its derivative) of a tile's scaled scores (N, Hkv, G, bq, bk)."""
+        """``score_mod`` (or ``fn``, its derivative) of a tile's scaled scores.
+
+        ``scores`` (N, Hkv, G, bq, bk) -> the same shape.
+        """
         fn = self.score_mod if fn is None else fn
         out = fn(self.as_heads(scores), *self.grids(i0, i1, j0, j1))
         out = np.asarray(out, dtype=scores.dtype)
@@ -143,15 +153,15 @@ def forward_flex(problem):
     G, L)."""
     a, acc = problem.args, problem.args.acc_dtype
     L, S, Ev = a.L, a.S, a.Ev
-    out = np.zeros(a.q.shape[:-1] + (Ev,), dtype=a.dtype)  # (N, Hkv, G, L, Ev)
+    out = np.zeros((*a.q.shape[:-1], Ev), dtype=a.dtype)  # (N, Hkv, G, L, Ev)
     lse = np.full(a.q.shape[:-1], np.inf, dtype=acc)  # (N, Hkv, G, L)
     n_q, n_k = problem.kinds.shape[2:]
     for qb in range(n_q if S else 0):
         i0, i1 = qb * problem.block_q, min(qb * problem.block_q + problem.block_q, L)
         q_blk = a.q[..., i0:i1, :].astype(acc)  # (N, Hkv, G, bq, E)
         m = np.full(q_blk.shape[:-1], -np.inf, dtype=acc)  # (N, Hkv, G, bq)
-        l = np.zeros(q_blk.shape[:-1], dtype=acc)  # (N, Hkv, G, bq)
-        o = np.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc)  # (N, Hkv, G, bq, Ev)
+        row_sum = np.zeros(q_blk.shape[:-1], dtype=acc)  # (N, Hkv, G, bq)
+        o = np.zeros((*q_blk.shape[:-1], Ev), dtype=acc)  # (N, Hkv, G, bq, Ev)
         for kb in range(n_k):
             _, _, j0, j1, kind = problem.tile(qb, kb)
             if isinstance(kind, int) and kind == SKIP:
@@ -161,8 +171,9 @@ def forward_flex(problem):
             scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * a.scale  # (N, Hkv, G, bq, bk)
             if problem.score_mod is not None:
                 scores = problem.modified(scores, i0, i1, j0, j1)  # (N, Hkv, G, bq, bk)
-            m, l, o = fold_scores(scores, v_blk, m, l, o, problem.keep(i0, i1, j0, j1, kind))
-        out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, l, o)
+            keep = problem.keep(i0, i1, j0, j1, kind)  # (N, Hkv, G, bq, bk) or None
+            m, row_sum, o = fold_scores(scores, v_blk, m, row_sum, o, keep)
+        out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, row_sum, o)
     return out, lse
 
 
@@ -307,7 +318,7 @@ def flex_attention_backward(grad_out, query, key, value, out, lse, score_mod=Non
             raise ValueError(f"{name} must have shape {shape} for these inputs; got {arr.shape}")
         arrays.append(arr.reshape(layout + shape[len(a.lead) + 2:]))
     dq, dk, dv = (backward_flex if impl is None else impl.backward_flex)(problem, *arrays)
-    kv_lead = a.lead + (a.kv_heads,)
-    return (dq.astype(a.dtype).reshape(a.lead + (a.heads, a.L, a.E)),  # (..., Hq, L, E)
-            dk.astype(a.dtype).reshape(kv_lead + (a.S, a.E)),  # (..., Hkv, S, E)
-            dv.astype(a.dtype).reshape(kv_lead + (a.S, a.Ev)))  # (..., Hkv, S, Ev)
+    kv_lead = (*a.lead, a.kv_heads)
+    return (dq.astype(a.dtype).reshape((*a.lead, a.heads, a.L, a.E)),  # (..., Hq, L, E)
+            dk.astype(a.dtype).reshape((*kv_lead, a.S, a.E)),  # (..., Hkv, S, E)
+            dv.astype(a.dtype).reshape((*kv_lead, a.S, a.Ev)))  # (..., Hkv, S, Ev)

@@ -16,11 +16,10 @@ arrays for a whole tile: ``b`` (N, 1, 1, 1), ``h`` (1, Hq, 1, 1), ``q_idx`` (bq,
 ``kv_idx`` (1, bk), with the scores of the tile as ``(N, Hq, bq, bk)``; ``b`` counts the
 flattened leading (batch) axes and ``h`` the query heads.
 """
-import dataclasses
-
 import numpy as np
 
 from ._checks import check_flag
+from ._nonfinite import backward_rows, clean_backward_inputs, nan_rows
 from .block_mask import (
     DEFAULT_BLOCK_SIZE,
     FULL,
@@ -55,12 +54,7 @@ def fold_scores(scores, v_blk, m, row_sum, acc, keep=None):
     shift = np.where(np.isneginf(m_new), 0.0, m_new)  # (..., bq): no key yet, no -inf + inf
     alpha = np.exp(m - shift)  # (..., bq)
     p = np.exp(scores - shift[..., None])  # (..., bq, bk)
-    pv = p @ v_blk  # (..., bq, Ev)
-    if keep is not None and np.isnan(v_blk).any():  # a hidden key's p = 0 times its NaN is NaN
-        bad = np.isnan(v_blk).astype(pv.dtype)  # (..., bk, Ev)
-        seen = np.asarray(keep, dtype=pv.dtype) @ bad  # (..., bq, Ev): NaN values a row may see
-        pv = np.where(seen > 0, np.nan, p @ np.where(np.isnan(v_blk), 0.0, v_blk))  # (..., bq, Ev)
-    acc_new = alpha[..., None] * acc + pv  # (..., bq, Ev)
+    acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)
     return m_new, alpha * row_sum + p.sum(axis=-1), acc_new
 
 
@@ -73,11 +67,7 @@ class FlexProblem:
     """
 
     def __init__(self, query, key, value, score_mod, block_mask, scale, enable_gqa):
-        args = attention_args(query, key, value, False, scale, enable_gqa)
-        if args.nonfinite is not None:  # keep the inputs as they are: the mask decides who sees
-            q, k, v = (np.asarray(a, dtype=args.dtype) for a in (query, key, value))
-            args = dataclasses.replace(args, q=q.reshape(args.q.shape), k=k.reshape(args.k.shape),
-                                       v=v.reshape(args.v.shape))
+        args = attention_args(query, key, value, False, scale, enable_gqa)  # non-finite rows: 0
         self.args = args
         N, Hq, L, S = args.q.shape[0], args.heads, args.L, args.S
         if score_mod is not None and not callable(score_mod):
@@ -175,6 +165,45 @@ def forward_flex(problem):
             m, row_sum, o = fold_scores(scores, v_blk, m, row_sum, o, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(m, row_sum, o)
     return out, lse
+
+
+def visibility(problem, bad_kv=None, rows=None):
+    """Who sees what under the block mask, for the rule on NaN and infinities (CONVENTIONS.md).
+
+    Returns ``has_key`` (N, Hkv, G, L): the rows that see some key; ``sees_bad`` (N, Hkv, G, L):
+    the rows that see a key flagged in ``bad_kv`` (N, Hkv, 1, S); ``seen_by`` (N, Hkv, 1, S): the
+    keys some row flagged in ``rows`` (N, Hkv, G, L) sees. Runs only when an input is not finite.
+    """
+    a = problem.args
+    has_key = np.zeros(a.q.shape[:-1], dtype=bool)  # (N, Hkv, G, L)
+    sees_bad = np.zeros(a.q.shape[:-1], dtype=bool)  # (N, Hkv, G, L)
+    seen_by = np.zeros(a.k.shape[:-1], dtype=bool)  # (N, Hkv, 1, S)
+    n_q, n_k = problem.kinds.shape[2:]
+    for qb in range(n_q if a.S else 0):
+        for kb in range(n_k):
+            i0, i1, j0, j1, kind = problem.tile(qb, kb)
+            if isinstance(kind, int) and kind == SKIP:
+                continue
+            keep = problem.keep(i0, i1, j0, j1, kind)  # (N, Hkv, G, bq, bk) or None: all
+            if keep is None:
+                keep = np.ones((*a.q.shape[:3], i1 - i0, j1 - j0), dtype=bool)
+            has_key[..., i0:i1] |= keep.any(axis=-1)
+            if bad_kv is not None:
+                sees_bad[..., i0:i1] |= (keep & bad_kv[..., None, j0:j1]).any(axis=-1)
+            if rows is not None:
+                hit = (keep & rows[..., i0:i1, None]).any(axis=(-3, -2))  # (N, Hkv, bk)
+                seen_by[..., j0:j1] |= hit[:, :, None, :]
+    return has_key, sees_bad, seen_by
+
+
+def poisoned_rows(problem):
+    """``(N, Hkv, G, L)``: the rows that see a non-finite input (or whose query is one); None
+    when every input is finite."""
+    if problem.args.nonfinite is None:
+        return None
+    bad_q, bad_kv = problem.args.nonfinite  # (N, Hkv, G, L), (N, Hkv, 1, S)
+    has_key, sees_bad, _ = visibility(problem, bad_kv=bad_kv)
+    return has_key & (bad_q | sees_bad)
 
 
 def derivative_of(score_mod):
@@ -284,6 +313,8 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     impl = _implementation(backend)
     problem = FlexProblem(query, key, value, score_mod, block_mask, scale, enable_gqa)
     out, lse = (forward_flex if impl is None else impl.forward_flex)(problem)
+    poisoned = poisoned_rows(problem)  # (N, Hkv, G, L) or None
+    out, lse = nan_rows(out, poisoned), nan_rows(lse[..., None], poisoned)[..., 0]
     a = problem.args
     out = out.astype(a.dtype, copy=False).reshape(a.output_shape)  # (..., Hq, L, Ev)
     return (out, lse.reshape(a.lse_shape)) if return_lse else out
@@ -317,7 +348,13 @@ def flex_attention_backward(grad_out, query, key, value, out, lse, score_mod=Non
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {shape} for these inputs; got {arr.shape}")
         arrays.append(arr.reshape(layout + shape[len(a.lead) + 2:]))
+    rows = backward_rows(poisoned_rows(problem), *arrays)  # (N, Hkv, G, L) or None
+    arrays = clean_backward_inputs(rows, *arrays)
     dq, dk, dv = (backward_flex if impl is None else impl.backward_flex)(problem, *arrays)
+    if rows is not None:  # NaN into dq of those rows and into dk, dv of every key they see
+        has_key, _, keys = visibility(problem, rows=rows)  # a row without keys sees none
+        rows = rows & has_key
+        dq, dk, dv = nan_rows(dq, rows), nan_rows(dk, keys), nan_rows(dv, keys)
     kv_lead = (*a.lead, a.kv_heads)
     return (dq.astype(a.dtype).reshape((*a.lead, a.heads, a.L, a.E)),  # (..., Hq, L, E)
             dk.astype(a.dtype).reshape((*kv_lead, a.S, a.E)),  # (..., Hkv, S, E)

@@ -292,6 +292,24 @@ def case_nan_hidden_by_the_mask_does_not_leak(backend, rng):
         assert_close(got, ref, **TOL, what=f"{backend.name}: NaN hidden, {name}")
 
 
+def case_nan_in_a_partial_tile_follows_the_rule(backend, rng):
+    """NaN in key 10 and value 9 under a causal block mask of 4×4 tiles: rows that see them are
+    NaN (forward and backward), the others exact, as the float64 oracle's rule says."""
+    q, k, v, g = make_inputs(rng, L=16, S=16)
+    k[..., 10, 2] = np.nan
+    v[..., 9, 1] = np.nan
+    bm = at.create_block_mask(flex_mods.causal(), None, None, 16, 16, BLOCK_SIZE=4)
+    out, lse = backend.forward(q, k, v, block_mask=bm, enable_gqa=True, return_lse=True)
+    grads = backend.backward(g, q, k, v, out, lse, block_mask=bm, enable_gqa=True)
+    ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=True)
+    assert np.isnan(out[..., 9:, :]).all() and np.isfinite(out[..., :9, :]).all()
+    assert_close(out, ref_out, **TOL, what=f"{backend.name}: NaN in a partial tile")
+    assert_close(lse, ref_lse, **TOL, what=f"{backend.name}: NaN in a partial tile, lse")
+    for name, got, ref in zip(("dQ", "dK", "dV"), grads,
+                              attention_oracle_backward(g, q, k, v, is_causal=True), strict=True):
+        assert_close(got, ref, **TOL, what=f"{backend.name}: NaN in a partial tile, {name}")
+
+
 def case_bad_arguments(backend, rng):
     """Clear errors naming the argument."""
     q, k, v, g = make_inputs(rng, L=8, S=8)
@@ -344,6 +362,9 @@ class SharedFlexTests:
 
     def test_nan_hidden_by_the_mask_does_not_leak(self, rng):
         case_nan_hidden_by_the_mask_does_not_leak(self.backend, rng)
+
+    def test_nan_in_a_partial_tile_follows_the_rule(self, rng):
+        case_nan_in_a_partial_tile_follows_the_rule(self.backend, rng)
 
     def test_bad_arguments(self, rng):
         case_bad_arguments(self.backend, rng)

@@ -82,33 +82,6 @@ def _mods(problem, backward=False):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def dot_tn_skipping_zeros(a, b, out):
-    """``out = aᵀ b`` with the terms where ``a`` is 0 left out (so that 0 · NaN adds nothing).
-
-    ``a`` (n, r), ``b`` (n, e), ``out`` (r, e). The products of the non-finite path.
-    """
-    out[:] = 0.0
-    for c in range(a.shape[0]):
-        for r in range(a.shape[1]):
-            x = a[c, r]
-            if x != 0.0:
-                for e in range(b.shape[1]):
-                    out[r, e] += x * b[c, e]
-
-
-@njit(fastmath=LOOP_FLAGS, cache=True)
-def dot_nn_skipping_zeros(a, b, out):
-    """``out = a b`` with the terms where ``a`` is 0 left out; ``a`` (n, r), ``b`` (r, e)."""
-    out[:] = 0.0
-    for c in range(a.shape[0]):
-        for r in range(a.shape[1]):
-            x = a[c, r]
-            if x != 0.0:
-                for e in range(b.shape[1]):
-                    out[c, e] += x * b[r, e]
-
-
-@njit(fastmath=LOOP_FLAGS, cache=True)
 def modify_tile(t, kind, i0, j0, b, h, score_fn, mask_fn, has_score):
     """In place on a key-major tile ``t`` (bk, bq) of scaled scores: ``score_mod`` on every
     entry, ``-inf`` where a partial tile's ``mask_mod`` says no."""
@@ -126,11 +99,10 @@ def modify_tile(t, kind, i0, j0, b, h, score_fn, mask_fn, has_score):
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
 def forward_block(q, k, v, out, lse, i0, i1, scale, kinds_row, block_k, b, h, score_fn, mask_fn,
-                  has_score, careful):
+                  has_score):
     """Rows ``i0..i1-1`` of one head over the key blocks ``kinds_row`` (nk,) does not skip.
 
     Shapes: ``q`` (L, E), ``k`` (S, E), ``v`` (S, Ev), ``out`` (L, Ev), ``lse`` (L,).
-    ``careful``: some input is not finite, so ``P V`` leaves out the zero weights.
     """
     nr, E, Ev, S = i1 - i0, q.shape[1], v.shape[1], k.shape[0]
     q_t = np.empty((E, nr), dtype=q.dtype)  # (E, bq): the block, transposed, times the scale
@@ -155,10 +127,7 @@ def forward_block(q, k, v, out, lse, i0, i1, scale, kinds_row, block_k, b, h, sc
         if has_score or kind == 1:
             modify_tile(t, kind, i0, j0, b, h, score_fn, mask_fn, has_score)
         online_softmax_tile(t, m, row_sum, alpha, shift)  # t <- exp(t - m)
-        if careful:
-            dot_tn_skipping_zeros(t, v[j0:j1], pv)  # (bq, Ev)
-        else:
-            np.dot(t.T, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev)
+        np.dot(t.T, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev)
         for r in range(nr):
             for e in range(Ev):
                 o[r, e] = o[r, e] * alpha[r] + pv[r, e]
@@ -175,7 +144,7 @@ def forward_block(q, k, v, out, lse, i0, i1, scale, kinds_row, block_k, b, h, sc
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
 def forward_parallel(q, k, v, out, lse, scale, kinds, heads, block_q, block_k, score_fn, mask_fn,
-                     has_score, careful):
+                     has_score):
     """:func:`forward_block` on every (folded head, query block); ``kinds`` (Bm, Hm, nq, nk)."""
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
@@ -188,7 +157,7 @@ def forward_parallel(q, k, v, out, lse, scale, kinds, heads, block_q, block_k, s
         i0 = qb * block_q
         forward_block(q[t], k[t // group], v[t // group], out[t], lse[t], i0,
                       min(i0 + block_q, L), scale, row, block_k, b, h, score_fn, mask_fn,
-                      has_score, careful)
+                      has_score)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -228,7 +197,7 @@ def transpose_scaled(x, i0, i1, scale):
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
 def dq_parallel(q, k, v, do, lse, d, dq, scale, kinds, heads, block_q, block_k, score_fn,
-                deriv_fn, mask_fn, has_score, careful):
+                deriv_fn, mask_fn, has_score):
     """``dQ`` by (folded head, query block): ``dQ_i = Σ_j dS_ij K_j · scale``."""
     n_heads, L, S, E = q.shape[0], q.shape[1], k.shape[1], q.shape[2]
     group = n_heads // k.shape[0]
@@ -254,10 +223,7 @@ def dq_parallel(q, k, v, do, lse, d, dq, scale, kinds, heads, block_q, block_k, 
             dp = np.dot(vv[j0:j1], do_t)  # (bk, bq): dO Vᵀ, key-major
             tile_gradients(p, dp, row[kb], i0, j0, b, h, lse[t, i0:i1], d[t, i0:i1], score_fn,
                            deriv_fn, mask_fn, has_score)
-            if careful:
-                dot_tn_skipping_zeros(dp, kk[j0:j1], part)  # (bq, E)
-            else:
-                np.dot(dp.T, kk[j0:j1], part)  # (bq, bk) @ (bk, E)
+            np.dot(dp.T, kk[j0:j1], part)  # (bq, bk) @ (bk, E)
             acc += part
         for r in range(i1 - i0):
             for e in range(E):
@@ -266,7 +232,7 @@ def dq_parallel(q, k, v, do, lse, d, dq, scale, kinds, heads, block_q, block_k, 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
 def kv_parallel(q, k, v, do, lse, d, dk, dv, scale, kinds, heads, block_q, block_k, score_fn,
-                deriv_fn, mask_fn, has_score, careful):
+                deriv_fn, mask_fn, has_score):
     """``dK``, ``dV`` by (folded key/value head, key block), summed over the group's query
     heads."""
     n_heads, L, S, E, Ev = q.shape[0], q.shape[1], k.shape[1], q.shape[2], v.shape[2]
@@ -296,12 +262,8 @@ def kv_parallel(q, k, v, do, lse, d, dk, dv, scale, kinds, heads, block_q, block
                 dp = np.dot(v[u, j0:j1], transpose_scaled(do[t], i0, i1, 1.0))  # (bk, bq)
                 tile_gradients(p, dp, kind, i0, j0, b, h, lse[t, i0:i1], d[t, i0:i1],
                                score_fn, deriv_fn, mask_fn, has_score)
-                if careful:
-                    dot_nn_skipping_zeros(p, do[t, i0:i1], dv_part)  # (bk, Ev)
-                    dot_nn_skipping_zeros(dp, q[t, i0:i1], dk_part)  # (bk, E)
-                else:
-                    np.dot(p, do[t, i0:i1], dv_part)  # (bk, bq) @ (bq, Ev)
-                    np.dot(dp, q[t, i0:i1], dk_part)  # (bk, bq) @ (bq, E)
+                np.dot(p, do[t, i0:i1], dv_part)  # (bk, bq) @ (bq, Ev)
+                np.dot(dp, q[t, i0:i1], dk_part)  # (bk, bq) @ (bq, E)
                 dv_acc += dv_part
                 dk_acc += dk_part
         for c in range(j1 - j0):
@@ -317,22 +279,21 @@ def _arrays(problem):
         if not isinstance(getattr(a, name), np.ndarray):
             raise TypeError("the 'numba' backend takes NumPy arrays")
     q, k, v = (a.folded(x, a.acc_dtype) for x in (a.q, a.k, a.v))
-    careful = not all(np.isfinite(x).all() for x in (q, k, v))
-    return q, k, v, careful
+    return q, k, v
 
 
 def forward_flex(problem):
     """The Numba forward pass; ``out`` (N, Hkv, G, L, Ev), ``lse`` (N, Hkv, G, L) as in
     :func:`attention_scratch.flex.forward_flex`."""
     a = problem.args
-    q, k, v, careful = _arrays(problem)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev)
+    q, k, v = _arrays(problem)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev): all finite
     out = np.zeros((*q.shape[:2], v.shape[2]), dtype=a.acc_dtype)  # (Hq', L, Ev)
     lse = np.full(q.shape[:2], np.inf, dtype=a.acc_dtype)  # (Hq', L)
     if q.shape[0] and a.L and a.S:
         score, _, mask, has_score = _mods(problem)
         with blas_one_thread():
             forward_parallel(q, k, v, out, lse, q.dtype.type(a.scale), problem.kinds, a.heads,
-                             problem.block_q, problem.block_k, score, mask, has_score, careful)
+                             problem.block_q, problem.block_k, score, mask, has_score)
     return out.reshape((*a.q.shape[:-1], a.Ev)), lse.reshape(a.q.shape[:-1])
 
 
@@ -340,9 +301,8 @@ def backward_flex(problem, d_out, out, lse):
     """The Numba backward pass; arrays in the kernel layout, as in
     :func:`attention_scratch.flex.backward_flex`."""
     a = problem.args
-    q, k, v, careful = _arrays(problem)
+    q, k, v = _arrays(problem)
     d_out = a.folded(d_out, a.acc_dtype)  # (Hq', L, Ev)
-    careful = careful or not np.isfinite(d_out).all()
     d = np.ascontiguousarray((d_out * a.folded(out, a.acc_dtype)).sum(axis=-1))  # (Hq', L)
     lse = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=a.acc_dtype)  # (Hq', L)
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
@@ -350,7 +310,7 @@ def backward_flex(problem, d_out, out, lse):
         score, derivative, mask, has_score = _mods(problem, backward=True)
         scale = q.dtype.type(a.scale)
         common = (problem.kinds, a.heads, problem.block_q, problem.block_k, score, derivative,
-                  mask, has_score, careful)
+                  mask, has_score)
         with blas_one_thread():
             dq_parallel(q, k, v, d_out, lse, d, dq, scale, *common)
             kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, *common)

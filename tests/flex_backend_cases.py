@@ -293,7 +293,7 @@ def case_nan_hidden_by_the_mask_does_not_leak(backend, rng):
 
 
 def case_nan_in_a_partial_tile_follows_the_rule(backend, rng):
-    """NaN in key 10 and value 9 under a causal block mask of 4×4 tiles: rows that see them are
+    """NaN in key 10 and value 9 under a causal block mask of 4 x 4 tiles: rows that see them are
     NaN (forward and backward), the others exact, as the float64 oracle's rule says."""
     q, k, v, g = make_inputs(rng, L=16, S=16)
     k[..., 10, 2] = np.nan

@@ -133,6 +133,35 @@ def evaluate_mask_mod(mask_mod, b, h, q, kv, shape):
                          f"the tile's {shape}") from None
 
 
+# BEGIN EXERCISE 16.2 (3 points): skip, partial or full: classifying the tiles of a mask
+# uses: from attention_scratch.block_mask import FULL, PARTIAL, SKIP
+def classify_tiles(keep, block_q, block_k):
+    """The kind of every ``block_q`` x ``block_k`` tile of a boolean mask, as PyTorch counts them.
+
+    ``keep`` is True where a query may attend a key. Tile ``(r, c)`` holds queries
+    ``r·block_q ..`` and keys ``c·block_k ..``; it is ``SKIP`` when it keeps nothing, ``FULL``
+    when it keeps all ``block_q · block_k`` pairs, ``PARTIAL`` otherwise. The last tiles of a
+    length that ``block_q`` or ``block_k`` does not divide are shorter: count their missing pairs
+    as not kept (PyTorch pads the mask with False), so such a tile is never ``FULL``.
+
+    Shapes: ``keep`` (..., L, S) bool; returns (..., ceil(L/block_q), ceil(S/block_k)) int8
+    holding ``SKIP`` (0), ``PARTIAL`` (1) or ``FULL`` (2). Any leading axes.
+    """
+    # BEGIN SOLUTION
+    *lead, L, S = keep.shape
+    n_q, n_k = -(-L // block_q), -(-S // block_k)
+    padded = np.zeros((*lead, n_q * block_q, n_k * block_k), dtype=bool)
+    padded[..., :L, :S] = keep
+    tiles = padded.reshape((*lead, n_q, block_q, n_k, block_k))  # (..., nq, bq, nk, bk)
+    count = tiles.sum(axis=(-3, -1))  # (..., nq, nk): pairs kept per tile
+    kinds = np.where(count == block_q * block_k, FULL, PARTIAL)
+    return np.where(count == 0, SKIP, kinds).astype(np.int8)
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
 def _batch_size(value, name):
     if value is None:
         return 1
@@ -176,15 +205,11 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, BLOCK_SIZE=DEFAULT_BLOCK_SI
         bq = bk = check_positive_int(BLOCK_SIZE, "BLOCK_SIZE")
     n_q, n_kv = -(-L // bq), -(-S // bk)
     kinds = np.empty((n_b, n_h, n_q, n_kv), dtype=np.int8)  # (B, H, nq, nk)
-    pad = n_kv * bk - S  # keys past the end: absent, as in PyTorch's padded mask
-    for qb in range(n_q):
+    for qb in range(n_q):  # one row of tiles at a time: (B, H, bq, S) booleans, not (L, S)
         i0, i1 = qb * bq, min(qb * bq + bq, L)
         b, h, q, kv = index_grids(n_b, n_h, np.arange(i0, i1), np.arange(S))
         keep = evaluate_mask_mod(mask_mod, b, h, q, kv, (n_b, n_h, i1 - i0, S))  # (B, H, bq, S)
-        keep = np.concatenate([keep, np.zeros((n_b, n_h, i1 - i0, pad), dtype=bool)], axis=-1)
-        tiles = keep.reshape(n_b, n_h, i1 - i0, n_kv, bk)  # (B, H, bq, nk, bk)
-        count = tiles.sum(axis=(2, 4))  # (B, H, nk): pairs kept per tile
-        kinds[:, :, qb] = np.where(count == 0, SKIP, np.where(count == bq * bk, FULL, PARTIAL))
+        kinds[:, :, qb : qb + 1] = classify_tiles(keep, bq, bk)  # (B, H, 1, nk)
     return BlockMask(kinds=kinds, mask_mod=mask_mod, seq_lengths=(L, S), block_size=(bq, bk))
 
 

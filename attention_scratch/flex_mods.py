@@ -13,7 +13,7 @@ The backward pass needs ``d score_mod / d score``. :class:`ScoreMod` carries it:
 """
 import numpy as np
 
-from ._checks import check_nonnegative_int, check_scale
+from ._checks import check_nonnegative_int
 
 
 class ScoreMod:
@@ -50,12 +50,31 @@ def _unit(score, b, h, q_idx, kv_idx):
     return score * 0.0 + 1.0
 
 
-def soft_cap(cap):
-    """tanh soft-capping ``cap · tanh(score / cap)`` (Gemma 2 caps its logits this way).
+# BEGIN EXERCISE 16.3 (2 points): tanh soft-capping and its derivative
+def soft_cap_scores(score, cap):
+    """tanh soft-capping of attention scores, ``cap · tanh(score / cap)``, and its derivative.
 
-    Scores stay inside ``(-cap, cap)``; the derivative is ``1 - tanh(score / cap)^2``.
+    Gemma 2 caps its attention logits this way: every score ends up inside ``(-cap, cap)``,
+    and small scores are almost unchanged. The backward pass needs the derivative of the
+    capped score with respect to ``score``. Return both, as arrays of the shape and dtype of
+    ``score`` (float32 in, float32 out), with no overflow however large the score.
+
+    Shapes: ``score`` any shape; returns ``(capped, derivative)``, each shaped like ``score``.
     """
-    cap = check_scale(cap, "cap")
+    # BEGIN SOLUTION
+    t = np.tanh(score / cap)
+    return cap * t, 1 - t * t
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def soft_cap(cap):
+    """:func:`soft_cap_scores` as a :class:`ScoreMod`: ``cap · tanh(score / cap)`` with its
+    derivative (the same expressions, written inside the two functions so that Numba compiles
+    them)."""
+    cap = float(cap)
 
     def capped(score, b, h, q_idx, kv_idx):
         return cap * np.tanh(score / cap)
@@ -140,11 +159,31 @@ def padding(lengths):
     return padding_mod
 
 
-def document(doc_ids, is_causal=True):
-    """Packed sequences: a token attends only inside its own document (causally by default).
+# BEGIN EXERCISE 16.1 (2 points): the mask of packed documents
+def document_keep(doc_ids, q_idx, kv_idx, is_causal=True):
+    """May query ``q_idx`` attend key ``kv_idx`` when several documents are packed into one
+    sequence?
 
-    ``doc_ids`` (N,) gives each position's document; queries and keys share the positions.
+    ``doc_ids[p]`` is the document of position ``p`` (queries and keys share the positions).
+    A token attends only to tokens of its own document and, with ``is_causal``, only to those
+    not after it. ``q_idx`` and ``kv_idx`` are broadcastable integer arrays (a column and a row
+    of one tile, say); return the boolean array of their broadcast shape.
+
+    Shapes: ``doc_ids`` (N,) ints; ``q_idx``, ``kv_idx`` broadcastable int arrays of positions
+    in ``0 .. N-1``; returns their broadcast shape, bool.
     """
+    # BEGIN SOLUTION
+    same = doc_ids[q_idx] == doc_ids[kv_idx]
+    return same & (kv_idx <= q_idx) if is_causal else same
+    # END SOLUTION
+
+
+# END EXERCISE
+
+
+def document(doc_ids, is_causal=True):
+    """:func:`document_keep` as a ``mask_mod(b, h, q_idx, kv_idx)`` for packed sequences (its
+    expression written inside the function so that Numba compiles it)."""
     doc_ids = np.ascontiguousarray(doc_ids, dtype=np.int64)
 
     def document_mod(b, h, q_idx, kv_idx):

@@ -12,7 +12,7 @@ def document_keep(doc_ids, q_idx, kv_idx, is_causal=True):
     keep = np.broadcast_to(kv_idx <= q_idx, shape)
     return keep.copy() if is_causal else np.ones_like(keep)
 '''),
-    ('16.1', 'the causal comparison the wrong way round (keys after the query)', 'entries differ', '''
+    ('16.1', 'the causal comparison the wrong way round (later keys)', 'entries differ', '''
 def document_keep(doc_ids, q_idx, kv_idx, is_causal=True):
     same = doc_ids[q_idx] == doc_ids[kv_idx]
     return same & (kv_idx >= q_idx) if is_causal else same

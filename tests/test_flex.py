@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import attention_scratch as at
-from attention_scratch import flex_mods
+from attention_scratch import flex_mods, flex_patterns
+from attention_scratch.backends import unavailable_reason
 from attention_scratch.block_mask import FULL, PARTIAL, SKIP
+from attention_scratch.testing import assert_close, attention_oracle
 
 NUMPY = cases.Backend("NumPy", functools.partial(at.flex_attention, backend="numpy"),
                       functools.partial(at.flex_attention_backward, backend="numpy"))
@@ -123,3 +125,45 @@ def test_public_names():
     for name in ("flex_attention", "flex_attention_backward", "create_block_mask", "BlockMask",
                  "ScoreMod"):
         assert name in at.__all__ and hasattr(at, name)
+
+
+def test_linformer_with_the_identity_projection_is_softmax_attention(rng):
+    q, k, v, _ = cases.make_inputs(rng, hq=2, hkv=2, L=9, S=11)
+    eye = np.eye(11)
+    ref, _, _ = attention_oracle(q, k, v)
+    assert_close(flex_patterns.linformer_attention(q, k, v, eye, eye), ref, rtol=1e-12,
+                 atol=1e-12, what="Linformer with P = I")
+    proj = rng.standard_normal((4, 11)) / 2
+    low = flex_patterns.linformer_attention(q, k, v, proj, proj)
+    ref_low, _, _ = attention_oracle(q, proj @ k, proj @ v)  # attention over 4 mixed keys
+    assert_close(low, ref_low, rtol=1e-12, atol=1e-12, what="Linformer, k = 4")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_lsh_attention_is_attention_within_buckets(rng, backend):
+    """Against the dense oracle with the same-bucket mask in the original order."""
+    if backend == "numba" and unavailable_reason("numba") is not None:
+        pytest.skip(unavailable_reason("numba"))
+    q, k, v, _ = cases.make_inputs(rng, B=2, hq=3, hkv=3, L=40, S=40)
+    out, bm = flex_patterns.lsh_attention(q, k, v, 4, np.random.default_rng(5), block_size=8,
+                                          backend=backend, return_block_mask=True)
+    rotations = np.random.default_rng(5).standard_normal((q.shape[-1], 2))
+    bq, bk = flex_patterns.lsh_buckets(q, rotations), flex_patterns.lsh_buckets(k, rotations)
+    keep = bq[..., :, None] == bk[..., None, :]  # (B, H, L, S)
+    ref, _, _ = attention_oracle(q, k, v, attn_mask=keep)
+    assert_close(out, ref, rtol=1e-10, atol=1e-10, what=f"LSH attention ({backend})")
+    assert bm.sparsity() > 0 and len(np.unique(bq)) > 1
+
+
+def test_library_mods_match_the_exercise_functions(rng):
+    """document() and soft_cap() repeat the expressions of document_keep and soft_cap_scores."""
+    doc = rng.integers(0, 4, size=30)
+    q, kv = np.arange(30)[:, None], np.arange(30)[None, :]
+    for causal in (True, False):
+        np.testing.assert_array_equal(flex_mods.document(doc, causal)(0, 0, q, kv),
+                                      flex_mods.document_keep(doc, q, kv, causal))
+    s = rng.standard_normal((4, 5)) * 4
+    capped, derivative = flex_mods.soft_cap_scores(s, 1.5)
+    mod = flex_mods.soft_cap(1.5)
+    np.testing.assert_array_equal(mod(s, 0, 0, q[:4], kv[:, :5]), capped)
+    np.testing.assert_array_equal(mod.derivative(s, 0, 0, q[:4], kv[:, :5]), derivative)

@@ -20,9 +20,11 @@ import numpy as np
 
 from ._checks import check_flag
 from ._nonfinite import backward_rows, clean_backward_inputs, nan_rows
+from .backends.flex_dispatch import get_flex_backend
 from .block_mask import (
     DEFAULT_BLOCK_SIZE,
     FULL,
+    PARTIAL,
     SKIP,
     BlockMask,
     evaluate_mask_mod,
@@ -32,8 +34,6 @@ from .block_mask import (
 from .contract import attention_args
 from .flash_tiles import d_term, dscores, finalize_rows, recompute_probs
 from .flex_mods import ScoreMod
-
-BACKENDS = ("numpy", "numba", "auto")
 
 
 def fold_scores(scores, v_blk, m, row_sum, acc, keep=None):
@@ -219,6 +219,16 @@ def derivative_of(score_mod):
                      f"attention_scratch.flex_mods carry theirs)")
 
 
+def plain(score_mod):
+    """The function a ``score_mod`` calls (a :class:`ScoreMod` unwrapped), or ``None``."""
+    return score_mod.fn if isinstance(score_mod, ScoreMod) else score_mod
+
+
+def block_mask_mod(problem):
+    """The ``mask_mod`` the kernels must call, or ``None`` when no tile is partial."""
+    return problem.block_mask.mask_mod if np.any(problem.kinds == PARTIAL) else None
+
+
 def backward_flex(problem, d_out, out, lse):
     """The tiled backward pass over the block mask (key blocks outer); returns dq, dk, dv in the
     kernel layout."""
@@ -252,25 +262,6 @@ def backward_flex(problem, d_out, out, lse):
             dq[..., i0:i1, :] += (ds @ k_blk) * a.scale  # (N, Hkv, G, bq, E)
             dk[..., j0:j1, :] += (np.swapaxes(ds, -1, -2) @ q_blk).sum(2, keepdims=True) * a.scale
     return dq.astype(a.dtype), dk.astype(a.dtype), dv.astype(a.dtype)
-
-
-def _implementation(backend):
-    """The module running a backend's kernels: None for NumPy, the Numba module otherwise."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} for flex_attention; got "
-                         f"{backend!r}")
-    if backend == "numpy":
-        return None
-    from .backends import BackendUnavailable, unavailable_reason
-
-    reason = unavailable_reason("numba")
-    if reason is not None:
-        if backend == "auto":
-            return None
-        raise BackendUnavailable(reason)
-    from .backends.numba import flex as numba_flex
-
-    return numba_flex
 
 
 def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=None,
@@ -310,9 +301,12 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     ``(..., Hq, L, E), (..., Hkv, S, E), (..., Hkv, S, Ev) -> (..., Hq, L, Ev)``.
     """
     return_lse = check_flag(return_lse, "return_lse")
-    impl = _implementation(backend)
+    impl = get_flex_backend(backend)
     problem = FlexProblem(query, key, value, score_mod, block_mask, scale, enable_gqa)
-    out, lse = (forward_flex if impl is None else impl.forward_flex)(problem)
+    if impl is None:
+        out, lse = forward_flex(problem)
+    else:
+        out, lse = impl.forward_flex(problem, plain(score_mod), block_mask_mod(problem))
     poisoned = poisoned_rows(problem)  # (N, Hkv, G, L) or None
     out, lse = nan_rows(out, poisoned), nan_rows(lse[..., None], poisoned)[..., 0]
     a = problem.args
@@ -336,9 +330,9 @@ def flex_attention_backward(grad_out, query, key, value, out, lse, score_mod=Non
     ------
     ``grad_out`` and ``out`` (..., Hq, L, Ev), ``lse`` (..., Hq, L).
     """
-    impl = _implementation(backend)
+    impl = get_flex_backend(backend)
     problem = FlexProblem(query, key, value, score_mod, block_mask, scale, enable_gqa)
-    derivative_of(score_mod)  # a clear error before any work
+    derivative = derivative_of(score_mod)  # a clear error before any work
     a = problem.args
     layout = a.q.shape[:-1]  # (N, Hkv, G, L)
     arrays = []
@@ -350,7 +344,11 @@ def flex_attention_backward(grad_out, query, key, value, out, lse, score_mod=Non
         arrays.append(arr.reshape(layout + shape[len(a.lead) + 2:]))
     rows = backward_rows(poisoned_rows(problem), *arrays)  # (N, Hkv, G, L) or None
     arrays = clean_backward_inputs(rows, *arrays)
-    dq, dk, dv = (backward_flex if impl is None else impl.backward_flex)(problem, *arrays)
+    if impl is None:
+        dq, dk, dv = backward_flex(problem, *arrays)
+    else:
+        dq, dk, dv = impl.backward_flex(problem, *arrays, plain(score_mod), derivative,
+                                        block_mask_mod(problem))
     if rows is not None:  # NaN into dq of those rows and into dk, dv of every key they see
         has_key, _, keys = visibility(problem, rows=rows)  # a row without keys sees none
         rows = rows & has_key

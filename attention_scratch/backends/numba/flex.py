@@ -62,22 +62,13 @@ def compile_mod(fn, signature, what):
     return compiled
 
 
-def _mods(problem, backward=False):
-    """``(score, derivative, mask, has_score)``: the compiled functions of a problem."""
-    from ...flex import derivative_of
-    from ...flex_mods import ScoreMod
-
-    score_mod = problem.score_mod
+def _mods(score_mod, derivative, mask_mod):
+    """``(score, derivative, mask, has_score)``: the functions compiled, identities for ``None``."""
     has_score = score_mod is not None
-    plain = score_mod.fn if isinstance(score_mod, ScoreMod) else score_mod
-    score = compile_mod(plain if has_score else _identity, SCORE_SIGNATURE, "score_mod")
-    derivative = compile_mod(_identity, SCORE_SIGNATURE, "the identity")
-    if backward and has_score:
-        derivative = compile_mod(derivative_of(score_mod), SCORE_SIGNATURE,
-                                 "the derivative of score_mod")
-    partial = bool(np.any(problem.kinds == 1))
-    mask = compile_mod(problem.block_mask.mask_mod if partial else _everything, MASK_SIGNATURE,
-                       "mask_mod")
+    score = compile_mod(score_mod if has_score else _identity, SCORE_SIGNATURE, "score_mod")
+    derivative = compile_mod(_identity if derivative is None else derivative, SCORE_SIGNATURE,
+                             "the derivative of score_mod")
+    mask = compile_mod(_everything if mask_mod is None else mask_mod, MASK_SIGNATURE, "mask_mod")
     return score, derivative, mask, has_score
 
 
@@ -282,24 +273,28 @@ def _arrays(problem):
     return q, k, v
 
 
-def forward_flex(problem):
+def forward_flex(problem, score_mod, mask_mod):
     """The Numba forward pass; ``out`` (N, Hkv, G, L, Ev), ``lse`` (N, Hkv, G, L) as in
-    :func:`attention_scratch.flex.forward_flex`."""
+    :func:`attention_scratch.flex.forward_flex`.
+
+    ``score_mod`` and ``mask_mod`` are plain functions or ``None`` (no score change; no
+    partial tile).
+    """
     a = problem.args
     q, k, v = _arrays(problem)  # (Hq', L, E), (Hkv', S, E), (Hkv', S, Ev): all finite
     out = np.zeros((*q.shape[:2], v.shape[2]), dtype=a.acc_dtype)  # (Hq', L, Ev)
     lse = np.full(q.shape[:2], np.inf, dtype=a.acc_dtype)  # (Hq', L)
     if q.shape[0] and a.L and a.S:
-        score, _, mask, has_score = _mods(problem)
+        score, _, mask, has_score = _mods(score_mod, None, mask_mod)
         with blas_one_thread():
             forward_parallel(q, k, v, out, lse, q.dtype.type(a.scale), problem.kinds, a.heads,
                              problem.block_q, problem.block_k, score, mask, has_score)
     return out.reshape((*a.q.shape[:-1], a.Ev)), lse.reshape(a.q.shape[:-1])
 
 
-def backward_flex(problem, d_out, out, lse):
+def backward_flex(problem, d_out, out, lse, score_mod, derivative, mask_mod):
     """The Numba backward pass; arrays in the kernel layout, as in
-    :func:`attention_scratch.flex.backward_flex`."""
+    :func:`attention_scratch.flex.backward_flex`; ``derivative`` is that of ``score_mod``."""
     a = problem.args
     q, k, v = _arrays(problem)
     d_out = a.folded(d_out, a.acc_dtype)  # (Hq', L, Ev)
@@ -307,7 +302,7 @@ def backward_flex(problem, d_out, out, lse):
     lse = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=a.acc_dtype)  # (Hq', L)
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     if q.shape[0] and a.L and a.S:
-        score, derivative, mask, has_score = _mods(problem, backward=True)
+        score, derivative, mask, has_score = _mods(score_mod, derivative, mask_mod)
         scale = q.dtype.type(a.scale)
         common = (problem.kinds, a.heads, problem.block_q, problem.block_k, score, derivative,
                   mask, has_score)

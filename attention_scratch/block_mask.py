@@ -59,7 +59,13 @@ class BlockMask:
 
     def sparsity(self):
         """The percentage of the ``(B, H, Q_LEN, KV_LEN)`` grid in skipped tiles, as PyTorch
-        reports it: ``100 · (1 - visited tiles · bq · bk / (B·H·Q_LEN·KV_LEN))``."""
+        reports it: ``100 · (1 - visited tiles · bq · bk / (B·H·Q_LEN·KV_LEN))``.
+
+        Every visited tile counts ``bq · bk`` pairs, ragged last tiles too, so for lengths
+        the block size does not divide the number is lower than the share of pairs skipped,
+        and can be negative for short sequences (PyTorch's ``BlockMask.sparsity`` does the
+        same).
+        """
         visited = int(np.count_nonzero(self.kinds != SKIP))
         total = int(np.prod(self.shape, dtype=np.int64))
         if total == 0:

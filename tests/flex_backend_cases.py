@@ -310,6 +310,23 @@ def case_nan_in_a_partial_tile_follows_the_rule(backend, rng):
         assert_close(got, ref, **TOL, what=f"{backend.name}: NaN in a partial tile, {name}")
 
 
+def case_empty_dimensions(backend, rng):
+    """B, H or L = 0 give empty results; S = 0 leaves every row empty (0, lse +inf, gradient 0)."""
+    for lead, hq, hkv, L, S in (((0,), 2, 2, 5, 6), ((1,), 2, 1, 0, 6), ((1,), 2, 1, 5, 0),
+                                ((2,), 0, 0, 5, 6), ((), 2, 2, 0, 0)):
+        q, k = rng.standard_normal((*lead, hq, L, 4)), rng.standard_normal((*lead, hkv, S, 4))
+        v, g = rng.standard_normal((*lead, hkv, S, 3)), rng.standard_normal((*lead, hq, L, 3))
+        bm = at.create_block_mask(flex_mods.causal(), None, None, L, S, BLOCK_SIZE=4)
+        out, lse = backend.forward(q, k, v, block_mask=bm, enable_gqa=True, return_lse=True)
+        grads = backend.backward(g, q, k, v, out, lse, block_mask=bm, enable_gqa=True)
+        where = f"{backend.name}, q {q.shape}, k {k.shape}"
+        assert out.shape == (*lead, hq, L, 3) and lse.shape == (*lead, hq, L), where
+        assert [a.shape for a in grads] == [q.shape, k.shape, v.shape], where
+        if S == 0:
+            assert np.all(out == 0) and np.all(np.isposinf(lse)), where
+            assert all(np.all(a == 0) for a in grads), where
+
+
 def case_bad_arguments(backend, rng):
     """Clear errors naming the argument."""
     q, k, v, g = make_inputs(rng, L=8, S=8)
@@ -365,6 +382,9 @@ class SharedFlexTests:
 
     def test_nan_in_a_partial_tile_follows_the_rule(self, rng):
         case_nan_in_a_partial_tile_follows_the_rule(self.backend, rng)
+
+    def test_empty_dimensions(self, rng):
+        case_empty_dimensions(self.backend, rng)
 
     def test_bad_arguments(self, rng):
         case_bad_arguments(self.backend, rng)

@@ -8,7 +8,10 @@ visited tile. Because the kernels take them as first-class functions of those ty
 kernels themselves are compiled once (and cached on disk); a new ``score_mod`` costs only its
 own compilation. The functions see scalars here, where the NumPy backend passes index arrays:
 a function written with NumPy operations that work on both (``np.abs``, ``np.tanh``,
-indexing a captured array) runs on both backends.
+indexing a captured array) runs on both backends. Numba freezes the arrays a function captures
+when it compiles it, and each function is compiled once: to change a captured array, make a new
+function (as the factories of :mod:`attention_scratch.flex_mods` do) rather than editing the
+array in place.
 
 Layout as in :mod:`.forward`: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev) with
 the batch folded into the heads; folded head ``t`` is batch ``t // Hq`` and head ``t % Hq``.

@@ -139,7 +139,7 @@ def evaluate_mask_mod(mask_mod, b, h, q, kv, shape):
                          f"the tile's {shape}") from None
 
 
-# BEGIN EXERCISE 16.2 (3 points): skip, partial or full: classifying the tiles of a mask
+# BEGIN EXERCISE 16.2 (3 points): classifying the tiles of a mask
 # uses: from attention_scratch.block_mask import FULL, PARTIAL, SKIP
 def classify_tiles(keep, block_q, block_k):
     """The kind of every ``block_q`` x ``block_k`` tile of a boolean mask, as PyTorch counts them.

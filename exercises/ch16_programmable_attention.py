@@ -30,7 +30,7 @@ def document_keep(doc_ids, q_idx, kv_idx, is_causal=True):
     raise NotImplementedError("Exercise 16.1: the mask of packed documents")
 
 
-# Exercise 16.2 (3 points): skip, partial or full: classifying the tiles of a mask
+# Exercise 16.2 (3 points): classifying the tiles of a mask
 def classify_tiles(keep, block_q, block_k):
     """The kind of every ``block_q`` x ``block_k`` tile of a boolean mask, as PyTorch counts them.
 
@@ -43,7 +43,7 @@ def classify_tiles(keep, block_q, block_k):
     Shapes: ``keep`` (..., L, S) bool; returns (..., ceil(L/block_q), ceil(S/block_k)) int8
     holding ``SKIP`` (0), ``PARTIAL`` (1) or ``FULL`` (2). Any leading axes.
     """
-    raise NotImplementedError("Exercise 16.2: skip, partial or full: classifying the tiles of a mask")
+    raise NotImplementedError("Exercise 16.2: classifying the tiles of a mask")
 
 
 # Exercise 16.3 (2 points): tanh soft-capping and its derivative

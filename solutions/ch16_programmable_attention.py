@@ -26,7 +26,7 @@ def document_keep(doc_ids, q_idx, kv_idx, is_causal=True):
     return same & (kv_idx <= q_idx) if is_causal else same
 
 
-# Exercise 16.2 (3 points): skip, partial or full: classifying the tiles of a mask
+# Exercise 16.2 (3 points): classifying the tiles of a mask
 def classify_tiles(keep, block_q, block_k):
     """The kind of every ``block_q`` x ``block_k`` tile of a boolean mask, as PyTorch counts them.
 

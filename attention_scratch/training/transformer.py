@@ -167,13 +167,20 @@ def main(argv=None):
     for name in ("length", "d_model", "num_heads", "num_layers", "hidden", "steps", "batch", "warmup"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=DEFAULTS[name])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--pack", type=int, default=1,
+                        help="sequences packed into one row, kept apart by a document mask")
+    parser.add_argument("--attention", default="dense", choices=("dense", "flash"),
+                        help="flash: the tiled kernels (flash_attention, flex_attention)")
+    parser.add_argument("--backend", default="numpy", choices=("numpy", "numba", "auto"),
+                        help="the kernels' backend with --attention flash")
     parser.add_argument("--eval-size", type=int, default=1000, help="held-out sequences to "
                                                                     "evaluate")
     parser.add_argument("--save", type=Path, help="write the trained weights to this .npz file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("length", "d_model", "num_heads", "num_layers", "hidden",
-                                                "steps", "batch", "warmup", "lr")}
+                                                "steps", "batch", "warmup", "lr", "pack",
+                                                "attention", "backend")}
     start = time.perf_counter()
     model, history = train(args.task, args.seed, progress=not args.quiet, **overrides)
     token_acc, seq_acc = evaluate(model, args.length, num=args.eval_size)

@@ -12,7 +12,7 @@ TARGET ?= exercises
 
 help:
 	@echo "make book        build the whole book (executes every chapter); prints the path to open"
-	@echo "make test        the whole suite: library, graded exercises, stubs, exercise freshness"
+	@echo "make test        the whole suite: ruff, library, graded exercises, stubs, exercise freshness"
 	@echo "make grade       grade your exercises (CHAPTER=1 for one chapter, TARGET=solutions for the answers)"
 	@echo "make exercises   regenerate exercises/ and solutions/ from the library (never overwrites your edits)"
 	@echo "make notebooks   write .ipynb notebooks of every chapter, exercises graded in place, into notebooks/"
@@ -39,8 +39,10 @@ book: $(STAMP)
 	@echo
 	@echo "The book is built. Open: $(CURDIR)/_build/html/index.html"
 
-# The library's tests, then the reference answers graded once (the student's exercises/ never are).
+# Ruff (pyproject.toml's rules), the library's tests, then the reference answers graded once (the
+# student's exercises/ never are).
 test: $(TSTAMP)
+	$(PY) -m ruff check .
 	$(PY) -m attention_scratch.course.exercises --check
 	$(PY) -m pytest tests --ignore=tests/exercises --ignore=tests/test_answers.py --durations=20
 	$(PY) -m pytest tests/test_answers.py -q -n auto --durations=20

@@ -18,13 +18,23 @@ from .masks import causal_mask, combine_masks, padding_mask, sliding_window_mask
 from .multihead import MultiHeadAttention
 from .online_softmax import merge_attention, online_logsumexp, online_softmax
 from .optim import WeightFileError
-from .positional import (LearnedPositionalEmbedding, alibi_bias, alibi_slopes, apply_rope,
-                         apply_rope_backward, sinusoidal_encoding)
+from .positional import (
+                         LearnedPositionalEmbedding,
+                         alibi_bias,
+                         alibi_slopes,
+                         apply_rope,
+                         apply_rope_backward,
+                         sinusoidal_encoding,
+)
 from .random_features import performer_attention
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from .softmax import logsumexp, softmax, softmax_backward
-from .variants import (linear_attention, linear_attention_chunked, linear_attention_recurrent,
-                       sliding_window_attention)
+from .variants import (
+                         linear_attention,
+                         linear_attention_chunked,
+                         linear_attention_recurrent,
+                         sliding_window_attention,
+)
 
 __version__ = "0.1.0"
 

@@ -47,7 +47,8 @@ def as_float_array(x, name):
     x = xp.asarray(x)
     if x.dtype.kind in "biu":
         return x.astype(xp.float64)
-    if x.dtype.kind == "f" and not x.dtype.isnative:  # big-endian data from a file: same numbers
+    # e.g. big-endian data from a file: same numbers
+    if x.dtype.kind == "f" and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
@@ -100,24 +101,24 @@ def check_ndim(x, name, min_ndim, what=""):
 
 
 def check_positive_int(value, name):
-    """Return ``value`` as an int, or raise ``ValueError`` if it is not a positive integer (block
-    sizes)."""
+    """Return ``value`` as an int, or raise ``ValueError`` if it is not a positive integer
+    (block sizes)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
 
 
 def check_nonnegative_int(value, name):
-    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 0 (a
-    length)."""
+    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer
+    >= 0 (a length)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     return int(value)
 
 
 def _is_real_number(value):
-    """True for Python and NumPy real scalars (ints and floats); False for bools, strings,
-    arrays."""
+    """True for Python and NumPy real scalars (ints and floats);
+    False for bools, strings, arrays."""
     return (isinstance(value, (numbers.Real, np.floating, np.integer))
             and not isinstance(value, (bool, np.bool_)))
 
@@ -135,14 +136,14 @@ def check_scale(scale, name="scale"):
         raise TypeError(f"{name} must be a real number or None (meaning 1/sqrt(E)); "
                         f"got {type(scale).__name__}{shape} {scale!r}")
     if not np.isfinite(scale):
-        raise ValueError(f"{name} must be a finite real number or None (meaning 1/sqrt(E)); got "
-                         f"{scale!r}")
+        raise ValueError(f"{name} must be a finite real number or None "
+                         f"(meaning 1/sqrt(E)); got {scale!r}")
     return float(scale)
 
 
 def check_flag(value, name):
-    """Return ``value`` as a bool; raise ``TypeError`` unless it is ``True``/``False`` (or a NumPy
-    bool)."""
+    """Return ``value`` as a bool; raise ``TypeError`` unless it is ``True``/``False``
+    (or a NumPy bool)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool (True or False); got {value!r}")
     return bool(value)

@@ -27,8 +27,8 @@ from .bands import integer_band
 
 
 def finite(x):
-    """Elementwise "is finite", also for bfloat16 stored as its uint16 bits (exponent not all
-    ones)."""
+    """Elementwise "is finite", also for bfloat16 stored as its uint16 bits
+    (exponent not all ones)."""
     xp = array_module(x)
     if x.dtype == np.uint16:
         return (x & 0x7F80) != 0x7F80
@@ -60,8 +60,8 @@ def scan(q, k, v):
     """``None`` when ``q``, ``k``, ``v`` are finite, else ``(bad_q, bad_kv)``.
 
     Shapes: ``q`` (..., Lq, E), ``k`` (..., S, E), ``v`` (..., S, Ev) (any leading axes, e.g. the
-    kernel layout (N, Hkv, G, L, E) and (N, Hkv, 1, S, ·)) -> ``bad_q`` (..., L), ``bad_kv`` (...,
-    S).
+    kernel layout (N, Hkv, G, L, E) and (N, Hkv, 1, S, ·)) -> ``bad_q`` (..., L),
+    ``bad_kv`` (..., S).
     """
     if _all_finite(q) and _all_finite(k) and _all_finite(v):
         return None
@@ -77,8 +77,8 @@ def zero_rows(x, rows):
 
 
 def nan_rows(x, rows):
-    """``x`` (..., n, d) with the rows flagged in ``rows`` (..., n) set to NaN (``x`` itself when
-    none is)."""
+    """``x`` (..., n, d) with the rows flagged in ``rows`` (..., n) set to NaN
+    (``x`` itself when none is)."""
     if rows is None or not bool(rows.any()):
         return x
     nan = np.uint16(0x7FC0) if x.dtype == np.uint16 else np.nan  # bfloat16 stored as its bits
@@ -86,16 +86,16 @@ def nan_rows(x, rows):
 
 
 def _window(n_out, n_in, first, last):
-    """For each of ``n_out`` positions the range ``first .. last`` (inclusive) of ``n_in``, clipped;
-    as arrays."""
+    """For each of ``n_out`` positions the range ``first .. last``
+    (inclusive) of ``n_in``, clipped; as arrays."""
     start = np.clip(first, 0, n_in)  # (n_out,)
     stop = np.clip(last + 1, 0, n_in)  # (n_out,): exclusive
     return start, np.maximum(stop, start)
 
 
 def _count_in_ranges(flags, start, stop):
-    """``flags`` (..., n) bool; for each range ``start[r] .. stop[r]-1`` whether a flag lies in it:
-    (..., R)."""
+    """``flags`` (..., n) bool; for each range ``start[r] .. stop[r]-1`` whether a flag lies
+    in it: (..., R)."""
     xp = array_module(flags)
     csum = xp.concatenate([xp.zeros(flags.shape[:-1] + (1,), dtype=np.int64),
                            xp.cumsum(flags, axis=-1, dtype=np.int64)], axis=-1)  # (..., n + 1)
@@ -127,8 +127,8 @@ def band_sees(bad_kv, L, S, band):
 
 
 def band_seen_by(rows, L, S, band):
-    """Keys seen by any flagged row: ``rows`` (..., G, L) -> (..., 1, S) (any over the group axis
-    G)."""
+    """Keys seen by any flagged row: ``rows`` (..., G, L) -> (..., 1, S)
+    (any over the group axis G)."""
     lo, hi = integer_band(band, L, S)
     j = np.arange(S)  # (S,)
     start, stop = _window(S, L, j - hi, j - lo)
@@ -136,8 +136,8 @@ def band_seen_by(rows, L, S, band):
 
 
 def poisoned_band_rows(found, L, S, band):
-    """The poisoned rows of a band-masked problem, ``(..., L)``, or ``None``; ``found`` from
-    :func:`scan`."""
+    """The poisoned rows of a band-masked problem, ``(..., L)``, or ``None``;
+    ``found`` from :func:`scan`."""
     if found is None:
         return None
     bad_q, bad_kv = found
@@ -147,21 +147,21 @@ def poisoned_band_rows(found, L, S, band):
 
 
 def dense_sees(visible, bad_kv):
-    """``visible`` (..., L, S) bool, ``bad_kv`` (..., S) -> ``has_key`` (..., L), ``sees_bad`` (...,
-    L)."""
+    """``visible`` (..., L, S) bool, ``bad_kv`` (..., S) -> ``has_key``
+    (..., L), ``sees_bad`` (..., L)."""
     return visible.any(axis=-1), (visible & bad_kv[..., None, :]).any(axis=-1)
 
 
 def dense_seen_by(rows, visible):
-    """Keys seen by any flagged row: ``rows`` (..., G, L), ``visible`` (..., G, L, S) -> (..., 1,
-    S)."""
+    """Keys seen by any flagged row: ``rows`` (..., G, L), ``visible``
+    (..., G, L, S) -> (..., 1, S)."""
     return (visible & rows[..., None]).any(axis=(-3, -2))[..., None, :]
 
 
 def backward_rows(poisoned, grad_out, out, lse):
     """The rows whose backward inputs are not finite: poisoned in the forward, or a non-finite
-    ``grad_out`` or ``out`` row, or a NaN ``lse``. ``(..., L)`` or ``None``; the arrays (..., L,
-    ·)."""
+    ``grad_out`` or ``out`` row, or a NaN ``lse``. ``(..., L)`` or ``None``; the arrays
+    (..., L, ·)."""
     rows = bad_rows(grad_out) | bad_rows(out) | array_module(lse).isnan(lse)  # (..., L)
     if poisoned is not None:
         rows = rows | poisoned
@@ -170,18 +170,17 @@ def backward_rows(poisoned, grad_out, out, lse):
 
 def clean_backward_inputs(rows, grad_out, out, lse):
     """Zero ``grad_out`` and ``out`` and set ``lse = +inf`` on ``rows``: the kernel then treats them
-    as
-    rows without keys (no contribution, no NaN), and the caller writes NaN into their gradients."""
+    as rows without keys (no contribution, no NaN), and the caller writes NaN into their
+    gradients."""
     if rows is None:
         return grad_out, out, lse
     xp = array_module(lse)
-    lse = xp.where(rows, np.inf, lse).astype(lse.dtype)  # (..., L)
-    return zero_rows(grad_out, rows), zero_rows(out, rows), lse
+    return zero_rows(grad_out, rows), zero_rows(out, rows), xp.where(rows, np.inf,
+                                                                     lse).astype(lse.dtype)
 
 
-# The flash paths: a band mask, the kernel layout (N, Hkv, G, L, ·) for queries and (N, Hkv, 1, S,
-# ·)
-# for keys and values.
+# The flash paths: a band mask, the kernel layout (N, Hkv, G, L, ·) for queries and
+# (N, Hkv, 1, S, ·) for keys and values.
 
 def mark_band_forward(found, band, out, lse):
     """``out`` (N, Hkv, G, L, Ev) and ``lse`` (N, Hkv, G, L) with the poisoned rows set to NaN.
@@ -196,8 +195,7 @@ def mark_band_forward(found, band, out, lse):
 
 def band_backward_inputs(found, band, grad_out, out, lse):
     """``(rows, grad_out, out, lse)``: the rows whose backward inputs are not finite (or ``None``)
-    and
-    the inputs with those rows cleaned (:func:`clean_backward_inputs`). Kernel layout."""
+    and the inputs with those rows cleaned (:func:`clean_backward_inputs`). Kernel layout."""
     L, S = out.shape[-2], (0 if found is None else found[1].shape[-1])
     poisoned = poisoned_band_rows(found, L, S, band) if found is not None else None
     rows = backward_rows(poisoned, grad_out, out, lse)  # (N, Hkv, G, L) or None
@@ -205,8 +203,8 @@ def band_backward_inputs(found, band, grad_out, out, lse):
 
 
 def mark_band_backward(rows, band, dq, dk, dv):
-    """NaN into ``dq`` of the flagged rows that see a key and into ``dk``, ``dv`` of every key they
-    see."""
+    """NaN into ``dq`` of the flagged rows that see a key and into ``dk``,
+    ``dv`` of every key they see."""
     if rows is None:
         return dq, dk, dv
     L, S = dq.shape[-2], dk.shape[-2]

@@ -99,26 +99,27 @@ class AdditiveAttention(Module):
 
     def __init__(self, query_dim, key_dim, attn_dim, rng, dtype=np.float64):
         super().__init__()
-        bound = 1 / np.sqrt(query_dim)
-        self.add_param("W", _init_uniform(rng, (query_dim, attn_dim), bound, dtype))
+        self.add_param("W", _init_uniform(rng, (query_dim, attn_dim), 1 / np.sqrt(query_dim),
+                                          dtype))
         self.add_param("U", _init_uniform(rng, (key_dim, attn_dim), 1 / np.sqrt(key_dim), dtype))
         self.add_param("v", _init_uniform(rng, (attn_dim,), 1 / np.sqrt(attn_dim), dtype))
 
     def prepare(self, keys, keep=None):
         """Project the keys once: ``U h_j`` for every position. Returns the memory dict."""
         if keys.ndim != 3 or keys.shape[-1] != self.params["U"].shape[0]:
-            raise ValueError(f"keys must have shape (B, S, {self.params['U'].shape[0]}); got "
-                             f"{keys.shape}")
+            raise ValueError(f"keys must have shape (B, S, {self.params['U'].shape[0]}); "
+                             f"got {keys.shape}")
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
-            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; got "
-                             f"{np.shape(keep)}")
+            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; "
+                             f"got {np.shape(keep)}")
         return {"keys": keys, "keys_proj": keys @ self.params["U"], "keep": keep}  # proj: (B, S, A)
 
     @staticmethod
     def zero_memory_grads(memory):
-        return {name: np.zeros_like(memory[name]) for name in ("keys", "keys_proj")}
+        return {"keys": np.zeros_like(memory["keys"]),
+                "keys_proj": np.zeros_like(memory["keys_proj"])}
 
     def forward(self, query, memory):
         W = self.params["W"]
@@ -139,12 +140,13 @@ class AdditiveAttention(Module):
     def backward(self, grad_context, cache, grad_memory, grad_weights=None):
         """Gradient of the query; adds the key gradients into ``grad_memory`` and W, v gradients."""
         query, hidden, weights, kv, extra = cache
-        # d_scores (B, [L,] S), d_values (..., S, Dk)
-        d_scores, d_values = attention_pooling_backward(grad_context, weights, kv)
+        d_scores, d_values = attention_pooling_backward(grad_context, weights,
+                                                        kv)  # (B,[L],S), (...,S,Dk)
         if grad_weights is not None:
             d_scores = d_scores + softmax_vjp(grad_weights, weights)
         A = hidden.shape[-1]
-        self.grads["v"] += hidden.reshape(-1, A).T @ d_scores.reshape(-1)  # (A,): over B, [L,] S
+        self.grads["v"] += hidden.reshape(-1,
+                                          A).T @ d_scores.reshape(-1)  # (A,): sum over B, [L,] S
         d_pre = d_scores[..., None] * self.params["v"] * (1 - hidden * hidden)  # (B, [L,] S, A)
         d_qproj = d_pre.sum(axis=-2)  # (B, [L,] A)
         reduce = tuple(range(1, 1 + extra))  # the L axis, if any

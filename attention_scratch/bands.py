@@ -51,17 +51,17 @@ def integer_band(band, L, S):
 def shift_band(band, i0, j0):
     """The band in the local indices of a sub-problem whose rows start at ``i0`` and keys at ``j0``.
 
-    With ``i = i0 + i'`` and ``j = j0 + j'``: ``lo - (j0 - i0) <= j' - i' <= hi - (j0 - i0)``.
-    ``None`` stays ``None``; an integer band stays exact (a bound that never bound still never
-    does).
+    With ``i = i0 + i'`` and ``j = j0 + j'``: ``lo - (j0 - i0) <= j' - i' <= hi - (j0 -
+    i0)``. ``None`` stays ``None``; an integer band stays exact (a bound that never bound
+    still never does).
     """
     lo, hi = band
     delta = j0 - i0
     return (None if lo is None else lo - delta, None if hi is None else hi - delta)
 
 
-# The helpers below take an integer band (lo, hi) and return ints: numba.njit compiles them as they
-# are.
+# The helpers below take an integer band (lo, hi) and return ints: numba.njit compiles
+# them as they are.
 
 def key_blocks(i0, i1, S, block_k, lo, hi):
     """``(first, end)``: the key blocks that query rows ``i0..i1-1`` may see, a half-open range.
@@ -77,8 +77,8 @@ def key_blocks(i0, i1, S, block_k, lo, hi):
 
 
 def query_blocks(j0, j1, L, block_q, lo, hi):
-    """``(first, end)``: the query blocks that keys ``j0..j1-1`` contribute to (the backward
-    pass)."""
+    """``(first, end)``: the query blocks that keys ``j0..j1-1`` contribute to
+    (the backward pass)."""
     first = max(0, j0 - hi)
     last = min(L - 1, j1 - 1 - lo)
     if first > last:
@@ -87,6 +87,6 @@ def query_blocks(j0, j1, L, block_q, lo, hi):
 
 
 def tile_is_full(i0, i1, j0, j1, lo, hi):
-    """True when every ``(i, j)`` of the tile (rows ``i0..i1-1``, keys ``j0..j1-1``) lies in the
-    band."""
+    """True when every ``(i, j)`` of the tile
+    (rows ``i0..i1-1``, keys ``j0..j1-1``) lies in the band."""
     return (j1 - 1) - i0 <= hi and j0 - (i1 - 1) >= lo

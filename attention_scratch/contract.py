@@ -17,14 +17,19 @@ query head ``h`` reads key/value head ``h // G``, and the keys broadcast over ``
 a copy. No chapter depends on this module for teaching; it is the plumbing between them.
 """
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
-from ._checks import (array_module, as_float_array, check_flag, check_ndim, check_positive_int,
-                      check_scale)
-from ._nonfinite import (band_backward_inputs, mark_band_backward, mark_band_forward, scan,
-                         zero_rows)
+from ._checks import (
+    array_module,
+    as_float_array,
+    check_flag,
+    check_ndim,
+    check_positive_int,
+    check_scale,
+)
+from ._nonfinite import band_backward_inputs, mark_band_backward, mark_band_forward, scan, zero_rows
 from .bands import integer_band, mask_band
 
 DEFAULT_BLOCK = 64  # the default query and key tile of every flash path
@@ -41,8 +46,8 @@ class TilePlan:
     saying why. ``kernel`` names the kernel.
     """
 
-    requested: Tuple[int, int]
-    used: Tuple[int, int]
+    requested: tuple[int, int]
+    used: tuple[int, int]
     kernel: str = "tiled"
     note: str = ""
 
@@ -78,9 +83,8 @@ class AttentionArgs:
     heads : int
         ``Hq``, the query heads.
     nonfinite : tuple or None
-        ``None`` when every input is finite, else the rows holding NaN or ±inf:
-        ``(bad_q (N, Hkv, G, L), bad_kv (N, Hkv, 1, S))``
-        (:func:`attention_scratch._nonfinite.scan`).
+        ``None`` when every input is finite, else the rows holding NaN or ±inf: ``(bad_q (N, Hkv, G,
+        L), bad_kv (N, Hkv, 1, S))`` (:func:`attention_scratch._nonfinite.scan`).
     plan : TilePlan
         The tile sizes requested (and, on this path, used).
 
@@ -93,12 +97,12 @@ class AttentionArgs:
     k: Any
     v: Any
     scale: float
-    band: Tuple[int, int]
+    band: tuple[int, int]
     dtype: np.dtype
     acc_dtype: np.dtype
-    lead: Tuple[int, ...]
+    lead: tuple[int, ...]
     heads: int
-    nonfinite: Optional[tuple]
+    nonfinite: tuple | None
     plan: TilePlan
 
     @property
@@ -166,8 +170,8 @@ class AttentionArgs:
         return (out, lse.reshape(self.lse_shape)) if return_lse else out
 
     def backward_inputs(self, grad_out, out, lse, convert=True):
-        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes; return them in the
-        kernel layout.
+        """Check ``grad_out``, ``out``, ``lse`` against this call's shapes;
+        return them in the kernel layout.
 
         Returns ``(rows, grad_out, out, lse)`` shaped (N, Hkv, G, L, Ev), (N, Hkv, G, L, Ev),
         (N, Hkv, G, L), with the rows whose backward inputs are not finite cleaned and listed
@@ -181,10 +185,10 @@ class AttentionArgs:
         for name, arr in (("grad_out", grad_out), ("out", out), ("lse", lse)):
             arr = as_float_array(arr, name) if convert else array_module(arr).asarray(arr)
             if tuple(arr.shape) != expected[name]:
-                raise ValueError(f"{name} must have shape {expected[name]} for query "
-                                 f"{self.lead + (self.heads, self.L, self.E)} and value "
-                                 f"{self.lead + (self.kv_heads, self.S, self.Ev)}; got "
-                                 f"{tuple(arr.shape)}")
+                raise ValueError(f"{name} must have shape {expected[name]} "
+                                 f"for query {self.lead + (self.heads, self.L, self.E)} "
+                                 f"and value {self.lead + (self.kv_heads, self.S, self.Ev)}; "
+                                 f"got {tuple(arr.shape)}")
             arrays[name] = arr
         layout = self.q.shape[:-1]  # (N, Hkv, G, L)
         return band_backward_inputs(self.nonfinite, self.band,
@@ -212,8 +216,8 @@ class AttentionArgs:
 
 
 def default_scale(E):
-    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product, 0 whatever the
-    scale."""
+    """``1/sqrt(E)``; 1 for ``E = 0``, where every score is an empty dot product,
+    0 whatever the scale."""
     return float(1.0 / np.sqrt(E)) if E > 0 else 1.0
 
 
@@ -228,7 +232,7 @@ def check_window(window):
         return None
     if not isinstance(window, (tuple, list)) or len(window) != 2:
         raise ValueError(f"window must be None or a pair (left, right); got {window!r}")
-    for side, value in zip(("left", "right"), window):
+    for side, value in zip(("left", "right"), window, strict=True):
         if value is not None and (isinstance(value, (bool, np.bool_))
                                   or not isinstance(value, (int, np.integer)) or value < 0):
             raise ValueError(f"window {side} must be None or a non-negative int; got {value!r}")
@@ -262,8 +266,7 @@ def _check_shapes(q, k, v, enable_gqa):
                          f"grouped-query attention")
     if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
         raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads "
-                         f"({hkv}); "
-                         f"got shapes {shapes[0]} and {shapes[1]}")
+                         f"({hkv}); got shapes {shapes[0]} and {shapes[1]}")
 
 
 def attention_args(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
@@ -296,19 +299,19 @@ def attention_args(query, key, value, is_causal=False, scale=None, enable_gqa=Fa
     is_causal, enable_gqa = check_flag(is_causal, "is_causal"), check_flag(enable_gqa, "enable_gqa")
     causal_align = check_causal_align(causal_align)
     window = check_window(window)
-    block_q = check_positive_int(block_q, "block_q")
-    block_k = check_positive_int(block_k, "block_k")
+    block_q, block_k = check_positive_int(block_q, "block_q"), check_positive_int(block_k,
+                                                                                  "block_k")
     if convert:
-        named = ((query, "query"), (key, "key"), (value, "value"))
-        q, k, v = (as_float_array(a, name) for a, name in named)
+        q, k, v = (as_float_array(a, n) for a, n in ((query, "query"), (key, "key"),
+                                                     (value, "value")))
     else:
         q, k, v = (array_module(a).asarray(a) for a in (query, key, value))
     _check_shapes(q, k, v, enable_gqa)
     (hq, L, E), (hkv, S, _), Ev = q.shape[-3:], k.shape[-3:], v.shape[-1]
     lead = tuple(q.shape[:-3])
     n = int(np.prod(lead, dtype=np.int64))
-    group = hq // max(hkv, 1)  # G: query head h reads key/value head h // G
-    q = q.reshape((n, hkv, group, L, E))  # (N, Hkv, G, L, E)
+    q = q.reshape((n, hkv, hq // max(hkv, 1), L,
+                   E))  # (N, Hkv, G, L, E): head h reads kv head h // G
     k, v = k.reshape((n, hkv, 1, S, E)), v.reshape((n, hkv, 1, S, Ev))  # (N, Hkv, 1, S, ·)
     nonfinite = scan(q, k, v)  # None when all is finite
     if nonfinite is not None:

@@ -30,8 +30,8 @@ WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 FIRST, LAST = datetime.date(1950, 1, 1).toordinal(), datetime.date(2049, 12, 31).toordinal()
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
-# Every character an input or a target can contain (lower and upper case letters, digits,
-# punctuation).
+# Every character an input or a target can contain (lower and upper case letters,
+# digits, punctuation).
 ALPHABET = sorted(set(" ,.-/;'" + "0123456789" + "abcdefghijklmnopqrstuvwxyz"
                       + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
@@ -95,8 +95,8 @@ class Example:
 
 
 def make_example(dates, rng, fmt=None):
-    """The example for a list of ``datetime.date``: several dates are joined by "; ", " and ", ",
-    "."""
+    """The example for a list of ``datetime.date``: several dates are joined by ";
+    ", " and ", ", "."""
     source, target, spans = "", "", []
     for k, date in enumerate(dates):
         if k:
@@ -117,16 +117,17 @@ def make_example(dates, rng, fmt=None):
 
 
 def split_dates(seed=0, heldout_fraction=0.1):
-    """Split the calendar 1950-2049 into (train, held-out) arrays of date ordinals, by a seeded
-    permutation."""
+    """Split the calendar 1950-2049 into (train, held-out) arrays of date ordinals,
+    by a seeded permutation."""
     ordinals = np.arange(FIRST, LAST + 1)
     perm = np.random.default_rng(seed).permutation(ordinals)
-    n_held = int(round(heldout_fraction * ordinals.size))
+    n_held = round(heldout_fraction * ordinals.size)
     return np.sort(perm[n_held:]), np.sort(perm[:n_held])
 
 
 def make_examples(n, ordinals, rng, max_dates=1):
-    """``n`` examples whose dates are drawn from ``ordinals``; each lists 1..``max_dates`` dates."""
+    """``n`` examples whose dates are drawn from ``ordinals``; each lists 1 to ``max_dates``
+    dates."""
     out = []
     for _ in range(n):
         k = 1 if max_dates == 1 else int(rng.integers(1, max_dates + 1))

@@ -1,5 +1,5 @@
-"""Attention split across key chunks and across devices: flash-decoding and ring attention (chapter
-11).
+"""Attention split across key chunks and across devices:
+flash-decoding and ring attention (chapter 11).
 
 Both rest on the merge operator of chapter 8. Attention over a set of keys is
 determined by two numbers per query row and part: its normalised output and its
@@ -10,8 +10,8 @@ combine exactly.
   little work to fill a parallel machine if keys are walked in order, so the
   keys are cut into chunks processed in parallel, and the partial results are
   combined with their log-sum-exps at the end.
-* **Ring attention**: the sequence is sharded over P devices. Device r keeps
-  its queries and passes key/value shards around a ring; after P steps it has
+* **Ring attention**: the sequence is sharded over R devices. Device r keeps
+  its queries and passes key/value shards around a ring; after R steps it has
   seen every shard and merged each partial result into its running output.
 """
 import numpy as np
@@ -27,7 +27,7 @@ from .online_softmax import check_partials, merge_attention
 # BEGIN EXERCISE 11.1 (3 points): the split-KV combine
 # uses: from attention_scratch.online_softmax import check_partials
 def combine_splits(outs, lses):
-    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+    """Combine the partial results of ``R`` disjoint key chunks into attention over all keys.
 
     ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
     log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
@@ -39,15 +39,15 @@ def combine_splits(outs, lses):
     row and its lse): never hide it. The results keep the dtype of the inputs
     (float32 chunks give float32).
 
-    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    Shapes: ``outs`` (R, ..., Ev), ``lses`` (R, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
     check_partials(outs=outs, lses=lses)
     # BEGIN SOLUTION
-    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
-    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
+    # HINT: merge_attention (exercise 8.3) for R parts at once: the max and the sums run over axis 0
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (R, ...): log of each chunk's mass
     top = logs.max(axis=0)  # (...)
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
-    weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
+    weights = np.exp(logs - shift)  # (R, ...): 0 for empty chunks
     total = weights.sum(axis=0)  # (...)
     safe = np.where(total == 0, 1.0, total)  # (...): NaN stays NaN
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)
@@ -59,10 +59,10 @@ def combine_splits(outs, lses):
 
 
 def _bounds(n, parts):
-    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)`` (some may be
-    empty)."""
+    """Start and stop of ``parts`` near-equal consecutive chunks of ``range(n)``
+    (some may be empty)."""
     edges = np.linspace(0, n, parts + 1).round().astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
 def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=None,
@@ -94,8 +94,10 @@ def split_kv_attention(query, key, value, num_splits, is_causal=False, scale=Non
                                   acc_dtype)  # (N, Hkv, G, L, Ev), (N, Hkv, G, L)
         outs.append(out)
         lses.append(lse)
-    out, lse = combine_splits(np.stack(outs), np.stack(lses))  # (P, N, Hkv, G, L, ·) -> (N, ...)
-    return args.finish_forward(out.astype(args.dtype), lse, return_lse)  # (..., Hq, L, Ev)
+    out, lse = combine_splits(np.stack(outs),
+                              np.stack(lses))  # (R, N, Hkv, G, L, ·) -> (N, Hkv, G, L, ·)
+    # NaN rows marked, shapes restored
+    return args.finish_forward(out.astype(args.dtype), lse, return_lse)
 
 
 def ring_attention(query, key, value, world_size, is_causal=False, scale=None, enable_gqa=False,
@@ -132,9 +134,9 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
     q_bounds, kv_bounds = _bounds(q.shape[-2], world), _bounds(k.shape[-2], world)
     # Device state: its query shard, its running (out, lse), and the key/value shard it holds now.
     xp = array_module(q)  # NumPy or CuPy: the device state lives where the inputs do
-    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, args.Ev), dtype=acc_dtype),  # (N, Hkv, G, Lr, Ev)
-                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype))  # (N, Hkv, G, Lr)
-               for i0, i1 in q_bounds]
+    # per query shard: out (N, Hkv, G, Lr, Ev) and lse (N, Hkv, G, Lr)
+    running = [(xp.zeros(q.shape[:-2] + (i1 - i0, v.shape[-1]), dtype=acc_dtype),
+                xp.full(q.shape[:-2] + (i1 - i0,), np.inf, dtype=acc_dtype)) for i0, i1 in q_bounds]
     held = list(range(world))  # held[r] = index of the key/value shard device r holds
     log = []
     for _ in range(world):
@@ -143,8 +145,8 @@ def ring_attention(query, key, value, world_size, is_causal=False, scale=None, e
             s = held[r]
             j0, j1 = kv_bounds[s]
             band = shift_band(args.band, i0, j0)
-            empty = i1 == i0 or j1 == j0
-            if empty or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0:
+            if (i1 == i0 or j1 == j0
+                    or len(key_block_range(0, i1 - i0, j1 - j0, j1 - j0, band)) == 0):
                 step.append((s, "skipped"))  # nothing in this shard is visible to these queries
                 continue
             part = forward_blocks(q[..., i0:i1, :], k[..., j0:j1, :], v[..., j0:j1, :], args.scale,

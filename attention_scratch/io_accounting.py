@@ -33,8 +33,8 @@ def dense_io(N, d):
 
 
 def fa1_block_sizes(M, d):
-    """FlashAttention's blocks for a fast memory of ``M`` elements: ``Bc = ⌈M/4d⌉``,
-    ``Br = min(Bc, d)``."""
+    """FlashAttention's blocks for a fast memory of ``M`` elements:
+    ``Bc = ⌈M/4d⌉``, ``Br = min(Bc, d)``."""
     M, d = check_positive_int(M, "M"), check_positive_int(d, "d")
     block_c = math.ceil(M / (4 * d))
     return min(block_c, d), block_c
@@ -59,19 +59,19 @@ def fa1_io(N, d, M):
 
 
 def fa2_block_size(M, d):
-    """The largest square block ``B`` whose working set fits: Q_i, O_i, K_j, V_j and the tile,
-    ``4Bd + B² <= M``."""
+    """The largest square block ``B`` whose working set fits:
+    Q_i, O_i, K_j, V_j and the tile, ``4Bd + B² <= M``."""
     M, d = check_positive_int(M, "M"), check_positive_int(d, "d")
     block = int((math.sqrt(16 * d * d + 4 * M) - 4 * d) / 2)
     if block < 1:
-        raise ValueError(f"a fast memory of M={M} elements cannot hold one row of each block for "
-                         f"d={d}")
+        raise ValueError(f"a fast memory of M={M} elements cannot hold one row of each "
+                         f"block for d={d}")
     return block
 
 
 def tiled_io(L, S, E, Ev, block_q, block_k, is_causal=False, causal_align="top_left", window=None):
-    """Slow-memory accesses of this library's forward pass (FlashAttention-2 order), counted tile by
-    tile.
+    """Slow-memory accesses of this library's forward pass
+    (FlashAttention-2 order), counted tile by tile.
 
     Each query block is read once and its output and log-sum-exp written once;
     every visited tile reads its key and value blocks. Skipped tiles read
@@ -89,8 +89,8 @@ def tiled_io(L, S, E, Ev, block_q, block_k, is_causal=False, causal_align="top_l
 
 
 def fa2_io(N, d, M, is_causal=False):
-    """:func:`tiled_io` for an N×N problem with the square block that fits a fast memory of M
-    elements."""
+    """:func:`tiled_io` for an N×N problem with the square block that fits a fast memory
+    of M elements."""
     block = fa2_block_size(M, d)
     return dict(tiled_io(N, N, d, d, block, block, is_causal), block_q=block, block_k=block)
 
@@ -131,8 +131,8 @@ def flash_trace(query, key, value, q_block=0, block_q=8, block_k=8, is_causal=Fa
     """
     for a, name in ((query, "query"), (key, "key"), (value, "value")):
         if np.ndim(a) != 2:
-            raise ValueError(f"{name} must be one head, 2-D (length, head_dim); got shape "
-                             f"{np.shape(a)}")
+            raise ValueError(f"{name} must be one head, 2-D (length, head_dim); "
+                             f"got shape {np.shape(a)}")
     args = attention_args(np.asarray(query)[None], np.asarray(key)[None], np.asarray(value)[None],
                           is_causal, scale, causal_align=causal_align, window=window,
                           block_q=block_q, block_k=block_k)

@@ -76,19 +76,18 @@ class KVCache:
         xp = array_module(k_new, v_new)
         k_new, v_new = xp.asarray(k_new), xp.asarray(v_new)
         if k_new.ndim < 2 or k_new.shape[:-1] != v_new.shape[:-1]:
-            raise ValueError("k_new (..., n, E) and v_new (..., n, Ev) must agree on all but the "
-                             "last "
-                             f"axis; got shapes {k_new.shape} and {v_new.shape}")
+            raise ValueError("k_new (..., n, E) and v_new (..., n, Ev) "
+                             f"must agree on all but the last axis; got shapes {k_new.shape} "
+                             f"and {v_new.shape}")
         if self._k is None:
             dtype = np.result_type(k_new, v_new)
             self._k = xp.empty(k_new.shape[:-2] + (self.capacity, k_new.shape[-1]), dtype=dtype)
             self._v = xp.empty(v_new.shape[:-2] + (self.capacity, v_new.shape[-1]), dtype=dtype)
         elif k_new.shape[:-2] != self._k.shape[:-2] or k_new.shape[-1] != self._k.shape[-1] \
                 or v_new.shape[-1] != self._v.shape[-1]:
-            raise ValueError(f"new keys/values of shapes {k_new.shape}, {v_new.shape} do not match "
-                             "the "
-                             f"cache's {self._k.shape[:-2]} + (S, {self._k.shape[-1]}) / (S, "
-                             f"{self._v.shape[-1]})")
+            raise ValueError(f"new keys/values of shapes {k_new.shape}, "
+                             f"{v_new.shape} do not match the cache's {self._k.shape[:-2]} + "
+                             f"(S, {self._k.shape[-1]}) / (S, {self._v.shape[-1]})")
         self._k, _ = append_to_buffer(self._k, self.length, k_new)
         self._v, self.length = append_to_buffer(self._v, self.length, v_new)
         self.capacity = self._k.shape[-2]

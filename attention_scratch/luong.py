@@ -17,7 +17,7 @@ and is fed to the next step's input ("input feeding").
 """
 import numpy as np
 
-from .additive import additive_score, attention_pooling_backward
+from .additive import additive_score
 from .nn import Linear, Module, _init_uniform, sigmoid
 from .softmax import masked_softmax, softmax_vjp
 
@@ -64,8 +64,8 @@ def concat_score(query, keys, W_a, v_a):
 
 # BEGIN EXERCISE 3.3 (3 points): the local-p window
 def local_window(p, lengths, S, D):
-    """The window ``|s - p_t| <= D`` inside each sentence, and the Gaussian
-    ``exp(-(s - p_t)²/2σ²)``.
+    """The window ``|s - p_t| <= D`` inside each sentence,
+    and the Gaussian ``exp(-(s - p_t)²/2σ²)``.
 
     Position ``s`` (0, 1, …, S-1) may be attended when ``|s - p| <= D`` and
     ``s < length`` (the window is clipped at the sentence ends; the padding is
@@ -87,8 +87,8 @@ def local_window(p, lengths, S, D):
 
 
 class LuongAttention(Module):
-    """Luong attention with a ``score`` in {"dot", "general", "concat"} and ``local`` in {None, "m",
-    "p"}.
+    """Luong attention with a ``score`` in {"dot", "general", "concat"} and ``local`` in
+    {None, "m", "p"}.
 
     Same protocol as :class:`~attention_scratch.additive.AdditiveAttention`:
     ``prepare(keys, keep)`` once, ``forward(query, memory, t)`` at decoder step ``t``,
@@ -121,13 +121,13 @@ class LuongAttention(Module):
         if local not in (None, "m", "p"):
             raise ValueError(f"local must be None, 'm' or 'p'; got {local!r}")
         if score == "dot" and query_dim != key_dim:
-            raise ValueError(f"the dot score needs query_dim == key_dim; got {query_dim} and "
-                             f"{key_dim}")
+            raise ValueError("the dot score needs query_dim == key_dim; "
+                             f"got {query_dim} and {key_dim}")
         self.score, self.local, self.D, self.query_dim = score, local, int(D), query_dim
         A = attn_dim or query_dim
         if score == "general":
-            bound = 1 / np.sqrt(query_dim)
-            self.add_param("W_a", _init_uniform(rng, (query_dim, key_dim), bound, dtype))
+            self.add_param("W_a", _init_uniform(rng, (query_dim, key_dim), 1 / np.sqrt(query_dim),
+                                                dtype))
         if score == "concat":
             bound = 1 / np.sqrt(query_dim + key_dim)
             self.add_param("W_a", _init_uniform(rng, (query_dim + key_dim, A), bound, dtype))
@@ -137,13 +137,13 @@ class LuongAttention(Module):
             self.add_param("v_p", _init_uniform(rng, (A,), 1 / np.sqrt(A), dtype))
 
     def prepare(self, keys, keep=None):
-        """Store the keys (and, for concat, their half of ``W_a [h_t; h̄_s]``). Returns the
-        memory."""
+        """Store the keys (and, for concat, their half of ``W_a [h_t; h̄_s]``).
+        Returns the memory."""
         if keep is None:
             keep = np.ones(keys.shape[:2], dtype=bool)
         if np.shape(keep) != keys.shape[:2]:
-            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; got "
-                             f"{np.shape(keep)}")
+            raise ValueError(f"keep must have shape (B, S) = {keys.shape[:2]}; "
+                             f"got {np.shape(keep)}")
         memory = {"keys": keys, "keep": keep, "lengths": keep.sum(axis=1)}
         if self.score == "concat":
             memory["keys_proj"] = keys @ self.params["W_a"][self.query_dim:]  # (B, S, A)
@@ -170,11 +170,13 @@ class LuongAttention(Module):
         cache = {"h": query, "keys": keys, "hidden": hidden, "p": None}
         if self.local is not None:
             if self.local == "m":
-                p = np.minimum(float(t), lengths - 1.0).astype(query.dtype)  # (B,): p_t = t
+                # p_t = t, inside the sentence
+                p = np.minimum(float(t), lengths - 1.0).astype(query.dtype)  # (B,)
             else:
                 th = np.tanh(query @ self.params["W_p"])  # (B, A)
                 sig = sigmoid(th @ self.params["v_p"])  # (B,)
-                p = (lengths * sig).astype(query.dtype)  # (B,): S · sigmoid(v_pᵀ tanh(W_p h_t))
+                # p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))
+                p = (lengths * sig).astype(query.dtype)  # (B,)
                 cache.update(th=th, sig=sig, lengths=lengths)
             window, gauss = local_window(p, lengths, keys.shape[1], self.D)  # (B, S) each
             gauss = gauss.astype(query.dtype, copy=False)  # local_window gives float64
@@ -187,8 +189,8 @@ class LuongAttention(Module):
         return context, weights, cache
 
     def backward(self, grad_context, cache, grad_memory):
-        """Gradient of the query; adds key gradients into ``grad_memory`` and parameter
-        gradients."""
+        """Gradient of the query; adds key gradients into ``grad_memory`` and
+        parameter gradients."""
         keys, h, align, weights = cache["keys"], cache["h"], cache["align"], cache["weights"]
         grad_memory["keys"] += weights[..., None] * grad_context[:, None, :]  # (B, S, Dk)
         d_weights = np.einsum("bsd,bd->bs", keys, grad_context)  # (B, S)
@@ -227,21 +229,21 @@ class LuongAttention(Module):
         return d_h
 
     def prepare_backward(self, grad_memory, memory):
-        """Finish the key gradient (the concat score's key projection); returns dL/dkeys (B, S,
-        Dk)."""
+        """Finish the key gradient (the concat score's key projection);
+        returns dL/dkeys (B, S, Dk)."""
         d_keys = grad_memory["keys"]
         if self.score == "concat":
             keys, d_kp = memory["keys"], grad_memory["keys_proj"]
             Dk, A = keys.shape[-1], d_kp.shape[-1]
-            d_w = keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)  # (Dk, B·S) @ (B·S, A) -> (Dk, A)
-            self.grads["W_a"][self.query_dim:] += d_w
+            d_wa = keys.reshape(-1, Dk).T @ d_kp.reshape(-1, A)  # (Dk, A)
+            self.grads["W_a"][self.query_dim:] += d_wa
             d_keys = d_keys + d_kp @ self.params["W_a"][self.query_dim:].T  # (B, S, Dk)
         return d_keys
 
 
 class AttentionalState(Module):
-    """``h̃_t = tanh(W_c [c_t ; h_t])``: combines the context and the decoder state (no bias, as in
-    the paper).
+    """``h̃_t = tanh(W_c [c_t ; h_t])``: combines the context and the decoder state
+    (no bias, as in the paper).
 
     Shapes: ``context`` (B, Dk), ``h`` (B, Dh) -> (B, out_dim).
     ``backward(d_out, cache) -> (d_context, d_h)``.

@@ -1,5 +1,5 @@
-"""Attention masks: causal (both alignments), padding, sliding windows, and combining them (chapter
-5).
+"""Attention masks: causal (both alignments), padding, sliding windows,
+and combining them (chapter 5).
 
 Every boolean mask in this library says **True = may attend** (the polarity of
 PyTorch's ``scaled_dot_product_attention`` and of JAX). The one exception says so
@@ -135,7 +135,7 @@ def padding_mask(lengths, S):
 
     Returns
     -------
-    ndarray of bool, ``(B, 1, 1, S)``: broadcasts against scores ``(B, H, L, S)``.
+    ndarray of bool, ``(B, 1, 1, S)``, broadcasting against scores ``(B, H, L, S)``.
     """
     S = _check_length(S, "S")
     lengths = np.asarray(lengths)
@@ -180,8 +180,8 @@ def key_padding_to_keep(key_padding_mask):
         raise TypeError(f"key_padding_mask must be a boolean array (B, S) with True = padding; "
                         f"got dtype {kpm.dtype}")
     if kpm.ndim != 2:
-        raise ValueError("key_padding_mask must have shape (B, S) (True = padding); got shape "
-                         f"{kpm.shape}")
+        raise ValueError("key_padding_mask must have shape (B, S) (True = padding); "
+                         f"got shape {kpm.shape}")
     return ~kpm[:, None, None, :]  # (B, 1, 1, S)
 
 
@@ -214,8 +214,8 @@ def combine_masks(*masks):
         elif m.dtype.kind == "f":
             bias = m if bias is None else bias + m
         else:
-            raise TypeError("a mask must be boolean (True = may attend) or float (a bias); got "
-                            f"{m.dtype}")
+            raise TypeError("a mask must be boolean (True = may attend) "
+                            f"or float (a bias); got {m.dtype}")
     if bias is None:
         return keep
     return np.where(keep, bias, -np.inf).astype(bias.dtype)

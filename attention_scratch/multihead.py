@@ -11,11 +11,11 @@ import numpy as np
 
 from ._checks import as_float_array, check_broadcastable, check_flag, check_positive_int
 from ._nonfinite import bad_rows, zero_rows
+from .flash import flash_attention, flash_attention_backward
+from .flex import flex_attention, flex_attention_backward
 from .kv_cache import KVCache
 from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
-from .flash import flash_attention, flash_attention_backward
-from .flex import flex_attention, flex_attention_backward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 
@@ -83,8 +83,8 @@ def fold_kv_grad(grad, num_kv_heads):
     """
     # BEGIN SOLUTION
     *lead, hq, S, D = grad.shape
-    group = hq // num_kv_heads
-    grouped = grad.reshape(tuple(lead) + (num_kv_heads, group, S, D))  # (..., Hkv, G, S, D)
+    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S,
+                                          D))  # (..., Hkv, G, S, D)
     return grouped.sum(axis=-3)  # (..., Hkv, S, D)
     # END SOLUTION
 
@@ -93,8 +93,8 @@ def fold_kv_grad(grad, num_kv_heads):
 
 
 def _init(rng, fan_in, fan_out, shape):
-    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``, for every
-    projection.
+    """Glorot/Xavier uniform, ``U(-b, b)`` with ``b = sqrt(6 / (fan_in + fan_out))``,
+    for every projection.
 
     ``nn.MultiheadAttention`` differs slightly: it applies Xavier to the stacked
     ``(3·embed_dim, embed_dim)`` ``in_proj_weight`` (a smaller bound) and leaves
@@ -106,8 +106,8 @@ def _init(rng, fan_in, fan_out, shape):
 
 
 def _private_copies(query, key, value):
-    """Copies of the three inputs for backward, sharing one copy where the caller passed one
-    array."""
+    """Copies of the three inputs for backward,
+    sharing one copy where the caller passed one array."""
     copies = {}
     for a in (query, key, value):
         if id(a) not in copies:
@@ -119,7 +119,7 @@ def _absent_tokens(x, d_proj):
     """``x`` (B, n, in) with the tokens that hold NaN or ±inf and receive no gradient zeroed.
 
     Such a token is hidden from every query (padding, or a key outside every causal window):
-    DESIGN.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
+    docs/design.md §3 keeps it out of the parameter gradients too (``0 · NaN`` would be NaN).
     """
     rows = bad_rows(x)  # (B, n)
     if not rows.any():
@@ -171,9 +171,8 @@ class MultiHeadAttention:
                  rng=None, *, rope=False, attention="dense", backend="numpy"):
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         num_heads = check_positive_int(num_heads, "num_heads")
-        if num_kv_heads is None:
-            num_kv_heads = num_heads
-        num_kv_heads = check_positive_int(num_kv_heads, "num_kv_heads")
+        num_kv_heads = num_heads if num_kv_heads is None else check_positive_int(num_kv_heads,
+                                                                                 "num_kv_heads")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if num_heads % num_kv_heads:
@@ -210,12 +209,12 @@ class MultiHeadAttention:
         raise AttributeError(name)
 
     def _project(self, x, name, width, what):
-        """``x @ W + b`` for projection ``name`` ("q", "k", "v" or "o"), after checking the
-        width."""
+        """``x @ W + b`` for projection ``name``
+        ("q", "k", "v" or "o"), after checking the width."""
         if x.ndim != 3 or x.shape[-1] != width:
             raise ValueError(f"{what} must have shape (B, length, {width}); got {x.shape}")
-        w = self.params["W_" + name].astype(x.dtype)  # (width, out)
-        y = x @ w  # (B, length, width) @ (width, out) -> (B, length, out)
+        # (B, length, width) @ (width, out) -> (B, length, out)
+        y = x @ self.params["W_" + name].astype(x.dtype)
         b = self.params.get("b_" + name)
         return y if b is None else y + b.astype(x.dtype)
 
@@ -251,28 +250,28 @@ class MultiHeadAttention:
 
         Notes
         -----
-        NaN and infinities follow DESIGN.md §3 through the layer: a query row that sees a token
-        holding one (or holds one) is NaN; a token it does not see (padding, the future under
+        NaN and infinities follow docs/design.md §3 through the layer: a query row that sees a
+        token holding one (or holds one) is NaN; a token it does not see (padding, the future under
         ``is_causal``) never reaches it, nor, in :meth:`backward`, the parameter gradients when
         no query sees it at all.
         """
-        is_causal = check_flag(is_causal, "is_causal")
-        need_weights = check_flag(need_weights, "need_weights")
+        is_causal, need_weights = check_flag(is_causal, "is_causal"), check_flag(need_weights,
+                                                                                 "need_weights")
         query = as_float_array(query, "query")
         self_attention = key is None and value is None
         key_defaulted, value_defaulted = key is None, value is None
         key = query if key is None else as_float_array(key, "key")
         value = key if value is None else as_float_array(value, "value")
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
-            raise ValueError("query (B, L, ·), key (B, S, ·) and value (B, S, ·) must agree on B "
-                             "and S; "
-                             f"got shapes {query.shape}, {key.shape}, {value.shape}")
-        q = self._project(query, "q", self.embed_dim, "query")  # (B, L, embed_dim)
-        k = self._project(key, "k", self.kdim, "key")  # (B, S, Hkv·D)
-        v = self._project(value, "v", self.vdim, "value")  # (B, S, Hkv·D)
-        q = split_heads(q, self.num_heads)  # (B, Hq, L, D)
-        k = split_heads(k, self.num_kv_heads)  # (B, Hkv, S, D)
-        v = split_heads(v, self.num_kv_heads)  # (B, Hkv, S, D)
+            raise ValueError("query (B, L, ·), key (B, S, ·) and value (B, S, ·) "
+                             f"must agree on B and S; got shapes {query.shape}, "
+                             f"{key.shape}, {value.shape}")
+        q = split_heads(self._project(query, "q", self.embed_dim, "query"),
+                        self.num_heads)  # (B, Hq, L, D)
+        k = split_heads(self._project(key, "k", self.kdim, "key"),
+                        self.num_kv_heads)  # (B, Hkv, S, D)
+        v = split_heads(self._project(value, "v", self.vdim, "value"),
+                        self.num_kv_heads)  # (B, Hkv, S, D)
         if cache is not None and not self_attention:
             raise ValueError("cache= is for self-attention decoding: pass key=None and value=None")
         start = 0 if cache is None else cache.length  # position of the first new token
@@ -291,7 +290,8 @@ class MultiHeadAttention:
             raise ValueError("block_mask= needs attention='flash' (and no cache)")
         attn_mask = check_attn_mask(attn_mask, (B, self.num_heads, L, S))  # names the argument
         if key_padding_mask is not None:
-            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S): True = attend
+            # True = may attend
+            key_padding_mask = key_padding_to_keep(key_padding_mask)  # (B, 1, 1, S)
             check_broadcastable(key_padding_mask.shape[::3], (B, S), "key_padding_mask (B, S)")
         mask = combine_masks(attn_mask, key_padding_mask)
         align = "bottom_right" if cache is not None else "top_left"
@@ -384,8 +384,8 @@ class MultiHeadAttention:
             raise ValueError("backward needs a preceding forward call without cache=")
         g = as_float_array(grad_out, "grad_out")
         if g.shape != s["merged"].shape:
-            raise ValueError(f"grad_out must have the output's shape {s['merged'].shape}; got "
-                             f"{g.shape}")
+            raise ValueError("grad_out must have the output's shape "
+                             f"{s['merged'].shape}; got {g.shape}")
         grads = {"W_o": np.einsum("bli,blo->io", s["merged"], g)}  # (embed_dim, embed_dim)
         d_merged = g @ self.params["W_o"].T.astype(g.dtype)  # (B, L, embed_dim)
         d_q, d_k, d_v = self._attention_backward(split_heads(d_merged, self.num_heads),
@@ -400,8 +400,8 @@ class MultiHeadAttention:
             grads["W_" + name] = np.einsum("bli,blo->io", x, d_proj)  # (in, Hx·D)
             if "b_" + name in self.params:
                 grads["b_" + name] = d_proj.sum(axis=(0, 1))
-            w_t = self.params["W_" + name].T.astype(d_proj.dtype)  # (out, in)
-            d_inputs[name] = d_proj @ w_t  # (B, length, out) @ (out, in) -> (B, length, in)
+            d_inputs[name] = d_proj @ self.params["W_"
+                                                  + name].T.astype(d_proj.dtype)  # (B, length, in)
         if "b_o" in self.params:
             grads["b_o"] = g.sum(axis=(0, 1))
         self.grads = grads

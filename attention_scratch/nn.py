@@ -92,8 +92,8 @@ class Module:
         for name, p in params.items():
             value = np.asarray(state[name])
             if value.shape != p.shape:
-                raise ValueError(f"state[{name!r}] has shape {value.shape}; the model has "
-                                 f"{p.shape}")
+                raise ValueError(f"state[{name!r}] has shape {value.shape}; "
+                                 f"the model has {p.shape}")
             p[...] = value
 
 
@@ -131,8 +131,8 @@ class Embedding(Module):
         return self.params["W"][ids], ids  # (..., D)
 
     def backward(self, grad_out, cache):
-        """Scatter-add ``grad_out`` into the rows that were read. Returns None (ids have no
-        gradient)."""
+        """Scatter-add ``grad_out`` into the rows that were read. Returns None
+        (ids have no gradient)."""
         ids = cache
         D = self.params["W"].shape[1]
         np.add.at(self.grads["W"], ids.reshape(-1), grad_out.reshape(-1, D))  # (V, D)
@@ -142,7 +142,7 @@ class Embedding(Module):
 
 
 class Linear(Module):
-    """An affine map ``y = x @ W + b`` on the last axis (the DESIGN.md convention).
+    """An affine map ``y = x @ W + b`` on the last axis (the docs/design.md convention).
 
     Parameters
     ----------
@@ -210,8 +210,7 @@ def cross_entropy(logits, targets, ignore_index=None):
     targets = np.asarray(targets)
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits of shape {logits.shape} need targets of shape "
-                         f"{logits.shape[:-1]}; "
-                         f"got targets of shape {targets.shape}")
+                         f"{logits.shape[:-1]}; got targets of shape {targets.shape}")
     if targets.dtype.kind not in "iu":
         raise TypeError(f"targets must be integers; got dtype {targets.dtype}")
     V = logits.shape[-1]

@@ -84,12 +84,12 @@ def check_partials(**arrays):
     """
     names = list(arrays)
     shapes = {name: tuple(np.shape(a)) for name, a in arrays.items()}
-    for out_name, lse_name in zip(names[0::2], names[1::2]):
+    for out_name, lse_name in zip(names[0::2], names[1::2], strict=True):
         out_shape, lse_shape = shapes[out_name], shapes[lse_name]
         if len(out_shape) < 1 or out_shape[:-1] != lse_shape:
-            raise ValueError(f"{out_name} (..., Ev) and {lse_name} (...) must share their leading "
-                             "axes; "
-                             f"got shapes {out_shape} and {lse_shape}")
+            raise ValueError(f"{out_name} (..., Ev) and {lse_name} (...) "
+                             f"must share their leading axes; got shapes {out_shape} "
+                             f"and {lse_shape}")
     first = names[0]
     for out_name in names[2::2]:
         if shapes[out_name] != shapes[first]:

@@ -137,9 +137,8 @@ def load_params(path):
     with open(path, "rb"):  # FileNotFoundError (or PermissionError) names the file
         pass
     if not zipfile.is_zipfile(path):
-        raise WeightFileError(f"{path}: not a .npz file of weights (no zip archive: empty, "
-                              "truncated "
-                              f"or another kind of file)")
+        raise WeightFileError(f"{path}: not a .npz file of weights "
+                              "(no zip archive: empty, truncated or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             params = {}
@@ -169,8 +168,8 @@ def load_params(path):
         raise WeightFileError(f"{path}: the metadata (__meta__) is not valid JSON "
                               f"({err})") from None
     if not isinstance(meta, dict):
-        raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; got "
-                              f"{type(meta).__name__}")
+        raise WeightFileError(f"{path}: the metadata (__meta__) must be a JSON object; "
+                              f"got {type(meta).__name__}")
     return params, meta
 
 
@@ -202,8 +201,8 @@ def load_weights(path, build):
     try:
         model = build(meta)
     except (TypeError, ValueError, KeyError) as err:
-        raise WeightFileError(f"{path}: wrong config {meta['config']!r}: {type(err).__name__}: "
-                              f"{err}") from None
+        raise WeightFileError(f"{path}: wrong config {meta['config']!r}: "
+                              f"{type(err).__name__}: {err}") from None
     expected = model.parameters()
     missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
     if missing or extra:

@@ -16,8 +16,13 @@ import math
 
 import numpy as np
 
-from ._checks import (array_module, as_float_array, check_nonnegative_int, check_positive_int,
-                      to_host)
+from ._checks import (
+    array_module,
+    as_float_array,
+    check_nonnegative_int,
+    check_positive_int,
+    to_host,
+)
 
 
 # BEGIN EXERCISE 7.1 (2 points): the sinusoidal position encoding
@@ -94,7 +99,7 @@ def alibi_slopes(num_heads):
 
     if (num_heads & (num_heads - 1)) == 0:  # a power of two
         return power_of_two(num_heads)
-    c = 2 ** int(math.floor(math.log2(num_heads)))
+    c = 2 ** math.floor(math.log2(num_heads))
     return np.concatenate([power_of_two(c), power_of_two(2 * c)[0::2][: num_heads - c]])
     # END SOLUTION
 
@@ -116,8 +121,8 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError("slopes must have shape (H,), one slope per head; got shape "
-                         f"{slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     # BEGIN SOLUTION
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
@@ -135,8 +140,8 @@ def sinusoidal_encoding(length, d_model, base=10000.0):
     ------
     returns ``(length, d_model)`` float64; ``length`` may be 0 (an empty table, no position).
     """
-    length = check_nonnegative_int(length, "length")
-    return sinusoidal_table(length, check_positive_int(d_model, "d_model"), float(base))
+    return sinusoidal_table(check_nonnegative_int(length, "length"),
+                            check_positive_int(d_model, "d_model"), float(base))
 
 
 class LearnedPositionalEmbedding:
@@ -183,8 +188,8 @@ class LearnedPositionalEmbedding:
                              f"{self._shape}; got {g.shape}")
         d_table = np.zeros_like(self.params["P"])  # (max_len, d_model)
         L = self._shape[-2]
-        rows = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (..., L, d_model) -> (L, d_model)
-        d_table[self._offset:self._offset + L] = rows
+        d_rows = g.reshape((-1, L, self.d_model)).sum(axis=0)  # (L, d_model)
+        d_table[self._offset:self._offset + L] = d_rows
         self.grads = {"P": d_table}
         return g
 
@@ -197,9 +202,8 @@ def rope_angles(positions, head_dim, base=10000.0):
     ``positions`` (L,) -> ``cos``, ``sin`` ``(L, head_dim/2)`` float64.
     """
     if head_dim % 2:
-        raise ValueError("RoPE needs an even head dim (head_dim, the last axis of the "
-                         "queries/keys); "
-                         f"got {head_dim}")
+        raise ValueError("RoPE needs an even head dim "
+                         f"(head_dim, the last axis of the queries/keys); got {head_dim}")
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq  # (L, D/2)
     return np.cos(angles), np.sin(angles)
@@ -216,8 +220,8 @@ def _rope(x, positions, base, sign):
                          f"got {positions.shape}")
     cos, sin = rope_angles(positions, x.shape[-1], base)  # (L, D/2), on the host
     xp = array_module(x)
-    cos, sin = xp.asarray(cos.astype(x.dtype)), xp.asarray((sign * sin).astype(x.dtype))
-    return rotate_pairs(x, cos, sin)
+    return rotate_pairs(x, xp.asarray(cos.astype(x.dtype)),
+                        xp.asarray((sign * sin).astype(x.dtype)))
 
 
 def apply_rope(x, positions=None, base=10000.0):

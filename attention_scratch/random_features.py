@@ -89,8 +89,8 @@ def trig_random_features(x, omega):
     ``x`` (..., N, E), ``omega`` (m, E) -> (..., N, 2m).
     """
     proj = x @ omega.T  # (..., N, m)
-    norm = np.exp(0.5 * (x * x).sum(axis=-1, keepdims=True))  # (..., N, 1): exp(|x|²/2)
-    scale = norm / np.sqrt(omega.shape[0])  # (..., N, 1)
+    scale = np.exp(0.5
+                   * (x * x).sum(axis=-1, keepdims=True)) / np.sqrt(omega.shape[0])  # (..., N, 1)
     return scale * np.concatenate([np.sin(proj), np.cos(proj)], axis=-1)  # (..., N, 2m)
 
 
@@ -132,16 +132,15 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     dtype = np.result_type(q, k, v)
     acc_dtype = acc_dtype_of(dtype)
     E = q.shape[-1]
-    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: DESIGN.md §3
+    q, k, v, rows = absent_nonfinite(q, k, v, is_causal)  # NaN/±inf: docs/design.md §3
     if q.shape[-2] == 0 or k.shape[-2] == 0 or E == 0:
         # No query or no key: empty or 0. E = 0: every score is 0, exp(0) = 1 for every pair, so the
         # one feature 1 is exact (each row averages the values it sees, as dense attention does).
         n = 1 if E == 0 and q.shape[-2] and k.shape[-2] else 0
         ones_q = array_module(q).ones(q.shape[:-1] + (n,), dtype=acc_dtype)  # (..., L, 1 or 0)
         ones_k = array_module(k).ones(k.shape[:-1] + (n,), dtype=acc_dtype)  # (..., S, 1 or 0)
-        v = v.astype(acc_dtype)  # (..., S, Ev)
-        out = linear_attention_features(ones_q, ones_k, v, is_causal, eps)  # (..., L, Ev)
-        return nan_rows(out, rows).astype(dtype)
+        return nan_rows(linear_attention_features(ones_q, ones_k, v.astype(acc_dtype), is_causal,
+                                                  eps), rows).astype(dtype)
     if omega is None:
         if rng is None:
             raise ValueError("performer_attention needs rng= (a numpy.random.Generator) or omega=")
@@ -153,6 +152,6 @@ def performer_attention(query, key, value, num_features=128, is_causal=False, sc
     omega = omega.astype(acc_dtype)
     phi_q = positive_random_features(q.astype(acc_dtype) * root, omega, "row")  # (..., L, m)
     phi_k = positive_random_features(k.astype(acc_dtype) * root, omega, "all")  # (..., S, m)
-    v = v.astype(acc_dtype)  # (..., S, Ev)
-    out = linear_attention_features(phi_q, phi_k, v, is_causal, eps)  # (..., L, Ev)
+    out = linear_attention_features(phi_q, phi_k, v.astype(acc_dtype), is_causal,
+                                    eps)  # (..., L, Ev)
     return nan_rows(out, rows).astype(dtype)

@@ -1,5 +1,5 @@
-"""Gated recurrent units in NumPy: a GRU cell, a masked GRU over a sequence, a bidirectional
-encoder.
+"""Gated recurrent units in NumPy: a GRU cell, a masked GRU over a sequence,
+a bidirectional encoder.
 
 The GRU of Cho et al. (2014), in the gate layout PyTorch uses (reset, update, new)::
 
@@ -136,8 +136,8 @@ class GRU(Module):
         cell = self.cell
         H = cell.hidden_size
         if x.shape[-1] != cell.params["W_x"].shape[0]:
-            raise ValueError(f"x has shape {x.shape}; GRU expects (B, T, "
-                             f"{cell.params['W_x'].shape[0]})")
+            raise ValueError(f"x has shape {x.shape}; GRU expects "
+                             f"(B, T, {cell.params['W_x'].shape[0]})")
         if mask is not None and np.shape(mask) != (B, T):
             raise ValueError(f"mask must have shape (B, T) = {(B, T)}; got {np.shape(mask)}")
         h = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0  # (B, H)

@@ -16,12 +16,12 @@ of :class:`attention_scratch.contract.AttentionArgs`, so grouped-query attention
 copies the keys: they broadcast over ``G``.
 """
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from ._checks import array_module, check_dropout_p, check_flag
-from ._nonfinite import bad_rows, dense_sees, dense_seen_by, nan_rows, zero_rows
+from ._nonfinite import bad_rows, dense_seen_by, dense_sees, nan_rows, zero_rows
 from .contract import AttentionArgs, attention_args
 from .masks import causal_mask, check_attn_mask
 from .softmax import masked_softmax, softmax_vjp
@@ -104,8 +104,8 @@ class DenseMask:
 
     keep: Any = None
     bias: Any = None
-    poisoned: Optional[Any] = None
-    visible: Optional[Any] = None
+    poisoned: Any | None = None
+    visible: Any | None = None
 
 
 def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_align,
@@ -133,16 +133,16 @@ def _setup(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
 def _visible(args, mask, xp):
-    """(N, Hkv, G, L, S) bool: where a row sees a key (the boolean mask keeps it, the bias is not
-    -inf)."""
+    """(N, Hkv, G, L, S) bool: where a row sees a key
+    (the boolean mask keeps it, the bias is not -inf)."""
     shape = args.q.shape[:-1] + (args.S,)  # (N, Hkv, G, L, S)
     visible = xp.ones(shape, dtype=bool) if mask.keep is None else xp.broadcast_to(mask.keep, shape)
     return visible if mask.bias is None else visible & (mask.bias != -np.inf)
 
 
 def _find_poisoned(args, mask, xp):
-    """``mask`` with ``poisoned`` and ``visible`` filled when an input or the float mask holds NaN
-    or ±inf.
+    """``mask`` with ``poisoned`` and ``visible`` filled when an input or the float mask
+    holds NaN or ±inf.
 
     A row is poisoned when it sees a key (the mask keeps it and the bias is not ``-inf``) and its
     query, a key or value it sees, or its bias where it sees, holds NaN or ±inf (``-inf`` in the
@@ -181,9 +181,8 @@ def _add_head_axis(*arrays):
 def _probs(args: AttentionArgs, mask: DenseMask):
     """The attention weights in the accumulation dtype, (N, Hkv, G, L, S)."""
     acc_dtype = args.acc_dtype
-    q = args.q.astype(acc_dtype)  # (N, Hkv, G, L, E)
-    k = args.k.astype(acc_dtype)  # (N, Hkv, 1, S, E)
-    scores = scaled_scores(q, k, args.scale)  # (N, Hkv, G, L, S)
+    scores = scaled_scores(args.q.astype(acc_dtype), args.k.astype(acc_dtype),
+                           args.scale)  # (N, Hkv, G, L, S)
     if mask.bias is not None:
         scores = scores + mask.bias  # (N, Hkv, G, L, S)
     if args.S == 0:  # no keys at all: every row is empty (the max of an empty row is undefined)
@@ -256,8 +255,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     probs = _probs(args, mask)  # (N, Hkv, G, L, S)
     if dropout_p > 0:
         probs, _ = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    v = args.v.astype(args.acc_dtype)  # (N, Hkv, 1, S, Ev)
-    out = probs @ v  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, Ev) -> (N, Hkv, G, L, Ev)
+    out = probs @ args.v.astype(args.acc_dtype)
     out = nan_rows(out, mask.poisoned).astype(args.dtype)  # (N, Hkv, G, L, Ev)
     out = out.reshape(args.output_shape)  # (..., Hq, L, Ev)
     if return_weights:
@@ -307,8 +306,8 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     acc_dtype = args.acc_dtype
     d_out = array_module(grad_out).asarray(grad_out)
     if d_out.shape != args.output_shape:
-        raise ValueError(f"grad_out must have the output's shape {args.output_shape}; got "
-                         f"{d_out.shape}")
+        raise ValueError(f"grad_out must have the output's shape {args.output_shape}; "
+                         f"got {d_out.shape}")
     d_out = d_out.astype(acc_dtype).reshape(args.q.shape[:-1] + (args.Ev,))  # (N, Hkv, G, L, Ev)
     rows = bad_rows(d_out)  # (N, Hkv, G, L): a non-finite dO row is NaN as well (CONVENTIONS.md)
     rows = rows if mask.poisoned is None else rows | mask.poisoned
@@ -317,18 +316,19 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     used, keep = probs, None
     if dropout_p > 0:
         used, keep = dropout_weights(probs, dropout_p, rng)  # (N, Hkv, G, L, S)
-    q, k, v = (x.astype(acc_dtype) for x in (args.q, args.k, args.v))  # finite: bad rows zeroed
+    # finite: non-finite rows zeroed
+    q, k, v = (x.astype(acc_dtype) for x in (args.q, args.k, args.v))
     d_v = (np.swapaxes(used, -1, -2) @ d_out).sum(axis=2, keepdims=True)  # (N, Hkv, 1, S, Ev)
     if keep is None:
         d_s = scores_gradient(d_out, v, probs)  # (N, Hkv, G, L, S)
     else:  # dL/dP = dL/dP_used ∘ keep / (1 - p), then through the softmax
         factor = 0.0 if dropout_p >= 1 else 1.0 / (1.0 - dropout_p)
-        d_used = d_out @ np.swapaxes(v, -1, -2)  # (N, Hkv, G, L, S): dL/dP_used
-        d_probs = np.where(keep, d_used * factor, 0.0)  # (N, Hkv, G, L, S)
+        d_probs = np.where(keep, (d_out @ np.swapaxes(v, -1, -2)) * factor,
+                           0.0)  # (N, Hkv, G, L, S)
         d_s = softmax_vjp(d_probs, probs)  # (N, Hkv, G, L, S)
     d_q = (d_s @ k) * args.scale  # (N, Hkv, G, L, S) @ (N, Hkv, 1, S, E) -> (N, Hkv, G, L, E)
-    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2, keepdims=True)  # (N, Hkv, 1, S, E): over G
-    d_k = d_k * args.scale  # (N, Hkv, 1, S, E)
+    d_k = (np.swapaxes(d_s, -1, -2) @ q).sum(axis=2,
+                                             keepdims=True) * args.scale  # (N, Hkv, 1, S, E)
     if bool(rows.any()):  # rows with a non-finite input: dQ NaN, and dK, dV of every key they see
         visible = _visible(args, mask, array_module(d_q)) if mask.visible is None else mask.visible
         rows = rows & visible.any(axis=-1)  # (N, Hkv, G, L): rows seeing no key stay 0

@@ -54,8 +54,8 @@ class Config:
 
 
 class Seq2Seq(Module):
-    """The encoder-decoder. ``loss_and_backward(batch)`` trains; ``greedy(src, keep, max_len)``
-    decodes.
+    """The encoder-decoder. ``loss_and_backward(batch)`` trains;
+    ``greedy(src, keep, max_len)`` decodes.
 
     Shapes
     ------
@@ -96,9 +96,8 @@ class Seq2Seq(Module):
         annotations, final, c_enc = self.encoder.forward(x, keep)  # (B, S, K), (B, K)
         pre, c_init = self.init.forward(final)  # (B, Hd)
         s0 = np.tanh(pre)
-        memory = None
-        if self.kind in ("bahdanau", "luong"):
-            memory = self.attn.prepare(annotations, keep)
+        memory = self.attn.prepare(annotations, keep) if self.kind in ("bahdanau",
+                                                                       "luong") else None
         state = (s0, np.zeros_like(s0)) if self.kind == "luong" else s0
         return state, memory, final, (c_emb, c_enc, c_init, s0)
 
@@ -120,8 +119,8 @@ class Seq2Seq(Module):
         """
         if self.kind == "luong":
             h, h_tilde = state
-            fed = np.concatenate([e_t, h_tilde], axis=1)  # (B, E + Hd): input feeding
-            h_new, c_cell = self.cell.forward(fed, h)  # (B, Hd)
+            # input feeding
+            h_new, c_cell = self.cell.forward(np.concatenate([e_t, h_tilde], axis=1), h)
             ctx, weights, c_attn = self.attn.forward(h_new, memory, t)  # (B, K), (B, S)
             h_tilde_new, c_state = self.attn_state.forward(ctx, h_new)  # (B, Hd)
             return h_tilde_new, (h_new, h_tilde_new), weights, (c_cell, c_attn, c_state)
@@ -133,8 +132,8 @@ class Seq2Seq(Module):
         return np.concatenate([s_new, ctx], axis=1), s_new, weights, (c_cell, c_attn)  # (B, Hd + K)
 
     def step_backward(self, d_feat, d_state, cache, d_memory, d_final):
-        """Backward of :meth:`step`: returns ``(d_state_prev, d_e_t)``; accumulates memory/final
-        grads."""
+        """Backward of :meth:`step`: returns ``(d_state_prev, d_e_t)``;
+        accumulates memory/final grads."""
         E = self.config.emb
         if self.kind == "luong":
             c_cell, c_attn, c_state = cache
@@ -155,8 +154,8 @@ class Seq2Seq(Module):
 
     # -- training and decoding -------------------------------------------------------------------
     def loss_and_backward(self, batch):
-        """Teacher-forced cross-entropy of one batch; fills ``self.gradients()``. Returns the
-        loss."""
+        """Teacher-forced cross-entropy of one batch;
+        fills ``self.gradients()``. Returns the loss."""
         src, keep = batch["src"], batch["src_mask"]
         tgt_in, tgt_out = batch["tgt_in"], batch["tgt_out"]
         self.zero_grad()
@@ -172,10 +171,8 @@ class Seq2Seq(Module):
         d_feats = self.out.backward(d_logits.astype(logits.dtype), c_out)  # (B, T, F)
         d_memory = self.attn.zero_memory_grads(memory) if memory is not None else None
         d_final = np.zeros_like(final)
-        if self.kind == "luong":
-            d_state = tuple(np.zeros_like(s) for s in state)
-        else:
-            d_state = np.zeros_like(state)
+        d_state = tuple(np.zeros_like(s)
+                        for s in state) if self.kind == "luong" else np.zeros_like(state)
         d_emb = np.zeros_like(emb)
         for t in range(tgt_in.shape[1] - 1, -1, -1):
             d_state, d_emb[:, t] = self.step_backward(d_feats[:, t], d_state, caches[t], d_memory,
@@ -185,8 +182,8 @@ class Seq2Seq(Module):
         return loss
 
     def greedy(self, src, keep, max_len):
-        """Greedy decoding. Returns
-        ``(ids (B, max_len), weights (B, max_len, S) or None, positions)``.
+        """Greedy decoding. Returns ``(ids (B, max_len), weights (B, max_len, S) or
+        None, positions)``.
 
         ``positions`` (B, max_len) holds local attention's window centres ``p_t`` (else None).
         """
@@ -202,14 +199,13 @@ class Seq2Seq(Module):
                 positions.append(cache[1]["p"])
         ids = np.stack(ids, axis=1)  # (B, max_len)
         weights = None if weights[0] is None else np.stack(weights, axis=1)  # (B, max_len, S)
-        if positions and positions[0] is not None:
-            positions = np.stack(positions, axis=1)  # (B, T)
-        else:
-            positions = None
+        positions = np.stack(positions,
+                             axis=1) if positions and positions[0] is not None else None  # (B, T)
         return ids, weights, positions
 
 
-if __name__ == "__main__":  # the training command line: training/seq2seq.py (no import cycle)
+# the training command line lives in training/seq2seq.py (no import cycle)
+if __name__ == "__main__":
     from attention_scratch.training.seq2seq import main
 
     main()

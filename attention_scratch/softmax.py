@@ -112,11 +112,11 @@ def softmax_vjp(grad_out, probs, axis=-1):
 
 
 def _nonfinite_rows(x, where, axis):
-    """``(bad, clean)``: rows holding NaN or ``+inf`` where they may weight, and ``x`` with those
-    entries 0.
+    """``(bad, clean)``: rows holding NaN or ``+inf`` where they may weight,
+    and ``x`` with those entries 0.
 
-    ``bad`` has ``axis`` kept with length 1; ``None`` (and ``x`` itself) when there is nothing to
-    clean.
+    ``bad`` has ``axis`` kept with length 1; ``None`` (and ``x`` itself) when there is
+    nothing to clean.
     """
     bad = np.isnan(x) | np.isposinf(x)  # (..., n, ...)
     if where is not None:
@@ -190,13 +190,14 @@ def logsumexp(x, axis=-1):
     x = as_float_array(x, "x")
     axis = check_axis(axis, x.ndim)
     if x.shape[axis] == 0:
-        empty_sum = x.shape[:axis] + x.shape[axis + 1:]  # the shape without the axis
-        return np.full(empty_sum, -np.inf, dtype=x.dtype)  # the log of an empty sum
+        # log of an empty sum
+        return np.full(x.shape[:axis] + x.shape[axis + 1:], -np.inf, dtype=x.dtype)
     work = x.astype(np.float32) if x.dtype == np.float16 else x
     nan_rows = np.isnan(work).any(axis=axis)  # (...): NaN in, NaN out
     if nan_rows.any():
         work = np.where(np.isnan(work), 0, work).astype(work.dtype)
-    with np.errstate(invalid="ignore"):  # inf - inf in a row holding +inf: its result is +inf
+    # inf - inf in a row holding +inf: the result is +inf anyway
+    with np.errstate(invalid="ignore"):
         lse = stable_logsumexp(work, axis=axis)  # (...)
     lse = np.where(np.isposinf(work).any(axis=axis), np.inf, lse)  # (...)
     return np.where(nan_rows, np.nan, lse).astype(x.dtype)

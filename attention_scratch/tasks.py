@@ -57,15 +57,16 @@ def sort_sequences(rng, batch, length=8, split="train"):
         raise ValueError(f"split must be 'train' or 'held_out'; got {split!r}")
     rows, have = [], 0
     while have < batch:
-        digits = rng.integers(0, 10, size=(2 * batch, length))  # (2B, n): extra, keep one split
+        digits = rng.integers(0, 10, size=(2 * batch,
+                                           length))  # (2B, n): draw extra, keep one split
         held = is_held_out(digits)
         keep = digits[held if split == "held_out" else ~held]
         rows.append(keep)
         have += len(keep)
     digits = np.concatenate(rows)[:batch]  # (B, n)
     sep = np.full((batch, 1), SEP, dtype=np.int64)  # (B, 1)
-    sequences = np.concatenate([digits, sep, np.sort(digits, axis=1)], axis=1)  # (B, 2n + 1)
-    return sequences.astype(np.int64)
+    return np.concatenate([digits, sep, np.sort(digits, axis=1)],
+                          axis=1).astype(np.int64)  # (B, 2n+1)
 
 
 def inputs_and_targets(sequences, length):

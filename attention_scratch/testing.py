@@ -94,8 +94,8 @@ def assert_shape(actual, expected_shape, what="result"):
 
 @contextlib.contextmanager
 def warnings_as_failures(hint):
-    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError`` saying
-    ``hint``.
+    """Turn a NumPy ``RuntimeWarning`` raised in the block into an ``AssertionError``
+    saying ``hint``.
 
     Overflow in ``exp``, ``0/0`` and ``inf - inf`` warn before they produce inf or
     NaN; a graded test wraps the call under test in this block so that the
@@ -183,9 +183,9 @@ def grad_check(forward, backward, inputs, *, wrt=None, rng=None, eps=1e-6, rtol=
     cotangent = rng.standard_normal(out.shape)
     analytic = backward(cotangent, *inputs)
     if len(analytic) != len(inputs):
-        raise ValueError(f"backward must return one gradient per input ({len(inputs)} inputs of "
-                         "shapes "
-                         f"{[a.shape for a in inputs]}); got {len(analytic)}")
+        raise ValueError("backward must return one gradient per input "
+                         f"({len(inputs)} inputs of shapes {[a.shape for a in inputs]}); "
+                         f"got {len(analytic)}")
     worst = 0.0
     for k in wrt:
 
@@ -213,31 +213,29 @@ def _check_oracle_inputs(q, k, v):
         raise ValueError(f"query (..., L, E) and key (..., S, E) must have the same E; got shapes "
                          f"{q.shape} and {k.shape}")
     if k.shape[:-1] != v.shape[:-1]:
-        raise ValueError("key (..., Hkv, S, E) and value (..., Hkv, S, Ev) must agree on every "
-                         "axis "
-                         f"but the last; got shapes {k.shape} and {v.shape}")
+        raise ValueError("key (..., Hkv, S, E) and value (..., Hkv, S, Ev) "
+                         "must agree on every axis but the last; got shapes "
+                         f"{k.shape} and {v.shape}")
     hq, hkv = q.shape[-3], k.shape[-3]
     if (hkv == 0 and hq > 0) or (hkv > 0 and hq % hkv):
         raise ValueError(f"the query heads ({hq}) must be a multiple of the key/value heads "
-                         f"({hkv}); "
-                         f"got query {q.shape} and key {k.shape}")
+                         f"({hkv}); got query {q.shape} and key {k.shape}")
     try:
         np.broadcast_shapes(q.shape[:-3], k.shape[:-3])
     except ValueError:
-        raise ValueError("query and key leading (batch) axes do not broadcast; got shapes "
-                         f"{q.shape} "
-                         f"and {k.shape}") from None
+        raise ValueError("query and key leading (batch) axes do not broadcast; "
+                         f"got shapes {q.shape} and {k.shape}") from None
 
 
 def _default_scale(E):
-    """``1/sqrt(E)``, and 1 for ``E = 0`` (every score is an empty dot product, 0: uniform
-    weights)."""
+    """``1/sqrt(E)``, and 1 for ``E = 0`` (every score is an empty dot product, 0:
+    uniform weights)."""
     return 1.0 / np.sqrt(E) if E > 0 else 1.0
 
 
 def _repeat_kv_heads(x, num_q_heads):
-    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head (no heads:
-    unchanged)."""
+    """(..., Hkv, S, E) -> (..., Hq, S, E) by repeating each key/value head
+    (no heads: unchanged)."""
     return np.repeat(x, num_q_heads // max(x.shape[-3], 1), axis=-3)
 
 
@@ -274,7 +272,7 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     """Dense attention in float64: the reference every implementation is tested against.
 
     Implements ``softmax(Q Kᵀ · scale + bias, masked) V`` with this library's
-    conventions (DESIGN.md §3): boolean masks are True where a query may attend;
+    conventions (docs/design.md §3): boolean masks are True where a query may attend;
     a float ``attn_mask`` is added to the scores; key/value heads are repeated for
     grouped-query attention when ``Hkv`` divides ``Hq``; a query row with nothing
     to attend to has output 0 and log-sum-exp ``+inf``.
@@ -324,9 +322,9 @@ def attention_oracle(query, key, value, attn_mask=None, is_causal=False, scale=N
     if bias is not None:
         keep = keep & (bias != -np.inf)  # a -inf bias hides the key
     has_key = keep.any(axis=-1, keepdims=True)  # (..., Hq, L, 1)
-    # DESIGN.md §3: a row seeing a NaN/±inf in K or V, or holding one in its query (or its float
-    # mask, where it sees), is NaN; hidden ones change nothing. Compute on zeroed copies, mark
-    # after.
+    # docs/design.md §3: a row seeing a NaN/±inf in K or V, or holding one in its query (or its
+    # float mask, where it sees), is NaN; hidden ones change nothing. Compute on zeroed copies,
+    # mark after.
     bad_q = ~np.isfinite(q).all(axis=-1)  # (..., Hq, L)
     bad_kv = ~(np.isfinite(k).all(axis=-1) & np.isfinite(v).all(axis=-1))  # (..., Hq, S)
     bad_score = np.broadcast_to(bad_kv[..., None, :], keep.shape)  # (..., Hq, L, S)
@@ -378,8 +376,8 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     expected = p.shape[:-1] + v_in.shape[-1:]  # (..., Hq, L, Ev): the output's shape
     if d_out.shape != expected:
         raise ValueError(f"grad_out must have the output's shape {expected}; got {d_out.shape}")
-    # DESIGN.md §3: rows that are NaN in the forward, or whose grad_out is not finite, get dQ NaN
-    # and make dK, dV NaN for every key they see (the rows' own mask); the rest is exact.
+    # docs/design.md §3: rows that are NaN in the forward, or whose grad_out is not finite, get
+    # dQ NaN and make dK, dV NaN for every key they see (the rows' own mask); the rest is exact.
     clean_q, clean_k, clean_v = (np.where(np.isfinite(a), a, 0.0) for a in (q, k_in, v_in))
     _, _, p_clean = attention_oracle(clean_q, clean_k, clean_v, attn_mask, is_causal, scale,
                                      causal_align=causal_align, window=window)
@@ -401,7 +399,8 @@ def attention_oracle_backward(grad_out, query, key, value, attn_mask=None, is_ca
     d_s = p * (d_p - (d_p * p).sum(axis=-1, keepdims=True))  # (..., Hq, L, S)
     d_q = np.einsum("...ls,...se->...le", d_s, k) * scale  # (..., Hq, L, E)
     d_k = np.einsum("...ls,...le->...se", d_s, clean_q) * scale  # (..., Hq, S, E)
-    key_nan = (keep & marked[..., None]).any(axis=-2)[..., None]  # (..., Hq, S, 1): a marked row's
+    key_nan = (keep & marked[..., None]).any(axis=-2)[...,
+                                                      None]  # (..., Hq, S, 1): seen by a marked row
 
     def fold_groups(g):  # (..., Hq, S, X) -> (..., Hkv, S, X): sum each group's heads
         return g.reshape(g.shape[:-3] + (hkv, hq // max(hkv, 1)) + g.shape[-2:]).sum(axis=-3)
@@ -436,8 +435,8 @@ def dense_reference(query, key, value, grad_out=None, *, is_causal=False, causal
         out, _, probs = attention_oracle(query, key, value, None, scale=scale, **mask)
         if grad_out is None:
             return out, probs
-        grads = attention_oracle_backward(grad_out, query, key, value, scale=scale, **mask)
-        return out, probs, grads
+        return out, probs, attention_oracle_backward(grad_out, query, key, value, scale=scale,
+                                                     **mask)
     from .softmax import softmax
 
     q, k, v = (np.asarray(_to_numpy(a)) for a in (query, key, value))
@@ -453,8 +452,8 @@ def dense_reference(query, key, value, grad_out=None, *, is_causal=False, causal
 
 
 def dense_reference_backward(grad_out, query, key, value, probs, *, scale=None):
-    """The backward pass of :func:`dense_reference` from its weights ``probs``, in the inputs'
-    dtype.
+    """The backward pass of :func:`dense_reference` from its weights ``probs``,
+    in the inputs' dtype.
 
     ``dV = Pᵀ dO``, ``dS = P ∘ (dP - rowsum(dP ∘ P))`` with ``dP = dO Vᵀ``, ``dQ = dS K · scale``,
     ``dK = dSᵀ Q · scale``; key/value gradients of grouped-query attention summed per group.
@@ -473,7 +472,8 @@ def dense_reference_backward(grad_out, query, key, value, probs, *, scale=None):
     d_p = g @ np.swapaxes(vr, -1, -2)  # (..., Hq, L, Ev) @ (..., Hq, Ev, S) -> (..., Hq, L, S)
     d_s = probs * (d_p - (d_p * probs).sum(axis=-1, keepdims=True))  # (..., Hq, L, S)
     d_q = (d_s @ kr) * scale  # (..., Hq, L, S) @ (..., Hq, S, E) -> (..., Hq, L, E)
-    d_k = (np.swapaxes(d_s, -1, -2) @ q) * scale  # (..., Hq, S, L) @ (..., Hq, L, E) -> (..., S, E)
+    d_k = (np.swapaxes(d_s, -1, -2)
+           @ q) * scale  # (..., Hq, S, L) @ (..., Hq, L, E) -> (..., Hq, S, E)
 
     def fold_groups(x):  # (..., Hq, S, X) -> (..., Hkv, S, X): sum each group's heads
         return x.reshape(x.shape[:-3] + (hkv, hq // max(hkv, 1)) + x.shape[-2:]).sum(axis=-3)

@@ -164,7 +164,7 @@ class TinyTransformer(Module):
         x = self.embed(ids, positions=positions)  # (B, L, d)
         caches = []
         masks = attn_masks if attn_masks is not None else [None] * len(self.blocks)
-        for block, mask in zip(self.blocks, masks):
+        for block, mask in zip(self.blocks, masks, strict=True):
             x, c = block.forward(x, need_weights=need_weights, attn_mask=mask,
                                  block_mask=block_mask)  # (B, L, d)
             caches.append(c)
@@ -182,7 +182,7 @@ class TinyTransformer(Module):
         else:
             dh = self.head.backward(grad_logits, c_read)  # (B, L, d)
         dx = self.ln_f.backward(dh, c_ln)  # (B, L, d)
-        for block, c in zip(reversed(self.blocks), reversed(caches)):
+        for block, c in zip(reversed(self.blocks), reversed(caches), strict=True):
             dx = block.backward(dx, c)  # (B, L, d)
         self.tok.backward(dx, ids)  # positions are fixed: nothing else to update
 
@@ -194,8 +194,8 @@ class TinyTransformer(Module):
 # BEGIN EXERCISE 15.3 (3 points): one generation step with a KV cache
 # writes: caches
 def decode_step(model, ids, caches):
-    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last
-    logits.
+    """Feed new tokens through ``model`` using (and extending) the KV caches;
+    return the last logits.
 
     The new tokens sit at positions ``p .. p + n - 1`` where ``p = caches[0].length``
     is the number of tokens already cached. Embed them with
@@ -210,7 +210,7 @@ def decode_step(model, ids, caches):
     """
     # BEGIN SOLUTION
     x = model.embed(ids, offset=caches[0].length)  # (B, n, d): positions p .. p + n - 1
-    for block, cache in zip(model.blocks, caches):
+    for block, cache in zip(model.blocks, caches, strict=True):
         x, _ = block.forward(x, cache=cache)  # (B, n, d)
     logits, _ = model.output(x)  # (B, n, V)
     return logits[:, -1]  # (B, V)
@@ -247,7 +247,8 @@ def generate(model, prompt, num_new, use_cache=True):
     return seq
 
 
-if __name__ == "__main__":  # the training command line: training/transformer.py (no import cycle)
+# the training command line lives in training/transformer.py (no import cycle)
+if __name__ == "__main__":
     from attention_scratch.training.transformer import main
 
     main()

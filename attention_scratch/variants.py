@@ -42,10 +42,9 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
     query, key, value : array_like
         ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     window : (int or None, int or None)
-        ``(left, right)``: query ``i`` keeps keys ``i' - left <= j <= i' + right``
-        with ``i' = i + S - L`` (as in :func:`attention_scratch.flash_attention`). The band must be
-        bounded on both
-        sides, by the window or by ``is_causal``; otherwise the cost is not
+        ``(left, right)``: query ``i`` keeps keys ``i' - left <= j <= i' + right`` with
+        ``i' = i + S - L`` (as in :func:`attention_scratch.flash_attention`). The band must be
+        bounded on both sides, by the window or by ``is_causal``; otherwise the cost is not
         ``O(L·w)`` and :func:`attention_scratch.flash_attention` is the right tool.
     is_causal, scale, enable_gqa, causal_align
         As in :func:`attention_scratch.flash_attention`.
@@ -87,11 +86,13 @@ def sliding_window_attention(query, key, value, window, is_causal=False, scale=N
         state = (xp.full(q_blk.shape[:-1], -np.inf, dtype=acc_dtype),  # m (N, Hkv, G, bq)
                  xp.zeros(q_blk.shape[:-1], dtype=acc_dtype),  # l (N, Hkv, G, bq)
                  xp.zeros(q_blk.shape[:-1] + (Ev,), dtype=acc_dtype))  # acc (N, Hkv, G, bq, Ev)
-        keep = xp.asarray(tile_keep(i0, i1, j0, j1, args.band))  # (bq, bk), bk <= block + hi - lo
+        keep = xp.asarray(tile_keep(i0, i1, j0, j1,
+                                    args.band))  # (bq, bk) with bk <= block + hi - lo
         state = forward_tile(q_blk, k[..., j0:j1, :].astype(acc_dtype),
                              v[..., j0:j1, :].astype(acc_dtype), *state, args.scale, keep)
         out[..., i0:i1, :], lse[..., i0:i1] = finalize_rows(*state)
-    return args.finish_forward(out, lse, return_lse)  # (..., Hq, L, Ev), NaN rows marked
+    # NaN rows marked (CONVENTIONS.md), (..., Hq, L, Ev)
+    return args.finish_forward(out, lse, return_lse)
 
 
 # BEGIN EXERCISE 14.1 (1 point): the elu + 1 feature map
@@ -124,18 +125,18 @@ def _check_qkv(query, key, value):
         raise ValueError(f"query, key and value must share their leading axes; got shapes "
                          f"{q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"query and key must have the same head dim; got shapes {q.shape} and "
-                         f"{k.shape}")
+        raise ValueError("query and key must have the same head dim; got shapes "
+                         f"{q.shape} and {k.shape}")
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"key and value must have the same length S; got shapes {k.shape} and "
-                         f"{v.shape}")
+        raise ValueError("key and value must have the same length S; got shapes "
+                         f"{k.shape} and {v.shape}")
     return q, k, v
 
 
 def absent_nonfinite(q, k, v, is_causal):
-    """``CONVENTIONS.md`` for the linear-attention family: ``(q, k, v, rows)`` with the rows holding
-    NaN or
-    ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when all is finite).
+    """``CONVENTIONS.md`` for the linear-attention family: ``(q, k, v, rows)`` with the rows
+    holding NaN or ±inf zeroed and ``rows`` (..., L) the output rows to set to NaN (``None`` when
+    all is finite).
 
     Row ``i`` sees keys ``j <= i`` (causal, top-left) or all keys: it is NaN when its query or a key
     or value it sees holds NaN or ±inf; one it does not see never reaches it.
@@ -145,8 +146,8 @@ def absent_nonfinite(q, k, v, is_causal):
     found = scan(q, k, v)
     if found is None:
         return q, k, v, None
-    band = (None, 0) if is_causal else (None, None)  # j <= i, or every key
-    rows = poisoned_band_rows(found, q.shape[-2], k.shape[-2], band)  # (..., L)
+    rows = poisoned_band_rows(found, q.shape[-2], k.shape[-2],
+                              (None, 0) if is_causal else (None, None))
     return zero_rows(q, found[0]), zero_rows(k, found[1]), zero_rows(v, found[1]), rows
 
 
@@ -172,8 +173,8 @@ def linear_attention_features(phi_q, phi_k, value, is_causal=False, eps=1e-6):
         numerator = phi_q @ kv  # (..., L, Ev)
         denominator = np.einsum("...lf,...f->...l", phi_q, z)  # (..., L)
     denominator = denominator + eps  # (..., L)
-    safe = np.where(denominator > 0, denominator, 1.0)  # (..., L): a row without weight gives 0
-    return numerator / safe[..., None]  # (..., L, Ev)
+    return numerator / np.where(denominator > 0, denominator,
+                                1.0)[..., None]  # (..., L, Ev); 0 if no weight
 
 
 def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feature_map, eps=1e-6):
@@ -206,7 +207,7 @@ def linear_attention(query, key, value, is_causal=False, *, feature_map=elu_feat
     q, k, v, rows = absent_nonfinite(q, k, v, is_causal)
     phi_q = feature_map(q.astype(acc_dtype))  # (..., L, F)
     phi_k = feature_map(k.astype(acc_dtype))  # (..., S, F)
-    v = v.astype(acc_dtype)  # (..., S, Ev)
+    v = v.astype(acc_dtype)
     out = linear_attention_features(phi_q, phi_k, v, is_causal, eps)  # (..., L, Ev)
     return nan_rows(out, rows).astype(dtype)
 
@@ -246,24 +247,22 @@ def _causal_start(query, key, value, feature_map, form):
 
     Shapes
     ------
-    ``(..., N, E), (..., N, E), (..., N, Ev)`` -> ``phi_q``, ``phi_k`` (..., N, F), ``v`` (..., N,
-    Ev),
-    ``state`` (..., F, Ev) and ``normalizer`` (..., F) of zeros, in the accumulation dtype;
-    plus the dtype of the result and the rows to set to NaN (:func:`absent_nonfinite`).
+    ``(..., N, E), (..., N, E), (..., N, Ev)`` -> ``phi_q``, ``phi_k`` (..., N, F), ``v``
+    (..., N, Ev), ``state`` (..., F, Ev) and ``normalizer`` (..., F) of zeros, in the accumulation
+    dtype; plus the dtype of the result and the rows to set to NaN (:func:`absent_nonfinite`).
     """
     q, k, v = _check_qkv(query, key, value)
     if q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"{form} linear attention needs L == S; got query {q.shape} and key "
-                         f"{k.shape}")
+        raise ValueError(f"{form} linear attention needs L == S; got query {q.shape} "
+                         f"and key {k.shape}")
     dtype = np.result_type(q, k, v)
     acc_dtype = acc_dtype_of(dtype)
     q, k, v, rows = absent_nonfinite(q, k, v, True)
-    phi_q = feature_map(q.astype(acc_dtype))  # (..., N, F)
-    phi_k = feature_map(k.astype(acc_dtype))  # (..., N, F)
-    v = v.astype(acc_dtype)  # (..., N, Ev)
+    phi_q, phi_k = feature_map(q.astype(acc_dtype)), feature_map(k.astype(acc_dtype))
+    v = v.astype(acc_dtype)
     xp = array_module(phi_k)  # NumPy or CuPy
-    F, Ev = phi_k.shape[-1], v.shape[-1]
-    state = xp.zeros(phi_k.shape[:-2] + (F, Ev), dtype=acc_dtype)  # (..., F, Ev)
+    state = xp.zeros(phi_k.shape[:-2] + (phi_k.shape[-1], v.shape[-1]),
+                     dtype=acc_dtype)  # (..., F, Ev)
     normalizer = xp.zeros(phi_k.shape[:-2] + phi_k.shape[-1:], dtype=acc_dtype)  # (..., F)
     return phi_q, phi_k, v, state, normalizer, dtype, rows
 
@@ -278,8 +277,8 @@ def linear_attention_recurrent(query, key, value, *, feature_map=elu_feature_map
     ------
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``; query and key of one length.
     """
-    start = _causal_start(query, key, value, feature_map, "recurrent")
-    phi_q, phi_k, v, state, normalizer, dtype, rows = start
+    phi_q, phi_k, v, state, normalizer, dtype, rows = _causal_start(query, key, value, feature_map,
+                                                                    "recurrent")
     out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for t in range(phi_q.shape[-2]):
         out[..., t, :], state, normalizer = linear_attention_step(
@@ -300,8 +299,8 @@ def linear_attention_chunked(query, key, value, chunk=64, *, feature_map=elu_fea
     ``(..., N, F), (..., N, F), (..., N, Ev) -> (..., N, Ev)``.
     """
     chunk = check_positive_int(chunk, "chunk")
-    start = _causal_start(query, key, value, feature_map, "chunked")
-    phi_q, phi_k, v, state, normalizer, dtype, rows = start
+    phi_q, phi_k, v, state, normalizer, dtype, rows = _causal_start(query, key, value, feature_map,
+                                                                    "chunked")
     N = phi_q.shape[-2]
     out = array_module(v).empty(v.shape, dtype=v.dtype)  # (..., N, Ev)
     for c0 in range(0, N, chunk):

@@ -1,4 +1,5 @@
-"""Helpers for the book: show library source, draw attention heatmaps and the tile walks of chapters 9-10.
+"""Helpers for the book: show library source,
+draw attention heatmaps and the tile walks of chapters 9-10.
 
 Matplotlib and IPython are imported inside the functions, so importing the
 library stays cheap and works without a display.
@@ -66,7 +67,8 @@ def tile_sweep(ax, rows, cols, strip, step, *, along="row", title=None):
             in_strip = (i if along == "row" else j) == strip
             state = None if not in_strip else "done" if k < step else "now" if k == step else "next"
             ax.add_patch(Rectangle((j, i), 1, 1, facecolor=colours.get(state, "white"),
-                                   edgecolor="0.3" if in_strip else "0.75", lw=1.2 if in_strip else 0.6,
+                                   edgecolor="0.3" if in_strip else "0.75",
+                                   lw=1.2 if in_strip else 0.6,
                                    linestyle="-" if in_strip else (0, (3, 2))))
     a, b = (strip + 0.5, -0.35), (strip + 0.5, rows + 0.35)  # downward arrow beside the column
     if along == "row":

@@ -11,6 +11,7 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
+
 from attention_scratch._checks import array_module
 
 

@@ -10,10 +10,11 @@ never overwritten. The answers are in solutions/ and in the book.
 """
 
 
-import numpy as np
-from attention_scratch._checks import array_module
 import math
-from attention_scratch._checks import check_positive_int
+
+import numpy as np
+
+from attention_scratch._checks import array_module, check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding
@@ -30,7 +31,8 @@ def sinusoidal_table(length, d_model, base=10000.0):
 
 # Exercise 7.2 (3 points): the RoPE rotation
 def rotate_pairs(x, cos, sin):
-    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
+    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and
+    sine are given.
 
     ``y[2i] = x[2i]·cos_i - x[2i+1]·sin_i`` and ``y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i``
     (the interleaved pairs of the RoFormer paper). Rotations keep lengths.
@@ -74,5 +76,6 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     raise NotImplementedError("Exercise 7.4: the ALiBi bias")

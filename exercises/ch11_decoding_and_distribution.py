@@ -11,12 +11,13 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
+
 from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 11.1 (3 points): the split-KV combine
 def combine_splits(outs, lses):
-    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+    """Combine the partial results of ``R`` disjoint key chunks into attention over all keys.
 
     ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
     log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
@@ -28,8 +29,8 @@ def combine_splits(outs, lses):
     row and its lse): never hide it. The results keep the dtype of the inputs
     (float32 chunks give float32).
 
-    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    Shapes: ``outs`` (R, ..., Ev), ``lses`` (R, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
     check_partials(outs=outs, lses=lses)
-    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
+    # HINT: merge_attention (exercise 8.3) for R parts at once: the max and the sums run over axis 0
     raise NotImplementedError("Exercise 11.1: the split-KV combine")

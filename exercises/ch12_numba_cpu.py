@@ -11,19 +11,28 @@ never overwritten. The answers are in solutions/ and in the book.
 
 
 import numpy as np
-from attention_scratch.backends.numba.exp import pow2_f32
 from numba import prange
+
+from attention_scratch.backends.numba.exp import pow2_f32
 from attention_scratch.backends.numba.forward import forward_query_block
-from attention_scratch.backends.numba.tiles import zigzag
-from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
-from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view, transposed
+from attention_scratch.backends.numba.tiles import (
+    add_into,
+    dscores_in_place,
+    key_blocks,
+    probs_from_lse,
+    tile_is_full,
+    tile_view,
+    transposed,
+    zigzag,
+)
 
 
 # Exercise 12.1 (3 points): a vectorisable float32 exponential
 def exp_f32(x):
     """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
 
-    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``; ``n = floor(x·log2(e) + 1/2)``;
+    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``;
+    ``n = floor(x·log2(e) + 1/2)``;
     ``r = (x - n·ln2_hi) - n·ln2_lo`` with ``ln2_hi = 0.693359375`` and ``ln2_lo = -2.12194440e-4``;
     ``p = Σ_{k=0..7} r^k / k!`` in Horner form; the result is ``p · pow2_f32(n - 1) · 2``.
     Then the special cases, as selects: ``x < XMIN`` (``-inf`` included) gives 0, ``x > XMAX``
@@ -43,7 +52,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     One flat ``prange`` over ``Hq' · ceil(L / block_q)`` work items: item ``t`` is head
     ``h = t // n_blocks`` and query block ``zigzag(t % n_blocks, n_blocks)`` (under a
     causal mask the last blocks see the most keys; ``zigzag`` pairs long with short
-    items so that every thread's share of the loop holds about the same work). Query head ``h`` reads key/value head ``h // G``
+    items so that every thread's share of the loop holds about the same work). Query head ``h``
+    reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
     so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
     ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
@@ -54,7 +64,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
 
 # Exercise 12.3 (3 points): the dQ pass for one query block
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
-    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
+    it sees.
 
     Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
     (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat

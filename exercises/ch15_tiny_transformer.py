@@ -50,7 +50,8 @@ def layer_norm_backward(grad_out, cache, gamma):
 
 # Exercise 15.3 (3 points): one generation step with a KV cache
 def decode_step(model, ids, caches):
-    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last logits.
+    """Feed new tokens through ``model`` using (and extending) the KV caches;
+    return the last logits.
 
     The new tokens sit at positions ``p .. p + n - 1`` where ``p = caches[0].length``
     is the number of tokens already cached. Embed them with

@@ -38,7 +38,8 @@ def concat_score(query, keys, W_a, v_a):
 
 # Exercise 3.3 (3 points): the local-p window
 def local_window(p, lengths, S, D):
-    """The window ``|s - p_t| <= D`` inside each sentence, and the Gaussian ``exp(-(s - p_t)²/2σ²)``.
+    """The window ``|s - p_t| <= D`` inside each sentence,
+    and the Gaussian ``exp(-(s - p_t)²/2σ²)``.
 
     Position ``s`` (0, 1, …, S-1) may be attended when ``|s - p| <= D`` and
     ``s < length`` (the window is clipped at the sentence ends; the padding is

@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 4
 
 
 import numpy as np
+
 from attention_scratch._checks import array_module
 
 

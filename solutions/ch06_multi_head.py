@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 6
 
 
 import numpy as np
+
 from attention_scratch._checks import array_module
 
 
@@ -57,7 +58,8 @@ def fold_kv_grad(grad, num_kv_heads):
     returns (..., Hkv, S, D) with the dtype of ``grad``.
     """
     *lead, hq, S, D = grad.shape
-    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D))  # (..., Hkv, G, S, D)
+    grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S,
+                                          D))  # (..., Hkv, G, S, D)
     return grouped.sum(axis=-3)  # (..., Hkv, S, D)
 
 

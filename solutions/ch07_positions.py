@@ -5,10 +5,11 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 7
 """
 
 
-import numpy as np
-from attention_scratch._checks import array_module
 import math
-from attention_scratch._checks import check_positive_int
+
+import numpy as np
+
+from attention_scratch._checks import array_module, check_positive_int
 
 
 # Exercise 7.1 (2 points): the sinusoidal position encoding
@@ -31,7 +32,8 @@ def sinusoidal_table(length, d_model, base=10000.0):
 
 # Exercise 7.2 (3 points): the RoPE rotation
 def rotate_pairs(x, cos, sin):
-    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and sine are given.
+    """Rotate each pair of features ``(x[..., 2i], x[..., 2i+1])`` by the angle whose cosine and
+    sine are given.
 
     ``y[2i] = x[2i]·cos_i - x[2i+1]·sin_i`` and ``y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i``
     (the interleaved pairs of the RoFormer paper). Rotations keep lengths.
@@ -70,7 +72,7 @@ def alibi_slopes(num_heads):
 
     if (num_heads & (num_heads - 1)) == 0:  # a power of two
         return power_of_two(num_heads)
-    c = 2 ** int(math.floor(math.log2(num_heads)))
+    c = 2 ** math.floor(math.log2(num_heads))
     return np.concatenate([power_of_two(c), power_of_two(2 * c)[0::2][: num_heads - c]])
 
 
@@ -88,7 +90,8 @@ def alibi_bias(slopes, L, S):
     """
     slopes = np.asarray(slopes, dtype=np.float64)
     if slopes.ndim != 1:
-        raise ValueError(f"slopes must have shape (H,), one slope per head; got shape {slopes.shape}")
+        raise ValueError("slopes must have shape (H,), one slope per head; "
+                         f"got shape {slopes.shape}")
     i = np.arange(L)[:, None] + (S - L)  # (L, 1): aligned query position
     j = np.arange(S)[None, :]  # (1, S)
     return -slopes[:, None, None] * np.abs(i - j)  # (H, 1, 1) * (L, S) -> (H, L, S)

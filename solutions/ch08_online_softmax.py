@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 8
 
 
 import numpy as np
+
 from attention_scratch.online_softmax import check_partials
 
 

@@ -6,12 +6,13 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 11
 
 
 import numpy as np
+
 from attention_scratch.online_softmax import check_partials
 
 
 # Exercise 11.1 (3 points): the split-KV combine
 def combine_splits(outs, lses):
-    """Combine the partial results of ``P`` disjoint key chunks into attention over all keys.
+    """Combine the partial results of ``R`` disjoint key chunks into attention over all keys.
 
     ``outs[p]`` is the normalised output over chunk ``p`` and ``lses[p]`` its
     log-sum-exp (``+inf`` where a row had no key in that chunk, output 0 there).
@@ -23,14 +24,14 @@ def combine_splits(outs, lses):
     row and its lse): never hide it. The results keep the dtype of the inputs
     (float32 chunks give float32).
 
-    Shapes: ``outs`` (P, ..., Ev), ``lses`` (P, ...); returns ``out`` (..., Ev) and ``lse`` (...).
+    Shapes: ``outs`` (R, ..., Ev), ``lses`` (R, ...); returns ``out`` (..., Ev) and ``lse`` (...).
     """
     check_partials(outs=outs, lses=lses)
-    # HINT: merge_attention (exercise 8.3) for P parts at once: the max and the sums run over axis 0
-    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...): log of each chunk's mass
+    # HINT: merge_attention (exercise 8.3) for R parts at once: the max and the sums run over axis 0
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (R, ...): log of each chunk's mass
     top = logs.max(axis=0)  # (...)
     shift = np.where(np.isneginf(top), 0.0, top)  # (...): finite
-    weights = np.exp(logs - shift)  # (P, ...): 0 for empty chunks
+    weights = np.exp(logs - shift)  # (R, ...): 0 for empty chunks
     total = weights.sum(axis=0)  # (...)
     safe = np.where(total == 0, 1.0, total)  # (...): NaN stays NaN
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]  # (..., Ev)

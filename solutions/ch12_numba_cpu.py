@@ -6,19 +6,28 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 12
 
 
 import numpy as np
-from attention_scratch.backends.numba.exp import pow2_f32
 from numba import prange
+
+from attention_scratch.backends.numba.exp import pow2_f32
 from attention_scratch.backends.numba.forward import forward_query_block
-from attention_scratch.backends.numba.tiles import zigzag
-from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
-from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view, transposed
+from attention_scratch.backends.numba.tiles import (
+    add_into,
+    dscores_in_place,
+    key_blocks,
+    probs_from_lse,
+    tile_is_full,
+    tile_view,
+    transposed,
+    zigzag,
+)
 
 
 # Exercise 12.1 (3 points): a vectorisable float32 exponential
 def exp_f32(x):
     """``e**x`` for a float32 ``x`` from operations LLVM can vectorise (no call to ``expf``).
 
-    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``; ``n = floor(x·log2(e) + 1/2)``;
+    Steps: clamp ``x`` to ``[XMIN, XMAX]`` = ``[-125 ln2, 128 ln2]``;
+    ``n = floor(x·log2(e) + 1/2)``;
     ``r = (x - n·ln2_hi) - n·ln2_lo`` with ``ln2_hi = 0.693359375`` and ``ln2_lo = -2.12194440e-4``;
     ``p = Σ_{k=0..7} r^k / k!`` in Horner form; the result is ``p · pow2_f32(n - 1) · 2``.
     Then the special cases, as selects: ``x < XMIN`` (``-inf`` included) gives 0, ``x > XMAX``
@@ -28,7 +37,7 @@ def exp_f32(x):
     constant a ``np.float32`` so the arithmetic stays in float32 (a Python float would promote it
     to float64 and halve the SIMD width).
     """
-    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN: see the last line
+    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))  # [XMIN, XMAX]; NaN: last line
     n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))  # nearest whole number to x / ln2
     r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)  # |r| <= ln2 / 2
     p = np.float32(1.0 / 5040.0)  # Horner: 1 + r(1 + r/2(1 + r/3(...)))
@@ -52,7 +61,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     One flat ``prange`` over ``Hq' · ceil(L / block_q)`` work items: item ``t`` is head
     ``h = t // n_blocks`` and query block ``zigzag(t % n_blocks, n_blocks)`` (under a
     causal mask the last blocks see the most keys; ``zigzag`` pairs long with short
-    items so that every thread's share of the loop holds about the same work). Query head ``h`` reads key/value head ``h // G``
+    items so that every thread's share of the loop holds about the same work). Query head ``h``
+    reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
     so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
     ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
@@ -72,7 +82,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
 
 # Exercise 12.3 (3 points): the dQ pass for one query block
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
-    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks it sees.
+    """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
+    it sees.
 
     Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
     (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
@@ -99,7 +110,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
         np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
-        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        full = tile_is_full(i0, i1, j0, j1, lo, hi)
+        probs_from_lse(p, True, scale, lse[i0:i1], full, i0, j0, lo, hi)
         dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
         np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
         dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ

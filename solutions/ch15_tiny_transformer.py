@@ -57,7 +57,8 @@ def layer_norm_backward(grad_out, cache, gamma):
 
 # Exercise 15.3 (3 points): one generation step with a KV cache
 def decode_step(model, ids, caches):
-    """Feed new tokens through ``model`` using (and extending) the KV caches; return the last logits.
+    """Feed new tokens through ``model`` using (and extending) the KV caches;
+    return the last logits.
 
     The new tokens sit at positions ``p .. p + n - 1`` where ``p = caches[0].length``
     is the number of tokens already cached. Embed them with
@@ -71,7 +72,7 @@ def decode_step(model, ids, caches):
     returns (B, vocab_size).
     """
     x = model.embed(ids, offset=caches[0].length)  # (B, n, d): positions p .. p + n - 1
-    for block, cache in zip(model.blocks, caches):
+    for block, cache in zip(model.blocks, caches, strict=True):
         x, _ = block.forward(x, cache=cache)  # (B, n, d)
     logits, _ = model.output(x)  # (B, n, V)
     return logits[:, -1]  # (B, V)

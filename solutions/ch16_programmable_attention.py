@@ -6,6 +6,7 @@ Grade them with: python -m attention_scratch.grade --solutions --chapter 16
 
 
 import numpy as np
+
 from attention_scratch.block_mask import FULL, PARTIAL, SKIP
 
 

@@ -24,8 +24,8 @@ def pytest_addoption(parser):
     )
     parser.addoption(
         "--exercise-budget", type=float, default=60.0,
-        help="seconds of wall-clock time each exercise's student code may run, all its tests "
-             "together",
+        help="seconds of wall-clock time each exercise's student code may run, "
+             "all its tests together",
     )
 
 

@@ -90,9 +90,8 @@ def make_module(compute_capability="86", smem_optin=99 * 1024):
     cupy.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
 
     class Device:
-        attributes = {"MaxSharedMemoryPerBlockOptin": smem_optin}
-
         def __init__(self, index=0):
+            self.attributes = {"MaxSharedMemoryPerBlockOptin": smem_optin}
             self.compute_capability = compute_capability
 
         def synchronize(self):

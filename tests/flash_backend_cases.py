@@ -8,14 +8,20 @@ and keeps its backend's own extra tests beside it. A backend that is not availab
 skips with its reason (the module-level skip of its test file).
 """
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from attention_scratch.flash import flash_attention as numpy_flash
-from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       dense_reference, reference_mask)
+from attention_scratch.testing import (
+    assert_close,
+    attention_oracle,
+    attention_oracle_backward,
+    dense_reference,
+    reference_mask,
+)
 
 MASKS = [
     (False, "top_left", None),
@@ -27,23 +33,23 @@ MASKS = [
 MASK_IDS = ["none", "causal-tl", "causal-br", "window(3,1)", "causal-br+window(4,-)"]
 ALL_MASKS = MASKS + [(True, "bottom_right", (2, 0)), (False, "top_left", (0, 0)),
                      (False, "top_left", (None, 2)), (True, "top_left", (1, 3))]
-ALL_MASK_IDS = MASK_IDS + ["causal-br+window(2,0)", "window(0,0)", "window(-,2)", "causal-tl+window(1,3)"]
+ALL_MASK_IDS = MASK_IDS + ["causal-br+window(2,0)", "window(0,0)", "window(-,2)",
+                           "causal-tl+window(1,3)"]
 
 
 @dataclasses.dataclass
 class Backend:
     """``forward``/``backward`` have the signatures of flash_attention(_backward) without
-    ``backend``
-    and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns ``(out, lse, grads)`` as
-    float32 NumPy arrays computed from bfloat16 inputs (None when unsupported). ``same_as`` is a
-    backend that computes the same tiles the same way: every :func:`check_against_oracle` then
-    also asserts agreement with it to ``same_tol`` (the Numba kernels against the NumPy
-    reference)."""
+    ``backend`` and return NumPy arrays; ``bfloat16(q, k, v, g, causal)`` returns
+    ``(out, lse, grads)`` as float32 NumPy arrays computed from bfloat16 inputs
+    (None when unsupported). ``same_as`` is a backend that computes the same tiles the same way:
+    every :func:`check_against_oracle` then also asserts agreement with it to ``same_tol`` (the
+    Numba kernels against the NumPy reference)."""
 
     name: str
     forward: Callable
     backward: Callable
-    bfloat16: Optional[Callable] = None
+    bfloat16: Callable | None = None
     same_as: Optional["Backend"] = None
     same_tol: float = 1e-12
 
@@ -69,32 +75,36 @@ def oracle(q, k, v, g, mask):
     """The float64 oracle's (out, lse, (dQ, dK, dV)) for these inputs and mask."""
     causal, align, window = mask
     out, lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
-    return out, lse, attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align, window=window)
+    return out, lse, attention_oracle_backward(g, q, k, v, is_causal=causal, causal_align=align,
+                                               window=window)
 
 
 def check_against_oracle(backend, q, k, v, g, mask, bq, bk, ref=None, **tol):
-    """``ref``: :func:`oracle` of the same inputs, when a caller checks several block sizes on
-    them."""
+    """``ref``: :func:`oracle` of the same inputs,
+    when a caller checks several block sizes on them."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask) if ref is None else ref
-    where = f"{backend.name}, block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, S={k.shape[-2]}"
+    where = (f"{backend.name}, block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, "
+             f"S={k.shape[-2]}")
     assert_close(out, ref_out, what=f"output ({where})", **tol)
     assert_close(lse, ref_lse, what=f"log-sum-exp ({where})", **tol)
-    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+    for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
         assert_close(got, ref, what=f"{name} ({where})", **tol)
     if backend.same_as is not None:
-        check_same_as(backend, (out, lse, *grads), run(backend.same_as, q, k, v, g, mask, bq, bk), where)
+        check_same_as(backend, (out, lse, *grads), run(backend.same_as, q, k, v, g, mask, bq, bk),
+                      where)
 
 
 def check_same_as(backend, got, ref, where):
-    """``got`` = (out, lse, dQ, dK, dV) equals ``backend.same_as``'s in dtype, shape and to
-    ``same_tol``."""
+    """``got`` = (out, lse, dQ, dK, dV) equals ``backend.same_as``'s in dtype,
+    shape and to ``same_tol``."""
     ref = (ref[0], ref[1], *ref[2])
     tol = backend.same_tol
-    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-        assert_close(a, b, rtol=tol, atol=tol, what=f"{name}, {backend.name} vs "
-                                                    f"{backend.same_as.name} ({where})")
+    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), got, ref, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, (f"{name}: {a.dtype}{a.shape} vs "
+                                                           f"{b.dtype}{b.shape}")
+        assert_close(a, b, rtol=tol, atol=tol,
+                     what=f"{name}, {backend.name} vs {backend.same_as.name} ({where})")
 
 
 def case_block_sizes(backend, rng, mask, L, S, blocks):
@@ -143,7 +153,9 @@ def case_empty_sequences(backend, rng):
             out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 4, 4)
             where = f"{backend.name}, L={L}, S={S}, mask={mask}"
             assert out.shape == (1, 2, L, 7) and lse.shape == (1, 2, L), where
-            assert np.all(out == 0) and np.all(np.isposinf(lse)), f"{where}: no key means output 0, lse +inf"
+            assert np.all(out
+                          == 0) and np.all(np.isposinf(lse)), (f"{where}: no key means "
+                                                               "output 0, lse +inf")
             assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape, where
             assert np.all(dq == 0) and np.all(dk == 0) and np.all(dv == 0), where
 
@@ -155,8 +167,8 @@ EMPTY_SHAPES = [  # (lead, Hq, Hkv, L, S, E, Ev): one axis 0 at a time, as PyTor
 
 
 def case_empty_dimensions(backend, rng):
-    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes; no kernel
-    crashes."""
+    """B, H, L = 0 (and Ev = 0) give empty results of the right shapes and dtypes;
+    no kernel crashes."""
     for lead, hq, hkv, L, S, E, Ev in EMPTY_SHAPES:
         for dtype in (np.float64, np.float32):
             q = rng.standard_normal(lead + (hq, L, E)).astype(dtype)
@@ -164,62 +176,69 @@ def case_empty_dimensions(backend, rng):
             v = rng.standard_normal(lead + (hkv, S, Ev)).astype(dtype)
             g = rng.standard_normal(lead + (hq, L, Ev)).astype(dtype)
             for mask in ((False, "top_left", None), (True, "bottom_right", (2, None))):
-                where = f"{backend.name}, q {q.shape}, k {k.shape}, v {v.shape}, {np.dtype(dtype)}, mask={mask}"
+                where = (f"{backend.name}, q {q.shape}, k {k.shape}, v {v.shape}, "
+                         f"{np.dtype(dtype)}, mask={mask}")
                 out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 4, 4)
                 assert out.shape == lead + (hq, L, Ev) and out.dtype == dtype, where
                 assert lse.shape == lead + (hq, L), where
                 assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape), where
                 assert all(a.dtype == dtype for a in (dq, dk, dv)), where
-                ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
+                ref_out, _, ref_grads = oracle(q, k, v, g, mask)
                 assert_close(out, ref_out, rtol=1e-5, atol=1e-6, what=f"output ({where})")
-                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
+                for name, got, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads, strict=True):
                     assert_close(got, ref, rtol=1e-5, atol=1e-6, what=f"{name} ({where})")
 
 
 def case_head_dim_zero(backend, rng):
     """E = 0: every score is an empty dot product, 0, so each row averages the values it may see
     (PyTorch gives the same); the default scale is then 1. lse = log(number of visible keys)."""
-    for mask in ((False, "top_left", None), (True, "top_left", None), (True, "bottom_right", (1, 0))):
+    for mask in ((False, "top_left", None), (True, "top_left", None),
+                 (True, "bottom_right", (1, 0))):
         q, k, v, g = make_inputs(rng, 5, 7, E=0, Ev=3, hq=2, hkv=1)
         out, lse, (dq, dk, dv) = run(backend, q, k, v, g, mask, 2, 3)
-        keep = reference_mask(5, 7, is_causal=mask[0], causal_align=mask[1], window=mask[2])  # (L, S)
+        keep = reference_mask(5, 7, is_causal=mask[0], causal_align=mask[1],
+                              window=mask[2])  # (L, S)
         count = keep.sum(axis=-1)  # (L,)
-        mean = (keep / np.maximum(count, 1)[:, None]) @ v  # (..., Hq, L, Ev) by broadcasting the kv head
+        mean = (keep
+                / np.maximum(count, 1)[:, None]) @ v  # (..., Hq, L, Ev) by broadcasting the kv head
         where = f"{backend.name}, E = 0, mask={mask}"
         assert not np.isnan(out).any() and not np.isnan(lse).any(), where
         assert_close(out, np.broadcast_to(mean, out.shape), what=f"output ({where})")
         with np.errstate(divide="ignore"):
-            assert_close(lse, np.broadcast_to(np.where(count > 0, np.log(count), np.inf), lse.shape),
-                         what=f"lse ({where})")
+            assert_close(lse, np.broadcast_to(np.where(count > 0, np.log(count), np.inf),
+                                              lse.shape), what=f"lse ({where})")
         assert dq.shape == q.shape and dk.shape == k.shape
-        ref = attention_oracle_backward(g, q, k, v, is_causal=mask[0], causal_align=mask[1], window=mask[2],
-                                        scale=1.0)
+        ref = attention_oracle_backward(g, q, k, v, is_causal=mask[0], causal_align=mask[1],
+                                        window=mask[2], scale=1.0)
         assert_close(dv, ref[2], what=f"dV ({where})")
 
 
 def case_window_that_sees_no_key(backend, rng):
     q, k, v, g = make_inputs(rng, 6, 6, hq=1, hkv=1)
     # window (0, 0) keeps only key j = i + S - L; with L = 6 and S = 3 rows 0..2 have no such key.
-    out, lse, grads = run(backend, q, k[..., :3, :], v[..., :3, :], g, (False, "top_left", (0, 0)), 2, 2)
+    out, lse, grads = run(backend, q, k[..., :3, :], v[..., :3, :], g, (False, "top_left", (0, 0)),
+                          2, 2)
     assert np.all(out[..., :3, :] == 0) and np.isposinf(lse[..., :3]).all()
     assert not np.isnan(grads[0]).any()
 
 
 def case_nan_in_a_masked_position_does_not_leak(backend, rng):
-    """NaN in the key *and* value of keys that no row may attend to reaches no output and no
-    gradient."""
-    for L, S, mask, hidden in ((7, 8, (True, "top_left", None), [7]),  # key 7: after every row
-                               (5, 9, (True, "bottom_right", (1, None)), [0, 2])):  # before the band
+    """NaN in the key *and* value of keys that no row may attend to reaches no output
+    and no gradient."""
+    # hidden keys: key 7 after every row; keys 0 and 2 before the band
+    for L, S, mask, hidden in ((7, 8, (True, "top_left", None), [7]),
+                               (5, 9, (True, "bottom_right", (1, None)), [0, 2])):
         q, k, v, g = make_inputs(rng, L, S, hq=2, hkv=1)
         clean = [a.copy() for a in (k, v)]
         for a in (k, v):
             a[..., hidden, :] = np.nan
         out, lse, grads = run(backend, q, k, v, g, mask, 4, 4)
-        ref_out, ref_lse, ref_grads = oracle(q, *clean, g, mask)  # the hidden keys' values do not matter
+        # the hidden keys' values do not matter
+        ref_out, ref_lse, ref_grads = oracle(q, *clean, g, mask)
         what = f"{backend.name}, NaN in keys {hidden} hidden by mask {mask}"
         assert_close(out, ref_out, what=f"output, {what}")
         assert_close(lse, ref_lse, what=f"lse, {what}")
-        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
             assert_close(got, ref, what=f"{name}, {what}")
         assert np.all(grads[1][..., hidden, :] == 0) and np.all(grads[2][..., hidden, :] == 0)
 
@@ -235,12 +254,13 @@ def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
 
 
 def check_rule(backend, q, k, v, g, mask, bq, bk, what):
-    """``backend`` against the oracle, which implements the rule of CONVENTIONS.md for non-finite
-    values."""
+    """``backend`` against the oracle, which implements the rule of CONVENTIONS.md for
+    non-finite values."""
     out, lse, grads = run(backend, q, k, v, g, mask, bq, bk)
     ref_out, ref_lse, ref_grads = oracle(q, k, v, g, mask)
     where = f"{backend.name}, {what}, mask={mask}, blocks {bq}x{bk}"
-    for name, got, ref in zip(("output", "lse", "dQ", "dK", "dV"), (out, lse, *grads), (ref_out, ref_lse, *ref_grads)):
+    for name, got, ref in zip(("output", "lse", "dQ", "dK", "dV"), (out, lse, *grads),
+                              (ref_out, ref_lse, *ref_grads), strict=True):
         assert_close(got, ref, what=f"{name} ({where})")
 
 
@@ -252,7 +272,7 @@ def case_nan_hidden_from_a_row_never_reaches_it(backend, rng):
         q, k, v, g = make_inputs(rng, 6, 6, hq=2, hkv=1)
         (k if name == "key" else v)[..., 2, 1] = np.nan
         out, lse, (dq, dk, dv) = run(backend, q, k, v, g, (True, "top_left", None), 4, 4)
-        ref_out, ref_lse, _ = oracle(q, k, v, g, (True, "top_left", None))
+        ref_out, _, _ = oracle(q, k, v, g, (True, "top_left", None))
         where = f"{backend.name}: NaN in {name} 2, causal"
         assert np.isfinite(out[..., :2, :]).all() and np.isfinite(lse[..., :2]).all(), where
         assert np.isfinite(dq[..., :2, :]).all(), f"{where}: dQ of rows 0, 1 must not see it"
@@ -286,8 +306,10 @@ def case_batch_axes_gqa_scale(backend, rng):
     ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=True, scale=0.3)
     assert_close(out, ref_out, what=f"{backend.name}: GQA output, scale=0.3")
     assert_close(lse, ref_lse, what=f"{backend.name}: GQA lse, scale=0.3")
-    grads = backend.backward(g, q, k, v, out, lse, True, scale=0.3, enable_gqa=True, block_q=3, block_k=5)
-    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3)):
+    grads = backend.backward(g, q, k, v, out, lse, True, scale=0.3, enable_gqa=True, block_q=3,
+                             block_k=5)
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=True, scale=0.3),
+                        strict=True):
         assert_close(got, ref, what=f"{backend.name}: GQA gradient, scale=0.3")
 
 
@@ -298,8 +320,8 @@ def check_low_precision(name, out, lse, grads, q, k, v, g, causal, base_dtype, e
     ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
     qb, kb, vb, gb = (a.astype(base_dtype) for a in (q, k, v, g))
     base_out, _, base_grads = dense_reference(qb, kb, vb, gb, is_causal=causal, upcast=False)
-    for part, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (base_out, *base_grads),
-                                    (ref_out, *ref_grads)):
+    for part, got, base, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads),
+                                    (base_out, *base_grads), (ref_out, *ref_grads), strict=True):
         err = np.abs(got.astype(np.float64) - ref).max()
         base_err = np.abs(base.astype(np.float64) - ref).max()
         assert err <= 2 * base_err + eps, f"{name} {part}: error {err:.3g} > 2 x {base_err:.3g}"
@@ -326,7 +348,8 @@ def case_float16_forward(name, forward, rng, mask, L, S, E, Ev):
     error at most twice that of dense attention computed in float16; empty rows exact."""
     q, k, v, _ = make_inputs(rng, L, S, E=E, Ev=Ev, hq=2, hkv=1, dtype=np.float16)
     causal, align, window = mask
-    out, lse = forward(q, k, v, causal, enable_gqa=True, causal_align=align, window=window, return_lse=True)
+    out, lse = forward(q, k, v, causal, enable_gqa=True, causal_align=align, window=window,
+                       return_lse=True)
     ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal, causal_align=align, window=window)
     dense, _ = dense_reference(q, k, v, is_causal=causal, causal_align=align, window=window,
                                upcast=False)  # float16, GQA: each kv head serves 2 query heads
@@ -339,8 +362,8 @@ def case_float16_forward(name, forward, rng, mask, L, S, E, Ev):
 
 
 def case_float16_nan_no_row_reaches(forward, rng):
-    """A float16 forward with NaN in a key and value that no row may attend to (whole tiles of
-    64)."""
+    """A float16 forward with NaN in a key and value that no row may attend to
+    (whole tiles of 64)."""
     q, k, v, _ = make_inputs(rng, 7, 70, E=64, Ev=64, hq=1, hkv=1, dtype=np.float16)
     k[..., 69, :] = v[..., 69, :] = np.nan  # causal, top-left: no query row reaches key 69
     out = forward(q, k, v, True)
@@ -367,17 +390,21 @@ def case_bfloat16(backend, rng, causal, L=70, S=90, E=16):
     ref_out, ref_lse, _ = attention_oracle(q, k, v, is_causal=causal)
     ref_grads = attention_oracle_backward(g, q, k, v, is_causal=causal)
     eps = 2.0 ** -8  # bfloat16 unit roundoff is 2^-9; allow twice it, relative to the largest entry
-    for part, got, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (ref_out, *ref_grads)):
+    for part, got, ref in zip(("out", "dQ", "dK", "dV"), (out, *grads), (ref_out, *ref_grads),
+                              strict=True):
         err = np.abs(got.astype(np.float64) - ref).max()
-        assert err <= 4 * eps * np.abs(ref).max(), f"{backend.name} bfloat16 {part}: error {err:.3g}"
+        assert err <= 4 * eps * np.abs(ref).max(), (f"{backend.name} bfloat16 {part}: "
+                                                    f"error {err:.3g}")
     assert_close(lse, ref_lse, rtol=1e-4, atol=1e-4, what=f"{backend.name}: bfloat16 lse")
 
 
 def case_matches_numpy_reference_in_float32(backend, rng):
     """Same dtype, same tiles: the kernel and the NumPy reference agree to float32 rounding."""
-    q, k, v, g = make_inputs(rng, 33, 47, E=24, Ev=24, hq=2, hkv=1, dtype=np.float32)
-    out = backend.forward(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
-    ref = numpy_flash(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8, block_k=16)
+    q, k, v, _ = make_inputs(rng, 33, 47, E=24, Ev=24, hq=2, hkv=1, dtype=np.float32)
+    out = backend.forward(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8,
+                          block_k=16)
+    ref = numpy_flash(q, k, v, True, enable_gqa=True, causal_align="bottom_right", block_q=8,
+                      block_k=16)
     assert_close(out, ref, rtol=1e-5, atol=1e-6, what=f"{backend.name} vs NumPy flash, float32")
 
 
@@ -397,20 +424,24 @@ def case_gradients_match_central_differences(backend, rng):
 def case_tiled_equals_dense(backend, L, S, E, bq, bk, causal, align, left, right, use_window, seed):
     rng = np.random.default_rng(seed)
     q, k, v, g = make_inputs(rng, L, S, E=E, Ev=3, hq=2, hkv=1)
-    check_against_oracle(backend, q, k, v, g, (causal, align, (left, right) if use_window else None), bq, bk)
+    check_against_oracle(backend, q, k, v, g, (causal, align,
+                                               (left, right) if use_window else None), bq, bk)
 
 
 def tiled_equals_dense_strategy():
     """The Hypothesis arguments of :func:`case_tiled_equals_dense` (as in tests/test_flash.py)."""
     from hypothesis import strategies as st
 
-    return dict(L=st.integers(1, 20), S=st.integers(1, 20), E=st.integers(1, 6), bq=st.integers(1, 24),
-                bk=st.integers(1, 24), causal=st.booleans(), align=st.sampled_from(["top_left", "bottom_right"]),
-                left=st.one_of(st.none(), st.integers(0, 8)), right=st.one_of(st.none(), st.integers(0, 8)),
-                use_window=st.booleans(), seed=st.integers(0, 2**32 - 1))
+    return dict(L=st.integers(1, 20), S=st.integers(1, 20), E=st.integers(1, 6),
+                bq=st.integers(1, 24), bk=st.integers(1, 24), causal=st.booleans(),
+                align=st.sampled_from(["top_left", "bottom_right"]),
+                left=st.one_of(st.none(), st.integers(0, 8)),
+                right=st.one_of(st.none(), st.integers(0, 8)), use_window=st.booleans(),
+                seed=st.integers(0, 2**32 - 1))
 
 
-DEFAULT_PROFILE_EXAMPLES = 40  # max_examples of the "default" Hypothesis profile (tests/conftest.py)
+# max_examples of the "default" Hypothesis profile (tests/conftest.py)
+DEFAULT_PROFILE_EXAMPLES = 40
 
 
 def run_hypothesis(check, examples_by_default):
@@ -421,7 +452,8 @@ def run_hypothesis(check, examples_by_default):
 
     scaled = examples_by_default * settings.default.max_examples / DEFAULT_PROFILE_EXAMPLES
     examples = max(1, round(scaled))
-    settings(settings.default, max_examples=examples)(given(**tiled_equals_dense_strategy())(check))()
+    settings(settings.default,
+             max_examples=examples)(given(**tiled_equals_dense_strategy())(check))()
 
 
 BLOCK_SIZE_SHAPES = [(11, 13), (13, 13), (1, 13), (13, 11)]
@@ -456,8 +488,8 @@ class SharedFlashTests:
     @pytest.mark.parametrize("mask", ALL_MASKS, ids=ALL_MASK_IDS)
     @pytest.mark.parametrize("L,S", SHAPES)
     def test_shapes_and_masks(self, rng, mask, L, S):
-        # L > S with bottom-right alignment, and narrow windows, leave rows with nothing to attend
-        # to.
+        # L > S with bottom-right alignment, and narrow windows, leave rows with
+        # nothing to attend to.
         case_shapes_and_masks(self.backend, rng, mask, L, S)
 
     def test_rows_with_nothing_to_attend_give_zero_output_inf_lse_zero_gradient(self, rng):

@@ -2,15 +2,19 @@
 import numpy as np
 import pytest
 
-from attention_scratch.additive import (AdditiveAttention, additive_attention_loops, additive_score,
-                                        attention_pooling_backward)
+from attention_scratch.additive import (
+    AdditiveAttention,
+    additive_attention_loops,
+    additive_score,
+    attention_pooling_backward,
+)
 from attention_scratch.softmax import softmax
 from attention_scratch.testing import assert_close, grad_check, numerical_gradient
 
 
 def run_steps(attn, queries, keys, keep, **kw):
-    """Attend with several queries (one per decoder step) against one memory; return contexts,
-    caches."""
+    """Attend with several queries (one per decoder step) against one memory;
+    return contexts, caches."""
     memory = attn.prepare(keys, keep)
     outs = [attn.forward(q, memory, **kw) for q in queries]
     return memory, outs
@@ -18,19 +22,19 @@ def run_steps(attn, queries, keys, keep, **kw):
 
 def check_attention_gradients(attn, queries, keys, keep, rng, step_kw=lambda t: {}):
     """Grad-check d(queries), d(keys) and every parameter of an attention module used over steps."""
-    gs = [rng.standard_normal(attn.forward(queries[0], attn.prepare(keys, keep), **step_kw(0))[0].shape)
-          for _ in queries]
+    gs = [rng.standard_normal(attn.forward(queries[0], attn.prepare(keys, keep),
+                                           **step_kw(0))[0].shape) for _ in queries]
 
     def loss(qs=queries, ks=keys):
         memory = attn.prepare(ks, keep)
         return sum(float(np.sum(attn.forward(q, memory, **step_kw(t))[0] * g))
-                   for t, (q, g) in enumerate(zip(qs, gs)))
+                   for t, (q, g) in enumerate(zip(qs, gs, strict=True)))
 
     attn.zero_grad()
     memory = attn.prepare(keys, keep)
     grad_memory = attn.zero_memory_grads(memory)
     d_queries = []
-    for t, (q, g) in enumerate(zip(queries, gs)):
+    for t, (q, g) in enumerate(zip(queries, gs, strict=True)):
         _, _, cache = attn.forward(q, memory, **step_kw(t))
         d_queries.append(attn.backward(g, cache, grad_memory))
     d_keys = attn.prepare_backward(grad_memory, memory)
@@ -97,7 +101,7 @@ def test_padding_is_masked_even_when_it_holds_garbage(setup):
     assert_close(weights.sum(-1), np.ones(3), what="weights sum to 1 over real positions")
     garbage = keys.copy()
     garbage[~keep] = 1e6
-    c2, w2, _ = attn.forward(query, attn.prepare(garbage, keep))
+    c2, _, _ = attn.forward(query, attn.prepare(garbage, keep))
     assert_close(c2, context, what="context with huge values in the padding")
     # masking a key equals deleting it
     c3, _, _ = attn.forward(query[2:], attn.prepare(keys[2:, :2], None))
@@ -117,7 +121,7 @@ def test_additive_gradients_with_an_l_axis(setup, rng):
 
 def test_additive_score_and_pooling_backward(rng):
     q, k, v = rng.standard_normal((2, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal(3)
-    scores, hidden = additive_score(q, k, v)
+    scores, _ = additive_score(q, k, v)
     assert_close(scores, np.einsum("bsa,a->bs", np.tanh(q[:, None] + k), v))
     values = rng.standard_normal((2, 5, 4))
 

@@ -50,7 +50,8 @@ def grade_answer(exercise_id, source, tmp_path):
 
 
 @pytest.mark.parametrize("exercise_id,what,words,source", _entries("WRONG"))
-def test_a_wrong_answer_loses_its_points_with_a_message_that_says_why(exercise_id, what, words, source, tmp_path):
+def test_a_wrong_answer_loses_its_points_with_a_message_that_says_why(exercise_id, what, words,
+                                                                      source, tmp_path):
     result = grade_answer(exercise_id, source, tmp_path)
     assert result["status"] == "failing" and result["earned"] == 0, result
     assert words in result["message"], result["message"]
@@ -62,9 +63,12 @@ def test_a_valid_answer_written_differently_gets_full_marks(exercise_id, what, s
     assert result["status"] == "passed", result
 
 
-@pytest.mark.parametrize("exercise_id", sorted(EXERCISES, key=lambda i: [int(p) for p in i.split(".")]))
+@pytest.mark.parametrize("exercise_id", sorted(EXERCISES,
+                                               key=lambda i: [int(p) for p in i.split(".")]))
 def test_every_exercise_has_two_wrong_answers_and_a_valid_alternative(exercise_id):
     wrong = [e for e in _entries("WRONG") if e.values[0] == exercise_id]
     valid = [e for e in _entries("VALID") if e.values[0] == exercise_id]
-    assert len(wrong) >= 2, f"exercise {exercise_id} has {len(wrong)} wrong answers in tests/answers/; at least 2"
-    assert len(valid) >= 1, f"exercise {exercise_id} has no valid alternative answer in tests/answers/"
+    assert len(wrong) >= 2, (f"exercise {exercise_id} has {len(wrong)} wrong answers in "
+                             "tests/answers/; at least 2")
+    assert len(valid) >= 1, (f"exercise {exercise_id} has no valid alternative answer in "
+                             "tests/answers/")

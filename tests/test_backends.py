@@ -24,8 +24,8 @@ def numba_reason():
 @pytest.mark.parametrize("name", ["cuda", "Numba", "", None, 3])
 def test_unknown_backend_is_a_value_error_listing_the_names(rng, name):
     q, k, v = inputs(rng)
-    with pytest.raises(ValueError, match=r"backend must be one of 'numpy', 'numba', 'cupy', "
-                                         r"'auto'"):
+    with pytest.raises(ValueError,
+                       match=r"backend must be one of 'numpy', 'numba', 'cupy', 'auto'"):
         at.flash_attention(q, k, v, backend=name)
     out, lse = at.flash_attention(q, k, v, return_lse=True)
     with pytest.raises(ValueError, match="backend"):
@@ -40,10 +40,10 @@ def test_cupy_without_cupy_kernels_or_gpu_says_what_is_needed(rng):
     if backends.unavailable_reason("cupy") is None:
         pytest.skip("CuPy and a GPU are usable here")
     q, k, v = inputs(rng)
-    with pytest.raises(BackendUnavailable, match="(?i)cupy") as err:
+    with pytest.raises(BackendUnavailable, match=r"(?i)cupy") as err:
         at.flash_attention(q, k, v, backend="cupy")
     assert "'cupy'" in str(err.value)
-    with pytest.raises(BackendUnavailable, match="(?i)cupy"):
+    with pytest.raises(BackendUnavailable, match=r"(?i)cupy"):
         at.flash_attention_backward(q[..., :3], q, k, v, q[..., :3], q[..., 0], backend="cupy")
 
 
@@ -77,14 +77,15 @@ def test_an_unusable_numba_falls_back_in_auto_and_raises_when_named(rng, monkeyp
     q, k, v = inputs(rng)
     assert resolve_name("auto", q, k, v) == "numpy"
     assert get_backend("auto", q, k, v) is None
-    with pytest.raises(BackendUnavailable, match="backend 'numba' is unavailable: .*needs Numba"):
+    with pytest.raises(BackendUnavailable, match=r"backend 'numba' is unavailable: .*needs Numba"):
         at.flash_attention(q, k, v, backend="numba")
 
 
 def test_numba_reason_names_the_missing_package(monkeypatch):
     from attention_scratch.backends.numba import cpu as numba_cpu
 
-    monkeypatch.setattr(numba_cpu, "_REQUIRED", numba_cpu._REQUIRED + (("no_such_pkg_xyz", "NoSuch"),))
+    monkeypatch.setattr(numba_cpu, "_REQUIRED", numba_cpu._REQUIRED
+                        + (("no_such_pkg_xyz", "NoSuch"),))
     assert "NoSuch" in numba_cpu.unavailable_reason()
 
 
@@ -97,8 +98,8 @@ def test_importing_the_package_imports_neither_numba_nor_cupy():
     assert done.stdout.strip() == "[]", f"imported at import time: {done.stdout}"
 
 
-@pytest.mark.skipif(numba_reason() is not None, reason="Numba backend unavailable: see "
-                                                       "unavailable_reason")
+@pytest.mark.skipif(numba_reason() is not None,
+                    reason="Numba backend unavailable: see unavailable_reason")
 def test_named_numba_backend_runs_and_rejects_gpu_like_input(rng):
     q, k, v = inputs(rng)
     out, lse = at.flash_attention(q, k, v, backend="numba", return_lse=True)
@@ -108,18 +109,19 @@ def test_named_numba_backend_runs_and_rejects_gpu_like_input(rng):
 
 
 def _matches(function, protocol_method):
-    """Problems of ``function``'s signature against the protocol's (no ``self``); [] when it
-    matches."""
+    """Problems of ``function``'s signature against the protocol's (no ``self``);
+    [] when it matches."""
     want = list(inspect.signature(protocol_method).parameters.values())[1:]
     have = list(inspect.signature(function).parameters.values())
     problems = []
-    for w, h in zip(want, have):
+    for w, h in zip(want, have, strict=False):  # a length mismatch is reported below
         if (w.name, w.kind, w.default) != (h.name, h.kind, h.default):
             problems.append(f"{h} where the protocol has {w}")
     if len(have) < len(want):
         problems.append(f"missing {[w.name for w in want[len(have):]]}")
     for extra in have[len(want):]:  # a backend's own options: keyword-only, with a default
-        if extra.kind is not inspect.Parameter.KEYWORD_ONLY or extra.default is inspect.Parameter.empty:
+        if (extra.kind is not inspect.Parameter.KEYWORD_ONLY
+                or extra.default is inspect.Parameter.empty):
             problems.append(f"extra parameter {extra} must be keyword-only with a default")
     return problems
 
@@ -134,8 +136,9 @@ def test_every_backend_has_the_signatures_of_the_protocol(name):
     from attention_scratch.backends.protocol import FlashBackend
 
     if name == "numpy reference":
-        module = type("NumPy", (), {"flash_attention": flash.flash_attention_numpy,
-                                    "flash_attention_backward": flash.flash_attention_backward_numpy})
+        module = type("NumPy", (), {
+            "flash_attention": flash.flash_attention_numpy,
+            "flash_attention_backward": flash.flash_attention_backward_numpy})
         methods = ("flash_attention", "flash_attention_backward")
     else:
         module = importlib.import_module(name)  # imports without Numba or CuPy
@@ -159,7 +162,9 @@ def test_the_public_functions_have_the_protocol_signatures_plus_backend():
 def _without_last(function):
     """``function`` seen without its last parameter (``backend``)."""
     signature = inspect.signature(function)
-    stub = lambda: None  # noqa: E731
+    def stub():
+        pass
+
     stub.__signature__ = signature.replace(parameters=list(signature.parameters.values())[:-1])
     return stub
 

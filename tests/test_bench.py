@@ -18,10 +18,11 @@ def test_flop_counts_are_those_of_the_flash_attention_papers():
 def test_the_timer_counts_work_left_queued_until_the_synchronisation():
     """A fake device: each call queues 2 ms of work and returns at once; sync() does the work."""
     queue = []
-    per_call = common.seconds(lambda: queue.append(0.002), lambda: (time.sleep(sum(queue)), queue.clear()),
-                              calls=5)
+    per_call = common.seconds(lambda: queue.append(0.002),
+                              lambda: (time.sleep(sum(queue)), queue.clear()), calls=5)
     assert 0.002 <= per_call < 0.02
-    assert common.seconds(lambda: queue.append(0.002)) < 0.002  # without sync() the work is not seen
+    # without sync() the work is not seen
+    assert common.seconds(lambda: queue.append(0.002)) < 0.002
     assert common.relative_error((np.ones(3), np.zeros(2)), (np.full(3, 2.0), np.ones(2))) == 1.0
 
 
@@ -47,7 +48,7 @@ def test_a_wrong_result_is_caught_before_timing(monkeypatch):
         return out * 1.01 if self.name == "flash numpy" else out
 
     monkeypatch.setattr(bench.Method, "forward", wrong)
-    with pytest.raises(AssertionError, match="flash numpy .* is wrong"):
+    with pytest.raises(AssertionError, match=r"flash numpy .* is wrong"):
         bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash numpy",), passes=("forward",),
                   log=lambda line: None)
 
@@ -58,7 +59,8 @@ def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
     real_import = builtins.__import__
 
     def no_bench_gpu(name, globals=None, locals=None, fromlist=(), level=0):
-        if fromlist and "gpu" in fromlist and (globals or {}).get("__package__") == "attention_scratch.bench":
+        package = (globals or {}).get("__package__")
+        if fromlist and "gpu" in fromlist and package == "attention_scratch.bench":
             raise ImportError("No module named 'attention_scratch.bench.gpu'")
         return real_import(name, globals, locals, fromlist, level)
 
@@ -67,18 +69,19 @@ def test_gpu_switch_without_bench_gpu_says_what_is_needed(capsys, monkeypatch):
     assert "CuPy and a CUDA GPU" in capsys.readouterr().out
 
 
-def test_command_line_shows_progress_on_stderr_and_ends_with_the_results_line(tmp_path, capsys, monkeypatch):
+def test_command_line_shows_progress_on_stderr_and_ends_with_the_results_line(tmp_path, capsys,
+                                                                              monkeypatch):
     monkeypatch.setattr(bench, "measure_sgemm", lambda: 100.0)  # the real one takes seconds
     out = tmp_path / "bench.json"
-    assert bench.main(["--sizes", "32", "--repeats", "1", "--heads", "1", "--methods", "flash "
-                                                                                       "numpy",
-                       "--out", str(out)]) == 0
+    assert bench.main(["--sizes", "32", "--repeats", "1", "--heads", "1", "--methods",
+                       "flash numpy", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     assert lines[-1] == f"results: {out}; figure: {out.with_suffix('.png')}"
-    assert bench.HEADER in lines and sum(line.split()[:1] == ["32"] for line in lines) == 4, captured.out
-    # the bar counts the four cases (plain and causal, forward and backward) and names the one
-    # running
+    assert bench.HEADER in lines and sum(line.split()[:1] == ["32"]
+                                         for line in lines) == 4, captured.out
+    # the bar counts the four cases (plain and causal, forward and backward) and names
+    # the one running
     assert "4/4" in captured.err and "N=32 causal backward" in captured.err, captured.err
     assert "results:" not in captured.err and "4/4" not in captured.out
     assert json.loads(out.read_text())["results"]
@@ -86,7 +89,6 @@ def test_command_line_shows_progress_on_stderr_and_ends_with_the_results_line(tm
 
 def test_run_without_progress_writes_nothing_to_stderr(capsys, monkeypatch):
     monkeypatch.setattr(bench, "measure_sgemm", lambda: 100.0)
-    bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash "
-                                                        "numpy",), passes=("forward",), causal=(False,),
-              log=lambda line: None)
+    bench.run(sizes=(32,), repeats=1, heads=1, methods=("flash numpy",), passes=("forward",),
+              causal=(False,), log=lambda line: None)
     assert capsys.readouterr().err == ""

@@ -1,5 +1,5 @@
-"""The GPU benchmark's own code, dry-run on the CPU: stand-in CuPy, emulated kernels, PyTorch on the
-CPU.
+"""The GPU benchmark's own code, dry-run on the CPU:
+stand-in CuPy, emulated kernels, PyTorch on the CPU.
 
 This checks that the oracle check, the timing loop and the results table work before a
 GPU session spends its minutes on them; the numbers it produces mean nothing.
@@ -7,12 +7,13 @@ GPU session spends its minutes on them; the numbers it produces mean nothing.
 import sys
 import time
 
+import fake_cupy
 import numpy as np
 import pytest
 
-import fake_cupy
+from attention_scratch.backends.cuda import emulator as cuda_emulation
+from attention_scratch.backends.cuda import gpu as cupy_gpu
 from attention_scratch.bench import gpu as bench_gpu
-from attention_scratch.backends.cuda import emulator as cuda_emulation, gpu as cupy_gpu
 
 
 def test_without_a_gpu_the_benchmark_says_why_and_exits_2(capsys, monkeypatch):

@@ -35,7 +35,7 @@ def test_every_toc_entry_exists_and_every_chapter_is_in_the_toc():
 
 
 def test_chapter_files_share_the_stem_of_their_exercise_files():
-    for number, stem in CHAPTERS.items():
+    for stem in CHAPTERS.values():
         chapter = BOOK / f"{stem[2:]}.md"
         exercise_file = REPO_DIR / "exercises" / f"{stem}.py"
         if exercise_file.exists():
@@ -50,10 +50,10 @@ def test_each_exercise_has_a_block_a_hidden_solution_and_grading_instructions(ch
     assert f"make grade CHAPTER={chapter}" in text, "the chapter must give the grading command"
     for ex in (e for e in collect() if e.chapter == chapter):
         label = f"ex-{chapter}-{ex.number}"
-        assert re.search(rf"```{{exercise}}[^\n]*\n:label: "
-                         rf"{label}\n", text), f"no exercise block {label}"
-        solution = re.search(rf"```{{solution}} {label}\n:class: "
-                             r"dropdown\n(.*?)\n```\n", text, re.S)
+        assert re.search(rf"```{{exercise}}[^\n]*\n:label: {label}\n",
+                         text), f"no exercise block {label}"
+        solution = re.search(rf"```{{solution}} {label}\n:class: dropdown\n(.*?)\n```\n", text,
+                             re.S)
         assert solution, f"no dropdown solution for {label}"
         assert re.search(rf"^:pyobject: {ex.function_name}$", solution.group(1), re.M), (
             f"the solution of {label} must include {ex.function_name} from solutions/{stem}.py")

@@ -16,8 +16,14 @@ from attention_scratch.backends import unavailable_reason
 from attention_scratch.decoding import ring_attention, split_kv_attention
 from attention_scratch.variants import sliding_window_attention
 
-BAD_SCALES = ["2", True, np.bool_(True), 1j, np.complex128(1), np.array([0.5]), np.array(0.5), np.nan,
-              np.inf, -np.inf, [0.5], object()]
+BAD_SCALES = ["2", True, np.bool_(True), 1j, np.complex128(1), np.array([0.5]), np.array(0.5),
+              np.nan, np.inf, -np.inf, [0.5], object()]
+def stable_id(value):
+    """``repr``, except for a bare ``object()``, whose repr holds its address: pytest-xdist's
+    workers must collect the same test ids."""
+    return "object()" if type(value) is object else repr(value)
+
+
 BAD_FLAGS = ["yes", "", 1, 0, 1.0, None, np.array([True, False]), np.array(True), [True]]
 BAD_BLOCKS = [0, -1, 2.5, True, "64", None, np.array(8)]
 BAD_DROPOUT = [-0.1, 1.5, np.nan, "0.1", True, np.array([0.1]), 1j]
@@ -38,12 +44,14 @@ def flash_entry(backend):
 def flash_backward_entry(backend):
     def call(q, k, v, **kw):
         out, lse = at.flash_attention(q, k, v, return_lse=True)
-        return at.flash_attention_backward(np.ones_like(out), q, k, v, out, lse, backend=backend, **kw)
+        return at.flash_attention_backward(np.ones_like(out), q, k, v, out, lse, backend=backend,
+                                           **kw)
     return call
 
 
 def sdpa_backward(q, k, v, **kw):
-    return at.scaled_dot_product_attention_backward(np.ones(q.shape[:-1] + v.shape[-1:]), q, k, v, **kw)
+    return at.scaled_dot_product_attention_backward(np.ones(q.shape[:-1] + v.shape[-1:]), q, k, v,
+                                                    **kw)
 
 
 def emulated(backward=False):
@@ -62,14 +70,15 @@ def emulated(backward=False):
 
 BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
     unavailable_reason("numba") is not None, reason=str(unavailable_reason("numba"))))]
-# Entry points taking scale and is_causal (keyword names as in DESIGN.md §4).
+# Entry points taking scale and is_causal (keyword names as in docs/design.md §4).
 SCALE_AND_CAUSAL = {
     "sdpa": at.scaled_dot_product_attention,
     "sdpa_backward": sdpa_backward,
     "split_kv": functools.partial(split_kv_attention, num_splits=2),
     "ring": functools.partial(ring_attention, world_size=2),
     "sliding_window": functools.partial(sliding_window_attention, window=(2, 0)),
-    "performer": lambda q, k, v, **kw: at.performer_attention(q, k, v, rng=np.random.default_rng(0), **kw),
+    "performer": lambda q, k, v, **kw: at.performer_attention(q, k, v,
+                                                              rng=np.random.default_rng(0), **kw),
 }
 
 
@@ -89,11 +98,12 @@ ALL_ENTRIES = ["flash", "flash_backward", "emulated", "emulated_backward"] + lis
 # (entry, backend): the flash entry points on every CPU backend, the others once.
 ENTRY_BACKENDS = [(name, "numpy") for name in ALL_ENTRIES] + [
     pytest.param(name, "numba", marks=BACKENDS[1].marks) for name in ("flash", "flash_backward")]
-FLASH_ENTRY_BACKENDS = ENTRY_BACKENDS[:4] + ENTRY_BACKENDS[-2:]  # flash_attention(_backward), emulated
+# flash_attention(_backward), emulated
+FLASH_ENTRY_BACKENDS = ENTRY_BACKENDS[:4] + ENTRY_BACKENDS[-2:]
 
 
 @pytest.mark.parametrize("name,backend", ENTRY_BACKENDS)
-@pytest.mark.parametrize("scale", BAD_SCALES, ids=repr)
+@pytest.mark.parametrize("scale", BAD_SCALES, ids=stable_id)
 def test_scale_must_be_a_finite_real_number(name, backend, scale):
     with pytest.raises((TypeError, ValueError), match="scale"):
         entry(name, backend)(*qkv(), scale=scale)
@@ -143,13 +153,14 @@ def test_dropout_p_must_be_a_number_in_zero_one(p):
         sdpa_backward(q, k, v, dropout_p=p, rng=rng)
 
 
-@pytest.mark.parametrize("scale", [0.5, 2, np.float32(0.25), np.float16(1), np.int64(3), -1.0, 0.0, None])
+@pytest.mark.parametrize("scale", [0.5, 2, np.float32(0.25), np.float16(1), np.int64(3), -1.0, 0.0,
+                                   None])
 @pytest.mark.parametrize("flag", [True, False, np.True_, np.False_])
 def test_good_scalars_are_accepted(scale, flag):
     q, k, v = qkv()
     out = at.flash_attention(q, k, v, is_causal=flag, scale=scale, block_q=np.int32(2), block_k=3)
-    ref = at.scaled_dot_product_attention(q, k, v, is_causal=flag, scale=scale, dropout_p=np.float32(0),
-                                          rng=np.random.default_rng(0))
+    ref = at.scaled_dot_product_attention(q, k, v, is_causal=flag, scale=scale,
+                                          dropout_p=np.float32(0), rng=np.random.default_rng(0))
     np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
 
 

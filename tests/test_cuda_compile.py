@@ -1,13 +1,13 @@
-"""Every CUDA source compiles with nvcc for sm_80 and sm_90 (runs wherever nvcc exists; no GPU
-needed)."""
+"""Every CUDA source compiles with nvcc for sm_80 and sm_90
+(runs wherever nvcc exists; no GPU needed)."""
 import pytest
 
 from attention_scratch.backends.cuda import compile_check
 
 
-@pytest.mark.skipif(compile_check.nvcc_path() is None, reason="nvcc is not on PATH: the CUDA "
-                                                              "sources "
-                    "are compiled in CI, where the CUDA toolkit is installed")
+@pytest.mark.skipif(compile_check.nvcc_path() is None,
+                    reason="nvcc is not on PATH: the CUDA sources are compiled in CI, "
+                           "where the CUDA toolkit is installed")
 def test_every_cuda_source_compiles_for_sm80_and_sm90(capsys):
     failures = compile_check.check_all(("sm_80", "sm_90"))
     assert not failures, "nvcc failed:\n" + "\n".join(log for *_, log in failures)
@@ -36,8 +36,8 @@ def test_compile_check_reports_a_syntax_error(tmp_path, monkeypatch):
 
 
 def test_every_kernel_compiles_through_cupys_nvrtc():
-    """The CuPy backend's own compile path (NVRTC, name expressions, include paths); no GPU
-    needed."""
+    """The CuPy backend's own compile path (NVRTC, name expressions, include paths);
+    no GPU needed."""
     pytest.importorskip("cupy", reason="CuPy is not installed: the NVRTC compile check needs it")
     try:
         failures = compile_check.check_nvrtc()

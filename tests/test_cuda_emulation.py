@@ -8,12 +8,13 @@ nor that they are free of races a real GPU could expose: see tests/test_cupy_gpu
 """
 import functools
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
 
-import flash_backend_cases as cases
-from attention_scratch.backends.cuda import driver as cuda_driver, emulator as cuda_emulation
-from attention_scratch.testing import assert_close, attention_oracle
+from attention_scratch.backends.cuda import driver as cuda_driver
+from attention_scratch.backends.cuda import emulator as cuda_emulation
+from attention_scratch.testing import assert_close
 
 reason = cuda_emulation.unavailable_reason()
 pytestmark = [pytest.mark.skipif(reason is not None, reason=str(reason)),
@@ -45,8 +46,8 @@ SMALL_SMEM = cases.Backend(
 
 
 class TestCudaEmulation(cases.SharedFlashTests):
-    """The test bodies every backend runs (tests/flash_backend_cases.py), on the emulated
-    kernels."""
+    """The test bodies every backend runs (tests/flash_backend_cases.py),
+    on the emulated kernels."""
 
     backend = EMULATED
     tiled_examples = 15
@@ -72,8 +73,8 @@ TENSOR_CORE_KERNELS = pytest.mark.parametrize("kernel", cuda_driver.TENSOR_CORE_
 
 def _tensor_core_backend(kernel):
     return cases.Backend(f"CUDA emulation, {kernel} kernel",
-                         functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel, smem_limit=SMEM),
-                         EMULATED.backward)
+                         functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel,
+                                           smem_limit=SMEM), EMULATED.backward)
 
 
 @TENSOR_CORE_KERNELS
@@ -88,23 +89,25 @@ def test_float16_tensor_core_kernel(rng, causal, kernel):
 @pytest.mark.parametrize("causal", [False, True])
 def test_bfloat16_tensor_core_kernel(rng, causal, kernel):
     run = functools.partial(_bf16, tensor_cores=kernel)
-    cases.case_bfloat16(cases.Backend("CUDA emulation, "
-                                      f"{kernel}", None, None, run), rng, causal, L=70, S=90, E=40)
+    cases.case_bfloat16(cases.Backend(f"CUDA emulation, {kernel}", None, None, run), rng, causal,
+                        L=70, S=90, E=40)
 
 
 @TENSOR_CORE_KERNELS
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,E,Ev", cases.TENSOR_CORE_SHAPES)
 def test_tensor_core_kernels_every_mask_and_shape(rng, kernel, mask, L, S, E, Ev):
-    assert cuda_driver.forward_plan("float16", L, S, E, Ev, 64, 64, SMEM, tensor_cores=kernel)["kernel"] \
-        == f"flash_fwd_{kernel}"
-    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel, smem_limit=SMEM)
+    assert cuda_driver.forward_plan("float16", L, S, E, Ev, 64, 64, SMEM,
+                                    tensor_cores=kernel)["kernel"] == f"flash_fwd_{kernel}"
+    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel,
+                                smem_limit=SMEM)
     cases.case_float16_forward(f"emulated {kernel}", forward, rng, mask, L, S, E, Ev)
 
 
 @TENSOR_CORE_KERNELS
 def test_tensor_core_kernels_ignore_nan_in_a_key_and_value_no_row_reaches(rng, kernel):
-    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel, smem_limit=SMEM)
+    forward = functools.partial(cuda_emulation.flash_attention, tensor_cores=kernel,
+                                smem_limit=SMEM)
     cases.case_float16_nan_no_row_reaches(forward, rng)
 
 
@@ -155,13 +158,19 @@ def test_plans_fit_the_hardware_limits(tag, E):
             for plan in (fwd, bwd):
                 assert plan["threads"] <= cuda_driver.MAX_THREADS and plan["threads"] % 32 == 0
                 assert plan["smem"] <= smem
-                fixed = {"flash_fwd_mma": cuda_driver.mma_tiles(plan["D"]), "flash_fwd_wmma": (64, 64)}.get(plan["kernel"])
-                assert (plan["bq"], plan["bk"]) == fixed if fixed else (1 <= plan["bq"] <= bq and 1 <= plan["bk"] <= bk)
+                fixed = {"flash_fwd_mma": cuda_driver.mma_tiles(plan["D"]),
+                         "flash_fwd_wmma": (64, 64)}.get(plan["kernel"])
+                assert (plan["bq"], plan["bk"]) == fixed if fixed else (1 <= plan["bq"] <= bq
+                                                                        and 1 <= plan["bk"] <= bk)
             tensor_cores = tag in ("float16", "bfloat16") and E <= 128 and (bq, bk) == (64, 64)
             D = cuda_driver.head_dim_bucket(E, E)
-            assert (fwd["kernel"] == "flash_fwd_mma") == (tensor_cores and cuda_driver.mma_smem_bytes(D) <= smem)
-            wmma = cuda_driver.forward_plan(tag, 4096, 4096, E, E, bq, bk, smem, tensor_cores="wmma")
-            assert (wmma["kernel"] == "flash_fwd_wmma") == (tensor_cores and cuda_driver.wmma_smem_bytes(D) <= smem)
+            assert (fwd["kernel"] == "flash_fwd_mma") == (tensor_cores
+                                                          and cuda_driver.mma_smem_bytes(D) <= smem)
+            wmma = cuda_driver.forward_plan(tag, 4096, 4096, E, E, bq, bk, smem,
+                                            tensor_cores="wmma")
+            assert (wmma["kernel"] == "flash_fwd_wmma") == (tensor_cores
+                                                            and cuda_driver.wmma_smem_bytes(D)
+                                                            <= smem)
             assert wmma["smem"] <= smem
 
 
@@ -174,6 +183,7 @@ def cupy_glue(monkeypatch):
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module())
@@ -191,10 +201,12 @@ def test_cupy_backend_glue_numpy_in_numpy_out(cupy_glue, rng):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("cc,kernel", [("86", "flash_fwd_mma"), ("75", "flash_fwd_wmma")])
-def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causal, cc, kernel, monkeypatch):
+def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causal, cc, kernel,
+                                                                      monkeypatch):
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
@@ -202,16 +214,18 @@ def test_cupy_backend_glue_picks_the_tensor_core_kernel_of_the_device(rng, causa
     monkeypatch.setattr(cupy_gpu, "_LIMITS", {})
     seen = []
     monkeypatch.setattr(cuda_driver, "forward_plan", _recording(cuda_driver.forward_plan, seen))
-    glue = cases.Backend("cupy_gpu "
-                         "glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
+    glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention,
+                         cupy_gpu.flash_attention_backward)
     cases.case_low_precision(glue, rng, np.float16, causal, bq=64, bk=64, L=70, S=90, E=32)
-    assert [p["kernel"] for p in seen] == [kernel]
+    assert [launch["kernel"] for launch in seen] == [kernel]
 
 
-@pytest.mark.parametrize("tag,cc,requested,expected", [
-    ("float16", 90, "auto", "mma"), ("bfloat16", 80, "auto", "mma"), ("float16", 75, "auto", "wmma"),
-    ("bfloat16", 75, "auto", False), ("float16", 61, "auto", False), ("float32", 90, "auto", False),
-    ("float16", 90, "wmma", "wmma"), ("float16", 90, False, False), ("float64", 90, "mma", False)])
+@pytest.mark.parametrize("tag,cc,requested,expected",
+                         [("float16", 90, "auto", "mma"), ("bfloat16", 80, "auto", "mma"),
+                          ("float16", 75, "auto", "wmma"), ("bfloat16", 75, "auto", False),
+                          ("float16", 61, "auto", False), ("float32", 90, "auto", False),
+                          ("float16", 90, "wmma", "wmma"), ("float16", 90, False, False),
+                          ("float64", 90, "mma", False)])
 def test_tensor_core_kernel_choice(tag, cc, requested, expected):
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
@@ -239,7 +253,8 @@ def test_tensor_core_kernel_choice_rejects_unknown_names():
 def test_cupy_backend_glue_device_arrays_stay_device_arrays(cupy_glue, rng):
     import cupy  # the stand-in installed by the fixture
 
-    q, k, v, g = (cupy.asarray(a) for a in cases.make_inputs(rng, 5, 6, hq=2, hkv=2, dtype=np.float32))
+    q, k, v, g = (cupy.asarray(a) for a in cases.make_inputs(rng, 5, 6, hq=2, hkv=2,
+                                                             dtype=np.float32))
     out, lse = cupy_glue.forward(q, k, v, True, return_lse=True)
     grads = cupy_glue.backward(g, q, k, v, out, lse, True)
     assert all(type(a) is cupy.ndarray for a in (out, lse, *grads))
@@ -263,24 +278,27 @@ def test_cupy_backend_glue_torch_cpu_tensors_come_back_as_torch_tensors(cupy_glu
 
 
 @pytest.mark.parametrize("cc,kernel", [("86", "flash_fwd_mma"), ("75", "flash_fwd_wmma")])
-def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_compile(rng, monkeypatch, cc, kernel):
+def test_cupy_backend_falls_back_to_the_scalar_kernel_when_tensor_cores_do_not_compile(rng,
+                                                                                       monkeypatch,
+                                                                                       cc, kernel):
     import sys
 
     import fake_cupy
+
     from attention_scratch.backends.cuda import gpu as cupy_gpu
 
     def launch(name, *args):
         if name == kernel:
-            raise cupy_gpu.KernelCompileError(f"compiling {kernel}<__half, 64> failed: a header "
-                                              "was not found")
+            raise cupy_gpu.KernelCompileError(f"compiling {kernel}<__half, 64> failed: "
+                                              "a header was not found")
         return cuda_emulation._launch(name, *args)
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy.make_module(compute_capability=cc))
     monkeypatch.setattr(cupy_gpu, "_LIMITS", {})
     monkeypatch.setattr(cupy_gpu, "_launch", launch)
     monkeypatch.setattr(cupy_gpu, "FAILED_TENSOR_CORE_KERNELS", {})
-    glue = cases.Backend("cupy_gpu "
-                         "glue", cupy_gpu.flash_attention, cupy_gpu.flash_attention_backward)
+    glue = cases.Backend("cupy_gpu glue", cupy_gpu.flash_attention,
+                         cupy_gpu.flash_attention_backward)
     with pytest.warns(UserWarning, match="using the scalar kernel"):
         cases.case_low_precision(glue, rng, np.float16, True, bq=64, bk=64, L=40, S=50, E=32)
 
@@ -310,14 +328,18 @@ def test_no_out_of_bounds_access_under_address_sanitizer(tmp_path):
     import subprocess
     import sys
 
-    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True).stdout.strip()
     if not os.path.isabs(libasan):
         pytest.skip("g++ has no AddressSanitizer runtime")
-    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0",
+    env = dict(os.environ, LD_PRELOAD=libasan,
+               ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0",
                ATTENTION_SCRATCH_EMULATION_CXXFLAGS="-fsanitize=address -fno-omit-frame-pointer -g",
                ATTENTION_SCRATCH_CACHE=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert "asan-clean" in done.stdout and "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert "asan-clean" in done.stdout, done.stderr[-3000:]
+    assert "ERROR: AddressSanitizer" not in done.stderr, done.stderr[-3000:]
 
 
 def test_the_constants_are_written_once_in_the_header_the_kernels_include():

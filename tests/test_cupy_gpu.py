@@ -6,10 +6,10 @@ tests has run yet: the sessions that wrote the kernels had no GPU (benchmarks/gp
 """
 import functools
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
 
-import flash_backend_cases as cases
 from attention_scratch.backends.cuda import gpu as cupy_gpu
 from attention_scratch.testing import assert_close, attention_oracle
 
@@ -23,7 +23,9 @@ def _bf16(q, k, v, g, causal):
     tq, tk, tv, tg = (torch.from_numpy(a).to("cuda", torch.bfloat16) for a in (q, k, v, g))
     out, lse = cupy_gpu.flash_attention(tq, tk, tv, causal, return_lse=True)
     grads = cupy_gpu.flash_attention_backward(tg, tq, tk, tv, out, lse, causal)
-    host = lambda t: t.float().cpu().numpy()  # noqa: E731
+    def host(t):
+        return t.float().cpu().numpy()
+
     return host(out), lse.cpu().numpy(), tuple(host(t) for t in grads)
 
 
@@ -57,7 +59,8 @@ def test_every_float16_forward_kernel_every_mask_and_shape(rng, kernel, mask, L,
 
 @pytest.mark.parametrize("kernel", ["mma", "wmma", False])
 def test_float16_forward_kernels_ignore_nan_no_row_reaches(rng, kernel):
-    cases.case_float16_nan_no_row_reaches(functools.partial(cupy_gpu.flash_attention, tensor_cores=kernel), rng)
+    cases.case_float16_nan_no_row_reaches(functools.partial(cupy_gpu.flash_attention,
+                                                            tensor_cores=kernel), rng)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -74,7 +77,8 @@ def test_cupy_arrays_stay_on_the_device(rng):
     import cupy
 
     q, k, v, _ = cases.make_inputs(rng, 40, 50, E=32, Ev=32, hq=2, hkv=2, dtype=np.float32)
-    out, lse = cupy_gpu.flash_attention(*(cupy.asarray(a) for a in (q, k, v)), True, return_lse=True)
+    out, lse = cupy_gpu.flash_attention(*(cupy.asarray(a) for a in (q, k, v)), True,
+                                        return_lse=True)
     assert isinstance(out, cupy.ndarray) and isinstance(lse, cupy.ndarray)
     ref, ref_lse, _ = attention_oracle(q, k, v, is_causal=True)
     assert_close(out, ref, what="CuPy in, CuPy out")

@@ -1,7 +1,7 @@
 """Empty dimensions on every entry point beside the flash kernels (those run the shared bodies
 case_empty_dimensions and case_head_dim_zero in tests/flash_backend_cases.py).
 
-DESIGN.md §3: B, H or L = 0 give empty results, as PyTorch does; S = 0 means every row has
+docs/design.md §3: B, H or L = 0 give empty results, as PyTorch does; S = 0 means every row has
 nothing to attend to (output 0, lse +inf, gradients 0); E = 0 makes every score an empty
 dot product, 0, so each row averages the values it may see (PyTorch gives the same).
 """
@@ -40,7 +40,8 @@ def torch_sdpa(torch, q, k, v, g, **kw):
 
 
 @pytest.mark.parametrize("shapes", EMPTY, ids=IDS)
-@pytest.mark.parametrize("kw", [{}, dict(is_causal=True), dict(attn_mask="bool"), dict(attn_mask="float")],
+@pytest.mark.parametrize("kw", [{}, dict(is_causal=True), dict(attn_mask="bool"),
+                                dict(attn_mask="float")],
                          ids=["plain", "causal", "bool-mask", "float-mask"])
 def test_sdpa_empty_dimensions_agree_with_pytorch(torch, rng, shapes, kw):
     q, k, v = arrays(rng, shapes)
@@ -53,12 +54,13 @@ def test_sdpa_empty_dimensions_agree_with_pytorch(torch, rng, shapes, kw):
         kw["attn_mask"] = rng.standard_normal((L, S))
     enable_gqa = q.shape[-3] != k.shape[-3]
     g = rng.standard_normal(q.shape[:-1] + v.shape[-1:])
-    out, w = at.scaled_dot_product_attention(q, k, v, enable_gqa=enable_gqa, return_weights=True, **kw)
+    out, w = at.scaled_dot_product_attention(q, k, v, enable_gqa=enable_gqa, return_weights=True,
+                                             **kw)
     grads = at.scaled_dot_product_attention_backward(g, q, k, v, enable_gqa=enable_gqa, **kw)
     assert w.shape == q.shape[:-1] + (S,)
     tkw = {n: (torch.tensor(a) if n == "attn_mask" else a) for n, a in kw.items()}
     expected = torch_sdpa(torch, q, k, v, g, enable_gqa=enable_gqa, **tkw)
-    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected, strict=True):
         assert got.shape == want.shape, f"{name}: {got.shape} vs PyTorch {want.shape}"
         assert_close(got, want, rtol=1e-10, atol=1e-12, what=f"{name} vs PyTorch, {shapes}")
 
@@ -87,9 +89,11 @@ def test_linear_attention_and_performer_take_empty_dimensions(rng, shape, causal
         assert out.shape == v.shape
     out = at.performer_attention(q, q, v, 8, causal, rng=rng)
     assert out.shape == v.shape
-    if shape[-1] == 0:  # E = 0: all scores 0, so each row averages the values it sees (dense attention)
+    # E = 0: all scores 0, so each row averages the values it sees (dense attention)
+    if shape[-1] == 0:
         assert_close(out, at.scaled_dot_product_attention(q[:, None], q[:, None], v[:, None],
-                                                          is_causal=causal)[:, 0], rtol=1e-6, atol=1e-6)
+                                                          is_causal=causal)[:, 0], rtol=1e-6,
+                     atol=1e-6)
 
 
 def mha_and_torch(torch, rng, E=4, H=2):
@@ -128,7 +132,8 @@ def test_dropout_on_an_empty_batch(rng):
     gen = np.random.default_rng(0)
     state = copy.deepcopy(gen)
     out = at.scaled_dot_product_attention(q, q, q, dropout_p=0.5, rng=gen)
-    grads = at.scaled_dot_product_attention_backward(np.zeros(out.shape), q, q, q, dropout_p=0.5, rng=state)
+    grads = at.scaled_dot_product_attention_backward(np.zeros(out.shape), q, q, q, dropout_p=0.5,
+                                                     rng=state)
     assert out.shape == q.shape and all(g.shape == q.shape for g in grads)
 
 
@@ -146,6 +151,6 @@ def test_sdpa_takes_two_dimensional_input_as_pytorch_does(torch, rng, L, S):
     out = at.scaled_dot_product_attention(q, k, v, is_causal=True)
     grads = at.scaled_dot_product_attention_backward(g, q, k, v, is_causal=True)
     expected = torch_sdpa(torch, q, k, v, g, is_causal=True)
-    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected):
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, *grads), expected, strict=True):
         assert got.shape == want.shape
         assert_close(got, want, rtol=1e-10, atol=1e-12, what=f"2-D {name} vs PyTorch")

@@ -1,5 +1,5 @@
-"""Flash attention (NumPy backend): the shared backend test bodies, and the NumPy reference's own
-tests.
+"""Flash attention (NumPy backend): the shared backend test bodies,
+and the NumPy reference's own tests.
 
 The bodies every backend runs against the float64 oracle live in tests/flash_backend_cases.py
 (class TestNumPy below). Here: agreement with PyTorch to 1e-10 for every block size, the
@@ -7,13 +7,13 @@ block schedule and the tiles the kernels visit, peak memory, and argument errors
 """
 import tracemalloc
 
+import flash_backend_cases as cases
 import numpy as np
 import pytest
+from flash_backend_cases import make_inputs
 
 import attention_scratch as at
 import attention_scratch.flash as flash_mod
-import flash_backend_cases as cases
-from flash_backend_cases import make_inputs
 from attention_scratch.flash import block_schedule, flash_attention, flash_attention_backward
 from attention_scratch.testing import assert_close, reference_mask
 
@@ -32,11 +32,12 @@ def run_flash(q, k, v, g, mask, bq, bk):
 
 
 def torch_reference(torch, q, k, v, g, mask):
-    """PyTorch SDPA with the oracle's boolean mask, autograd gradients, and logsumexp of masked
-    scores."""
+    """PyTorch SDPA with the oracle's boolean mask, autograd gradients,
+    and logsumexp of masked scores."""
     causal, align, window = mask
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align, window=window))
+    keep = torch.from_numpy(reference_mask(L, S, is_causal=causal, causal_align=align,
+                                           window=window))
     tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
     out = torch.nn.functional.scaled_dot_product_attention(
         tq, tk, tv, attn_mask=keep, enable_gqa=q.shape[-3] != k.shape[-3])
@@ -57,7 +58,7 @@ def test_every_block_size_agrees_with_pytorch_to_1e_10(torch, rng, mask, L, S):
         where = f"block={block}, mask={mask}, L={L}, S={S}"
         assert_close(out, ref_out, rtol=1e-10, atol=1e-10, what=f"output vs torch ({where})")
         assert_close(lse, ref_lse, rtol=1e-10, atol=1e-10, what=f"lse vs torch ({where})")
-        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        for name, got, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
             assert_close(got, ref, rtol=1e-10, atol=1e-10, what=f"{name} vs torch ({where})")
 
 
@@ -69,7 +70,7 @@ def test_l_greater_than_s_top_left_agrees_with_pytorch(torch, rng):
         out, lse, grads = run_flash(q, k, v, g, mask, block, block)
         assert_close(out, ref_out, rtol=1e-10, atol=1e-10, what=f"output vs torch, block={block}")
         assert_close(lse, ref_lse, rtol=1e-10, atol=1e-10, what=f"lse vs torch, block={block}")
-        for got, ref in zip(grads, ref_grads):
+        for got, ref in zip(grads, ref_grads, strict=True):
             assert_close(got, ref, rtol=1e-10, atol=1e-10, what=f"gradient vs torch, block={block}")
 
 
@@ -81,7 +82,8 @@ def test_ragged_shapes_with_block_size_one(rng):
 # Block skipping: the schedule is exact, and the kernels follow it.
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
-@pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4), (1, 9, 3, 2)])
+@pytest.mark.parametrize("L,S,bq,bk", [(17, 23, 4, 5), (23, 17, 5, 4), (16, 16, 4, 4),
+                                       (1, 9, 3, 2)])
 def test_block_schedule_lists_exactly_the_nonempty_tiles(mask, L, S, bq, bk):
     causal, align, window = mask
     keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)

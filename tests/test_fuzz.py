@@ -8,8 +8,7 @@ Each backend (flash NumPy, flash Numba, the CUDA kernels in the CPU emulation, d
 computes output, lse and the three gradients; they must equal
 
 * NaN exactly where the rule of CONVENTIONS.md puts it (the expected pattern is computed here from
-  the
-  dense mask, independently of attention_scratch._nonfinite), and
+  the dense mask, independently of attention_scratch._nonfinite), and
 * everywhere else PyTorch's ``scaled_dot_product_attention`` in float64 with autograd, run
   on the inputs with the non-finite entries replaced by 0 (masked means absent), within a
   tolerance of a few ulps of the dtype relative to the size of the terms (for a flash
@@ -32,11 +31,13 @@ from attention_scratch.backends import unavailable_reason
 from attention_scratch.backends.cuda import emulator as cuda_emulation
 from attention_scratch.testing import reference_mask
 
-torch = pytest.importorskip("torch", reason="PyTorch (test-only oracle) is not installed; `make "
-                                            "test` installs it")
+torch = pytest.importorskip("torch",
+                            reason="PyTorch (test-only oracle) is not installed; "
+                                   "`make test` installs it")
 
 SMEM = 99 * 1024
-EPS = {np.dtype(np.float64): np.finfo(np.float64).eps, np.dtype(np.float32): np.finfo(np.float32).eps,
+EPS = {np.dtype(np.float64): np.finfo(np.float64).eps,
+       np.dtype(np.float32): np.finfo(np.float32).eps,
        np.dtype(np.float16): np.finfo(np.float16).eps}
 CASES_RUN = {}
 
@@ -54,13 +55,16 @@ def problems(draw):
     window = draw(st.one_of(st.none(), st.tuples(st.one_of(st.none(), st.integers(0, 4)),
                                                  st.one_of(st.none(), st.integers(0, 4)))))
     blocks = draw(st.one_of(st.just((64, 64)), st.tuples(st.integers(1, 8), st.integers(1, 8))))
-    logits = draw(st.sampled_from(["ordinary", "small", "large"] + (["extreme"] if dtype == np.float64 else [])))
-    scale = {"ordinary": None, "small": 1e-3, "large": 8.0, "extreme": 10.0 ** draw(st.integers(3, 12))}[logits]
+    logits = draw(st.sampled_from(["ordinary", "small", "large"]
+                                  + (["extreme"] if dtype == np.float64 else [])))
+    scale = {"ordinary": None, "small": 1e-3, "large": 8.0,
+             "extreme": 10.0 ** draw(st.integers(3, 12))}[logits]
     plants = draw(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1, exclude_max=True),
                                      st.sampled_from([np.nan, np.inf, -np.inf])), max_size=3))
     seed = draw(st.integers(0, 2**32 - 1))
-    return dict(dtype=dtype, lead=lead, hq=hkv * group, hkv=hkv, L=L, S=S, E=E, Ev=Ev, causal=causal,
-                align=align, window=window, blocks=blocks, scale=scale, plants=plants, seed=seed)
+    return dict(dtype=dtype, lead=lead, hq=hkv * group, hkv=hkv, L=L, S=S, E=E, Ev=Ev,
+                causal=causal, align=align, window=window, blocks=blocks, scale=scale,
+                plants=plants, seed=seed)
 
 
 def make_arrays(pr):
@@ -76,22 +80,26 @@ def make_arrays(pr):
 
 
 def expected(pr, q, k, v, g, scale):
-    """PyTorch float64 autograd on the cleaned inputs, with NaN where DESIGN.md §3 puts it."""
+    """PyTorch float64 autograd on the cleaned inputs, with NaN where docs/design.md §3 puts it."""
     q, k, v, g = (a.astype(np.float64) for a in (q, k, v, g))
     hq, hkv, L, S = pr["hq"], pr["hkv"], pr["L"], pr["S"]
     group = hq // hkv if hkv else 1
-    keep = reference_mask(L, S, is_causal=pr["causal"], causal_align=pr["align"], window=pr["window"])
+    keep = reference_mask(L, S, is_causal=pr["causal"], causal_align=pr["align"],
+                          window=pr["window"])
     visible = np.broadcast_to(keep, q.shape[:-1] + (S,))  # (..., Hq, L, S)
     has_key = visible.any(axis=-1)  # (..., Hq, L)
     bad_q = ~np.isfinite(q).all(axis=-1)
-    bad_kv = np.repeat(~(np.isfinite(k).all(axis=-1) & np.isfinite(v).all(axis=-1)), group, axis=-2)  # (..., Hq, S)
+    bad_kv = np.repeat(~(np.isfinite(k).all(axis=-1) & np.isfinite(v).all(axis=-1)), group,
+                       axis=-2)  # (..., Hq, S)
     poisoned = has_key & (bad_q | (visible & bad_kv[..., None, :]).any(axis=-1))
     bad_g = ~np.isfinite(g).all(axis=-1)
     marked = poisoned | (has_key & bad_g)
     seen = (visible & marked[..., None]).any(axis=-2)  # (..., Hq, S)
-    key_nan = seen.reshape(seen.shape[:-2] + (hkv, group, S)).any(axis=-2) if hkv else seen  # (..., Hkv, S)
+    key_nan = seen.reshape(seen.shape[:-2] + (hkv, group,
+                                              S)).any(axis=-2) if hkv else seen  # (..., Hkv, S)
 
-    tq, tk, tv = (torch.tensor(np.where(np.isfinite(a), a, 0.0), requires_grad=True) for a in (q, k, v))
+    tq, tk, tv = (torch.tensor(np.where(np.isfinite(a), a, 0.0), requires_grad=True)
+                  for a in (q, k, v))
     out = torch.nn.functional.scaled_dot_product_attention(
         tq, tk, tv, attn_mask=torch.tensor(keep), scale=scale, enable_gqa=hq != hkv)
     out.backward(torch.tensor(np.where(bad_g[..., None], 0.0, g)))
@@ -124,19 +132,24 @@ def run_backend(name, pr, q, k, v, g):
     causal, align, window = pr["causal"], pr["align"], pr["window"]
     bq, bk = pr["blocks"]
     gqa = pr["hq"] != pr["hkv"]
-    kw = dict(scale=pr["scale"], enable_gqa=gqa, causal_align=align, window=window, block_q=bq, block_k=bk)
+    kw = dict(scale=pr["scale"], enable_gqa=gqa, causal_align=align, window=window, block_q=bq,
+              block_k=bk)
     if name == "sdpa":
         keep = reference_mask(pr["L"], pr["S"], is_causal=causal, causal_align=align, window=window)
-        out = at.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=pr["scale"], enable_gqa=gqa)
+        out = at.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=pr["scale"],
+                                              enable_gqa=gqa)
         return out, None, at.scaled_dot_product_attention_backward(g, q, k, v, attn_mask=keep,
-                                                                    scale=pr["scale"], enable_gqa=gqa)
+                                                                   scale=pr["scale"],
+                                                                   enable_gqa=gqa)
     if name == "cuda-emulation":
-        out, lse = cuda_emulation.flash_attention(q, k, v, causal, return_lse=True, tensor_cores=True,
-                                                  smem_limit=SMEM, **kw)
-        return out, lse, cuda_emulation.flash_attention_backward(g, q, k, v, out, lse, causal, smem_limit=SMEM, **kw)
+        out, lse = cuda_emulation.flash_attention(q, k, v, causal, return_lse=True,
+                                                  tensor_cores=True, smem_limit=SMEM, **kw)
+        return out, lse, cuda_emulation.flash_attention_backward(g, q, k, v, out, lse, causal,
+                                                                 smem_limit=SMEM, **kw)
     backend = name.removeprefix("flash-")
     out, lse = at.flash_attention(q, k, v, causal, return_lse=True, backend=backend, **kw)
-    return out, lse, at.flash_attention_backward(g, q, k, v, out, lse, causal, backend=backend, **kw)
+    return out, lse, at.flash_attention_backward(g, q, k, v, out, lse, causal, backend=backend,
+                                                 **kw)
 
 
 def check_case(name, pr):
@@ -149,7 +162,8 @@ def check_case(name, pr):
     lse_size = 1.0 + np.abs(want_lse[np.isfinite(want_lse)]).max(initial=0.0)
     rel = 64 * eps_acc * lse_size + (4 * EPS[dtype] if dtype == np.float16 else 0.0)
     size = magnitudes(q, k, v, g, scale, pr["L"], want_lse)
-    results = [("out", out, want_out), ("lse", lse, want_lse)] + list(zip(("dq", "dk", "dv"), grads, want_grads))
+    results = [("out", out, want_out), ("lse", lse, want_lse)] + list(zip(("dq", "dk", "dv"), grads,
+                                                                          want_grads, strict=True))
     for part, got, want in results:
         if got is None:
             continue
@@ -164,7 +178,8 @@ def check_case(name, pr):
         ok = np.isfinite(want)
         assert np.isfinite(got[ok]).all(), f"{where}: a finite result expected"
         err = np.abs(got[ok] - want[ok]).max(initial=0.0)
-        assert err <= rel * (size[part] + 1e-300) + EPS[dtype] * np.abs(want[ok]).max(initial=0.0), \
+        floor = EPS[dtype] * np.abs(want[ok]).max(initial=0.0)
+        assert err <= rel * (size[part] + 1e-300) + floor, \
             f"{where}: error {err:.3g} > {rel:.3g} x {size[part]:.3g}"
     CASES_RUN[name] = CASES_RUN.get(name, 0) + 1
 
@@ -175,8 +190,9 @@ def numba_mark():
 
 
 BACKENDS = ["flash-numpy", pytest.param("flash-numba", marks=numba_mark()),
-            pytest.param("cuda-emulation", marks=pytest.mark.skipif(
-                cuda_emulation.unavailable_reason() is not None, reason=str(cuda_emulation.unavailable_reason()))),
+            pytest.param("cuda-emulation",
+                         marks=pytest.mark.skipif(cuda_emulation.unavailable_reason() is not None,
+                                                  reason=str(cuda_emulation.unavailable_reason()))),
             "sdpa"]
 
 
@@ -191,8 +207,10 @@ def name(request):
 def test_every_backend_agrees_with_pytorch_float64(name):
     """One Hypothesis run with the active profile; FUZZ_SECONDS > 0 repeats runs until that many
     seconds have passed (``make fuzz``), each run with fresh random examples."""
-    examples = max(settings.default.max_examples, 100)  # the active profile's, at least 100 (~20 s in all)
-    run = settings(settings.default, max_examples=examples)(given(pr=problems())(lambda pr: check_case(name, pr)))
+    # the active profile's, at least 100 (~20 s in all)
+    examples = max(settings.default.max_examples, 100)
+    run = settings(settings.default,
+                   max_examples=examples)(given(pr=problems())(lambda pr: check_case(name, pr)))
     budget = float(os.environ.get("FUZZ_SECONDS", "0"))
     start = time.monotonic()
     before = CASES_RUN.get(name, 0)

@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+from test_answers import replace_function
 
 from attention_scratch.course.exercises import CHAPTERS, collect, write_stubs
 from attention_scratch.course.repo import find_repository
 from attention_scratch.course.sandbox import abi_version as sandbox_abi
-from test_answers import replace_function
 
 REPO = find_repository()
 CH01, CH04, CH12 = "ch01_numpy_toolkit", "ch04_scaled_dot_product", "ch12_numba_cpu"
@@ -48,7 +48,8 @@ def test_fresh_stubs_score_zero_with_every_exercise_not_started(tmp_path):
     assert {r["status"] for r in results.values()} == {"not started"}
     assert len(results) == len(collect())
     assert "1.1  0/2  not started" in done.stdout
-    assert f"[{len(results)}/{len(results)}]" in done.stderr, "progress lines go to stderr while grading"
+    assert f"[{len(results)}/{len(results)}]" in done.stderr, ("progress lines go to "
+                                                               "stderr while grading")
 
 
 def test_every_exercise_has_graded_tests():
@@ -69,11 +70,10 @@ _checker.fold = lambda outcomes: ("passed", "")
 
 def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     """Python and Numba endless loops, os._exit(0) and a changed NumPy state, graded together."""
-    ch01 = solution_text(CH01).replace("import numpy as np\n", "import numpy as "
-                                                               "np\n" + HOSTILE_PREAMBLE, 1)
-    ch01 = replace_function(ch01, "stable_logsumexp", "def stable_logsumexp(x, axis=-1):\n    "
-                                                      "while True:\n"
-                                                      "        pass\n")
+    ch01 = solution_text(CH01).replace("import numpy as np\n",
+                                       "import numpy as np\n" + HOSTILE_PREAMBLE, 1)
+    ch01 = replace_function(ch01, "stable_logsumexp",
+                            "def stable_logsumexp(x, axis=-1):\n    while True:\n        pass\n")
     ch01 = replace_function(ch01, "softmax_vjp", "def softmax_vjp(grad_out, probs, axis=-1):\n"
                                                  "    import os\n    os._exit(0)\n")
     (tmp_path / f"{CH01}.py").write_text(ch01)
@@ -89,10 +89,12 @@ def test_hostile_code_is_stopped_and_other_grades_do_not_change(tmp_path):
     seconds = time.monotonic() - start
     assert done.returncode == 1, done.stdout + done.stderr
     results = results_of(tmp_path / "r.json")
-    assert results["1.3"]["status"] == "failing" and "time budget of 8 s" in results["1.3"]["message"]
-    assert results["12.1"]["status"] == "failing" and "time budget of 8 s" in results["12.1"]["message"], \
-        "a Numba loop that never ends must be stopped too"
-    assert results["1.4"]["status"] == "failing" and "exited with status 0" in results["1.4"]["message"]
+    assert results["1.3"]["status"] == "failing"
+    assert "time budget of 8 s" in results["1.3"]["message"]
+    assert results["12.1"]["status"] == "failing", "a Numba loop that never ends must stop too"
+    assert "time budget of 8 s" in results["12.1"]["message"]
+    assert results["1.4"]["status"] == "failing"
+    assert "exited with status 0" in results["1.4"]["message"]
     for exercise_id in ("1.1", "1.2", "1.5", "4.1", "4.2", "4.3"):
         assert results[exercise_id]["status"] == "passed", results[exercise_id]
     assert seconds < 120, f"grading took {seconds:.0f} s: the budgets did not hold"
@@ -102,9 +104,10 @@ def test_a_stub_that_patches_the_grader_scores_zero(tmp_path):
     stubs = write_stubs(tmp_path)
     for stem in (CH01, CH04):
         path = stubs / f"{stem}.py"
-        path.write_text(path.read_text().replace("import numpy as np\n", "import numpy as "
-                                                                         "np\n" + HOSTILE_PREAMBLE, 1))
-    done = run_grader("--target", str(stubs), "--chapter", "1", "--chapter", "4", json_path=tmp_path / "r.json")
+        path.write_text(path.read_text().replace("import numpy as np\n",
+                                                 "import numpy as np\n" + HOSTILE_PREAMBLE, 1))
+    done = run_grader("--target", str(stubs), "--chapter", "1", "--chapter", "4",
+                      json_path=tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     assert {r["status"] for r in results_of(tmp_path / "r.json").values()} == {"not started"}
     assert done.stdout.strip().splitlines()[-1].startswith("score: 0/")
@@ -121,12 +124,13 @@ def test_a_file_that_does_not_import_fails_every_exercise_with_its_line(tmp_path
 
 def test_an_exception_shows_the_students_file_and_line(tmp_path):
     text = replace_function(solution_text(CH04), "scaled_scores",
-                            "def scaled_scores(query, key, scale):\n    out = query @ key\n    "
-                            "return out * scale\n")
+                            "def scaled_scores(query, key, scale):\n    out = query @ key\n "
+                            "   return out * scale\n")
     (tmp_path / f"{CH04}.py").write_text(text)
     done = run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     message = results_of(tmp_path / "r.json")["4.1"]["message"]
-    assert "ValueError" in message and f"of {CH04}.py, in scaled_scores: out = query @ key" in message, message
+    assert "ValueError" in message, message
+    assert f"of {CH04}.py, in scaled_scores: out = query @ key" in message, message
     assert "where np." not in done.stdout and "assert " not in message, "no assertion-rewrite noise"
 
 
@@ -141,7 +145,8 @@ def stable_softmax(x, axis=-1):
     (tmp_path / f"{CH01}.py").write_text(text)
     run_grader("--target", str(tmp_path), "--exercise", "1.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["1.1"]
-    assert result["status"] == "failing" and "changed its argument `x` in place" in result["message"], result
+    assert result["status"] == "failing", result
+    assert "changed its argument `x` in place" in result["message"], result
 
 
 @pytest.mark.parametrize("how,source,words", [
@@ -157,7 +162,8 @@ def stable_softmax(x, axis=-1):
      "reads the reference answers in solutions/"),
 ])
 def test_a_copied_answer_is_reported_and_not_graded(how, source, words, tmp_path):
-    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))
+    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores",
+                                                          source))
     run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["4.1"]
     assert result["status"] == "copied, not graded" and result["earned"] == 0, result
@@ -210,10 +216,12 @@ def scaled_scores(query, key, scale):
     repo = {repo!r}
     escaped = []
     attempts = {{
-        "cat solutions/": lambda: subprocess.run(["cat", os.path.join(repo, "solutions", "ch01_numpy_toolkit.py")],
-                                                 check=True, capture_output=True),
+        "cat solutions/": lambda: subprocess.run(
+            ["cat", os.path.join(repo, "solutions", "ch01_numpy_toolkit.py")],
+            check=True, capture_output=True),
         "list the tests": lambda: os.listdir(os.path.join(repo, "tests")),
-        "write the grader": lambda: open(os.path.join(repo, "attention_scratch", "course", "checker.py"), "a"),
+        "write the grader": lambda: open(
+            os.path.join(repo, "attention_scratch", "course", "checker.py"), "a"),
         "write the repository": lambda: open(os.path.join(repo, "planted.txt"), "w"),
         "signal the checker": lambda: os.kill(os.getppid(), signal.SIGSTOP),
         "write into the checker's files": lambda: write_through_proc(os.getppid()),
@@ -234,15 +242,15 @@ def scaled_scores(query, key, scale):
 '''
 
 
-@pytest.mark.skipif(sandbox_abi() < 1, reason="this kernel has no Landlock: student code is not "
-                                              "sandboxed "
-                    "here (the grader says so); the sandbox is checked where Landlock exists")
+@pytest.mark.skipif(sandbox_abi() < 1,
+                    reason="this kernel has no Landlock: student code is not sandboxed here "
+                           "(the grader says so); the sandbox is checked where Landlock exists")
 def test_student_code_runs_in_a_sandbox_it_cannot_leave(tmp_path):
     """No reading solutions/ (a direct open is also caught as copying, above) or the tests, no
-    writing
-    the repository, no touching the checker."""
+    writing the repository, no touching the checker."""
     source = SANDBOX_PROBE.format(repo=str(REPO))
-    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores", source))
+    (tmp_path / f"{CH04}.py").write_text(replace_function(solution_text(CH04), "scaled_scores",
+                                                          source))
     run_grader("--target", str(tmp_path), "--exercise", "4.1", json_path=tmp_path / "r.json")
     result = results_of(tmp_path / "r.json")["4.1"]
     assert result["status"] == "passed", result["message"]

@@ -4,8 +4,16 @@ import pytest
 
 import attention_scratch.flash as flash_mod
 from attention_scratch.flash import flash_attention
-from attention_scratch.io_accounting import (dense_io, fa1_block_sizes, fa1_io, fa2_block_size, fa2_io,
-                                             flash_trace, peak_traced_memory, tiled_io)
+from attention_scratch.io_accounting import (
+    dense_io,
+    fa1_block_sizes,
+    fa1_io,
+    fa2_block_size,
+    fa2_io,
+    flash_trace,
+    peak_traced_memory,
+    tiled_io,
+)
 from attention_scratch.testing import assert_close, attention_oracle, reference_mask
 
 
@@ -35,8 +43,8 @@ def test_dense_io_is_4nd_plus_4n2():
 
 def test_growth_rates_match_the_flashattention_paper():
     d, M = 64, 100_000
-    # Θ(N²d²/M): quadrupling N multiplies the tiled traffic by about 16 once N >> block; dense by 16
-    # as N².
+    # Θ(N²d²/M): quadrupling N multiplies the tiled traffic by about 16 once N >> block;
+    # dense by 16 as N².
     big = [fa1_io(N, d, M)["total"] / (N * N * d * d / M) for N in (4096, 16384, 65536)]
     assert max(big) / min(big) < 1.15, big
     dense = [dense_io(N, d)["total"] / (N * N) for N in (4096, 16384, 65536)]
@@ -57,7 +65,9 @@ def test_fa2_block_fits_the_fast_memory():
 
 def test_tiled_io_counts_what_the_kernel_reads(rng, monkeypatch):
     L, S, E, Ev = 37, 45, 6, 4
-    q, k, v = rng.standard_normal((1, L, E)), rng.standard_normal((1, S, E)), rng.standard_normal((1, S, Ev))
+    q, k, v = rng.standard_normal((1, L, E)), rng.standard_normal((1, S,
+                                                                   E)), rng.standard_normal((1, S,
+                                                                                             Ev))
     seen = {"kv": 0}
     forward_tile = flash_mod.forward_tile
 
@@ -83,9 +93,11 @@ def test_causal_halves_the_key_value_traffic():
 def test_flash_trace_steps_through_to_the_oracle(rng):
     L, S = 12, 20
     q, k, v = rng.standard_normal((L, 4)), rng.standard_normal((S, 4)), rng.standard_normal((S, 3))
-    steps = flash_trace(q, k, v, q_block=1, block_q=4, block_k=6, is_causal=True, causal_align="bottom_right")
+    steps = flash_trace(q, k, v, q_block=1, block_q=4, block_k=6, is_causal=True,
+                        causal_align="bottom_right")
     assert [s["k_block"] for s in steps] == [0, 1, 2]  # rows 4..7 see keys 0..15
-    ref_out, _, _ = attention_oracle(q[None], k[None], v[None], is_causal=True, causal_align="bottom_right")
+    ref_out, _, _ = attention_oracle(q[None], k[None], v[None], is_causal=True,
+                                     causal_align="bottom_right")
     assert_close(steps[-1]["out"], ref_out[0, 4:8], what="trace output after the last key block")
     keep = reference_mask(L, S, is_causal=True, causal_align="bottom_right")[4:8]
     scores = q[4:8] @ k.T / 2.0

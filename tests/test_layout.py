@@ -13,8 +13,8 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_a_cycle_is_found_wherever_its_imports_stand(tmp_path):
-    """The walker sees imports inside functions and modules named in a registry, and a cycle through
-    them."""
+    """The walker sees imports inside functions and modules named in a registry,
+    and a cycle through them."""
     pkg = tmp_path / "attention_scratch"
     (pkg / "sub").mkdir(parents=True)
     files = {
@@ -32,7 +32,8 @@ def test_a_cycle_is_found_wherever_its_imports_stand(tmp_path):
     assert graph["attention_scratch.a"].imports == {"attention_scratch.b"}
     assert graph["attention_scratch.sub.c"].imports == {"attention_scratch.a"}
     assert graph["attention_scratch.d"].imports == set()  # a __main__ block is never imported
-    assert find_cycles(graph) == [["attention_scratch.a", "attention_scratch.b", "attention_scratch.sub.c"]]
+    assert find_cycles(graph) == [["attention_scratch.a", "attention_scratch.b",
+                                   "attention_scratch.sub.c"]]
 
 
 def test_every_module_has_a_role_and_the_roles_are_layered():
@@ -45,8 +46,9 @@ def test_every_module_has_a_role_and_the_roles_are_layered():
         "backend dispatch": {"contract", "backends: Numba", "backends: CUDA"},
         "concepts (one per chapter)": {"contract", "backend dispatch"},
         "training": {"concepts (one per chapter)"},
-        "benchmarks": {"concepts (one per chapter)", "backend dispatch", "backends: "
-                                                                         "CUDA", "contract"},
+        "demos": {"concepts (one per chapter)"},
+        "benchmarks": {"concepts (one per chapter)", "backend dispatch", "backends: CUDA",
+                       "contract"},
         "course tooling": {"concepts (one per chapter)", "contract"},
     }
     for (source, target), count in edges.items():

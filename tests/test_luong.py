@@ -1,14 +1,20 @@
 """Luong attention: every score, global and local, gradients (through p_t too), oracle agreement."""
 import numpy as np
 import pytest
-
-from attention_scratch.luong import (AttentionalState, LuongAttention, concat_score, general_score,
-                                     local_window)
-from attention_scratch.testing import assert_close, attention_oracle, grad_check
-
 from test_additive import check_attention_gradients
 
-VARIANTS = [(s, None) for s in ("dot", "general", "concat")] + [(s, loc) for s in ("dot", "general", "concat")
+from attention_scratch.luong import (
+    AttentionalState,
+    LuongAttention,
+    concat_score,
+    general_score,
+    local_window,
+)
+from attention_scratch.testing import assert_close, attention_oracle, grad_check
+
+VARIANTS = [(s, None) for s in ("dot", "general", "concat")] + [(s, loc)
+                                                                for s in ("dot", "general",
+                                                                          "concat")
                                                                 for loc in ("m", "p")]
 
 
@@ -60,10 +66,10 @@ def test_dot_score_with_scale_one_equals_the_library_sdpa(rng):
     out, w = at.scaled_dot_product_attention(q[:, None, None], keys[:, None], keys[:, None],
                                              attn_mask=keep[:, None, None, :], scale=1.0,
                                              return_weights=True)  # (B, 1, 1, D), (B, 1, 1, S)
-    assert_close(context, out[:, 0, 0], what="Luong dot context vs "
-                                             "scaled_dot_product_attention(scale=1)")
-    assert_close(weights, w[:, 0, 0], what="Luong dot weights vs "
-                                           "scaled_dot_product_attention(scale=1)")
+    assert_close(context, out[:, 0, 0],
+                 what="Luong dot context vs scaled_dot_product_attention(scale=1)")
+    assert_close(weights, w[:, 0, 0],
+                 what="Luong dot weights vs scaled_dot_product_attention(scale=1)")
     # and the backward passes agree: d(query) and d(keys), with keys serving as the values too
     g = rng.standard_normal(context.shape)
     grad_memory = attn.zero_memory_grads(memory)
@@ -73,8 +79,8 @@ def test_dot_score_with_scale_one_equals_the_library_sdpa(rng):
         g[:, None, None], q[:, None, None], keys[:, None], keys[:, None],
         attn_mask=keep[:, None, None, :], scale=1.0)
     assert_close(d_q, gq[:, 0, 0], what="d(query) vs the sdpa backward")
-    assert_close(d_keys, (gk + gv)[:, 0], what="d(keys) vs the sdpa backward (keys are also the "
-                                               "values)")
+    assert_close(d_keys, (gk + gv)[:, 0],
+                 what="d(keys) vs the sdpa backward (keys are also the values)")
 
 
 def test_general_score_with_identity_is_dot(rng):
@@ -82,18 +88,20 @@ def test_general_score_with_identity_is_dot(rng):
     attn.params["W_a"][...] = np.eye(4)
     dot = LuongAttention(4, 4, rng, score="dot")
     q = rng.standard_normal((3, 4))
-    assert_close(attn.forward(q, attn.prepare(keys, keep))[0], dot.forward(q, dot.prepare(keys, keep))[0])
+    assert_close(attn.forward(q, attn.prepare(keys, keep))[0],
+                 dot.forward(q, dot.prepare(keys, keep))[0])
 
 
 def test_score_functions(rng):
     q, k = rng.standard_normal((2, 3)), rng.standard_normal((2, 5, 4))
     W = rng.standard_normal((3, 4))
-    assert_close(general_score(q, k, W), np.array([[q[b] @ W @ k[b, s] for s in range(5)] for b in range(2)]))
+    assert_close(general_score(q, k, W), np.array([[q[b] @ W @ k[b, s] for s in range(5)]
+                                                   for b in range(2)]))
     Wa, va = rng.standard_normal((7, 6)), rng.standard_normal(6)
     expected = np.array([[va @ np.tanh(Wa.T @ np.concatenate([q[b], k[b, s]])) for s in range(5)]
                          for b in range(2)])
-    assert_close(concat_score(q, k, Wa, va), expected, what="concat score against the literal "
-                                                            "formula")
+    assert_close(concat_score(q, k, Wa, va), expected,
+                 what="concat score against the literal formula")
     # the library's split form equals the literal concatenation
     attn = LuongAttention(3, 4, rng, score="concat", attn_dim=6)
     attn.params["W_a"][...], attn.params["v_a"][...] = Wa, va
@@ -103,7 +111,8 @@ def test_score_functions(rng):
 def test_local_window_clips_and_masks(rng):
     keep, gauss = local_window(np.array([0.4, 6.0, 2.5]), np.array([7, 7, 4]), 8, 2)
     assert keep.tolist()[0] == [True, True, True, False, False, False, False, False]
-    assert keep.tolist()[1] == [False] * 4 + [True] * 3 + [False]  # clipped at the end, padding 7 masked
+    # clipped at the end, padding 7 masked
+    assert keep.tolist()[1] == [False] * 4 + [True] * 3 + [False]
     assert keep.tolist()[2] == [False, True, True, True, False, False, False, False]
     assert_close(gauss[2], np.exp(-(np.arange(8) - 2.5) ** 2 / 2.0))
 
@@ -134,15 +143,16 @@ def test_float32_stays_float32(rng, score, local):
     attn.params = {name: value.astype(np.float32) for name, value in attn.params.items()}
     memory = attn.prepare(keys.astype(np.float32), keep)
     context, weights, _ = attn.forward(rng.standard_normal((3, 4)).astype(np.float32), memory, t=1)
-    assert context.dtype == np.float32 and weights.dtype == np.float32, (context.dtype, weights.dtype)
+    assert context.dtype == np.float32 and weights.dtype == np.float32, (context.dtype,
+                                                                         weights.dtype)
 
 
 def test_local_m_past_the_end_stays_inside_the_sentence(rng):
     attn, keys, keep = make(rng, "dot", "m")
     _, weights, cache = attn.forward(rng.standard_normal((3, 4)), attn.prepare(keys, keep), t=20)
     assert_close(cache["p"], keep.sum(1) - 1.0)
-    assert_close(weights.sum(-1), np.ones(3), what="a window at the last real position is never "
-                                                   "empty")
+    assert_close(weights.sum(-1), np.ones(3),
+                 what="a window at the last real position is never empty")
 
 
 def test_attentional_state_grad_check(rng):

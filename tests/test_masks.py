@@ -31,7 +31,8 @@ def test_padding_mask():
     np.testing.assert_array_equal(mask[:, 0, 0], [[1, 1, 1, 0, 0], [0] * 5, [1] * 5])
 
 
-@pytest.mark.parametrize("L,S,left,right", [(4, 9, 2, 0), (6, 6, 1, 1), (5, 3, None, 0), (3, 8, 2, None)])
+@pytest.mark.parametrize("L,S,left,right", [(4, 9, 2, 0), (6, 6, 1, 1), (5, 3, None, 0),
+                                            (3, 8, 2, None)])
 def test_sliding_window_matches_the_oracle_rule(L, S, left, right):
     np.testing.assert_array_equal(at.sliding_window_mask(L, S, left, right),
                                   reference_mask(L, S, window=(left, right)))
@@ -55,7 +56,8 @@ def test_combine_masks():
     assert_close(np.where(a, out, 0), np.where(a, bias, 0))
     assert np.all(np.isneginf(out[~a]))
     assert combine_masks(None, None) is None
-    np.testing.assert_array_equal(key_padding_to_keep(np.array([[False, True]])), [[[[True, False]]]])
+    np.testing.assert_array_equal(key_padding_to_keep(np.array([[False, True]])),
+                                  [[[[True, False]]]])
 
 
 def test_errors_name_the_argument():
@@ -94,11 +96,13 @@ def test_masking_a_key_equals_deleting_it(lengths, L, seed):
             assert_close(out[b], short, what=f"sequence {b} of length {n}: masked vs deleted keys")
 
 
-@given(L=st.integers(1, 6), S=st.integers(1, 6), align=st.sampled_from(["top_left", "bottom_right"]),
-       seed=st.integers(0, 2**16))
+@given(L=st.integers(1, 6), S=st.integers(1, 6),
+       align=st.sampled_from(["top_left", "bottom_right"]), seed=st.integers(0, 2**16))
 def test_fully_masked_rows_give_zero_and_zero_gradient(L, S, align, seed):
     rng = np.random.default_rng(seed)
-    q, k, v = rng.standard_normal((2, L, 3)), rng.standard_normal((2, S, 3)), rng.standard_normal((2, S, 4))
+    q, k, v = rng.standard_normal((2, L, 3)), rng.standard_normal((2, S,
+                                                                   3)), rng.standard_normal((2, S,
+                                                                                             4))
     mask = at.causal_mask(L, S, align) & (rng.random((L, S)) < 0.6)
     empty = ~mask.any(axis=-1)  # (L,)
     out = at.scaled_dot_product_attention(q, k, v, mask)

@@ -1,5 +1,5 @@
-"""The mma.m16n8k16 fragment layout of chapter 13 (backends/cuda/mma_layout.py), checked in
-NumPy."""
+"""The mma.m16n8k16 fragment layout of chapter 13
+(backends/cuda/mma_layout.py), checked in NumPy."""
 import numpy as np
 import pytest
 
@@ -10,7 +10,7 @@ from attention_scratch.backends.cuda import mma_layout
 def test_every_entry_is_held_by_exactly_one_lane_and_slot(operand):
     lane_of, slot_of = mma_layout.owner_map(operand)
     assert (lane_of >= 0).all() and (slot_of >= 0).all()
-    pairs = set(zip(lane_of.ravel().tolist(), slot_of.ravel().tolist()))
+    pairs = set(zip(lane_of.ravel().tolist(), slot_of.ravel().tolist(), strict=True))
     assert len(pairs) == lane_of.size == 32 * mma_layout.SLOTS[operand]
 
 
@@ -35,13 +35,14 @@ def test_two_adjacent_accumulator_tiles_are_one_a_fragment():
     assert np.array_equal(slot_a[:, :8], slot_c) and np.array_equal(slot_a[:, 8:], slot_c + 4)
 
 
-def test_fragments_round_trip_and_a_warp_mma_multiplies(rng=np.random.default_rng(0)):
+def test_fragments_round_trip_and_a_warp_mma_multiplies(rng):
     a = rng.standard_normal((16, 16)).astype(np.float16)
     b = rng.standard_normal((16, 8)).astype(np.float16)
     c = rng.standard_normal((16, 8)).astype(np.float32)
     for m, op in ((a, "a"), (b, "b"), (c, "c")):
         assert np.array_equal(mma_layout.from_fragments(mma_layout.to_fragments(m, op), op), m)
-    d = mma_layout.warp_mma(*(mma_layout.to_fragments(m, op) for m, op in ((a, "a"), (b, "b"), (c, "c"))))
+    d = mma_layout.warp_mma(*(mma_layout.to_fragments(m, op)
+                              for m, op in ((a, "a"), (b, "b"), (c, "c"))))
     ref = c + a.astype(np.float32) @ b.astype(np.float32)
     np.testing.assert_allclose(mma_layout.from_fragments(d, "c"), ref, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):

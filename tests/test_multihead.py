@@ -1,5 +1,5 @@
-"""Multi-head attention: PyTorch's nn.MultiheadAttention, GQA against PyTorch SDPA, finite
-differences, KV cache."""
+"""Multi-head attention: PyTorch's nn.MultiheadAttention, GQA against PyTorch SDPA,
+finite differences, KV cache."""
 import numpy as np
 import pytest
 
@@ -12,18 +12,18 @@ B, L, S, E, H = 2, 5, 7, 12, 3
 
 def copy_into_torch(torch, ours, theirs):
     """Copy our (in, out) weights into an nn.MultiheadAttention ((out, in) weights)."""
-    p = {k: torch.tensor(v) for k, v in ours.params.items()}
+    weights = {k: torch.tensor(v) for k, v in ours.params.items()}
     with torch.no_grad():
         if theirs._qkv_same_embed_dim:
-            theirs.in_proj_weight.copy_(torch.cat([p["W_q"].T, p["W_k"].T, p["W_v"].T]))
+            theirs.in_proj_weight.copy_(torch.cat([weights[f"W_{x}"].T for x in "qkv"]))
         else:
-            theirs.q_proj_weight.copy_(p["W_q"].T)
-            theirs.k_proj_weight.copy_(p["W_k"].T)
-            theirs.v_proj_weight.copy_(p["W_v"].T)
-        theirs.out_proj.weight.copy_(p["W_o"].T)
-        if "b_q" in p:
-            theirs.in_proj_bias.copy_(torch.cat([p["b_q"], p["b_k"], p["b_v"]]))
-            theirs.out_proj.bias.copy_(p["b_o"])
+            theirs.q_proj_weight.copy_(weights["W_q"].T)
+            theirs.k_proj_weight.copy_(weights["W_k"].T)
+            theirs.v_proj_weight.copy_(weights["W_v"].T)
+        theirs.out_proj.weight.copy_(weights["W_o"].T)
+        if "b_q" in weights:
+            theirs.in_proj_bias.copy_(torch.cat([weights["b_q"], weights["b_k"], weights["b_v"]]))
+            theirs.out_proj.bias.copy_(weights["b_o"])
 
 
 def torch_param_grads(theirs, E):
@@ -31,12 +31,14 @@ def torch_param_grads(theirs, E):
         w = theirs.in_proj_weight.grad.numpy()
         grads = {"W_q": w[:E].T, "W_k": w[E:2 * E].T, "W_v": w[2 * E:].T}
     else:
-        grads = {"W_q": theirs.q_proj_weight.grad.numpy().T, "W_k": theirs.k_proj_weight.grad.numpy().T,
+        grads = {"W_q": theirs.q_proj_weight.grad.numpy().T,
+                 "W_k": theirs.k_proj_weight.grad.numpy().T,
                  "W_v": theirs.v_proj_weight.grad.numpy().T}
     grads["W_o"] = theirs.out_proj.weight.grad.numpy().T
     if theirs.in_proj_bias is not None:
         b = theirs.in_proj_bias.grad.numpy()
-        grads.update(b_q=b[:E], b_k=b[E:2 * E], b_v=b[2 * E:], b_o=theirs.out_proj.bias.grad.numpy())
+        grads.update(b_q=b[:E], b_k=b[E:2 * E], b_v=b[2 * E:],
+                     b_o=theirs.out_proj.bias.grad.numpy())
     return grads
 
 
@@ -69,7 +71,8 @@ def test_agrees_with_torch_multihead_attention(torch, rng, case):
     kw, tkw = {}, {}
     if c.get("is_causal"):
         kw["is_causal"] = True
-        tkw.update(is_causal=True, attn_mask=torch.tensor(~at.causal_mask(L, s)))  # torch: True = blocked
+        # torch: True = blocked
+        tkw.update(is_causal=True, attn_mask=torch.tensor(~at.causal_mask(L, s)))
     if c.get("bool_mask"):
         keep = rng.random((L, s)) < 0.6
         keep[:, 0] = True
@@ -95,11 +98,12 @@ def test_agrees_with_torch_multihead_attention(torch, rng, case):
     t_out, t_w = theirs(tx, tk, tv, need_weights=True, average_attn_weights=False, **tkw)
     t_out.backward(torch.tensor(g))
     assert_close(out, t_out.detach().numpy(), rtol=1e-10, atol=1e-10, what="MHA output vs PyTorch")
-    assert_close(w, t_w.detach().numpy(), rtol=1e-10, atol=1e-10, what="per-head weights vs "
-                                                                       "PyTorch")
-    _, t_avg = theirs(tx, tk, tv, need_weights=True, **tkw)  # PyTorch's default: head-averaged weights
-    assert_close(w.mean(axis=1), t_avg.detach().numpy(), rtol=1e-10, atol=1e-10, what="averaged "
-                                                                                      "weights")
+    assert_close(w, t_w.detach().numpy(), rtol=1e-10, atol=1e-10,
+                 what="per-head weights vs PyTorch")
+    # PyTorch's default: head-averaged weights
+    _, t_avg = theirs(tx, tk, tv, need_weights=True, **tkw)
+    assert_close(w.mean(axis=1), t_avg.detach().numpy(), rtol=1e-10, atol=1e-10,
+                 what="averaged weights")
     assert_close(d_inputs[0], tx.grad.numpy(), rtol=1e-10, atol=1e-10, what="grad of query")
     if not c.get("self_attention"):
         assert_close(d_inputs[1], tk.grad.numpy(), rtol=1e-10, atol=1e-10, what="grad of key")
@@ -139,13 +143,13 @@ def test_grouped_query_attention_agrees_with_torch_sdpa(torch, rng, num_kv_heads
     assert_close(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-10, what="grad of query")
     assert_close(dmem, tm.grad.numpy(), rtol=1e-10, atol=1e-10, what="grad of key=value memory")
     for name, tensor in t.items():
-        assert_close(ours.grads[name], tensor.grad.numpy(), rtol=1e-10, atol=1e-10, what="grad of "
-                                                                                         f"{name}")
+        assert_close(ours.grads[name], tensor.grad.numpy(), rtol=1e-10, atol=1e-10,
+                     what=f"grad of {name}")
 
 
 def test_backward_matches_finite_differences(rng):
     ours = at.MultiHeadAttention(6, 3, num_kv_heads=1, kdim=4, vdim=5, rng=rng)
-    x, key, value = rng.standard_normal((1, 3, 6)), rng.standard_normal((1, 4, 4)), rng.standard_normal((1, 4, 5))
+    x, key, value = (rng.standard_normal(shape) for shape in ((1, 3, 6), (1, 4, 4), (1, 4, 5)))
     mask = np.array([True, True, False, True])
 
     def forward(x, key, value):
@@ -175,8 +179,8 @@ def test_kv_cache_decoding_equals_the_full_causal_computation(rng, num_kv_heads,
     cache = mha.new_cache(capacity=2)  # small, so the buffer has to grow
     steps = [mha.forward(x[:, :prefill], is_causal=True, cache=cache)]  # a prompt at once
     steps += [mha.forward(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(prefill, 9)]
-    assert_close(np.concatenate(steps, axis=1), full, what="token-by-token decoding vs full "
-                                                           "recompute")
+    assert_close(np.concatenate(steps, axis=1), full,
+                 what="token-by-token decoding vs full recompute")
     assert cache.length == 9 and cache.keys.shape == (2, num_kv_heads, 9, 4)
     assert cache.nbytes == 2 * 2 * num_kv_heads * 9 * 4 * 8  # keys + values, Hkv heads only
     with pytest.raises(ValueError, match="backward"):
@@ -212,8 +216,9 @@ def test_errors(rng):
         mha.forward(np.ones((1, 3, 8)), attn_mask=np.ones((4, 3), bool))
     with pytest.raises(TypeError, match="attn_mask must be boolean"):
         mha.forward(np.ones((1, 3, 8)), attn_mask=np.ones((3, 3), int))
-    with pytest.raises(ValueError, match=r"key_padding_mask \(B, S\) of shape \(1, 4\) does not "
-                                         r"broadcast to \(1, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"key_padding_mask \(B, S\) of shape \(1, 4\) "
+                             r"does not broadcast to \(1, 3\)"):
         mha.forward(np.ones((1, 3, 8)), key_padding_mask=np.zeros((1, 4), bool))
     with pytest.raises(TypeError, match="key_padding_mask must be a boolean"):
         mha.forward(np.ones((1, 3, 8)), key_padding_mask=np.zeros((1, 3), int))
@@ -237,21 +242,23 @@ def test_rope_inside_the_layer_backward_and_cache(rng):
     mha = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=rng, rope=True)
     x = rng.standard_normal((1, 6, 8))
     grad_check(lambda x: mha.forward(x, is_causal=True),
-               lambda g, x: ((mha.forward(x, is_causal=True), mha.backward(g))[1][0],), [x], rng=rng)
+               lambda g, x: ((mha.forward(x, is_causal=True), mha.backward(g))[1][0],), [x],
+               rng=rng)
     full = mha.forward(x, is_causal=True)
     cache = mha.new_cache()
     steps = [mha.forward(x[:, :2], is_causal=True, cache=cache)]
     steps += [mha.forward(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(2, 6)]
-    assert_close(np.concatenate(steps, axis=1), full, what="RoPE decoding with the cache vs full "
-                                                           "pass")
+    assert_close(np.concatenate(steps, axis=1), full,
+                 what="RoPE decoding with the cache vs full pass")
     plain = at.MultiHeadAttention(8, 2, num_kv_heads=1, rng=np.random.default_rng(0))
     plain.params = dict(mha.params)
-    assert not np.allclose(plain.forward(x, is_causal=True), full), "rope=True must change the output"
+    assert not np.allclose(plain.forward(x, is_causal=True),
+                           full), "rope=True must change the output"
     with pytest.raises(ValueError, match="even head dim"):
         at.MultiHeadAttention(6, 2, rope=True)
 
 
-# NaN and infinities: "masked means absent" (DESIGN.md §3) through the layer.
+# NaN and infinities: "masked means absent" (docs/design.md §3) through the layer.
 
 def test_nan_in_a_padded_key_token_changes_nothing(rng):
     """A padding token full of NaN (key_padding_mask hides it): outputs, input gradients and
@@ -325,7 +332,7 @@ def test_backward_does_not_depend_on_inputs_edited_in_place(rng, edited):
     else:
         inputs[edited] += rng.standard_normal(inputs[edited].shape)  # in place, after forward
     got = mha.backward(g)
-    for name, a, b in zip(("query", "key", "value"), got, expected):
+    for name, a, b in zip(("query", "key", "value"), got, expected, strict=True):
         assert_close(a, b, what=f"grad of {name} after editing {edited} in place")
     for name, want in expected_grads.items():
         assert_close(mha.grads[name], want, what=f"grad of {name} after editing {edited} in place")

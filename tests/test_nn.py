@@ -1,5 +1,5 @@
-"""Layers of nn.py / rnn.py / optim.py: gradient checks for every layer, Adam, clipping,
-save/load."""
+"""Layers of nn.py / rnn.py / optim.py: gradient checks for every layer, Adam,
+clipping, save/load."""
 import numpy as np
 import pytest
 
@@ -165,23 +165,23 @@ def test_bigru_encoder_grad_check(rng):
 
 
 def test_adam_minimises_a_quadratic_and_matches_torch(rng, torch):
-    p = {"w": rng.standard_normal(5)}
-    g = {"w": np.zeros(5)}
-    opt = Adam(p, g, lr=0.1)
-    tp = torch.tensor(p["w"].copy(), requires_grad=True)
+    params = {"w": rng.standard_normal(5)}
+    grads = {"w": np.zeros(5)}
+    opt = Adam(params, grads, lr=0.1)
+    tp = torch.tensor(params["w"].copy(), requires_grad=True)
     topt = torch.optim.Adam([tp], lr=0.1)
     for _ in range(20):
-        g["w"][...] = 2 * (p["w"] - 3.0)
+        grads["w"][...] = 2 * (params["w"] - 3.0)
         opt.step()
         topt.zero_grad()
         ((tp - 3.0) ** 2).sum().backward()
         topt.step()
-    assert_close(p["w"], tp.detach().numpy(), rtol=1e-10, atol=1e-12, what="Adam vs "
-                                                                           "torch.optim.Adam")
+    assert_close(params["w"], tp.detach().numpy(), rtol=1e-10, atol=1e-12,
+                 what="Adam vs torch.optim.Adam")
     for _ in range(300):
-        g["w"][...] = 2 * (p["w"] - 3.0)
+        grads["w"][...] = 2 * (params["w"] - 3.0)
         opt.step()
-    assert np.allclose(p["w"], 3.0, atol=1e-2)
+    assert np.allclose(params["w"], 3.0, atol=1e-2)
 
 
 def test_clip_grad_norm():
@@ -211,7 +211,7 @@ def test_save_and_load_roundtrip(tmp_path, rng):
     for k, v in a.parameters().items():
         assert_close(b.parameters()[k], v)
     params["out.W"] = params["out.W"][:1]
-    with pytest.raises(ValueError, match="out.W"):
+    with pytest.raises(ValueError, match=r"out\.W"):
         b.load_state(params)
 
 

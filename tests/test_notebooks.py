@@ -30,12 +30,15 @@ def code_cells(path):
 
 def test_one_notebook_per_chapter_each_starting_with_the_install_cell(written):
     _, paths = written
-    assert [p.stem for p in paths] == sorted(p.stem for p in (REPO / "book").glob("[0-9][0-9]_*.md"))
+    assert [p.stem for p in paths] == sorted(p.stem
+                                             for p in (REPO / "book").glob("[0-9][0-9]_*.md"))
     url = notebooks.project_url(REPO)
     assert url.startswith("https://github.com/")
     for path in paths:
         first = code_cells(path)[0]
-        assert url in first and "pip" in first and "from attention_scratch.course.notebook import grade" in first
+        assert url in first and "pip" in first and ("from "
+                                                    "attention_scratch.course.notebook import "
+                                                    "grade") in first
         assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "python3"
 
 
@@ -50,9 +53,9 @@ def test_every_exercise_is_a_stub_cell_followed_by_its_grade_cell(written):
 
 
 def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
-    """Outside the exercise cells themselves (the stub and its docstring are the task, as in
-    exercises/)."""
-    out, paths = written
+    """Outside the exercise cells themselves
+    (the stub and its docstring are the task, as in exercises/)."""
+    _, paths = written
     stubs = ["\n".join(stub_lines(ex)) for ex in collect()]
     for path in paths:
         notebook = json.loads(path.read_text())
@@ -61,7 +64,8 @@ def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
         text = visible_text_of_notebook(notebook)
         chapter = int(path.stem[:2])
         assert page_leaks(chapter, text) == {}, path.name
-        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+        markdown = "\n".join("".join(c["source"]) for c in notebook["cells"]
+                             if c["cell_type"] == "markdown")
         for leftover in ("{exercise}", "{solution}", "literalinclude", "{cite:p}"):
             assert leftover not in markdown, f"{path.name} still shows {leftover}"
 
@@ -69,8 +73,8 @@ def test_no_answer_and_no_myst_directive_is_left_on_a_notebook_page(written):
 def test_an_edited_notebook_is_kept_and_clean_removes_only_untouched_ones(tmp_path):
     paths = notebooks.write_notebooks(tmp_path, REPO)
     edited = paths[4]
-    edited.write_text(edited.read_text().replace("raise NotImplementedError", "return 1  # "
-                                                                              "mine", 1))
+    edited.write_text(edited.read_text().replace("raise NotImplementedError", "return 1  # mine",
+                                                 1))
     work = edited.read_text()
     notebooks.write_notebooks(tmp_path, REPO)
     assert edited.read_text() == work, "make notebooks must not overwrite a notebook holding work"
@@ -89,8 +93,8 @@ def _run(cells, folder):
 def test_grading_in_a_notebook_follows_the_function_just_defined(tmp_path):
     outputs = _run([
         "import numpy as np\nfrom attention_scratch.course.notebook import grade",
-        "def scaled_scores(query, key, scale):\n    raise NotImplementedError('Exercise 4.1: the "
-        "scaled scores')",
+        "def scaled_scores(query, key, scale):\n"
+        "    raise NotImplementedError('Exercise 4.1: the scaled scores')",
         'grade("4.1", scaled_scores)',
         "def transposed(k):\n    return np.swapaxes(k, -1, -2)\n\n"
         "def scaled_scores(query, key, scale):\n    return (query @ transposed(key)) * scale",
@@ -98,15 +102,15 @@ def test_grading_in_a_notebook_follows_the_function_just_defined(tmp_path):
         "def scaled_scores(query, key, scale):\n    return query @ transposed(key)",
         'grade("4.1", scaled_scores)',
         "from attention_scratch.sdpa import scaled_scores\ngrade('4.1', scaled_scores)",
-        "def scaled_scores(query, key, scale):\n    while True:\n        pass\n\ngrade('4.1', "
-        "scaled_scores, budget=3)",
+        "def scaled_scores(query, key, scale):\n    while True:\n        pass\n\n"
+        "grade('4.1', scaled_scores, budget=3)",
     ], tmp_path)
     assert outputs[2].startswith("4.1  0/2  not started")
     assert outputs[4].startswith("4.1  2/2  passed"), outputs[4]
     assert outputs[6].startswith("4.1  0/2  failing"), outputs[6]
     assert outputs[7].startswith("4.1  0/2  copied, not graded"), outputs[7]
-    assert outputs[8].startswith("4.1  0/2  "
-                                 "failing") and "time budget of 3 s" in outputs[8], outputs[8]
+    assert outputs[8].startswith("4.1  0/2  failing"), outputs[8]
+    assert "time budget of 3 s" in outputs[8], outputs[8]
 
 
 def test_a_chapter_notebook_runs_from_its_folder_and_reports_not_started(written):

@@ -19,15 +19,14 @@ from attention_scratch.testing import assert_close, attention_oracle, attention_
 if unavailable_reason("numba") is not None:
     pytest.skip(unavailable_reason("numba"), allow_module_level=True)
 
-import numba  # noqa: E402
+import flash_backend_cases as cases
+import numba
+from flash_backend_cases import make_inputs
 
-from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array  # noqa: E402
-from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full  # noqa: E402
-from attention_scratch.bands import integer_band, mask_band  # noqa: E402
-from attention_scratch.testing import reference_mask  # noqa: E402
-
-import flash_backend_cases as cases  # noqa: E402
-from flash_backend_cases import make_inputs  # noqa: E402
+from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array
+from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full
+from attention_scratch.bands import integer_band, mask_band
+from attention_scratch.testing import reference_mask
 
 NUMPY = cases.Backend("NumPy", functools.partial(at.flash_attention, backend="numpy"),
                       functools.partial(at.flash_attention_backward, backend="numpy"))
@@ -65,11 +64,13 @@ class TestNumba(cases.SharedFlashTests):
 
 
 ONE_THREAD = {"test_every_block_size", "test_every_pair_of_block_sizes", "test_shapes_and_masks",
-              "test_tiled_equals_dense_for_any_block_size", "test_gradients_match_central_differences"}
+              "test_tiled_equals_dense_for_any_block_size",
+              "test_gradients_match_central_differences"}
 
 
 def run(q, k, v, g, mask, bq, bk, backend, scale=None):
-    return cases.run({"numba": NUMBA, "numpy": NUMPY}[backend], q, k, v, g, mask, bq, bk, scale=scale)
+    return cases.run({"numba": NUMBA, "numpy": NUMPY}[backend], q, k, v, g, mask, bq, bk,
+                     scale=scale)
 
 
 # Numba against the NumPy reference: the same tiles, so the same numbers to 1e-12.
@@ -77,15 +78,15 @@ def run(q, k, v, g, mask, bq, bk, backend, scale=None):
 def check_numba_equals_numpy(q, k, v, g, mask, bq, bk):
     out, lse, grads = run(q, k, v, g, mask, bq, bk, "numba")
     cases.check_same_as(NUMBA_AS_NUMPY, (out, lse, *grads), run(q, k, v, g, mask, bq, bk, "numpy"),
-                        f"block_q={bq}, block_k={bk}, mask={mask}, L={q.shape[-2]}, "
-                        f"S={k.shape[-2]}")
+                        f"block_q={bq}, block_k={bk}, mask={mask}, "
+                        f"L={q.shape[-2]}, S={k.shape[-2]}")
 
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S", [(11, 13), (13, 13), (1, 13), (17, 5), (5, 17), (1, 1)])
 def test_numba_equals_the_numpy_reference(rng, mask, L, S):
-    # check_against_oracle: the oracle, and (same_as) the NumPy reference to 1e-12; GQA heads (4,
-    # 2).
+    # check_against_oracle: the oracle, and (same_as) the NumPy reference to 1e-12;
+    # GQA heads (4, 2).
     blocks = ((1, 1), (3, 4), (4, 3), (16, 16), (64, 64))
     cases.case_shapes_and_masks(NUMBA_AS_NUMPY, rng, mask, L, S, blocks=blocks, hq=4, hkv=2)
 
@@ -105,12 +106,15 @@ def test_low_precision_error_is_at_most_twice_the_numpy_reference(rng, dtype, ca
     got, ref = run(q, k, v, g, mask, 32, 16, "numba"), run(q, k, v, g, mask, 32, 16, "numpy")
     assert got[0].dtype == dtype and all(a.dtype == dtype for a in got[2])
     assert got[1].dtype == ref[1].dtype
-    oracle = (attention_oracle(q, k, v, is_causal=causal)[0], *attention_oracle_backward(g, q, k, v, is_causal=causal))
+    oracle = (attention_oracle(q, k, v, is_causal=causal)[0],
+              *attention_oracle_backward(g, q, k, v, is_causal=causal))
     eps = np.finfo(dtype).eps
-    for name, a, b, o in zip(("out", "dQ", "dK", "dV"), (got[0], *got[2]), (ref[0], *ref[2]), oracle):
+    for name, a, b, o in zip(("out", "dQ", "dK", "dV"), (got[0], *got[2]), (ref[0], *ref[2]),
+                             oracle, strict=True):
         err = np.abs(a.astype(np.float64) - o).max()
         ref_err = np.abs(b.astype(np.float64) - o).max()
-        assert err <= 2 * ref_err + eps, f"{name}: numba error {err:.3g} > 2 x numpy error {ref_err:.3g}"
+        assert err <= 2 * ref_err + eps, (f"{name}: numba error {err:.3g} > 2 x numpy "
+                                          f"error {ref_err:.3g}")
 
 
 # The backward recomputes the probabilities exactly as the forward computed the scores
@@ -134,7 +138,7 @@ def test_large_logits_the_rows_of_p_still_sum_to_one(rng, two_pass):
 @pytest.mark.parametrize("causal", [False, True])
 def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng, scale, causal):
     """Up to float32 overflow (|scores| ~ 1e37 here) the Numba kernels are as accurate as the NumPy
-    reference in float32 (DESIGN.md §5); they equal it where both compute the same tiles."""
+    reference in float32 (docs/design.md §5); they equal it where both compute the same tiles."""
     q, k, v, g = make_inputs(rng, 40, 50, E=16, Ev=16, hq=2, hkv=1, dtype=np.float32)
     mask = (causal, "top_left", None)
     got, ref = (run(q, k, v, g, mask, 16, 16, b, scale=scale) for b in ("numba", "numpy"))
@@ -142,7 +146,7 @@ def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng
     oracle = (ro, rl, *attention_oracle_backward(g, q, k, v, is_causal=causal, scale=scale))
     eps = np.finfo(np.float32).eps
     for name, a, b, o in zip(("out", "lse", "dQ", "dK", "dV"), (got[0], got[1], *got[2]),
-                             (ref[0], ref[1], *ref[2]), oracle):
+                             (ref[0], ref[1], *ref[2]), oracle, strict=True):
         assert np.isfinite(a).all(), f"{name} at scale {scale:g}: not finite"
         err, ref_err = (np.abs(x.astype(np.float64) - o).max() for x in (a, b))
         assert err <= 2 * ref_err + eps * np.abs(o).max(), \
@@ -151,15 +155,14 @@ def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng
 
 @pytest.mark.parametrize("seed", [1, 5])
 def test_float32_causal_gradients_within_twice_dense(seed):
-    """The issue's case, (5, 2, 200, 128) causal float32: dQ's error was 4.5x dense float32 (seed
-    5)."""
+    """The issue's case, (5, 2, 200, 128) causal float32:
+    dQ's error was 4.5x dense float32 (seed 5)."""
     rng = np.random.default_rng(seed)
     q, k, v, g = (rng.standard_normal((5, 2, 200, 128)).astype(np.float32) for _ in range(4))
     out, lse = at.flash_attention(q, k, v, True, return_lse=True, backend="numba")
     grads = at.flash_attention_backward(g, q, k, v, out, lse, True, backend="numba")
-    cases.check_low_precision("Numba (5, 2, 200, "
-                              "128)", out, lse, grads, q, k, v, g, True, np.float32,
-                              np.finfo(np.float32).eps)
+    cases.check_low_precision("Numba (5, 2, 200, 128)", out, lse, grads, q, k, v, g, True,
+                              np.float32, np.finfo(np.float32).eps)
 
 
 def test_same_result_as_numpy_flash_in_float32(rng):
@@ -178,7 +181,7 @@ def test_one_pass_and_two_pass_backward_agree(rng, mask, hq, hkv):
     one = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, **kw)
     two = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, causal, two_pass=True, **kw)
     assert numba_cpu.dq_chunks(hkv, 10) > 1, "the one-pass kernel should use several dQ copies here"
-    for name, a, b in zip(("dQ", "dK", "dV"), one, two):
+    for name, a, b in zip(("dQ", "dK", "dV"), one, two, strict=True):
         assert_close(a, b, rtol=1e-12, atol=1e-12, what=f"{name}: one pass vs two passes")
 
 
@@ -194,15 +197,16 @@ def test_results_do_not_depend_on_the_thread_count(rng):
         numba.set_num_threads(before)
     first = runs[0]
     for other in runs[1:]:
-        for a, b in zip((first[0], first[1], *first[2]), (other[0], other[1], *other[2])):
+        for a, b in zip((first[0], first[1], *first[2]), (other[0], other[1], *other[2]),
+                        strict=True):
             assert np.array_equal(a, b), "results changed with the number of threads"
 
 
 @pytest.mark.parametrize("mask", cases.ALL_MASKS, ids=cases.ALL_MASK_IDS)
 @pytest.mark.parametrize("L,S,b", [(17, 23, 4), (23, 17, 5), (1, 9, 2), (16, 16, 16)])
 def test_block_ranges_are_the_tiles_the_mask_keeps_something_in(mask, L, S, b):
-    """The compiled block ranges visit exactly the tiles holding a key some of their rows may
-    see."""
+    """The compiled block ranges visit exactly the tiles holding a key some of
+    their rows may see."""
     causal, align, window = mask
     lo, hi = integer_band(mask_band(L, S, causal, align, window), L, S)
     keep = reference_mask(L, S, is_causal=causal, causal_align=align, window=window)  # (L, S)
@@ -262,4 +266,5 @@ def test_exp_loop_is_vectorised_and_calls_no_libm():
     asm = assembly(exp_array)
     assert re.search(r"vfmadd\w+\s+%[yz]mm", asm), "no SIMD fused multiply-add in the exp loop"
     assert "expf" not in asm
-    assert "expf" in assembly(libm_exp_array)  # the baseline calls the C library, element by element
+    # the baseline calls the C library, element by element
+    assert "expf" in assembly(libm_exp_array)

@@ -5,8 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attention_scratch as at
-from attention_scratch.online_softmax import (merge_attention, merge_stats, online_logsumexp,
-                                              online_softmax, online_stats, online_update)
+from attention_scratch.online_softmax import (
+    merge_attention,
+    merge_stats,
+    online_logsumexp,
+    online_softmax,
+    online_stats,
+    online_update,
+)
 from attention_scratch.testing import assert_close
 
 
@@ -21,10 +27,10 @@ def rows_with_minus_inf(rng, shape=(4, 23)):
 @pytest.mark.parametrize("block", [1, 2, 5, 7, 22, 23, 24, 100])
 def test_online_softmax_equals_two_pass_softmax_for_any_block(rng, block):
     x = rows_with_minus_inf(rng)
-    assert_close(online_softmax(x, block=block), at.softmax(x), what="online_softmax, "
-                                                                     f"block={block}")
-    assert_close(online_logsumexp(x, block=block), at.logsumexp(x), what="online_logsumexp, "
-                                                                         f"block={block}")
+    assert_close(online_softmax(x, block=block), at.softmax(x),
+                 what=f"online_softmax, block={block}")
+    assert_close(online_logsumexp(x, block=block), at.logsumexp(x),
+                 what=f"online_logsumexp, block={block}")
 
 
 def test_online_softmax_other_axis_and_dtype(rng):
@@ -103,8 +109,8 @@ def test_merge_attention_equals_attention_over_the_union(na, nb, nc, seed):
         assert_close(out, whole_out, rtol=1e-12, atol=1e-12, what=f"merged output {what}")
         assert_close(lse, whole_lse, rtol=1e-12, atol=1e-12, what=f"merged lse {what}")
     ab = merge_attention(*parts[0], *parts[1])
-    assert_close(swapped[0], ab[0], rtol=1e-13, atol=1e-14, what="commutativity of the output "
-                                                                 "merge")
+    assert_close(swapped[0], ab[0], rtol=1e-13, atol=1e-14,
+                 what="commutativity of the output merge")
 
 
 def test_merge_attention_empty_parts_carry_no_weight():
@@ -118,15 +124,17 @@ def test_merge_attention_empty_parts_carry_no_weight():
 
 
 def test_merge_attention_survives_large_log_sum_exps():
-    out, lse = merge_attention(np.array([[1.0]]), np.array([1000.0]), np.array([[3.0]]), np.array([1000.0]))
+    out, lse = merge_attention(np.array([[1.0]]), np.array([1000.0]), np.array([[3.0]]),
+                               np.array([1000.0]))
     assert_close(out, np.array([[2.0]]), what="merge of two equal-mass parts near lse = 1000")
     assert_close(lse, np.array([1000.0 + np.log(2.0)]), what="merged lse near 1000")
 
 
 def test_merge_attention_names_the_arguments_and_the_shapes():
-    with pytest.raises(ValueError, match=r"out_a and out_b must have the same shape; got \(2, 3\) "
-                                         r"and \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"out_a and out_b must have the same shape; "
+                                         r"got \(2, 3\) and \(3, 3\)"):
         merge_attention(np.zeros((2, 3)), np.zeros(2), np.zeros((3, 3)), np.zeros(3))
-    with pytest.raises(ValueError, match=r"out_b \(\.\.\., Ev\) and lse_b \(\.\.\.\) must share .* "
-                                         r"\(2, 3\) and \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"out_b \(\.\.\., Ev\) and lse_b \(\.\.\.\) "
+                             r"must share .* \(2, 3\) and \(3,\)"):
         merge_attention(np.zeros((2, 3)), np.zeros(2), np.zeros((2, 3)), np.zeros(3))

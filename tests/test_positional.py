@@ -21,8 +21,8 @@ def test_sinusoidal_encoding_follows_the_formula():
 
 
 def test_sinusoidal_offsets_are_a_linear_map():
-    """PE[p + k] is a fixed rotation of PE[p], the same for every p (Vaswani et al.'s
-    motivation)."""
+    """PE[p + k] is a fixed rotation of PE[p], the same for every p
+    (Vaswani et al.'s motivation)."""
     pe = at.sinusoidal_encoding(40, 8)
     k = 3
     # least-squares map from PE[p] to PE[p + k] fitted on some rows predicts the others exactly
@@ -68,12 +68,14 @@ def test_alibi_and_learned_errors_name_the_argument():
         at.alibi_bias(np.ones((2, 2)), 3, 3)
     table = at.LearnedPositionalEmbedding(4, 3, rng=np.random.default_rng(0))
     table.forward(np.ones((1, 2, 3)))
-    with pytest.raises(ValueError, match=r"grad_out must have the shape of the last forward input "
-                                         r"\(1, 2, 3\); got \(1, 3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"grad_out must have the shape of the last forward input \(1, 2, 3\); "
+                             r"got \(1, 3, 3\)"):
         table.backward(np.ones((1, 3, 3)))
 
 
-@given(seed=st.integers(0, 2**16), m=st.integers(0, 500), n=st.integers(0, 500), shift=st.integers(-200, 200))
+@given(seed=st.integers(0, 2**16), m=st.integers(0, 500), n=st.integers(0, 500),
+       shift=st.integers(-200, 200))
 def test_rope_scores_depend_only_on_the_position_difference(seed, m, n, shift):
     rng = np.random.default_rng(seed)
     q, k = rng.standard_normal((1, 8)), rng.standard_normal((1, 8))
@@ -84,12 +86,15 @@ def test_rope_scores_depend_only_on_the_position_difference(seed, m, n, shift):
 
 def test_rope_backward_matches_finite_differences(rng):
     positions = np.array([0, 3, 7])
-    grad_check(lambda x: at.apply_rope(x, positions), lambda g, x: (at.apply_rope_backward(g, positions),),
+    grad_check(lambda x: at.apply_rope(x, positions),
+               lambda g, x: (at.apply_rope_backward(g, positions),),
                [rng.standard_normal((2, 3, 4))], rng=rng)
 
 
 def test_rope_through_attention_against_torch_autograd(torch, rng):
-    q, k, v = rng.standard_normal((2, 6, 8)), rng.standard_normal((2, 6, 8)), rng.standard_normal((2, 6, 3))
+    q, k, v = rng.standard_normal((2, 6, 8)), rng.standard_normal((2, 6,
+                                                                   8)), rng.standard_normal((2, 6,
+                                                                                             3))
     g = rng.standard_normal((2, 6, 3))
     qr, kr = at.apply_rope(q), at.apply_rope(k)
     out = at.scaled_dot_product_attention(qr, kr, v, is_causal=True)
@@ -103,7 +108,8 @@ def test_rope_through_attention_against_torch_autograd(torch, rng):
         return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
     tq, tk = torch.tensor(q, requires_grad=True), torch.tensor(k, requires_grad=True)
-    t_out = torch.nn.functional.scaled_dot_product_attention(rope(tq), rope(tk), torch.tensor(v), is_causal=True)
+    t_out = torch.nn.functional.scaled_dot_product_attention(rope(tq), rope(tk), torch.tensor(v),
+                                                             is_causal=True)
     t_out.backward(torch.tensor(g))
     assert_close(out, t_out.detach().numpy(), rtol=1e-10, atol=1e-10)
     assert_close(dq, tq.grad.numpy(), rtol=1e-10, atol=1e-10)
@@ -123,7 +129,9 @@ def test_alibi_bias_is_linear_in_distance_and_works_as_a_float_mask(rng):
     bias = at.alibi_bias(slopes, 3, 5)
     assert bias.shape == (2, 3, 5)
     assert_close(bias[1, 2], -slopes[1] * np.array([4, 3, 2, 1, 0]))  # last query at key 4
-    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 2))
+    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5,
+                                                                   4)), rng.standard_normal((2, 5,
+                                                                                             2))
     mask = at.combine_masks(bias, at.causal_mask(3, 5, "bottom_right"))
     ref = attention_oracle(q, k, v, bias, is_causal=True, causal_align="bottom_right")[0]
     assert_close(at.scaled_dot_product_attention(q, k, v, mask), ref)

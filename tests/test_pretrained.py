@@ -35,8 +35,8 @@ def test_shipped_weights_reproduce_the_reported_accuracy(name):
     assert correct.size == meta["n_heldout"]
     # exact reproduction up to a tie broken differently by another BLAS (at most 2 examples in 1000)
     assert abs(correct.mean() - meta["saved_exact_match"]) <= 2 / correct.size, (
-        f"{name}: evaluated {correct.mean():.3f}, the command line reported "
-        f"{meta['saved_exact_match']:.3f}")
+        f"{name}: evaluated {correct.mean():.3f}, "
+        f"the command line reported {meta['saved_exact_match']:.3f}")
 
 
 def test_bahdanau_beats_no_attention_and_reaches_95_percent():

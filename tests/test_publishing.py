@@ -20,8 +20,8 @@ from attention_scratch.course.repo import find_repository
 
 REPO_DIR = find_repository()
 
-tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python "
-                                                "3.11")
+tomllib = pytest.importorskip("tomllib",
+                              reason="tomllib is in the standard library from Python 3.11")
 
 BOOK = REPO_DIR / "book"
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.md"))
@@ -62,15 +62,18 @@ def launch_links():
 
 def test_the_repository_url_is_written_in_pyproject_and_the_book_uses_the_same():
     urls = PYPROJECT["project"]["urls"]
-    repository = urls["Repository"]  # `make notebooks` reads this key for the notebooks' install cell
+    # `make notebooks` reads this key for the notebooks' install cell
+    repository = urls["Repository"]
     match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+)", repository)
     assert match, f"Repository must be a GitHub repository URL: {repository!r}"
     org, name = match.groups()
     assert urls["Issues"] == f"{repository}/issues"
     assert urls["Homepage"] == urls["Documentation"] == f"https://{org}.github.io/{name}"
-    assert CONFIG["repository"]["url"] == repository, "_config.yml names another repository than pyproject.toml"
+    assert CONFIG["repository"]["url"] == repository, ("_config.yml names another repository than "
+                                                       "pyproject.toml")
     assert CONFIG["repository"]["branch"] == "main" and CONFIG["repository"]["path_to_book"] == ""
-    for button in ("use_repository_button", "use_issues_button", "use_edit_page_button", "use_download_button"):
+    for button in ("use_repository_button", "use_issues_button", "use_edit_page_button",
+                   "use_download_button"):
         assert CONFIG["html"][button] is True, button
 
 
@@ -86,8 +89,9 @@ def test_launch_buttons_offer_colab_and_binder():
 
 
 def test_colab_link_of_a_chapter_opens_its_notebook_on_the_notebooks_branch():
-    url = launch_links().colab_url("https://colab.research.google.com/", "https://github.com/org/repo",
-                                   "notebooks", "notebooks", "book/02_bahdanau")
+    url = launch_links().colab_url("https://colab.research.google.com/",
+                                   "https://github.com/org/repo", "notebooks", "notebooks",
+                                   "book/02_bahdanau")
     assert url == "https://colab.research.google.com/github/org/repo/blob/notebooks/notebooks/02_bahdanau.ipynb"
     with pytest.raises(ValueError, match="GitHub only"):
         launch_links().colab_url("https://colab.research.google.com", "https://gitlab.com/org/repo",
@@ -136,7 +140,8 @@ def test_the_book_workflow_builds_deploys_and_pushes_the_notebooks_colab_opens()
     assert script.index("make notebooks") < script.index("make book")
     assert uses(build, "actions/upload-pages-artifact")["with"]["path"] == "_build/html"
     branch, folder = SPHINX_CONFIG["colab_notebooks_branch"], SPHINX_CONFIG["colab_notebooks_dir"]
-    assert f"git switch --orphan {branch}" in script and f"git push --force origin {branch}" in script
+    assert f"git switch --orphan {branch}" in script
+    assert f"git push --force origin {branch}" in script
     assert f"git add --force {folder}/*.ipynb" in script
     assert build["permissions"] == {"contents": "write"}
     assert deploy["needs"] == "build"
@@ -191,15 +196,14 @@ def test_chapters_read_no_file_relative_to_the_working_directory(path):
         for line in cell.splitlines():
             assert not RELATIVE_READ.search(line), (
                 f"{path.name} reads a file relative to the working directory, which breaks when "
-                "the "
-                f"chapter runs as a notebook elsewhere: {line.strip()!r}. Ship the file in "
+                f"the chapter runs as a notebook elsewhere: {line.strip()!r}. Ship the file in "
                 "attention_scratch/data/ and read it with "
                 "importlib.resources.files('attention_scratch').")
 
 
 def test_every_data_file_is_package_data():
-    """A file in attention_scratch/data/ that no package-data pattern names is missing from the
-    wheel."""
+    """A file in attention_scratch/data/ that no package-data pattern names is missing
+    from the wheel."""
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["attention_scratch"]
     data = files("attention_scratch") / "data"
     names = [entry.name for entry in data.iterdir() if entry.is_file()]
@@ -223,21 +227,25 @@ def test_the_api_appendix_shows_defaults_as_written_not_as_computed_on_the_build
 
 
 def test_an_inline_script_added_after_the_builder_is_set_up_is_written_once():
-    """sphinx-thebe's `const THEBE_JS_URL` appeared twice on every page (a script error in the
-    browser)."""
+    """sphinx-thebe's `const THEBE_JS_URL` appeared twice on every page
+    (a script error in the browser)."""
     from types import SimpleNamespace
 
     from sphinx.builders.html import StandaloneHTMLBuilder
 
-    spec = importlib.util.spec_from_file_location("inline_scripts", BOOK / "_ext" / "inline_scripts.py")
+    spec = importlib.util.spec_from_file_location("inline_scripts",
+                                                  BOOK / "_ext" / "inline_scripts.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     builder = StandaloneHTMLBuilder.__new__(StandaloneHTMLBuilder)
     builder._js_files = []
     body = 'const THEBE_JS_URL = "x"'
     builder.add_js_file("theme.js", priority=500)
-    builder.add_js_file(None, priority=500, body=body)  # what app.add_js_file does once the builder exists
+    # what app.add_js_file does once the builder exists
+    builder.add_js_file(None, priority=500, body=body)
     module.normalize_inline_scripts(SimpleNamespace(builder=builder), env=None)  # env-updated
-    for filename, attrs in [("theme.js", {"priority": 500}), (None, {"priority": 500, "body": body})]:
-        builder.add_js_file(filename or "", **attrs)  # prepare_writing adds the registry's scripts again
+    for filename, attrs in [("theme.js", {"priority": 500}),
+                            (None, {"priority": 500, "body": body})]:
+        # prepare_writing adds the registry's scripts again
+        builder.add_js_file(filename or "", **attrs)
     assert [js.attributes.get("body") for js in builder._js_files] == [None, body]

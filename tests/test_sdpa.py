@@ -1,5 +1,5 @@
-"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties, dropout,
-errors."""
+"""Scaled dot-product attention: the oracle, PyTorch, finite differences, properties,
+dropout, errors."""
 import copy
 
 import numpy as np
@@ -8,8 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import attention_scratch as at
-from attention_scratch.testing import (assert_close, attention_oracle, attention_oracle_backward,
-                                       grad_check)
+from attention_scratch.testing import (
+    assert_close,
+    attention_oracle,
+    attention_oracle_backward,
+    grad_check,
+)
 
 sdpa = at.scaled_dot_product_attention
 sdpa_backward = at.scaled_dot_product_attention_backward
@@ -30,8 +34,8 @@ def qkv(rng, lead, hq, hkv, L, S, E, Ev, dtype=np.float64):
 
 
 def diagonal_keep(rng, shape, L, S):
-    """A random boolean mask that keeps at least key 0, so no row is empty (PyTorch gives NaN
-    there)."""
+    """A random boolean mask that keeps at least key 0, so no row is empty
+    (PyTorch gives NaN there)."""
     keep = rng.random(shape + (L, S)) < 0.6
     keep[..., 0] = True
     return keep
@@ -40,7 +44,7 @@ def diagonal_keep(rng, shape, L, S):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ["plain", "bool", "float", "causal", "bottom_right", "scale"])
 def test_forward_and_backward_match_the_oracle(rng, shape, case):
-    lead, hq, hkv, L, S, E, Ev = shape
+    _lead, hq, _hkv, L, S, _E, _Ev = shape
     q, k, v = qkv(rng, *shape)
     kw = {"bool": dict(attn_mask=diagonal_keep(rng, (hq,), L, S)),
           "float": dict(attn_mask=rng.standard_normal((L, S))),
@@ -52,7 +56,8 @@ def test_forward_and_backward_match_the_oracle(rng, shape, case):
     assert_close(out, ref, what=f"sdpa output, {case}")
     g = rng.standard_normal(out.shape)
     for got, want, name in zip(sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
-                               attention_oracle_backward(g, q, k, v, **kw), ("dq", "dk", "dv")):
+                               attention_oracle_backward(g, q, k, v, **kw), ("dq", "dk", "dv"),
+                               strict=True):
         assert_close(got, want, what=f"{name}, {case}")
 
 
@@ -81,25 +86,28 @@ def test_agrees_with_pytorch_to_1e_10(torch, rng, case, L, S, E, Ev):
     expected = torch_reference(torch, q, k, v, g, **kw)
     out = sdpa(q, k, v, **kw)
     grads = sdpa_backward(g, q, k, v, **kw)
-    for got, want, name in zip((out, *grads), expected, ("out", "dq", "dk", "dv")):
+    for got, want, name in zip((out, *grads), expected, ("out", "dq", "dk", "dv"), strict=True):
         assert_close(got, want, rtol=1e-10, atol=1e-10, what=f"{name} vs PyTorch ({case})")
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(is_causal=True, causal_align="bottom_right"),
                                 dict(attn_mask=np.array([[True, False, True, True]] * 3)),
-                                dict(attn_mask=np.linspace(-1, 1, 12).reshape(3, 4), scale=0.8)], ids=str)
+                                dict(attn_mask=np.linspace(-1, 1, 12).reshape(3, 4), scale=0.8)],
+                         ids=str)
 def test_backward_matches_finite_differences(rng, kw):
     q, k, v = qkv(rng, (), 4, 2, 3, 4, 3, 2)
     grad_check(lambda q, k, v: sdpa(q, k, v, enable_gqa=True, **kw),
-               lambda g, q, k, v: sdpa_backward(g, q, k, v, enable_gqa=True, **kw), [q, k, v], rng=rng)
+               lambda g, q, k, v: sdpa_backward(g, q, k, v, enable_gqa=True, **kw), [q, k, v],
+               rng=rng)
 
 
 def test_dropout_backward_matches_finite_differences_with_the_same_generator(rng):
     q, k, v = qkv(rng, (), 2, 2, 3, 5, 3, 2)
     seed = 7
     grad_check(lambda q, k, v: sdpa(q, k, v, dropout_p=0.3, rng=np.random.default_rng(seed)),
-               lambda g, q, k, v: sdpa_backward(g, q, k, v, dropout_p=0.3, rng=np.random.default_rng(seed)),
-               [q, k, v], rng=rng)
+               lambda g, q, k, v: sdpa_backward(g, q, k, v, dropout_p=0.3,
+                                                rng=np.random.default_rng(seed)), [q, k, v],
+               rng=rng)
 
 
 def test_dropout_statistics(rng):
@@ -115,7 +123,8 @@ def test_dropout_statistics(rng):
     assert_close(dropped[kept], clean[kept] / (1 - p), what="survivors scaled by 1/(1-p)")
     assert_close(out, dropped @ v, what="output = dropped weights @ value")
     # expectation: averaged over many draws, the dropped weights approach the clean ones
-    mean = np.mean([sdpa(q, k, v, dropout_p=p, rng=rng, return_weights=True)[1] for _ in range(400)], axis=0)
+    mean = np.mean([sdpa(q, k, v, dropout_p=p, rng=rng, return_weights=True)[1]
+                    for _ in range(400)], axis=0)
     assert np.abs(mean - clean).max() < 5 * np.sqrt(p / (1 - p) / 400) * clean.max()
     # the same generator state draws the same mask
     again = sdpa(q, k, v, dropout_p=p, rng=state)
@@ -140,15 +149,15 @@ def test_low_precision_keeps_the_dtype_and_is_accurate(rng, dtype):
     grads = sdpa_backward(g, q, k, v, mask, enable_gqa=True)
     assert out.dtype == dtype and all(d.dtype == dtype for d in grads)
     ref = attention_oracle(q, k, v, mask)[0]
-    # the plain computation run entirely in the low dtype (DESIGN.md §5: ours may be at most 2x
-    # worse)
+    # the plain computation run entirely in the low dtype (docs/design.md §5: ours may be at most
+    # 2x worse)
     kk, vv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
     s = np.where(mask, q @ np.swapaxes(kk, -1, -2) * dtype(1 / np.sqrt(8)), -np.inf)
     e = np.exp(s - s.max(-1, keepdims=True))
     naive = (e / e.sum(-1, keepdims=True)) @ vv
     err, naive_err = np.abs(out - ref).max(), np.abs(naive.astype(np.float64) - ref).max()
     assert err <= 2 * naive_err + 1e-7, (err, naive_err)
-    for got, want in zip(grads, attention_oracle_backward(g, q, k, v, mask)):
+    for got, want in zip(grads, attention_oracle_backward(g, q, k, v, mask), strict=True):
         assert_close(got, want, dtype=dtype, rtol=5e-2 if dtype == np.float16 else 1e-4,
                      atol=5e-2 if dtype == np.float16 else 1e-5)
 
@@ -166,11 +175,12 @@ def test_nan_key_hidden_by_the_mask_changes_nothing(rng):
         g = rng.standard_normal((2, 2, 4, 3))
         clean = (sdpa(q, k, v, **kw), *sdpa_backward(g, q, k, v, **kw))
         dirty = (sdpa(q, k_nan, v_nan, **kw), *sdpa_backward(g, q, k_nan, v_nan, **kw))
-        for a, b, name in zip(clean, dirty, ("out", "dq", "dk", "dv")):
+        for a, b, name in zip(clean, dirty, ("out", "dq", "dk", "dv"), strict=True):
             assert_close(b, a, what=f"{name} with NaN in masked keys")
 
 
-@given(seed=st.integers(0, 2**16), L=st.integers(1, 5), S=st.integers(1, 6), shift=st.floats(-50, 50))
+@given(seed=st.integers(0, 2**16), L=st.integers(1, 5), S=st.integers(1, 6),
+       shift=st.floats(-50, 50))
 def test_properties_rows_sum_to_one_and_shift_invariance(seed, L, S, shift):
     rng = np.random.default_rng(seed)
     q, k, v = qkv(rng, (), 2, 2, L, S, 3, 2)
@@ -205,10 +215,11 @@ def test_property_causal_outputs_ignore_the_future(seed, L, extra, align, data):
     v2[..., t:, :] += 10 * rng.standard_normal(v2[..., t:, :].shape)
     out2 = sdpa(q, k2, v2, is_causal=True, causal_align=align)
     blind = max(0, t - offset)  # queries 0..blind-1 see only keys < t
-    assert_close(out2[..., :blind, :], out[..., :blind, :], what="outputs of queries before the "
-                                                                 "change")
+    assert_close(out2[..., :blind, :], out[..., :blind, :],
+                 what="outputs of queries before the change")
     if blind < L:
-        assert not np.allclose(out2[..., blind:, :], out[..., blind:, :]), "later queries must see the change"
+        assert not np.allclose(out2[..., blind:, :],
+                               out[..., blind:, :]), "later queries must see the change"
 
 
 @pytest.mark.parametrize("L,S", [(0, 3), (3, 0), (0, 0)])
@@ -217,7 +228,8 @@ def test_empty_sequences(rng, L, S):
     out = sdpa(q, k, v, enable_gqa=True, is_causal=True)
     grads = sdpa_backward(np.ones(out.shape), q, k, v, enable_gqa=True, is_causal=True)
     assert out.shape == (2, 2, L, 4) and np.all(out == 0)
-    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape] and all(np.all(g == 0) for g in grads)
+    assert [g.shape for g in grads] == [q.shape, k.shape,
+                                        v.shape] and all(np.all(g == 0) for g in grads)
 
 
 def test_return_weights_and_leading_axes(rng):
@@ -248,7 +260,8 @@ def test_errors_name_arguments_and_shapes(rng):
             sdpa(q, k, v, scale=bad, enable_gqa=True)
 
 
-# NaN and infinities: "masked means absent" (DESIGN.md §3), against the oracle that implements it.
+# NaN and infinities: "masked means absent" (docs/design.md §3), against the oracle that
+# implements it.
 
 def plant(rng, arrays, count, values=(np.nan, np.inf, -np.inf)):
     arrays = [a.copy() for a in arrays]
@@ -263,9 +276,11 @@ def sdpa_masks(rng, L, S):
     bias = rng.standard_normal((L, S))
     bias[rng.random((L, S)) < 0.3] = -np.inf  # a -inf float mask hides, like False
     weird = bias.copy()
-    weird[rng.integers(L), rng.integers(S)] = [np.nan, np.inf][rng.integers(2)]  # a NaN/+inf bias poisons its row
+    # a NaN/+inf bias poisons its row
+    weird[rng.integers(L), rng.integers(S)] = [np.nan, np.inf][rng.integers(2)]
     return [dict(), dict(is_causal=True), dict(attn_mask=keep), dict(attn_mask=bias),
-            dict(attn_mask=weird), dict(attn_mask=keep, is_causal=True, causal_align="bottom_right")]
+            dict(attn_mask=weird), dict(attn_mask=keep, is_causal=True,
+                                        causal_align="bottom_right")]
 
 
 @pytest.mark.parametrize("trial", range(8))
@@ -282,8 +297,9 @@ def test_nonfinite_inputs_follow_masked_means_absent(rng, trial):
         ref, _, ref_w = attention_oracle(q, k, v, **kw)
         assert_close(out, ref, what=f"output, {what}")
         assert_close(w, ref_w, what=f"weights, {what}")
-        for name, got, want in zip(("dq", "dk", "dv"), sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
-                                   attention_oracle_backward(g, q, k, v, **kw)):
+        for name, got, want in zip(("dq", "dk", "dv"),
+                                   sdpa_backward(g, q, k, v, enable_gqa=True, **kw),
+                                   attention_oracle_backward(g, q, k, v, **kw), strict=True):
             assert_close(got, want, what=f"{name}, {what}")
 
 
@@ -301,6 +317,7 @@ def test_visible_nan_rows_agree_with_pytorch(torch, rng):
     q, k, v = qkv(rng, (2,), 2, 2, 5, 6, 3, 3)
     k[0, 1, 3, 2] = np.nan  # seen by every row of batch 0, head 1
     out = sdpa(q, k, v)
-    t = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v))).numpy()
+    t = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(a)
+                                                           for a in (q, k, v))).numpy()
     assert np.array_equal(np.isnan(out), np.isnan(t))
     assert_close(out[~np.isnan(out)], t[~np.isnan(t)], rtol=1e-12, atol=1e-12)

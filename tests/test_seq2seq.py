@@ -4,7 +4,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from attention_scratch.date_task import BOS, EOS, PAD, CharVocab, DateTask, encode_batch, make_example
+from attention_scratch.date_task import (
+    BOS,
+    EOS,
+    PAD,
+    CharVocab,
+    DateTask,
+    encode_batch,
+    make_example,
+)
 from attention_scratch.seq2seq import ATTENTIONS, Config, Seq2Seq
 from attention_scratch.testing import assert_close, numerical_gradient
 from attention_scratch.training.seq2seq import exact_match, predict, train
@@ -23,8 +31,8 @@ def tiny_batch(rng, V=9):
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_whole_model_gradient(rng, attention):
-    config = Config(attention=attention, vocab_size=9, emb=3, enc_hidden=2, dec_hidden=4, attn_dim=3,
-                    window=1, dtype="float64", seed=5)
+    config = Config(attention=attention, vocab_size=9, emb=3, enc_hidden=2, dec_hidden=4,
+                    attn_dim=3, window=1, dtype="float64", seed=5)
     model = Seq2Seq(config)
     batch = tiny_batch(rng)
     model.loss_and_backward(batch)
@@ -58,10 +66,11 @@ def test_data_is_deterministic_and_the_splits_are_disjoint():
     assert [e.source for e in a.train] == [e.source for e in b.train]
     assert [e.source for e in DateTask(seed=2, n_train=200, n_heldout=50).train] != \
         [e.source for e in a.train]
-    assert not {e.target for e in a.train} & {e.target for e in a.heldout}, "a held-out date was trained on"
+    assert not {e.target for e in a.train} & {e.target
+                                              for e in a.heldout}, "a held-out date was trained on"
     for e in a.train[:50]:
         assert len(e.spans) == len(e.target)
-        for ch, (s0, s1) in zip(e.target, e.spans):
+        for ch, (s0, s1) in zip(e.target, e.spans, strict=True):
             if s0 >= 0 and ch.isdigit() and e.source[s0:s1].isdigit() and len(e.source[s0:s1]) == 4:
                 assert ch in e.source[s0:s1]
 
@@ -76,7 +85,8 @@ def test_long_variant_lists_several_dates():
     assert max(len(x.target) for x in task.train) == 32
     vocab = CharVocab()
     batch = encode_batch(task.train[:4], vocab)
-    assert batch["tgt_in"][0, 0] == BOS and vocab.decode(batch["tgt_out"][0]) == task.train[0].target
+    assert batch["tgt_in"][0,
+                           0] == BOS and vocab.decode(batch["tgt_out"][0]) == task.train[0].target
 
 
 def test_training_smoke_on_a_small_subset(capsys):
@@ -86,7 +96,8 @@ def test_training_smoke_on_a_small_subset(capsys):
     model, losses, _ = train(config, task, progress=False)
     assert capsys.readouterr().err == "", "progress=False must not draw a progress bar"
     assert np.isfinite(losses).all()
-    assert losses[-10:].mean() < 0.6 * losses[:10].mean(), f"loss did not fall: {losses[:3]} ... {losses[-3:]}"
+    assert losses[-10:].mean() < 0.6 * losses[:10].mean(), (f"loss did not fall: {losses[:3]} "
+                                                            f"... {losses[-3:]}")
     preds, weights, _ = predict(model, task.heldout[:5], task.vocab)
     assert len(preds) == 5 and weights[0].shape == (12, len(task.heldout[0].source))
     assert exact_match(model, task.heldout[:5], task.vocab).dtype == bool
@@ -104,15 +115,14 @@ def test_command_line_shows_progress_and_ends_with_the_held_out_line(tmp_path):
 
     from attention_scratch.training.seq2seq import load_model
     path = tmp_path / "m.npz"
-    done = subprocess.run([sys.executable, "-m", "attention_scratch.seq2seq", "--attention", "luong-local-p",
-                           "--steps", "3", "--n-train", "100", "--n-heldout", "20",
-                           "--save-dtype", "float16", "--save", str(path)],
-                          capture_output=True, text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1",
-                                                                             "PATH": ""})
+    done = subprocess.run([sys.executable, "-m", "attention_scratch.seq2seq", "--attention",
+                           "luong-local-p", "--steps", "3", "--n-train", "100", "--n-heldout", "20",
+                           "--save-dtype", "float16", "--save", str(path)], capture_output=True,
+                          text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1", "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr, done.stderr
-    # the progress bar goes to stderr, with the step count and the recent loss; stdout stays the
-    # report
+    # the progress bar goes to stderr, with the step count and the recent loss; stdout
+    # stays the report
     assert "training luong-local-p" in done.stderr and "3/3" in done.stderr, done.stderr
     assert re.search(r"loss \d+\.\d{3}", done.stderr), done.stderr
     assert "3/3" not in done.stdout

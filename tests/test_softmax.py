@@ -52,7 +52,8 @@ def test_large_inputs_do_not_overflow():
     x = np.array([[1000.0, 1001.0], [-1000.0, -1001.0]])
     expected = textbook_softmax(np.array([[0.0, 1.0], [0.0, -1.0]]))
     assert_close(at.softmax(x), expected, what="softmax near ±1000")
-    assert_close(at.logsumexp(x), np.array([1001 + np.log1p(np.exp(-1)), -1000 + np.log1p(np.exp(-1))]),
+    assert_close(at.logsumexp(x), np.array([1001 + np.log1p(np.exp(-1)),
+                                            -1000 + np.log1p(np.exp(-1))]),
                  what="logsumexp near ±1000")
 
 
@@ -75,7 +76,8 @@ def test_where_hides_nan_and_empty_rows_are_zero():
 def test_where_broadcasts():
     x = np.arange(12.0).reshape(3, 4)
     where = np.array([True, False, True, True])
-    assert_close(at.softmax(x, where=where), at.softmax(np.where(where, x, -np.inf)), what="broadcast where")
+    assert_close(at.softmax(x, where=where), at.softmax(np.where(where, x, -np.inf)),
+                 what="broadcast where")
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -129,8 +131,8 @@ def test_against_torch(torch, rng):
     ours = at.softmax(x, where=where)
     assert_close(ours, p.detach().numpy(), what="softmax vs torch")
     assert_close(at.softmax_backward(g, ours), t.grad.numpy(), what="softmax backward vs torch")
-    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs "
-                                                                                         "torch")
+    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(),
+                 what="lse vs torch")
 
 
 # Non-finite entries, long float16 rows, empty axes and byte order (issue #14).
@@ -138,7 +140,8 @@ def test_against_torch(torch, rng):
 def test_nan_propagates_to_its_row_only():
     x = np.array([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0], [np.nan, -np.inf, 0.0]])
     p = at.softmax(x)
-    assert np.isnan(p[0]).all() and np.isnan(p[2]).all(), "a NaN score makes its whole row NaN (as PyTorch)"
+    assert np.isnan(p[0]).all() and np.isnan(p[2]).all(), ("a NaN score makes its whole row "
+                                                           "NaN (as PyTorch)")
     assert_close(p[1], textbook_softmax(x[1]), what="a row without NaN")
     lse = at.logsumexp(x)
     assert np.isnan(lse[0]) and np.isnan(lse[2]) and np.isfinite(lse[1])
@@ -154,16 +157,17 @@ def test_plus_inf_makes_its_row_nan_and_minus_inf_is_absent():
                                  textbook_softmax(np.array([1.0, 2.0]))[1]]), what="-inf = absent")
     assert np.isposinf(at.logsumexp(x)[0])
     where = np.array([True, False, True])  # a hidden +inf or NaN does not matter
-    assert_close(at.softmax(x, where=where)[0], at.softmax(np.array([1.0, -np.inf, 2.0])), what="hidden +inf")
+    assert_close(at.softmax(x, where=where)[0], at.softmax(np.array([1.0, -np.inf, 2.0])),
+                 what="hidden +inf")
 
 
 def test_nan_and_inf_rows_match_torch(torch):
-    x = np.array([[1.0, np.nan, 2.0], [0.5, 1.0, 3.0], [1.0, np.inf, 2.0], [np.inf, np.inf, -np.inf],
-                  [1.0, -np.inf, 2.0]])
-    assert_close(at.softmax(x), torch.softmax(torch.tensor(x), dim=-1).numpy(), what="NaN/inf rows "
-                                                                                     "vs torch")
-    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(), what="lse vs "
-                                                                                         "torch")
+    x = np.array([[1.0, np.nan, 2.0], [0.5, 1.0, 3.0], [1.0, np.inf, 2.0],
+                  [np.inf, np.inf, -np.inf], [1.0, -np.inf, 2.0]])
+    assert_close(at.softmax(x), torch.softmax(torch.tensor(x), dim=-1).numpy(),
+                 what="NaN/inf rows vs torch")
+    assert_close(at.logsumexp(x), torch.logsumexp(torch.tensor(x), dim=-1).numpy(),
+                 what="lse vs torch")
 
 
 @pytest.mark.parametrize("n", [70_000, 1_000_000])
@@ -180,13 +184,15 @@ def test_float16_accumulates_in_float32_for_any_length(n):
     assert_close(lse, np.log(np.exp(-3.0) + n - 1), rtol=1e-3, what="float16 logsumexp")
 
 
-@pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 3), -1), ((0, 3), 0), ((0,), 0), ((2, 0, 4), 1)])
+@pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 3), -1), ((0, 3), 0), ((0,), 0),
+                                        ((2, 0, 4), 1)])
 def test_an_empty_axis_gives_empty_weights_and_minus_inf_logsumexp(shape, axis):
     x = np.zeros(shape, dtype=np.float32)
     p = at.softmax(x, axis=axis)
     assert p.shape == shape and p.dtype == np.float32
     lse = at.logsumexp(x, axis=axis)
-    expected = np.delete(np.zeros(shape), [], axis=axis).sum(axis=axis)  # the shape without the axis
+    # the shape without the axis
+    expected = np.delete(np.zeros(shape), [], axis=axis).sum(axis=axis)
     assert lse.shape == expected.shape and lse.dtype == np.float32
     if x.shape[axis] == 0:
         assert np.all(np.isneginf(lse)), "log of an empty sum is -inf"
@@ -202,5 +208,6 @@ def test_any_byte_order_is_accepted(dtype):
     assert_close(p, at.softmax(native), what=f"softmax of {dtype}")
     assert_close(at.logsumexp(x), at.logsumexp(native), what=f"logsumexp of {dtype}")
     q = np.arange(12.0).reshape(1, 1, 4, 3).astype(dtype) / 10
-    assert_close(at.scaled_dot_product_attention(q, q, q), at.scaled_dot_product_attention(*(q.astype(
-        native.dtype),) * 3), what=f"attention of {dtype}")
+    assert_close(at.scaled_dot_product_attention(q, q, q),
+                 at.scaled_dot_product_attention(*(q.astype(native.dtype),) * 3),
+                 what=f"attention of {dtype}")

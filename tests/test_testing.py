@@ -2,9 +2,16 @@
 import numpy as np
 import pytest
 
-from attention_scratch.testing import (assert_close, assert_shape, attention_oracle,
-                                       attention_oracle_backward, dense_reference, grad_check,
-                                       numerical_gradient, reference_mask)
+from attention_scratch.testing import (
+    assert_close,
+    assert_shape,
+    attention_oracle,
+    attention_oracle_backward,
+    dense_reference,
+    grad_check,
+    numerical_gradient,
+    reference_mask,
+)
 
 
 def torch_sdpa(torch, q, k, v, mask=None, scale=None, is_causal=False, enable_gqa=False):
@@ -28,7 +35,7 @@ def test_oracle_matches_torch_with_a_boolean_mask(torch, rng, L, S, E, Ev):
     g = rng.standard_normal(out.shape)
     t_out.backward(torch.tensor(g))
     grads = attention_oracle_backward(g, q, k, v, mask)
-    for name, ours, theirs in zip("qkv", grads, (tq, tk, tv)):
+    for name, ours, theirs in zip("qkv", grads, (tq, tk, tv), strict=True):
         assert_close(ours, theirs.grad.numpy(), what=f"oracle d{name} vs torch autograd")
 
 
@@ -126,10 +133,10 @@ def test_grad_check_catches_a_wrong_backward(rng):
 
 
 @pytest.mark.parametrize("shapes,words", [
-    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)), "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, "
-                                                 "3)"),
-    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)), "query heads (3) must be a multiple of the "
-                                                 "key/value heads (2)"),
+    (((1, 2, 3, 4), (1, 2, 5, 3), (1, 2, 5, 2)),
+     "same E; got shapes (1, 2, 3, 4) and (1, 2, 5, 3)"),
+    (((1, 3, 3, 4), (1, 2, 5, 4), (1, 2, 5, 2)),
+     "query heads (3) must be a multiple of the key/value heads (2)"),
     (((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 6, 2)), "got shapes (1, 2, 5, 4) and (1, 2, 6, 2)"),
     (((3, 4), (5, 4), (5, 2)), "query must have at least 3 dimensions"),
     (((2, 1, 3, 4), (3, 1, 5, 4), (3, 1, 5, 2)), "leading (batch) axes do not broadcast"),
@@ -143,8 +150,8 @@ def test_oracle_names_the_argument_and_the_shapes(shapes, words):
 
 def test_oracle_rejects_a_mask_that_does_not_broadcast_and_a_wrong_grad_out():
     q, k, v = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 5, 4)), np.zeros((1, 2, 5, 2))
-    with pytest.raises(ValueError, match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, "
-                                         r"2, 3, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"attn_mask of shape \(5, 3\) does not broadcast to \(1, 2, 3, 5\)"):
         attention_oracle(q, k, v, attn_mask=np.ones((5, 3), dtype=bool))
     with pytest.raises(ValueError, match=r"grad_out must have the output's shape \(1, 2, 3, 2\); "
                                          r"got \(1, 2, 3, 3\)"):
@@ -159,9 +166,9 @@ def test_grad_check_wants_one_gradient_per_input():
 def test_warnings_as_failures_turns_a_numpy_warning_into_the_hint():
     from attention_scratch.testing import warnings_as_failures
 
-    with pytest.raises(AssertionError, match=r"subtract the max \(NumPy warned: overflow"):
-        with warnings_as_failures("subtract the max"):
-            np.exp(np.array([1000.0]))
+    with (pytest.raises(AssertionError, match=r"subtract the max \(NumPy warned: overflow"),
+          warnings_as_failures("subtract the max")):
+        np.exp(np.array([1000.0]))
     with warnings_as_failures("never raised"):
         assert np.exp(np.array([1.0]))[0] > 2
 
@@ -173,7 +180,8 @@ def test_dense_reference_in_the_input_dtype_matches_the_oracle(rng, causal):
     ref_out, _, ref_probs = attention_oracle(q, k, v, is_causal=causal)
     assert_close(out, ref_out, what="dense forward")
     assert_close(probs, ref_probs, what="dense weights")
-    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=causal)):
+    for got, ref in zip(grads, attention_oracle_backward(g, q, k, v, is_causal=causal),
+                        strict=True):
         assert_close(got, ref, what="dense backward")
 
 
@@ -186,10 +194,12 @@ def test_dense_reference_keeps_the_dtype_handles_gqa_and_masks_and_upcasts_to_th
     assert out.dtype == probs.dtype == np.float32 and all(a.dtype == np.float32 for a in grads)
     ref_out, _, _ = attention_oracle(q, k, v, **mask)
     assert_close(out, ref_out, what="float32 dense forward, GQA")
-    for got, ref, x in zip(grads, attention_oracle_backward(g, q, k, v, **mask), (q, k, v)):
+    for got, ref, x in zip(grads, attention_oracle_backward(g, q, k, v, **mask), (q, k, v),
+                           strict=True):
         assert got.shape == x.shape
         assert_close(got, ref, what="float32 dense backward, GQA")
     up_out, up_probs, up_grads = dense_reference(*f32, **mask)  # upcast=True: the oracle itself
     np.testing.assert_array_equal(up_out, attention_oracle(*f32[:3], **mask)[0])
     assert up_out.dtype == np.float64 and up_probs.dtype == np.float64
-    np.testing.assert_array_equal(up_grads[1], attention_oracle_backward(f32[3], *f32[:3], **mask)[1])
+    np.testing.assert_array_equal(up_grads[1], attention_oracle_backward(f32[3], *f32[:3],
+                                                                         **mask)[1])

@@ -1,5 +1,5 @@
-"""assert_close treats infinities strictly (the flash kernels' lse = +inf convention depends on
-it)."""
+"""assert_close treats infinities strictly
+(the flash kernels' lse = +inf convention depends on it)."""
 import numpy as np
 import pytest
 

@@ -4,14 +4,14 @@ import pytest
 
 from attention_scratch.tasks import IGNORE, SEP, is_held_out, make_batch, sort_sequences
 from attention_scratch.testing import assert_close, grad_check, numerical_gradient
+from attention_scratch.training.transformer import PRETRAINED, evaluate, load_model, train
 from attention_scratch.transformer import Block, TinyTransformer, decode_step, generate
 from attention_scratch.transformer_layers import MLP, LayerNorm, layer_norm, layer_norm_backward
-from attention_scratch.training.transformer import PRETRAINED, evaluate, load_model, train
 
 
 def check_param_grads(module, run, names, rng, rtol=1e-6, atol=1e-8):
-    """Compare ``module.grads`` after ``run(g)`` (forward + backward with cotangent g) to finite
-    differences.
+    """Compare ``module.grads`` after ``run(g)``
+    (forward + backward with cotangent g) to finite differences.
 
     ``run(None)`` must return the forward output; ``run(g)`` must run the backward pass.
     """
@@ -44,14 +44,16 @@ def test_layer_norm_normalises_and_matches_torch(rng, torch):
     y, (x_hat, inv_std) = layer_norm(x, gamma, beta)
     assert_close(x_hat.mean(-1), np.zeros((3, 5)), atol=1e-12, what="mean of x_hat")
     assert_close(x_hat.var(-1), 1 / (1 + 1e-5 * inv_std[..., 0] ** 2), what="variance of x_hat")
-    ref = torch.nn.functional.layer_norm(torch.tensor(x), (8,), torch.tensor(gamma), torch.tensor(beta), 1e-5)
+    ref = torch.nn.functional.layer_norm(torch.tensor(x), (8,), torch.tensor(gamma),
+                                         torch.tensor(beta), 1e-5)
     assert_close(y, ref.numpy(), what="layer_norm against torch")
 
 
 def test_layer_norm_backward_grad_check(rng):
     x, gamma, beta = rng.standard_normal((2, 3, 6)), rng.standard_normal(6), rng.standard_normal(6)
     grad_check(lambda x, g, b: layer_norm(x, g, b)[0],
-               lambda dy, x, g, b: layer_norm_backward(dy, layer_norm(x, g, b)[1], g), [x, gamma, beta])
+               lambda dy, x, g, b: layer_norm_backward(dy, layer_norm(x, g, b)[1], g),
+               [x, gamma, beta])
 
 
 def test_layer_norm_and_mlp_modules_grad_check(rng):
@@ -84,7 +86,8 @@ def test_block_grad_check(rng):
         y, c = block.forward(x)
         return y if g is None else block.backward(g, c)
     check_param_grads(block, run, sorted(block.parameters()), rng)
-    grad_check(lambda x: block.forward(x)[0], lambda g, x: (block.backward(g, block.forward(x)[1]),), [x])
+    grad_check(lambda x: block.forward(x)[0], lambda g, x: (block.backward(g, block.forward(x)[1]),
+                                                            ), [x])
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -107,7 +110,8 @@ def test_transformer_grad_check(rng, tie):
 
 
 def test_decode_step_logits_equal_the_full_forward(rng):
-    model = TinyTransformer(11, d_model=16, num_heads=4, num_layers=2, hidden=32, max_len=12, rng=rng)
+    model = TinyTransformer(11, d_model=16, num_heads=4, num_layers=2, hidden=32, max_len=12,
+                            rng=rng)
     ids = rng.integers(0, 11, size=(3, 12))
     full, _ = model.forward(ids)  # (3, 12, 11)
     caches = model.new_caches()
@@ -119,7 +123,8 @@ def test_decode_step_logits_equal_the_full_forward(rng):
 
 
 def test_generation_with_cache_equals_recomputation(rng):
-    model = TinyTransformer(11, d_model=16, num_heads=4, num_layers=2, hidden=32, max_len=17, rng=rng)
+    model = TinyTransformer(11, d_model=16, num_heads=4, num_layers=2, hidden=32, max_len=17,
+                            rng=rng)
     prompt = rng.integers(0, 11, size=(8, 9))
     with_cache = generate(model, prompt, 8, use_cache=True)
     assert with_cache.shape == (8, 17)
@@ -167,7 +172,8 @@ def test_training_smoke_loss_falls():
 @pytest.mark.skipif(not PRETRAINED.exists(), reason="the shipped weights are missing")
 def test_shipped_weights_reproduce_the_stated_accuracy():
     model, meta = load_model()
-    token_acc, _ = evaluate(model, meta["config"]["length"])  # the CLI's evaluation: same seed and size
+    # the CLI's evaluation: same seed and size
+    token_acc, _ = evaluate(model, meta["config"]["length"])
     assert token_acc == pytest.approx(meta["held_out_token_accuracy"], abs=1e-12), \
         "the shipped weights no longer give the accuracy stored with them"
     assert token_acc >= 0.99
@@ -179,8 +185,8 @@ def test_command_line_shows_progress_on_stderr_and_ends_with_the_accuracy_line(c
 
     from attention_scratch.training.transformer import main
 
-    args = ["--steps", "3", "--length", "3", "--d-model", "8", "--num-heads", "2", "--num-layers", "1",
-            "--hidden", "8", "--batch", "4", "--warmup", "1", "--eval-size", "10"]
+    args = ["--steps", "3", "--length", "3", "--d-model", "8", "--num-heads", "2", "--num-layers",
+            "1", "--hidden", "8", "--batch", "4", "--warmup", "1", "--eval-size", "10"]
     main(args)
     captured = capsys.readouterr()
     assert "training (sort)" in captured.err and "3/3" in captured.err, captured.err

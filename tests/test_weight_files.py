@@ -1,5 +1,5 @@
-"""Damaged weight files: one error type, WeightFileError (a ValueError), naming the file and what is
-wrong.
+"""Damaged weight files: one error type, WeightFileError
+(a ValueError), naming the file and what is wrong.
 
 Every weight file goes through attention_scratch.optim.load_params (``allow_pickle=False``);
 the model loaders add the checks against the model (config, array names, shapes). Before,
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from attention_scratch import optim
+from attention_scratch.optim import WeightFileError, load_params, save_params
 from attention_scratch.training import seq2seq as train
 from attention_scratch.training import transformer as transformer_train
-from attention_scratch.optim import WeightFileError, load_params, save_params
 
 LOADERS = {"seq2seq": (train.load_model, train.DATA_DIR / "bahdanau.npz"),
            "transformer": (transformer_train.load_model, transformer_train.PRETRAINED)}
@@ -69,7 +69,8 @@ def test_damaged_member_of_the_zip(tmp_path, name):
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
-            dst.writestr(item.filename, data[: len(data) // 3] if item.filename != "__meta__.npy" else data)
+            dst.writestr(item.filename, data[: len(data) // 3] if item.filename != "__meta__.npy"
+                         else data)
     check(LOADERS[name][0], bad, "damaged")
 
 
@@ -96,10 +97,12 @@ def test_wrong_or_missing_config(tmp_path, name):
     arrays, meta = shipped(name)
     check(LOADERS[name][0], write(tmp_path / "nometa.npz", arrays), "config")
     check(LOADERS[name][0], write(tmp_path / "noconfig.npz", arrays, {"steps": 3}), "config")
-    wrong = {"no_such_option": 1} if name == "seq2seq" else {"num_heads": 7}  # Config() / d_model % 7
+    # Config() / d_model % 7
+    wrong = {"no_such_option": 1} if name == "seq2seq" else {"num_heads": 7}
     bad = dict(meta, config=dict(meta["config"], **wrong))
     check(LOADERS[name][0], write(tmp_path / "badconfig.npz", arrays, bad), "config")
-    check(LOADERS[name][0], write(tmp_path / "badjson.npz", arrays, raw_meta="{not json"), "metadata")
+    check(LOADERS[name][0], write(tmp_path / "badjson.npz", arrays, raw_meta="{not json"),
+          "metadata")
     check(LOADERS[name][0], write(tmp_path / "listmeta.npz", arrays, raw_meta="[1, 2]"), "metadata")
 
 
@@ -115,5 +118,5 @@ def test_load_params_is_the_one_function_and_round_trips(tmp_path, rng):
     loaded, meta = load_params(tmp_path / "w.npz")
     assert meta == {"config": {"x": 1}} and sorted(loaded) == ["W", "b"]
     assert optim.WeightFileError is WeightFileError
-    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.npz"):
         load_params(tmp_path / "nothing.npz")

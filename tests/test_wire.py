@@ -18,14 +18,16 @@ def round_trip(value, identities=None, arguments=None):
 
 
 def test_values_keep_their_type_dtype_and_bits():
-    value = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.float16(1.5), "i": np.int64(7),
-             "f64": np.float64(2.5), "sum": np.arange(3.0).sum(),
-             "t": (1, 2.5, float("nan"), -np.inf, 3j, None, True, "text", 2 ** 70), "l": [np.bool_(True)]}
+    value = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.float16(1.5),
+             "i": np.int64(7), "f64": np.float64(2.5), "sum": np.arange(3.0).sum(),
+             "t": (1, 2.5, float("nan"), -np.inf, 3j, None, True, "text", 2 ** 70),
+             "l": [np.bool_(True)]}
     back = round_trip(value)
     assert back["x"].dtype == np.float32 and np.array_equal(back["x"], value["x"])
     assert type(back["s"]) is np.float16 and back["s"] == 1.5
     assert type(back["i"]) is np.int64 and type(back["l"][0]) is np.bool_
-    assert type(back["f64"]) is np.float64 and back["f64"] == 2.5 and type(back["sum"]) is np.float64
+    assert type(back["f64"]) is np.float64 and back["f64"] == 2.5
+    assert type(back["sum"]) is np.float64
     t = back["t"]
     assert t[0] == 1 and t[1] == 2.5 and np.isnan(t[2]) and t[3] == -np.inf and t[4] == 3j
     assert t[5:] == (None, True, "text", 2 ** 70) and isinstance(back["t"], tuple)

@@ -33,15 +33,15 @@ _MISSING_MODULE_REASONS = {
 
 
 class BackendUnavailable(RuntimeError):
-    """A known backend cannot run on this machine; the message says why (missing package, no
-    GPU)."""
+    """A known backend cannot run on this machine;
+    the message says why (missing package, no GPU)."""
 
 
 def check_backend_name(backend):
     """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
     if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got "
-                         f"{backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; "
+                         f"got {backend!r}")
 
 
 def _import(name):
@@ -98,8 +98,8 @@ def get_backend(backend, *arrays):
 
 
 def resolve_name(backend, *arrays):
-    """The concrete backend name ``get_backend`` would run: ``"numpy"``, ``"numba"`` or
-    ``"cupy"``."""
+    """The concrete backend name ``get_backend`` would run:
+    ``"numpy"``, ``"numba"`` or ``"cupy"``."""
     module = get_backend(backend, *arrays)
     if module is None:
         return "numpy"

@@ -9,17 +9,17 @@ dependency and has these four functions, with the public signatures of
 keyword-only options with defaults after them (the CUDA backend's ``tensor_cores``).
 ``tests/test_backends.py`` checks every backend's signatures against this protocol.
 """
-from typing import Optional, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..contract import DEFAULT_BLOCK, TilePlan
 
 
 @runtime_checkable
 class FlashBackend(Protocol):
-    """The interface of a backend module (a structural type: modules match it by their
-    functions)."""
+    """The interface of a backend module (a structural type: modules match it by
+    their functions)."""
 
-    def unavailable_reason(self) -> Optional[str]:
+    def unavailable_reason(self) -> str | None:
         """``None`` when the backend can run here, else a sentence saying what is missing."""
 
     def flash_attention(self, query, key, value, is_causal=False, scale=None, enable_gqa=False, *,

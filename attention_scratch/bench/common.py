@@ -1,6 +1,7 @@
 """What every benchmark shares: one timer, one FLOP count, one relative error, one commit.
 
-The CPU benchmark (:mod:`.cpu`) and the GPU benchmark (:mod:`.gpu`) both use these, so
+The CPU benchmark (:mod:`~attention_scratch.bench.cpu`) and the GPU benchmark
+(:mod:`~attention_scratch.bench.gpu`) both use these, so
 their numbers are counted the same way.
 """
 import subprocess

@@ -62,10 +62,10 @@ class Verdicts:
                 self._record(item, "not started")
             elif call.excinfo.errisinstance(pytest.skip.Exception):
                 self._record(item, "failing", f"skipped: {call.excinfo.value}")
-            elif call.when == "setup" and not call.excinfo.errisinstance((GradingError, AssertionError,
-                                                                          FileNotFoundError)):
-                self._record(item, "failing", "the test could not be set up: "
-                                              f"{_message(call.excinfo)}")
+            elif call.when == "setup" and not call.excinfo.errisinstance(
+                    (GradingError, AssertionError, FileNotFoundError)):
+                self._record(item, "failing",
+                             f"the test could not be set up: {_message(call.excinfo)}")
             else:
                 self._record(item, "failing", _message(call.excinfo))
 
@@ -96,7 +96,8 @@ def run_checks(test_file, target_dir, exercise_ids, budget, repo_dir):
             "-W", "ignore::RuntimeWarning", "--rootdir", str(repo_dir),
             "-c", str(Path(repo_dir) / "pyproject.toml"), "-o", "addopts="]
     code = pytest.main(args, plugins=[verdicts])
-    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED,
+                    pytest.ExitCode.NO_TESTS_COLLECTED):
         raise RuntimeError(f"the graded tests could not run (pytest exit code {int(code)})")
     copied = session_module.LAST_SESSION.copied if session_module.LAST_SESSION else (lambda _: None)
     results = {}
@@ -104,17 +105,16 @@ def run_checks(test_file, target_dir, exercise_ids, budget, repo_dir):
         reason = copied(exercise_id)
         if reason:
             results[exercise_id] = ("copied, not graded",
-                                    f"{reason}: write the function yourself (the library's other "
-                                    "functions "
-                                    "are yours to use)")
+                                    f"{reason}: write the function yourself "
+                                    "(the library's other functions are yours to use)")
         else:
             results[exercise_id] = fold(verdicts.outcomes.get(exercise_id, []))
     return results
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run the graded tests of some exercises of one "
-                                                 "chapter.")
+    parser = argparse.ArgumentParser(description="Run the graded tests of some exercises "
+                                                 "of one chapter.")
     parser.add_argument("--test-file", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--exercise", action="append", required=True)
@@ -127,8 +127,9 @@ def main(argv=None):
         results = run_checks(args.test_file, args.target, args.exercise, args.budget, args.repo)
     finally:
         end_orphans()
-    Path(args.result).write_text(json.dumps(
-        {exercise_id: {"status": status, "message": message} for exercise_id, (status, message) in results.items()}))
+    Path(args.result).write_text(json.dumps({exercise_id: {"status": status, "message": message}
+                                             for exercise_id, (status,
+                                                               message) in results.items()}))
     return 0
 
 

@@ -60,14 +60,14 @@ def check_close(got, expected, *, what="the result", rtol=None, atol=None):
 
 
 def check_equal(got, expected, *, what="the result"):
-    """``got`` equals ``expected`` exactly (boolean masks, integer indices), with its shape and
-    dtype."""
+    """``got`` equals ``expected`` exactly (boolean masks, integer indices),
+    with its shape and dtype."""
     expected = np.asarray(expected)
     expect_array(got, shape=expected.shape, dtype=expected.dtype, what=what)
     differ = np.argwhere(got != expected)
     if differ.size:
-        lines = [f"{what}: {len(differ)} of {expected.size} entries differ; first ones (index: got "
-                 "vs expected):"]
+        lines = [f"{what}: {len(differ)} of {expected.size} entries differ; "
+                 "first ones (index: got vs expected):"]
         for idx in differ[:_SHOWN]:
             i = tuple(int(k) for k in idx)
             lines.append(f"    {i}: {got[i].item()!r} vs {expected[i].item()!r}")

@@ -122,7 +122,8 @@ def parse_exercises(path):
                 raise ValueError(f"{path}:{lineno}: BEGIN EXERCISE inside exercise {current['id']}")
             ch, num, pts, title = head.groups()
             current = dict(id=f"{ch}.{num}", chapter=int(ch), number=int(num), points=int(pts),
-                           title=title.strip(), body=[], uses=[], writes=[], origin=f"{path}:{lineno}")
+                           title=title.strip(), body=[], uses=[], writes=[],
+                           origin=f"{path}:{lineno}")
         elif line.rstrip() == END:
             if current is None:
                 raise ValueError(f"{path}:{lineno}: END EXERCISE without BEGIN")
@@ -210,8 +211,8 @@ def stub_section(ex):
 
 
 def render(chapter, exercises, kind):
-    """The text of ``exercises/`` (kind="stub") or ``solutions/`` (kind="solution") for a
-    chapter."""
+    """The text of ``exercises/`` (kind="stub") or ``solutions/``
+    (kind="solution") for a chapter."""
     if kind == "stub":
         intro = (f'"""Chapter {chapter} exercises: {TITLES[chapter]}.\n\n'
                  "Replace each `raise NotImplementedError(...)` with your code, then grade:\n\n"
@@ -227,10 +228,38 @@ def render(chapter, exercises, kind):
     imports = ["import numpy as np"]
     for ex in exercises:
         imports.extend(u for u in ex.uses if u not in imports)
-    parts = [intro, "\n".join(imports)]
+    parts = [intro, _import_block(imports)]
     for ex in exercises:
-        parts.append(stub_section(ex) if kind == "stub" else _header(ex) + "\n" + "\n".join(solution_lines(ex)))
+        parts.append(stub_section(ex) if kind == "stub"
+                     else _header(ex) + "\n" + "\n".join(solution_lines(ex)))
     return "\n\n\n".join(parts) + "\n"
+
+
+def _import_block(imports):
+    """``imports`` in isort's order: standard library, third party, this package, one blank line
+    between the sections; ``import x`` before ``from x import y`` within each."""
+    def section(line):
+        top = line.split()[1].split(".")[0]
+        return 2 if top == "attention_scratch" else 0 if top in sys.stdlib_module_names else 1
+    plain, names = set(), {}
+    for line in imports:
+        if line.startswith("from "):
+            module, _, listed = line[5:].partition(" import ")
+            names.setdefault(module, set()).update(n.strip() for n in listed.split(","))
+        else:
+            plain.add(line)
+    merged = list(plain)
+    for module, listed in names.items():
+        # ruff's order by type: CONSTANTS, Classes, functions
+        ordered = sorted(listed, key=lambda n: (not n.isupper(), not n[:1].isupper(), n))
+        line = f"from {module} import {', '.join(ordered)}"
+        if len(line) > 100:
+            line = f"from {module} import (\n" + "".join(f"    {n},\n" for n in ordered) + ")"
+        merged.append(line)
+    sections = [sorted((u for u in merged if section(u) == n),
+                       key=lambda u: (u.startswith("from "), u.split()[1].lower()))
+                for n in range(3)]
+    return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
 
 def _digest(text):
@@ -272,7 +301,8 @@ def defined_functions(text):
         tree = ast.parse(text)
     except SyntaxError:
         return set(re.findall(r"^(?:async )?def (\w+)\(", text, re.M))
-    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return {node.name for node in tree.body if isinstance(node,
+                                                          (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
 def missing_exercises(text, exercises):

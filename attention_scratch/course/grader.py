@@ -8,6 +8,7 @@ has one line per exercise, "N.M  earned/points  status", grouped by chapter,
 and ends with ``score: X/Y points``; progress goes to stderr meanwhile.
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -26,62 +27,61 @@ _STARTUP_GRACE = 60.0  # seconds for the checker's own start and its reference c
 
 
 def result_line(result):
-    """``4.1  2/2  passed       scaled_scores: the scaled scores`` (the line the notebooks print
-    too)."""
+    """``4.1  2/2  passed       scaled_scores: the scaled scores``
+    (the line the notebooks print too)."""
     points = f"{result['earned']}/{result['points']}"
-    return f"{result['id']}  {points}  {result['status']:<12} {result['function']}: {result['title']}"
+    return (f"{result['id']}  {points}  {result['status']:<12} {result['function']}: "
+            f"{result['title']}")
 
 
 def _result(exercise, status, message):
-    return dict(id=exercise.id, chapter=exercise.chapter, title=exercise.title, points=exercise.points,
-                earned=exercise.points if status == "passed" else 0, status=status, message=message,
-                function=exercise.function_name)
+    return dict(id=exercise.id, chapter=exercise.chapter, title=exercise.title,
+                points=exercise.points, earned=exercise.points if status == "passed" else 0,
+                status=status, message=message, function=exercise.function_name)
 
 
 def _kill_group(process):
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
 
 
 def grade_exercise(exercise, target_dir, repo_dir, budget=DEFAULT_BUDGET, scratch=None):
-    """Grade one exercise in a checker process; return its result dict (never raises for student
-    code)."""
+    """Grade one exercise in a checker process;
+    return its result dict (never raises for student code)."""
     test_file = repo_dir / "tests" / "exercises" / f"test_{CHAPTERS[exercise.chapter]}.py"
     with tempfile.TemporaryDirectory(prefix="grade_", dir=scratch) as work:
         result_path = Path(work) / "result.json"
         log_path = Path(work) / "checker.log"
-        command = [sys.executable, "-m", "attention_scratch.course.checker", "--test-file", str(test_file),
-                   "--target", str(target_dir), "--exercise", exercise.id, "--budget", str(budget),
-                   "--repo", str(repo_dir), "--result", str(result_path)]
+        command = [sys.executable, "-m", "attention_scratch.course.checker", "--test-file",
+                   str(test_file), "--target", str(target_dir), "--exercise", exercise.id,
+                   "--budget", str(budget), "--repo", str(repo_dir), "--result", str(result_path)]
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, cwd=repo_dir)
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       cwd=repo_dir)
             try:
                 process.wait(timeout=budget + _STARTUP_GRACE)
             except subprocess.TimeoutExpired:
                 _kill_group(process)
                 return _result(exercise, "failing",
-                               f"grading did not finish within {budget + _STARTUP_GRACE:g} s and "
-                               "was stopped")
+                               f"grading did not finish within {budget + _STARTUP_GRACE:g} s "
+                               "and was stopped")
         if not result_path.exists():
             tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-8:])
             return _result(exercise, "failing",
-                           "the grader could not run this exercise's tests (exit status "
-                           f"{process.returncode}); "
-                           f"please report it:\n{tail}")
+                           "the grader could not run this exercise's tests "
+                           f"(exit status {process.returncode}); please report it:\n{tail}")
         verdict = json.loads(result_path.read_text())[exercise.id]
         return _result(exercise, verdict["status"], verdict["message"])
 
 
-def run(target_dir, chapters=None, exercise_ids=None, budget=DEFAULT_BUDGET, jobs=None, progress=None,
-        repo_dir=None):
+def run(target_dir, chapters=None, exercise_ids=None, budget=DEFAULT_BUDGET, jobs=None,
+        progress=None, repo_dir=None):
     """Grade ``target_dir``; return one result dict per exercise, in exercise order."""
     repo_dir = Path(repo_dir or find_repository())
-    exercises = [ex for ex in collect()
-                 if (chapters is None or ex.chapter in chapters) and (exercise_ids is None or ex.id in exercise_ids)]
+    exercises = [ex for ex in collect() if (chapters is None or ex.chapter in chapters)
+                 and (exercise_ids is None or ex.id in exercise_ids)]
     jobs = jobs or min(2, os.cpu_count() or 1)
     done = []
 
@@ -90,9 +90,9 @@ def run(target_dir, chapters=None, exercise_ids=None, budget=DEFAULT_BUDGET, job
         result = grade_exercise(exercise, Path(target_dir), repo_dir, budget)
         done.append(result)
         if progress is not None:
-            print(f"[{len(done):>{len(str(len(exercises)))}}/{len(exercises)}] "
-                  f"{result_line(result)} "
-                  f"({time.monotonic() - start:.1f} s)", file=progress, flush=True)
+            count = f"{len(done):>{len(str(len(exercises)))}}/{len(exercises)}"
+            print(f"[{count}] {result_line(result)} ({time.monotonic() - start:.1f} s)",
+                  file=progress, flush=True)
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -124,18 +124,18 @@ def _positive(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_scratch.grade",
                                      description="Grade the exercises of attention_scratch.")
-    parser.add_argument("--solutions", action="store_true", help="grade solutions/ instead of "
-                                                                 "exercises/")
+    parser.add_argument("--solutions", action="store_true",
+                        help="grade solutions/ instead of exercises/")
     parser.add_argument("--target", help="grade the chNN_*.py files in this folder instead")
-    parser.add_argument("--chapter", type=int, action="append", help="grade only this chapter "
-                                                                     "(repeatable)")
-    parser.add_argument("--exercise", action="append", help="grade only this exercise, e.g. 4.1 "
-                                                            "(repeatable)")
+    parser.add_argument("--chapter", type=int, action="append",
+                        help="grade only this chapter (repeatable)")
+    parser.add_argument("--exercise", action="append",
+                        help="grade only this exercise, e.g. 4.1 (repeatable)")
     parser.add_argument("--timeout", type=_positive, default=DEFAULT_BUDGET,
                         help="seconds each exercise's code may run, all its tests together "
                              "(default %(default)g)")
-    parser.add_argument("--jobs", type=int, default=None, help="exercises graded at once (default: "
-                                                               "2)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="exercises graded at once (default: 2)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--require-full", action="store_true",

@@ -8,7 +8,7 @@ stands: at the top, inside a function, or as a module name handed to
 is imported, so it cannot take part in an import cycle and is left out.
 :func:`find_cycles` lists the cycles (``tests/test_layout.py`` fails on any), and
 :func:`role_graph` groups the modules by role for the picture of the contributor page
-(:func:`draw`).
+(``docs/layout_figure.py`` draws it).
 """
 import ast
 import dataclasses
@@ -22,6 +22,7 @@ ROLES = (
     ("course tooling", ("course", "grade")),
     ("benchmarks", ("bench",)),
     ("training", ("training",)),
+    ("demos", ("demos",)),
     ("backends: CUDA", ("backends.cuda",)),
     ("backends: Numba", ("backends.numba",)),
     ("backend dispatch", ("backends",)),
@@ -32,8 +33,8 @@ DEFAULT_ROLE = "concepts (one per chapter)"
 
 @dataclasses.dataclass(frozen=True)
 class Module:
-    """One module: its dotted name, file, whether it is a package's ``__init__``, and its
-    imports."""
+    """One module: its dotted name, file, whether it is a package's ``__init__``,
+    and its imports."""
 
     name: str
     path: Path
@@ -57,7 +58,8 @@ def _is_main_guard(node):
     test = node.test if isinstance(node, ast.If) else None
     return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
             and test.left.id == "__name__" and len(test.comparators) == 1
-            and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__")
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
 
 
 def _nodes(tree):
@@ -96,8 +98,9 @@ def _imports_of(name, path, is_package, names, root):
             module = ".".join(p for p in (base, node.module or "") if p)
             targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in names else module
                        for alias in node.names]
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-              and node.value in names and node.value.startswith(root + ".")):
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings and node.value in names
+              and node.value.startswith(root + ".")):
             targets = [node.value]  # a registry entry: a module imported by name
         else:
             continue
@@ -109,8 +112,8 @@ def _imports_of(name, path, is_package, names, root):
 
 
 def import_graph(package_dir=PACKAGE_DIR):
-    """``{dotted name: Module}`` for every module of the package, with the package modules it
-    imports."""
+    """``{dotted name: Module}`` for every module of the package,
+    with the package modules it imports."""
     names = _module_names(package_dir)
     root = Path(package_dir).name
     return {name: Module(name, path, is_package, _imports_of(name, path, is_package, names, root))

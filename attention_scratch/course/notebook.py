@@ -74,18 +74,17 @@ def module_source(function, exercise):
                 continue
             elif isinstance(value, np.ufunc):
                 statement = f"from numpy import {value.__name__} as {name}"
-            elif callable(value) and getattr(_plain(value), "__module__", None) not in (None, "__main__") \
-                    and hasattr(_plain(value), "__qualname__") and "." not in _plain(value).__qualname__:
+            elif (callable(value)
+                  and getattr(_plain(value), "__module__", None) not in (None, "__main__")
+                  and "." not in getattr(_plain(value), "__qualname__", ".")):
                 origin = _plain(value)
                 statement = f"from {origin.__module__} import {origin.__qualname__} as {name}"
             elif _is_constant(value):
                 statement = f"{name} = {value!r}"
             else:
                 notes.append(f"`{name}` ({type(value).__name__}) is defined elsewhere in the "
-                             "notebook; the "
-                             "grader runs your function on its own: define it inside the function "
-                             "or the "
-                             "exercise's cell")
+                             "notebook; the grader runs your function on its own: "
+                             "define it inside the function or the exercise's cell")
                 continue
             if statement not in imports:
                 imports.append(statement)
@@ -104,7 +103,8 @@ def _copied_reason(function, exercise):
     except (TypeError, OSError):
         return None
     if PACKAGE_DIR in origin.parents:
-        return f"{exercise.function_name} here is the library's own (from {origin.name}), not one defined in the notebook"
+        return (f"{exercise.function_name} here is the library's own (from {origin.name}), "
+                "not one defined in the notebook")
     return None
 
 
@@ -120,14 +120,14 @@ def grade(exercise_id, function, *, budget=DEFAULT_BUDGET, show=True):
                          f"{', '.join(exercises)}")
     exercise = exercises[exercise_id]
     if not callable(function):
-        raise TypeError(f"grade({exercise_id!r}, ...) needs the function itself, got "
-                        f"{type(function).__name__}")
+        raise TypeError(f"grade({exercise_id!r}, ...) needs the function itself, "
+                        f"got {type(function).__name__}")
     reason = _copied_reason(function, exercise)
     notes = []
     if reason:
-        result = dict(id=exercise.id, chapter=exercise.chapter, title=exercise.title, points=exercise.points,
-                      earned=0, status="copied, not "
-                                       "graded", message=reason, function=exercise.function_name)
+        result = dict(id=exercise.id, chapter=exercise.chapter, title=exercise.title,
+                      points=exercise.points, earned=0, status="copied, not graded", message=reason,
+                      function=exercise.function_name)
     else:
         source, notes = module_source(function, exercise)
         with tempfile.TemporaryDirectory(prefix="notebook_exercise_") as folder:

@@ -41,17 +41,18 @@ def project_url(repo_dir, key="Repository"):
 
 
 def install_cell(url):
-    """The first cell: make ``attention_scratch`` importable (and gradable) wherever the notebook
-    runs."""
+    """The first cell: make ``attention_scratch`` importable
+    (and gradable) wherever the notebook runs."""
     folder = url.rstrip("/").rsplit("/", 1)[-1]
-    return f'''# Run this cell first. In a clone with `make` nothing happens; elsewhere (Colab, a fresh
-# Jupyter) it clones the repository and installs the library, whose grader needs the clone.
+    return f'''# Run this cell first. In a clone with `make` nothing happens; elsewhere (Colab, a
+# fresh Jupyter) it clones the repository and installs the library, whose grader needs the clone.
 import importlib.util, os, subprocess, sys
 
 if importlib.util.find_spec("attention_scratch") is None:
     if not os.path.isdir("{folder}"):
         subprocess.run(["git", "clone", "--depth", "1", "{url}", "{folder}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba,mpi]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "{folder}[numba,mpi]"],
+                   check=True)
     sys.path.insert(0, os.path.abspath("{folder}"))  # this kernel predates the install
     os.environ["ATTENTION_SCRATCH_REPO"] = os.path.abspath("{folder}")
 from attention_scratch.course.notebook import grade'''
@@ -75,7 +76,8 @@ def _blocks(text):
         if buffer:
             pieces.append(("text", "\n".join(buffer)))
             buffer = []
-        pieces.append(("directive", opening.group("name"), opening.group("arg").strip(), lines[i + 1:j]))
+        pieces.append(("directive", opening.group("name"), opening.group("arg").strip(),
+                       lines[i + 1:j]))
         i = j + 1
     if buffer:
         pieces.append(("text", "\n".join(buffer)))
@@ -92,7 +94,8 @@ def _options_and_body(body):
 
 def _plain_markdown(text):
     """MyST-only roles made readable in Jupyter: citations, references, equation labels."""
-    text = re.sub(r"\{cite:[pt]\}`([^`]+)`", lambda m: "[" + m.group(1).replace(",", "; ") + "]", text)
+    text = re.sub(r"\{cite:[pt]\}`([^`]+)`", lambda m: "[" + m.group(1).replace(",", "; ") + "]",
+                  text)
     text = re.sub(r"\{(?:ref|numref|eq|doc)\}`(?:([^`<]+?)\s*<[^`]+>|([^`]+))`",
                   lambda m: (m.group(1) or m.group(2)).strip(), text)
     return re.sub(r"^\(([\w-]+)\)=\s*$", "", text, flags=re.M)
@@ -119,9 +122,8 @@ def notebook_cells(markdown, exercises, page_url):
             ex = by_label[options["label"]]
             title = _EXERCISE_TITLE.match(arg)
             heading = title.group("title") if title else arg
-            text.append(f"**Exercise {ex.id}: {heading}** ({ex.points} "
-                        f"point{'' if ex.points == 1 else 's'})"
-                        f"\n\n{content}")
+            text.append(f"**Exercise {ex.id}: {heading}** "
+                        f"({ex.points} point{'' if ex.points == 1 else 's'})\n\n{content}")
             flush()
             stub = "\n".join(["import numpy as np", *ex.uses, "", ""] + stub_lines(ex))
             cells.append(("code", stub))
@@ -130,8 +132,7 @@ def notebook_cells(markdown, exercises, page_url):
             ex = by_label.get(arg)
             where = f"`solutions/{CHAPTERS[ex.chapter]}.py`" if ex else "`solutions/`"
             text.append(f"*Try it first. The answer is in {where} and behind the solution button "
-                        "of "
-                        f"[this chapter in the online book]({page_url}).*")
+                        f"of [this chapter in the online book]({page_url}).*")
         elif name in _ADMONITIONS:
             quoted = "\n".join(f"> {line}" if line else ">" for line in content.split("\n"))
             text.append(f"> **{name.capitalize()}{': ' + arg if arg else ''}**\n>\n{quoted}")
@@ -152,8 +153,8 @@ def build_notebook(chapter_path, exercises, url, book_url):
     source = jupytext.read(chapter_path)
     notebook = nbformat.v4.new_notebook(metadata=source.metadata)
     notebook.metadata.pop("jupytext", None)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python "
-                                                                          "3", "language": "python"}
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
     notebook.cells.append(nbformat.v4.new_code_cell(install_cell(url)))
     for cell in source.cells:
         if cell.cell_type != "markdown":
@@ -194,9 +195,10 @@ def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
         text = nbformat.writes(build_notebook(chapter_path, own, url, book_url)) + "\n"
         path = out_dir / f"{chapter_path.stem}.ipynb"
         paths.append(path)
-        if path.exists() and path.read_text() != text and _digest(path.read_text()) != manifest.get(path.name):
-            print(f"kept {path.name}: it holds your work (delete it to get a fresh "
-                  "notebook)", file=out)
+        if (path.exists() and path.read_text() != text
+                and _digest(path.read_text()) != manifest.get(path.name)):
+            print(f"kept {path.name}: it holds your work (delete it to get a fresh notebook)",
+                  file=out)
             continue
         path.write_text(text)
         manifest[path.name] = _digest(text)
@@ -205,8 +207,8 @@ def write_notebooks(out_dir=None, repo_dir=None, out=sys.stdout):
 
 
 def clean(out_dir):
-    """Remove the notebooks nobody has changed since they were written; keep (and name) the
-    others."""
+    """Remove the notebooks nobody has changed since they were written;
+    keep (and name) the others."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST
     if not out_dir.exists():
@@ -228,8 +230,8 @@ def clean(out_dir):
 
 
 def check(paths, exercises=None, timeout=900):
-    """Execute each notebook from its folder; return problems (errors, missing "not started"
-    lines)."""
+    """Execute each notebook from its folder;
+    return problems (errors, missing "not started" lines)."""
     import nbclient
     import nbformat
 
@@ -240,7 +242,7 @@ def check(paths, exercises=None, timeout=900):
         try:
             nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                     resources={"metadata": {"path": str(path.parent)}}).execute()
-        except Exception as error:  # noqa: BLE001 - reported with the notebook's name
+        except Exception as error:
             problems.append(f"{path.name}: {type(error).__name__}: "
                             f"{str(error).strip().splitlines()[-1]}")
             continue
@@ -249,8 +251,8 @@ def check(paths, exercises=None, timeout=900):
         for ex in (e for e in exercises if e.chapter == int(path.stem[:2])):
             line = f"{ex.id}  0/{ex.points}  not started"
             if line not in printed:
-                problems.append(f"{path.name}: the grade cell of exercise {ex.id} did not print "
-                                f"{line!r}")
+                problems.append(f"{path.name}: the grade cell of exercise {ex.id} did "
+                                f"not print {line!r}")
         print(f"ran {path.name}", flush=True)
     return problems
 
@@ -269,8 +271,8 @@ def main(argv=None):
             print(f"kept {path}: it holds your work")
         return 0
     paths = write_notebooks(out_dir)
-    print(f"{len(paths)} notebooks in {out_dir} (open them with `make lab`, or upload one to "
-          "Colab)")
+    print(f"{len(paths)} notebooks in {out_dir} "
+          "(open them with `make lab`, or upload one to Colab)")
     if args.check:
         problems = check(paths)
         for problem in problems:

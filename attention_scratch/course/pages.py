@@ -61,7 +61,8 @@ def answer_lines(exercise):
 class _VisibleText(html.parser.HTMLParser):
     """Text of an HTML page without scripts, styles and sphinx-exercise solution blocks."""
 
-    _VOID = {"br", "img", "hr", "meta", "link", "input", "source", "wbr", "col", "area", "base"}
+    _VOID = frozenset({"br", "img", "hr", "meta", "link", "input", "source", "wbr", "col", "area",
+                       "base"})
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -132,8 +133,8 @@ def leaked_lines(exercise, text):
         return []
     page_lines = {normalise(line) for line in text.splitlines()}
     squeezed = re.sub(r"\s+", "", text)
-    found = [line for line in answers
-             if line in page_lines or (len(line) >= _LONG_CHARS and re.sub(r"\s+", "", line) in squeezed)]
+    found = [line for line in answers if line in page_lines
+             or (len(line) >= _LONG_CHARS and re.sub(r"\s+", "", line) in squeezed)]
     return found if len(found) >= min(2, len(answers)) else []
 
 
@@ -166,8 +167,8 @@ def check_built_book(html_dir):
 
 
 def execute_chapter(chapter, repo_dir, timeout=900):
-    """Run one chapter's MyST notebook (as the book build does, from book/) and return it as a
-    dict."""
+    """Run one chapter's MyST notebook (as the book build does, from book/) and
+    return it as a dict."""
     import jupytext
     import nbclient
 
@@ -181,7 +182,8 @@ def execute_chapter(chapter, repo_dir, timeout=900):
 def report(leaks):
     """Lines a person reads: which exercise leaks, with the lines found."""
     lines = []
-    for exercise_id, found in sorted(leaks.items(), key=lambda kv: [int(p) for p in kv[0].split(".")]):
+    for exercise_id, found in sorted(leaks.items(),
+                                     key=lambda kv: [int(p) for p in kv[0].split(".")]):
         lines.append(f"exercise {exercise_id}: its answer is on the chapter page outside the "
                      "solution block:")
         lines.extend(f"    {line}" for line in found)
@@ -191,8 +193,8 @@ def report(leaks):
 def main(argv=None):
     from .repo import find_repository
 
-    parser = argparse.ArgumentParser(description="Fail when a chapter page shows an exercise's "
-                                                 "answer.")
+    parser = argparse.ArgumentParser(description="Fail when a chapter page shows an "
+                                                 "exercise's answer.")
     parser.add_argument("html_dir", nargs="?", help="the built book (_build/html)")
     parser.add_argument("--execute", type=int, action="append", metavar="N",
                         help="execute chapter N from book/ and check the result (repeatable)")

@@ -8,6 +8,7 @@ own objects (so a generator advances, a buffer written in place shows the
 writes), and an argument changed that the exercise does not allow to change
 fails the test. The student's exceptions come back with the file and line.
 """
+import contextlib
 import functools
 import io
 import os
@@ -63,7 +64,8 @@ def student_raised(message, type_name):
         return StudentRaised(message, type_name)
     kind = _RAISED_TYPES.get(builtin)
     if kind is None:
-        kind = _RAISED_TYPES[builtin] = type(f"Student{builtin.__name__}", (StudentRaised, builtin), {})
+        kind = type(f"Student{builtin.__name__}", (StudentRaised, builtin), {})
+        _RAISED_TYPES[builtin] = kind
     return kind(message, type_name)
 
 
@@ -82,7 +84,8 @@ class StudentProcess:
     """One student process for one exercise, with one wall-clock budget for all its calls."""
 
     def __init__(self, module_path, function_name, *, budget, library="", solutions_dir="",
-                 output_path=None, writes=(), signature=None, scratch=None, readable=(), cache_dir=None):
+                 output_path=None, writes=(), signature=None, scratch=None, readable=(),
+                 cache_dir=None):
         self.module_path = str(module_path)
         self.function_name = function_name
         self.budget = float(budget)
@@ -107,25 +110,26 @@ class StudentProcess:
     def start(self):
         self.deadline = time.monotonic() + self.budget
         ours, theirs = socket.socketpair()
-        output = open(self.output_path, "ab") if self.output_path else subprocess.DEVNULL
         scratch = self.scratch or Path(tempfile.mkdtemp(prefix="student_"))
         scratch.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "attention_scratch.course.student", "--fd", str(theirs.fileno()),
-                   "--module", self.module_path, "--function", self.function_name,
-                   "--library", self.library, "--solutions", self.solutions_dir,
+        command = [sys.executable, "-m", "attention_scratch.course.student", "--fd",
+                   str(theirs.fileno()), "--module", self.module_path, "--function",
+                   self.function_name, "--library", self.library, "--solutions", self.solutions_dir,
                    "--cpu-seconds", str(4 * self.budget + 30), "--scratch", str(scratch)]
         for path in self.readable:
             command += ["--allow-read", path]
         env = dict(os.environ, TMPDIR=str(scratch), MPLCONFIGDIR=str(scratch / "matplotlib"),
-                   NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"), PYTHONDONTWRITEBYTECODE="1")
+                   NUMBA_CACHE_DIR=str(self.cache_dir or scratch / "numba"),
+                   PYTHONDONTWRITEBYTECODE="1")
         try:
-            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=scratch, env=env)
+            with (open(self.output_path, "ab") if self.output_path
+                  else contextlib.nullcontext(subprocess.DEVNULL)) as stdout:
+                self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()],
+                                                stdin=subprocess.DEVNULL, stdout=stdout,
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                cwd=scratch, env=env)
         finally:
             theirs.close()
-            if output is not subprocess.DEVNULL:
-                output.close()
         self.sock = ours
         header, _ = self._receive()
         if header.get("kind") != "ready":
@@ -147,10 +151,8 @@ class StudentProcess:
 
     def _kill(self):
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             self.process.wait()
         if self.sock is not None:
             self.sock.close()
@@ -172,10 +174,10 @@ class StudentProcess:
         remaining = self.deadline - time.monotonic()
         ready = select.select([self.sock], [], [], max(remaining, 0))[0] if remaining > 0 else []
         if not ready:
-            raise self._fail(StudentTimeout(
-                f"your code ran past this exercise's time budget of {self.budget:g} s and was "
-                "stopped "
-                "(an endless loop? a loop over far too many elements?)"))
+            raise self._fail(StudentTimeout("your code ran past this exercise's time budget of "
+                                            f"{self.budget:g} s and was stopped "
+                                            "(an endless loop? a loop over far too "
+                                            "many elements?)"))
         try:
             return wire.recv(self.sock)
         except (wire.WireClosed, ConnectionError, OSError, ValueError):
@@ -212,8 +214,8 @@ class StudentProcess:
         if header.get("kind") == "error":
             raise self._error(header)
         if header.get("kind") != "result":
-            raise self._fail(StudentDied("the process running your code sent something that is not "
-                                         "an answer"))
+            raise self._fail(StudentDied("the process running your code sent something that "
+                                         "is not an answer"))
         return wire.decode(header["value"], blobs, arguments)
 
     def _pickle(self, payload):
@@ -239,7 +241,7 @@ class StudentProcess:
             arguments = wire.decode(header["arguments"], blobs)
             value = function(*arguments["args"], **arguments["kwargs"])
             wire.send(self.sock, {"kind": "callback_result", "ok": True}, [pickle.dumps(value)])
-        except Exception as error:  # noqa: BLE001 - reported to the student's side as it is
+        except Exception as error:
             wire.send(self.sock, {"kind": "callback_result", "ok": False,
                                   "error": f"{type(error).__name__}: {error}"})
 
@@ -273,10 +275,9 @@ class StudentProcess:
                 mutated.append(name)
         if mutated:
             listed = ", ".join(f"`{n}`" for n in mutated)
-            raise GradingError(
-                f"{self.function_name} changed its argument {listed} in place; the caller's data "
-                "must "
-                "stay as it was (work on a copy, e.g. x = x.copy() or a new array)")
+            raise GradingError(f"{self.function_name} changed its argument {listed} in place; "
+                               "the caller's data must stay as it was "
+                               "(work on a copy, e.g. x = x.copy() or a new array)")
 
     def _replay_warnings(self, found):
         for item in found:
@@ -296,9 +297,8 @@ class StudentProcess:
         if header.get("loading"):
             lines.insert(0, f"your file {header.get('file')} could not be loaded:")
         for frame in where:
-            lines.append(f"  at line {frame['line']} of {header.get('file')}, in "
-                         f"{frame['function']}: "
-                         f"{frame['code']}")
+            lines.append(f"  at line {frame['line']} of {header.get('file')}, "
+                         f"in {frame['function']}: {frame['code']}")
         if type_name in ("SystemExit", "KeyboardInterrupt"):
             lines.insert(0, "your code tried to end the program:")
         return student_raised("\n".join(lines), type_name)
@@ -338,15 +338,11 @@ def end_orphans(rounds=20):
         if not children:
             return
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for pid in children:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
 
 
 def _is_test_function(obj):
@@ -355,14 +351,15 @@ def _is_test_function(obj):
         return False
     if isinstance(obj, (types.FunctionType, types.MethodType, functools.partial)):
         module = getattr(obj, "__module__", "") or ""
-        return not (module.startswith("numpy") or
-                    (module.startswith("attention_scratch") and not module.startswith("attention_scratch.course")))
+        library = (module.startswith("attention_scratch")
+                   and not module.startswith("attention_scratch.course"))
+        return not (module.startswith("numpy") or library)
     return False
 
 
 def update_in_place(original, new):
-    """Copy ``new`` into ``original`` where it can change in place (arrays, lists, dicts,
-    objects)."""
+    """Copy ``new`` into ``original`` where it can change in place
+    (arrays, lists, dicts, objects)."""
     if isinstance(original, np.ndarray):
         if isinstance(new, np.ndarray) and new.shape == original.shape:
             with warnings.catch_warnings():
@@ -373,7 +370,7 @@ def update_in_place(original, new):
             original.bit_generator.state = new.bit_generator.state
     elif isinstance(original, list):
         if isinstance(new, list) and len(new) == len(original):
-            for i, (old_item, new_item) in enumerate(zip(original, new)):
+            for i, (old_item, new_item) in enumerate(zip(original, new, strict=True)):
                 if _updatable(old_item, new_item):
                     update_in_place(old_item, new_item)
                 else:
@@ -404,7 +401,7 @@ _MISSING = object()
 def _updatable(old, new):
     if isinstance(old, np.ndarray):
         return isinstance(new, np.ndarray) and old.shape == new.shape and old.dtype == new.dtype
-    return type(old) is type(new) and isinstance(old, (list, dict, np.random.Generator)) or \
+    return (type(old) is type(new) and isinstance(old, (list, dict, np.random.Generator))) or \
         (hasattr(old, "__dict__") and type(old) is type(new) and not isinstance(old, type))
 
 

@@ -25,14 +25,13 @@ def is_repository(folder):
 
 
 def find_repository(start=None):
-    """The root of the clone the course tools work on; raises :class:`NotAClone` if there is
-    none."""
+    """The root of the clone the course tools work on;
+    raises :class:`NotAClone` if there is none."""
     explicit = os.environ.get(ENV_VAR)
     if explicit:
         if not is_repository(explicit):
             raise NotAClone(f"${ENV_VAR} is {explicit!r}, which is not a clone of "
-                            "attention_scratch "
-                            f"(it lacks {', '.join(_MARKERS)})")
+                            f"attention_scratch (it lacks {', '.join(_MARKERS)})")
         return Path(explicit).resolve()
     candidates = [PACKAGE_DIR.parent]
     here = Path(start or os.getcwd()).resolve()

@@ -28,7 +28,8 @@ _PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_MAKE = sum(1 << bit for bit in range(4, 13))  # remove dir/file, make char/dir/reg/sock/fifo/block/sym
+# remove dir/file, make char/dir/reg/sock/fifo/block/sym
+_MAKE = sum(1 << bit for bit in range(4, 13))
 REFER, TRUNCATE, IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
 READ = EXECUTE | READ_FILE | READ_DIR
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
@@ -55,7 +56,8 @@ def abi_version():
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        version = _libc().syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_RULESET_VERSION))
+        version = _libc().syscall(_CREATE_RULESET, None, ctypes.c_size_t(0),
+                                  ctypes.c_uint32(_RULESET_VERSION))
     except (OSError, AttributeError):
         return 0
     return max(int(version), 0)
@@ -87,7 +89,8 @@ def restrict(read=(), write=(), read_files=()):
                         handled_access_net=NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
                         scoped=SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)
     size = 8 if abi < 4 else (16 if abi < 6 else 24)
-    ruleset = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    ruleset = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
+                           ctypes.c_uint32(0))
     if ruleset < 0:
         return None
     try:
@@ -115,7 +118,7 @@ def _allow(libc, ruleset, path, rights):
         if not os.path.isdir(path):
             rights &= _FILE_RIGHTS
         beneath = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
-        libc.syscall(_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_PATH_BENEATH), ctypes.byref(beneath),
-                     ctypes.c_uint32(0))
+        libc.syscall(_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_PATH_BENEATH),
+                     ctypes.byref(beneath), ctypes.c_uint32(0))
     finally:
         os.close(fd)

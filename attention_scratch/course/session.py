@@ -19,8 +19,8 @@ LAST_SESSION = None  # the session of this process (the checker reads the copy v
 
 
 def library_spec(exercise):
-    """``"attention_scratch.sdpa:scaled_scores"``: where the library keeps the exercise's
-    function."""
+    """``"attention_scratch.sdpa:scaled_scores"``:
+    where the library keeps the exercise's function."""
     origin = Path(exercise.origin.rsplit(":", 1)[0]).resolve()
     package = Path(__file__).resolve().parent.parent
     parts = origin.relative_to(package.parent).with_suffix("").parts
@@ -52,7 +52,8 @@ class _ChapterModule(RemoteModule):
 class GradingSession:
     """Student processes of one target folder, keyed by exercise id."""
 
-    def __init__(self, target_dir, repo_dir, budget=DEFAULT_BUDGET, solutions_dir=None, log_dir=None):
+    def __init__(self, target_dir, repo_dir, budget=DEFAULT_BUDGET, solutions_dir=None,
+                 log_dir=None):
         self.target_dir = Path(target_dir)
         self.repo_dir = Path(repo_dir)
         self.budget = float(budget)

@@ -53,7 +53,7 @@ def _limit_cpu(seconds):
     try:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         limit = int(seconds)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
@@ -63,8 +63,8 @@ def _limit_cpu(seconds):
 
 
 def _walk(value, visit, into_objects, depth=0):
-    """Call ``visit`` on every value inside ``value`` (lists, tuples, dicts and, if asked,
-    objects)."""
+    """Call ``visit`` on every value inside ``value``
+    (lists, tuples, dicts and, if asked, objects)."""
     if depth > wire.MAX_DEPTH:
         return
     visit(value)
@@ -80,8 +80,8 @@ def _walk(value, visit, into_objects, depth=0):
 
 
 def _is_object(value):
-    """An instance of one of the library's classes (a model, a cache): walked into, attribute by
-    attribute."""
+    """An instance of one of the library's classes (a model, a cache):
+    walked into, attribute by attribute."""
     return wire.library_object(value)
 
 
@@ -201,9 +201,10 @@ class Student:
         except (OSError, SyntaxError, ValueError):
             return
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("attention_scratch"):
-                if any(alias.name == self.function_name for alias in node.names):
-                    self.copied = f"it imports {self.function_name} from the library ({node.module})"
+            from_library = (isinstance(node, ast.ImportFrom)
+                            and (node.module or "").startswith("attention_scratch"))
+            if from_library and any(alias.name == self.function_name for alias in node.names):
+                self.copied = f"it imports {self.function_name} from the library ({node.module})"
 
     def _check_function_origin(self, function):
         if self.copied:
@@ -216,9 +217,11 @@ class Student:
             return
         origin = os.path.realpath(code.co_filename)
         package = os.path.realpath(Path(__file__).resolve().parent.parent)
-        if origin != self.path and (origin.startswith(package + os.sep) or
-                                    (self.solutions_dir and origin.startswith(self.solutions_dir + os.sep))):
-            self.copied = f"its {self.function_name} is defined in {os.path.basename(origin)}, not in your file"
+        if origin != self.path and (origin.startswith(package + os.sep)
+                                    or (self.solutions_dir
+                                        and origin.startswith(self.solutions_dir + os.sep))):
+            self.copied = (f"its {self.function_name} is defined in {os.path.basename(origin)}, "
+                           "not in your file")
 
     # -- loading and calling ---------------------------------------------------------------------
 
@@ -230,12 +233,13 @@ class Student:
             sys.modules[name] = module
             spec.loader.exec_module(module)
             self.module = module
-        except BaseException as error:  # noqa: BLE001 - whatever the file does, it is reported
+        except BaseException as error:
             self.load_error = self._describe_error(error, loading=True)
 
     def _where(self, tb):
         frames = [f for f in traceback.extract_tb(tb) if os.path.realpath(f.filename) == self.path]
-        return [{"line": f.lineno, "function": f.name, "code": (f.line or "").strip()} for f in frames[-3:]]
+        return [{"line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
+                for f in frames[-3:]]
 
     def _describe_error(self, error, loading=False):
         kind = type(error)
@@ -244,8 +248,10 @@ class Student:
         if len(message) > _MAX_MESSAGE_LINES:
             message = message[:_MAX_MESSAGE_LINES] + ["..."]
         where = self._where(error.__traceback__)
-        if isinstance(error, SyntaxError) and error.lineno and os.path.realpath(error.filename or "") == self.path:
-            where = [{"line": error.lineno, "function": "<module>", "code": (error.text or "").strip()}]
+        if isinstance(error, SyntaxError) and error.lineno and os.path.realpath(error.filename
+                                                                                or "") == self.path:
+            where = [{"line": error.lineno, "function": "<module>",
+                      "code": (error.text or "").strip()}]
         return {"kind": "error", "type": kind.__name__, "builtin": kind.__module__ == "builtins",
                 "message": str(error) if not isinstance(error, SyntaxError) else error.msg,
                 "text": "\n".join(message), "where": where, "loading": loading,
@@ -288,10 +294,11 @@ class Student:
             if header.get("kind") == "call":
                 try:
                     self._answer(header, blobs)
-                except Exception as error:  # noqa: BLE001 - a fault of the grader's, said as such
+                except Exception as error:
                     wire.send(self.sock, {"kind": "error", "type": "GraderError", "builtin": False,
                                           "message": f"the grader failed on this call: {error!r}",
-                                          "text": "", "where": [], "loading": False, "copied": self.copied,
+                                          "text": "", "where": [], "loading": False,
+                                          "copied": self.copied,
                                           "file": os.path.basename(self.path)})
 
     def _answer(self, header, blobs):
@@ -307,14 +314,14 @@ class Student:
         except _LoadFailed:
             wire.send(self.sock, dict(self.load_error, copied=self.copied))
             return
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             wire.send(self.sock, dict(self._describe_error(error), copied=self.copied))
             return
         if not callable(function):
             wire.send(self.sock, {"kind": "error", "type": "TypeError", "builtin": True,
                                   "message": f"{target} in your file is {wire.describe(function)}, "
-                                             "not a function",
-                                  "text": "", "where": [], "loading": False, "copied": self.copied,
+                                             "not a function", "text": "", "where": [],
+                                  "loading": False, "copied": self.copied,
                                   "file": os.path.basename(self.path)})
             return
         before = [fingerprint(a) for a in arguments["args"]]
@@ -325,7 +332,7 @@ class Student:
             try:
                 value = function(*arguments["args"], **arguments["kwargs"])
                 error = None
-            except BaseException as raised:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
+            except BaseException as raised:
                 error = raised
         seconds = time.perf_counter() - start
         found = [self._warning(w) for w in caught if issubclass(w.category, RuntimeWarning)]
@@ -340,7 +347,8 @@ class Student:
             reply = self._describe_error(error)
         else:
             reply = {"kind": "result", "value": wire.encode(value, out_blobs, identities)}
-        reply.update(changed=changed, warnings=found[:_MAX_WARNINGS], seconds=seconds, copied=self.copied)
+        reply.update(changed=changed, warnings=found[:_MAX_WARNINGS], seconds=seconds,
+                     copied=self.copied)
         wire.send(self.sock, reply, out_blobs)
 
     def _warning(self, caught):
@@ -379,7 +387,8 @@ def readable_roots(module_path):
     package = Path(attention_scratch_dir()).resolve()
     repo = package.parent
     roots = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev",
-             sys.prefix, sys.base_prefix, sys.exec_prefix, str(package), str(Path(module_path).resolve().parent)}
+             sys.prefix, sys.base_prefix, sys.exec_prefix, str(package),
+             str(Path(module_path).resolve().parent)}
     for entry in sys.path:
         if not entry or not os.path.isdir(entry):
             continue
@@ -417,12 +426,12 @@ def main(argv=None):
     parser.add_argument("--library", default="")
     parser.add_argument("--solutions", default="")
     parser.add_argument("--cpu-seconds", type=float, default=600)
-    parser.add_argument("--scratch", required=True, help="the only folder the student's code may "
-                                                         "write")
-    parser.add_argument("--allow-read", action="append", default=[], help="a file of the tests it "
-                                                                          "may read")
-    parser.add_argument("--no-sandbox", action="store_true", help="do not restrict the process "
-                                                                  "(debugging)")
+    parser.add_argument("--scratch", required=True,
+                        help="the only folder the student's code may write")
+    parser.add_argument("--allow-read", action="append", default=[],
+                        help="a file of the tests it may read")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="do not restrict the process (debugging)")
     args = parser.parse_args(argv)
     _die_with_parent()
     _limit_cpu(args.cpu_seconds)

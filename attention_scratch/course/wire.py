@@ -75,13 +75,15 @@ def _load_array(blob):
 def describe(value):
     """A short description of a Python value's type, for messages."""
     kind = type(value)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
     return f"a {name}"
 
 
 class Unsupported:
-    """A value the student's code returned that cannot cross the wire (a set, a generator, a
-    function ...)."""
+    """A value the student's code returned that cannot cross the wire
+    (a set, a generator, a function ...)."""
 
     def __init__(self, description):
         self.description = description
@@ -94,7 +96,8 @@ def library_object(value):
     """An instance of a class of the library (not of the course tools): sent as its attributes."""
     kind = type(value)
     module = getattr(kind, "__module__", "") or ""
-    return (module.startswith("attention_scratch.") and not module.startswith("attention_scratch.course")
+    return (module.startswith("attention_scratch.")
+            and not module.startswith("attention_scratch.course")
             and isinstance(getattr(value, "__dict__", None), dict) and not isinstance(value, type))
 
 
@@ -104,7 +107,8 @@ def encode(value, blobs, identities=None, depth=0):
     ``identities`` maps ``id(obj)`` of the call's arguments to their paths, so that
     an argument returned as it is comes back as that same object.
     """
-    if identities and id(value) in identities and not isinstance(value, (bool, int, float, str, type(None))):
+    scalar = isinstance(value, (bool, int, float, str, type(None)))
+    if identities and id(value) in identities and not scalar:
         return {"arg": identities[id(value)]}
     if depth > MAX_DEPTH:
         return {"u": "a structure nested too deep"}
@@ -133,8 +137,8 @@ def encode(value, blobs, identities=None, depth=0):
     if isinstance(value, list):
         return {"l": [encode(v, blobs, identities, depth + 1) for v in value]}
     if isinstance(value, dict):
-        return {"d": [[encode(k, blobs, identities, depth + 1), encode(v, blobs, identities, depth + 1)]
-                      for k, v in value.items()]}
+        return {"d": [[encode(k, blobs, identities, depth + 1),
+                       encode(v, blobs, identities, depth + 1)] for k, v in value.items()]}
     if isinstance(value, np.random.Generator):
         return {"rng": encode(value.bit_generator.state, blobs, None, depth + 1)}
     if library_object(value):
@@ -173,7 +177,8 @@ def decode(tree, blobs, arguments=None):
     if "l" in tree:
         return [decode(v, blobs, arguments) for v in tree["l"]]
     if "d" in tree:
-        return {_hashable(decode(k, blobs, arguments)): decode(v, blobs, arguments) for k, v in tree["d"]}
+        return {_hashable(decode(k, blobs, arguments)): decode(v, blobs, arguments)
+                for k, v in tree["d"]}
     if "rng" in tree:
         generator = np.random.Generator(np.random.PCG64())
         generator.bit_generator.state = decode(tree["rng"], blobs)
@@ -193,12 +198,12 @@ def _library_object(qualified, state):
     """An instance of a class defined in the library (never of anything else), with ``state`` as
     attributes. Only ``__new__`` runs: no constructor, no code of the sender's."""
     module_name, _, qualname = qualified.partition(":")
-    if not module_name.startswith("attention_scratch.") or module_name.startswith("attention_scratch.course") \
-            or not qualname.isidentifier():
+    if (not module_name.startswith("attention_scratch.")
+            or module_name.startswith("attention_scratch.course") or not qualname.isidentifier()):
         raise ValueError(f"{qualified} is not a class of the library")
     kind = getattr(importlib.import_module(module_name), qualname, None)
-    if not isinstance(kind, type) or kind.__module__ != module_name or kind.__qualname__ != qualname \
-            or not isinstance(state, dict):
+    if (not isinstance(kind, type) or kind.__module__ != module_name
+            or kind.__qualname__ != qualname or not isinstance(state, dict)):
         raise ValueError(f"{qualified} is not a class of the library")
     obj = kind.__new__(kind)
     for name, value in state.items():
@@ -211,5 +216,5 @@ def lookup(arguments, path):
     """The object at ``path`` (indices and keys) inside the call's arguments."""
     value = arguments
     for step in path:
-        value = value[step] if not isinstance(value, dict) else value[step]
+        value = value[step]
     return value

@@ -40,9 +40,8 @@ def train(config, task=None, progress=True, out=None):
     opt = Adam(model, lr=config.lr)
     rng = np.random.default_rng([config.seed, 1])
     losses = []
-    bar = progress_bar(config.steps, desc="training "
-                                          f"{config.attention}", unit="step", enabled=progress,
-                       file=out)
+    bar = progress_bar(config.steps, desc=f"training {config.attention}", unit="step",
+                       enabled=progress, file=out)
     start = time.perf_counter()
     with bar:
         for step in range(1, config.steps + 1):
@@ -80,7 +79,7 @@ def predict(model, examples, vocab, batch_size=500, max_len=None):
 def exact_match(model, examples, vocab, batch_size=500):
     """Per-example correctness (bool array): the greedy output equals the target exactly."""
     preds, _, _ = predict(model, examples, vocab, batch_size)
-    return np.array([p == e.target for p, e in zip(preds, examples)])
+    return np.array([p == e.target for p, e in zip(preds, examples, strict=True)])
 
 
 def heldout_loss(model, examples, vocab, batch_size=500):

@@ -34,9 +34,9 @@ def learning_rate(step, steps, lr, warmup):
 
 
 def train_step(model, opt, inputs, targets, clip=1.0, **forward_kw):
-    """One forward, backward and Adam step; returns
-    ``(loss, token accuracy on targets, grad norm)``. ``forward_kw`` go to ``model.forward``
-    (a block mask and positions for packed sequences)."""
+    """One forward, backward and Adam step;
+    returns ``(loss, token accuracy on targets, grad norm)``. ``forward_kw`` go to
+    ``model.forward`` (a block mask and positions for packed sequences)."""
     model.zero_grad()
     logits, cache = model.forward(inputs, **forward_kw)  # (B, L, V)
     loss, d_logits = cross_entropy(logits, targets, ignore_index=IGNORE)
@@ -63,10 +63,11 @@ def evaluate(model, length, num=1000, seed=12345, use_cache=True):
 
 def build_model(cfg, rng):
     """A :class:`TinyTransformer` sized for the task in ``cfg`` (with its attention option)."""
-    return TinyTransformer(VOCAB_SIZE, cfg["d_model"], cfg["num_heads"], cfg["num_layers"], cfg["hidden"],
-                           max_len=2 * cfg["length"] + 1, rng=rng,
+    return TinyTransformer(VOCAB_SIZE, cfg["d_model"], cfg["num_heads"], cfg["num_layers"],
+                           cfg["hidden"], max_len=2 * cfg["length"] + 1, rng=rng,
                            attention=cfg.get("attention", "dense"),
                            backend=cfg.get("backend", "numpy"))
+
 
 
 def packed_batch(task, rng, rows, pack, length):
@@ -99,7 +100,8 @@ def packed_masks(cfg, doc_ids):
     return {"attn_masks": [keep] * cfg["num_layers"]}
 
 
-def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, progress=False, **overrides):
+def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, progress=False,
+          **overrides):
     """Train from scratch; return ``(model, history)``.
 
     ``history`` holds per-step ``loss`` and ``acc`` (teacher-forced, on the
@@ -153,19 +155,22 @@ def load_model(path=PRETRAINED):
 
     A file that cannot be used raises :class:`attention_scratch.optim.WeightFileError`.
     """
-    model, meta = load_weights(path, lambda meta: build_model(meta["config"], np.random.default_rng(0)))
+    model, meta = load_weights(path, lambda meta: build_model(meta["config"],
+                                                              np.random.default_rng(0)))
     model.config_train = meta["config"]
     return model, meta
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_scratch.transformer",
-                                     description="Train the tiny transformer of chapter 15 from "
-                                                 "scratch.")
+                                     description="Train the tiny transformer of chapter "
+                                                 "15 from scratch.")
     parser.add_argument("--task", default="sort", choices=TASKS)
     parser.add_argument("--seed", type=int, default=0)
-    for name in ("length", "d_model", "num_heads", "num_layers", "hidden", "steps", "batch", "warmup"):
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=DEFAULTS[name])
+    for name in ("length", "d_model", "num_heads", "num_layers", "hidden", "steps", "batch",
+                 "warmup"):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int,
+                            default=DEFAULTS[name])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--pack", type=int, default=1,
                         help="sequences packed into one row, kept apart by a document mask")
@@ -173,14 +178,14 @@ def main(argv=None):
                         help="flash: the tiled kernels (flash_attention, flex_attention)")
     parser.add_argument("--backend", default="numpy", choices=("numpy", "numba", "auto"),
                         help="the kernels' backend with --attention flash")
-    parser.add_argument("--eval-size", type=int, default=1000, help="held-out sequences to "
-                                                                    "evaluate")
+    parser.add_argument("--eval-size", type=int, default=1000,
+                        help="held-out sequences to evaluate")
     parser.add_argument("--save", type=Path, help="write the trained weights to this .npz file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("length", "d_model", "num_heads", "num_layers", "hidden",
-                                                "steps", "batch", "warmup", "lr", "pack",
-                                                "attention", "backend")}
+    overrides = {k: getattr(args, k) for k in ("length", "d_model", "num_heads", "num_layers",
+                                               "hidden", "steps", "batch", "warmup", "lr", "pack",
+                                               "attention", "backend")}
     start = time.perf_counter()
     model, history = train(args.task, args.seed, progress=not args.quiet, **overrides)
     token_acc, seq_acc = evaluate(model, args.length, num=args.eval_size)

@@ -83,7 +83,8 @@ class AuthorYearSortingStyle(BaseSortingStyle):
     def sorting_key(self, entry):
         authors = " ".join(_last_name(p) + " " + _plain(" ".join(p.first_names))
                            for p in _persons(entry)).lower()
-        return (authors, entry.fields.get("year", ""), _plain(entry.fields.get("title", "")).lower())
+        return (authors, entry.fields.get("year", ""),
+                _plain(entry.fields.get("title", "")).lower())
 
 
 class AuthorYearStyle(UnsrtStyle):
@@ -130,7 +131,8 @@ class _Year(ExtraYearReferenceStyle):
 
 
 def _round():
-    return BracketStyle(left="(", right=")", sep="; ")  # (Cho et al., 2014b; Sutskever et al., 2014)
+    return BracketStyle(left="(", right=")",
+                        sep="; ")  # (Cho et al., 2014b; Sutskever et al., 2014)
 
 
 @dataclass

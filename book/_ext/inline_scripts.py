@@ -16,8 +16,8 @@ def normalize_inline_scripts(app, env):
     files = getattr(app.builder, "_js_files", None)
     if files is None:  # not an HTML builder
         return
-    files[:] = [_JavaScript("", priority=js.priority, **js.attributes) if js.filename is None else js
-                for js in files]
+    files[:] = [_JavaScript("", priority=js.priority, **js.attributes) if js.filename is None
+                else js for js in files]
 
 
 def setup(app):

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 
 def colab_url(colab, repository_url, branch, directory, pagename):
-    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of the
-    repository."""
+    """The Colab link of the notebook ``<directory>/<page stem>.ipynb`` on ``branch`` of
+    the repository."""
     parts = urlsplit(repository_url)
     if parts.netloc != "github.com":
         raise ValueError("Colab opens notebooks from GitHub only; the repository is "
@@ -46,7 +46,8 @@ def rewrite_colab_button(header_buttons, pagename, config, theme_options):
                 continue
             if colab and fnmatchcase(pagename, config.colab_notebooks_pages):
                 button["url"] = colab_url(colab, theme_options["repository_url"],
-                                          config.colab_notebooks_branch, config.colab_notebooks_dir, pagename)
+                                          config.colab_notebooks_branch, config.colab_notebooks_dir,
+                                          pagename)
             else:
                 group["buttons"].remove(button)
 

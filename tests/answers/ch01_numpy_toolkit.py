@@ -21,7 +21,8 @@ def stable_softmax(x, axis=-1):
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 '''),
-    ('1.1', 'the maximum without keepdims, re-expanded for the last axis only', 'could not be broadcast', '''
+    ('1.1', 'the maximum without keepdims, re-expanded for the last axis only',
+     'could not be broadcast', '''
 def stable_softmax(x, axis=-1):
     e = np.exp(x - x.max(axis=axis)[..., None])
     return e / e.sum(axis=axis)[..., None]
@@ -39,7 +40,8 @@ def stable_softmax(x, axis=-1):
     x /= x.sum(axis=axis, keepdims=True)
     return x
 '''),
-    ('1.1', 'computes float16 input in float32 and returns float32', 'dtype float32, expected float16', '''
+    ('1.1', 'computes float16 input in float32 and returns float32',
+     'dtype float32, expected float16', '''
 def stable_softmax(x, axis=-1):
     if x.dtype == np.float16:
         x = x.astype(np.float32)
@@ -63,7 +65,8 @@ def masked_softmax(x, mask, axis=-1):
     s = e.sum(axis=axis, keepdims=True)
     return e / np.where(s > 0, s, 1)
 '''),
-    ('1.2', '-inf for masked entries but no care for the empty row', 'fully masked row gave NaN', '''
+    ('1.2', '-inf for masked entries but no care for the empty row', 'fully masked row gave NaN',
+     '''
 def masked_softmax(x, mask, axis=-1):
     z = np.where(mask, x, -np.inf)
     e = np.exp(z - z.max(axis=axis, keepdims=True))
@@ -92,7 +95,8 @@ def masked_softmax(x, mask, axis=-1):
     s = e.sum(axis=axis, keepdims=True)
     return e / np.where(s > 0, s, 1)
 '''),
-    ('1.2', 'turns a NaN in a kept entry into weight 0 with np.nan_to_num', 'so it must come out NaN', '''
+    ('1.2', 'turns a NaN in a kept entry into weight 0 with np.nan_to_num',
+     'so it must come out NaN', '''
 def masked_softmax(x, mask, axis=-1):
     h = np.where(mask, x, -np.inf).astype(x.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -109,7 +113,8 @@ def masked_softmax(x, mask, axis=-1):
     t = np.nansum(e, axis=axis, keepdims=True)
     return np.nan_to_num(e / np.where(t > 0, t, 1))
 '''),
-    ('1.2', 'guards the empty row with total > 0, which a NaN total also fails', 'so it must come out NaN', '''
+    ('1.2', 'guards the empty row with total > 0, which a NaN total also fails',
+     'so it must come out NaN', '''
 def masked_softmax(x, mask, axis=-1):
     hidden = np.where(mask, x, -np.inf).astype(x.dtype)
     row_max = hidden.max(axis=axis, keepdims=True)

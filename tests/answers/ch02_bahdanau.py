@@ -16,7 +16,8 @@ def additive_score(query_proj, keys_proj, v):
     pre = query_proj[..., None, :] + keys_proj
     return np.tanh(pre) @ v, pre
 '''),
-    ('2.1', 'sums the hidden units instead of weighting them by v', 'contract the hidden layer with v', '''
+    ('2.1', 'sums the hidden units instead of weighting them by v',
+     'contract the hidden layer with v', '''
 def additive_score(query_proj, keys_proj, v):
     hidden = np.tanh(query_proj[..., None, :] + keys_proj)
     return hidden.sum(axis=-1), hidden
@@ -59,7 +60,8 @@ def attention_pooling_backward(grad_context, weights, values):
     dot = (gw * weights).sum(-1, keepdims=True) / weights.sum(-1, keepdims=True)
     return weights * (gw - dot), gv
 '''),
-    ('2.2', 'zeroes the gradient of every small weight, not only of the masked ones', 'tiny weight 1e-4', '''
+    ('2.2', 'zeroes the gradient of every small weight, not only of the masked ones',
+     'tiny weight 1e-4', '''
 def attention_pooling_backward(grad_context, weights, values):
     gv = weights[..., :, None] * grad_context[..., None, :]
     gw = (values * grad_context[..., None, :]).sum(-1)

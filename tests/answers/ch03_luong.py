@@ -37,7 +37,8 @@ def concat_score(query, keys, W_a, v_a):
     q = np.broadcast_to(query[:, None, :], (B, S, query.shape[-1]))
     return np.tanh(np.concatenate([keys, q], axis=-1) @ W_a) @ v_a
 '''),
-    ('3.2', 'the query repeated with np.tile, which interleaves the sentences', "another sentence's keys", '''
+    ('3.2', 'the query repeated with np.tile, which interleaves the sentences',
+     "another sentence's keys", '''
 def concat_score(query, keys, W_a, v_a):
     B, S, _ = keys.shape
     q = np.tile(query, (S, 1)).reshape(B, S, -1)

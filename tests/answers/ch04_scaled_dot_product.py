@@ -26,7 +26,8 @@ def scaled_scores(query, key, scale):
 def scaled_scores(query, key, scale):
     return query @ np.transpose(key, (0, 1, 3, 2)) * scale
 '''),
-    ('4.1', 'float32 scores computed and returned in float64', 'dtype float64, expected float32', '''
+    ('4.1', 'float32 scores computed and returned in float64', 'dtype float64, expected float32',
+     '''
 def scaled_scores(query, key, scale):
     q = np.asarray(query, dtype=np.float64)
     return q @ np.swapaxes(key, -1, -2) * scale
@@ -40,7 +41,8 @@ def dropout_weights(weights, p, rng):
     keep = rng.random(weights.shape) >= p
     return np.where(keep, weights, 0.0).astype(weights.dtype), keep
 '''),
-    ('4.2', 'keeps the entries below p: the polarity turned around', 'rng.random(weights.shape) >= p', '''
+    ('4.2', 'keeps the entries below p: the polarity turned around',
+     'rng.random(weights.shape) >= p', '''
 def dropout_weights(weights, p, rng):
     keep = rng.random(weights.shape) < p
     return np.where(keep, weights / (1 - p), 0.0), keep
@@ -72,7 +74,8 @@ def dropout_weights(weights, p, rng):
     keep = (rng.random(weights.shape) >= p).astype(weights.dtype)
     return np.where(keep == 1, weights / (1 - p), 0.0), keep
 '''),
-    ('4.2', 'the mask divided by (1 - p) first: float64 for float32 weights', 'dtype float64, expected float32', '''
+    ('4.2', 'the mask divided by (1 - p) first: float64 for float32 weights',
+     'dtype float64, expected float32', '''
 def dropout_weights(weights, p, rng):
     keep = rng.random(weights.shape) >= p
     if p >= 1:
@@ -84,7 +87,8 @@ def dropout_weights(weights, p, rng):
     keep = rng.random(weights.shape) >= p
     return weights * keep / (1 - p), keep
 '''),
-    ('4.2', "dropout applied to the caller's weights in place", 'changed its argument `weights` in place', '''
+    ('4.2', "dropout applied to the caller's weights in place",
+     'changed its argument `weights` in place', '''
 def dropout_weights(weights, p, rng):
     keep = rng.random(weights.shape) >= p
     weights[~keep] = 0
@@ -138,7 +142,8 @@ def scores_gradient(grad_out, value, probs):
     d_probs = grad_out @ value.T
     return probs * (d_probs - (d_probs * probs).sum(axis=-1, keepdims=True))
 '''),
-    ('4.3', 'float32 inputs computed and returned in float64', 'dtype float64, expected float32', '''
+    ('4.3', 'float32 inputs computed and returned in float64', 'dtype float64, expected float32',
+     '''
 def scores_gradient(grad_out, value, probs):
     g, v, p = (np.asarray(a, dtype=np.float64) for a in (grad_out, value, probs))
     d_probs = g @ np.swapaxes(v, -1, -2)

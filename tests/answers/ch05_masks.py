@@ -30,7 +30,8 @@ def causal_keep(L, S, align="top_left"):
     offset = 0 if align == "top_left" else S - L
     return np.tril(np.ones((L, S)), k=offset)
 '''),
-    ('5.1', 'a square mask of the larger size, cut to (L, S) from the top', 'bottom-right causal mask', '''
+    ('5.1', 'a square mask of the larger size, cut to (L, S) from the top',
+     'bottom-right causal mask', '''
 def causal_keep(L, S, align="top_left"):
     n = max(L, S)
     return np.tril(np.ones((n, n), dtype=bool))[:L, :S]
@@ -58,15 +59,18 @@ def lengths_keep(lengths, S):
         keep[b, :n] = 1
     return keep
 '''),
-    ('5.2', 'subtracts the positions from unsigned lengths, which wraps around', 'wraps around below 0', '''
+    ('5.2', 'subtracts the positions from unsigned lengths, which wraps around',
+     'wraps around below 0', '''
 def lengths_keep(lengths, S):
     return (lengths[:, None] - np.arange(S, dtype=lengths.dtype)[None, :]) > 0
 '''),
-    ('5.2', 'key positions in the dtype of the lengths, which overflows int8', 'do not fit in int8', '''
+    ('5.2', 'key positions in the dtype of the lengths, which overflows int8',
+     'do not fit in int8', '''
 def lengths_keep(lengths, S):
     return np.arange(S, dtype=lengths.dtype)[None, :] < lengths[:, None]
 '''),
-    ('5.2', 'stacks one row per sequence, which fails on an empty batch', 'np.stack of no rows fails', '''
+    ('5.2', 'stacks one row per sequence, which fails on an empty batch',
+     'np.stack of no rows fails', '''
 def lengths_keep(lengths, S):
     return np.stack([np.arange(S) < n for n in lengths])
 '''),

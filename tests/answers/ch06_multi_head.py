@@ -28,7 +28,8 @@ def split_heads(x, num_heads):
     B, L, width = x.shape
     return x.reshape(B, L, num_heads, width // num_heads).transpose(0, 2, 1, 3)
 '''),
-    ('6.1', 'the heads stacked on axis 1 whatever the leading axes', 'the head axis just before L', '''
+    ('6.1', 'the heads stacked on axis 1 whatever the leading axes', 'the head axis just before L',
+     '''
 def split_heads(x, num_heads):
     return np.stack(np.split(x, num_heads, axis=-1), axis=1)
 '''),
@@ -48,7 +49,8 @@ def merge_heads(x):
     *lead, H, L, D = x.shape
     return x.reshape(tuple(lead) + (L, H * D))
 '''),
-    ('6.2', 'features interleaved: head h lands on features h, h + H, ...', 'features h·D .. h·D + D - 1', '''
+    ('6.2', 'features interleaved: head h lands on features h, h + H, ...',
+     'features h·D .. h·D + D - 1', '''
 def merge_heads(x):
     *lead, H, L, D = x.shape
     return np.moveaxis(x, -3, -1).reshape(tuple(lead) + (L, D * H))
@@ -88,7 +90,8 @@ def repeat_kv(x, num_q_heads):
 def repeat_kv(x, num_q_heads):
     return np.repeat(x, num_q_heads // x.shape[-3], axis=1)
 '''),
-    ('6.3', 'a broadcast over a group axis placed before the key heads (the tiled order)', 'must read key head', '''
+    ('6.3', 'a broadcast over a group axis placed before the key heads (the tiled order)',
+     'must read key head', '''
 def repeat_kv(x, num_q_heads):
     *lead, hkv, S, D = x.shape
     g = num_q_heads // hkv
@@ -121,16 +124,18 @@ def fold_kv_grad(grad, num_kv_heads):
     grouped = grad.reshape(tuple(lead) + (num_kv_heads, hq // num_kv_heads, S, D))
     return grouped.sum(axis=-3, dtype=np.float64)
 '''),
-    ('6.5', 'a new array at every append (no spare room, never in place)', 'return that same array', '''
+    ('6.5', 'a new array at every append (no spare room, never in place)',
+     'return that same array', '''
 def append_to_buffer(buffer, length, new):
     return np.concatenate([buffer[..., :length, :], new], axis=-2), length + new.shape[-2]
 '''),
-    ('6.5', 'the filled part returned, a view instead of the buffer', 'not a view of part of it', '''
+    ('6.5', 'the filled part returned, a view instead of the buffer', 'not a view of part of it',
+     '''
 def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     if length + n > buffer.shape[-2]:
-        grown = np.empty(buffer.shape[:-2] + (max(2 * buffer.shape[-2], length + n), buffer.shape[-1]),
-                         dtype=buffer.dtype)
+        grown = np.empty(buffer.shape[:-2] + (max(2 * buffer.shape[-2], length + n),
+                                              buffer.shape[-1]), dtype=buffer.dtype)
         grown[..., :length, :] = buffer[..., :length, :]
         buffer = grown
     buffer[..., length:length + n, :] = new
@@ -141,7 +146,8 @@ def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
     if length + n >= capacity:
-        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]), dtype=buffer.dtype)
+        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
+                         dtype=buffer.dtype)
         grown[..., :length, :] = buffer[..., :length, :]
         buffer = grown
     buffer[..., length:length + n, :] = new
@@ -158,7 +164,8 @@ def append_to_buffer(buffer, length, new):
     buffer[..., length:length + n, :] = new
     return buffer, length + n
 '''),
-    ('6.5', 'the history not copied into the grown buffer', 'copy them over when the buffer grows', '''
+    ('6.5', 'the history not copied into the grown buffer', 'copy them over when the buffer grows',
+     '''
 def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
@@ -195,18 +202,21 @@ def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
     if length + n > capacity:
-        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]), dtype=buffer.dtype)
+        grown = np.empty(buffer.shape[:-2] + (max(2 * capacity, length + n), buffer.shape[-1]),
+                         dtype=buffer.dtype)
         grown[..., :length, :] = buffer[..., :length, :]
         buffer = grown
     buffer[..., length:length + n, :] = new
     return buffer
 '''),
-    ('6.5', 'allocates the grown buffer in the dtype of `new`', 'allocate with dtype=buffer.dtype', '''
+    ('6.5', 'allocates the grown buffer in the dtype of `new`', 'allocate with dtype=buffer.dtype',
+     '''
 def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     cap = buffer.shape[-2]
     if length + n > cap:
-        g = np.zeros(buffer.shape[:-2] + (max(2 * cap, length + n), buffer.shape[-1]), dtype=new.dtype)
+        g = np.zeros(buffer.shape[:-2] + (max(2 * cap, length + n), buffer.shape[-1]),
+                     dtype=new.dtype)
         g[..., :length, :] = buffer[..., :length, :]
         buffer = g
     buffer[..., length:length + n, :] = new
@@ -278,8 +288,8 @@ def append_to_buffer(buffer, length, new):
     n = new.shape[-2]
     capacity = buffer.shape[-2]
     if length + n > capacity:
-        room = np.zeros(buffer.shape[:-2] + (max(2 * capacity, length + n) - length, buffer.shape[-1]),
-                        dtype=buffer.dtype)
+        room = np.zeros(buffer.shape[:-2] + (max(2 * capacity, length + n) - length,
+                                             buffer.shape[-1]), dtype=buffer.dtype)
         buffer = np.concatenate([buffer[..., :length, :], room], axis=-2)
     buffer[..., length:length + n, :] = new
     return buffer, length + n

@@ -16,7 +16,8 @@ def sinusoidal_table(length, d_model, base=10000.0):
     table[:, 1::2] = np.sin(angles[:, : d_model // 2])
     return table
 '''),
-    ('7.1', 'all sines first, then all cosines (concatenated, not interleaved)', 'PE[p, 2i+1] = cos', '''
+    ('7.1', 'all sines first, then all cosines (concatenated, not interleaved)',
+     'PE[p, 2i+1] = cos', '''
 def sinusoidal_table(length, d_model, base=10000.0):
     pos = np.arange(length, dtype=np.float64)[:, None]
     angles = pos * base ** (-np.arange(0, d_model, 2, dtype=np.float64) / d_model)
@@ -71,12 +72,14 @@ def sinusoidal_table(length, d_model, base=10000.0):
     ('7.2', 'RoPE rotating the other way', 'turned by 90° is (-2, 1)', '''
 def rotate_pairs(x, cos, sin):
     even, odd = x[..., 0::2], x[..., 1::2]
-    out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)), dtype=np.result_type(x, cos))
+    out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],)),
+                   dtype=np.result_type(x, cos))
     out[..., 0::2] = even * cos + odd * sin
     out[..., 1::2] = -even * sin + odd * cos
     return out
 '''),
-    ('7.2', 'pairing feature i with feature i + D/2 (the GPT-NeoX layout)', 'pairs are features 2i and 2i+1', '''
+    ('7.2', 'pairing feature i with feature i + D/2 (the GPT-NeoX layout)',
+     'pairs are features 2i and 2i+1', '''
 def rotate_pairs(x, cos, sin):
     half = x.shape[-1] // 2
     first, second = x[..., :half], x[..., half:]
@@ -97,14 +100,16 @@ def rotate_pairs(x, cos, sin):
     out[..., 1::2] = even * sin + odd * cos
     return out
 '''),
-    ('7.2', 'cos and sin repeated as blocks (np.tile) for interleaved pairs', 'pairs are features 2i and 2i+1', '''
+    ('7.2', 'cos and sin repeated as blocks (np.tile) for interleaved pairs',
+     'pairs are features 2i and 2i+1', '''
 def rotate_pairs(x, cos, sin):
     cos2, sin2 = np.tile(cos, 2), np.tile(sin, 2)
     partner = np.empty_like(x)
     partner[..., 0::2], partner[..., 1::2] = -x[..., 1::2], x[..., 0::2]
     return x * cos2 + partner * sin2
 '''),
-    ('7.2', 'pairs sliced on axis 1 (right for one head, wrong with batch and head axes)', 'could not be broadcast', '''
+    ('7.2', 'pairs sliced on axis 1 (right for one head, wrong with batch and head axes)',
+     'could not be broadcast', '''
 def rotate_pairs(x, cos, sin):
     even, odd = x[:, 0::2], x[:, 1::2]
     out = np.empty_like(x)
@@ -118,11 +123,13 @@ def alibi_slopes(num_heads):
     start = 2.0 ** (-8.0 / num_heads)
     return start ** np.arange(0, num_heads)
 '''),
-    ('7.3', 'the formula 2^(-8k/n) for every n (no rule for other head counts)', 'every other slope', '''
+    ('7.3', 'the formula 2^(-8k/n) for every n (no rule for other head counts)',
+     'every other slope', '''
 def alibi_slopes(num_heads):
     return 2.0 ** (-8.0 * np.arange(1, num_heads + 1) / num_heads)
 '''),
-    ('7.3', 'the first n - c slopes of 2c heads, not every other one', 'starting with its first ([0::2]', '''
+    ('7.3', 'the first n - c slopes of 2c heads, not every other one',
+     'starting with its first ([0::2]', '''
 def alibi_slopes(num_heads):
     def power_of_two(n):
         return 2.0 ** (-8.0 * np.arange(1, n + 1) / n)
@@ -132,7 +139,8 @@ def alibi_slopes(num_heads):
         return power_of_two(c)
     return np.concatenate([power_of_two(c), power_of_two(2 * c)[: num_heads - c]])
 '''),
-    ('7.3', 'every other slope of 2c heads starting with the second ([1::2])', "its 1st, 3rd, 5th", '''
+    ('7.3', 'every other slope of 2c heads starting with the second ([1::2])', "its 1st, 3rd, 5th",
+     '''
 def alibi_slopes(num_heads):
     def power_of_two(n):
         return 2.0 ** (-8.0 * np.arange(1, n + 1) / n)
@@ -142,7 +150,8 @@ def alibi_slopes(num_heads):
         return power_of_two(c)
     return np.concatenate([power_of_two(c), power_of_two(2 * c)[1::2][: num_heads - c]])
 '''),
-    ('7.3', "the paper's code as it is, which returns a list", 'expected a NumPy array, got a Python list', '''
+    ('7.3', "the paper's code as it is, which returns a list",
+     'expected a NumPy array, got a Python list', '''
 def alibi_slopes(num_heads):
     def get_slopes_power_of_2(n):
         start = 2 ** (-2 ** -(math.log2(n) - 3))
@@ -171,7 +180,8 @@ def alibi_bias(slopes, L, S):
     i, j = np.arange(L)[:, None], np.arange(S)[None, :]
     return -np.asarray(slopes, dtype=np.float64)[:, None, None] * np.abs(i - j)
 '''),
-    ('7.4', "the paper's causal form -m·(i' - j) without the absolute value", 'keys before and after', '''
+    ('7.4', "the paper's causal form -m·(i' - j) without the absolute value",
+     'keys before and after', '''
 def alibi_bias(slopes, L, S):
     slopes = np.asarray(slopes, dtype=np.float64)
     i, j = np.arange(L)[:, None] + (S - L), np.arange(S)[None, :]
@@ -213,7 +223,8 @@ def sinusoidal_table(length, d_model, base=10000.0):
     ('7.1', 'sines and cosines stacked on a new axis, then flattened, trimmed to an odd width', '''
 def sinusoidal_table(length, d_model, base=10000.0):
     half = (d_model + 1) // 2
-    angles = np.outer(np.arange(length), np.exp(-np.log(base) * 2 * np.arange(half) / d_model))  # (length, half)
+    angles = np.outer(np.arange(length), np.exp(-np.log(base) * 2 * np.arange(half)
+                                                / d_model))  # (length, half)
     pairs = np.stack([np.sin(angles), np.cos(angles)], axis=-1)  # (length, half, 2)
     return pairs.reshape(length, 2 * half)[:, :d_model]  # (length, d_model)
 '''),
@@ -227,7 +238,8 @@ def rotate_pairs(x, cos, sin):
 '''),
     ('7.2', 'a 2x2 rotation matrix per pair, applied with einsum', '''
 def rotate_pairs(x, cos, sin):
-    rot = np.stack([np.stack([cos, -sin], axis=-1), np.stack([sin, cos], axis=-1)], axis=-2)  # (..., L, D/2, 2, 2)
+    rot = np.stack([np.stack([cos, -sin], axis=-1), np.stack([sin, cos], axis=-1)],
+                   axis=-2)  # (..., L, D/2, 2, 2)
     pairs = x.reshape(x.shape[:-1] + (-1, 2))  # (..., L, D/2, 2)
     turned = np.einsum("...ab,...b->...a", rot, pairs)  # (..., L, D/2, 2)
     return turned.reshape(turned.shape[:-2] + (-1,))  # (..., L, D)
@@ -235,7 +247,8 @@ def rotate_pairs(x, cos, sin):
     ('7.2', 'x·cos + rotate_every_two(x)·sin with cos and sin repeated per feature', '''
 def rotate_pairs(x, cos, sin):
     cos2, sin2 = np.repeat(cos, 2, axis=-1), np.repeat(sin, 2, axis=-1)  # (..., L, D)
-    partner = np.stack([-x[..., 1::2], x[..., 0::2]], axis=-1).reshape(x.shape)  # (..., L, D): (-x1, x0, -x3, x2, ...)
+    partner = np.stack([-x[..., 1::2], x[..., 0::2]],
+                       axis=-1).reshape(x.shape)  # (..., L, D): (-x1, x0, -x3, x2, ...)
     return x * cos2 + partner * sin2
 '''),
     # 7.3 ---------------------------------------------------------------------------------------
@@ -261,7 +274,8 @@ def alibi_slopes(num_heads):
     while 2 * c <= num_heads:
         c *= 2
     first = 2.0 ** (-8.0 / c * np.arange(1, c + 1))  # (c,)
-    rest = 2.0 ** (-8.0 / (2 * c) * np.arange(1, 2 * (num_heads - c), 2))  # (n - c,): exponents 1, 3, 5, ...
+    rest = 2.0 ** (-8.0 / (2 * c) * np.arange(1, 2 * (num_heads - c),
+                                              2))  # (n - c,): exponents 1, 3, 5, ...
     return np.concatenate([first, rest])
 '''),
     # 7.4 ---------------------------------------------------------------------------------------

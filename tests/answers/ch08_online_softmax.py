@@ -18,7 +18,8 @@ def online_update(m, s, x):
     m_new = np.maximum(m, x.max(axis=-1, initial=-np.inf))
     return m_new, s * np.exp(m - m_new) + np.exp(x - m_new[..., None]).sum(axis=-1)
 '''),
-    ('8.1', 'one maximum for the whole batch instead of one per row', "m' = max(m, max(x)) of each row", '''
+    ('8.1', 'one maximum for the whole batch instead of one per row',
+     "m' = max(m, max(x)) of each row", '''
 def online_update(m, s, x):
     m_new = np.full_like(m, max(m.max(), x.max()))
     return m_new, s * np.exp(m - m_new) + np.exp(x - m_new[..., None]).sum(axis=-1)
@@ -53,7 +54,8 @@ def online_update(m, s, x):
     shift = np.where(np.isneginf(m_new), 0.0, m_new)
     return m_new, s * np.exp(m - shift) + np.nansum(np.exp(x - shift[..., None]), axis=-1)
 '''),
-    ('8.1', 'the block maximum without initial=, which fails on an empty block', 'initial=-np.inf', '''
+    ('8.1', 'the block maximum without initial=, which fails on an empty block', 'initial=-np.inf',
+     '''
 def online_update(m, s, x):
     m_new = np.maximum(m, x.max(axis=-1))
     shift = np.where(np.isneginf(m_new), 0.0, m_new)
@@ -69,7 +71,8 @@ def merge_stats(m_a, s_a, m_b, s_b):
 def merge_stats(m_a, s_a, m_b, s_b):
     return np.maximum(m_a, m_b), s_a + s_b
 '''),
-    ('8.2', 'merge that subtracts -inf from -inf when both parts are empty', 'shift by 0 when the common maximum', '''
+    ('8.2', 'merge that subtracts -inf from -inf when both parts are empty',
+     'shift by 0 when the common maximum', '''
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
     return m, s_a * np.exp(m_a - m) + s_b * np.exp(m_b - m)
@@ -98,20 +101,23 @@ def merge_stats(m_a, s_a, m_b, s_b):
     s[...] = s_a * np.exp(m_a - shift) + s_b * np.exp(m_b - shift)
     return m, s
 '''),
-    ('8.2', 'branches on m_a >= m_b and hides the NaN with nan_to_num', 'their merged s must be NaN', '''
+    ('8.2', 'branches on m_a >= m_b and hides the NaN with nan_to_num',
+     'their merged s must be NaN', '''
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
     with np.errstate(invalid="ignore"):
         s = np.where(m_a >= m_b, s_a + s_b * np.exp(m_b - m_a), s_b + s_a * np.exp(m_a - m_b))
     return m, np.nan_to_num(s)
 '''),
-    ('8.3', 'attention merge that treats lse = +inf as a real mass', 'treat lse=+inf as zero mass', '''
+    ('8.3', 'attention merge that treats lse = +inf as a real mass', 'treat lse=+inf as zero mass',
+     '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     lse = np.logaddexp(lse_a, lse_b)
     out = np.exp(lse_a - lse)[..., None] * out_a + np.exp(lse_b - lse)[..., None] * out_b
     return out, lse
 '''),
-    ('8.3', 'the two outputs averaged, ignoring their masses', 'each row weighted by its own share', '''
+    ('8.3', 'the two outputs averaged, ignoring their masses',
+     'each row weighted by its own share', '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     la = np.where(np.isposinf(lse_a), -np.inf, lse_a)
     lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)
@@ -141,7 +147,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = (w_a * out_a + w_b * out_b) / safe
     return out, np.where(total > 0, shift + np.log(safe), np.inf)
 '''),
-    ('8.3', 'masses exponentiated as they are (overflow near lse = 1000)', 'subtract the larger lse first', '''
+    ('8.3', 'masses exponentiated as they are (overflow near lse = 1000)',
+     'subtract the larger lse first', '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     w_a = np.where(np.isposinf(lse_a), 0.0, np.exp(np.where(np.isposinf(lse_a), 0.0, lse_a)))
     w_b = np.where(np.isposinf(lse_b), 0.0, np.exp(np.where(np.isposinf(lse_b), 0.0, lse_b)))
@@ -198,7 +205,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = (w_a[..., None] * out_a + w_b[..., None] * out_b) / safe[..., None]
     return out, np.where(total > 0, shift + np.log(safe), np.full(total.shape, np.inf))
 '''),
-    ('8.3', 'hides a NaN output of a part with nan_to_num', 'the NaN must reach the merged out[0, 0]', '''
+    ('8.3', 'hides a NaN output of a part with nan_to_num',
+     'the NaN must reach the merged out[0, 0]', '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     la = np.where(np.isposinf(lse_a), -np.inf, lse_a)
     lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)
@@ -210,7 +218,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = (wa[..., None] * out_a + wb[..., None] * out_b) / safe[..., None]
     return np.nan_to_num(out), np.where(tot == 0, np.inf, shift + np.log(safe))
 '''),
-    ('8.3', 'guards the empty row with total > 0, so a NaN lse becomes +inf', 'test `total == 0`', '''
+    ('8.3', 'guards the empty row with total > 0, so a NaN lse becomes +inf', 'test `total == 0`',
+     '''
 def merge_attention(out_a, lse_a, out_b, lse_b):
     la = np.where(np.isposinf(lse_a), -np.inf, lse_a)
     lb = np.where(np.isposinf(lse_b), -np.inf, lse_b)
@@ -271,7 +280,8 @@ def merge_stats(m_a, s_a, m_b, s_b):
 def merge_stats(m_a, s_a, m_b, s_b):
     m = np.maximum(m_a, m_b)
     with np.errstate(divide="ignore"):
-        log_total = np.logaddexp(m_a + np.log(s_a), m_b + np.log(s_b))  # (...): -inf when both are empty
+        log_total = np.logaddexp(m_a + np.log(s_a),
+                                 m_b + np.log(s_b))  # (...): -inf when both are empty
     ref = np.where(np.isneginf(m), 0, m)
     return m, np.where(np.isneginf(m), 0, np.exp(log_total - ref))
 '''),
@@ -295,7 +305,8 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     out = np.zeros_like(out_a)
     lse = np.full_like(lse_a, np.inf)
     for idx in np.ndindex(lse_a.shape):
-        parts = [(float(l), o) for l, o in ((lse_a[idx], out_a[idx]), (lse_b[idx], out_b[idx])) if l != np.inf]
+        parts = [(float(l), o) for l, o in ((lse_a[idx], out_a[idx]), (lse_b[idx], out_b[idx]))
+                 if l != np.inf]
         if not parts:
             continue
         top = max(l for l, _ in parts)

@@ -13,8 +13,8 @@ def _tile(scores_line="scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # 
           update_lines=("l_new = alpha * l + p.sum(axis=-1)  # (..., bq)",
                         "acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)",
                         "return m_new, l_new, acc_new")):
-    """forward_tile as the reference writes it, with one or more of its lines replaced by a
-    mistake."""
+    """forward_tile as the reference writes it,
+    with one or more of its lines replaced by a mistake."""
     lines = ["def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):",
              "    " + scores_line,
              "    if keep is not None:",
@@ -31,11 +31,11 @@ WRONG = [
     # 9.1 ---------------------------------------------------------------------------------------
     ('9.1', 'forward tile that normalises inside the loop', 'not divided by l', _tile(update_lines=(
         "l_new = alpha * l + p.sum(axis=-1)  # (..., bq)",
-        "acc_new = (alpha[..., None] * acc + p @ v_blk) / np.where(l_new > 0, l_new, 1.0)[..., "
-        "None]",
+        "acc_new = alpha[..., None] * acc + p @ v_blk  # (..., bq, Ev)",
+        "acc_new = acc_new / np.where(l_new > 0, l_new, 1.0)[..., None]",
         "return m_new, l_new, acc_new"))),
-    ('9.1', 'forward tile that forgets to rescale the accumulator', 'exp(m_old - '
-                                                                    'm_new)', _tile(update_lines=(
+    ('9.1', 'forward tile that forgets to rescale the accumulator', 'exp(m_old - m_new)',
+     _tile(update_lines=(
         "l_new = alpha * l + p.sum(axis=-1)  # (..., bq)",
         "acc_new = acc + p @ v_blk  # (..., bq, Ev)",
         "return m_new, l_new, acc_new"))),
@@ -45,10 +45,11 @@ WRONG = [
         alpha_line="alpha = np.exp(np.where(np.isneginf(m), 0.0, shift - m))  # (..., bq)")),
     ('9.1', 'masked scores set to -1e9 instead of -inf', 'keeps m = -inf, l = 0, acc = 0', _tile(
         mask_line="scores = np.where(keep, scores, -1e9)  # (..., bq, bk)")),
-    ('9.1', 'masked scores multiplied by keep (set to 0)', 'the max is over the kept scores '
-                                                           'only', _tile(
+    ('9.1', 'masked scores multiplied by keep (set to 0)', 'the max is over the kept scores only',
+     _tile(
         mask_line="scores = scores * keep  # (..., bq, bk)")),
-    ('9.1', 'mask applied to P, but the maximum taken over every score', 'the max is over the kept scores only', """
+    ('9.1', 'mask applied to P, but the maximum taken over every score',
+     'the max is over the kept scores only', """
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
     m_new = np.maximum(m, scores.max(axis=-1))  # (..., bq)
@@ -69,8 +70,7 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ('9.1', 'k transposed with .T (right for one head only)', 'could not be broadcast', _tile(
         scores_line="scores = (q_blk @ k_blk.T) * scale  # (..., bq, bk)")),
     ('9.1', 'a float64 array of -inf for the mask', 'dtype float64, expected float32', _tile(
-        mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))  # (..., bq, "
-                  "bk)")),
+        mask_line="scores = np.where(keep, scores, np.full(scores.shape, -np.inf))")),
     ('9.1', 'NaN from -inf - (-inf) and NaN scores alike zeroed with nan_to_num',
      'NaN in what a row may see must reach it', '''
 def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
@@ -214,14 +214,16 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     scores = (q_blk @ np.swapaxes(k_blk, -1, -2)) * scale  # (..., bq, bk)
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)
-    seen = np.ones(scores.shape, dtype=bool) if keep is None else np.broadcast_to(keep, scores.shape)
+    seen = np.ones(scores.shape, dtype=bool) if keep is None else np.broadcast_to(keep,
+                                                                                  scores.shape)
     for j in range(scores.shape[-1]):
         s = scores[..., j]  # (..., bq)
         m_new = np.maximum(m, s)
         ref = np.where(np.isneginf(m_new), 0, m_new)
         alpha, p = np.exp(m - ref), np.exp(s - ref)  # (..., bq) each
         l = alpha * l + p
-        term = np.where(seen[..., j, None], p[..., None] * v_blk[..., j:j + 1, :], 0.0)  # (..., bq, Ev)
+        term = np.where(seen[..., j, None], p[..., None] * v_blk[..., j:j + 1, :],
+                        0.0)  # (..., bq, Ev)
         acc = alpha[..., None] * acc + term
         m = m_new
     return m, l, acc
@@ -230,7 +232,8 @@ def forward_tile(q_blk, k_blk, v_blk, m, l, acc, scale, keep=None):
     ('9.2', 'np.divide and np.log with where= and out=', """
 def finalize_rows(m, l, acc):
     has_key = l != 0  # (..., bq): NaN rows too
-    out = np.divide(acc, l[..., None], out=np.zeros_like(acc), where=has_key[..., None])  # (..., bq, Ev)
+    out = np.divide(acc, l[..., None], out=np.zeros_like(acc),
+                    where=has_key[..., None])  # (..., bq, Ev)
     log_l = np.log(l, out=np.zeros_like(l), where=has_key)  # (..., bq)
     lse = np.where(has_key, m + log_l, np.inf)
     return out, lse

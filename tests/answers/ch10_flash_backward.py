@@ -62,7 +62,8 @@ def recompute_probs(scores, lse, keep=None):
         scores = np.where(keep, scores, -np.inf)
     return np.exp(scores - lse)
 '''),
-    ('10.2', 'the difference the wrong way round, exp(lse - S)', 'P = exp(scores - lse[..., None])', '''
+    ('10.2', 'the difference the wrong way round, exp(lse - S)',
+     'P = exp(scores - lse[..., None])', '''
 def recompute_probs(scores, lse, keep=None):
     if keep is not None:
         scores = np.where(keep, scores, np.inf)
@@ -75,7 +76,8 @@ def recompute_probs(scores, lse, keep=None):
     return np.exp(scores - lse[..., None])
 '''),
     # 10.3 --------------------------------------------------------------------------------------
-    ('10.2', 'exp(scores) / exp(lse), which overflows near 800', 'exp(scores) / exp(lse) overflows', '''
+    ('10.2', 'exp(scores) / exp(lse), which overflows near 800',
+     'exp(scores) / exp(lse) overflows', '''
 def recompute_probs(scores, lse, keep=None):
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)
@@ -101,7 +103,8 @@ def recompute_probs(scores, lse, keep=None):
 def dscores(p, dp, d):
     return p * dp - d[..., None]
 '''),
-    ('10.3', 'D recomputed from the tile instead of the given d', 'do not recompute it from the tile', '''
+    ('10.3', 'D recomputed from the tile instead of the given d',
+     'do not recompute it from the tile', '''
 def dscores(p, dp, d):
     return p * (dp - (p * dp).sum(axis=-1, keepdims=True))
 '''),
@@ -141,13 +144,16 @@ def d_term(grad_out, out):
 '''),
     ('10.1', 'a batch of row-by-column products', '''
 def d_term(grad_out, out):
-    return (grad_out[..., None, :] @ out[..., :, None])[..., 0, 0]  # (..., L, 1, Ev) @ (..., L, Ev, 1) -> (..., L)
+    # (..., L, 1, Ev) @ (..., L, Ev, 1) -> (..., L)
+    return (grad_out[..., None, :] @ out[..., :, None])[..., 0, 0]
 '''),
     # 10.2 --------------------------------------------------------------------------------------
     ('10.2', 'np.exp with where= and out=', '''
 def recompute_probs(scores, lse, keep=None):
-    p = np.zeros(np.broadcast_shapes(scores.shape, np.shape(keep) if keep is not None else ()), dtype=scores.dtype)
-    return np.exp(scores - lse[..., None], out=p, where=True if keep is None else keep)  # (..., bq, bk)
+    p = np.zeros(np.broadcast_shapes(scores.shape, np.shape(keep) if keep is not None else ()),
+                 dtype=scores.dtype)
+    return np.exp(scores - lse[..., None], out=p,
+                  where=True if keep is None else keep)  # (..., bq, bk)
 '''),
     ('10.2', 'exp first, then np.where on the mask', '''
 def recompute_probs(scores, lse, keep=None):

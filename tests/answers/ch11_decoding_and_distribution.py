@@ -15,8 +15,8 @@ def combine_splits(outs, lses):
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]
     return out, np.where(total > 0, np.log(safe), np.inf)
 '''),
-    ('11.1', 'NaN when every split is empty (the max of a row empty everywhere is -inf, not '
-             'shifted to 0)',
+    ('11.1',
+     'NaN when every split is empty (the max of a row empty everywhere is -inf, not shifted to 0)',
      'by 0 on a row empty in every chunk', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
@@ -26,7 +26,8 @@ def combine_splits(outs, lses):
     out = (weights[..., None] * outs).sum(axis=0) / total[..., None]
     return out, top + np.log(total)
 '''),
-    ('11.1', 'the +inf of an empty chunk taken literally as a log-mass', 'must carry zero weight', '''
+    ('11.1', 'the +inf of an empty chunk taken literally as a log-mass', 'must carry zero weight',
+     '''
 def combine_splits(outs, lses):
     top = lses.max(axis=0)
     weights = np.exp(lses - top)
@@ -34,7 +35,8 @@ def combine_splits(outs, lses):
     out = (weights[..., None] * outs).sum(axis=0) / total[..., None]
     return out, top + np.log(total)
 '''),
-    ('11.1', "an empty chunk's +inf replaced by 0 (weight exp(0 - max) instead of 0)", 'carry weight 0', '''
+    ('11.1', "an empty chunk's +inf replaced by 0 (weight exp(0 - max) instead of 0)",
+     'carry weight 0', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), 0.0, lses)
     top = logs.max(axis=0)
@@ -71,7 +73,8 @@ def combine_splits(outs, lses):
     out = (weights[..., None] * outs).sum(axis=0) / safe[..., None]
     return out, np.where(total > 0, np.log(safe), np.inf)
 '''),
-    ('11.1', 'a float64 accumulator that turns float32 chunks into a float64 result', 'must stay float32', '''
+    ('11.1', 'a float64 accumulator that turns float32 chunks into a float64 result',
+     'must stay float32', '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
     top = logs.max(axis=0)
@@ -92,7 +95,8 @@ def combine_splits(outs, lses):
     w = np.exp(logs - shift)
     t = w.sum(0)
     safe = np.where(t > 0, t, 1.0)
-    return (w[..., None] * outs).sum(0) / safe[..., None], np.where(t > 0, shift + np.log(safe), np.inf)
+    return (w[..., None] * outs).sum(0) / safe[..., None], np.where(t > 0, shift + np.log(safe),
+                                                                    np.inf)
 '''),
     ('11.1', 'NaN hidden with nan_to_num, a NaN lse turned into +inf', 'the NaN must reach', '''
 def combine_splits(outs, lses):
@@ -105,7 +109,8 @@ def combine_splits(outs, lses):
         lse = top + np.log(t)
     return out, np.where(np.isnan(lse) | np.isneginf(lse), np.inf, lse)
 '''),
-    ('11.1', 'the empty row told by total > 0, which a NaN total fails too', 'test `total == 0`', '''
+    ('11.1', 'the empty row told by total > 0, which a NaN total fails too', 'test `total == 0`',
+     '''
 def combine_splits(outs, lses):
     logs = np.where(np.isposinf(lses), -np.inf, lses)
     top = logs.max(axis=0)
@@ -131,10 +136,10 @@ def combine_splits(outs, lses):
 '''),
     ('11.1', 'logaddexp.reduce for the lse, weights exp(lse_p - lse)', '''
 def combine_splits(outs, lses):
-    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (P, ...)
+    logs = np.where(np.isposinf(lses), -np.inf, lses)  # (R, ...)
     lse = np.logaddexp.reduce(logs, axis=0)  # (...): -inf where every chunk is empty
     empty = np.isneginf(lse)
-    weights = np.exp(logs - np.where(empty, 0.0, lse))  # (P, ...)
+    weights = np.exp(logs - np.where(empty, 0.0, lse))  # (R, ...)
     out = np.einsum("p...,p...e->...e", weights, outs)  # (..., Ev)
     return out, np.where(empty, np.inf, lse)
 '''),

@@ -18,15 +18,16 @@ _EXP_TAIL = '''
 
 
 def _exp(reduction, tail=_EXP_TAIL, end=None):
-    """An exp_f32 with the given range reduction (and polynomial, and end), the rest as the
-    reference."""
+    """An exp_f32 with the given range reduction
+    (and polynomial, and end), the rest as the reference."""
     end = end or '''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if x < np.float32(-86.64339) else y
     y = np.float32(np.inf) if x > np.float32(88.72284) else y
     return x if x != x else y
 '''
-    return "\ndef exp_f32(x):\n    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))\n" + reduction + tail + end
+    head = "\ndef exp_f32(x):\n    xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))\n"
+    return head + reduction + tail + end
 
 
 _REDUCTION = '''
@@ -48,9 +49,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
 '''
 
 
-def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange", block="zigzag(t % n_blocks, "
-                                                                           "n_blocks)",
-             kv="h // group"):
+def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange",
+             block="zigzag(t % n_blocks, n_blocks)", kv="h // group"):
     return _FORWARD.format(n_blocks=n_blocks, loop=loop, block=block, kv=kv)
 
 
@@ -87,7 +87,8 @@ def _dq(kb_end="kb1", lse="lse[i0:i1]", full="tile_is_full(i0, i1, j0, j1, lo, h
 
 WRONG = [
     # 12.1 exp_f32
-    ('12.1', 'float32 exp with Python float constants (computes in float64)', 'promoted the arithmetic to float64', '''
+    ('12.1', 'float32 exp with Python float constants (computes in float64)',
+     'promoted the arithmetic to float64', '''
 def exp_f32(x):
     xc = min(max(x, np.float32(-86.64339)), np.float32(88.72284))
     n = np.floor(xc * 1.4426950408889634 + 0.5)
@@ -105,17 +106,19 @@ def exp_f32(x):
     y = np.inf if x > 88.72284 else y
     return x if x != x else y
 '''),
-    ('12.1', 'range reduction with one float32 ln2 (no Cody-Waite split)', 'ln2 split in ln2_hi + ln2_lo', _exp('''
+    ('12.1', 'range reduction with one float32 ln2 (no Cody-Waite split)',
+     'ln2 split in ln2_hi + ln2_lo', _exp('''
     n = np.floor(xc * np.float32(1.442695) + np.float32(0.5))
     r = xc - n * np.float32(0.6931472)
 ''')),
-    ('12.1', 'floor(x / ln2) without the 1/2: r runs up to ln2, beyond the polynomial\'s '
-             'range', '|r| <= ln2/2',
+    ('12.1', 'floor(x / ln2) without the 1/2: r runs up to ln2, beyond the polynomial\'s range',
+     '|r| <= ln2/2',
      _exp('''
     n = np.floor(xc * np.float32(1.442695))
     r = (xc - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)
 ''')),
-    ('12.1', '2^n built directly, which overflows for n = 128', 'pow2_f32(n - 1) * 2', _exp(_REDUCTION, end='''
+    ('12.1', '2^n built directly, which overflows for n = 128', 'pow2_f32(n - 1) * 2',
+     _exp(_REDUCTION, end='''
     y = p * pow2_f32(n)
     y = np.float32(0.0) if x < np.float32(-86.64339) else y
     y = np.float32(np.inf) if x > np.float32(88.72284) else y
@@ -139,16 +142,16 @@ def exp_f32(x):
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
 ''')),
-    ('12.1', 'the ends of the range excluded (<= and >=), so x = XMIN gives 0', 'compare with <, '
-                                                                                'not <=',
+    ('12.1', 'the ends of the range excluded (<= and >=), so x = XMIN gives 0',
+     'compare with <, not <=',
      _exp(_REDUCTION, end='''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if x <= np.float32(-86.64339) else y
     y = np.float32(np.inf) if x >= np.float32(88.72284) else y
     return x if x != x else y
 ''')),
-    ('12.1', 'the special cases tested on the clamped value, so -inf gives 2^-125', 'gives exactly '
-                                                                                    '0',
+    ('12.1', 'the special cases tested on the clamped value, so -inf gives 2^-125',
+     'gives exactly 0',
      _exp(_REDUCTION, end='''
     y = p * pow2_f32(n - np.float32(1.0)) * np.float32(2.0)
     y = np.float32(0.0) if xc < np.float32(-86.64339) else y
@@ -163,20 +166,21 @@ def exp_f32(x):
 '''),
     # 12.2 forward_parallel
     ('12.2', 'a serial range instead of prange', 'use numba.prange', _forward(loop="range")),
-    ('12.2', 'the last, partial query block skipped (L // block_q blocks)', 'the last, partial one '
-                                                                            'included',
+    ('12.2', 'the last, partial query block skipped (L // block_q blocks)',
+     'the last, partial one included',
      _forward(n_blocks="L // block_q")),
-    ('12.2', 'key/value head h % Hkv instead of h // G', 'must read key/value '
-                                                         'head', _forward(kv="h % k.shape[0]")),
+    ('12.2', 'key/value head h % Hkv instead of h // G', 'must read key/value head',
+     _forward(kv="h % k.shape[0]")),
     ('12.2', 'query blocks in order, without zigzag', 'zigzag', _forward(block="t % n_blocks")),
-    ('12.2', 'prange over the heads only, blocks in order inside', 'not a prange over the heads', '''
+    ('12.2', 'prange over the heads only, blocks in order inside', 'not a prange over the heads',
+     '''
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
     for h in prange(n_heads):
         for i0 in range(0, L, block_q):
-            forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, min(i0 + block_q, L),
-                                scale, lo, hi, block_k)
+            forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0,
+                                min(i0 + block_q, L), scale, lo, hi, block_k)
 '''),
     ('12.2', 'prange over the heads only, zigzag blocks inside: one head runs on one thread',
      'not a prange over the heads', '''
@@ -187,8 +191,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     for h in prange(n_heads):
         for b in range(n_blocks):
             i0 = zigzag(b, n_blocks) * block_q
-            forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, min(i0 + block_q, L),
-                                scale, lo, hi, block_k)
+            forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0,
+                                min(i0 + block_q, L), scale, lo, hi, block_k)
 '''),
     # 12.3 dq_query_block
     ('12.3', 'dQ without the final scale', 'remember the final factor scale', _dq(scaled="")),
@@ -196,8 +200,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ('12.3', 'lse of the whole head (lse) instead of the block\'s rows', 'dQ (', _dq(lse="lse")),
     ('12.3', 'every tile taken as full, so the band never masks', 'dQ (', _dq(full="True")),
     ('12.3', 'the last, partial key block skipped', 'dQ (', _dq(kb_end="min(kb1, S // block_k)")),
-    ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + '
-                                                    'r]', _dq(row="r")),
+    ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + r]',
+     _dq(row="r")),
     ('12.3', 'float64 scratch tiles in a float32 kernel', 'dtype=q.dtype', '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
@@ -212,7 +216,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, j1 - j0, nr)
         np.dot(k[j0:j1], q_t, p)
-        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo, hi)
+        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo,
+                       hi)
         dp = tile_view(dp_buf, j1 - j0, nr)
         np.dot(v[j0:j1], do_t, dp)
         dscores_in_place(p, dp, True, d[i0:i1])
@@ -259,9 +264,8 @@ def exp_f32(x):
     r4 = r2 * r2
     p = (a + r2 * b) + r4 * (c + r2 * d)
 ''')),
-    ('12.2', 'block-major items: head t % Hq, block zigzag(t // Hq)', _forward(block="zigzag(t // "
-                                                                                     "n_heads, "
-                                                                                     "n_blocks)")
+    ('12.2', 'block-major items: head t % Hq, block zigzag(t // Hq)',
+     _forward(block="zigzag(t // n_heads, n_blocks)")
      .replace("h = t // n_blocks", "h = t % n_heads")),
     ('12.2', 'zigzag over all items at once, then split into head and block', '''
 def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
@@ -272,8 +276,8 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     for t in prange(n_items):
         h, qb = divmod(zigzag(t, n_items), n_blocks)
         i0 = qb * block_q
-        forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0, min(L, i0 + block_q),
-                            scale, lo, hi, block_k)
+        forward_query_block(q[h], k[h // group], v[h // group], out[h], lse[h], i0,
+                            min(L, i0 + block_q), scale, lo, hi, block_k)
 '''),
     ('12.3', 'query-major tiles from plain NumPy products and a loop over the band', '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
@@ -293,7 +297,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         acc += np.dot(ds, np.ascontiguousarray(k[j0:j1]))  # (bq, E)
     dq[i0:i1] = acc * scale
 '''),
-    ('12.3', 'key-major helpers, key blocks walked by their first key, one slice write at the end', '''
+    ('12.3', 'key-major helpers, key blocks walked by their first key, one slice write at the end',
+     '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     rows, S = i1 - i0, k.shape[0]
     qt = transposed(q[i0:i1])  # (E, bq)
@@ -309,7 +314,8 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         dst = tile_view(dst_buf, stop - start, rows)  # (bk, bq)
         np.dot(k[start:stop], qt, pt)
         np.dot(v[start:stop], dot, dst)
-        probs_from_lse(pt, True, scale, lse[i0:i1], tile_is_full(i0, i1, start, stop, lo, hi), i0, start, lo, hi)
+        probs_from_lse(pt, True, scale, lse[i0:i1], tile_is_full(i0, i1, start, stop, lo, hi), i0,
+                       start, lo, hi)
         dscores_in_place(pt, dst, True, d[i0:i1])
         np.dot(dst.T, k[start:stop], part)
         add_into(total, part)

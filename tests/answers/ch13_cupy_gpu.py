@@ -13,13 +13,15 @@ def thread_slice(thread, D):
     row, t = divmod(thread, tpr)
     return row, np.arange(16 * t, 16 * t + 16)
 '''),
-    ('13.1', 'a thread slice that overlaps its neighbour (16 consecutive dims from t)', 'owned twice', '''
+    ('13.1', 'a thread slice that overlaps its neighbour (16 consecutive dims from t)',
+     'owned twice', '''
 def thread_slice(thread, D):
     tpr = D // 16
     row, t = divmod(thread, tpr)
     return row, np.arange(t, t + 16)
 '''),
-    ('13.1', 'rows of 16 threads (the 16 dims per thread taken for the threads per row)', 'the row of thread', '''
+    ('13.1', 'rows of 16 threads (the 16 dims per thread taken for the threads per row)',
+     'the row of thread', '''
 def thread_slice(thread, D):
     tpr = D // 16
     return thread // 16, np.arange(thread % tpr, D, tpr)
@@ -73,7 +75,8 @@ def chunk_update(m, l, o, s, v):
     return (np.where(live, mx, m), np.where(live, l + p.sum(-1), l),
             np.where(live[:, None], o + p @ v, o))
 '''),
-    ('13.3', 'no guard for rows whose maximum is still -inf (-inf - -inf)', 'shift such rows by 0', '''
+    ('13.3', 'no guard for rows whose maximum is still -inf (-inf - -inf)', 'shift such rows by 0',
+     '''
 def chunk_update(m, l, o, s, v):
     mx = np.maximum(m, s.max(axis=-1))
     alpha = np.exp2(m - mx)
@@ -101,7 +104,8 @@ def chunk_update(m, l, o, s, v):
     o_new = np.where(live[:, None], (alpha * l)[:, None] * o + p @ v, o)
     return np.where(live, mx, m), l_new, o_new / np.where(l_new > 0, l_new, 1.0)[:, None]
 '''),
-    ('13.3', 'a float64 constant array that turns a float32 state into float64', 'keeps the dtype', '''
+    ('13.3', 'a float64 constant array that turns a float32 state into float64', 'keeps the dtype',
+     '''
 def chunk_update(m, l, o, s, v):
     mx = np.maximum(m, s.max(axis=-1))
     live = mx > -np.inf
@@ -222,7 +226,8 @@ def fragment_entry(operand, lane, i):
         return 2 * t + i % 2 + 8 * (i >= 2), g
     return g + 8 * (i >= 2), 2 * t + i % 2
 '''),
-    ('13.5', 'upper-case operand names accepted', "must raise ValueError (the operand is not 'a', 'b' or 'c')", '''
+    ('13.5', 'upper-case operand names accepted',
+     "must raise ValueError (the operand is not 'a', 'b' or 'c')", '''
 def fragment_entry(operand, lane, i):
     g, t = divmod(lane, 4)
     operand = operand.lower()
@@ -278,7 +283,8 @@ def chunk_update(m, l, o, s, v):
     mx = np.maximum(m, np.max(s, axis=1))  # (rows,)
     dead = np.isneginf(mx)
     safe = np.where(dead, np.zeros_like(mx), mx)
-    alpha = np.exp2(m - safe)  # 0 where m = -inf; 1 on dead rows is not needed: they keep l = 0, o = 0
+    # 0 where m = -inf; 1 on dead rows is not needed: they keep l = 0, o = 0
+    alpha = np.exp2(m - safe)
     p = np.exp2(s - safe[:, None])
     return mx, alpha * l + p.sum(axis=1), alpha[:, None] * o + np.einsum("rk,ke->re", p, v)
 '''),

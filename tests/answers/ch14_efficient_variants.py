@@ -25,7 +25,8 @@ def elu_feature_map(x):
     x[~negative] += 1
     return x
 '''),
-    ('14.1', 'a float64 copy first, so float32 comes back as float64', 'dtype float64, expected float32', '''
+    ('14.1', 'a float64 copy first, so float32 comes back as float64',
+     'dtype float64, expected float32', '''
 def elu_feature_map(x):
     x = np.array(x, dtype=float)
     return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))
@@ -54,16 +55,19 @@ def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
     state = state + phi_k[..., :, None] * v[..., None, :]
     normalizer = normalizer + phi_k
     numerator = np.einsum("...f,...fv->...v", phi_q, state)
-    return numerator / np.einsum("...f,...f->...", phi_q, normalizer)[..., None] + eps, state, normalizer
+    return numerator / np.einsum("...f,...f->...", phi_q,
+                                 normalizer)[..., None] + eps, state, normalizer
 '''),
-    ('14.2', 'the denominator summed over the whole batch, not per sequence and head', 'entries differ', '''
+    ('14.2', 'the denominator summed over the whole batch, not per sequence and head',
+     'entries differ', '''
 def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
     state = state + phi_k[..., :, None] * v[..., None, :]
     normalizer = normalizer + phi_k
     numerator = np.einsum("...f,...fv->...v", phi_q, state)
     return numerator / (np.sum(phi_q * normalizer) + eps), state, normalizer
 '''),
-    ('14.2', 'phi_q @ state, which pairs every query with every state of the batch', 'could not be broadcast', '''
+    ('14.2', 'phi_q @ state, which pairs every query with every state of the batch',
+     'could not be broadcast', '''
 def linear_attention_step(phi_q, phi_k, v, state, normalizer, eps=1e-6):
     state = state + phi_k[..., :, None] * v[..., None, :]
     normalizer = normalizer + phi_k
@@ -88,7 +92,8 @@ def positive_random_features(x, omega, stabilize=None):
         e = e - e.max(axis=(-2, -1), keepdims=True)
     return np.exp(e) / omega.shape[0] ** 0.5
 '''),
-    ('14.3', "stabilize='all' with one constant for the whole batch", 'not over the leading axis', '''
+    ('14.3', "stabilize='all' with one constant for the whole batch", 'not over the leading axis',
+     '''
 def positive_random_features(x, omega, stabilize=None):
     e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
     if stabilize == "row":
@@ -97,7 +102,8 @@ def positive_random_features(x, omega, stabilize=None):
         e = e - e.max()
     return np.exp(e) / omega.shape[0] ** 0.5
 '''),
-    ('14.3', "stabilize='row' taking the maximum over the rows (axis -2)", 'over its m features', '''
+    ('14.3', "stabilize='row' taking the maximum over the rows (axis -2)", 'over its m features',
+     '''
 def positive_random_features(x, omega, stabilize=None):
     e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
     if stabilize == "row":
@@ -106,7 +112,8 @@ def positive_random_features(x, omega, stabilize=None):
         e = e - e.max(axis=(-2, -1), keepdims=True)
     return np.exp(e) / omega.shape[0] ** 0.5
 '''),
-    ('14.3', 'the stabiliser applied after exp, dividing by the largest feature', 'before calling exp', '''
+    ('14.3', 'the stabiliser applied after exp, dividing by the largest feature',
+     'before calling exp', '''
 def positive_random_features(x, omega, stabilize=None):
     f = np.exp(x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True))
     if stabilize == "row":
@@ -115,7 +122,8 @@ def positive_random_features(x, omega, stabilize=None):
         f = f / f.max(axis=(-2, -1), keepdims=True)
     return f / omega.shape[0] ** 0.5
 '''),
-    ('14.3', 'divided by np.sqrt(m), a float64 scalar that turns float32 into float64', 'np.sqrt(m) is one', '''
+    ('14.3', 'divided by np.sqrt(m), a float64 scalar that turns float32 into float64',
+     'np.sqrt(m) is one', '''
 def positive_random_features(x, omega, stabilize=None):
     e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
     if stabilize == "row":
@@ -124,7 +132,8 @@ def positive_random_features(x, omega, stabilize=None):
         e = e - e.max(axis=(-2, -1), keepdims=True)
     return np.exp(e) / np.sqrt(omega.shape[0])
 '''),
-    ('14.3', "'all' over axes (1, 2), right only for 3-d x", 'axis=(1, 2) is right only for 3-d x', '''
+    ('14.3', "'all' over axes (1, 2), right only for 3-d x", 'axis=(1, 2) is right only for 3-d x',
+     '''
 def positive_random_features(x, omega, stabilize=None):
     e = x @ omega.T - 0.5 * (x * x).sum(axis=-1, keepdims=True)
     if stabilize == "row":
@@ -185,7 +194,8 @@ import math
 
 
 def positive_random_features(x, omega, stabilize=None):
-    exponent = np.einsum("...ne,me->...nm", x, omega) - 0.5 * np.einsum("...ne,...ne->...n", x, x)[..., None]
+    exponent = np.einsum("...ne,me->...nm", x, omega) - 0.5 * np.einsum("...ne,...ne->...n", x,
+                                                                        x)[..., None]
     if stabilize == "row":
         exponent -= exponent.max(axis=-1)[..., None]
     elif stabilize == "all":
@@ -206,8 +216,8 @@ def positive_random_features(x, omega, stabilize=None):
             exponent[index] = exponent[index] - exponent[index].max()
     return np.exp(exponent) / m ** 0.5
 '''),
-    ('14.1', 'exp of every x with the overflow silenced by np.errstate (the tests see no warning; '
-             'the '
+    ('14.1',
+     'exp of every x with the overflow silenced by np.errstate (the tests see no warning; the '
      'docstring asks for none to reach the caller)', '''
 def elu_feature_map(x):
     with np.errstate(over="ignore"):

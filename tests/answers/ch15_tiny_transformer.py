@@ -20,14 +20,16 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     x_hat = (x - mu) * inv_std
     return gamma * x_hat + beta, (x_hat, inv_std)
 '''),
-    ('15.1', 'normalised over the first axis (batch norm) instead of the last', 'over the last axis', '''
+    ('15.1', 'normalised over the first axis (batch norm) instead of the last',
+     'over the last axis', '''
 def layer_norm(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis=0, keepdims=True)
     inv_std = 1.0 / np.sqrt(((x - mu) ** 2).mean(axis=0, keepdims=True) + eps)
     x_hat = (x - mu) * inv_std
     return gamma * x_hat + beta, (x_hat, inv_std)
 '''),
-    ('15.1', 'the variance as mean(x²) - mean(x)², which cancels for rows with a large mean', 'mean(x²) - mu²', '''
+    ('15.1', 'the variance as mean(x²) - mean(x)², which cancels for rows with a large mean',
+     'mean(x²) - mu²', '''
 def layer_norm(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis=-1, keepdims=True)
     var = (x * x).mean(axis=-1, keepdims=True) - mu * mu
@@ -56,7 +58,8 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     x_hat = x * inv_std
     return gamma * x_hat + beta, (x_hat, inv_std)
 '''),
-    ('15.2', 'layer norm backward that treats the mean and variance as constants', 'depend on x too', '''
+    ('15.2', 'layer norm backward that treats the mean and variance as constants',
+     'depend on x too', '''
 def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
@@ -72,7 +75,8 @@ def layer_norm_backward(grad_out, cache, gamma):
     dx = inv_std * (g - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
     return dx, (flat * x_hat.reshape(-1, D)).sum(0), flat.sum(0)
 '''),
-    ('15.2', 'a backward that forgets the x_hat term (only the mean of g)', 'x_hat * mean(g * x_hat)', '''
+    ('15.2', 'a backward that forgets the x_hat term (only the mean of g)',
+     'x_hat * mean(g * x_hat)', '''
 def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
@@ -81,7 +85,8 @@ def layer_norm_backward(grad_out, cache, gamma):
     dx = inv_std * (g - g.mean(axis=-1, keepdims=True))
     return dx, (flat * x_hat.reshape(-1, D)).sum(0), flat.sum(0)
 '''),
-    ('15.2', 'the means taken over the whole array instead of each row', 'over the last axis of each row', '''
+    ('15.2', 'the means taken over the whole array instead of each row',
+     'over the last axis of each row', '''
 def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
@@ -90,13 +95,15 @@ def layer_norm_backward(grad_out, cache, gamma):
     dx = inv_std * (g - g.mean() - x_hat * (g * x_hat).mean())
     return dx, (flat * x_hat.reshape(-1, D)).sum(0), flat.sum(0)
 '''),
-    ('15.2', 'dx without gamma: the gradient of x_hat taken to be grad_out', 'g = grad_out * gamma', '''
+    ('15.2', 'dx without gamma: the gradient of x_hat taken to be grad_out',
+     'g = grad_out * gamma', '''
 def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
     flat = grad_out.reshape(-1, D)
     g = grad_out
-    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat
+                    * (g * x_hat).mean(axis=-1, keepdims=True))
     return dx, (flat * x_hat.reshape(-1, D)).sum(0), flat.sum(0)
 '''),
     ('15.2', 'dgamma multiplied by gamma', 'gamma itself does not appear', '''
@@ -104,14 +111,16 @@ def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
     g = grad_out * gamma
-    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat
+                    * (g * x_hat).mean(axis=-1, keepdims=True))
     return dx, (g * x_hat).reshape(-1, D).sum(0), grad_out.reshape(-1, D).sum(0)
 '''),
     ('15.2', 'the parameter gradients summed over the first axis only', 'wrong shape', '''
 def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     g = grad_out * gamma
-    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True) - x_hat
+                    * (g * x_hat).mean(axis=-1, keepdims=True))
     return dx, (grad_out * x_hat).sum(axis=0), grad_out.sum(axis=0)
 '''),
     ('15.3', 'a decoding step that restarts the positions at 0', 'position offset', '''
@@ -122,7 +131,8 @@ def decode_step(model, ids, caches):
     logits, _ = model.output(x)
     return logits[:, -1]
 '''),
-    ('15.3', 'a step that recomputes the new tokens from scratch and ignores the caches', 'cache must hold', '''
+    ('15.3', 'a step that recomputes the new tokens from scratch and ignores the caches',
+     'cache must hold', '''
 def decode_step(model, ids, caches):
     logits, _ = model.forward(ids)
     return logits[:, -1]
@@ -185,7 +195,8 @@ def layer_norm_backward(grad_out, cache, gamma):
     x_hat, inv_std = cache
     D = x_hat.shape[-1]
     g = grad_out * gamma
-    dx = inv_std / D * (D * g - g.sum(axis=-1, keepdims=True) - x_hat * (g * x_hat).sum(axis=-1, keepdims=True))
+    dx = inv_std / D * (D * g - g.sum(axis=-1, keepdims=True) - x_hat
+                        * (g * x_hat).sum(axis=-1, keepdims=True))
     rows_g, rows_x = grad_out.reshape(-1, D), x_hat.reshape(-1, D)
     dgamma = np.einsum("nd,nd->d", rows_g, rows_x)
     dbeta = np.einsum("nd->d", rows_g)

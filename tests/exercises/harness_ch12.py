@@ -24,8 +24,7 @@ _compiled = {}
 
 
 def compiled(fn, **options):
-    """The student's function compiled by Numba (as it is, if it is already compiled), once per
-    options."""
+    """The student's function compiled by Numba (as it is, if it is already compiled), once per options."""
     key = (id(fn), repr(sorted(options.items())))
     if key not in _compiled:
         _compiled[key] = fn if isinstance(fn, CPUDispatcher) else numba.njit(**options)(fn)
@@ -33,21 +32,18 @@ def compiled(fn, **options):
 
 
 def _call(fn, name, dtype, *args):
-    """Call a compiled function; a typing error says, first, that Numba could not compile it for
-    ``dtype``."""
+    """Call a compiled function; a typing error says, first, that Numba could not compile it for ``dtype``."""
     try:
         return fn(*args)
     except TypingError as error:
         lines = str(error).strip().splitlines()
-        raise TypeError(f"Numba could not compile {name} for {np.dtype(dtype).name} arrays (do all "
-                        "the "
+        raise TypeError(f"Numba could not compile {name} for {np.dtype(dtype).name} arrays (do all the "
                         f"buffers you create have the dtype of q, dtype=q.dtype?): "
                         + " / ".join(line.strip() for line in lines[:6] if line.strip())) from None
 
 
 def _changed(named, before):
-    """Names of the arrays in ``named`` that differ from their copies in ``before`` (NaN equals
-    NaN)."""
+    """Names of the arrays in ``named`` that differ from their copies in ``before`` (NaN equals NaN)."""
     return [name for name, a in named.items() if not np.array_equal(a, before[name], equal_nan=True)]
 
 
@@ -82,8 +78,7 @@ def exp_code_facts(exp_f32):
 
 
 def forward(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
-    """``(out, lse, parallel loops Numba found, inputs changed)`` of the student's parallel forward
-    loop.
+    """``(out, lse, parallel loops Numba found, inputs changed)`` of the student's parallel forward loop.
 
     ``out`` and ``lse`` start as NaN in the dtype of ``q``, so rows never written stay NaN.
     """
@@ -109,8 +104,7 @@ def _index_in(view, whole):
 
 
 class _Module:
-    """A stand-in for a module with some of its attributes replaced (``numba.prange`` written in
-    full)."""
+    """A stand-in for a module with some of its attributes replaced (``numba.prange`` written in full)."""
 
     def __init__(self, module, **replaced):
         self._module, self._replaced = module, replaced
@@ -170,8 +164,7 @@ def forward_calls(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
 
 
 def dq_blocks(dq_query_block, q, k, v, d_out, lse, d, scale, lo, hi, block_q, block_k):
-    """``(dq, rows written outside the block, inputs changed)`` of the student's dQ pass for one
-    head.
+    """``(dq, rows written outside the block, inputs changed)`` of the student's dQ pass for one head.
 
     ``dq`` starts as NaN in the dtype of ``q``; the blocks of ``block_q`` rows are
     called last one first, and after each call every row outside ``i0..i1-1`` is

@@ -86,12 +86,10 @@ def test_stable_softmax_shifts_each_row_by_its_own_maximum(ch, rng):
     if isinstance(out, np.ndarray) and out.shape == x.shape and not np.isfinite(out).all():
         bad = sorted({int(r) for r in np.argwhere(~np.isfinite(out))[:, 0]})
         raise AssertionError(
-            "stable_softmax(x) for rows around +1000, -1000, 0 and +500 holds NaN or inf in rows "
-            f"{bad}: "
+            f"stable_softmax(x) for rows around +1000, -1000, 0 and +500 holds NaN or inf in rows {bad}: "
             "subtract each row's own maximum (x.max(axis=axis, keepdims=True)), not one maximum of "
             "the whole array; a row far below the global maximum underflows to 0 / 0.")
-    check_close(out, reference_softmax(x), what="stable_softmax(x) for rows around +1000, -1000, 0 "
-                                                "and +500")
+    check_close(out, reference_softmax(x), what="stable_softmax(x) for rows around +1000, -1000, 0 and +500")
 
 
 @pytest.mark.exercise("1.1")
@@ -99,8 +97,7 @@ def test_stable_softmax_along_other_axes(ch, rng):
     x = scores(rng, (2, 3, 4))
     for axis in (0, 1, -2):
         check_close(ch.stable_softmax(x, axis=axis), reference_softmax(x, axis=axis),
-                    what=f"stable_softmax(x, axis={axis}) for x of shape (2, 3, 4): the maximum, "
-                         "the "
+                    what=f"stable_softmax(x, axis={axis}) for x of shape (2, 3, 4): the maximum, the "
                     "exponentials and the sum all along `axis`, with keepdims=True")
 
 
@@ -117,8 +114,7 @@ def test_stable_softmax_keeps_float32(ch, rng):
 def test_stable_softmax_keeps_float16(ch, rng):
     x = scores(rng, (3, 5)).astype(np.float16)
     check_close(ch.stable_softmax(x), reference_softmax(x).astype(np.float16),
-                what="stable_softmax(x) for float16 x (the result has the dtype of x: float16, not "
-                     "float32)")
+                what="stable_softmax(x) for float16 x (the result has the dtype of x: float16, not float32)")
 
 
 @pytest.mark.exercise("1.1")
@@ -127,24 +123,18 @@ def test_stable_softmax_lets_nan_and_inf_make_their_row_nan(ch, rng):
     x[1, 2] = np.nan
     x[3, 0] = np.inf
     out = expect_array(ch.stable_softmax(x), shape=x.shape, dtype=x.dtype, what="stable_softmax(x)")
-    # A NaN makes its whole row NaN; +inf gives NaN at least where it stands (x - max is inf - inf
-    # there:
-    # exp(x - logsumexp(x)) leaves the other entries 0, the shift by the maximum makes the whole row
-    # NaN).
+    # A NaN makes its whole row NaN; +inf gives NaN at least where it stands (x - max is inf - inf there:
+    # exp(x - logsumexp(x)) leaves the other entries 0, the shift by the maximum makes the whole row NaN).
     for row, bad, held in ((1, out[1], "NaN"), (3, out[3, :1], "+inf")):
         if not np.isnan(bad).all():
             raise AssertionError(
-                f"stable_softmax(x): row {row} holds {held}, so it must come out NaN (the whole "
-                "row for NaN, at "
-                "least the entry itself for +inf): a softmax over a NaN or +inf score has no "
-                "meaning, and "
-                f"hiding it hides a bug upstream; got {out[row]}. Do not clean the result with "
-                "np.nan_to_num, "
+                f"stable_softmax(x): row {row} holds {held}, so it must come out NaN (the whole row for NaN, at "
+                f"least the entry itself for +inf): a softmax over a NaN or +inf score has no meaning, and "
+                f"hiding it hides a bug upstream; got {out[row]}. Do not clean the result with np.nan_to_num, "
                 "nanmax or nansum.")
     keep = [0, 2]
     check_close(out[keep], reference_softmax(x[keep]),
-                what="stable_softmax(x): rows 0 and 2, which hold no NaN or inf, must not be "
-                     "touched by the "
+                what="stable_softmax(x): rows 0 and 2, which hold no NaN or inf, must not be touched by the "
                 "NaN of row 1 or the +inf of row 3")
 
 
@@ -166,8 +156,7 @@ def test_masked_softmax_equals_deleting_the_masked_entries(ch, rng):
     x = scores(rng, (2, 6))
     mask = np.array([[True, False, True, True, False, True], [False, True, True, False, True, True]])
     check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
-                what="masked_softmax(x, mask) for x of shape (2, 6): the softmax of the kept "
-                     "entries, "
+                what="masked_softmax(x, mask) for x of shape (2, 6): the softmax of the kept entries, "
                 "exactly 0 at the masked ones")
 
 
@@ -179,12 +168,10 @@ def test_masked_softmax_fully_masked_row_is_zero(ch, rng):
     out = ch.masked_softmax(x, mask)
     if isinstance(out, np.ndarray) and np.isnan(out).any():
         raise AssertionError(
-            "masked_softmax: a fully masked row gave NaN; it must give zeros. Row 1 masks every "
-            "entry, "
+            "masked_softmax: a fully masked row gave NaN; it must give zeros. Row 1 masks every entry, "
             "and row 2 keeps only -inf scores: both have maximum -inf, and -inf - (-inf) is NaN.")
     check_close(out, reference_softmax(x, mask=mask),
-                what="masked_softmax with a fully masked row (row 1) and a row whose kept entries "
-                     "are "
+                what="masked_softmax with a fully masked row (row 1) and a row whose kept entries are "
                 "all -inf (row 2): both must be all zeros")
 
 
@@ -197,10 +184,8 @@ def test_masked_softmax_ignores_what_is_under_the_mask(ch, rng):
     x[:, 2] = [np.nan, np.inf, 1e4]
     x[1, 4] = np.nan
     check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
-                what="masked_softmax with NaN, +inf and 1e4 under the mask: what is under the mask "
-                     "must "
-                "not change anything (take the maximum over the kept entries, np.where(mask, x, "
-                "-inf), "
+                what="masked_softmax with NaN, +inf and 1e4 under the mask: what is under the mask must "
+                "not change anything (take the maximum over the kept entries, np.where(mask, x, -inf), "
                 "and never multiply by the mask)")
 
 
@@ -209,15 +194,13 @@ def test_masked_softmax_broadcasts_the_mask_and_survives_large_inputs(ch, rng):
     x = scores(rng, (3, 5)) + np.array([[1000.0], [-1000.0], [0.0]])
     mask = np.array([[True, True, False, True, False]])  # (1, 5): one mask for every row
     check_close(ch.masked_softmax(x, mask), reference_softmax(x, mask=mask),
-                what="masked_softmax(x, mask) for x of shape (3, 5) with rows near +1000, -1000 "
-                     "and 0 and "
+                what="masked_softmax(x, mask) for x of shape (3, 5) with rows near +1000, -1000 and 0 and "
                 "a mask of shape (1, 5) shared by every row")
     x3 = scores(rng, (2, 3, 5))
     mask3 = rng.random((2, 1, 5)) < 0.6  # (2, 1, 5): one mask per leading index, shared over axis 1
     mask3[:, :, 1] = True
     check_close(ch.masked_softmax(x3, mask3), reference_softmax(x3, mask=mask3),
-                what="masked_softmax(x, mask) for x of shape (2, 3, 5) and a mask of shape (2, 1, "
-                     "5)")
+                what="masked_softmax(x, mask) for x of shape (2, 3, 5) and a mask of shape (2, 1, 5)")
     mask1 = np.array([False, True, True, False, True])  # (5,)
     check_close(ch.masked_softmax(x3, mask1), reference_softmax(x3, mask=mask1),
                 what="masked_softmax(x, mask) for x of shape (2, 3, 5) and a mask of shape (5,)")
@@ -228,8 +211,7 @@ def test_masked_softmax_along_other_axes(ch, rng):
     x = scores(rng, (2, 4, 3))
     mask = np.array([True, False, True, True])[None, :, None] & (rng.random((2, 1, 3)) < 0.7)  # (2, 4, 3)
     check_close(ch.masked_softmax(x, mask, axis=1), reference_softmax(x, axis=1, mask=mask),
-                what="masked_softmax(x, mask, axis=1) for x of shape (2, 4, 3) (normalise along "
-                     "axis 1)")
+                what="masked_softmax(x, mask, axis=1) for x of shape (2, 4, 3) (normalise along axis 1)")
     x0 = scores(rng, (3, 2, 4))
     mask0 = rng.random((3, 1, 4)) < 0.6  # (3, 1, 4): broadcasts over axis 1
     mask0[0] = True
@@ -256,26 +238,20 @@ def test_masked_softmax_lets_nan_and_inf_in_kept_entries_make_their_row_nan(ch, 
     x[1, 1] = np.nan  # kept: row 1 is NaN
     x[2, 3] = np.inf  # kept: row 2 is NaN
     out = expect_array(ch.masked_softmax(x, mask), shape=x.shape, dtype=x.dtype, what="masked_softmax(x, mask)")
-    # A kept NaN makes every kept entry of its row NaN (a masked one may say 0 or NaN); a kept +inf
-    # gives NaN
+    # A kept NaN makes every kept entry of its row NaN (a masked one may say 0 or NaN); a kept +inf gives NaN
     # at least where it stands.
     for row, bad, held in ((1, out[1][mask[1]], "NaN"), (2, out[2, 3:4], "+inf")):
         if not np.isnan(bad).all():
             raise AssertionError(
-                f"masked_softmax(x, mask): row {row} keeps an entry holding {held}, so it must "
-                "come out NaN "
-                f"(every kept entry for NaN, at least the entry itself for +inf); got {out[row]}. "
-                "Only masked "
+                f"masked_softmax(x, mask): row {row} keeps an entry holding {held}, so it must come out NaN "
+                f"(every kept entry for NaN, at least the entry itself for +inf); got {out[row]}. Only masked "
                 "entries are hidden: NaN or inf in an "
-                "entry the row may attend to must show (do not replace it with np.nan_to_num, "
-                "nanmax or "
-                "nansum, and do not test `total > 0`, which is False for a NaN total: test `total "
-                "== 0` for the "
+                "entry the row may attend to must show (do not replace it with np.nan_to_num, nanmax or "
+                "nansum, and do not test `total > 0`, which is False for a NaN total: test `total == 0` for the "
                 "empty row).")
     keep = [0, 3]
     check_close(out[keep], reference_softmax(x[keep], mask=mask[keep]),
-                what="masked_softmax(x, mask): rows 0 and 3 keep no NaN (they hold NaN only under "
-                     "the mask) "
+                what="masked_softmax(x, mask): rows 0 and 3 keep no NaN (they hold NaN only under the mask) "
                 "and must not change")
 
 
@@ -296,10 +272,8 @@ def test_logsumexp_does_not_overflow(ch):
     out = ch.stable_logsumexp(x)
     if isinstance(out, np.ndarray) and not np.isfinite(out).all():
         raise AssertionError(
-            "stable_logsumexp on rows [1000, 1000], [-1000, -1000] and [1000, -1000] is not "
-            "finite: "
-            "exp(1000) overflowed, or exp(-2000) underflowed to 0. Compute m + log(sum(exp(x - "
-            "m))) "
+            "stable_logsumexp on rows [1000, 1000], [-1000, -1000] and [1000, -1000] is not finite: "
+            "exp(1000) overflowed, or exp(-2000) underflowed to 0. Compute m + log(sum(exp(x - m))) "
             "with m the maximum of each row (keepdims=True), not of the whole array.")
     check_close(out, expected, what="stable_logsumexp on rows near ±1000")
 
@@ -310,10 +284,8 @@ def test_logsumexp_of_an_empty_row_is_minus_inf(ch):
     out = ch.stable_logsumexp(x)
     if isinstance(out, np.ndarray) and np.isnan(out).any():
         raise AssertionError(
-            "stable_logsumexp gave NaN on a row of only -inf or a row holding +inf: there m = ±inf "
-            "and "
-            "x - m is NaN. The log of an empty sum is -inf, a row holding +inf gives +inf; replace "
-            "an "
+            "stable_logsumexp gave NaN on a row of only -inf or a row holding +inf: there m = ±inf and "
+            "x - m is NaN. The log of an empty sum is -inf, a row holding +inf gives +inf; replace an "
             "infinite m by 0 before subtracting it.")
     check_close(out, np.array([-np.inf, np.log(2), np.inf]),
                 what="stable_logsumexp on rows [-inf, -inf, -inf], [0, -inf, 0] and [1, +inf, 2]")
@@ -323,8 +295,7 @@ def test_logsumexp_of_an_empty_row_is_minus_inf(ch):
 def test_logsumexp_of_a_row_holding_nan_is_nan(ch):
     x = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]])
     check_close(ch.stable_logsumexp(x), np.array([np.nan, reference_logsumexp(x[1:])[0]]),
-                what="stable_logsumexp on rows [0, NaN, 1] and [0, 1, 2]: a row holding NaN gives "
-                     "NaN (never "
+                what="stable_logsumexp on rows [0, NaN, 1] and [0, 1, 2]: a row holding NaN gives NaN (never "
                 "hide it), the other row its log-sum-exp")
 
 
@@ -336,10 +307,8 @@ def test_logsumexp_of_a_1d_input_keeps_its_dtype(ch, rng):
         out = np.asarray(out)  # a NumPy scalar of the right dtype is as good as a 0-d array
     if isinstance(out, (float, int)):
         raise AssertionError(
-            f"stable_logsumexp(x) for a 1-D float32 x returned a Python {type(out).__name__}: it "
-            "has no "
-            "dtype, and float32 must stay float32. Return the 0-d array (or the NumPy scalar) "
-            "NumPy gives "
+            f"stable_logsumexp(x) for a 1-D float32 x returned a Python {type(out).__name__}: it has no "
+            "dtype, and float32 must stay float32. Return the 0-d array (or the NumPy scalar) NumPy gives "
             "you; do not convert it with float(...) or .item().")
     check_close(out, np.asarray(reference_logsumexp(x[None])[0], dtype=np.float32),
                 what="stable_logsumexp(x) for a 1-D float32 x of 5 entries: a 0-d float32 result")
@@ -387,8 +356,7 @@ def test_softmax_vjp_matches_the_explicit_jacobian(ch, rng):
     probs = reference_softmax(x)
     grad_out = rng.standard_normal((2, 3, 5))
     check_close(ch.softmax_vjp(grad_out, probs), explicit_jacobian_vjp(grad_out, probs),
-                what="softmax_vjp(g, p) against g @ (diag(p) - p pᵀ) for rows on the last axis, "
-                     "shape (2, 3, 5)")
+                what="softmax_vjp(g, p) against g @ (diag(p) - p pᵀ) for rows on the last axis, shape (2, 3, 5)")
 
 
 @pytest.mark.exercise("1.4")
@@ -399,12 +367,10 @@ def test_softmax_vjp_of_a_fully_masked_row_is_zero(ch, rng):
     out = ch.softmax_vjp(grad_out, probs)
     if isinstance(out, np.ndarray) and out.shape == probs.shape and np.isnan(out[1]).any():
         raise AssertionError(
-            "softmax_vjp: a fully masked row (probs all 0) gave NaN; its gradient is 0. The "
-            "formula "
+            "softmax_vjp: a fully masked row (probs all 0) gave NaN; its gradient is 0. The formula "
             "p * (g - sum(g * p)) needs no division: do not divide by sum(p), which is 0 there.")
     check_close(out, explicit_jacobian_vjp(grad_out, probs),
-                what="softmax_vjp(g, p) with a fully masked row (row 1: every probability 0, "
-                     "gradient 0)")
+                what="softmax_vjp(g, p) with a fully masked row (row 1: every probability 0, gradient 0)")
 
 
 @pytest.mark.exercise("1.4")
@@ -413,8 +379,7 @@ def test_softmax_vjp_along_other_axes(ch, rng):
         probs = reference_softmax(scores(rng, (4, 3, 5)), axis=axis)
         grad_out = rng.standard_normal((4, 3, 5))
         check_close(ch.softmax_vjp(grad_out, probs, axis=axis), explicit_jacobian_vjp(grad_out, probs, axis),
-                    what=f"softmax_vjp(g, p, axis={axis}) for shape (4, 3, 5): the sum of g·p must "
-                         "run "
+                    what=f"softmax_vjp(g, p, axis={axis}) for shape (4, 3, 5): the sum of g·p must run "
                     f"along axis {axis}, kept as an axis of size 1 (keepdims=True)")
 
 
@@ -462,10 +427,8 @@ def cubes(shape, x0=None):
 
     def f(v):
         if np.shape(v) != tuple(shape):
-            problems.append(f"numerical_gradient called f with an array of shape {np.shape(v)}; f "
-                            "must be "
-                            f"called with arrays of x's own shape {tuple(shape)} (perturb a copy "
-                            "of x, "
+            problems.append(f"numerical_gradient called f with an array of shape {np.shape(v)}; f must be "
+                            f"called with arrays of x's own shape {tuple(shape)} (perturb a copy of x, "
                             "do not flatten or reshape what you pass to f)")
             raise ValueError(problems[-1])
         v = np.asarray(v, dtype=np.float64)
@@ -478,8 +441,7 @@ def cubes(shape, x0=None):
 
 
 def gradient_of(ch, f, x, **kwargs):
-    """``ch.numerical_gradient(f, x, **kwargs)``; a problem ``f`` saw fails the test in its own
-    words."""
+    """``ch.numerical_gradient(f, x, **kwargs)``; a problem ``f`` saw fails the test in its own words."""
     try:
         out = ch.numerical_gradient(f, x, **kwargs)
     except Exception:
@@ -511,10 +473,8 @@ def test_numerical_gradient_uses_eps(ch, rng):
     for eps in (0.1, 0.02):
         check_close(gradient_of(ch, cubes(x.shape), x, eps=eps), cubes_central(x, eps),
                     rtol=1e-9, atol=1e-9,
-                    what=f"numerical_gradient(f, x, eps={eps}) for f(x) = sum(x³): the central "
-                         "difference "
-                    "(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps) is exactly 3x² + eps²; use the "
-                    "eps given")
+                    what=f"numerical_gradient(f, x, eps={eps}) for f(x) = sum(x³): the central difference "
+                    f"(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps) is exactly 3x² + eps²; use the eps given")
 
 
 @pytest.mark.exercise("1.5")
@@ -538,8 +498,7 @@ def test_numerical_gradient_works_on_a_float64_copy(ch, rng):
     x32 = (rng.standard_normal(5) * 2).astype(np.float32)
     check_close(gradient_of(ch, cubes(x32.shape), x32, eps=1e-3), cubes_central(x32, 1e-3),
                 rtol=1e-9, atol=1e-9,
-                what="numerical_gradient(f, x) for a float32 x: the result is float64, computed on "
-                     "a "
+                what="numerical_gradient(f, x) for a float32 x: the result is float64, computed on a "
                 "float64 copy (float32 cannot hold x + eps accurately)")
     before = x32.copy()
     gradient_of(ch, cubes(x32.shape), x32)
@@ -555,9 +514,7 @@ def test_numerical_gradient_steps_by_the_default_eps(ch):
     steps = np.array([s for s in f.steps if s > 0])
     if steps.size and not np.allclose(steps, 1e-6, rtol=1e-6, atol=0):
         raise AssertionError(
-            f"numerical_gradient(f, x) without eps stepped x by {float(np.median(steps)):.3g}; the "
-            "default "
+            f"numerical_gradient(f, x) without eps stepped x by {float(np.median(steps)):.3g}; the default "
             "eps is 1e-6 (keep the signature numerical_gradient(f, x, eps=1e-6))")
     check_close(out, cubes_central(x, 1e-6), rtol=0, atol=1e-8,
-                what="numerical_gradient(f, x) for f(x) = sum(x³) with the default eps = 1e-6: 3x² "
-                     "+ 1e-12")
+                what="numerical_gradient(f, x) for f(x) = sum(x³) with the default eps = 1e-6: 3x² + 1e-12")

@@ -29,8 +29,7 @@ def softmax(e):
 
 
 def additive_loops(q, k, v):
-    """e_j = v·tanh(q + k_j) and the hidden layer, position by position, in float64, leading axes
-    broadcast."""
+    """e_j = v·tanh(q + k_j) and the hidden layer, position by position, in float64, leading axes broadcast."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     q, k = np.broadcast_arrays(q[..., None, :], k)  # (..., S, A) both
     hidden = np.empty(q.shape)
@@ -42,30 +41,25 @@ def additive_loops(q, k, v):
 
 
 def check_additive(got, q, k, v, shapes, dtype=np.float64):
-    scores, hidden = expect_tuple(got, 2, what=f"additive_score for {shapes}: return (scores, "
-                                               "hidden)")
+    scores, hidden = expect_tuple(got, 2, what=f"additive_score for {shapes}: return (scores, hidden)")
     ref_scores, ref_hidden = additive_loops(q, k, v)
     check_close(hidden, ref_hidden.astype(dtype),
-                what=f"the hidden layer tanh(q + k_j) for {shapes} (add q to every key row, then "
-                     "tanh)")
+                what=f"the hidden layer tanh(q + k_j) for {shapes} (add q to every key row, then tanh)")
     check_close(scores, ref_scores.astype(dtype),
-                what=f"the scores e_j = v·tanh(q + k_j) for {shapes} (contract the hidden layer "
-                     "with v)")
+                what=f"the scores e_j = v·tanh(q + k_j) for {shapes} (contract the hidden layer with v)")
 
 
 @pytest.mark.exercise("2.1")
 def test_additive_score_against_the_loops(ch, rng):
     q, k, v = rng.standard_normal((2, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal(4)
-    check_additive(ch.additive_score(q, k, v), q, k, v, "query_proj (2, 4), keys_proj (2, 5, 4), v "
-                                                        "(4,)")
+    check_additive(ch.additive_score(q, k, v), q, k, v, "query_proj (2, 4), keys_proj (2, 5, 4), v (4,)")
 
 
 @pytest.mark.exercise("2.1")
 def test_additive_score_with_leading_axes(ch, rng):
     q, k, v = rng.standard_normal((2, 3, 6)), rng.standard_normal((2, 1, 5, 6)), rng.standard_normal(6)
     check_additive(ch.additive_score(q, k, v), q, k, v,
-                   "query_proj (2, 3, 6), keys_proj (2, 1, 5, 6), v (6,): use ... so that leading "
-                   "axes broadcast")
+                   "query_proj (2, 3, 6), keys_proj (2, 1, 5, 6), v (6,): use ... so that leading axes broadcast")
     q1, k1, v1 = rng.standard_normal(3), rng.standard_normal((7, 3)), rng.standard_normal(3)
     check_additive(ch.additive_score(q1, k1, v1), q1, k1, v1,
                    "one query: query_proj (3,), keys_proj (7, 3), v (3,) (no batch axis at all)")
@@ -82,8 +76,7 @@ def test_additive_score_keeps_float32(ch, rng):
 
 
 def pooling_backward_loops(g, weights, values):
-    """dL/de and dL/dvalues one row at a time, with the softmax Jacobian built explicitly, in
-    float64."""
+    """dL/de and dL/dvalues one row at a time, with the softmax Jacobian built explicitly, in float64."""
     g, weights, values = (np.asarray(a, dtype=np.float64) for a in (g, weights, values))
     d_e = np.empty(weights.shape)
     d_values = np.empty(values.shape)
@@ -110,8 +103,7 @@ def check_pooling(got, g, weights, values, shapes, dtype=np.float64):
 def test_pooling_backward_matches_finite_differences(ch, rng):
     e, values, g = rng.standard_normal((3, 6)), rng.standard_normal((3, 6, 2)), rng.standard_normal((3, 2))
     d_scores, d_values = expect_tuple(ch.attention_pooling_backward(g, softmax(e), values), 2,
-                                      what="attention_pooling_backward: return (grad_scores, "
-                                           "grad_values)")
+                                      what="attention_pooling_backward: return (grad_scores, grad_values)")
 
     def loss_e(x):
         return float(np.sum(np.einsum("bs,bsd->bd", softmax(x), values) * g))
@@ -122,8 +114,7 @@ def test_pooling_backward_matches_finite_differences(ch, rng):
     check_close(d_values, numerical_gradient(loss_v, values), rtol=1e-6, atol=1e-9,
                 what="dL/dvalues = α_j · dL/dc against central differences (values (3, 6, 2))")
     check_close(d_scores, numerical_gradient(loss_e, e), rtol=1e-6, atol=1e-9,
-                what="dL/dscores against central differences: the softmax VJP α ∘ (dL/dα - Σ_j α_j "
-                     "dL/dα_j) "
+                what="dL/dscores against central differences: the softmax VJP α ∘ (dL/dα - Σ_j α_j dL/dα_j) "
                 "of dL/dα_j = h_j · dL/dc, the sum over the keys of each row")
 
 
@@ -144,18 +135,14 @@ def test_pooling_backward_gives_masked_positions_zero(ch, rng):
     if isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[0], np.ndarray) \
             and got[0].shape == weights.shape and np.isnan(got[0][2]).any():
         raise AssertionError(
-            "attention_pooling_backward: a fully masked row (every weight 0) gave NaN in "
-            "dL/dscores; its "
-            "gradient is 0. The softmax VJP α ∘ (dL/dα - Σ_j α_j dL/dα_j) needs no division: do "
-            "not divide "
+            "attention_pooling_backward: a fully masked row (every weight 0) gave NaN in dL/dscores; its "
+            "gradient is 0. The softmax VJP α ∘ (dL/dα - Σ_j α_j dL/dα_j) needs no division: do not divide "
             "by the sum of the weights, which is 0 there.")
-    check_pooling(got, g, weights, values, "masked positions (weight 0 must give gradient exactly "
-                                           "0; row 2 is "
+    check_pooling(got, g, weights, values, "masked positions (weight 0 must give gradient exactly 0; row 2 is "
                   "fully masked, row 3 holds a tiny weight 1e-4 whose gradient is small but not 0)")
     d_scores, d_values = got
     if np.any(d_scores[weights == 0] != 0) or np.any(d_values[weights == 0] != 0):
-        raise AssertionError("attention_pooling_backward: masked positions (weight 0) must get "
-                             "gradient exactly 0")
+        raise AssertionError("attention_pooling_backward: masked positions (weight 0) must get gradient exactly 0")
 
 
 @pytest.mark.exercise("2.2")
@@ -187,10 +174,8 @@ def reference_gru(x_proj, h, W_h, b_h):
 
 
 GRU_NAMES = ("h_new = (1 - z) ∘ n + z ∘ h", "r (reset gate, the first block of H columns)",
-             "z (update gate, the middle block)", "n (candidate: tanh(x_n + r ∘ hh_n), the bias "
-                                                  "inside hh_n)",
-             "hh_n = h W_hn + b_hn (the last block of h @ W_h + b_h, before the reset gate "
-             "multiplies it)")
+             "z (update gate, the middle block)", "n (candidate: tanh(x_n + r ∘ hh_n), the bias inside hh_n)",
+             "hh_n = h W_hn + b_hn (the last block of h @ W_h + b_h, before the reset gate multiplies it)")
 GRU_ORDER = (1, 2, 4, 3, 0)  # check r, z, hh_n, n, then h_new: the first wrong piece is the one reported
 
 
@@ -218,8 +203,7 @@ def test_gru_step_gate_order_and_update_direction(ch, rng):
     x_proj, h = np.zeros((1, 3 * H)), rng.standard_normal((1, H))
     W_h, b_h = np.zeros((H, 3 * H)), np.zeros(3 * H)
     b_h[H:2 * H] = 50.0
-    got = expect_tuple(ch.gru_step(x_proj, h, W_h, b_h), 5, what="gru_step: return (h_new, r, z, "
-                                                                 "n, hh_n)")
+    got = expect_tuple(ch.gru_step(x_proj, h, W_h, b_h), 5, what="gru_step: return (h_new, r, z, n, hh_n)")
     check_close(got[0], h, rtol=1e-9, atol=1e-12,
                 what="h_new when z = 1 (h' = (1 - z) n + z h; the update gate is the middle block)")
 

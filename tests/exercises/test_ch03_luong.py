@@ -32,8 +32,7 @@ def general_loops(q, k, W):
 def test_general_score_with_a_square_W_a(ch, rng):
     q, k, W = rng.standard_normal((3, 4)), rng.standard_normal((3, 5, 4)), rng.standard_normal((4, 4))
     check_close(ch.general_score(q, k, W), general_loops(q, k, W),
-                what="e_s = h_tᵀ W_a h̄_s for a square, non-symmetric W_a (4, 4): the query "
-                     "multiplies W_a "
+                what="e_s = h_tᵀ W_a h̄_s for a square, non-symmetric W_a (4, 4): the query multiplies W_a "
                 "from the left (query @ W_a), the keys from the right")
 
 
@@ -41,8 +40,7 @@ def test_general_score_with_a_square_W_a(ch, rng):
 def test_general_score(ch, rng):
     q, k, W = rng.standard_normal((2, 3)), rng.standard_normal((2, 5, 4)), rng.standard_normal((3, 4))
     check_close(ch.general_score(q, k, W), general_loops(q, k, W),
-                what="e_s = h_tᵀ W_a h̄_s for query (2, 3), keys (2, 5, 4), W_a (3, 4): scores (2, "
-                     "5), "
+                what="e_s = h_tᵀ W_a h̄_s for query (2, 3), keys (2, 5, 4), W_a (3, 4): scores (2, 5), "
                 "each sentence's query against its own keys")
 
 
@@ -58,8 +56,7 @@ def test_general_score_keeps_axes_of_size_one(ch, rng):
     for B, S in ((1, 5), (3, 1), (1, 1)):
         q, k, W = rng.standard_normal((B, 3)), rng.standard_normal((B, S, 4)), rng.standard_normal((3, 4))
         check_close(ch.general_score(q, k, W), general_loops(q, k, W),
-                    what=f"general_score for a batch of B={B} and S={S} source positions: the "
-                         "scores have shape "
+                    what=f"general_score for a batch of B={B} and S={S} source positions: the scores have shape "
                     f"({B}, {S}) even when an axis has size 1 (squeeze only the axis you added, "
                     "squeeze(-1), never squeeze())")
 
@@ -80,16 +77,12 @@ def test_concat_score_does_not_mix_sentences(ch, rng):
     full = ch.concat_score(q, k, W, v)
     for b in range(3):
         check_close(ch.concat_score(q[b:b + 1], k[b:b + 1], W, v), concat_loops(q[b:b + 1], k[b:b + 1], W, v),
-                    what=f"concat_score for sentence {b} alone (a batch of one): v_aᵀ tanh(W_a "
-                         "[h_t ; h̄_s]), "
-                    "with the query first in the concatenation and the tanh between the product "
-                    "with W_a "
+                    what=f"concat_score for sentence {b} alone (a batch of one): v_aᵀ tanh(W_a [h_t ; h̄_s]), "
+                    "with the query first in the concatenation and the tanh between the product with W_a "
                     "and the one with v_a")
     check_close(full, concat_loops(q, k, W, v),
-                what="concat_score for a batch of 3 sentences: each sentence's own query must be "
-                     "paired with "
-                "each of its own keys (each sentence alone was right, so in the batch a query met "
-                "another "
+                what="concat_score for a batch of 3 sentences: each sentence's own query must be paired with "
+                "each of its own keys (each sentence alone was right, so in the batch a query met another "
                 "sentence's keys: check how the query is repeated along the key axis)")
 
 
@@ -98,8 +91,7 @@ def test_concat_score(ch, rng):
     q, k = rng.standard_normal((2, 3)), rng.standard_normal((2, 5, 4))
     W, v = rng.standard_normal((7, 6)), rng.standard_normal(6)
     check_close(ch.concat_score(q, k, W, v), concat_loops(q, k, W, v),
-                what="v_aᵀ tanh(W_a [h_t; h̄_s]) with the query first, for query (2, 3), keys (2, "
-                     "5, 4), "
+                what="v_aᵀ tanh(W_a [h_t; h̄_s]) with the query first, for query (2, 3), keys (2, 5, 4), "
                 "W_a (7, 6), v_a (6,): the tanh between the product with W_a and the one with v_a")
 
 
@@ -125,16 +117,13 @@ def window_loops(p, lengths, S, D):
 
 
 def check_window(got, p, lengths, S, D):
-    keep, gauss = expect_tuple(got, 2, what=f"local_window(p, lengths, S={S}, D={D}): return "
-                                            "(keep, gauss)")
+    keep, gauss = expect_tuple(got, 2, what=f"local_window(p, lengths, S={S}, D={D}): return (keep, gauss)")
     ref_keep, ref_gauss = window_loops(p, lengths, S, D)
     check_equal(keep, ref_keep,
-                what=f"keep for p = {np.round(p, 2).tolist()}, lengths = "
-                     f"{np.asarray(lengths).tolist()}, S = {S}, D = {D} "
+                what=f"keep for p = {np.round(p, 2).tolist()}, lengths = {np.asarray(lengths).tolist()}, S = {S}, D = {D} "
                 "(True where |s - p| <= D and s < length; a boolean array)")
     check_close(gauss, ref_gauss,
-                what=f"gauss for p = {np.round(p, 2).tolist()}, S = {S}, D = {D}: exp(-(s - p)² / "
-                     "2σ²) with "
+                what=f"gauss for p = {np.round(p, 2).tolist()}, S = {S}, D = {D}: exp(-(s - p)² / 2σ²) with "
                 "σ = D/2, at every position (inside the window or not)")
 
 

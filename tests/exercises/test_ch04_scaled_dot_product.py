@@ -1,5 +1,4 @@
-"""Graded tests for chapter 4: the scaled scores, dropout on the weights, the gradient of the
-scores."""
+"""Graded tests for chapter 4: the scaled scores, dropout on the weights, the gradient of the scores."""
 import copy
 
 import numpy as np
@@ -36,8 +35,7 @@ def test_scaled_scores_use_the_scale_given(ch, rng):
     q, k = rng.standard_normal((2, 6, 9)), rng.standard_normal((2, 7, 9))
     for scale in (0.125, 1.0, 2.5, 1 / 3):  # 1/sqrt(9) = 1/3 is only one of them
         check_close(ch.scaled_scores(q, k, scale), reference_scores(q, k, scale),
-                    what=f"scores (q · k) · scale with scale={scale:g} and E=9: multiply by the "
-                         "scale "
+                    what=f"scores (q · k) · scale with scale={scale:g} and E=9: multiply by the scale "
                          "argument as given (it is not always 1/sqrt(E))")
 
 
@@ -67,8 +65,7 @@ def test_scaled_scores_keep_float32(ch, rng):
 def check_keep(got, expected, what):
     got = expect_array(got, what=what)
     if got.dtype != bool:
-        raise AssertionError(f"{what}: dtype {got.dtype}, expected bool (True where a weight "
-                             "survives); "
+        raise AssertionError(f"{what}: dtype {got.dtype}, expected bool (True where a weight survives); "
                              "return the comparison itself, not numbers")
     check_equal(got, expected, what=what)
 
@@ -84,8 +81,7 @@ def test_dropout_draws_one_uniform_array_and_rescales(ch, rng):
     check_close(dropped, np.where(expected_keep, w / 0.7, 0.0),
                 what="dropped weights with p=0.3: survivors divided by (1 - p), the others 0")
     assert np.array_equal(rng.random(8), before.random(8)), (
-        "the generator must draw exactly one rng.random(weights.shape) and nothing else: after the "
-        "call "
+        "the generator must draw exactly one rng.random(weights.shape) and nothing else: after the call "
         "it is not where one such draw leaves it")
 
 
@@ -97,8 +93,7 @@ def test_dropout_keeps_float32(ch, rng):
     expected_keep = before.random(w.shape) >= 0.25  # (2, 6, 9)
     check_keep(keep, expected_keep, what="keep for float32 weights with p=0.25")
     expected = np.where(expected_keep, w.astype(np.float64) / 0.75, 0.0).astype(np.float32)
-    check_close(dropped, expected, what="dropped float32 weights with p=0.25: float32 in, float32 "
-                                        "out")
+    check_close(dropped, expected, what="dropped float32 weights with p=0.25: float32 in, float32 out")
 
 
 @pytest.mark.exercise("4.2")
@@ -109,8 +104,7 @@ def test_dropout_keeps_the_expectation(ch, rng):
     dropped = expect_array(dropped, shape=w.shape, what="dropped (200, 200) weights with p=0.2")
     assert abs(keep.mean() - 0.8) < 0.01, f"fraction kept {keep.mean():.3f}, expected about 1 - p = 0.8"
     assert abs(dropped.mean() - 0.25) < 0.01, (
-        f"mean weight after dropout {dropped.mean():.4f}, expected about 0.25: inverted dropout "
-        "keeps "
+        f"mean weight after dropout {dropped.mean():.4f}, expected about 0.25: inverted dropout keeps "
         "the expected weights unchanged")
 
 
@@ -125,8 +119,7 @@ def test_dropout_with_p_0_and_p_1(ch, rng):
     before = copy.deepcopy(rng)
     dropped, keep = expect_tuple(ch.dropout_weights(w, 1.0, rng), 2, what="dropout_weights(weights, 1.0, rng)")
     check_keep(keep, np.zeros(w.shape, bool), what="keep with p=1: no weight survives")
-    check_close(dropped, np.zeros_like(w), what="dropped weights with p=1: all 0, not NaN (never "
-                                                "divide by 1 - p = 0)")
+    check_close(dropped, np.zeros_like(w), what="dropped weights with p=1: all 0, not NaN (never divide by 1 - p = 0)")
     check_one_draw(rng, before, w.shape, 1.0)
 
 
@@ -134,12 +127,9 @@ def check_one_draw(rng, before, shape, p):
     before.random(shape)  # the one draw the call must make
     if not np.array_equal(rng.random(8), before.random(8)):
         raise AssertionError(
-            f"dropout_weights(weights, {p}, rng) must draw exactly one rng.random(weights.shape), "
-            "even when "
-            f"p = {p} decides every entry without it: the generator's state after the call must "
-            "not depend on "
-            "p, or every later draw (the next layer's dropout, the backward pass's replay) changes "
-            "with it. "
+            f"dropout_weights(weights, {p}, rng) must draw exactly one rng.random(weights.shape), even when "
+            f"p = {p} decides every entry without it: the generator's state after the call must not depend on "
+            "p, or every later draw (the next layer's dropout, the backward pass's replay) changes with it. "
             "Do not return early before drawing.")
 
 
@@ -156,14 +146,12 @@ def reference_ds(grad_out, value, probs):
 
 @pytest.mark.exercise("4.3")
 def test_scores_gradient_square_with_broadcast_heads(ch, rng):
-    # L == S and one head: a row sum without keepdims broadcasts along the wrong axis instead of
-    # failing
+    # L == S and one head: a row sum without keepdims broadcasts along the wrong axis instead of failing
     g, v = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
     p = attention_oracle(rng.standard_normal((1, 6, 5)), rng.standard_normal((1, 6, 5)), v[None])[2][0]  # (6, 6)
     check_close(ch.scores_gradient(g, v, p), reference_ds(g, v, p),
                 what="dS for one head of 6 queries and 6 keys, (L, Ev), (S, Ev), (L, S) -> (L, S): "
-                     "P ∘ (dP - rowsum(dP ∘ P)), where rowsum(dP ∘ P), taken along the key axis, "
-                     "is one number per "
+                     "P ∘ (dP - rowsum(dP ∘ P)), where rowsum(dP ∘ P), taken along the key axis, is one number per "
                      "query row (keep its axis to subtract it from the row)")
     g = rng.standard_normal((2, 3, 6, 4))
     v = rng.standard_normal((2, 1, 6, 4))  # one value head shared by 3 query heads
@@ -171,8 +159,7 @@ def test_scores_gradient_square_with_broadcast_heads(ch, rng):
                          v, scale=1.3)[2]  # (2, 3, 6, 6)
     check_close(ch.scores_gradient(g, v, p), reference_ds(g, v, p),
                 what="dS for 6 queries and 6 keys, value (2, 1, 6, 4) broadcast over 3 heads: "
-                     "P ∘ (dP - rowsum(dP ∘ P)), where rowsum(dP ∘ P), taken along the key axis, "
-                     "is one number per "
+                     "P ∘ (dP - rowsum(dP ∘ P)), where rowsum(dP ∘ P), taken along the key axis, is one number per "
                      "query row (keep its axis to subtract it from the row)")
 
 

@@ -20,8 +20,7 @@ def ch(load_target):
 
 @contextlib.contextmanager
 def explained(what):
-    """An error the student's function raises inside the block fails the test saying ``what`` was
-    asked."""
+    """An error the student's function raises inside the block fails the test saying ``what`` was asked."""
     try:
         yield
     except StudentRaised as error:
@@ -47,8 +46,7 @@ def check_mask(got, expected, what, axes=("query", "key")):
     bad = np.argwhere(got != expected)
     if len(bad):
         names = ", ".join(axes)
-        lines = [f"{what}: {len(bad)} of {expected.size} entries differ; first ones ({names}): got "
-                 "vs expected"]
+        lines = [f"{what}: {len(bad)} of {expected.size} entries differ; first ones ({names}): got vs expected"]
         for idx in bad[:_SHOWN]:
             i = tuple(int(k) for k in idx)
             lines.append(f"    {i}: {bool(got[i])} vs {bool(expected[i])}")
@@ -126,16 +124,14 @@ def test_lengths_keep_with_small_integer_dtypes(ch):
                axes=("sequence", "key"))
     small = np.array([100, 2], dtype=np.int8)
     check_mask(ch.lengths_keep(small, 200), from_rule((2, 200), lambda b, j: j < small[b]),
-               "padding mask for int8 lengths [100, 2], S=200 (key positions up to 199 do not fit "
-               "in int8: "
+               "padding mask for int8 lengths [100, 2], S=200 (key positions up to 199 do not fit in int8: "
                "build them with np.arange(S), not np.arange(S, dtype=lengths.dtype))",
                axes=("sequence", "key"))
 
 
 @pytest.mark.exercise("5.2")
 def test_lengths_keep_of_an_empty_batch(ch):
-    what = ("padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask (compare "
-            "the positions "
+    what = ("padding mask for an empty batch (B = 0 lengths), S=4: an empty (0, 4) mask (compare the positions "
             "with the lengths in one broadcast; np.stack of no rows fails)")
     with explained(what):
         got = ch.lengths_keep(np.zeros(0, dtype=np.int64), 4)
@@ -158,8 +154,7 @@ def test_window_bottom_right(ch):
     for L, S, left, right in [(4, 9, 2, 0), (6, 6, 1, 1), (5, 3, None, 0), (3, 8, 2, None),
                               (5, 7, 0, 0), (4, 6, 1, 3), (7, 4, 2, 1)]:
         check_mask(ch.window_keep(L, S, left, right, "bottom_right"), window_expected(L, S, left, right, S - L),
-                   f"window left={left}, right={right}, L={L}, S={S}, bottom-right: query i keeps "
-                   "keys "
+                   f"window left={left}, right={right}, L={L}, S={S}, bottom-right: query i keeps keys "
                    "i' - left <= j <= i' + right with i' = i + S - L (None: no limit on that side)")
 
 

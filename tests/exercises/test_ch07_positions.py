@@ -20,8 +20,7 @@ def ch(load_target):
 
 
 def table_by_the_formula(length, d_model, base):
-    """PE[p, c] entry by entry: column c belongs to pair i = c // 2; sine on even c, cosine on odd
-    c."""
+    """PE[p, c] entry by entry: column c belongs to pair i = c // 2; sine on even c, cosine on odd c."""
     pe = np.empty((length, d_model))
     for p in range(length):
         for c in range(d_model):
@@ -43,8 +42,7 @@ def test_sinusoidal_table_default_base(ch):
 @pytest.mark.parametrize("length,d_model,base", [(12, 6, 100.0), (40, 16, 500.0), (9, 4, 2.0)])
 def test_sinusoidal_table_uses_its_base(ch, length, d_model, base):
     check_close(ch.sinusoidal_table(length, d_model, base=base), table_by_the_formula(length, d_model, base),
-                what=f"sinusoidal_table({length}, {d_model}, base={base}): {FORMULA} (use the base "
-                     "argument)")
+                what=f"sinusoidal_table({length}, {d_model}, base={base}): {FORMULA} (use the base argument)")
 
 
 @pytest.mark.exercise("7.1")
@@ -52,8 +50,7 @@ def test_sinusoidal_table_uses_its_base(ch, length, d_model, base):
                                                  (1, 7, 10.0)])
 def test_sinusoidal_table_odd_widths_and_one_position(ch, length, d_model, base):
     check_close(ch.sinusoidal_table(length, d_model, base=base), table_by_the_formula(length, d_model, base),
-                what=f"sinusoidal_table({length}, {d_model}, base={base}): {FORMULA}; an odd "
-                     "d_model "
+                what=f"sinusoidal_table({length}, {d_model}, base={base}): {FORMULA}; an odd d_model "
                 "ends with a sine column of its own frequency (pair (d_model - 1) / 2)")
 
 
@@ -61,8 +58,7 @@ def test_sinusoidal_table_odd_widths_and_one_position(ch, length, d_model, base)
 
 
 def rotate_by_loops(x, cos, sin):
-    """y[2i] = x[2i]·cos_i - x[2i+1]·sin_i, y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i, one pair at a
-    time, float64."""
+    """y[2i] = x[2i]·cos_i - x[2i+1]·sin_i, y[2i+1] = x[2i]·sin_i + x[2i+1]·cos_i, one pair at a time, float64."""
     x = np.asarray(x, dtype=np.float64)
     half = x.shape[-1] // 2
     cos = np.broadcast_to(np.asarray(cos, dtype=np.float64), x.shape[:-1] + (half,))  # (..., L, D/2)
@@ -88,8 +84,7 @@ def test_rotate_pairs_by_a_quarter_turn(ch):
     x = np.array([[1.0, 2.0, 3.0, 4.0]])
     y = ch.rotate_pairs(x, np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]))
     check_close(y, np.array([[-2.0, 1.0, 3.0, 4.0]]),
-                what="pair (x0, x1) = (1, 2) turned by 90° is (-2, 1) (counter-clockwise: y0 = "
-                     "x0·cos - x1·sin); "
+                what="pair (x0, x1) = (1, 2) turned by 90° is (-2, 1) (counter-clockwise: y0 = x0·cos - x1·sin); "
                 "pair (x2, x3) = (3, 4) turned by 0° stays (3, 4): pairs are features 2i and 2i+1")
 
 
@@ -106,14 +101,12 @@ def test_rotate_pairs_with_leading_axes(ch, rng):
     x = rng.standard_normal((2, 3, 6, 10))  # (B, H, L, D)
     cos, sin = angles(np.arange(6) + 40, 10)  # (L, D/2), shared by every batch and head
     check_close(ch.rotate_pairs(x, cos, sin), rotate_by_loops(x, cos, sin),
-                what=f"rotate_pairs on x (2, 3, 6, 10) with cos, sin (6, 5): {PAIRS}; the leading "
-                     "axes broadcast")
+                what=f"rotate_pairs on x (2, 3, 6, 10) with cos, sin (6, 5): {PAIRS}; the leading axes broadcast")
     per_batch = [angles(np.arange(6) + offset, 10) for offset in (0, 100)]
     cos = np.stack([c for c, _ in per_batch])[:, None]  # (2, 1, 6, 5): other positions in each batch
     sin = np.stack([s for _, s in per_batch])[:, None]  # (2, 1, 6, 5)
     check_close(ch.rotate_pairs(x, cos, sin), rotate_by_loops(x, cos, sin),
-                what="rotate_pairs on x (2, 3, 6, 10) with cos, sin (2, 1, 6, 5) (each batch at "
-                     "its own "
+                what="rotate_pairs on x (2, 3, 6, 10) with cos, sin (2, 1, 6, 5) (each batch at its own "
                 "positions): cos and sin broadcast against x's leading axes too")
 
 
@@ -144,8 +137,7 @@ def test_rotate_pairs_relative_positions(ch, rng):
     check_close(np.linalg.norm(rot(q, 5.0), axis=-1), np.linalg.norm(q, axis=-1),
                 what="the length of a rotated vector (a rotation keeps lengths)")
     check_close(rot(q, 9.0) @ rot(k, 4.0).T, rot(q, 105.0) @ rot(k, 100.0).T,
-                what="scores of rotated pairs at positions (9, 4) and (105, 100): they depend only "
-                     "on the "
+                what="scores of rotated pairs at positions (9, 4) and (105, 100): they depend only on the "
                 "position difference")
 
 
@@ -153,8 +145,7 @@ def test_rotate_pairs_relative_positions(ch, rng):
 
 
 def paper_slopes(n):
-    """The slopes as the code released with Press et al. (2022) computes them, as a float64
-    array."""
+    """The slopes as the code released with Press et al. (2022) computes them, as a float64 array."""
     def power_of_two(n):
         start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
         return [start * start ** i for i in range(n)]
@@ -176,8 +167,7 @@ def test_alibi_slopes_eight_heads(ch):
 @pytest.mark.parametrize("n", [1, 2, 4, 16, 32])
 def test_alibi_slopes_powers_of_two(ch, n):
     check_close(ch.alibi_slopes(n), 2.0 ** (-8.0 * np.arange(1, n + 1) / n),
-                what=f"alibi_slopes({n}): 2^(-8/{n}), 2^(-16/{n}), ..., 2^(-8) (start and ratio "
-                     "2^(-8/n))")
+                what=f"alibi_slopes({n}): 2^(-8/{n}), 2^(-16/{n}), ..., 2^(-8) (start and ratio 2^(-8/n))")
 
 
 @pytest.mark.exercise("7.3")
@@ -185,10 +175,8 @@ def test_alibi_slopes_powers_of_two(ch, n):
 def test_alibi_slopes_other_head_counts(ch, n):
     c = 2 ** math.floor(math.log2(n))
     check_close(ch.alibi_slopes(n), paper_slopes(n),
-                what=f"alibi_slopes({n}): the {c} slopes of {c} heads, followed by the first "
-                     f"{n - c} of every "
-                f"other slope of {2 * c} heads, starting with its first ([0::2]: its 1st, 3rd, "
-                "5th, ...)")
+                what=f"alibi_slopes({n}): the {c} slopes of {c} heads, followed by the first {n - c} of every "
+                f"other slope of {2 * c} heads, starting with its first ([0::2]: its 1st, 3rd, 5th, ...)")
 
 
 # Exercise 7.4 ------------------------------------------------------------------------------------
@@ -203,8 +191,7 @@ def bias_by_loops(slopes, L, S):
     return bias
 
 
-BIAS = ("bias[h, i, j] = -m_h·|i' - j| with i' = i + S - L (bottom-right aligned), a penalty on "
-        "keys before "
+BIAS = ("bias[h, i, j] = -m_h·|i' - j| with i' = i + S - L (bottom-right aligned), a penalty on keys before "
         "and after i'")
 
 
@@ -231,6 +218,5 @@ def test_alibi_bias_accepts_a_list_of_slopes(ch):
                 what=f"alibi_bias with slopes given as a Python list of 4, L=4, S=6: {BIAS}")
     slopes32 = np.array(slopes, dtype=np.float32)
     check_close(ch.alibi_bias(slopes32, 4, 6), bias_by_loops(slopes32, 4, 6),
-                what="alibi_bias with float32 slopes, L=4, S=6: the bias is float64 whatever the "
-                     "slopes' dtype "
+                what=f"alibi_bias with float32 slopes, L=4, S=6: the bias is float64 whatever the slopes' dtype "
                 f"(np.asarray(slopes, dtype=np.float64), as the function begins): {BIAS}")

@@ -21,8 +21,7 @@ def ch(load_target):
 
 
 def pair_of(x):
-    """(max, sum of exp(x - max)) of each row, the two-pass way, in float64; (-inf, 0) for a row of
-    only -inf."""
+    """(max, sum of exp(x - max)) of each row, the two-pass way, in float64; (-inf, 0) for a row of only -inf."""
     x = np.asarray(x, dtype=np.float64)
     m = x.max(axis=-1, initial=-np.inf)  # (...)
     reference = np.where(np.isneginf(m), 0.0, m)  # (...): any finite number will do for an empty row
@@ -54,8 +53,7 @@ def hinted(hint):
 
 @contextlib.contextmanager
 def explained(what):
-    """An error the student's function raises inside the block fails the test saying ``what`` was
-    asked."""
+    """An error the student's function raises inside the block fails the test saying ``what`` was asked."""
     try:
         yield
     except StudentRaised as error:
@@ -71,8 +69,7 @@ def expect_like(got, expected, what):
 # Exercise 8.1 ------------------------------------------------------------------------------------
 
 NEW_MAX = "the new maximum m' = max(m, max(x)) of each row (the block is on the last axis)"
-NEW_SUM = ("the running sum s' = s·exp(m - m') + sum(exp(x - m')) of each row: did you multiply "
-           "the old sum "
+NEW_SUM = ("the running sum s' = s·exp(m - m') + sum(exp(x - m')) of each row: did you multiply the old sum "
            "by exp(m_old - m_new) and subtract each row's own m' from its block?")
 
 
@@ -98,8 +95,7 @@ def test_online_update_rescales_the_old_sum_when_the_max_grows(ch, rng):
     x[2:, :5] += 10.0  # rows 2 and 3: the first block keeps the maximum
     m, s = pair_of(x[:, :5])
     got = ch.online_update(m, s, x[:, 5:])
-    check_pair(got, pair_of(x), "after a second block of 4 scores (rows 0-1: the maximum grows; "
-                                "rows 2-3: it "
+    check_pair(got, pair_of(x), "after a second block of 4 scores (rows 0-1: the maximum grows; rows 2-3: it "
                "stays)")
 
 
@@ -131,18 +127,15 @@ def test_online_update_ignores_minus_inf_without_nan(ch):
     x = np.array([[-inf, -inf], [-inf, 2.0], [-inf, -inf], [-inf, 3.0], [0.5, -inf]])
     expected_m = np.array([-inf, 2.0, 1.0, 3.0, 0.5])
     expected_s = np.array([0.0, 1.0, 2.0, 2.0 * np.exp(-2.0) + 1.0, 1.0])
-    with hinted("a row that has seen only -inf computed -inf - (-inf) = NaN: when the new maximum "
-                "m' is -inf, "
+    with hinted("a row that has seen only -inf computed -inf - (-inf) = NaN: when the new maximum m' is -inf, "
                 "shift by 0 instead of m'"):
         m, s = expect_tuple(ch.online_update(m, s, x), 2, what="online_update's result (m, s)")
         check_close(m, expected_m,
                     what="m for rows (state, block): (empty, [-inf, -inf]), (empty, [-inf, 2]), "
-                    "((1, 2), [-inf, -inf]), ((1, 2), [-inf, 3]), (empty, [0.5, -inf]); -inf "
-                    "scores contribute "
+                    "((1, 2), [-inf, -inf]), ((1, 2), [-inf, 3]), (empty, [0.5, -inf]); -inf scores contribute "
                     "nothing")
         check_close(s, expected_s,
-                    what="s for the same rows: an empty row stays (-inf, 0); a block of only -inf "
-                         "leaves the pair "
+                    what="s for the same rows: an empty row stays (-inf, 0); a block of only -inf leaves the pair "
                     "unchanged; -inf scores contribute exp(-inf) = 0")
 
 
@@ -168,8 +161,7 @@ def test_online_update_keeps_float32(ch, rng):
 def test_online_update_with_an_empty_block(ch, rng):
     m, s = pair_of(rng.standard_normal((3, 4)))
     m[1], s[1] = -np.inf, 0.0  # one row has seen nothing yet
-    what = ("online_update(m, s, x) for an empty block x of shape (3, 0) (a ragged tail of no "
-            "keys): the pair "
+    what = ("online_update(m, s, x) for an empty block x of shape (3, 0) (a ragged tail of no keys): the pair "
             "stays as it was (a maximum over no score is -inf: x.max(axis=-1, initial=-np.inf))")
     with explained(what):
         got = ch.online_update(m, s, np.zeros((3, 0)))
@@ -186,10 +178,8 @@ def test_online_update_lets_a_nan_score_reach_its_row(ch, rng):
     expect_like(got[1], s, what="s after a block holding NaN")
     if not np.isnan(got[1][1]):
         raise AssertionError(
-            "online_update: row 1's block holds a NaN score, so its running sum s' must be NaN; "
-            f"got {got[1][1]!r}. "
-            "A NaN score is a bug upstream and must show: do not skip it (nanmax, nansum) or zero "
-            "it (nan_to_num).")
+            f"online_update: row 1's block holds a NaN score, so its running sum s' must be NaN; got {got[1][1]!r}. "
+            "A NaN score is a bug upstream and must show: do not skip it (nanmax, nansum) or zero it (nan_to_num).")
     keep = [0, 2]
     expected = pair_of(x[keep])
     check_close(got[0][keep], expected[0], what=f"m of rows 0 and 2 (no NaN): {NEW_MAX}")
@@ -198,8 +188,7 @@ def test_online_update_lets_a_nan_score_reach_its_row(ch, rng):
 
 # Exercise 8.2 ------------------------------------------------------------------------------------
 
-MERGED = ("the pair of the union: m = max(m_a, m_b), s = s_a·exp(m_a - m) + s_b·exp(m_b - m) (both "
-          "sums "
+MERGED = ("the pair of the union: m = max(m_a, m_b), s = s_a·exp(m_a - m) + s_b·exp(m_b - m) (both sums "
           "rescaled to the common maximum)")
 
 
@@ -251,14 +240,12 @@ def test_merge_stats_in_any_order(ch, rng):
 @pytest.mark.exercise("8.2")
 def test_merge_stats_with_an_empty_part(ch):
     inf = np.inf
-    with hinted("merging with an empty part (-inf, 0) gave -inf - (-inf) = NaN (or another "
-                "warning): shift by "
+    with hinted("merging with an empty part (-inf, 0) gave -inf - (-inf) = NaN (or another warning): shift by "
                 "0 when the common maximum is -inf"):
         got = ch.merge_stats(np.array([3.0, -inf, -inf]), np.array([2.0, 0.0, 0.0]),
                              np.array([-inf, 1.5, -inf]), np.array([0.0, 4.0, 0.0]))
         check_merged(got, (np.array([3.0, 1.5, -inf]), np.array([2.0, 4.0, 0.0])),
-                     "of (3, 2) ⊕ empty, empty ⊕ (1.5, 4) and empty ⊕ empty: the empty pair (-inf, "
-                     "0) is the "
+                     "of (3, 2) ⊕ empty, empty ⊕ (1.5, 4) and empty ⊕ empty: the empty pair (-inf, 0) is the "
                      "identity, and two empty parts give (-inf, 0)")
 
 
@@ -289,10 +276,8 @@ def test_merge_stats_lets_nan_reach_the_merged_sum(ch):
     bad = [row for row in (0, 1, 2) if not np.isnan(s[row])]
     if bad:
         raise AssertionError(
-            "merge_stats: rows 0, 1 and 2 each hold a NaN (in s_a, s_b and m_a), so their merged "
-            "s must be NaN; "
-            f"rows {bad} are not (got {s[bad]}). A NaN is a bug upstream and must show: never hide "
-            "it with "
+            f"merge_stats: rows 0, 1 and 2 each hold a NaN (in s_a, s_b and m_a), so their merged s must be NaN; "
+            f"rows {bad} are not (got {s[bad]}). A NaN is a bug upstream and must show: never hide it with "
             "nan_to_num, nansum or a comparison that sends NaN down one branch.")
     check_merged((m[3:], s[3:]), (np.array([2.0, 0.5]), np.array([1.0 + 3.0 * np.exp(-1.0), 2.0])),
                  "of the rows without NaN, (2, 1) ⊕ (1, 3) and empty ⊕ (0.5, 2)")
@@ -300,8 +285,7 @@ def test_merge_stats_lets_nan_reach_the_merged_sum(ch):
 
 # Exercise 8.3 ------------------------------------------------------------------------------------
 
-MERGE = ("lse = log(exp(lse_a) + exp(lse_b)), out = exp(lse_a - lse)·out_a + exp(lse_b - "
-         "lse)·out_b, "
+MERGE = ("lse = log(exp(lse_a) + exp(lse_b)), out = exp(lse_a - lse)·out_a + exp(lse_b - lse)·out_b, "
          "each row weighted by its own share")
 
 
@@ -321,8 +305,7 @@ def test_merge_attention_each_row_its_own_weights(ch, rng):
     out_b, lse_b, _ = attention_oracle(q[None], k[None, 3:], v[None, 3:])
     whole_out, whole_lse, _ = attention_oracle(q[None], k[None], v[None])
     check_attention(ch.merge_attention(out_a[0], lse_a[0], out_b[0], lse_b[0]), whole_out[0], whole_lse[0],
-                    "for out (4, 4) and lse (4,): row i's weights exp(lse_a[i] - lse[i]) scale row "
-                    "i of out_a "
+                    "for out (4, 4) and lse (4,): row i's weights exp(lse_a[i] - lse[i]) scale row i of out_a "
                     "(lse[..., None] against out (..., Ev))")
 
 
@@ -345,16 +328,13 @@ def test_merge_attention_gives_an_empty_part_no_weight(ch):
     lse_a = np.array([0.5, inf, inf, 2.0])
     out_b = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
     lse_b = np.array([inf, -0.25, inf, 2.0])
-    with hinted("merging with an empty part (output 0, lse +inf) computed inf - inf or 0/0: treat "
-                "lse=+inf as "
+    with hinted("merging with an empty part (output 0, lse +inf) computed inf - inf or 0/0: treat lse=+inf as "
                 "zero mass, i.e. log(0) = -inf"):
         got = ch.merge_attention(out_a, lse_a, out_b, lse_b)
         check_attention(got, np.array([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0], [3.0, 0.0]]),
                         np.array([0.5, -0.25, inf, 2.0 + np.log(2.0)]),
-                        "of rows (A, empty), (empty, B), (empty, empty), (A, B with equal mass): "
-                        "an empty part "
-                        "(lse +inf) has weight 0 (treat lse=+inf as zero mass); empty in both "
-                        "stays output 0, "
+                        "of rows (A, empty), (empty, B), (empty, empty), (A, B with equal mass): an empty part "
+                        "(lse +inf) has weight 0 (treat lse=+inf as zero mass); empty in both stays output 0, "
                         "lse +inf")
 
 
@@ -365,8 +345,7 @@ def test_merge_attention_survives_large_and_small_lse(ch):
                                  np.array([[4.0], [4.0]]), np.array([1000.0 + np.log(2.0), -1000.0 - np.log(3.0)]))
         check_attention(got, np.array([[3.0], [1.75]]),
                         np.array([1000.0 + np.log(3.0), -1000.0 + np.log(4.0 / 3.0)]),
-                        "of parts with masses 1 : 2 near lse = +1000 and 3 : 1 near lse = -1000 "
-                        "(subtract the "
+                        "of parts with masses 1 : 2 near lse = +1000 and 3 : 1 near lse = -1000 (subtract the "
                         "larger lse before exponentiating)")
 
 
@@ -378,8 +357,7 @@ def test_merge_attention_keeps_float32(ch, rng):
     out_b, lse_b, _ = attention_oracle(q, k[:, 5:], v[:, 5:])
     whole_out, whole_lse, _ = attention_oracle(q, k, v)
     got = ch.merge_attention(*as_f32(out_a, lse_a, out_b, lse_b))
-    check_attention(got, *as_f32(whole_out, whole_lse), "of float32 parts (the results must stay "
-                                                        "float32)")
+    check_attention(got, *as_f32(whole_out, whole_lse), "of float32 parts (the results must stay float32)")
 
 
 @pytest.mark.exercise("8.3")
@@ -395,17 +373,12 @@ def test_merge_attention_lets_nan_in_a_part_reach_its_row(ch):
     expect_like(lse, lse_a, what="merged log-sum-exp")
     if not np.isnan(out[0, 0]) or not np.isnan(out[1]).all() or not np.isnan(lse[1]):
         raise AssertionError(
-            "merge_attention: row 0's part A has a NaN in its output and row 1's part A a NaN "
-            "log-sum-exp, and "
-            "neither part is empty: the NaN must reach the merged out[0, 0], all of row 1's output "
-            "and its lse. "
-            f"Got out rows {out[0]} and {out[1]}, lse[1] = {float(lse[1])!r}. Never hide NaN "
-            "(nan_to_num), and "
-            "do not guard with `total > 0`, which is False for NaN: test `total == 0` for the row "
-            "empty in both "
+            "merge_attention: row 0's part A has a NaN in its output and row 1's part A a NaN log-sum-exp, and "
+            "neither part is empty: the NaN must reach the merged out[0, 0], all of row 1's output and its lse. "
+            f"Got out rows {out[0]} and {out[1]}, lse[1] = {float(lse[1])!r}. Never hide NaN (nan_to_num), and "
+            "do not guard with `total > 0`, which is False for NaN: test `total == 0` for the row empty in both "
             "parts.")
     check_attention((out, lse), np.array([[nan, 1.0], [nan, nan], [1.0, 2.0], [2.0, 3.0]]),
                     np.array([np.log(2.0), nan, 0.5, np.log(2.0)]),
-                    "of rows (A with a NaN output entry, B), (A with a NaN lse, B), (A, empty), "
-                    "(A, B with equal "
+                    "of rows (A with a NaN output entry, B), (A with a NaN lse, B), (A, empty), (A, B with equal "
                     "mass): the NaN reaches exactly the entries it feeds")

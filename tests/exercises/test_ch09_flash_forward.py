@@ -26,8 +26,7 @@ def empty_state(shape, ev, dtype=np.float64):
 
 
 def state_of(q, k, v, scale, keep=None):
-    """The running state after every key of k, v: m = max kept score, l = Σ exp(s - m), acc = Σ
-    exp(s - m)·v.
+    """The running state after every key of k, v: m = max kept score, l = Σ exp(s - m), acc = Σ exp(s - m)·v.
 
     Derived from the oracle: l = exp(lse - m) and acc = out·l; a row with no kept key has
     (-inf, 0, 0). Shapes: q (..., bq, E), k (..., S, E), v (..., S, Ev), leading axes broadcast.
@@ -100,8 +99,7 @@ def test_forward_tile_rescales_the_old_state(ch, rng):
     k[0, 6:] *= 4.0  # head 0: the second tile raises the maximum of most rows; head 1: it usually does not
     before = state_of(q, k[:, :6], v[:, :6], 0.5)
     got = ch.forward_tile(q, k[:, 6:], v[:, 6:], *before, 0.5)
-    check_state(got, state_of(q, k, v, 0.5), "after a second tile of 4 keys on the state of 6 keys "
-                                             "(2 heads); "
+    check_state(got, state_of(q, k, v, 0.5), "after a second tile of 4 keys on the state of 6 keys (2 heads); "
                 "when the maximum grows, the old l and acc are multiplied by exp(m_old - m_new)")
 
 
@@ -111,13 +109,10 @@ def test_forward_tile_ragged_shapes_and_three_tiles_in_a_row(ch, rng):
     scale = 1 / np.sqrt(7)
     state = empty_state((3,), 1)
     for j0, j1 in ((0, 4), (4, 5), (5, 10)):  # tiles of 4, 1 and 5 keys, each on the state your function returned
-        state = ch.forward_tile(q, k[j0:j1], v[j0:j1], *expect_tuple(state, 3, "forward_tile's "
-                                                                               "result (m, l, "
-                                                                               "acc)"),
+        state = ch.forward_tile(q, k[j0:j1], v[j0:j1], *expect_tuple(state, 3, "forward_tile's result (m, l, acc)"),
                                 scale)
         check_state(state, first_head(state_of(q[None], k[None, :j1], v[None, :j1], scale)),
-                    f"after keys 0..{j1 - 1} in tiles of 4, 1 and 5 (E = 7, Ev = 1), each tile on "
-                    "your own state")
+                    f"after keys 0..{j1 - 1} in tiles of 4, 1 and 5 (E = 7, Ev = 1), each tile on your own state")
 
 
 @pytest.mark.exercise("9.1")
@@ -126,14 +121,11 @@ def test_forward_tile_applies_keep_and_broadcasts_heads(ch, rng):
     k, v = rng.standard_normal((2, 1, 6, 5)), rng.standard_normal((2, 1, 6, 2))  # one key head per group
     keep = np.tril(np.ones((4, 6), dtype=bool), 1)
     keep[0] = False  # the first row sees nothing on this tile
-    with hinted("a row with every key masked computed -inf - (-inf): shift by 0 where the new "
-                "maximum is -inf"):
+    with hinted("a row with every key masked computed -inf - (-inf): shift by 0 where the new maximum is -inf"):
         got = ch.forward_tile(q, k, v, *empty_state((2, 3, 4), 2), 0.4, keep)
         check_state(got, state_of(q, k, v, 0.4, keep),
-                    "with a (4, 6) keep mask on a (Hkv=2, G=3) broadcast, from the empty state: "
-                    "the max is over the "
-                    "kept scores only, and a row whose scores are all masked keeps m = -inf, l = "
-                    "0, acc = 0")
+                    "with a (4, 6) keep mask on a (Hkv=2, G=3) broadcast, from the empty state: the max is over the "
+                    "kept scores only, and a row whose scores are all masked keeps m = -inf, l = 0, acc = 0")
 
 
 @pytest.mark.exercise("9.1")
@@ -146,15 +138,12 @@ def test_forward_tile_masked_tile_after_seen_keys(ch, rng):
     second[:, [0, 2]] = False  # rows 0 and 2 see nothing in the second tile
     second[1, 1, :2] = False
     before = state_of(q, k[:, :4], v[:, :4], 0.7, first)
-    with hinted("a row with every key masked so far computed -inf - (-inf): shift by 0 where the "
-                "new maximum "
+    with hinted("a row with every key masked so far computed -inf - (-inf): shift by 0 where the new maximum "
                 "is -inf"):
         got = ch.forward_tile(q, k[:, 4:], v[:, 4:], *before, 0.7, second)
         check_state(got, state_of(q, k, v, 0.7, np.concatenate([first, second], axis=-1)),
-                    "with a per-head keep mask (2, 4, 4) on a state where rows 2-3 are still "
-                    "empty: a fully masked "
-                    "tile leaves a row's state as it was, and an empty row takes its first kept "
-                    "keys")
+                    "with a per-head keep mask (2, 4, 4) on a state where rows 2-3 are still empty: a fully masked "
+                    "tile leaves a row's state as it was, and an empty row takes its first kept keys")
 
 
 @pytest.mark.exercise("9.1")
@@ -182,21 +171,16 @@ def test_forward_tile_lets_nan_reach_only_the_rows_that_may_see_it(ch, rng):
         expect_array(a, shape=e.shape, dtype=e.dtype, what=f"{name} with NaN in keys and values")
     if not (np.isnan(l[[1, 3]]).all() and np.isnan(acc[[1, 3]]).all()):
         raise AssertionError(
-            "forward_tile: rows 1 and 3 may see key 3, whose score is NaN, so their l and acc must "
-            "be NaN; got "
-            f"l = {l[[1, 3]]}. NaN in what a row may see must reach it: never hide it with "
-            "nan_to_num.")
+            "forward_tile: rows 1 and 3 may see key 3, whose score is NaN, so their l and acc must be NaN; got "
+            f"l = {l[[1, 3]]}. NaN in what a row may see must reach it: never hide it with nan_to_num.")
     if np.isnan(acc[[0, 2]]).any() or np.isnan(l[[0, 2]]).any():
         raise AssertionError(
-            "forward_tile: rows 0 and 2 may not see keys 2 and 3, which hold NaN, yet their state "
-            "holds NaN: "
-            "masked means absent. A masked weight P = 0 times a NaN value is still NaN in P @ v: "
-            "keep NaN "
+            "forward_tile: rows 0 and 2 may not see keys 2 and 3, which hold NaN, yet their state holds NaN: "
+            "masked means absent. A masked weight P = 0 times a NaN value is still NaN in P @ v: keep NaN "
             "values that a row may not see out of that row's product.")
     rows = [0, 2]
     check_state((m[rows], l[rows], acc[rows]), tuple(a[rows] for a in first_head(clean)),
-                "of rows 0 and 2, which may not see the NaN in keys 2 and 3: as if those keys were "
-                "absent")
+                "of rows 0 and 2, which may not see the NaN in keys 2 and 3: as if those keys were absent")
     v_only = v.copy()
     v_only[2, 1] = np.nan  # only a NaN value this time: row 1 sees it in its second output column only
     got = expect_tuple(ch.forward_tile(q, k, v_only, *empty_state((4,), 2), 0.5, keep), 3,
@@ -205,10 +189,8 @@ def test_forward_tile_lets_nan_reach_only_the_rows_that_may_see_it(ch, rng):
     want_acc = expected[2][0].copy()
     want_acc[[1, 3], 1] = np.nan
     check_state(got, (expected[0][0], expected[1][0], want_acc),
-                "with a NaN in value row 2, column 1: rows 1 and 3, which may see key 2, get NaN "
-                "in acc[:, 1] "
-                "only; rows 0 and 2, which may not, get no NaN at all (mind 0 · NaN = NaN in P @ "
-                "v)")
+                "with a NaN in value row 2, column 1: rows 1 and 3, which may see key 2, get NaN in acc[:, 1] "
+                "only; rows 0 and 2, which may not, get no NaN at all (mind 0 · NaN = NaN in P @ v)")
 
 
 # Exercise 9.2 ------------------------------------------------------------------------------------
@@ -244,13 +226,11 @@ def test_finalize_rows_empty_rows(ch, rng):
     l = np.array([[0.0, 2.0, 0.0], [1.5, 0.0, 3.0]])
     acc = rng.standard_normal((2, 3, 3)) * (l > 0)[..., None]  # acc is 0 on empty rows
     safe = np.where(l > 0, l, 1.0)
-    with hinted("an empty row (l = 0) divided 0 by 0 or took log(0): divide by np.where(l == 0, 1, "
-                "l) and store "
+    with hinted("an empty row (l = 0) divided 0 by 0 or took log(0): divide by np.where(l == 0, 1, l) and store "
                 "lse = +inf where l == 0"):
         got = ch.finalize_rows(m, l, acc)
         check_final(got, acc / safe[..., None], np.where(l > 0, m + np.log(safe), np.inf),
-                    "with empty rows (m = -inf, l = 0, acc = 0): an empty row (l = 0) gets output "
-                    "0 and lse +inf")
+                    "with empty rows (m = -inf, l = 0, acc = 0): an empty row (l = 0) gets output 0 and lse +inf")
 
 
 @pytest.mark.exercise("9.2")
@@ -270,20 +250,16 @@ def test_finalize_rows_keeps_a_nan_row_nan(ch, rng):
     m, l, acc = rng.standard_normal(3), rng.uniform(1, 3, 3), rng.standard_normal((3, 2))
     m[1], l[1], acc[1] = np.nan, np.nan, np.nan  # row 1 saw a NaN score
     m[2], l[2], acc[2] = -np.inf, 0.0, 0.0  # row 2 saw nothing
-    got_out, got_lse = expect_tuple(ch.finalize_rows(m, l, acc), 2, what="finalize_rows's result "
-                                                                         "(out, lse)")
+    got_out, got_lse = expect_tuple(ch.finalize_rows(m, l, acc), 2, what="finalize_rows's result (out, lse)")
     expect_array(got_lse, shape=(3,), dtype=np.float64, what="lse for a NaN row")
     if not np.isnan(got_lse[1]):
         raise AssertionError(
-            "finalize_rows: row 1's state is NaN (it saw a NaN score), so its lse must be NaN; "
-            f"got {got_lse[1]!r}. "
-            "lse = +inf means 'saw nothing', a lie here that would give the row gradient 0 in the "
-            "backward pass: "
+            f"finalize_rows: row 1's state is NaN (it saw a NaN score), so its lse must be NaN; got {got_lse[1]!r}. "
+            "lse = +inf means 'saw nothing', a lie here that would give the row gradient 0 in the backward pass: "
             "tell the empty row by l == 0, not by l > 0, which is False for NaN too.")
     check_final((got_out, got_lse), np.array([acc[0] / l[0], [np.nan, np.nan], [0.0, 0.0]]),
                 np.array([m[0] + np.log(l[0]), np.nan, np.inf]),
-                "for rows (a real state, a NaN state, an empty state): NaN stays NaN, empty gives "
-                "output 0 and lse "
+                "for rows (a real state, a NaN state, an empty state): NaN stays NaN, empty gives output 0 and lse "
                 "+inf")
 
 
@@ -315,12 +291,9 @@ def test_tile_kind_agrees_with_the_mask(ch, L, S, bq, bk, mask):
             expected = "skip" if not tile.any() else "full" if tile.all() else "partial"
             got = ch.tile_kind(i0, i1, j0, j1, band)
             assert got == expected, (
-                f"tile rows {i0}..{i1 - 1}, keys {j0}..{j1 - 1} of an (L={L}, S={S}) problem with "
-                "band "
-                f"(lo, hi) = {band} (is_causal={causal}, causal_align={align!r}, window={window}): "
-                f"got {got!r}, "
-                f"expected {expected!r}; j - i runs from j0 - (i1 - 1) to (j1 - 1) - i0 in this "
-                "tile")
+                f"tile rows {i0}..{i1 - 1}, keys {j0}..{j1 - 1} of an (L={L}, S={S}) problem with band "
+                f"(lo, hi) = {band} (is_causal={causal}, causal_align={align!r}, window={window}): got {got!r}, "
+                f"expected {expected!r}; j - i runs from j0 - (i1 - 1) to (j1 - 1) - i0 in this tile")
 
 
 @pytest.mark.exercise("9.3")
@@ -333,8 +306,6 @@ def test_tile_kind_every_small_tile(ch, band):
         expected = kind_by_brute_force(i0, i1, j0, j1, band)
         got = ch.tile_kind(i0, i1, j0, j1, band)
         assert got == expected, (
-            f"tile rows {i0}..{i1 - 1}, keys {j0}..{j1 - 1} with band (lo, hi) = {band} (keep (i, "
-            "j) when "
-            f"lo <= j - i <= hi; None = unlimited): got {got!r}, expected {expected!r}; j - i runs "
-            "from "
+            f"tile rows {i0}..{i1 - 1}, keys {j0}..{j1 - 1} with band (lo, hi) = {band} (keep (i, j) when "
+            f"lo <= j - i <= hi; None = unlimited): got {got!r}, expected {expected!r}; j - i runs from "
             f"j0 - (i1 - 1) = {j0 - i1 + 1} to (j1 - 1) - i0 = {j1 - 1 - i0} in this tile")

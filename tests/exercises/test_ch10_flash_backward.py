@@ -2,8 +2,7 @@
 
 Expected values come from the float64 oracle (its weights P, output and log-sum-exp, and its
 backward pass); every returned array is compared whole, with its shape and dtype
-(``checks.check_close``). Tiles are cut out of larger problems, as the flash backward pass sees
-them.
+(``checks.check_close``). Tiles are cut out of larger problems, as the flash backward pass sees them.
 """
 import contextlib
 import warnings
@@ -21,8 +20,7 @@ def ch(load_target):
 
 
 def problem(rng, shape=(2, 6, 8, 4, 3), **mask):
-    """q, k, v, dO and the oracle's out, lse, P, scaled scores and dP for heads H, L queries, S
-    keys."""
+    """q, k, v, dO and the oracle's out, lse, P, scaled scores and dP for heads H, L queries, S keys."""
     H, L, S, E, Ev = shape
     q, k, v = rng.standard_normal((H, L, E)), rng.standard_normal((H, S, E)), rng.standard_normal((H, S, Ev))
     g = rng.standard_normal((H, L, Ev))
@@ -60,8 +58,7 @@ D_TERM = "D[..., i] = Σ_v dO[..., i, v]·O[..., i, v], the sum over the last ax
 def test_d_term_equals_rowsum_of_p_times_dp(ch, rng):
     x = problem(rng)
     check_close(ch.d_term(x["g"], x["out"]), (x["p"] * x["dp"]).sum(-1),
-                what=f"D for grad_out and out of shape (2, 6, 3): {D_TERM}; it equals rowsum(P ∘ "
-                     "dP)")
+                what=f"D for grad_out and out of shape (2, 6, 3): {D_TERM}; it equals rowsum(P ∘ dP)")
 
 
 @pytest.mark.exercise("10.1")
@@ -76,8 +73,7 @@ def test_d_term_with_batch_and_head_axes(ch, rng):
     check_close(ch.d_term(g, out), g[:, 0] * out[:, 0], what=f"D for Ev = 1: {D_TERM}")
     g, out = rng.standard_normal((2, 1, 3)), rng.standard_normal((2, 1, 3))
     check_close(ch.d_term(g, out), np.einsum("hlv,hlv->hl", g, out),
-                what="D for grad_out and out of shape (2, 1, 3) (one query, L = 1): shape (2, 1), "
-                     "only the Ev "
+                what=f"D for grad_out and out of shape (2, 1, 3) (one query, L = 1): shape (2, 1), only the Ev "
                 f"axis removed (sum(axis=-1); np.squeeze would drop L too): {D_TERM}")
 
 
@@ -101,8 +97,7 @@ def test_recompute_probs_of_one_tile(ch, rng):
     keep = np.tril(np.ones((7, 9), dtype=bool), 2)  # bottom-right causal: j <= i + S - L
     tile = (slice(None), slice(2, 6), slice(3, 7))  # rows 2..5, keys 3..6: a square 4 x 4 tile
     check_close(ch.recompute_probs(x["scores"][tile], x["lse"][:, 2:6], keep[2:6, 3:7]), x["p"][tile],
-                what="weights of the tile rows 2..5, keys 3..6 (a piece of each row, so its rows "
-                     "need not sum "
+                what=f"weights of the tile rows 2..5, keys 3..6 (a piece of each row, so its rows need not sum "
                 f"to 1; lse[..., None] (1, 4, 1) against scores (1, 4, 4)): {PROBS}")
 
 
@@ -111,8 +106,7 @@ def test_recompute_probs_gives_the_attention_weights(ch, rng):
     x = problem(rng, is_causal=True)
     keep = np.tril(np.ones((6, 8), dtype=bool))
     check_close(ch.recompute_probs(x["scores"], x["lse"], keep), x["p"],
-                what="weights of whole rows (2 heads, 6 queries, 8 keys, causal keep mask): "
-                     f"{PROBS}")
+                what=f"weights of whole rows (2 heads, 6 queries, 8 keys, causal keep mask): {PROBS}")
 
 
 @pytest.mark.exercise("10.2")
@@ -127,26 +121,22 @@ def test_recompute_probs_without_a_mask_and_with_a_broadcast_mask(ch, rng):
     keep[..., 0] = True
     _, lse, p = attention_oracle(q, k, v, attn_mask=keep)
     check_close(ch.recompute_probs(scores, lse, keep), p,
-                what="weights with a keep mask of shape (2, 1, 5, 6) broadcast over the heads: "
-                     f"{PROBS}")
+                what=f"weights with a keep mask of shape (2, 1, 5, 6) broadcast over the heads: {PROBS}")
 
 
 @pytest.mark.exercise("10.2")
 def test_recompute_probs_empty_rows_are_zero(ch, rng):
     x = problem(rng, shape=(2, 7, 4, 3, 2), is_causal=True, causal_align="bottom_right")  # rows 0-2 see nothing
     keep = np.tril(np.ones((7, 4), dtype=bool), -3)
-    with hinted("a row with lse = +inf computed inf - inf: its weights must be 0 (exp(score - inf) "
-                "is already 0 "
+    with hinted("a row with lse = +inf computed inf - inf: its weights must be 0 (exp(score - inf) is already 0 "
                 "once masked scores are -inf)"):
         got = ch.recompute_probs(x["scores"], x["lse"], keep)
-        check_close(got, x["p"], what="weights with rows 0-2 empty (lse = +inf): all 0 there, no "
-                                      f"NaN; {PROBS}")
+        check_close(got, x["p"], what=f"weights with rows 0-2 empty (lse = +inf): all 0 there, no NaN; {PROBS}")
     lse = np.array([[np.inf, 0.7, np.inf]])
     with hinted("a row with lse = +inf gave a warning: its weights must be 0"):
         got = ch.recompute_probs(np.zeros((1, 3, 2)), lse)
         check_close(got, np.where(np.isinf(lse), 0.0, np.exp(-lse))[..., None] * np.ones(2),
-                    what="weights with keep=None on rows whose lse is +inf: 0 there, no NaN; "
-                         f"{PROBS}")
+                    what=f"weights with keep=None on rows whose lse is +inf: 0 there, no NaN; {PROBS}")
 
 
 @pytest.mark.exercise("10.2")
@@ -157,8 +147,7 @@ def test_recompute_probs_masked_nan_and_inf_scores_never_reach_the_result(ch, rn
     scores[0, 1, 4] = np.nan  # a NaN key that row 1 may not see
     scores[0, 2, 5] = np.inf  # an infinite score, masked too
     check_close(ch.recompute_probs(scores, x["lse"], keep), x["p"],
-                what="weights where masked scores hold NaN and +inf (masked means absent: choose "
-                     "with "
+                what="weights where masked scores hold NaN and +inf (masked means absent: choose with "
                 f"np.where, since 0·NaN and 0·inf are NaN): {PROBS}")
 
 
@@ -178,10 +167,8 @@ def test_recompute_probs_of_large_scores(ch, rng):
     lse = np.log(np.exp(scores - 800.0).sum(-1)) + 800.0  # (H, bq)
     expected = np.exp(scores - 800.0) / np.exp(scores - 800.0).sum(-1, keepdims=True)
     check_close(ch.recompute_probs(scores, lse), expected,
-                what="weights for scores near 800 and their lse: compute exp(scores - lse[..., "
-                     "None]) in one "
-                "piece; exp(scores) / exp(lse) overflows to inf / inf = NaN (exp(800) is inf): "
-                f"{PROBS}")
+                what=f"weights for scores near 800 and their lse: compute exp(scores - lse[..., None]) in one "
+                f"piece; exp(scores) / exp(lse) overflows to inf / inf = NaN (exp(800) is inf): {PROBS}")
 
 
 @pytest.mark.exercise("10.2")
@@ -193,8 +180,7 @@ def test_recompute_probs_lets_a_kept_nan_score_show(ch, rng):
     expected = x["p"].copy()
     expected[0, 3, 1] = np.nan
     check_close(ch.recompute_probs(scores, x["lse"], keep), expected,
-                what="weights where row 3 may see a NaN score (key 1): that weight is NaN (never "
-                     "hide it with "
+                what="weights where row 3 may see a NaN score (key 1): that weight is NaN (never hide it with "
                 f"nan_to_num or np.where(np.isnan(...))), the rest as usual: {PROBS}")
 
 
@@ -214,8 +200,7 @@ def test_dscores_of_one_tile(ch, rng):
     d = (x["g"] * x["out"]).sum(-1)  # (H, L): D of the whole rows
     tile = (slice(None), slice(1, 5), slice(2, 6))  # rows 1..4, keys 2..5: a square 4 x 4 tile
     check_close(ch.dscores(x["p"][tile], x["dp"][tile], d[:, 1:5]), expected_ds(x)[tile],
-                what="dS of the tile rows 1..4, keys 2..5 (d (1, 4) holds D of the whole rows: "
-                     "use it, do not "
+                what=f"dS of the tile rows 1..4, keys 2..5 (d (1, 4) holds D of the whole rows: use it, do not "
                 f"recompute it from the tile; d[..., None] (1, 4, 1) against p (1, 4, 4)): {DS}")
 
 
@@ -226,8 +211,7 @@ def test_dscores_matches_the_softmax_backward(ch, rng):
     ds = ch.dscores(x["p"], x["dp"], d)
     check_close(ds, expected_ds(x), what=f"dS of whole rows (2 heads, 6 queries, 8 keys): {DS}")
     dq, dk, _ = attention_oracle_backward(x["g"], x["q"], x["k"], x["v"])
-    check_close(ds @ x["k"] / 2.0, dq, what="dQ = dS K · scale built from your dS, against the "
-                                            "oracle's gradient")
+    check_close(ds @ x["k"] / 2.0, dq, what="dQ = dS K · scale built from your dS, against the oracle's gradient")
 
 
 @pytest.mark.exercise("10.3")
@@ -239,8 +223,7 @@ def test_dscores_with_batch_axes_and_empty_rows(ch, rng):
     dp = g @ np.swapaxes(v, -1, -2)  # (B, H, L, S)
     x = dict(p=p, dp=dp)
     check_close(ch.dscores(p, dp, (g * out).sum(-1)), expected_ds(x),
-                what="dS with batch and head axes (2, 3, 6, 4), rows 0-1 empty (P = 0, D = 0 "
-                     f"there): {DS}")
+                what=f"dS with batch and head axes (2, 3, 6, 4), rows 0-1 empty (P = 0, D = 0 there): {DS}")
 
 
 @pytest.mark.exercise("10.3")
@@ -265,12 +248,9 @@ def test_dscores_keeps_masked_nan_out_and_lets_seen_nan_show(ch, rng):
     expected[0, 3, 2] = np.nan
     if isinstance(ds, np.ndarray) and ds.shape == expected.shape and np.isnan(ds[0, 1, 4]):
         raise AssertionError(
-            "dscores: dS[0, 1, 4] is NaN, but row 1 may not see key 4 (P = 0 there): the NaN in dP "
-            "there comes "
-            "from a key the row may not see and must not reach it. 0 · NaN is NaN: where P is 0, "
-            "choose 0 with "
+            "dscores: dS[0, 1, 4] is NaN, but row 1 may not see key 4 (P = 0 there): the NaN in dP there comes "
+            "from a key the row may not see and must not reach it. 0 · NaN is NaN: where P is 0, choose 0 with "
             "np.where instead of multiplying by P.")
     check_close(ds, expected,
-                what="dS where dP holds NaN at a masked entry (row 1, key 4: dS must be exactly "
-                     "0) and at a seen "
+                what=f"dS where dP holds NaN at a masked entry (row 1, key 4: dS must be exactly 0) and at a seen "
                 f"entry (row 3, key 2: dS is NaN, never hidden): {DS}")

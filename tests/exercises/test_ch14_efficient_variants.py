@@ -49,8 +49,7 @@ def test_elu_feature_map_keeps_float32(ch, rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_elu_feature_map_of_large_inputs_does_not_overflow(ch, dtype):
     x = np.array([[-1000.0, -60.0, 0.0], [60.0, 200.0, 1000.0]], dtype=dtype)
-    with warnings_as_failures("elu_feature_map overflowed for large positive x: np.where evaluates "
-                              "both "
+    with warnings_as_failures("elu_feature_map overflowed for large positive x: np.where evaluates both "
                               "branches everywhere, so exp must only ever see numbers <= 0"):
         got = ch.elu_feature_map(x)
     check_close(got, _elu_plus_one(x).astype(dtype),
@@ -84,8 +83,7 @@ def _check_step(got, expected, t, dtype, eps_said):
     check_close(z, z_ref[..., t, :].astype(dtype),
                 what=f"the normalizer returned at step {t}: the normalizer passed in plus φ(k_t)")
     check_close(out, out_ref[..., t, :].astype(dtype),
-                what=f"the output of step {t}: φ(q_t)ᵀS / (φ(q_t)ᵀz + eps) with S and z already "
-                     "holding "
+                what=f"the output of step {t}: φ(q_t)ᵀS / (φ(q_t)ᵀz + eps) with S and z already holding "
                      f"token t, {eps_said}, one dot product per sequence and head")
     return state, z
 
@@ -97,8 +95,7 @@ def test_linear_attention_step_from_an_empty_state(ch, rng):
     got = ch.linear_attention_step(fq, fk, v, np.zeros((B, H, F, Ev)), np.zeros((B, H, F)), eps=0.0)
     expected = _linear_attention_steps(fq[..., None, :], fk[..., None, :], v[..., None, :],
                                        np.zeros((B, H, F, Ev)), np.zeros((B, H, F)), 0.0)
-    _check_step(got, expected, 0, np.float64, "eps = 0: the first token attends only to itself, "
-                                              "output v")
+    _check_step(got, expected, 0, np.float64, "eps = 0: the first token attends only to itself, output v")
 
 
 @pytest.mark.exercise("14.2")
@@ -127,16 +124,14 @@ def test_linear_attention_steps_keep_float32(ch, rng):
     expected = _linear_attention_steps(fq, fk, v, state, z, 1e-3)
     for t in range(T):
         got = ch.linear_attention_step(fq[:, t], fk[:, t], v[:, t], state, z, 1e-3)
-        state, z = _check_step(got, expected, t, np.float32, "eps = 1e-3, float32 in and float32 "
-                                                             "out")
+        state, z = _check_step(got, expected, t, np.float32, "eps = 1e-3, float32 in and float32 out")
 
 
 # Exercise 14.3 ------------------------------------------------------------------------------------
 
 
 def _features(x, omega, stabilize=None):
-    """The reference positive random features in float64. Shapes: (..., N, E), (m, E) -> (..., N,
-    m)."""
+    """The reference positive random features in float64. Shapes: (..., N, E), (m, E) -> (..., N, m)."""
     x, omega = np.asarray(x, np.float64), np.asarray(omega, np.float64)
     exponent = np.einsum("...ne,me->...nm", x, omega) - 0.5 * np.einsum("...ne,...ne->...n", x, x)[..., None]
     if stabilize == "row":
@@ -151,8 +146,7 @@ def test_positive_random_features_formula(ch, rng):
     x, omega = rng.standard_normal((2, 3, 5, 4)) * 0.5, rng.standard_normal((7, 4))
     check_close(ch.positive_random_features(x, omega), _features(x, omega),
                 what="φ(x) = exp(x·ω_r - |x|²/2) / sqrt(m) for x (2, 3, 5, 4) and omega (7, 4), "
-                     "stabilize=None (minus half the squared norm of each row; did you divide by "
-                     "sqrt(m), "
+                     "stabilize=None (minus half the squared norm of each row; did you divide by sqrt(m), "
                      "not m?)")
 
 
@@ -160,10 +154,8 @@ def test_positive_random_features_formula(ch, rng):
 def test_positive_random_features_estimate_the_softmax_kernel(ch, rng):
     q, k = rng.standard_normal((2, 4)) * 0.3, rng.standard_normal((3, 4)) * 0.3
     omega = rng.standard_normal((50_000, 4))
-    phi_q = expect_array(ch.positive_random_features(q, omega), shape=(2, 50_000), what="φ(q) for "
-                                                                                        "q (2, 4)")
-    phi_k = expect_array(ch.positive_random_features(k, omega), shape=(3, 50_000), what="φ(k) for "
-                                                                                        "k (3, 4)")
+    phi_q = expect_array(ch.positive_random_features(q, omega), shape=(2, 50_000), what="φ(q) for q (2, 4)")
+    phi_k = expect_array(ch.positive_random_features(k, omega), shape=(3, 50_000), what="φ(k) for k (3, 4)")
     check_close(phi_q @ phi_k.T, np.exp(q @ k.T), rtol=3e-2, atol=0,
                 what="φ(q)·φ(k) with 50 000 features against exp(q·k) (an unbiased estimate: the "
                      "average of exp(ω·q - |q|²/2) exp(ω·k - |k|²/2) over ω ~ N(0, I))")
@@ -173,8 +165,7 @@ def test_positive_random_features_estimate_the_softmax_kernel(ch, rng):
 def test_positive_random_features_row_stabilizer(ch, rng):
     x, omega = rng.standard_normal((2, 6, 4)) * 6, rng.standard_normal((16, 4))  # |x|²/2 around 70
     check_close(ch.positive_random_features(x, omega, "row"), _features(x, omega, "row"),
-                what="stabilize='row': exp(exponent - c) / sqrt(m) with c the largest exponent of "
-                     "the "
+                what="stabilize='row': exp(exponent - c) / sqrt(m) with c the largest exponent of the "
                      "same row, over its m features (axis -1)")
 
 
@@ -183,17 +174,14 @@ def test_positive_random_features_all_stabilizer(ch, rng):
     x = rng.standard_normal((3, 6, 4)) * np.array([1.0, 4.0, 12.0])[:, None, None]  # maxima differ by matrix
     omega = rng.standard_normal((9, 4))
     check_close(ch.positive_random_features(x, omega, "all"), _features(x, omega, "all"),
-                what="stabilize='all': exp(exponent - c) / sqrt(m) with one c per (N, m) matrix, "
-                     "the "
+                what="stabilize='all': exp(exponent - c) / sqrt(m) with one c per (N, m) matrix, the "
                      "largest exponent over its rows and features (axes -2 and -1; not over the "
                      "leading axis, not per row, not per feature)")
     x4 = rng.standard_normal((2, 3, 5, 4)) * np.array([1.0, 4.0, 12.0])[:, None, None]  # (B, H, N, E)
     x4[1] *= 2.0  # the maxima differ along both leading axes
     check_close(ch.positive_random_features(x4, omega, "all"), _features(x4, omega, "all"),
-                what="stabilize='all' for a 4-d x (2, 3, 5, 4): one c per (N, m) matrix, the "
-                     "largest exponent "
-                     "over axes -2 and -1 (count the axes from the end: axis=(1, 2) is right only "
-                     "for 3-d x), "
+                what="stabilize='all' for a 4-d x (2, 3, 5, 4): one c per (N, m) matrix, the largest exponent "
+                     "over axes -2 and -1 (count the axes from the end: axis=(1, 2) is right only for 3-d x), "
                      "one constant per index (b, h) of the two leading axes")
 
 
@@ -201,15 +189,12 @@ def test_positive_random_features_all_stabilizer(ch, rng):
 @pytest.mark.parametrize("stabilize", ["row", "all"])
 def test_positive_random_features_stabilizers_survive_large_norms(ch, rng, stabilize):
     x, omega = rng.standard_normal((2, 6, 4)) * 40, rng.standard_normal((16, 4))  # |x|²/2 around 3000
-    with warnings_as_failures(f"stabilize={stabilize!r} met inf or NaN on the way (exp of an "
-                              "exponent "
-                              "near -3000 is 0 in floating point): subtract the largest exponent "
-                              "before "
+    with warnings_as_failures(f"stabilize={stabilize!r} met inf or NaN on the way (exp of an exponent "
+                              "near -3000 is 0 in floating point): subtract the largest exponent before "
                               "calling exp, not after"):
         got = ch.positive_random_features(x, omega, stabilize)
     check_close(got, _features(x, omega, stabilize),
-                what=f"stabilize={stabilize!r} for x (2, 6, 4) of norm about 80, where "
-                     "exp(exponent) alone "
+                what=f"stabilize={stabilize!r} for x (2, 6, 4) of norm about 80, where exp(exponent) alone "
                      "is 0")
 
 
@@ -221,8 +206,7 @@ def test_positive_random_features_keep_float32(ch, rng, stabilize):
     got = ch.positive_random_features(x, omega, stabilize)
     if isinstance(got, np.ndarray) and got.dtype != np.float32:
         raise AssertionError(
-            f"stabilize={stabilize!r}: float32 x and omega gave a {got.dtype} result, expected "
-            "float32. "
+            f"stabilize={stabilize!r}: float32 x and omega gave a {got.dtype} result, expected float32. "
             "A NumPy float64 scalar promotes float32 arrays: np.sqrt(m) is one; divide by m ** 0.5 "
             "(a Python float) or cast the scalar to x.dtype")
     check_close(got, _features(x, omega, stabilize).astype(np.float32),

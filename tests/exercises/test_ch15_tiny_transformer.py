@@ -17,8 +17,7 @@ def ch(load_target):
 
 
 def _layer_norm(x, gamma, beta, eps=1e-5):
-    """The reference forward pass in float64: ``(y, (x_hat, inv_std))``. Shapes: (..., D) -> (...,
-    D)."""
+    """The reference forward pass in float64: ``(y, (x_hat, inv_std))``. Shapes: (..., D) -> (..., D)."""
     x, gamma, beta = (np.asarray(a, dtype=np.float64) for a in (x, gamma, beta))
     mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
     var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)  # (..., 1): biased, two passes
@@ -32,18 +31,14 @@ def _layer_norm(x, gamma, beta, eps=1e-5):
 
 def _check_forward(got, x, gamma, beta, eps, dtype, said, rtol=None, atol=None):
     y, cache = expect_tuple(got, 2, what=f"layer_norm {said}: (y, cache)")
-    x_hat, inv_std = expect_tuple(cache, 2, what=f"the cache of layer_norm {said}: (x_hat, "
-                                                 "inv_std)")
+    x_hat, inv_std = expect_tuple(cache, 2, what=f"the cache of layer_norm {said}: (x_hat, inv_std)")
     y_ref, (x_hat_ref, inv_std_ref) = _layer_norm(x, gamma, beta, eps)
     check_close(inv_std, inv_std_ref.astype(dtype), rtol=rtol, atol=atol,
-                what=f"inv_std {said}: 1/sqrt(var + eps), eps inside the square root, var the "
-                     "biased "
-                     "variance mean((x - mu)²) over the last axis (not n - 1), kept as (..., 1) "
-                     "with keepdims")
+                what=f"inv_std {said}: 1/sqrt(var + eps), eps inside the square root, var the biased "
+                     "variance mean((x - mu)²) over the last axis (not n - 1), kept as (..., 1) with keepdims")
     check_close(x_hat, x_hat_ref.astype(dtype), rtol=rtol, atol=atol,
                 what=f"x_hat {said}: (x - mu) * inv_std, mu the mean of each row (last axis)")
-    check_close(y, y_ref.astype(dtype), rtol=rtol, atol=atol, what=f"y {said}: gamma * x_hat + "
-                                                                   "beta")
+    check_close(y, y_ref.astype(dtype), rtol=rtol, atol=atol, what=f"y {said}: gamma * x_hat + beta")
 
 
 @pytest.mark.exercise("15.1")
@@ -68,8 +63,7 @@ def test_layer_norm_of_a_constant_row(ch, rng):
     x = np.stack([np.full(4, 7.0), rng.standard_normal(4)])  # row 0 has variance 0
     gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
     _check_forward(ch.layer_norm(x, gamma, beta), x, gamma, beta, 1e-5, np.float64,
-                   "of a constant row, which must give beta, not NaN (eps inside the square root "
-                   "keeps "
+                   "of a constant row, which must give beta, not NaN (eps inside the square root keeps "
                    "1/sqrt(0 + eps) finite), and a random row")
 
 
@@ -96,8 +90,7 @@ def test_layer_norm_keeps_float32(ch, rng):
 def _layer_norm_grads(grad_out, x, gamma, eps):
     """Reference gradients through the Jacobian of each row, written out (float64).
 
-    ``d x_hat_i / d x_j = inv_std (δ_ij - 1/D - x_hat_i x_hat_j / D)``;
-    ``dx = Jᵀ (gamma * grad_out)``.
+    ``d x_hat_i / d x_j = inv_std (δ_ij - 1/D - x_hat_i x_hat_j / D)``; ``dx = Jᵀ (gamma * grad_out)``.
     Shapes: (..., D), (..., D), (D,) -> (..., D), (D,), (D,).
     """
     grad_out = np.asarray(grad_out, np.float64)
@@ -113,28 +106,23 @@ def _check_backward(ch, x, gamma, eps, grad_out, dtype, said):
     _, cache = _layer_norm(x, gamma, np.zeros_like(gamma), eps)
     cache = tuple(c.astype(dtype) for c in cache)
     got = ch.layer_norm_backward(grad_out, cache, gamma)
-    dx, dgamma, dbeta = expect_tuple(got, 3, what=f"layer_norm_backward {said}: (dx, dgamma, "
-                                                  "dbeta)")
+    dx, dgamma, dbeta = expect_tuple(got, 3, what=f"layer_norm_backward {said}: (dx, dgamma, dbeta)")
     dx_ref, dgamma_ref, dbeta_ref = _layer_norm_grads(grad_out, x, gamma, eps)
     check_close(dbeta, dbeta_ref.astype(dtype),
                 what=f"dbeta {said}: grad_out summed over every axis but the last, shape (D,)")
     check_close(dgamma, dgamma_ref.astype(dtype),
-                what=f"dgamma {said}: grad_out * x_hat summed over every axis but the last, shape "
-                     "(D,) "
+                what=f"dgamma {said}: grad_out * x_hat summed over every axis but the last, shape (D,) "
                      "(gamma itself does not appear)")
     check_close(dx, dx_ref.astype(dtype),
-                what=f"dx {said}: inv_std * (g - mean(g) - x_hat * mean(g * x_hat)) with g = "
-                     "grad_out * gamma "
-                     "and both means over the last axis of each row (the mean and the variance "
-                     "depend on "
+                what=f"dx {said}: inv_std * (g - mean(g) - x_hat * mean(g * x_hat)) with g = grad_out * gamma "
+                     "and both means over the last axis of each row (the mean and the variance depend on "
                      "x too)")
 
 
 @pytest.mark.exercise("15.2")
 def test_layer_norm_backward_with_leading_axes(ch, rng):
     x, gamma = rng.standard_normal((2, 3, 5)) * 2 + 1, rng.standard_normal(5)
-    _check_backward(ch, x, gamma, 1e-5, rng.standard_normal((2, 3, 5)), np.float64, "for x (2, 3, "
-                                                                                    "5)")
+    _check_backward(ch, x, gamma, 1e-5, rng.standard_normal((2, 3, 5)), np.float64, "for x (2, 3, 5)")
 
 
 @pytest.mark.exercise("15.2")
@@ -150,12 +138,10 @@ def test_layer_norm_backward_input_against_finite_differences(ch, rng):
     x, gamma, beta = rng.standard_normal((2, 3, 5)), rng.standard_normal(5), rng.standard_normal(5)
     g = rng.standard_normal((2, 3, 5))
     _, cache = _layer_norm(x, gamma, beta)
-    got = expect_tuple(ch.layer_norm_backward(g, cache, gamma), 3, what="layer_norm_backward: (dx, "
-                                                                        "dgamma, dbeta)")
+    got = expect_tuple(ch.layer_norm_backward(g, cache, gamma), 3, what="layer_norm_backward: (dx, dgamma, dbeta)")
     numeric = numerical_gradient(lambda z: np.sum(_layer_norm(z, gamma, beta)[0] * g), x)
     check_close(got[0], numeric, rtol=1e-6, atol=1e-8,
-                what="dx against central differences of sum(layer_norm(x) * grad_out) (the mean "
-                     "and the "
+                what="dx against central differences of sum(layer_norm(x) * grad_out) (the mean and the "
                      "variance depend on x too)")
 
 
@@ -176,8 +162,7 @@ def _model(num_layers, seed):
 
 
 def _check_decoded(ch, model, ids, chunks):
-    """Decode ``ids`` in pieces of the given lengths with one set of caches; compare with
-    forward."""
+    """Decode ``ids`` in pieces of the given lengths with one set of caches; compare with forward."""
     full, _ = model.forward(ids)  # (B, L, V): every position recomputed from scratch
     caches = model.new_caches()
     p = 0
@@ -185,21 +170,16 @@ def _check_decoded(ch, model, ids, chunks):
         logits = ch.decode_step(model, ids[:, p:p + n], caches)
         said = f"{n} new token{'s' if n > 1 else ''} at positions {p}..{p + n - 1}"
         check_close(logits, full[:, p + n - 1],
-                    what=f"decode_step with {said} after {p} cached ones: expected the logits of "
-                         "model.forward "
-                         f"on the whole sequence at position {p + n - 1}, the last new token, "
-                         "shape "
-                         "(B, vocab_size) (embed at the position offset p = caches[0].length, each "
-                         "block "
+                    what=f"decode_step with {said} after {p} cached ones: expected the logits of model.forward "
+                         f"on the whole sequence at position {p + n - 1}, the last new token, shape "
+                         "(B, vocab_size) (embed at the position offset p = caches[0].length, each block "
                          "with its own cache, then model.output)")
         p += n
         lengths = [getattr(cache, "length", None) for cache in caches]
         if lengths != [p] * len(caches):
             raise AssertionError(
-                f"after decode_step with {said}, every block's cache must hold {p} positions; "
-                "their lengths are "
-                f"{lengths} (pass block i the cache caches[i]: block.forward(x, cache=cache) "
-                "appends to it)")
+                f"after decode_step with {said}, every block's cache must hold {p} positions; their lengths are "
+                f"{lengths} (pass block i the cache caches[i]: block.forward(x, cache=cache) appends to it)")
 
 
 @pytest.mark.exercise("15.3")

@@ -1,5 +1,5 @@
-"""The ``"cupy"`` backend: raw CUDA kernels for NVIDIA GPUs, and everything around them (chapter
-13).
+"""The ``"cupy"`` backend: raw CUDA kernels for NVIDIA GPUs, and everything around them
+(chapter 13).
 
 * the kernels: ``*.cu`` and ``*.cuh`` in this folder; the numbers they share with the
   Python side in ``flash_constants.cuh``, read by :mod:`.constants`;

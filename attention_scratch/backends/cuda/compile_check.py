@@ -44,9 +44,9 @@ def compile_one(source, arch, outdir, ptxas_info=False):
 
 
 def ptxas_report(source, arch):
-    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill store
-    bytes,
-    spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises ``RuntimeError`` if nvcc fails."""
+    """Per kernel of ``source`` compiled for ``arch``: ``(mangled name, registers, spill
+    store bytes, spill load bytes)``, parsed from ``nvcc -Xptxas=-v``. Raises
+    ``RuntimeError`` if nvcc fails."""
     with tempfile.TemporaryDirectory() as tmp:
         ok, _, log = compile_one(Path(source), arch, tmp, ptxas_info=True)
     if not ok:
@@ -56,7 +56,8 @@ def ptxas_report(source, arch):
         if "Compiling entry function" in line:
             name = line.split("'")[1]
         elif "spill stores" in line and name:
-            stores, loads = (int(line.split(" bytes spill " + w)[0].split()[-1]) for w in ("stores", "loads"))
+            stores, loads = (int(line.split(" bytes spill " + w)[0].split()[-1])
+                             for w in ("stores", "loads"))
             report.append([name, None, stores, loads])
         elif "Used" in line and "registers" in line and report and report[-1][1] is None:
             report[-1][1] = int(line.split("Used ")[1].split()[0])
@@ -90,9 +91,9 @@ def nvrtc_expressions():
         "flash_fwd.cu": [f"flash_fwd_scalar<{t}, {D}>" for t in types for D in HEAD_DIMS],
         "flash_bwd.cu": [f"flash_bwd_dkdv<{t}, {D}>" for t in types for D in HEAD_DIMS]
         + [f"flash_bwd_preprocess<{t}>" for t in types],
-        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, "
-                                    f"{D}>" for t in ("__half", "__nv_bfloat16")
-                                    for D in (32, 64, 128)] for kind in ("mma", "wmma")},
+        **{f"flash_fwd_{kind}.cu": [f"flash_fwd_{kind}<{t}, {D}>"
+                                    for t in ("__half", "__nv_bfloat16") for D in (32, 64, 128)]
+           for kind in ("mma", "wmma")},
     }
 
 
@@ -116,8 +117,8 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
         for name, exprs in nvrtc_expressions().items():
             start = time.perf_counter()
             try:
-                compiler.compile_using_nvrtc((CUDA_DIR / name).read_text(), options=options, arch=arch,
-                                             name_expressions=exprs)
+                compiler.compile_using_nvrtc((CUDA_DIR / name).read_text(), options=options,
+                                             arch=arch, name_expressions=exprs)
                 print(f"ok   {name:22s} NVRTC {arch}  {len(exprs)} kernels  "
                       f"{time.perf_counter() - start:5.1f} s", file=out)
             except compiler.CompileException as exc:
@@ -130,10 +131,10 @@ def check_nvrtc(arch="compute_80", out=sys.stdout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=list(ARCHS), help="GPU architectures (sm_80 "
-                                                                       "sm_90)")
-    parser.add_argument("--ptxas-info", action="store_true", help="print registers/spills per "
-                                                                  "kernel")
+    parser.add_argument("--arch", nargs="+", default=list(ARCHS),
+                        help="GPU architectures (sm_80 sm_90)")
+    parser.add_argument("--ptxas-info", action="store_true",
+                        help="print registers/spills per kernel")
     parser.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes")
     parser.add_argument("--nvrtc", action="store_true", help="also compile through CuPy's NVRTC")
     args = parser.parse_args(argv)

@@ -6,18 +6,25 @@ tile sizes, shared-memory budgets and dtype conversions runs on a GPU through
 :mod:`attention_scratch.backends.cuda.gpu` and on the CPU through
 :mod:`attention_scratch.backends.cuda.emulator`.
 
-``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name``
-(``"flash_fwd_scalar"``, ``"flash_fwd_mma"``, ``"flash_fwd_wmma"``,
-``"flash_bwd_preprocess"`` or ``"flash_bwd_dkdv"``) for input dtype ``tag`` and head-dim bucket
-``D`` with
-``args`` a list of ``(kind, value)`` pairs, kind one of ``"ptr"``, ``"i32"``,
-``"i64"``, ``"f64"``.
+``launch(name, tag, D, grid, threads, smem, args)`` runs kernel ``name`` (``"flash_fwd_scalar"``,
+``"flash_fwd_mma"``, ``"flash_fwd_wmma"``, ``"flash_bwd_preprocess"`` or ``"flash_bwd_dkdv"``) for
+input dtype ``tag`` and head-dim bucket ``D`` with ``args`` a list of ``(kind, value)`` pairs, kind
+one of ``"ptr"``, ``"i32"``, ``"i64"``, ``"f64"``.
 """
 import numpy as np
 
 from ...contract import DEFAULT_BLOCK
-from .constants import (FLASH_BWD_ROWS, FLASH_MAX_THREADS, MMA_BK_LARGE_D, MMA_BK_SMALL_D, MMA_BQ,
-                        MMA_WARPS, WMMA_BK, WMMA_BQ, WMMA_WARPS)
+from .constants import (
+    FLASH_BWD_ROWS,
+    FLASH_MAX_THREADS,
+    MMA_BK_LARGE_D,
+    MMA_BK_SMALL_D,
+    MMA_BQ,
+    MMA_WARPS,
+    WMMA_BK,
+    WMMA_BQ,
+    WMMA_WARPS,
+)
 
 HEAD_DIMS = (32, 64, 128, 256)  # compiled head-dim buckets; E and Ev are zero-padded up to one
 TAGS = ("float64", "float32", "float16", "bfloat16")
@@ -27,8 +34,8 @@ GRID_Y_MAX = 65535
 
 
 def mma_tiles(D):
-    """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D`` (MMA_BK in the
-    kernel)."""
+    """flash_fwd_mma's fixed ``(query, key)`` tiles for head-dim bucket ``D``
+    (MMA_BK in the kernel)."""
     return MMA_BQ, (MMA_BK_LARGE_D if D > 64 else MMA_BK_SMALL_D)
 
 
@@ -84,8 +91,8 @@ def largest_block_k(D, acc_bytes, smem_limit, block_k):
 
 def backward_smem_bytes(block_q, block_k, D, acc_bytes):
     """Shared memory of ``flash_bwd_dkdv``: K tile, Q and dO tiles, lse and D, the dS tile."""
-    values = block_k * (D + 1) + 2 * block_q * (D + 1) + 2 * block_q + block_q * (block_k + 1)
-    return values * acc_bytes
+    return (block_k * (D + 1) + 2 * block_q * (D + 1) + 2 * block_q + block_q
+            * (block_k + 1)) * acc_bytes
 
 
 def wmma_smem_bytes(D):
@@ -107,8 +114,8 @@ def tensor_core_plan(kind, D, smem_limit):
     """The plan of tensor-core kernel ``kind`` ("mma" or "wmma") for head dims ``D``, or None
     when it does not fit in ``smem_limit`` bytes of shared memory."""
     if kind not in TENSOR_CORE_KERNELS:
-        raise ValueError(f"tensor_cores must be False, True or one of {TENSOR_CORE_KERNELS}; got "
-                         f"{kind!r}")
+        raise ValueError("tensor_cores must be False, True or one of "
+                         f"{TENSOR_CORE_KERNELS}; got {kind!r}")
     bq, bk = mma_tiles(D) if kind == "mma" else (WMMA_BQ, WMMA_BK)
     smem = mma_smem_bytes(D) if kind == "mma" else wmma_smem_bytes(D)
     if smem > smem_limit:
@@ -129,8 +136,8 @@ def forward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM, te
     """
     D = head_dim_bucket(E, Ev)
     if D is None:
-        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, "
-                         f"Ev={Ev}")
+        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; "
+                         f"got E={E}, Ev={Ev}")
     if (tensor_cores and tag in ("float16", "bfloat16") and D <= 128
             and (block_q, block_k) == (DEFAULT_BLOCK, DEFAULT_BLOCK)):
         plan = tensor_core_plan("mma" if tensor_cores is True else tensor_cores, D, smem_limit)
@@ -147,8 +154,8 @@ def backward_plan(tag, L, S, E, Ev, block_q, block_k, smem_limit=DEFAULT_SMEM):
     """Tiles of ``flash_bwd_dkdv``: one row group per key row, so ``block_k`` sets the threads."""
     D = head_dim_bucket(E, Ev)
     if D is None:
-        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; got E={E}, "
-                         f"Ev={Ev}")
+        raise ValueError(f"the CUDA kernels support head dims up to {HEAD_DIMS[-1]}; "
+                         f"got E={E}, Ev={Ev}")
     tpr, acc_bytes = threads_per_row(D), acc_dtype_of_tag(tag).itemsize
     bq = max(1, min(block_q, max(L, 1)))
     bk = max(1, min(block_k, MAX_THREADS // tpr, max(S, 1)))
@@ -208,9 +215,8 @@ def run_backward(launch, xp, grad_out, q, k, v, out, lse, G, scale, band, block_
     rows = BH * L
     if rows:
         launch("flash_bwd_preprocess", tag, None, (-(-rows // FLASH_BWD_ROWS), 1),
-               32 * FLASH_BWD_ROWS, 0,
-               [("ptr", grad_out), ("ptr", out), ("ptr", lse), ("ptr", big_d), ("ptr", lse2),
-                ("i64", rows), ("i32", Ev)])
+               32 * FLASH_BWD_ROWS, 0, [("ptr", grad_out), ("ptr", out), ("ptr", lse),
+                                        ("ptr", big_d), ("ptr", lse2), ("i64", rows), ("i32", Ev)])
     dq_acc = xp.zeros((BH, L, E), dtype=acc_dtype)  # (BH, L, E): atomics add into it
     dk = xp.empty((BKV, S, E), dtype=q.dtype)  # (BKV, S, E)
     dv = xp.empty((BKV, S, Ev), dtype=q.dtype)  # (BKV, S, Ev)
@@ -228,8 +234,8 @@ def run_backward(launch, xp, grad_out, q, k, v, out, lse, G, scale, band, block_
 
 
 def to_storage(x, tag, xp):
-    """Accumulated values -> the input storage dtype (bfloat16: uint16 bits, rounded to nearest
-    even)."""
+    """Accumulated values -> the input storage dtype
+    (bfloat16: uint16 bits, rounded to nearest even)."""
     if tag != "bfloat16":
         return x.astype(tag)
     bits = x.astype(np.float32).view(np.uint32)

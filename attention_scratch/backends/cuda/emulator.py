@@ -11,10 +11,9 @@ coalescing and real concurrency are not. Passing these tests is evidence, not
 proof, that the kernels work on a GPU.
 
 The functions take and return NumPy arrays and have the signatures of
-:func:`attention_scratch.flash_attention` (without ``backend``), plus
-``tensor_cores`` (``True`` or ``"mma"``: the register-fragment tensor-core kernel,
-``"wmma"``: the WMMA one, for 16-bit input with the default 64x64 tiles) and ``bfloat16`` (round
-float inputs to bfloat16 and compute in it).
+:func:`attention_scratch.flash_attention` (without ``backend``), plus ``tensor_cores`` (``True`` or
+``"mma"``: the register-fragment tensor-core kernel, ``"wmma"``: the WMMA one, for 16-bit input with
+the default 64x64 tiles) and ``bfloat16`` (round float inputs to bfloat16 and compute in it).
 """
 import ctypes
 import hashlib
@@ -33,7 +32,8 @@ CUDA_DIR = Path(__file__).resolve().parent
 SOURCES = sorted(CUDA_DIR.glob("*.cu")) + sorted(CUDA_DIR.glob("*.cuh")) + sorted(
     (CUDA_DIR / "emulation").glob("*"))
 DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
-KINDS = {"ptr": ctypes.c_void_p, "i32": ctypes.c_int, "i64": ctypes.c_longlong, "f64": ctypes.c_double}
+KINDS = {"ptr": ctypes.c_void_p, "i32": ctypes.c_int, "i64": ctypes.c_longlong,
+         "f64": ctypes.c_double}
 _LIBRARY = None
 
 
@@ -52,15 +52,18 @@ def library():
     reason = unavailable_reason()
     if reason:
         raise RuntimeError(reason)
-    extra = os.environ.get("ATTENTION_SCRATCH_EMULATION_CXXFLAGS", "").split()  # e.g. -fsanitize=address
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(extra).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("ATTENTION_SCRATCH_CACHE", Path(tempfile.gettempdir()) / "attention_scratch"))
+    # e.g. -fsanitize=address
+    extra = os.environ.get("ATTENTION_SCRATCH_EMULATION_CXXFLAGS", "").split()
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)
+                            + " ".join(extra).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("ATTENTION_SCRATCH_CACHE",
+                                Path(tempfile.gettempdir()) / "attention_scratch"))
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"cuda_emulation_{digest}.so"
     if not target.exists():
         tmp = cache / f"{target.name}.{os.getpid()}.tmp"
-        cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-U_FORTIFY_SOURCE", "-shared", "-fPIC", "-o", str(tmp),
-               *extra, str(CUDA_DIR / "emulation" / "emulation.cpp")]
+        cmd = [os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-U_FORTIFY_SOURCE", "-shared",
+               "-fPIC", "-o", str(tmp), *extra, str(CUDA_DIR / "emulation" / "emulation.cpp")]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError("compiling the CUDA emulation "
@@ -82,11 +85,12 @@ def _launch(name, tag, D, grid, threads, smem, args):
     head.append(ctypes.c_uint(threads))
     if name != "flash_bwd_preprocess":
         head.append(ctypes.c_size_t(smem))
-    values = [ctypes.c_void_p(v.ctypes.data) if kind == "ptr" else KINDS[kind](v) for kind, v in args]
+    values = [ctypes.c_void_p(v.ctypes.data) if kind == "ptr" else KINDS[kind](v)
+              for kind, v in args]
     code = getattr(lib, "emu_" + name.removeprefix("flash_"))(*head, *values)
     if code:
-        raise RuntimeError(f"emulated kernel {name}<{tag}, {D}> failed with code {code} (see "
-                           "stderr)")
+        raise RuntimeError(f"emulated kernel {name}<{tag}, {D}> failed "
+                           f"with code {code} (see stderr)")
 
 
 def _tag(bfloat16, *arrays):
@@ -101,14 +105,15 @@ def _storage(a, tag):
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False,
-                    tensor_cores=False, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
+                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
+                    block_k=DEFAULT_BLOCK, return_lse=False, tensor_cores=False, bfloat16=False,
+                    smem_limit=driver.DEFAULT_SMEM):
     """The CUDA forward kernels, emulated on the CPU; NumPy in, NumPy out (bfloat16 as float32)."""
     tag = _tag(bfloat16, query, key, value)
     q, k, v = (_storage(a, tag) for a in (query, key, value))
     out, lse = frontend.forward(_launch, np, q, k, v, is_causal, scale, enable_gqa, tag=tag,
-                                     causal_align=causal_align, window=window, block_q=block_q,
-                                     block_k=block_k, tensor_cores=tensor_cores, smem_limit=smem_limit)
+                                causal_align=causal_align, window=window, block_q=block_q,
+                                block_k=block_k, tensor_cores=tensor_cores, smem_limit=smem_limit)
     out = driver.from_storage(out, tag)
     return (out, lse) if return_lse else out
 
@@ -116,13 +121,13 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
 def tile_plan(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
               causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
               backward=False, tensor_cores=False, bfloat16=False, smem_limit=driver.DEFAULT_SMEM):
-    """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for these
-    arguments."""
+    """The :class:`~attention_scratch.contract.TilePlan` the emulated kernels run for
+    these arguments."""
     return frontend.tile_plan(query, key, value, is_causal, scale, enable_gqa,
-                                   tag=_tag(bfloat16, query, key, value), causal_align=causal_align,
-                                   window=window, block_q=block_q, block_k=block_k, backward=backward,
-                                   tensor_cores=False if backward else tensor_cores,
-                                   smem_limit=smem_limit)
+                              tag=_tag(bfloat16, query, key, value), causal_align=causal_align,
+                              window=window, block_q=block_q, block_k=block_k, backward=backward,
+                              tensor_cores=False if backward else tensor_cores,
+                              smem_limit=smem_limit)
 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,
@@ -132,6 +137,6 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     tag = _tag(bfloat16, query, key, value)
     arrays = [_storage(a, tag) for a in (grad_out, query, key, value, out)]
     grads = frontend.backward(_launch, np, *arrays, np.asarray(lse), is_causal, scale, enable_gqa,
-                                   tag=tag, causal_align=causal_align, window=window, block_q=block_q,
-                                   block_k=block_k, smem_limit=smem_limit)
+                              tag=tag, causal_align=causal_align, window=window, block_q=block_q,
+                              block_k=block_k, smem_limit=smem_limit)
     return tuple(driver.from_storage(g, tag) for g in grads)

@@ -28,8 +28,8 @@ def storage_tag(*dtypes):
         return "bfloat16"
     for d in dtypes:
         if np.dtype(d).kind not in "biuf":
-            raise TypeError("query, key and value must hold real floating-point numbers; got "
-                            f"dtypes {names}")
+            raise TypeError("query, key and value must hold real floating-point numbers; "
+                            f"got dtypes {names}")
     common = np.result_type(*[np.float64 if np.dtype(d).kind in "biu" else d for d in dtypes])
     return common.name
 
@@ -80,8 +80,8 @@ def plan_for(args, tag, *, backward=False, tensor_cores=False, smem_limit=driver
 def forward(launch, xp, q, k, v, is_causal=False, scale=None, enable_gqa=False, *, tag,
             causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK,
             tensor_cores=False, smem_limit=driver.DEFAULT_SMEM):
-    """``out`` (..., Hq, L, Ev) in the storage dtype and ``lse`` (..., Hq, L) in the accumulation
-    dtype.
+    """``out`` (..., Hq, L, Ev) in the storage dtype and ``lse``
+    (..., Hq, L) in the accumulation dtype.
 
     ``q``, ``k``, ``v`` are device arrays already in the storage dtype of ``tag``.
     """
@@ -100,12 +100,14 @@ def backward(launch, xp, grad_out, q, k, v, out, lse, is_causal=False, scale=Non
     """``(dq, dk, dv)`` shaped like ``q``, ``k``, ``v`` in the storage dtype of ``tag``."""
     args = attention_args(q, k, v, is_causal, scale, enable_gqa, causal_align=causal_align,
                           window=window, block_q=block_q, block_k=block_k, convert=False)
-    rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)  # cleaned
+    # rows cleaned
+    rows, grad_out, out, lse = args.backward_inputs(grad_out, out, lse, convert=False)
     q_rows = (int(np.prod(args.q.shape[:-2], dtype=np.int64)), args.L)  # (N·Hq, L)
     lse = lse.reshape(q_rows).astype(driver.acc_dtype_of_tag(tag))  # (N·Hq, L)
     lse = xp.ascontiguousarray(lse)
+    # dq (N·Hq, L, E), dk (N·Hkv, S, E), dv (N·Hkv, S, Ev)
     dq, dk, dv = driver.run_backward(
         launch, xp, args.folded(grad_out), args.folded(args.q), args.folded(args.k),
         args.folded(args.v), args.folded(out), lse, args.group, args.scale, args.band,
-        *args.plan.requested, tag, smem_limit=smem_limit)  # (N·Hq, L, E), (N·Hkv, S, ·)
+        *args.plan.requested, tag, smem_limit=smem_limit)
     return args.finish_backward(rows, dq, dk, dv)  # shaped like q, k, v

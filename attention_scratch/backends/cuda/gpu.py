@@ -33,7 +33,8 @@ SOURCE_OF = {"flash_fwd_scalar": "flash_fwd.cu", "flash_fwd_mma": "flash_fwd_mma
              "flash_fwd_wmma": "flash_fwd_wmma.cu",
              "flash_bwd_preprocess": "flash_bwd.cu", "flash_bwd_dkdv": "flash_bwd.cu"}
 _KERNELS = {}
-FAILED_TENSOR_CORE_KERNELS = {}  # kind ("mma" or "wmma") -> why it failed to compile in this process
+# kind ("mma" or "wmma") -> why it failed to compile in this process
+FAILED_TENSOR_CORE_KERNELS = {}
 
 
 def unavailable_reason():
@@ -44,11 +45,13 @@ def unavailable_reason():
         return ("the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: CuPy is not installed "
                 "(pip install 'attention_scratch[gpu]', i.e. cupy-cuda12x)")
     except Exception as exc:  # a broken CUDA installation raises other errors at import
-        return f"the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: importing CuPy failed ({exc})"
+        return ("the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: "
+                f"importing CuPy failed ({exc})")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        return f"the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: no usable CUDA device ({exc})"
+        return ("the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: "
+                f"no usable CUDA device ({exc})")
     if count < 1:
         return "the 'cupy' backend needs CuPy and an NVIDIA CUDA GPU: CuPy sees no CUDA device"
     return None
@@ -82,7 +85,8 @@ def _include_dirs(cupy):
     # extra lacks nvidia-cuda-crt (crt/mma.h, for mma.h): last resort, the toolkit of nvcc on PATH.
     if not any((d / "crt" / "mma.h").is_file() for d in dirs):
         nvcc = shutil.which("nvcc")
-        for root in ((Path(nvcc).resolve().parent.parent if nvcc else None), Path("/usr/local/cuda")):
+        for root in ((Path(nvcc).resolve().parent.parent if nvcc else None),
+                     Path("/usr/local/cuda")):
             if root and (root / "include" / "crt" / "mma.h").is_file():
                 dirs.append(root / "include")
                 break
@@ -102,15 +106,15 @@ def kernel(name, tag, D):
         options = ("--std=c++17",) + tuple(f"-I{d}" for d in _include_dirs(cupy))
         try:
             module = cupy.RawModule(code=code, options=options, name_expressions=[expr],
-                                    backend=os.environ.get("ATTENTION_SCRATCH_CUDA_COMPILER", "nvrtc"))
+                                    backend=os.environ.get("ATTENTION_SCRATCH_CUDA_COMPILER",
+                                                           "nvrtc"))
             _KERNELS[expr] = module.get_function(expr)
         except Exception as exc:  # cupy.cuda.compiler.CompileException and friends
-            raise KernelCompileError(f"compiling {expr} failed (set CUDA_PATH to a CUDA toolkit, "
-                                     "or "
-                                     "install the header wheels: nvidia-cuda-runtime and "
-                                     "nvidia-cuda-crt for CUDA 13, "
-                                     "nvidia-cuda-runtime-cu12 and nvidia-cuda-nvcc-cu12 for CUDA "
-                                     f"12): {exc}") from exc
+            raise KernelCompileError(f"compiling {expr} failed "
+                                     "(set CUDA_PATH to a CUDA toolkit, or install the header "
+                                     "wheels: nvidia-cuda-runtime and nvidia-cuda-crt "
+                                     "for CUDA 13, nvidia-cuda-runtime-cu12 "
+                                     f"and nvidia-cuda-nvcc-cu12 for CUDA 12): {exc}") from exc
     return _KERNELS[expr]
 
 
@@ -120,20 +124,22 @@ def _launch(name, tag, D, grid, threads, smem, args):
     if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
         fn.max_dynamic_shared_size_bytes = smem  # opt in to more than 48 KiB
     cast = {"ptr": lambda a: a, "i32": np.int32, "i64": np.int64, "f64": np.float64}
-    fn(tuple(int(g) for g in grid), (int(threads),), tuple(cast[k](v) for k, v in args), shared_mem=int(smem))
+    fn(tuple(int(g) for g in grid), (int(threads),), tuple(cast[k](v) for k, v in args),
+       shared_mem=int(smem))
 
 
 _LIMITS = {}
 
 
 def device_limits():
-    """``(shared memory per block with opt-in, compute capability as an int like 90)``, per
-    device."""
+    """``(shared memory per block with opt-in, compute capability as an int like
+    90)``, per device."""
     cupy = _require()
     dev = cupy.cuda.Device()
     key = (id(cupy), getattr(dev, "id", 0))
     if key not in _LIMITS:  # querying every attribute of a device is slow: once per device
-        _LIMITS[key] = (int(dev.attributes["MaxSharedMemoryPerBlockOptin"]), int(dev.compute_capability))
+        _LIMITS[key] = (int(dev.attributes["MaxSharedMemoryPerBlockOptin"]),
+                        int(dev.compute_capability))
     return _LIMITS[key]
 
 
@@ -148,7 +154,8 @@ def _to_device(x):
         x = x.detach()
         if x.dtype == torch.bfloat16:  # no bfloat16 in CuPy: pass its bits; results stay on the GPU
             x = x if x.is_cuda else x.to("cuda")
-            return cupy.from_dlpack(x.contiguous().view(torch.int16)).view(cupy.uint16), "torch-bf16"
+            bits = cupy.from_dlpack(x.contiguous().view(torch.int16)).view(cupy.uint16)
+            return bits, "torch-bf16"
         if not x.is_cuda:  # a CPU tensor: copied to the GPU, and the result copied back
             return cupy.asarray(x.numpy()), "torch-cpu"
         return cupy.from_dlpack(x), "torch"
@@ -190,9 +197,9 @@ def _inputs(arrays):
 
 def tensor_core_kernel(tag, cc, requested="auto"):
     """The tensor-core kernel for input ``tag`` on compute capability ``cc`` (e.g. 90): ``"mma"``
-    (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto". A kernel
-    that failed to compile in this process (``FAILED_TENSOR_CORE_KERNELS``) is never chosen
-    again."""
+    (sm_80+), ``"wmma"`` (float16 on sm_70+) or ``False``. ``requested`` overrides "auto". A
+    kernel that failed to compile in this process (``FAILED_TENSOR_CORE_KERNELS``) is never
+    chosen again."""
     if tag not in ("float16", "bfloat16") or requested is False:
         return False
     if requested == "auto":
@@ -202,14 +209,13 @@ def tensor_core_kernel(tag, cc, requested="auto"):
         return False
     if requested not in driver.TENSOR_CORE_KERNELS:
         raise ValueError("tensor_cores must be 'auto', False or one of "
-                         f"{driver.TENSOR_CORE_KERNELS}; "
-                         f"got {requested!r}")
+                         f"{driver.TENSOR_CORE_KERNELS}; got {requested!r}")
     return False if requested in FAILED_TENSOR_CORE_KERNELS else requested
 
 
 def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=False, *,
-                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK, return_lse=False,
-                    tensor_cores="auto"):
+                    causal_align="top_left", window=None, block_q=DEFAULT_BLOCK,
+                    block_k=DEFAULT_BLOCK, return_lse=False, tensor_cores="auto"):
     """:func:`attention_scratch.flash_attention` on the GPU (same arguments, no ``backend``).
 
     ``block_q`` and ``block_k`` are requests: float16 and bfloat16 inputs with the
@@ -233,8 +239,8 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
         if not chosen or f"flash_fwd_{chosen}" not in str(exc):
             raise
         FAILED_TENSOR_CORE_KERNELS[chosen] = str(exc)
-        warnings.warn("the tensor-core kernel could not be compiled, using the scalar kernel: "
-                      f"{exc}")
+        warnings.warn("the tensor-core kernel could not be compiled, "
+                      f"using the scalar kernel: {exc}", stacklevel=2)
         out, lse = frontend.forward(_launch, cupy, q, k, v, is_causal, scale, enable_gqa,
                                          tensor_cores=False, **kw)
     out = _from_device(out, kind, tag)
@@ -263,8 +269,8 @@ def _tag_of(*arrays):
     """The storage tag of the inputs without moving them (``torch.bfloat16`` is "bfloat16")."""
     if any(str(getattr(a, "dtype", "")) == "torch.bfloat16" for a in arrays):
         return "bfloat16"
-    dtypes = [np.dtype(str(a.dtype).removeprefix("torch.")) if hasattr(a, "dtype") else np.asarray(a).dtype
-              for a in arrays]
+    dtypes = [np.dtype(str(a.dtype).removeprefix("torch.")) if hasattr(a, "dtype")
+              else np.asarray(a).dtype for a in arrays]
     return frontend.storage_tag(*dtypes)
 
 
@@ -278,6 +284,6 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     lse_dev, _ = _to_device(lse)
     smem, _ = device_limits()
     grads = frontend.backward(_launch, cupy, g, q, k, v, o, lse_dev, is_causal, scale, enable_gqa,
-                                   tag=tag, causal_align=causal_align, window=window, block_q=block_q,
-                                   block_k=block_k, smem_limit=smem)
+                              tag=tag, causal_align=causal_align, window=window, block_q=block_q,
+                              block_k=block_k, smem_limit=smem)
     return tuple(_from_device(a, kind, tag) for a in grads)

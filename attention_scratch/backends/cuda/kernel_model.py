@@ -101,11 +101,9 @@ def model_forward(q, k, v, scale=None, band=(None, None)):
     """One head of the forward kernel, row by row and chunk by chunk, in NumPy.
 
     ``band = (lo, hi)`` keeps key ``j`` for query ``i`` when ``lo <= j - i <= hi`` (``None`` or
-    ints,
-    :mod:`attention_scratch.bands`).
-    The dot products are formed as the kernel forms them: each of the ``TPR``
-    threads of a row group sums over its own dims (:func:`thread_slice`), and the
-    group combines the partial sums with :func:`butterfly_steps`.
+    ints, :mod:`attention_scratch.bands`). The dot products are formed as the kernel forms them:
+    each of the ``TPR`` threads of a row group sums over its own dims (:func:`thread_slice`), and
+    the group combines the partial sums with :func:`butterfly_steps`.
 
     Shapes: ``q`` (L, E), ``k`` (S, E), ``v`` (S, Ev) -> ``out`` (L, Ev), ``lse`` (L,).
     """

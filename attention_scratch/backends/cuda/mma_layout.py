@@ -19,7 +19,7 @@ executed and checked without a GPU.
 import numpy as np
 
 SHAPES = {"a": (16, 16), "b": (16, 8), "c": (16, 8)}
-# entries per lane: 4, 2, 4 registers of two 16-bit values / of one float
+# entries per lane: 4, 2, 4 registers of two 16-bit values / one float
 SLOTS = {"a": 8, "b": 4, "c": 4}
 
 
@@ -50,8 +50,8 @@ def fragment_entry(operand, lane, i):
 
 
 def owner_map(operand):
-    """``(lane, slot)``: two int arrays shaped like the operand, the lane holding each entry and its
-    index there."""
+    """``(lane, slot)``: two int arrays shaped like the operand,
+    the lane holding each entry and its index there."""
     lane_of = np.full(SHAPES[operand], -1)
     slot_of = np.full(SHAPES[operand], -1)
     for lane in range(32):
@@ -62,8 +62,8 @@ def owner_map(operand):
 
 
 def to_fragments(matrix, operand):
-    """The per-lane fragments of ``matrix``: shape (32, slots), row ``lane`` = that lane's registers
-    in order."""
+    """The per-lane fragments of ``matrix``:
+    shape (32, slots), row ``lane`` = that lane's registers in order."""
     matrix = np.asarray(matrix)
     if matrix.shape != SHAPES[operand]:
         raise ValueError(f"operand {operand!r} is {SHAPES[operand]}; got shape {matrix.shape}")

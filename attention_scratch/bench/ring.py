@@ -1,11 +1,12 @@
-"""Ring attention on MPI, measured: scaling with the number of ranks and what the overlap hides (chapter 11).
+"""Ring attention on MPI, measured: scaling with the number of ranks and what the overlap hides
+(chapter 11).
 
 Record the chapter's numbers (a few minutes)::
 
-    python -m attention_scratch.bench_ring --record attention_scratch/data/11_ring_bench.json
+    python -m attention_scratch.bench.ring --record attention_scratch/data/11_ring_bench.json
 
 For each number of ranks ``P`` (1, 2, 4; twice, in turn) this starts ``mpiexec -n P python -m
-attention_scratch.bench_ring --rank …``. Every rank holds its shard of one problem
+attention_scratch.bench.ring --rank …``. Every rank holds its shard of one problem
 (``B = 1``, ``H`` heads, ``N`` positions, ``E``, float64) and keeps NumPy's BLAS to one
 thread, so ``P`` ranks use at most ``P`` cores. Before anything is timed, the ranks'
 outputs and gradients are gathered and checked against single-process
@@ -39,18 +40,28 @@ def _phase_sums(timeline):
     return sums
 
 
+def _shard(whole, rows):
+    """Rows ``rows`` of an lse (B, H, N) or of an output or gradient (B, H, N, ·)."""
+    return whole[..., rows] if whole.ndim == 3 else whole[..., rows, :]
+
+
 def rank_main(N, heads, dim, repeats, configs, seed=0):
     """What each rank runs; rank 0 returns the measurements of every config (others ``None``)."""
     from mpi4py import MPI
     from threadpoolctl import threadpool_limits
 
     import attention_scratch as at
-    from attention_scratch.distributed import ring_attention, ring_attention_backward, shard_positions
+    from attention_scratch.distributed import (
+        ring_attention,
+        ring_attention_backward,
+        shard_positions,
+    )
 
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
     rng = np.random.default_rng(seed)
-    q, k, v, g = (rng.standard_normal((1, heads, N, dim)) for _ in range(4))  # (B, H, N, E), on every rank
+    q, k, v, g = (rng.standard_normal((1, heads, N, dim))
+                  for _ in range(4))  # (B, H, N, E), on every rank
     results = {}
     with threadpool_limits(1):
         for name in configs:
@@ -58,18 +69,23 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
             rows = shard_positions(N, world, layout)[rank]
             mine = [x[..., rows, :].copy() for x in (q, k, v, g)]  # (1, H, N/P, E) each
             out, lse = ring_attention(*mine[:3], comm, causal, layout=layout, return_lse=True)
-            grads = ring_attention_backward(mine[3], *mine[:3], out, lse, comm, causal, layout=layout)
+            grads = ring_attention_backward(mine[3], *mine[:3], out, lse, comm, causal,
+                                            layout=layout)
             gathered = comm.gather((rows, out, lse) + tuple(grads))
             error = None
             if rank == 0:  # the check before timing: single-process flash on the whole sequence
                 ref_out, ref_lse = at.flash_attention(q, k, v, causal, return_lse=True)
-                ref = (ref_out, ref_lse) + tuple(at.flash_attention_backward(g, q, k, v, ref_out, ref_lse, causal))
-                error = max(float(np.abs(part - (whole[..., r] if whole.ndim == 3 else whole[..., r, :])).max())
-                            for r, *parts in gathered for part, whole in zip(parts, ref))
+                ref_grads = at.flash_attention_backward(g, q, k, v, ref_out, ref_lse, causal)
+                ref = (ref_out, ref_lse, *ref_grads)
+                error = max(float(np.abs(part - _shard(whole, r)).max())
+                            for r, *parts in gathered
+                            for part, whole in zip(parts, ref, strict=True))
                 if not error <= 1e-12:
-                    raise AssertionError(f"{name} on {world} ranks differs from flash_attention by {error:.3g}")
-            times = {mode: {"forward": [], "backward": [], "phases_forward": [], "phases_backward": []}
-                     for mode in (("overlap", "blocking") if world > 1 else ("overlap",))}
+                    raise AssertionError(f"{name} on {world} ranks differs from flash_attention "
+                                         f"by {error:.3g}")
+            modes = ("overlap", "blocking") if world > 1 else ("overlap",)
+            times = {mode: {"forward": [], "backward": [], "phases_forward": [],
+                            "phases_backward": []} for mode in modes}
             timelines = {}
             for _ in range(repeats):
                 for mode, record in times.items():
@@ -77,12 +93,13 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
                     forward_log, backward_log = [], []
                     comm.Barrier()
                     start = time.perf_counter()
-                    out, lse = ring_attention(*mine[:3], comm, causal, layout=layout, return_lse=True,
-                                              overlap=overlap, timeline=forward_log)
+                    out, lse = ring_attention(*mine[:3], comm, causal, layout=layout,
+                                              return_lse=True, overlap=overlap,
+                                              timeline=forward_log)
                     comm.Barrier()
                     middle = time.perf_counter()
-                    ring_attention_backward(mine[3], *mine[:3], out, lse, comm, causal, layout=layout,
-                                            overlap=overlap, timeline=backward_log)
+                    ring_attention_backward(mine[3], *mine[:3], out, lse, comm, causal,
+                                            layout=layout, overlap=overlap, timeline=backward_log)
                     comm.Barrier()
                     stop = time.perf_counter()
                     record["forward"].append(middle - start)
@@ -109,31 +126,34 @@ def rank_main(N, heads, dim, repeats, configs, seed=0):
     return results if rank == 0 else None
 
 
-def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4), configs=tuple(CONFIGS),
-           timeout=1800):
-    """Run every ``P`` of ``worlds`` under mpiexec, ``rounds`` times in turn (so that a change of load
-    on the machine reaches every ``P``), and write what they measured to ``path`` (JSON)."""
-    from .bench import git_commit, machine_description
-    from .distributed_mpi import mpi, run_ranks
+def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4),
+           configs=tuple(CONFIGS), timeout=1800):
+    """Run every ``P`` of ``worlds`` under mpiexec, ``rounds`` times in turn (so that a change of
+    load on the machine reaches every ``P``), and write what they measured to ``path`` (JSON)."""
+    from ..distributed_mpi import mpi, run_ranks
+    from .common import git_commit
+    from .cpu import machine_description
 
     runs = {str(world): [] for world in worlds}
     for turn in range(rounds):
         for world in worlds:
             start, load = time.perf_counter(), os.getloadavg()
-            done = run_ranks(world, ["-m", "attention_scratch.bench_ring", "--rank", "--size", N, "--heads", heads,
-                                     "--dim", dim, "--repeats", repeats, "--configs", ",".join(configs)],
-                             timeout=timeout)
+            done = run_ranks(world, ["-m", "attention_scratch.bench.ring", "--rank", "--size", N,
+                                     "--heads", heads, "--dim", dim, "--repeats", repeats,
+                                     "--configs", ",".join(configs)], timeout=timeout)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or len(lines) != 1:
-                raise RuntimeError(f"mpiexec -n {world} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-            runs[str(world)].append({"round": turn, "load_before": load, "load_after": os.getloadavg(),
+                raise RuntimeError(f"mpiexec -n {world} failed "
+                                   f"({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            runs[str(world)].append({"round": turn, "load_before": load,
+                                     "load_after": os.getloadavg(),
                                      "results": json.loads(lines[0][len("RESULT "):])})
-            print(f"round {turn + 1}/{rounds}, P={world}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    result = {"command": "python -m attention_scratch.bench_ring " + " ".join(sys.argv[1:]),
-              "problem": {"B": 1, "H": heads, "N": N, "E": dim, "dtype": "float64", "repeats": repeats,
-                          "rounds": rounds},
-              "machine": machine_description(), "commit": git_commit(),
-              "mpi": mpi().Get_library_version().splitlines()[0].strip(),
+            print(f"round {turn + 1}/{rounds}, P={world}: {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr)
+    result = {"command": "python -m attention_scratch.bench.ring " + " ".join(sys.argv[1:]),
+              "problem": {"B": 1, "H": heads, "N": N, "E": dim, "dtype": "float64",
+                          "repeats": repeats, "rounds": rounds}, "machine": machine_description(),
+              "commit": git_commit(), "mpi": mpi().Get_library_version().splitlines()[0].strip(),
               "date": time.strftime("%Y-%m-%d"), "runs": runs}
     with open(path, "w") as file:
         json.dump(result, file, indent=1)
@@ -143,15 +163,20 @@ def record(path, N=4096, heads=4, dim=64, repeats=3, rounds=2, worlds=(1, 2, 4),
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--record", metavar="PATH", help="run P = 1, 2, 4 under mpiexec and write JSON here")
-    parser.add_argument("--rank", action="store_true", help="(internal) run as one rank under mpiexec")
+    parser.add_argument("--record", metavar="PATH",
+                        help="run P = 1, 2, 4 under mpiexec and write JSON here")
+    parser.add_argument("--rank", action="store_true",
+                        help="(internal) run as one rank under mpiexec")
     parser.add_argument("--size", type=int, default=4096, help="sequence length N (default 4096)")
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per run (default 3)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of every P, in turn (default 2)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed repetitions per run (default 3)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of every P, in turn (default 2)")
     parser.add_argument("--worlds", default="1,2,4", help="numbers of ranks to run (default 1,2,4)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"some of {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     configs = tuple(args.configs.split(","))
     if args.rank:

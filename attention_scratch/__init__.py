@@ -7,8 +7,11 @@ accelerated backends load on first use.
 """
 from .additive import AdditiveAttention
 from .backends import BackendUnavailable
+from .block_mask import BlockMask, create_block_mask
 from .decoding import ring_attention, split_kv_attention
 from .flash import block_schedule, flash_attention, flash_attention_backward
+from .flex import flex_attention, flex_attention_backward
+from .flex_mods import ScoreMod
 from .kv_cache import KVCache
 from .luong import LuongAttention
 from .masks import causal_mask, combine_masks, padding_mask, sliding_window_mask
@@ -53,6 +56,8 @@ __all__ = [
     # chapter 14
     "sliding_window_attention", "linear_attention", "linear_attention_recurrent",
     "linear_attention_chunked", "performer_attention",
+    # chapter 16
+    "flex_attention", "flex_attention_backward", "create_block_mask", "BlockMask", "ScoreMod",
     # errors
     "BackendUnavailable", "WeightFileError",
 ]

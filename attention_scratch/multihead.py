@@ -11,6 +11,8 @@ import numpy as np
 
 from ._checks import as_float_array, check_broadcastable, check_flag, check_positive_int
 from ._nonfinite import bad_rows, zero_rows
+from .flash import flash_attention, flash_attention_backward
+from .flex import flex_attention, flex_attention_backward
 from .kv_cache import KVCache
 from .masks import check_attn_mask, combine_masks, key_padding_to_keep
 from .positional import apply_rope, apply_rope_backward
@@ -145,6 +147,15 @@ class MultiHeadAttention:
     rope : bool
         Rotate the query and key heads by their positions (RoPE, chapter 7) before
         attending; with a cache the new tokens take positions ``cache.length ...``.
+    attention : str
+        ``"dense"`` (scaled dot-product attention, chapter 4; the default) or ``"flash"``: the
+        tiled kernels, :func:`attention_scratch.flash_attention` for ``is_causal`` and
+        :func:`attention_scratch.flex_attention` for a ``block_mask`` (chapter 16), forward and
+        backward. The weights are never formed there, so ``need_weights`` is refused, and
+        ``attn_mask`` and ``key_padding_mask`` are replaced by ``block_mask``. Decoding with a
+        cache always runs dense.
+    backend : str
+        The kernels' backend with ``attention="flash"``: ``"numpy"``, ``"numba"`` or ``"auto"``.
 
     Attributes
     ----------
@@ -157,7 +168,7 @@ class MultiHeadAttention:
     """
 
     def __init__(self, embed_dim, num_heads, num_kv_heads=None, bias=True, kdim=None, vdim=None,
-                 rng=None, *, rope=False):
+                 rng=None, *, rope=False, attention="dense", backend="numpy"):
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         num_heads = check_positive_int(num_heads, "num_heads")
         num_kv_heads = num_heads if num_kv_heads is None else check_positive_int(num_kv_heads,
@@ -183,6 +194,9 @@ class MultiHeadAttention:
         if rope and self.head_dim % 2:
             raise ValueError(f"rope=True needs an even head dim; got {self.head_dim}")
         self.rope = bool(rope)
+        if attention not in ("dense", "flash"):
+            raise ValueError(f"attention must be 'dense' or 'flash'; got {attention!r}")
+        self.attention, self.backend = attention, backend
         self.grads = {}
         self._saved = None
 
@@ -205,7 +219,7 @@ class MultiHeadAttention:
         return y if b is None else y + b.astype(x.dtype)
 
     def forward(self, query, key=None, value=None, attn_mask=None, key_padding_mask=None,
-                is_causal=False, need_weights=False, *, cache=None):
+                is_causal=False, need_weights=False, *, cache=None, block_mask=None):
         """Attend from ``query`` to ``key``/``value`` (default: self-attention on ``query``).
 
         Parameters
@@ -225,6 +239,10 @@ class MultiHeadAttention:
         cache : KVCache, optional
             Decoding: the new keys/values are appended to ``cache`` and ``query``
             attends to everything cached (self-attention only, no backward).
+        block_mask : BlockMask, optional
+            With ``attention="flash"``: the mask as a block mask
+            (:func:`attention_scratch.create_block_mask`, B = None or the batch, H = None or
+            ``num_heads``), in place of ``is_causal`` and the other masks.
 
         Returns
         -------
@@ -263,6 +281,13 @@ class MultiHeadAttention:
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S_cached + L, D)
         B, L, S = query.shape[0], q.shape[-2], k.shape[-2]
+        if self.attention == "flash" and cache is None:
+            return self._flash_forward(query, key, value, q, k, v, attn_mask, key_padding_mask,
+                                       is_causal, need_weights, block_mask,
+                                       (self_attention, key_defaulted, value_defaulted, pos_q,
+                                        pos_k))
+        if block_mask is not None:
+            raise ValueError("block_mask= needs attention='flash' (and no cache)")
         attn_mask = check_attn_mask(attn_mask, (B, self.num_heads, L, S))  # names the argument
         if key_padding_mask is not None:
             # True = may attend
@@ -280,6 +305,7 @@ class MultiHeadAttention:
             self._saved = dict(
                 query=inputs[0], key=inputs[1], value=inputs[2], q=q, k=k, v=v,
                 mask=None if mask is None else mask.copy(), is_causal=is_causal, merged=merged,
+                flash=None,
                 self_attention=self_attention, pos_q=pos_q, pos_k=pos_k,
                 key_defaulted=key_defaulted, value_defaulted=value_defaulted)
         else:
@@ -287,6 +313,51 @@ class MultiHeadAttention:
         return (out, weights) if need_weights else out
 
     __call__ = forward
+
+    def _flash_forward(self, query, key, value, q, k, v, attn_mask, key_padding_mask, is_causal,
+                       need_weights, block_mask, roles):
+        """The ``attention="flash"`` path of :meth:`forward`: tiled kernels, no weights."""
+        if need_weights:
+            raise ValueError("need_weights=True is not available with attention='flash': the "
+                             "tiled kernels never form the weights (use attention='dense')")
+        if attn_mask is not None or key_padding_mask is not None:
+            raise ValueError("with attention='flash' pass the mask as block_mask= "
+                             "(at.create_block_mask), not attn_mask or key_padding_mask")
+        if block_mask is not None and is_causal:
+            raise ValueError("with a block_mask, is_causal must be False: write causality into "
+                             "the mask_mod")
+        kw = {"enable_gqa": True, "backend": self.backend}
+        if block_mask is None:
+            heads, lse = flash_attention(q, k, v, is_causal, return_lse=True,
+                                         **kw)  # (B, Hq, L, D), (B, Hq, L)
+        else:
+            heads, lse = flex_attention(q, k, v, block_mask=block_mask, return_lse=True,
+                                        **kw)  # (B, Hq, L, D), (B, Hq, L)
+        merged = merge_heads(heads)  # (B, L, embed_dim)
+        out = self._project(merged, "o", self.embed_dim, "merged heads")  # (B, L, embed_dim)
+        inputs = _private_copies(query, key, value)
+        self_attention, key_defaulted, value_defaulted, pos_q, pos_k = roles
+        self._saved = {
+            "query": inputs[0], "key": inputs[1], "value": inputs[2], "q": q, "k": k, "v": v,
+            "mask": None, "is_causal": is_causal, "merged": merged,
+            "self_attention": self_attention, "pos_q": pos_q, "pos_k": pos_k,
+            "key_defaulted": key_defaulted, "value_defaulted": value_defaulted,
+            "flash": (heads, lse, block_mask)}
+        return out
+
+    def _attention_backward(self, d_heads, s):
+        """dQ, dK, dV of the attention itself, dense or through the tiled kernels."""
+        if s["flash"] is None:
+            return scaled_dot_product_attention_backward(
+                d_heads, s["q"], s["k"], s["v"], s["mask"], is_causal=s["is_causal"],
+                enable_gqa=True)  # (B, Hq, L, D), (B, Hkv, S, D) x2
+        heads, lse, block_mask = s["flash"]
+        kw = {"enable_gqa": True, "backend": self.backend}
+        if block_mask is None:
+            return flash_attention_backward(d_heads, s["q"], s["k"], s["v"], heads, lse,
+                                            s["is_causal"], **kw)
+        return flex_attention_backward(d_heads, s["q"], s["k"], s["v"], heads, lse,
+                                       block_mask=block_mask, **kw)
 
     def backward(self, grad_out):
         """Gradients of the last :meth:`forward` call (without a cache).
@@ -317,9 +388,8 @@ class MultiHeadAttention:
                              f"{s['merged'].shape}; got {g.shape}")
         grads = {"W_o": np.einsum("bli,blo->io", s["merged"], g)}  # (embed_dim, embed_dim)
         d_merged = g @ self.params["W_o"].T.astype(g.dtype)  # (B, L, embed_dim)
-        d_q, d_k, d_v = scaled_dot_product_attention_backward(
-            split_heads(d_merged, self.num_heads), s["q"], s["k"], s["v"], s["mask"],
-            is_causal=s["is_causal"], enable_gqa=True)  # (B, Hq, L, D), (B, Hkv, S, D) x2
+        d_q, d_k, d_v = self._attention_backward(split_heads(d_merged, self.num_heads),
+                                                 s)  # (B, Hq, L, D), (B, Hkv, S, D) x2
         if self.rope:  # back through the rotations
             d_q, d_k = apply_rope_backward(d_q, s["pos_q"]), apply_rope_backward(d_k, s["pos_k"])
         d_inputs = {}

@@ -34,16 +34,18 @@ class SelfAttention(Module):
     the live arrays); :meth:`backward` adds the layer's gradients to ``grads``.
     """
 
-    def __init__(self, d_model, num_heads, rng):
+    def __init__(self, d_model, num_heads, rng, attention="dense", backend="numpy"):
         super().__init__()
-        self.mha = MultiHeadAttention(d_model, num_heads, rng=rng)
+        self.mha = MultiHeadAttention(d_model, num_heads, rng=rng, attention=attention,
+                                      backend=backend)
         object.__setattr__(self, "params", self.mha.params)
         object.__setattr__(self, "grads", {k: np.zeros_like(v) for k, v in self.mha.params.items()})
         self.weights = None  # (B, H, L, S) of the last forward with need_weights
 
-    def forward(self, x, cache=None, need_weights=False, attn_mask=None):
-        out = self.mha.forward(x, attn_mask=attn_mask, is_causal=True, need_weights=need_weights,
-                               cache=cache)
+    def forward(self, x, cache=None, need_weights=False, attn_mask=None, block_mask=None):
+        # a block mask carries its own causality (attention="flash", chapter 16)
+        out = self.mha.forward(x, attn_mask=attn_mask, is_causal=block_mask is None,
+                               need_weights=need_weights, cache=cache, block_mask=block_mask)
         if need_weights:
             out, self.weights = out
         return out, None  # the attention layer keeps its own saved tensors
@@ -63,16 +65,16 @@ class Block(Module):
     ``x`` (B, L, d_model) -> (B, L, d_model).
     """
 
-    def __init__(self, d_model, num_heads, hidden, rng):
+    def __init__(self, d_model, num_heads, hidden, rng, attention="dense", backend="numpy"):
         super().__init__()
         self.ln1, self.ln2 = LayerNorm(d_model), LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, num_heads, rng)
+        self.attn = SelfAttention(d_model, num_heads, rng, attention, backend)
         self.mlp = MLP(d_model, hidden, rng)
 
-    def forward(self, x, cache=None, need_weights=False, attn_mask=None):
+    def forward(self, x, cache=None, need_weights=False, attn_mask=None, block_mask=None):
         h, c_ln1 = self.ln1.forward(x)  # (B, L, d)
-        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights,
-                                 attn_mask=attn_mask)  # (B, L, d)
+        a, _ = self.attn.forward(h, cache=cache, need_weights=need_weights, attn_mask=attn_mask,
+                                 block_mask=block_mask)  # (B, L, d)
         x = x + a  # (B, L, d)
         h2, c_ln2 = self.ln2.forward(x)  # (B, L, d)
         m, c_mlp = self.mlp.forward(h2)  # (B, L, d)
@@ -94,6 +96,10 @@ class TinyTransformer(Module):
     rng : numpy.random.Generator
     tie_weights : bool
         Read out with the transposed embedding instead of a separate matrix.
+    attention, backend : str
+        ``attention="flash"`` runs every attention layer on the tiled kernels of chapters 9-12
+        and 16 with ``backend`` (:class:`attention_scratch.MultiHeadAttention`); decoding with
+        the KV cache stays dense.
 
     Shapes
     ------
@@ -101,7 +107,7 @@ class TinyTransformer(Module):
     """
 
     def __init__(self, vocab_size, d_model=64, num_heads=4, num_layers=2, hidden=256, max_len=64, *,
-                 rng, tie_weights=False):
+                 rng, tie_weights=False, attention="dense", backend="numpy"):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, d_model=d_model, num_heads=num_heads,
                            num_layers=num_layers, hidden=hidden, max_len=max_len,
@@ -111,18 +117,22 @@ class TinyTransformer(Module):
         self.positions = sinusoidal_encoding(max_len, d_model)  # (max_len, d): fixed, not trained
         self.blocks = []
         for i in range(num_layers):
-            block = Block(d_model, num_heads, hidden, rng)
+            block = Block(d_model, num_heads, hidden, rng, attention, backend)
             setattr(self, f"block{i}", block)  # registers the child's parameters
             self.blocks.append(block)
         self.ln_f = LayerNorm(d_model)
         if not tie_weights:
             self.head = Linear(d_model, vocab_size, rng, bias=False)
 
-    def embed(self, ids, offset=0):
-        """Token embeddings plus the position encoding of positions ``offset .. offset + L - 1``.
+    def embed(self, ids, offset=0, positions=None):
+        """Token embeddings plus the position encoding of positions ``offset .. offset + L - 1``
+        (or of ``positions``, one per token: packed sequences restart at 0 in each document).
 
-        Shapes: ``ids`` (B, L) -> (B, L, d_model).
+        Shapes: ``ids`` (B, L), ``positions`` (L,) or None -> (B, L, d_model).
         """
+        if positions is not None:
+            x, _ = self.tok.forward(ids)  # (B, L, d)
+            return x + self.positions[np.asarray(positions)]  # (B, L, d)
         L = ids.shape[1]
         if offset + L > self.positions.shape[0]:
             raise ValueError(f"positions {offset}..{offset + L - 1} exceed "
@@ -138,21 +148,25 @@ class TinyTransformer(Module):
         logits, c_head = self.head.forward(h)  # (B, L, V)
         return logits, (c_ln, c_head)
 
-    def forward(self, ids, need_weights=False, attn_masks=None):
+    def forward(self, ids, need_weights=False, attn_masks=None, *, block_mask=None,
+                positions=None):
         """Logits for every position, and the cache :meth:`backward` needs.
 
         With ``need_weights`` each block keeps its attention weights in
         ``block.attn.weights`` (B, H, L, L). ``attn_masks``, one boolean mask
         (True = may attend, broadcastable to (B, H, L, L)) or None per block, is
         and-ed with the causal mask: it lets an experiment hide chosen keys from
-        chosen heads.
+        chosen heads. ``block_mask`` (with ``attention="flash"``) replaces the causal mask in
+        every block, and ``positions`` (L,) the positions ``0 .. L-1``: packed documents
+        (chapter 16).
         """
         ids = np.asarray(ids)
-        x = self.embed(ids)  # (B, L, d)
+        x = self.embed(ids, positions=positions)  # (B, L, d)
         caches = []
         masks = attn_masks if attn_masks is not None else [None] * len(self.blocks)
         for block, mask in zip(self.blocks, masks, strict=True):
-            x, c = block.forward(x, need_weights=need_weights, attn_mask=mask)  # (B, L, d)
+            x, c = block.forward(x, need_weights=need_weights, attn_mask=mask,
+                                 block_mask=block_mask)  # (B, L, d)
             caches.append(c)
         logits, c_out = self.output(x)  # (B, L, V)
         return logits, (ids, caches, c_out)

@@ -54,6 +54,7 @@ CHAPTERS = {
     13: "ch13_cupy_gpu",
     14: "ch14_efficient_variants",
     15: "ch15_tiny_transformer",
+    16: "ch16_programmable_attention",
 }
 TITLES = {
     1: "The NumPy toolkit for attention",
@@ -71,6 +72,7 @@ TITLES = {
     13: "A CuPy GPU kernel",
     14: "Efficient variants",
     15: "A tiny transformer",
+    16: "Programmable attention",
 }
 
 BEGIN = re.compile(r"^# BEGIN EXERCISE (\d+)\.(\d+) \((\d+) points?\): (.+)$")

@@ -21,7 +21,8 @@ from ..transformer import TinyTransformer, generate
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "tiny_transformer_sort.npz"
 DEFAULTS = dict(task="sort", seed=0, length=8, d_model=64, num_heads=4, num_layers=2, hidden=128,
-                steps=1000, batch=64, lr=3e-3, warmup=100, clip=1.0)
+                steps=1000, batch=64, lr=3e-3, warmup=100, clip=1.0, pack=1, attention="dense",
+                backend="numpy")
 
 
 def learning_rate(step, steps, lr, warmup):
@@ -32,11 +33,12 @@ def learning_rate(step, steps, lr, warmup):
     return lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t)))
 
 
-def train_step(model, opt, inputs, targets, clip=1.0):
+def train_step(model, opt, inputs, targets, clip=1.0, **forward_kw):
     """One forward, backward and Adam step;
-    returns ``(loss, token accuracy on targets, grad norm)``."""
+    returns ``(loss, token accuracy on targets, grad norm)``. ``forward_kw`` go to
+    ``model.forward`` (a block mask and positions for packed sequences)."""
     model.zero_grad()
-    logits, cache = model.forward(inputs)  # (B, L, V)
+    logits, cache = model.forward(inputs, **forward_kw)  # (B, L, V)
     loss, d_logits = cross_entropy(logits, targets, ignore_index=IGNORE)
     model.backward(d_logits, cache)
     norm = clip_grad_norm(model.gradients(), clip)
@@ -60,9 +62,42 @@ def evaluate(model, length, num=1000, seed=12345, use_cache=True):
 
 
 def build_model(cfg, rng):
-    """A :class:`TinyTransformer` sized for the task in ``cfg``."""
+    """A :class:`TinyTransformer` sized for the task in ``cfg`` (with its attention option)."""
     return TinyTransformer(VOCAB_SIZE, cfg["d_model"], cfg["num_heads"], cfg["num_layers"],
-                           cfg["hidden"], max_len=2 * cfg["length"] + 1, rng=rng)
+                           cfg["hidden"], max_len=2 * cfg["length"] + 1, rng=rng,
+                           attention=cfg.get("attention", "dense"),
+                           backend=cfg.get("backend", "numpy"))
+
+
+
+def packed_batch(task, rng, rows, pack, length):
+    """``pack`` training sequences packed into each of ``rows`` rows, for a document mask.
+
+    Returns ``inputs``, ``targets`` (rows, pack·T), and ``positions``, ``doc_ids`` (pack·T,):
+    each packed sequence restarts its positions at 0, and ``doc_ids`` says which one a token
+    belongs to. Every sequence of the task has the same length ``T``, so one mask serves
+    every row.
+    """
+    inputs, targets = make_batch(task, rng, rows * pack, length)  # (rows·pack, T)
+    T = inputs.shape[1]
+    return (inputs.reshape(rows, pack * T), targets.reshape(rows, pack * T),
+            np.tile(np.arange(T), pack), np.repeat(np.arange(pack), T))
+
+
+def packed_masks(cfg, doc_ids):
+    """The forward arguments that keep packed sequences apart: a document block mask for
+    ``attention="flash"`` (tiles of one sequence, so tiles across documents are skipped), or
+    a boolean same-document mask, and-ed with the causal one, for dense attention."""
+    from ..block_mask import create_block_mask
+    from ..flex_mods import document
+
+    n = len(doc_ids)
+    if cfg.get("attention", "dense") == "flash":
+        block = n // cfg["pack"]
+        return {"block_mask": create_block_mask(document(doc_ids), None, None, n, n,
+                                                BLOCK_SIZE=block)}
+    keep = doc_ids[:, None] == doc_ids[None, :]  # (n, n): same document
+    return {"attn_masks": [keep] * cfg["num_layers"]}
 
 
 def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, progress=False,
@@ -81,6 +116,10 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, pro
     model = build_model(cfg, rng)
     data_rng = np.random.default_rng([seed, 1])
     opt = Adam(model, lr=cfg["lr"])
+    pack = cfg["pack"]
+    if cfg["batch"] % pack:
+        raise ValueError(f"batch={cfg['batch']} must be a multiple of pack={pack}")
+    forward_kw = {}
     history = {k: [] for k in ("loss", "acc", "lr", "time")}
     bar = progress_bar(cfg["steps"], desc=f"training ({task})", unit="step", enabled=progress)
     log = printer_beside(bar, out)
@@ -89,8 +128,14 @@ def train(task="sort", seed=0, *, log_every=100, time_limit=None, out=print, pro
     with bar:
         for step in range(cfg["steps"]):
             opt.lr = learning_rate(step, cfg["steps"], cfg["lr"], cfg["warmup"])
-            inputs, targets = make_batch(task, data_rng, cfg["batch"], cfg["length"])
-            loss, acc, _ = train_step(model, opt, inputs, targets, cfg["clip"])
+            if pack > 1:  # the same sequences as unpacked, pack to a row
+                inputs, targets, positions, doc_ids = packed_batch(
+                    task, data_rng, cfg["batch"] // pack, pack, cfg["length"])
+                if not forward_kw:
+                    forward_kw = {**packed_masks(cfg, doc_ids), "positions": positions}
+            else:
+                inputs, targets = make_batch(task, data_rng, cfg["batch"], cfg["length"])
+            loss, acc, _ = train_step(model, opt, inputs, targets, cfg["clip"], **forward_kw)
             elapsed = time.perf_counter() - start
             for k, v in (("loss", loss), ("acc", acc), ("lr", opt.lr), ("time", elapsed)):
                 history[k].append(v)
@@ -127,13 +172,20 @@ def main(argv=None):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int,
                             default=DEFAULTS[name])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--pack", type=int, default=1,
+                        help="sequences packed into one row, kept apart by a document mask")
+    parser.add_argument("--attention", default="dense", choices=("dense", "flash"),
+                        help="flash: the tiled kernels (flash_attention, flex_attention)")
+    parser.add_argument("--backend", default="numpy", choices=("numpy", "numba", "auto"),
+                        help="the kernels' backend with --attention flash")
     parser.add_argument("--eval-size", type=int, default=1000,
                         help="held-out sequences to evaluate")
     parser.add_argument("--save", type=Path, help="write the trained weights to this .npz file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("length", "d_model", "num_heads", "num_layers",
-                                               "hidden", "steps", "batch", "warmup", "lr")}
+                                               "hidden", "steps", "batch", "warmup", "lr", "pack",
+                                               "attention", "backend")}
     start = time.perf_counter()
     model, history = train(args.task, args.seed, progress=not args.quiet, **overrides)
     token_acc, seq_acc = evaluate(model, args.length, num=args.eval_size)

@@ -47,7 +47,7 @@ def _kernel_arrays(args):
     return tuple(args.folded(x, args.acc_dtype) for x in (args.q, args.k, args.v))
 
 
-def _flops(q, k, v):
+def forward_flops(q, k, v):
     """The matrix-product FLOPs of a forward pass on kernel-layout arrays (mask ignored)."""
     return 2.0 * q.shape[0] * q.shape[1] * k.shape[1] * (q.shape[2] + v.shape[2])
 
@@ -82,7 +82,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     lse = np.empty(q.shape[:2], dtype=args.acc_dtype)  # (Hq', L)
     lo, hi = args.band
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
-        with blas_one_thread(flops=_flops(q, k, v)):
+        with blas_one_thread(flops=forward_flops(q, k, v)):
             forward_parallel(q, k, v, out, lse, q.dtype.type(args.scale), lo, hi, args.plan.block_q,
                              args.plan.block_k)
     out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
@@ -138,7 +138,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
-        with blas_one_thread(flops=2.5 * _flops(q, k, v)):
+        with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             dq = np.empty_like(q)
             kv_parallel(q, k, v, d_out, lse, d, dk, dv, one, lo, hi, block_q, block_k)
             dq_parallel(q, k, v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
@@ -146,7 +146,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     else:
         chunks = dq_chunks(k.shape[0], -(-S // block_k))
         dq_parts = np.zeros((chunks, *q.shape), dtype=acc_dtype)  # (C, Hq', L, E)
-        with blas_one_thread(flops=2.5 * _flops(q, k, v)):
+        with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q, block_k)
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
         dq *= scale

@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 from numba import cfunc, njit, prange, types
 
-from .cpu import blas_one_thread
+from .cpu import blas_one_thread, forward_flops
 from .exp import LOOP_FLAGS, fast_exp
 from .forward import online_softmax_tile
 from .tiles import tile_view
@@ -289,7 +289,7 @@ def forward_flex(problem, score_mod, mask_mod):
     lse = np.full(q.shape[:2], np.inf, dtype=a.acc_dtype)  # (Hq', L)
     if q.shape[0] and a.L and a.S:
         score, _, mask, has_score = _mods(score_mod, None, mask_mod)
-        with blas_one_thread():
+        with blas_one_thread(flops=forward_flops(q, k, v)):  # workers stopped for big kernels only
             forward_parallel(q, k, v, out, lse, q.dtype.type(a.scale), problem.kinds, a.heads,
                              problem.block_q, problem.block_k, score, mask, has_score)
     return out.reshape((*a.q.shape[:-1], a.Ev)), lse.reshape(a.q.shape[:-1])
@@ -309,7 +309,7 @@ def backward_flex(problem, d_out, out, lse, score_mod, derivative, mask_mod):
         scale = q.dtype.type(a.scale)
         common = (problem.kinds, a.heads, problem.block_q, problem.block_k, score, derivative,
                   mask, has_score)
-        with blas_one_thread():
+        with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):  # as the flash backward
             dq_parallel(q, k, v, d_out, lse, d, dq, scale, *common)
             kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, *common)
     return dq.reshape(a.q.shape), dk.reshape(a.k.shape), dv.reshape(a.v.shape)

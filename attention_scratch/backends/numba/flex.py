@@ -136,6 +136,16 @@ def forward_block(q, k, v, out, lse, i0, i1, scale, kinds_row, block_k, b, h, sc
             lse[i0 + r] = np.inf
 
 
+@njit(cache=True)
+def query_block_item(item, n_blocks, heads, kinds):
+    """Work item ``item`` of a (folded head, query block) loop: the folded head ``t``, the query
+    block ``qb``, the batch and head indices ``b``, ``h`` the mods see, and the block mask's row
+    of tile kinds for it, ``(nk,)`` (``kinds`` (Bm, Hm, nq, nk), Bm and Hm 1 when broadcast)."""
+    t, qb = item // n_blocks, item % n_blocks
+    b, h = np.int64(t // heads), np.int64(t % heads)
+    return t, qb, b, h, kinds[b if kinds.shape[0] > 1 else 0, h if kinds.shape[1] > 1 else 0, qb]
+
+
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
 def forward_parallel(q, k, v, out, lse, scale, kinds, heads, block_q, block_k, score_fn, mask_fn,
                      has_score):
@@ -144,10 +154,7 @@ def forward_parallel(q, k, v, out, lse, scale, kinds, heads, block_q, block_k, s
     group = n_heads // k.shape[0]
     n_blocks = (L + block_q - 1) // block_q
     for item in prange(n_heads * n_blocks):
-        t = item // n_blocks
-        qb = item % n_blocks
-        b, h = np.int64(t // heads), np.int64(t % heads)
-        row = kinds[b if kinds.shape[0] > 1 else 0, h if kinds.shape[1] > 1 else 0, qb]
+        t, qb, b, h, row = query_block_item(item, n_blocks, heads, kinds)
         i0 = qb * block_q
         forward_block(q[t], k[t // group], v[t // group], out[t], lse[t], i0,
                       min(i0 + block_q, L), scale, row, block_k, b, h, score_fn, mask_fn,
@@ -197,10 +204,7 @@ def dq_parallel(q, k, v, do, lse, d, dq, scale, kinds, heads, block_q, block_k, 
     group = n_heads // k.shape[0]
     n_blocks = (L + block_q - 1) // block_q
     for item in prange(n_heads * n_blocks):
-        t = item // n_blocks
-        qb = item % n_blocks
-        b, h = np.int64(t // heads), np.int64(t % heads)
-        row = kinds[b if kinds.shape[0] > 1 else 0, h if kinds.shape[1] > 1 else 0, qb]
+        t, qb, b, h, row = query_block_item(item, n_blocks, heads, kinds)
         i0 = qb * block_q
         i1 = min(i0 + block_q, L)
         kk, vv = k[t // group], v[t // group]

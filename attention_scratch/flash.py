@@ -93,7 +93,8 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     L, S = q.shape[-2], k.shape[-2]
     big_d = d_term(d_out.astype(acc_dtype), out.astype(acc_dtype))  # (N, Hkv, G, L)
     lse = lse.astype(acc_dtype)  # (N, Hkv, G, L)
-    dq = xp.zeros(q.shape, dtype=acc_dtype)  # (N, Hkv, G, L, E): accumulated over key blocks
+    q_scaled = q.astype(acc_dtype) * scale  # (N, Hkv, G, L, E): scale folded in once, not per tile
+    dq = xp.zeros(q.shape, dtype=acc_dtype)  # (N, Hkv, G, L, E): dS K, summed over key blocks
     dk = xp.empty(k.shape, dtype=dtype)  # (N, Hkv, 1, S, E)
     dv = xp.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
     for j0 in range(0, S, block_k):
@@ -105,18 +106,17 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
         for qb in query_block_range(j0, j1, L, block_q, band):
             i0, i1 = qb * block_q, min(qb * block_q + block_q, L)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
+            qs_blk = q_scaled[..., i0:i1, :]  # (N, Hkv, G, bq, E): q · scale
             do_blk = d_out[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, Ev)
-            scores = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk)
-            scores *= scale  # in place: no second tile
+            scores = qs_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk), already scaled
             p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
             dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev)
             dp = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk)
             ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)
-            dq[..., i0:i1, :] += (ds @ k_blk) * scale  # (N, Hkv, G, bq, E)
-            ds_q = (np.swapaxes(ds, -1, -2) @ q_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, E)
-            dk_blk += ds_q * scale  # (N, Hkv, 1, bk, E): summed over the group G
+            dq[..., i0:i1, :] += ds @ k_blk  # (N, Hkv, G, bq, E): scaled once, at the end
+            dk_blk += (np.swapaxes(ds, -1, -2) @ qs_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, E)
         dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_blk, dv_blk
+    dq *= scale  # (N, Hkv, G, L, E): dQ = dS K · scale
     return dq.astype(dtype), dk, dv
 
 
@@ -210,9 +210,40 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
                           causal_align=causal_align, window=window, block_q=block_q,
                           block_k=block_k)
     rows, d_out, out, lse = args.backward_inputs(grad_out, out, lse)  # kernel layout, rows cleaned
-    dq, dk, dv = backward_blocks(d_out, args.q, args.k, args.v, out, lse, args.scale, args.band,
-                                 args.plan.block_q, args.plan.block_k, args.dtype, args.acc_dtype)
+    arrays = (d_out, args.q, args.k, args.v, out, lse)
+    n_heads = args.q.shape[0] * args.q.shape[1]  # N · Hkv, folded into one axis of heads below
+    d_out, q, k, v, out, lse = (a.reshape((1, n_heads) + a.shape[2:]) for a in arrays)
+    xp = array_module(q)
+    dq = xp.empty(q.shape, dtype=args.dtype)  # (1, N·Hkv, G, L, E)
+    dk, dv = xp.empty(k.shape, dtype=args.dtype), xp.empty(v.shape, dtype=args.dtype)
+    for h in _head_steps(xp, q.shape, k.shape[-2], args.plan.block_q, args.plan.block_k,
+                         args.acc_dtype):
+        dq[:, h], dk[:, h], dv[:, h] = backward_blocks(
+            d_out[:, h], q[:, h], k[:, h], v[:, h], out[:, h], lse[:, h], args.scale, args.band,
+            args.plan.block_q, args.plan.block_k, args.dtype, args.acc_dtype)
     return args.finish_backward(rows, dq, dk, dv)  # shaped like query, key, value
+
+
+TILE_CACHE_BYTES = 2**20  # a CPU core's L2 cache, which one step's tiles should fit (1 MiB here)
+
+
+def _head_steps(xp, q_shape, S, block_q, block_k, acc_dtype):
+    """The slices of the head axis that the NumPy backward pass works on at once.
+
+    On a CPU, as many heads as keep one step's tiles, ``(heads, G, block_q, block_k)`` in
+    ``acc_dtype``, within :data:`TILE_CACHE_BYTES` (at least one): the pass makes several
+    sweeps over each tile, and 8 heads of 512 × 512 float32 tiles (8 MiB) would make each sweep
+    go to main memory. On a GPU, every head at once (one big kernel beats many small ones).
+
+    Shapes
+    ------
+    ``q_shape`` (1, heads, G, L, E), ``S`` keys.
+    """
+    heads, group, L = q_shape[1], q_shape[2], q_shape[3]
+    tile_bytes = group * min(block_q, L) * min(block_k, S) * np.dtype(acc_dtype).itemsize
+    step = heads if xp is not np else TILE_CACHE_BYTES // max(tile_bytes, 1)
+    step = max(step, 1)
+    return [slice(h0, min(h0 + step, heads)) for h0 in range(0, heads, step)]
 
 
 def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=False, scale=None,

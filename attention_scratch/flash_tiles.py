@@ -49,12 +49,12 @@ def tile_keep(i0, i1, j0, j1, band):
     returns ``(i1 - i0, j1 - j0)``.
     """
     lo, hi = band
-    offset = np.arange(j0, j1)[None, :] - np.arange(i0, i1)[:, None]  # (bq, bk): j - i
-    keep = np.ones(offset.shape, dtype=bool)  # (bq, bk)
+    rows, cols = np.arange(i0, i1)[:, None], np.arange(j0, j1)[None, :]  # (bq, 1), (1, bk)
+    keep = np.ones((i1 - i0, j1 - j0), dtype=bool)  # (bq, bk)
     if lo is not None:
-        keep &= offset >= lo
+        keep &= cols >= rows + lo  # (bq, bk): j - i >= lo
     if hi is not None:
-        keep &= offset <= hi
+        keep &= cols <= rows + hi  # (bq, bk): j - i <= hi
     return keep
 
 
@@ -182,7 +182,8 @@ def recompute_probs(scores, lse, keep=None):
     # BEGIN SOLUTION
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)  # (..., bq, bk)
-    return np.exp(scores - lse[..., None])  # (..., bq, bk): exp(-inf) = 0
+    p = scores - lse[..., None]  # (..., bq, bk): a new array, the caller's scores stay as they are
+    return np.exp(p, out=p)  # (..., bq, bk): in place on our own array; exp(-inf) = 0
     # END SOLUTION
 
 
@@ -206,7 +207,11 @@ def dscores(p, dp, d):
     """
     # BEGIN SOLUTION
     # HINT: 0 * NaN is NaN: choose the 0 with np.where rather than multiply by it
-    return np.where(p == 0, 0.0, p * (dp - d[..., None])).astype(p.dtype)  # (..., bq, bk)
+    ds = dp - d[..., None]  # (..., bq, bk): a new array, dp stays as it was
+    ds *= p  # (..., bq, bk), in place
+    if np.isnan(ds.sum()):  # rare: a NaN somewhere, maybe 0 * NaN where p = 0 (one pass to know)
+        ds = np.where(p == 0, 0, ds).astype(p.dtype, copy=False)  # (..., bq, bk)
+    return ds
     # END SOLUTION
 
 

@@ -26,7 +26,6 @@ from .flash_tiles import (
     forward_tile,
     key_block_range,
     query_block_range,
-    recompute_probs,
     tile_keep,
     tile_kind,
 )
@@ -108,11 +107,20 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
             qs_blk = q_scaled[..., i0:i1, :]  # (N, Hkv, G, bq, E): q · scale
             do_blk = d_out[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, Ev)
-            scores = qs_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk), already scaled
-            p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
+            # recompute_probs and dscores (exercises 10.2, 10.3) written in place on the two
+            # tiles this loop owns, p and ds: no new (bq, bk) array, no extra sweep over one
+            p = qs_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk): S, already scaled
+            if keep is not None:
+                xp.copyto(p, -np.inf, where=~keep)  # (N, Hkv, G, bq, bk): masked scores absent
+            p -= lse[..., i0:i1, None]  # (N, Hkv, G, bq, bk): S - lse
+            p = xp.exp(p, out=p)  # (N, Hkv, G, bq, bk): P, 0 where masked
             dv_blk += (np.swapaxes(p, -1, -2) @ do_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev)
-            dp = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk)
-            ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)
+            ds = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk): dP
+            ds -= big_d[..., i0:i1, None]  # (N, Hkv, G, bq, bk): dP - D
+            ds *= p  # (N, Hkv, G, bq, bk): dS = P ∘ (dP - D)
+            if ds.size and xp.isnan(ds.max()):  # rare: a NaN, maybe 0 · NaN where P = 0 (dscores)
+                dp = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk)
+                ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)
             dq[..., i0:i1, :] += ds @ k_blk  # (N, Hkv, G, bq, E): scaled once, at the end
             dk_blk += (np.swapaxes(ds, -1, -2) @ qs_blk).sum(2, keepdims=True)  # (N, Hkv, 1, bk, E)
         dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_blk, dv_blk

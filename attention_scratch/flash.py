@@ -93,9 +93,12 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     big_d = d_term(d_out.astype(acc_dtype), out.astype(acc_dtype))  # (N, Hkv, G, L)
     # One more column carries lse and D into two of the products, so that no sweep over a tile
     # subtracts them: [Q·scale, -lse] [K, 1]ᵀ = S - lse and [dO, D] [V, -1]ᵀ = dP - D.
+    # A row with nothing to attend has lse = +inf; the largest float gives the same P = 0 and
+    # keeps infinities out of the product (BLAS would warn about 0 · inf).
+    lse = xp.minimum(lse.astype(acc_dtype), np.finfo(acc_dtype).max)  # (N, Hkv, G, L)
     ones = xp.ones(k.shape[:-1] + (1,), dtype=acc_dtype)  # (N, Hkv, 1, S, 1)
     q_lse = xp.concatenate([q.astype(acc_dtype) * scale,  # scale folded in once, not per tile
-                            -lse.astype(acc_dtype)[..., None]], axis=-1)  # (N, Hkv, G, L, E + 1)
+                            -lse[..., None]], axis=-1)  # (N, Hkv, G, L, E + 1)
     do_d = xp.concatenate([d_out.astype(acc_dtype), big_d[..., None]],
                           axis=-1)  # (N, Hkv, G, L, Ev + 1)
     k_one = xp.concatenate([k.astype(acc_dtype), ones], axis=-1)  # (N, Hkv, 1, S, E + 1)

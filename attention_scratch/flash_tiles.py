@@ -49,12 +49,13 @@ def tile_keep(i0, i1, j0, j1, band):
     returns ``(i1 - i0, j1 - j0)``.
     """
     lo, hi = band
-    rows, cols = np.arange(i0, i1)[:, None], np.arange(j0, j1)[None, :]  # (bq, 1), (1, bk)
-    keep = np.ones((i1 - i0, j1 - j0), dtype=bool)  # (bq, bk)
+    shape, shift = (i1 - i0, j1 - j0), j0 - i0  # j - i = (j - j0) - (i - i0) + shift
+    # np.tri(bq, bk, d)[r, c] is True where c <= r + d, i.e. where j - i <= d + shift (quicker
+    # than comparing two aranges)
+    keep = (np.tri(*shape, hi - shift, dtype=bool) if hi is not None  # (bq, bk): j - i <= hi
+            else np.ones(shape, dtype=bool))
     if lo is not None:
-        keep &= cols >= rows + lo  # (bq, bk): j - i >= lo
-    if hi is not None:
-        keep &= cols <= rows + hi  # (bq, bk): j - i <= hi
+        keep &= ~np.tri(*shape, lo - 1 - shift, dtype=bool)  # (bq, bk): j - i >= lo
     return keep
 
 

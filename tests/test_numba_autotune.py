@@ -41,7 +41,8 @@ def key(backward=False, L=40, S=56, E=8, masked=False):
 
 def write_cache(path, entries):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cpu": "test", "version": at.__version__, "entries": entries}))
+    path.write_text(json.dumps({"cpu": "test", "version": at.__version__,
+                                "kernels": autotune.kernels_fingerprint(), "entries": entries}))
 
 
 def no_measuring(*args, **kwargs):
@@ -55,6 +56,7 @@ def test_first_use_measures_every_candidate_and_writes_the_cache(cache):
     data = json.loads(cache.read_text())
     entry = data["entries"][key()]
     assert data["version"] == at.__version__
+    assert data["kernels"] == autotune.kernels_fingerprint()
     assert set(entry["candidates"]) == {"8x8", "8x24", "16x8", "16x24"}
     best = min(entry["candidates"], key=entry["candidates"].get)
     assert best == f"{entry['block_q']}x{entry['block_k']}"
@@ -77,6 +79,20 @@ def test_a_cached_choice_is_read_and_not_measured_again(cache, monkeypatch):
     want = at.flash_attention_backward(np.ones_like(out), q, k, v, out, lse, is_causal=True)
     for got, ref in zip(grads, want, strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("field", ["version", "kernels"])
+def test_a_cache_of_another_version_or_other_kernels_is_measured_again(cache, field):
+    q, k, v = inputs()
+    write_cache(cache, {key(): {"block_q": 16, "block_k": 24}})
+    assert cpu.tile_plan(q, k, v).note.split(": ")[1].startswith("tuned on")
+    data = json.loads(cache.read_text())
+    data[field] = "other"
+    cache.write_text(json.dumps(data))
+    autotune._memory.clear()
+    assert cpu.tile_plan(q, k, v).note.split(": ")[1].startswith("tuned now")
+    assert json.loads(cache.read_text())[field] == getattr(autotune, {
+        "version": "_version", "kernels": "kernels_fingerprint"}[field])()
 
 
 def test_a_cache_in_another_version_or_unreadable_is_ignored_and_rewritten(cache):

@@ -23,8 +23,14 @@ import flash_backend_cases as cases
 import numba
 from flash_backend_cases import make_inputs
 
-from attention_scratch.backends.numba.exp import LOOP_FLAGS, exp_array, libm_exp_array
-from attention_scratch.backends.numba.tiles import key_blocks, query_blocks, tile_is_full
+from attention_scratch.backends.numba.exp import (
+    LOOP_FLAGS,
+    exp_array,
+    libm_exp_array,
+    tile_exp_array,
+)
+from attention_scratch.backends.numba.forward import online_softmax_tile
+from attention_scratch.backends.numba.tiles import key_blocks, mask_tile, query_blocks, tile_is_full
 from attention_scratch.bands import integer_band, mask_band
 from attention_scratch.testing import reference_mask
 
@@ -226,8 +232,8 @@ def test_block_ranges_are_the_tiles_the_mask_keeps_something_in(mask, L, S, b):
 
 # The exponential.
 
-def exp_errors(dtype, x):
-    out = exp_array(x, np.empty_like(x))
+def exp_errors(dtype, x, loop=exp_array):
+    out = loop(x, np.empty_like(x))
     with np.errstate(over="ignore"):
         ref = np.exp(x.astype(np.float64))
     normal = (ref >= 2 * np.finfo(dtype).tiny) & (ref <= np.finfo(dtype).max)
@@ -255,12 +261,61 @@ def test_exp_special_values(dtype):
     assert_close(out[5:], np.exp(x[5:]).astype(dtype), what="exp(±1)")
 
 
-def assembly(dispatcher):
+@pytest.mark.parametrize("dtype,bound", [(np.float32, 1.0), (np.float64, 2.0)])
+def test_the_kernels_exp_is_as_accurate_and_gives_0_and_inf_at_its_ends(dtype, bound):
+    """tile_exp: exp_f32/exp_f64's accuracy wherever the result is a normal float below
+    2^(n_max - 1/2); exactly 0 below the clamp, +inf above, NaN kept, subnormals close."""
+    n_min, n_max = (-127, 128) if dtype == np.float32 else (-1023, 1024)
+    ln2 = np.log(2.0)
+    x = np.linspace((n_min - 3) * ln2, (n_max + 3) * ln2, 1_000_003).astype(dtype)
+    out, ref, normal, _ = exp_errors(dtype, x, tile_exp_array)
+    inside = normal & (x.astype(np.float64) < (n_max - 0.5) * ln2 - 1e-3)
+    rel = np.abs(out[inside] - ref[inside]) / ref[inside]
+    assert rel.max() / np.finfo(dtype).eps <= bound, f"max relative error {rel.max():.3g}"
+    assert np.all(np.isposinf(out[x.astype(np.float64) >= (n_max - 0.5) * ln2 + 1e-3]))
+    assert np.all(out[x.astype(np.float64) <= (n_min + 0.5) * ln2 - 1e-3] == 0)
+    small = ~normal & (ref < 1)  # between the clamp and the smallest normal: 0 or close
+    assert np.all(np.abs(out[small] - ref[small]) <= 2 * np.finfo(dtype).tiny)
+    special = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, -1e30], dtype=dtype)
+    got = tile_exp_array(special, np.empty_like(special))
+    assert got[0] == 0 and np.isposinf(got[1]) and np.isnan(got[2])
+    assert got[3] == 1 and got[4] == 1 and got[5] == 0
+
+
+def test_mask_tile_fills_exactly_the_entries_outside_the_band(rng):
+    """The two runs per row that mask_tile fills are the entries with j - i outside [lo, hi],
+    in both layouts, for tiles anywhere against bands of any width."""
+    for _ in range(2000):
+        rows, cols = (int(n) for n in rng.integers(1, 12, 2))
+        i0, j0 = (int(n) for n in rng.integers(0, 30, 2))
+        lo = int(rng.integers(-40, 20))
+        hi = lo + int(rng.integers(0, 40))
+        key_major = bool(rng.integers(0, 2))
+        tile = np.zeros((rows, cols))
+        mask_tile(tile, key_major, i0, j0, lo, hi, 1.0)
+        a, b = np.arange(rows)[:, None], np.arange(cols)[None, :]  # tile row, column
+        offset = (j0 + a) - (i0 + b) if key_major else (j0 + b) - (i0 + a)  # (rows, cols): j - i
+        expected = ((offset < lo) | (offset > hi)).astype(float)
+        assert np.array_equal(tile, expected), (rows, cols, i0, j0, lo, hi, key_major)
+
+
+def assembly(dispatcher, sig=(numba.float32[::1], numba.float32[::1])):
     """The machine code of a fresh, uncached compilation (cached code cannot be inspected)."""
     fresh = numba.njit(fastmath=LOOP_FLAGS)(dispatcher.py_func)
-    sig = (numba.float32[::1], numba.float32[::1])
     fresh.compile(sig)
     return fresh.inspect_asm(sig)
+
+
+def test_tile_loops_store_without_masks():
+    """The running maximum and the mask are written with plain stores: a masked store
+    (vmaskmovps) made the max loop of a 256 x 256 tile as slow as its exponentials on AMD Zen."""
+    vec, tile = numba.float32[::1], numba.float32[:, ::1]
+    softmax = assembly(online_softmax_tile, (tile, vec, vec, vec, vec))
+    assert re.search(r"v\w+ps\s+.*%[yz]mm", softmax), "the softmax tile loop is not vectorised"
+    assert "vmaskmov" not in softmax, "online_softmax_tile stores through a mask"
+    masking = assembly(mask_tile, (tile, numba.boolean, numba.int64, numba.int64, numba.int64,
+                                   numba.int64, numba.float32))
+    assert "vmaskmov" not in masking, "mask_tile stores through a mask"
 
 
 def test_exp_loop_is_vectorised_and_calls_no_libm():

@@ -7,7 +7,9 @@ a power of two, head dims, masked or not, threads) times the kernel on every can
 of a small grid, :data:`BLOCK_Q` x :data:`BLOCK_K`, and keeps the fastest. The choice,
 with every candidate's time, is written to a JSON file in the user's cache folder,
 one file per processor model and library version (:func:`cache_path`); later calls and
-later processes read it.
+later processes read it. The file also records a hash of the kernels' source
+(:func:`kernels_fingerprint`): choices measured on other kernels (an edited clone, a
+development version) are dropped and measured again.
 
 * Explicit sizes always win: ``block_q=64`` passed by the caller is run as given (the
   default is :data:`~attention_scratch.contract.AUTO_BLOCK`, an ``int`` equal to 64 that
@@ -26,6 +28,8 @@ The kernel's :class:`~attention_scratch.contract.TilePlan` says what happened:
 ``note`` where they came from.
 """
 import datetime
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -78,6 +82,16 @@ def _version():
     return sys.modules[__name__.split(".")[0]].__version__
 
 
+@functools.cache
+def kernels_fingerprint():
+    """A short hash of the source files of the kernels the tuner times (forward, backward,
+    their tile helpers and exponential)."""
+    digest = hashlib.sha256()
+    for name in ("forward.py", "backward.py", "tiles.py", "exp.py"):
+        digest.update((Path(__file__).with_name(name)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cpu_model():
     """The processor's model name: the cache's key (``/proc/cpuinfo``, else ``platform``)."""
     try:
@@ -106,7 +120,8 @@ def _read(path):
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    ok = isinstance(data, dict) and data.get("version") == _version()
+    ok = (isinstance(data, dict) and data.get("version") == _version()
+          and data.get("kernels") == kernels_fingerprint())
     return dict(data.get("entries", {})) if ok else {}
 
 
@@ -116,7 +131,8 @@ def _write(path, entries):
     Entries another process wrote meanwhile are kept. Returns False if the file cannot be
     written.
     """
-    data = {"cpu": cpu_model(), "version": _version(), "entries": {**_read(path), **entries}}
+    data = {"cpu": cpu_model(), "version": _version(), "kernels": kernels_fingerprint(),
+            "entries": {**_read(path), **entries}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

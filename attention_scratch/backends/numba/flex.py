@@ -25,7 +25,7 @@ import numpy as np
 from numba import cfunc, njit, prange, types
 
 from .cpu import blas_one_thread, forward_flops
-from .exp import LOOP_FLAGS, fast_exp
+from .exp import LOOP_FLAGS, tile_exp
 from .forward import online_softmax_tile
 from .tiles import tile_view
 
@@ -176,7 +176,7 @@ def tile_gradients(p, dp, kind, i0, j0, b, h, lse, d, score_fn, deriv_fn, mask_f
             z = score_fn(raw, b, h, i, j) if has_score else raw
             if kind == 1 and not mask_fn(b, h, i, j):
                 z = -np.inf
-            w = fast_exp(z - lse[r])
+            w = tile_exp(z - lse[r])
             if w == 0.0:
                 p[c, r], dp[c, r] = 0.0, 0.0
             else:

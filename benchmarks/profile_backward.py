@@ -1,0 +1,139 @@
+"""Where one tile of the Numba backward pass spends its time, on one core (chapter 12, issue 17).
+
+Run in a plain process::
+
+    PYTHONPATH=. python benchmarks/profile_backward.py --tiles 128x128 256x256 --rounds 9
+
+For each tile shape ``block_q x block_k`` (E = Ev = 64, float32) it times, hot in the cache,
+each step that :func:`attention_scratch.backends.numba.backward.kv_key_block` runs per tile of
+the one-pass backward: the five products (BLAS), the weights recomputed from the log-sum-exp,
+``dS``, and the three additions into the accumulators; then the whole kernel on one thread
+(L = S = 2048, one head), divided by its number of tiles. The mask of a tile on the diagonal is
+timed apart: only those tiles pay it. The steps take turns in every round; the best counts.
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+
+from attention_scratch.backends.numba.backward import fused_parallel
+from attention_scratch.backends.numba.threads import blas_one_thread
+from attention_scratch.backends.numba.tiles import (
+    add_into,
+    dscores_in_place,
+    mask_tile,
+    probs_from_lse,
+)
+
+NO_BAND = 1 << 40  # a band wider than any tile: lo = -NO_BAND, hi = NO_BAND
+
+
+@numba.njit
+def products(a, b, out, n):
+    for _ in range(n):
+        np.dot(a, b, out)
+
+
+@numba.njit
+def products_at(a, b, out, n):
+    for _ in range(n):
+        np.dot(a.T, b, out)
+
+
+@numba.njit
+def probs_steps(t, lse, n):
+    for _ in range(n):
+        probs_from_lse(t, True, np.float32(1.0), lse, True, 0, 0, -NO_BAND, NO_BAND)
+
+
+@numba.njit
+def dscores_steps(p, dp, d, n):
+    for _ in range(n):
+        dscores_in_place(p, dp, True, d)
+
+
+@numba.njit
+def add_steps(acc, x, n):
+    for _ in range(n):
+        add_into(acc, x)
+
+
+@numba.njit
+def mask_steps(t, n):
+    for _ in range(n):
+        mask_tile(t, True, 0, 0, 0, NO_BAND, np.float32(0.0))  # causal, on the diagonal
+
+
+def best(fn, rounds):
+    fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def profile(bq, bk, rounds, n=50, N=2048, E=64):
+    rng = np.random.default_rng(0)
+    k_tile, v_tile = (rng.standard_normal((bk, E), dtype=np.float32) for _ in range(2))
+    q_t, do_t = (rng.standard_normal((E, bq), dtype=np.float32) for _ in range(2))
+    q_blk = rng.standard_normal((bq, E), dtype=np.float32)
+    pt, dpt = np.empty((bk, bq), dtype=np.float32), np.empty((bk, bq), dtype=np.float32)
+    np.dot(k_tile, q_t, out=pt)
+    lse = np.full(bq, 30.0, dtype=np.float32)  # every weight well below 1, none 0
+    d = rng.standard_normal(bq, dtype=np.float32)
+    kv_out, q_out = np.empty((bk, E), dtype=np.float32), np.empty((bq, E), dtype=np.float32)
+    q, k, v, g = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(4))
+    lse_all, d_all = np.full((1, N), 30.0, dtype=np.float32), np.zeros((1, N), dtype=np.float32)
+    dk, dv, dq_parts = np.empty_like(k), np.empty_like(v), np.zeros((1, 1, N, E), np.float32)
+    tiles = -(-N // bq) * -(-N // bk)
+    steps = {
+        "Sᵀ = K Qᵀ": lambda: products(k_tile, q_t, pt, n),
+        "Pᵀ from lse": lambda: probs_steps(pt, lse, n),
+        "dV += Pᵀ dO": lambda: products(pt, q_blk, kv_out, n),
+        "dPᵀ = V dOᵀ": lambda: products(v_tile, do_t, dpt, n),
+        "dSᵀ": lambda: dscores_steps(pt, dpt, d, n),
+        "dK += dSᵀ Q": lambda: products(dpt, q_blk, kv_out, n),
+        "dQ += dS K": lambda: products_at(dpt, k_tile, q_out, n),
+        "3 additions": lambda: [add_steps(acc, acc, n) for acc in (kv_out, kv_out, q_out)],
+        "whole kernel": lambda: fused_parallel(q, k, v, g, lse_all, d_all, dk, dv, dq_parts,
+                                               np.float32(1.0), -N, N, bq, bk),
+        "mask (diagonal tile)": lambda: mask_steps(dpt, n),
+    }
+    per_tile = dict.fromkeys(steps, np.inf)
+    numba.set_num_threads(1)
+    try:
+        with blas_one_thread():
+            for _ in range(rounds):
+                for name, fn in steps.items():
+                    seconds = best(fn, 1) / (tiles if name == "whole kernel" else n)
+                    per_tile[name] = min(per_tile[name], seconds)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    flops = 10 * bq * bk * E  # five products of 2·bq·bk·E
+    whole = per_tile.pop("whole kernel")
+    mask = per_tile.pop("mask (diagonal tile)")
+    print(f"tile {bq}x{bk}: whole kernel {whole * 1e6:.1f} µs per tile = "
+          f"{flops / whole / 1e9:.1f} GFLOP/s on one core")
+    for name, seconds in per_tile.items():
+        print(f"  {name:<14} {seconds * 1e6:7.2f} µs  {seconds / whole:5.0%} of the tile")
+    rest = whole - sum(per_tile.values())
+    print(f"  {'the rest':<14} {rest * 1e6:7.2f} µs  {rest / whole:5.0%} (loop overhead, "
+          "loads from farther caches)")
+    print(f"  {'mask':<14} {mask * 1e6:7.2f} µs  {mask / whole:5.0%} more, on a diagonal tile")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", nargs="+", default=["128x128", "256x256"])
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args()
+    for tile in args.tiles:
+        bq, bk = map(int, tile.split("x"))
+        profile(bq, bk, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

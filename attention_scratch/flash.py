@@ -220,6 +220,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
                window=window, block_q=block_q, block_k=block_k, return_lse=return_lse)
 
 
+TILE_CACHE_BYTES = 2**20  # a CPU core's L2 cache, which one step's tiles should fit (1 MiB here)
+
+
 def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_causal=False,
                                    scale=None, enable_gqa=False, *, causal_align="top_left",
                                    window=None, block_q=DEFAULT_BLOCK, block_k=DEFAULT_BLOCK):
@@ -234,15 +237,13 @@ def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_cau
     xp = array_module(q)
     dq = xp.empty(q.shape, dtype=args.dtype)  # (1, N·Hkv, G, L, E)
     dk, dv = xp.empty(k.shape, dtype=args.dtype), xp.empty(v.shape, dtype=args.dtype)
+    # a few heads at a time on a CPU, so that one step's tiles stay in a core's cache
     for h in _head_steps(xp, q.shape, k.shape[-2], args.plan.block_q, args.plan.block_k,
                          args.acc_dtype):
         dq[:, h], dk[:, h], dv[:, h] = backward_blocks(
             d_out[:, h], q[:, h], k[:, h], v[:, h], out[:, h], lse[:, h], args.scale, args.band,
             args.plan.block_q, args.plan.block_k, args.dtype, args.acc_dtype)
     return args.finish_backward(rows, dq, dk, dv)  # shaped like query, key, value
-
-
-TILE_CACHE_BYTES = 2**20  # a CPU core's L2 cache, which one step's tiles should fit (1 MiB here)
 
 
 def _head_steps(xp, q_shape, S, block_q, block_k, acc_dtype):

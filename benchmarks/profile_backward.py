@@ -12,13 +12,12 @@ the one-pass backward: the five products (BLAS), the weights recomputed from the
 timed apart: only those tiles pay it. The steps take turns in every round; the best counts.
 """
 import argparse
-import time
 
 import numba
 import numpy as np
+from profile_forward import products, products_at, time_steps  # this folder's forward profile
 
 from attention_scratch.backends.numba.backward import fused_parallel
-from attention_scratch.backends.numba.threads import blas_one_thread
 from attention_scratch.backends.numba.tiles import (
     add_into,
     dscores_in_place,
@@ -27,18 +26,6 @@ from attention_scratch.backends.numba.tiles import (
 )
 
 NO_BAND = 1 << 40  # a band wider than any tile: lo = -NO_BAND, hi = NO_BAND
-
-
-@numba.njit
-def products(a, b, out, n):
-    for _ in range(n):
-        np.dot(a, b, out)
-
-
-@numba.njit
-def products_at(a, b, out, n):
-    for _ in range(n):
-        np.dot(a.T, b, out)
 
 
 @numba.njit
@@ -63,16 +50,6 @@ def add_steps(acc, x, n):
 def mask_steps(t, n):
     for _ in range(n):
         mask_tile(t, True, 0, 0, 0, NO_BAND, np.float32(0.0))  # causal, on the diagonal
-
-
-def best(fn, rounds):
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def profile(bq, bk, rounds, n=50, N=2048, E=64):
@@ -102,16 +79,7 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
                                                np.float32(1.0), -N, N, bq, bk),
         "mask (diagonal tile)": lambda: mask_steps(dpt, n),
     }
-    per_tile = dict.fromkeys(steps, np.inf)
-    numba.set_num_threads(1)
-    try:
-        with blas_one_thread():
-            for _ in range(rounds):
-                for name, fn in steps.items():
-                    seconds = best(fn, 1) / (tiles if name == "whole kernel" else n)
-                    per_tile[name] = min(per_tile[name], seconds)
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    per_tile = time_steps(steps, rounds, n, tiles)
     flops = 10 * bq * bk * E  # five products of 2·bq·bk·E
     whole = per_tile.pop("whole kernel")
     mask = per_tile.pop("mask (diagonal tile)")

@@ -61,6 +61,22 @@ def best(fn, rounds):
     return min(times)
 
 
+def time_steps(steps, rounds, n, tiles):
+    """Each step's best time per tile, on one thread with BLAS on one thread: a step runs its
+    tile ``n`` times, except ``"whole kernel"``, which runs all ``tiles`` once."""
+    per_tile = dict.fromkeys(steps, np.inf)
+    numba.set_num_threads(1)
+    try:
+        with blas_one_thread():
+            for _ in range(rounds):  # the steps take turns in every round
+                for name, fn in steps.items():
+                    seconds = best(fn, 1) / (tiles if name == "whole kernel" else n)
+                    per_tile[name] = min(per_tile[name], seconds)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return per_tile
+
+
 def profile(bq, bk, rounds, n=200, N=2048, E=64):
     rng = np.random.default_rng(0)
     q_t = rng.standard_normal((E, bq), dtype=np.float32)
@@ -83,16 +99,7 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
         "whole kernel": lambda: forward_parallel(q, k, v, out, lse, np.float32(0.125), -N, N, bq,
                                                  bk),
     }
-    per_tile = dict.fromkeys(steps, np.inf)
-    numba.set_num_threads(1)
-    try:
-        with blas_one_thread():
-            for _ in range(rounds):
-                for name, fn in steps.items():
-                    seconds = best(fn, 1) / (tiles if name == "whole kernel" else n)
-                    per_tile[name] = min(per_tile[name], seconds)
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    per_tile = time_steps(steps, rounds, n, tiles)
     flops = 4 * bq * bk * E
     parts = sum(v for k_, v in per_tile.items() if k_ != "whole kernel")
     whole = per_tile["whole kernel"]

@@ -120,12 +120,9 @@ exp_f32 = njit(fastmath=EXP_FLAGS, cache=True)(exp_f32)
 
 
 @njit(fastmath=EXP_FLAGS, cache=True)
-def exp_f64(x):
-    """``e**x`` for a float64 ``x``, vectorisable: :func:`exp_f32`'s steps with a degree-12
-    polynomial."""
-    xc = min(max(x, XMIN_F64), XMAX_F64)  # NaN -> XMIN
-    n = np.floor(xc * LOG2E + 0.5)
-    r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
+def taylor_exp_f64(r):
+    """``e**r`` for ``|r| <= ln2 / 2`` by its Taylor series of degree 12, in Horner form (the
+    first omitted term, ``r^13/13!``, is below float64's rounding error)."""
     p = 2.08767569878681e-09  # 1/12!
     p = p * r + 2.505210838544172e-08  # 1/11!
     p = p * r + 2.755731922398589e-07  # 1/10!
@@ -139,6 +136,17 @@ def exp_f64(x):
     p = p * r + 0.5  # 1/2!
     p = p * r + 1.0  # 1/1!
     p = p * r + 1.0  # 1/0!
+    return p
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def exp_f64(x):
+    """``e**x`` for a float64 ``x``, vectorisable: :func:`exp_f32`'s steps with a degree-12
+    polynomial."""
+    xc = min(max(x, XMIN_F64), XMAX_F64)  # NaN -> XMIN
+    n = np.floor(xc * LOG2E + 0.5)
+    r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
+    p = taylor_exp_f64(r)
     y = p * pow2_f64(n - 1.0) * 2.0
     y = 0.0 if x < XMIN_F64 else y
     y = np.inf if x > XMAX_F64 else y
@@ -189,35 +197,33 @@ def tile_exp_f64(x):
     xc = TILE_XMAX_F64 if xc > TILE_XMAX_F64 else xc
     n = np.floor(xc * LOG2E + 0.5)  # -1023 .. 1024
     r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
-    p = 2.08767569878681e-09  # 1/12!
-    p = p * r + 2.505210838544172e-08  # 1/11!
-    p = p * r + 2.755731922398589e-07  # 1/10!
-    p = p * r + 2.7557319223985893e-06  # 1/9!
-    p = p * r + 2.48015873015873e-05  # 1/8!
-    p = p * r + 0.0001984126984126984  # 1/7!
-    p = p * r + 0.001388888888888889  # 1/6!
-    p = p * r + 0.008333333333333333  # 1/5!
-    p = p * r + 0.041666666666666664  # 1/4!
-    p = p * r + 0.16666666666666666  # 1/3!
-    p = p * r + 0.5  # 1/2!
-    p = p * r + 1.0  # 1/1!
-    p = p * r + 1.0  # 1/0!
+    p = taylor_exp_f64(r)
     return p * int_bits_as_float(np.int64((np.int64(n) + 1023) << 52))
 
 
-def fast_exp(x):
-    """``e**x`` for a float32 or float64 scalar inside Numba code (:func:`exp_f32` or
-    :func:`exp_f64`)."""
-    return np.exp(x)
+def _scalar_exp(name, f32, f64, doc):
+    """A function ``name(x)`` for Numba code that runs ``f32`` on a float32 and ``f64`` on a
+    float64 (an ``overload``); called from Python it is ``np.exp``."""
+
+    def stand_in(x):
+        return np.exp(x)
+
+    stand_in.__name__ = stand_in.__qualname__ = name
+    stand_in.__doc__ = doc
+
+    @overload(stand_in, inline="never", fastmath=EXP_FLAGS)
+    def _pick(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return stand_in
 
 
-@overload(fast_exp, inline="never", fastmath=EXP_FLAGS)
-def _fast_exp_overload(x):
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    if x == types.float64:
-        return lambda x: exp_f64(x)
-    return None
+fast_exp = _scalar_exp("fast_exp", exp_f32, exp_f64, """``e**x`` for a float32 or float64 scalar
+    inside Numba code (:func:`exp_f32` or :func:`exp_f64`).""")
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -237,19 +243,8 @@ def libm_exp_array(x, out):
     return out
 
 
-def tile_exp(x):
-    """``e**x`` inside the kernels' tile loops, float32 or float64 (:func:`tile_exp_f32` or
-    :func:`tile_exp_f64`)."""
-    return np.exp(x)
-
-
-@overload(tile_exp, inline="never", fastmath=EXP_FLAGS)
-def _tile_exp_overload(x):
-    if x == types.float32:
-        return lambda x: tile_exp_f32(x)
-    if x == types.float64:
-        return lambda x: tile_exp_f64(x)
-    return None
+tile_exp = _scalar_exp("tile_exp", tile_exp_f32, tile_exp_f64, """``e**x`` inside the kernels'
+    tile loops, float32 or float64 (:func:`tile_exp_f32` or :func:`tile_exp_f64`).""")
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)

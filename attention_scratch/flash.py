@@ -89,37 +89,36 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
     :func:`forward_blocks` -> ``dq`` like ``q``, ``dk`` like ``k``, ``dv`` like ``v``.
     """
     xp = array_module(q, k, v)
-    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
     big_d = d_term(d_out.astype(acc_dtype), out.astype(acc_dtype))  # (N, Hkv, G, L)
-    # One more column carries lse and D into two of the products, so that no sweep over a tile
-    # subtracts them: [Q·scale, -lse] [K, 1]ᵀ = S - lse and [dO, D] [V, -1]ᵀ = dP - D.
-    # A row with nothing to attend has lse = +inf; the largest float gives the same P = 0 and
-    # keeps infinities out of the product (BLAS would warn about 0 · inf).
-    lse = xp.minimum(lse.astype(acc_dtype), np.finfo(acc_dtype).max)  # (N, Hkv, G, L)
-    ones = xp.ones(k.shape[:-1] + (1,), dtype=acc_dtype)  # (N, Hkv, 1, S, 1)
-    q_lse = xp.concatenate([q.astype(acc_dtype) * scale,  # scale folded in once, not per tile
-                            -lse[..., None]], axis=-1)  # (N, Hkv, G, L, E + 1)
+    lse = lse.astype(acc_dtype)  # (N, Hkv, G, L)
+    # D rides along in the dP product as one more column, [dO, D] [V, -1]ᵀ = dP - D, so that no
+    # sweep over a tile subtracts it. (Not so for lse: S must be the forward's scores bit for
+    # bit, else at large logits S - lse may come out above 0 and exp overflow.)
+    minus_ones = -xp.ones(v.shape[:-1] + (1,), dtype=acc_dtype)  # (N, Hkv, 1, S, 1)
     do_d = xp.concatenate([d_out.astype(acc_dtype), big_d[..., None]],
                           axis=-1)  # (N, Hkv, G, L, Ev + 1)
-    k_one = xp.concatenate([k.astype(acc_dtype), ones], axis=-1)  # (N, Hkv, 1, S, E + 1)
-    v_one = xp.concatenate([v.astype(acc_dtype), -ones], axis=-1)  # (N, Hkv, 1, S, Ev + 1)
+    v_minus_one = xp.concatenate([v.astype(acc_dtype), minus_ones],
+                                 axis=-1)  # (N, Hkv, 1, S, Ev + 1)
     dq = xp.zeros(q.shape, dtype=acc_dtype)  # (N, Hkv, G, L, E): dS K, summed over key blocks
     dk = xp.empty(k.shape, dtype=dtype)  # (N, Hkv, 1, S, E)
     dv = xp.empty(v.shape, dtype=dtype)  # (N, Hkv, 1, S, Ev)
     for j0 in range(0, S, block_k):
         j1 = min(j0 + block_k, S)
-        k_blk = k_one[..., j0:j1, :]  # (N, Hkv, 1, bk, E + 1): [K, 1]
-        v_blk = v_one[..., j0:j1, :]  # (N, Hkv, 1, bk, Ev + 1): [V, -1]
-        dk_blk = xp.zeros(k_blk.shape[:-1] + (E,), dtype=acc_dtype)  # (N, Hkv, 1, bk, E)
+        k_blk = k[..., j0:j1, :].astype(acc_dtype, copy=False)  # (N, Hkv, 1, bk, E)
+        v_blk = v_minus_one[..., j0:j1, :]  # (N, Hkv, 1, bk, Ev + 1): [V, -1]
+        dk_blk = xp.zeros(k_blk.shape, dtype=acc_dtype)  # (N, Hkv, 1, bk, E)
         dv_blk = xp.zeros(v_blk.shape[:-1] + (Ev,), dtype=acc_dtype)  # (N, Hkv, 1, bk, Ev)
         for qb in query_block_range(j0, j1, L, block_q, band):
             i0, i1 = qb * block_q, min(qb * block_q + block_q, L)
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
-            q_blk = q_lse[..., i0:i1, :]  # (N, Hkv, G, bq, E + 1): [Q·scale, -lse]
+            q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
             do_blk = do_d[..., i0:i1, :]  # (N, Hkv, G, bq, Ev + 1): [dO, D]
             # recompute_probs and dscores (exercises 10.2, 10.3) written in place on the two
             # tiles this loop owns, p and ds: no new (bq, bk) array, no extra sweep over one
-            p = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk): S - lse, S scaled
+            p = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk): the forward's product
+            p *= scale  # (N, Hkv, G, bq, bk): S, scaled as forward_tile scales it
+            p -= lse[..., i0:i1, None]  # (N, Hkv, G, bq, bk): S - lse
             if keep is not None:
                 xp.copyto(p, -np.inf, where=~keep)  # (N, Hkv, G, bq, bk): masked scores absent
             p = xp.exp(p, out=p)  # (N, Hkv, G, bq, bk): P, 0 where masked
@@ -130,10 +129,10 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
             if ds.size and xp.isnan(ds.max()):  # rare: a NaN, maybe 0 · NaN where P = 0 (dscores)
                 dp = do_blk[..., :Ev] @ np.swapaxes(v_blk[..., :Ev], -1, -2)  # (N, Hkv, G, bq, bk)
                 ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)
-            dq[..., i0:i1, :] += ds @ k_blk[..., :E]  # (N, Hkv, G, bq, E): scaled once, at the end
-            ds_q = np.swapaxes(ds, -1, -2) @ q_blk[..., :E]  # (N, Hkv, G, bk, E)
+            dq[..., i0:i1, :] += ds @ k_blk  # (N, Hkv, G, bq, E): scaled once, at the end
+            ds_q = np.swapaxes(ds, -1, -2) @ q_blk  # (N, Hkv, G, bk, E)
             dk_blk += ds_q.sum(2, keepdims=True)  # (N, Hkv, 1, bk, E): summed over the group
-        dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_blk, dv_blk
+        dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_blk * scale, dv_blk
     dq *= scale  # (N, Hkv, G, L, E): dQ = dS K · scale
     return dq.astype(dtype), dk, dv
 

@@ -219,7 +219,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
                window=window, block_q=block_q, block_k=block_k, return_lse=return_lse)
 
 
-TILE_CACHE_BYTES = 2**20  # a CPU core's L2 cache, which one step's tiles should fit (1 MiB here)
+# the bytes of tiles one step of the NumPy backward may hold: about a core's L2 cache (512 KiB on
+# the 2-core AMD EPYC of chapter 12); 1 MiB ran faster there than 2, 4 or 8 MiB
+TILE_CACHE_BYTES = 2**20
 
 
 def flash_attention_backward_numpy(grad_out, query, key, value, out, lse, is_causal=False,
@@ -250,8 +252,9 @@ def _head_steps(xp, q_shape, S, block_q, block_k, acc_dtype):
 
     On a CPU, as many heads as keep one step's tiles, ``(heads, G, block_q, block_k)`` in
     ``acc_dtype``, within :data:`TILE_CACHE_BYTES` (at least one): the pass makes several
-    sweeps over each tile, and 8 heads of 512 × 512 float32 tiles (8 MiB) would make each sweep
-    go to main memory. On a GPU, every head at once (one big kernel beats many small ones).
+    sweeps over each tile, and 8 heads of 512 × 512 float32 tiles (8 MiB) would send each
+    sweep out of the core's own caches. On a GPU, every head at once (one big kernel beats many
+    small ones).
 
     Shapes
     ------

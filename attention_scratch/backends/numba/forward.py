@@ -35,7 +35,7 @@ def online_softmax_tile(t, m, l, alpha, shift):
     The running maximum is ``np.maximum``, which LLVM compiles to a compare, a blend and a
     plain store. Python's ``max(a, b)`` is "keep ``a`` unless ``b > a``", and a store of
     "the value already there, or a new one" LLVM compiles to a *masked* store
-    (``vmaskmovps``); AMD's Zen cores run that instruction so slowly that the max loop took
+    (``vmaskmovps``); the AMD EPYC of chapter 12 runs it so slowly that the max loop took
     as long as the exponentials (0.47 against 0.08 ns per score on a 256 x 256 tile). For the
     same reason no loop here stores back into an entry a value it read from that entry.
     A NaN score makes its query's maximum NaN, and so its output NaN, as before.

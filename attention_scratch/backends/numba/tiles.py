@@ -53,7 +53,7 @@ def mask_tile(tile, key_major, i0, j0, lo, hi, value):
     ``j - i`` moves by one per entry, so the entries outside the band ``lo <= j - i <= hi``
     are two runs, one at each end of the row: each row fills its two runs with plain stores.
     (A loop that tests every entry and stores where the test holds compiles to a masked store,
-    ``vmaskmovps``, which AMD's Zen cores run several times slower than a plain one.)
+    ``vmaskmovps``, which the AMD EPYC of chapter 12 runs far slower than a plain one.)
     """
     rows, cols = tile.shape
     for a in range(rows):

@@ -11,11 +11,11 @@ the one-pass backward: the five products (BLAS), the weights recomputed from the
 (L = S = 2048, one head), divided by its number of tiles. The mask of a tile on the diagonal is
 timed apart: only those tiles pay it. The steps take turns in every round; the best counts.
 """
-import argparse
 
 import numba
 import numpy as np
-from profile_forward import products, products_at, time_steps  # this folder's forward profile
+import profile_forward  # this folder's forward profile
+from profile_forward import products, products_at, time_steps
 
 from attention_scratch.backends.numba.backward import fused_parallel
 from attention_scratch.backends.numba.tiles import (
@@ -93,15 +93,5 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
     print(f"  {'mask':<14} {mask * 1e6:7.2f} µs  {mask / whole:5.0%} more, on a diagonal tile")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", nargs="+", default=["128x128", "256x256"])
-    parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args()
-    for tile in args.tiles:
-        bq, bk = map(int, tile.split("x"))
-        profile(bq, bk, args.rounds)
-
-
 if __name__ == "__main__":
-    main()
+    profile_forward.main(profile, __doc__, tiles=("128x128", "256x256"), rounds=9)

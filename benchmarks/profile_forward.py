@@ -112,14 +112,16 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
           "(loads of K_j, V_j from farther caches, loop overhead)")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", nargs="+", default=["64x64", "128x128", "128x256"])
-    parser.add_argument("--rounds", type=int, default=15)
+def main(profile_tile=None, doc=__doc__, tiles=("64x64", "128x128", "128x256"), rounds=15):
+    """Parse ``--tiles`` and ``--rounds`` and run ``profile_tile(bq, bk, rounds)`` on each tile
+    (this script's :func:`profile` unless another script's is given)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--tiles", nargs="+", default=list(tiles))
+    parser.add_argument("--rounds", type=int, default=rounds)
     args = parser.parse_args()
     for tile in args.tiles:
         bq, bk = map(int, tile.split("x"))
-        profile(bq, bk, args.rounds)
+        (profile_tile or profile)(bq, bk, args.rounds)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .flash_tiles import (
     forward_tile,
     key_block_range,
     query_block_range,
+    recompute_probs,
     tile_keep,
     tile_kind,
 )
@@ -114,18 +115,13 @@ def backward_blocks(d_out, q, k, v, out, lse, scale, band, block_q, block_k, dty
             keep = _device_keep(xp, i0, i1, j0, j1, band)  # (bq, bk) or None
             q_blk = q[..., i0:i1, :].astype(acc_dtype, copy=False)  # (N, Hkv, G, bq, E)
             do_blk = do_d[..., i0:i1, :]  # (N, Hkv, G, bq, Ev + 1): [dO, D]
-            # recompute_probs and dscores (exercises 10.2, 10.3) written in place on the two
-            # tiles this loop owns, p and ds: no new (bq, bk) array, no extra sweep over one
-            p = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk): the forward's product
-            p *= scale  # (N, Hkv, G, bq, bk): S, scaled as forward_tile scales it
-            p -= lse[..., i0:i1, None]  # (N, Hkv, G, bq, bk): S - lse
-            if keep is not None:
-                xp.copyto(p, -np.inf, where=~keep)  # (N, Hkv, G, bq, bk): masked scores absent
-            p = xp.exp(p, out=p)  # (N, Hkv, G, bq, bk): P, 0 where masked
+            scores = q_blk @ np.swapaxes(k_blk, -1, -2)  # (N, Hkv, G, bq, bk): the forward's
+            scores *= scale  # (N, Hkv, G, bq, bk): S, scaled in place as forward_tile scales it
+            p = recompute_probs(scores, lse[..., i0:i1], keep)  # (N, Hkv, G, bq, bk)
             p_do = np.swapaxes(p, -1, -2) @ do_blk[..., :Ev]  # (N, Hkv, G, bk, Ev)
             dv_blk += p_do.sum(2, keepdims=True)  # (N, Hkv, 1, bk, Ev): summed over the group
             ds = do_blk @ np.swapaxes(v_blk, -1, -2)  # (N, Hkv, G, bq, bk): dP - D
-            ds *= p  # (N, Hkv, G, bq, bk): dS = P ∘ (dP - D)
+            ds *= p  # (N, Hkv, G, bq, bk): dS = P ∘ (dP - D), in place on the tile we own
             if ds.size and xp.isnan(ds.max()):  # rare: a NaN, maybe 0 · NaN where P = 0 (dscores)
                 dp = do_blk[..., :Ev] @ np.swapaxes(v_blk[..., :Ev], -1, -2)  # (N, Hkv, G, bq, bk)
                 ds = dscores(p, dp, big_d[..., i0:i1])  # (N, Hkv, G, bq, bk)

@@ -22,7 +22,6 @@ from attention_scratch.backends.numba.tiles import (
     probs_from_lse,
     tile_is_full,
     tile_view,
-    transposed,
     zigzag,
 )
 
@@ -67,14 +66,13 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
     it sees.
 
-    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
-    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
-    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
-    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
-    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
-    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
-    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
-    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
+    For each key block ``j`` (from ``key_blocks``), with query-major ``(bq, bk)`` tiles
+    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``): the scores
+    ``S = Q_i K_jᵀ``, turned into ``P`` in place by ``probs_from_lse`` (pass
+    ``tile_is_full(...)`` so that only tiles cut by the band are masked);
+    ``dP = dO_i V_jᵀ`` into a second tile; ``dscores_in_place(P, dP, False, D_i)``; then
+    ``dS K_j`` into a scratch ``(bq, E)`` array, added to an accumulator with
+    ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
     rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
     (the kernel is compiled for float32 and for float64).
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);

@@ -17,7 +17,6 @@ from attention_scratch.backends.numba.tiles import (
     probs_from_lse,
     tile_is_full,
     tile_view,
-    transposed,
     zigzag,
 )
 
@@ -85,37 +84,35 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
     it sees.
 
-    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
-    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
-    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
-    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
-    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
-    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
-    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
-    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
+    For each key block ``j`` (from ``key_blocks``), with query-major ``(bq, bk)`` tiles
+    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``): the scores
+    ``S = Q_i K_jᵀ``, turned into ``P`` in place by ``probs_from_lse`` (pass
+    ``tile_is_full(...)`` so that only tiles cut by the band are masked);
+    ``dP = dO_i V_jᵀ`` into a second tile; ``dscores_in_place(P, dP, False, D_i)``; then
+    ``dS K_j`` into a scratch ``(bq, E)`` array, added to an accumulator with
+    ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
     rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
     (the kernel is compiled for float32 and for float64).
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
     ``lse``, ``d`` (L,).
     """
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
-    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])  # (E, bq), (Ev, bq)
     dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
     dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
-    p_buf = np.empty(block_k * nr, dtype=q.dtype)
-    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
+    p_buf = np.empty(nr * block_k, dtype=q.dtype)
+    dp_buf = np.empty(nr * block_k, dtype=q.dtype)
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
-        np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
+        p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(q[i0:i1], k[j0:j1].T, p)  # S: (bq, E) @ (E, bk)
         full = tile_is_full(i0, i1, j0, j1, lo, hi)
-        probs_from_lse(p, True, scale, lse[i0:i1], full, i0, j0, lo, hi)
-        dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
-        np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
-        dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ
-        np.dot(dp.T, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+        probs_from_lse(p, False, scale, lse[i0:i1], full, i0, j0, lo, hi)
+        dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(d_out[i0:i1], v[j0:j1].T, dp)  # dP: (bq, Ev) @ (Ev, bk)
+        dscores_in_place(p, dp, False, d[i0:i1])  # dp <- dS
+        np.dot(dp, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
         add_into(dq_acc, dq_tmp)
     for r in range(nr):
         for e in range(E):

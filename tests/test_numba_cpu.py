@@ -29,8 +29,15 @@ from attention_scratch.backends.numba.exp import (
     libm_exp_array,
     tile_exp_array,
 )
-from attention_scratch.backends.numba.forward import online_softmax_tile
-from attention_scratch.backends.numba.tiles import key_blocks, mask_tile, query_blocks, tile_is_full
+from attention_scratch.backends.numba.flex import online_softmax_tile
+from attention_scratch.backends.numba.forward import online_softmax_rows
+from attention_scratch.backends.numba.tiles import (
+    key_blocks,
+    mask_tile,
+    query_blocks,
+    row_max,
+    tile_is_full,
+)
 from attention_scratch.bands import integer_band, mask_band
 from attention_scratch.testing import reference_mask
 
@@ -310,12 +317,63 @@ def test_tile_loops_store_without_masks():
     """The running maximum and the mask are written with plain stores: a masked store
     (vmaskmovps) made the max loop of a 256 x 256 tile as slow as its exponentials on AMD Zen."""
     vec, tile = numba.float32[::1], numba.float32[:, ::1]
-    softmax = assembly(online_softmax_tile, (tile, vec, vec, vec, vec))
-    assert re.search(r"v\w+ps\s+.*%[yz]mm", softmax), "the softmax tile loop is not vectorised"
-    assert "vmaskmov" not in softmax, "online_softmax_tile stores through a mask"
+    for kernel in (online_softmax_tile, online_softmax_rows):
+        softmax = assembly(kernel, (tile, vec, vec, vec, vec))
+        assert re.search(r"v\w+ps\s+.*%[yz]mm", softmax), f"{kernel.__name__} is not vectorised"
+        assert "vmaskmov" not in softmax, f"{kernel.__name__} stores through a mask"
     masking = assembly(mask_tile, (tile, numba.boolean, numba.int64, numba.int64, numba.int64,
                                    numba.int64, numba.float32))
     assert "vmaskmov" not in masking, "mask_tile stores through a mask"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_is_a_vectorised_maximum_that_keeps_nan(rng, dtype):
+    """row_max reduces in SIMD lanes (llvm.maximum) and still returns NaN for a NaN anywhere:
+    at the start, in a lane, in the scalar tail, or as the starting value."""
+    kind = numba.float32 if dtype == np.float32 else numba.float64
+    asm = assembly(row_max, (kind[::1], kind))
+    assert re.search(r"vmaxp[sd]\s+.*%[yz]mm", asm), "row_max does not reduce in vector registers"
+    for n in (0, 1, 7, 8, 9, 31, 256, 259):
+        row = rng.standard_normal(n).astype(dtype)
+        start = dtype(rng.standard_normal())
+        assert row_max(row, start) == max([start, *row])
+        assert row_max(row, dtype(-np.inf)) == (row.max() if n else -np.inf)
+        assert np.isnan(row_max(row, dtype(np.nan)))
+        for where in {0, n // 2, n - 1} if n else ():
+            with_nan = row.copy()
+            with_nan[where] = np.nan
+            assert np.isnan(row_max(with_nan, start)), (n, where)
+    assert row_max(np.full(5, -np.inf, dtype), dtype(-np.inf)) == -np.inf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_online_softmax_rows_folds_a_tile_as_the_formulas_say(rng, dtype):
+    """One query-major tile folded into a running state: row 0 has seen no key and its tile is
+    all -inf (stays empty: p = 0, l = 0), row 1 saw keys but this tile is masked out (alpha 1),
+    row 2 holds a NaN (its sum turns NaN, no other row's does), the rest are ordinary."""
+    bq, bk = 6, 21
+    t = rng.standard_normal((bq, bk)).astype(dtype) * 4
+    t[0] = t[1] = -np.inf
+    t[2, 5] = np.nan
+    t[4, :3] = -np.inf
+    m = np.array([-np.inf, 2.0, 0.5, -np.inf, 9.0, 1.0], dtype)
+    l = np.array([0.0, 3.0, 1.5, 0.0, 2.0, 4.0], dtype)
+    expect_t, expect_m, expect_l = t.copy(), m.copy(), l.copy()
+    expect_alpha = np.ones(bq, dtype)
+    for r in range(bq):
+        new_max = np.max([m[r], *t[r]])  # NaN if the row holds one
+        shift = new_max if new_max > -np.inf else 0.0
+        expect_alpha[r] = np.exp(m[r] - shift)
+        expect_t[r] = np.exp(t[r] - shift)
+        expect_m[r] = new_max
+        expect_l[r] = l[r] * expect_alpha[r] + expect_t[r].sum()
+    alpha, shift = np.empty(bq, dtype), np.empty(bq, dtype)
+    online_softmax_rows(t, m, l, alpha, shift)
+    eps = np.finfo(dtype).eps
+    for got, want in ((t, expect_t), (m, expect_m), (l, expect_l), (alpha, expect_alpha)):
+        assert_close(got, want, rtol=8 * eps, atol=0)
+    assert np.isnan(l[2]) and np.isfinite(np.delete(l, 2)).all()
+    assert (t[0] == 0).all() and l[0] == 0 and alpha[1] == 1
 
 
 def test_exp_loop_is_vectorised_and_calls_no_libm():

@@ -57,22 +57,21 @@ def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange",
 _DQ = '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
-    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])
     dq_acc = np.zeros((nr, E), dtype=q.dtype)
     dq_tmp = np.empty((nr, E), dtype=q.dtype)
-    p_buf = np.empty(block_k * nr, dtype=q.dtype)
-    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
+    p_buf = np.empty(nr * block_k, dtype=q.dtype)
+    dp_buf = np.empty(nr * block_k, dtype=q.dtype)
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, {kb_end}):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        p = tile_view(p_buf, j1 - j0, nr)
-        np.dot(k[j0:j1], q_t, p)
-        probs_from_lse(p, True, scale, {lse}, {full}, i0, j0, lo, hi)
-        dp = tile_view(dp_buf, j1 - j0, nr)
-        np.dot(v[j0:j1], do_t, dp)
-        dscores_in_place(p, dp, True, {d})
-        np.dot(dp.T, k[j0:j1], dq_tmp)
+        p = tile_view(p_buf, nr, j1 - j0)
+        np.dot(q[i0:i1], k[j0:j1].T, p)
+        probs_from_lse(p, False, scale, {lse}, {full}, i0, j0, lo, hi)
+        dp = tile_view(dp_buf, nr, j1 - j0)
+        np.dot(d_out[i0:i1], v[j0:j1].T, dp)
+        dscores_in_place(p, dp, False, {d})
+        np.dot(dp, k[j0:j1], dq_tmp)
         add_into(dq_acc, dq_tmp)
     for r in range(nr):
         for e in range(E):
@@ -205,23 +204,22 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ('12.3', 'float64 scratch tiles in a float32 kernel', 'dtype=q.dtype', '''
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
-    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])
     dq_acc = np.zeros((nr, E))
     dq_tmp = np.empty((nr, E))
-    p_buf = np.empty(block_k * nr)
-    dp_buf = np.empty(block_k * nr)
+    p_buf = np.empty(nr * block_k)
+    dp_buf = np.empty(nr * block_k)
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        p = tile_view(p_buf, j1 - j0, nr)
-        np.dot(k[j0:j1], q_t, p)
-        probs_from_lse(p, True, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0, lo,
-                       hi)
-        dp = tile_view(dp_buf, j1 - j0, nr)
-        np.dot(v[j0:j1], do_t, dp)
-        dscores_in_place(p, dp, True, d[i0:i1])
-        np.dot(dp.T, k[j0:j1], dq_tmp)
+        p = tile_view(p_buf, nr, j1 - j0)
+        np.dot(q[i0:i1], k[j0:j1].T, p)
+        probs_from_lse(p, False, scale, lse[i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi), i0, j0,
+                       lo, hi)
+        dp = tile_view(dp_buf, nr, j1 - j0)
+        np.dot(d_out[i0:i1], v[j0:j1].T, dp)
+        dscores_in_place(p, dp, False, d[i0:i1])
+        np.dot(dp, k[j0:j1], dq_tmp)
         add_into(dq_acc, dq_tmp)
     for r in range(nr):
         for e in range(E):
@@ -297,8 +295,11 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         acc += np.dot(ds, np.ascontiguousarray(k[j0:j1]))  # (bq, E)
     dq[i0:i1] = acc * scale
 '''),
-    ('12.3', 'key-major helpers, key blocks walked by their first key, one slice write at the end',
-     '''
+    ('12.3', 'key-major tiles (the transposes copied once), key blocks walked by their first key, '
+     'one slice write at the end', '''
+from attention_scratch.backends.numba.tiles import transposed
+
+
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     rows, S = i1 - i0, k.shape[0]
     qt = transposed(q[i0:i1])  # (E, bq)

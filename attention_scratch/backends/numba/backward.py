@@ -8,16 +8,14 @@ ways out are implemented.
 **Two passes** (:func:`kv_parallel` then :func:`dq_parallel`), each writing only rows it owns:
 
 1. :func:`kv_parallel`, one item per (key/value head, key block): recompute
-   ``Pᵀ = exp(K_j Q_iᵀ·scale - lse_i)`` for every query block ``i`` (of every query
+   ``P = exp(Q_i K_jᵀ·scale - lse_i)`` for every query block ``i`` (of every query
    head of the group) and accumulate ``dV_j += Pᵀ dO_i`` and
-   ``dK_j += dSᵀ Q_i · scale`` with ``dSᵀ = Pᵀ ∘ (V_j dO_iᵀ - D_i)``. It reads
-   ``Q_iᵀ`` and ``dO_iᵀ`` of each query block, transposed once per call
-   (:func:`transposed_blocks`), and keeps key-major
-   tiles, so that all four products are ``A @ B`` or ``Aᵀ @ B`` and the scores are the
-   forward pass's own product ``K_j Q_iᵀ`` (see below);
+   ``dK_j += dSᵀ Q_i · scale`` with ``dS = P ∘ (dO_i V_jᵀ - D_i)``, on query-major
+   ``(bq, bk)`` tiles as in the forward pass, so that the scores are the forward pass's
+   own product ``Q_i K_jᵀ`` (see below);
 2. :func:`dq_parallel`, one item per (query head, query block): recompute ``P``
-   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``. The
-   item copies ``Q_iᵀ`` and ``dO_iᵀ`` once and keeps key-major tiles, for the same reason.
+   and ``dS`` for every key block and accumulate ``dQ_i += dS K_j · scale``, on the
+   same tiles.
 
 The price is recomputing ``S`` and ``dP`` in the second pass: 7 tile products
 instead of 5.
@@ -34,11 +32,12 @@ at the price of ``chunks`` copies of ``dQ`` in memory.
 **The same scores as the forward pass.** ``P = exp(S - lse)`` is exact only if ``S`` is,
 bit for bit, the score the forward pass summed into ``lse``: at large logits a difference
 of one rounding in ``S`` is a large relative change of ``P`` (at scale 1e4 the columns of
-``dV`` summed to 7.9937 instead of 8). The forward computes ``K_j (Q_i·scale)ᵀ`` on
-key-major tiles; so every kernel here computes exactly that product, on tiles of the same
+``dV`` summed to 7.9937 instead of 8). The forward computes ``(Q_i·scale) K_jᵀ`` on
+query-major tiles; so every kernel here computes exactly that product, on tiles of the same
 shapes, from a ``q`` the caller has already multiplied by the scale (passing ``scale = 1``;
 :func:`attention_scratch.backends.numba.cpu.flash_attention_backward` does, and multiplies
-``dQ`` by the scale at the end). BLAS does not promise ``A Bᵀ = (B Aᵀ)ᵀ`` bit for bit.
+``dQ`` by the scale at the end). BLAS does not promise ``A Bᵀ = (B Aᵀ)ᵀ`` bit for bit (with
+OpenBLAS 0.3.30, 3291 of the 65536 scores of a 256 × 256 tile differ in their last bits).
 """
 import numpy as np
 from numba import njit, prange
@@ -52,8 +51,6 @@ from .tiles import (
     query_blocks,
     tile_is_full,
     tile_view,
-    transposed,
-    transposed_into,
     zigzag,
 )
 
@@ -69,14 +66,13 @@ def dq_chunks(n_kv, n_key_blocks, min_items=16):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def kv_key_block(q, k, v, d_out, q_t_blocks, do_t_blocks, lse, d, dk, dv, dq_acc, with_dq, c,
-                 group, j0, j1, scale, lo, hi, block_q):
+def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, j1, scale, lo,
+                 hi, block_q):
     """``dK`` and ``dV`` of keys ``j0..j1-1`` of key/value head ``c``, summed over its query heads.
 
     With ``with_dq`` it also adds this key block's ``dS K_j`` (unscaled) to ``dq_acc``.
     Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv``
-    (Hkv', S, ·); ``lse``, ``d`` (Hq', L); ``q_t_blocks``, ``do_t_blocks`` the query blocks of
-    ``q`` and ``d_out`` transposed, from :func:`transposed_blocks`.
+    (Hkv', S, ·); ``lse``, ``d`` (Hq', L).
     """
     L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
     dtype = q.dtype
@@ -93,22 +89,20 @@ def kv_key_block(q, k, v, d_out, q_t_blocks, do_t_blocks, lse, d, dk, dv, dq_acc
         for qb in range(qb0, qb1):
             i0 = qb * block_q
             i1 = min(i0 + block_q, L)
-            q_t = tile_view(q_t_blocks[h, qb], E, i1 - i0)  # (E, bq): the forward's Q_iᵀ tile
-            do_t = tile_view(do_t_blocks[h, qb], Ev, i1 - i0)  # (Ev, bq)
-            pt = tile_view(p_buf, nc, i1 - i0)  # (bk, bq), key-major as in the forward
-            np.dot(k[c, j0:j1], q_t, pt)  # Sᵀ = K_j Q_iᵀ: (bk, E) @ (E, bq), the forward's product
-            probs_from_lse(pt, True, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
+            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major as in the forward
+            np.dot(q[h, i0:i1], k[c, j0:j1].T, p)  # S = Q_i K_jᵀ, the forward's: (bq, E) @ (E, bk)
+            probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
                            i0, j0, lo, hi)
-            np.dot(pt, d_out[h, i0:i1], dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
+            np.dot(p.T, d_out[h, i0:i1], dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
             add_into(dv_acc, dv_tmp)
-            dpt = tile_view(dp_buf, nc, i1 - i0)  # (bk, bq)
-            np.dot(v[c, j0:j1], do_t, dpt)  # dPᵀ = V_j dO_iᵀ: (bk, Ev) @ (Ev, bq) -> (bk, bq)
-            dscores_in_place(pt, dpt, True, d[h, i0:i1])  # dpt <- dSᵀ = Pᵀ ∘ (dPᵀ - D)
-            np.dot(dpt, q[h, i0:i1], dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
+            dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
+            np.dot(d_out[h, i0:i1], v[c, j0:j1].T, dp)  # dP = dO_i V_jᵀ: (bq, Ev) @ (Ev, bk)
+            dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
+            np.dot(dp.T, q[h, i0:i1], dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
             add_into(dk_acc, dk_tmp)
             if with_dq:
                 dq_tmp = tile_view(dq_buf, i1 - i0, E)  # (bq, E)
-                np.dot(dpt.T, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+                np.dot(dp, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
                 add_into(dq_acc[h, i0:i1], dq_tmp)
     for r in range(nc):
         for e in range(E):
@@ -118,38 +112,18 @@ def kv_key_block(q, k, v, d_out, q_t_blocks, do_t_blocks, lse, d, dk, dv, dq_acc
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def transposed_blocks(x, block):
-    """The blocks of ``block`` rows of every head of ``x``, each transposed, made once per call.
-
-    Returns ``(H, n_blocks, F·block)``: entry ``[h, b]`` starts with rows ``b·block ..`` of
-    head ``h`` as a C-contiguous ``(F, rows)`` tile (``tile_view(entry, F, rows)``). The key
-    block loops read ``Q_iᵀ`` and ``dO_iᵀ`` of every query block once per key block; copied
-    there, the transposes took 6% of a backward tile (strided writes, 1.2 ns per entry).
-    Shapes: ``x`` (H, L, F).
-    """
-    n_heads, L, F = x.shape
-    n_blocks = (L + block - 1) // block
-    out = np.empty((n_heads, n_blocks, F * block), dtype=x.dtype)  # (H, n_blocks, F·block)
-    for t in prange(n_heads * n_blocks):
-        h, b = t // n_blocks, t % n_blocks
-        transposed_into(x[h, b * block:min(b * block + block, L)], out[h, b])
-    return out
-
-
-@njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
 def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
     """Pass 1: :func:`kv_key_block` for every (key/value head, key block), in parallel."""
     n_kv, S = k.shape[0], k.shape[1]
     group = q.shape[0] // n_kv
     n_blocks = (S + block_k - 1) // block_k
     no_dq = np.empty((1, 1, 1), dtype=q.dtype)
-    q_t_blocks, do_t_blocks = transposed_blocks(q, block_q), transposed_blocks(d_out, block_q)
     for t in prange(n_kv * n_blocks):
         c = t // n_blocks
         kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         j0 = kb * block_k
-        kv_key_block(q, k, v, d_out, q_t_blocks, do_t_blocks, lse, d, dk, dv, no_dq, False, c,
-                     group, j0, min(j0 + block_k, S), scale, lo, hi, block_q)
+        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0,
+                     min(j0 + block_k, S), scale, lo, hi, block_q)
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
@@ -164,32 +138,29 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
     group = q.shape[0] // n_kv
     n_chunks = dq_parts.shape[0]
     n_blocks = (S + block_k - 1) // block_k
-    q_t_blocks, do_t_blocks = transposed_blocks(q, block_q), transposed_blocks(d_out, block_q)
     for t in prange(n_kv * n_chunks):
         c = t // n_chunks
         ch = t % n_chunks
         for kb in range(ch, n_blocks, n_chunks):
             j0 = kb * block_k
-            kv_key_block(q, k, v, d_out, q_t_blocks, do_t_blocks, lse, d, dk, dv, dq_parts[ch],
-                         True, c, group, j0, min(j0 + block_k, S), scale, lo, hi, block_q)
+            kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, j0,
+                         min(j0 + block_k, S), scale, lo, hi, block_q)
 
 
 # BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
 # uses: from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
-# uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full
-# uses: from attention_scratch.backends.numba.tiles import tile_view, transposed
+# uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
     it sees.
 
-    Copy ``Q_iᵀ`` and ``dO_iᵀ`` once (``transposed``). Then for each key block ``j``
-    (from ``key_blocks``), with key-major ``(bk, bq)`` tiles (``tile_view`` of a flat
-    buffer, filled by ``np.dot(a, b, out)``): the scores ``Sᵀ = K_j Q_iᵀ``, turned
-    into ``Pᵀ`` in place by ``probs_from_lse`` (pass ``tile_is_full(...)`` so that
-    only tiles cut by the band are masked); ``dPᵀ = V_j dO_iᵀ`` into a second
-    tile; ``dscores_in_place(Pᵀ, dPᵀ, True, D_i)``; then
-    ``dS K_j = (dSᵀ)ᵀ K_j`` into a scratch ``(bq, E)`` array, added to an accumulator
-    with ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
+    For each key block ``j`` (from ``key_blocks``), with query-major ``(bq, bk)`` tiles
+    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``): the scores
+    ``S = Q_i K_jᵀ``, turned into ``P`` in place by ``probs_from_lse`` (pass
+    ``tile_is_full(...)`` so that only tiles cut by the band are masked);
+    ``dP = dO_i V_jᵀ`` into a second tile; ``dscores_in_place(P, dP, False, D_i)``; then
+    ``dS K_j`` into a scratch ``(bq, E)`` array, added to an accumulator with
+    ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
     rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
     (the kernel is compiled for float32 and for float64).
     Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
@@ -197,23 +168,22 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """
     # BEGIN SOLUTION
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
-    q_t, do_t = transposed(q[i0:i1]), transposed(d_out[i0:i1])  # (E, bq), (Ev, bq)
     dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
     dq_tmp = np.empty((nr, E), dtype=q.dtype)  # (bq, E)
-    p_buf = np.empty(block_k * nr, dtype=q.dtype)
-    dp_buf = np.empty(block_k * nr, dtype=q.dtype)
+    p_buf = np.empty(nr * block_k, dtype=q.dtype)
+    dp_buf = np.empty(nr * block_k, dtype=q.dtype)
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        p = tile_view(p_buf, j1 - j0, nr)  # (bk, bq)
-        np.dot(k[j0:j1], q_t, p)  # Sᵀ: (bk, E) @ (E, bq)
+        p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(q[i0:i1], k[j0:j1].T, p)  # S: (bq, E) @ (E, bk)
         full = tile_is_full(i0, i1, j0, j1, lo, hi)
-        probs_from_lse(p, True, scale, lse[i0:i1], full, i0, j0, lo, hi)
-        dp = tile_view(dp_buf, j1 - j0, nr)  # (bk, bq)
-        np.dot(v[j0:j1], do_t, dp)  # dPᵀ: (bk, Ev) @ (Ev, bq)
-        dscores_in_place(p, dp, True, d[i0:i1])  # dp <- dSᵀ
-        np.dot(dp.T, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
+        probs_from_lse(p, False, scale, lse[i0:i1], full, i0, j0, lo, hi)
+        dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)
+        np.dot(d_out[i0:i1], v[j0:j1].T, dp)  # dP: (bq, Ev) @ (Ev, bk)
+        dscores_in_place(p, dp, False, d[i0:i1])  # dp <- dS
+        np.dot(dp, k[j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
         add_into(dq_acc, dq_tmp)
     for r in range(nr):
         for e in range(E):

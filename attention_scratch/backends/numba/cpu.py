@@ -129,7 +129,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     lo, hi = args.band
     block_q, block_k = args.plan.block_q, args.plan.block_k
     scale, one = q.dtype.type(args.scale), q.dtype.type(1)
-    # The kernels recompute the forward's scores bit for bit: K_j (Q_i·scale)ᵀ on the same tiles
+    # The kernels recompute the forward's scores bit for bit: (Q_i·scale) K_jᵀ on the same tiles
     # (the docstring of backends/numba/backward.py). So they get Q·scale, rounded as the forward
     # rounds it, and
     # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.

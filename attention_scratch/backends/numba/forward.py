@@ -4,13 +4,13 @@ Same algorithm as :func:`attention_scratch.flash.forward_blocks` (FlashAttention
 order: query blocks outside, key blocks inside), written for one query block at
 a time so that the blocks of all heads can run in parallel:
 
-* the two products per tile, ``Sᵀ = K_j Q_iᵀ`` and ``P V_j``, go to BLAS through
-  ``np.dot(a, b, out)`` on contiguous tiles; the query block is transposed once
-  (``Q_iᵀ``, a copy) and ``P = (Pᵀ)ᵀ`` is a transposed view that BLAS reads
-  without a copy, so both products are of the fast kinds ``A @ B`` and ``Aᵀ @ B``;
-* the online softmax between them runs on the key-major tile (see
-  :mod:`.tiles`) in loops that LLVM vectorises, with the exponential of
-  :mod:`.exp`;
+* the two products per tile, ``S = Q_i K_jᵀ`` and ``P V_j``, go to BLAS through
+  ``np.dot(a, b, out)`` on contiguous tiles, with the scale folded into a copy of the
+  query block; the tile is query-major, ``(bq, bk)``, so that ``P V_j`` is a plain
+  ``A @ B`` (reading a key-major ``Pᵀ`` through a transposed view made that product 14%
+  slower at 256 × 256, because OpenBLAS copies the transposed operand more slowly);
+* the online softmax between them reduces along the tile's rows in loops that LLVM
+  vectorises (:func:`.tiles.row_max`), with the exponential of :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
 Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev), C-contiguous, where
@@ -21,40 +21,35 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS, tile_exp
-from .tiles import key_blocks, mask_tile, tile_is_full, tile_view, zigzag
+from .tiles import key_blocks, mask_tile, row_max, tile_is_full, tile_view, zigzag
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def online_softmax_tile(t, m, l, alpha, shift):
-    """Fold one key-major tile of scores into the running max ``m`` and sum ``l``, in place.
+def row_exp_sum(row, shift, total):
+    """In place: ``row <- exp(row - shift)``; returns ``total`` plus the sum of the new ``row``."""
+    for c in range(row.shape[0]):
+        p = tile_exp(row[c] - shift)
+        row[c] = p
+        total += p
+    return total
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def online_softmax_rows(t, m, l, alpha, shift):
+    """Fold one query-major tile of scores into the running max ``m`` and sum ``l``, in place.
 
     On return ``t`` holds ``exp(t - m_new)`` and ``alpha`` the factor ``exp(m_old - m_new)``
-    that rescales the old output; ``shift`` is scratch. ``t`` (bk, bq); ``m``, ``l``,
-    ``alpha``, ``shift`` (bq,). Each loop runs along the queries, the contiguous axis.
-
-    The running maximum is ``np.maximum``, which LLVM compiles to a compare, a blend and a
-    plain store. Python's ``max(a, b)`` is "keep ``a`` unless ``b > a``", and a store of
-    "the value already there, or a new one" LLVM compiles to a *masked* store
-    (``vmaskmovps``); the AMD EPYC of chapter 12 runs it so slowly that the max loop took
-    as long as the exponentials (0.47 against 0.08 ns per score on a 256 x 256 tile). For the
-    same reason no loop here stores back into an entry a value it read from that entry.
-    A NaN score makes its query's maximum NaN, and so its output NaN, as before.
+    that rescales the old output; ``shift`` is scratch. ``t`` (bq, bk); ``m``, ``l``,
+    ``alpha``, ``shift`` (bq,). Each query's maximum and sum are reductions along its row,
+    the contiguous axis: :func:`.tiles.row_max` and the sum in :func:`row_exp_sum` both
+    compile to SIMD loops. A NaN score makes its query's maximum NaN, and so its output NaN.
     """
-    n_keys, n_rows = t.shape
-    for r in range(n_rows):
-        alpha[r] = m[r]  # the old maxima, for a moment
-    for c in range(n_keys):  # the new maxima: an elementwise max of rows, not a reduction
-        for r in range(n_rows):  # np.maximum, not max(): see the note above
-            m[r] = np.maximum(m[r], t[c, r])
-    for r in range(n_rows):
-        shift[r] = m[r] if m[r] > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
-        alpha[r] = tile_exp(alpha[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
-        l[r] = l[r] * alpha[r]
-    for c in range(n_keys):  # exponentials and running sums, 8 or 16 queries at a time
-        for r in range(n_rows):
-            p = tile_exp(t[c, r] - shift[r])
-            t[c, r] = p
-            l[r] += p
+    for r in range(t.shape[0]):
+        m_new = row_max(t[r], m[r])
+        shift[r] = m_new if m_new > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
+        alpha[r] = tile_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
+        m[r] = m_new
+        l[r] = row_exp_sum(t[r], shift[r], l[r] * alpha[r])
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -66,11 +61,11 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
     """
     nr, E, Ev, S = i1 - i0, q.shape[1], v.shape[1], k.shape[0]
     dtype = q.dtype
-    q_t = np.empty((E, nr), dtype=dtype)  # (E, bq): the block, transposed, times the scale
+    q_s = np.empty((nr, E), dtype=dtype)  # (bq, E): the block times the scale
     for r in range(nr):
         for e in range(E):
-            q_t[e, r] = q[i0 + r, e] * scale
-    t_buf = np.empty(block_k * nr, dtype=dtype)  # room for one (bk, bq) tile
+            q_s[r, e] = q[i0 + r, e] * scale
+    t_buf = np.empty(nr * block_k, dtype=dtype)  # room for one (bq, bk) tile
     pv = np.empty((nr, Ev), dtype=dtype)  # (bq, Ev)
     o = np.zeros((nr, Ev), dtype=dtype)  # (bq, Ev): unnormalised output
     m = np.full(nr, -np.inf, dtype=dtype)  # (bq,) running maximum
@@ -81,12 +76,12 @@ def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        t = tile_view(t_buf, j1 - j0, nr)  # (bk, bq), contiguous even for a ragged last tile
-        np.dot(k[j0:j1], q_t, t)  # (bk, E) @ (E, bq) -> (bk, bq): the scores Sᵀ, BLAS
+        t = tile_view(t_buf, nr, j1 - j0)  # (bq, bk), contiguous even for a ragged last tile
+        np.dot(q_s, k[j0:j1].T, t)  # (bq, E) @ (E, bk) -> (bq, bk): the scores S, BLAS
         if not tile_is_full(i0, i1, j0, j1, lo, hi):
-            mask_tile(t, True, i0, j0, lo, hi, -np.inf)
-        online_softmax_tile(t, m, l, alpha, shift)  # t <- exp(Sᵀ - m)
-        np.dot(t.T, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev) -> (bq, Ev), BLAS
+            mask_tile(t, False, i0, j0, lo, hi, -np.inf)
+        online_softmax_rows(t, m, l, alpha, shift)  # t <- exp(S - m)
+        np.dot(t, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev) -> (bq, Ev), BLAS
         for r in range(nr):
             a = alpha[r]
             for e in range(Ev):

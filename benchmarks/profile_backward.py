@@ -15,7 +15,7 @@ timed apart: only those tiles pay it. The steps take turns in every round; the b
 import numba
 import numpy as np
 import profile_forward  # this folder's forward profile
-from profile_forward import products, products_at, time_steps
+from profile_forward import products, products_abt, products_at, time_steps
 
 from attention_scratch.backends.numba.backward import fused_parallel
 from attention_scratch.backends.numba.tiles import (
@@ -31,13 +31,13 @@ NO_BAND = 1 << 40  # a band wider than any tile: lo = -NO_BAND, hi = NO_BAND
 @numba.njit
 def probs_steps(t, lse, n):
     for _ in range(n):
-        probs_from_lse(t, True, np.float32(1.0), lse, True, 0, 0, -NO_BAND, NO_BAND)
+        probs_from_lse(t, False, np.float32(1.0), lse, True, 0, 0, -NO_BAND, NO_BAND)
 
 
 @numba.njit
 def dscores_steps(p, dp, d, n):
     for _ in range(n):
-        dscores_in_place(p, dp, True, d)
+        dscores_in_place(p, dp, False, d)
 
 
 @numba.njit
@@ -49,16 +49,15 @@ def add_steps(acc, x, n):
 @numba.njit
 def mask_steps(t, n):
     for _ in range(n):
-        mask_tile(t, True, 0, 0, 0, NO_BAND, np.float32(0.0))  # causal, on the diagonal
+        mask_tile(t, False, 0, 0, 0, NO_BAND, np.float32(0.0))  # causal, on the diagonal
 
 
 def profile(bq, bk, rounds, n=50, N=2048, E=64):
     rng = np.random.default_rng(0)
     k_tile, v_tile = (rng.standard_normal((bk, E), dtype=np.float32) for _ in range(2))
-    q_t, do_t = (rng.standard_normal((E, bq), dtype=np.float32) for _ in range(2))
-    q_blk = rng.standard_normal((bq, E), dtype=np.float32)
-    pt, dpt = np.empty((bk, bq), dtype=np.float32), np.empty((bk, bq), dtype=np.float32)
-    np.dot(k_tile, q_t, out=pt)
+    q_blk, do_blk = (rng.standard_normal((bq, E), dtype=np.float32) for _ in range(2))
+    p, dp = np.empty((bq, bk), dtype=np.float32), np.empty((bq, bk), dtype=np.float32)
+    np.dot(q_blk, k_tile.T, out=p)  # query-major tiles, as in the kernel
     lse = np.full(bq, 30.0, dtype=np.float32)  # every weight well below 1, none 0
     d = rng.standard_normal(bq, dtype=np.float32)
     kv_out, q_out = np.empty((bk, E), dtype=np.float32), np.empty((bq, E), dtype=np.float32)
@@ -67,17 +66,17 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
     dk, dv, dq_parts = np.empty_like(k), np.empty_like(v), np.zeros((1, 1, N, E), np.float32)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
-        "Sᵀ = K Qᵀ": lambda: products(k_tile, q_t, pt, n),
-        "Pᵀ from lse": lambda: probs_steps(pt, lse, n),
-        "dV += Pᵀ dO": lambda: products(pt, q_blk, kv_out, n),
-        "dPᵀ = V dOᵀ": lambda: products(v_tile, do_t, dpt, n),
-        "dSᵀ": lambda: dscores_steps(pt, dpt, d, n),
-        "dK += dSᵀ Q": lambda: products(dpt, q_blk, kv_out, n),
-        "dQ += dS K": lambda: products_at(dpt, k_tile, q_out, n),
+        "S = Q Kᵀ": lambda: products_abt(q_blk, k_tile, p, n),
+        "P from lse": lambda: probs_steps(p, lse, n),
+        "dV += Pᵀ dO": lambda: products_at(p, do_blk, kv_out, n),
+        "dP = dO Vᵀ": lambda: products_abt(do_blk, v_tile, dp, n),
+        "dS": lambda: dscores_steps(p, dp, d, n),
+        "dK += dSᵀ Q": lambda: products_at(dp, q_blk, kv_out, n),
+        "dQ += dS K": lambda: products(dp, k_tile, q_out, n),
         "3 additions": lambda: [add_steps(acc, acc, n) for acc in (kv_out, kv_out, q_out)],
         "whole kernel": lambda: fused_parallel(q, k, v, g, lse_all, d_all, dk, dv, dq_parts,
                                                np.float32(1.0), -N, N, bq, bk),
-        "mask (diagonal tile)": lambda: mask_steps(dpt, n),
+        "mask (diagonal tile)": lambda: mask_steps(dp, n),
     }
     per_tile = time_steps(steps, rounds, n, tiles)
     flops = 10 * bq * bk * E  # five products of 2·bq·bk·E

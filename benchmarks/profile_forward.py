@@ -6,7 +6,7 @@ Run in a plain process::
 
 For each tile shape ``block_q x block_k`` (E = Ev = 64, float32) it times, hot in the cache,
 each step of :func:`attention_scratch.backends.numba.forward.forward_query_block`'s loop
-separately: the score product ``K_j Q_iᵀ`` (BLAS), the online softmax of the tile (max, exp,
+separately: the score product ``Q_i K_jᵀ`` (BLAS), the online softmax of the tile (max, exp,
 sum), the product ``P V_j`` (BLAS) and the rescaling of the output; then the whole kernel on
 one thread (L = S = 2048, one head), divided by its number of tiles. What the whole kernel
 takes beyond the sum of the steps is the cost of bringing ``K_j`` and ``V_j`` from farther
@@ -19,7 +19,7 @@ import time
 import numba
 import numpy as np
 
-from attention_scratch.backends.numba.forward import forward_parallel, online_softmax_tile
+from attention_scratch.backends.numba.forward import forward_parallel, online_softmax_rows
 from attention_scratch.backends.numba.threads import blas_one_thread
 
 
@@ -35,11 +35,17 @@ def products_at(a, b, out, n):
         np.dot(a.T, b, out)
 
 
+@numba.njit
+def products_abt(a, b, out, n):
+    for _ in range(n):
+        np.dot(a, b.T, out)
+
+
 @numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 def softmax_steps(t, m, l, alpha, shift, n):
     for _ in range(n):
         m[:] = 0.0  # the same work every time: no key is new, nothing overflows
-        online_softmax_tile(t, m, l, alpha, shift)
+        online_softmax_rows(t, m, l, alpha, shift)
 
 
 @numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -79,11 +85,11 @@ def time_steps(steps, rounds, n, tiles):
 
 def profile(bq, bk, rounds, n=200, N=2048, E=64):
     rng = np.random.default_rng(0)
-    q_t = rng.standard_normal((E, bq), dtype=np.float32)
+    q_s = rng.standard_normal((bq, E), dtype=np.float32)
     k_tile = rng.standard_normal((bk, E), dtype=np.float32)
     v_tile = rng.standard_normal((bk, E), dtype=np.float32)
-    t = np.empty((bk, bq), dtype=np.float32)
-    np.dot(k_tile, q_t, out=t)
+    t = np.empty((bq, bk), dtype=np.float32)  # query-major, as in the kernel
+    np.dot(q_s, k_tile.T, out=t)
     t *= 0.125
     pv = np.empty((bq, E), dtype=np.float32)
     o = np.zeros((bq, E), dtype=np.float32)
@@ -92,9 +98,9 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
     out, lse = np.empty((1, N, E), dtype=np.float32), np.empty((1, N), dtype=np.float32)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
-        "K Qᵀ (BLAS)": lambda: products(k_tile, q_t, t, n),
+        "Q Kᵀ (BLAS)": lambda: products_abt(q_s, k_tile, t, n),
         "softmax": lambda: softmax_steps(t, m, l, alpha, shift, n),
-        "P V (BLAS)": lambda: products_at(t, v_tile, pv, n),
+        "P V (BLAS)": lambda: products(t, v_tile, pv, n),
         "rescale O": lambda: rescale_steps(o, pv, alpha, n),
         "whole kernel": lambda: forward_parallel(q, k, v, out, lse, np.float32(0.125), -N, N, bq,
                                                  bk),

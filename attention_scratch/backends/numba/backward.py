@@ -133,6 +133,10 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
     Chunk ``ch`` of ``C = dq_parts.shape[0]`` takes key blocks ``ch, ch + C, ...``
     (strided, so that under a causal mask every chunk gets long and short blocks)
     and adds its ``dQ`` contributions into ``dq_parts[ch]`` (C, Hq', L, E), unscaled.
+    The chunks of a head are handed out in ``zigzag`` order: with one key block per chunk
+    (``C`` as large as the number of blocks, as for one head) chunk 0 is the longest under a
+    causal mask and chunk ``C - 1`` the shortest: in order, the thread given the first half of
+    a head's chunks had 100 tiles to do and the other 36 (one head, N = 4096, 256 x 256 tiles).
     """
     n_kv, S = k.shape[0], k.shape[1]
     group = q.shape[0] // n_kv
@@ -140,7 +144,7 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
     n_blocks = (S + block_k - 1) // block_k
     for t in prange(n_kv * n_chunks):
         c = t // n_chunks
-        ch = t % n_chunks
+        ch = zigzag(t % n_chunks, n_chunks)  # under a causal mask chunk 0 is the longest
         for kb in range(ch, n_blocks, n_chunks):
             j0 = kb * block_k
             kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, j0,

@@ -8,7 +8,8 @@ a time so that the blocks of all heads can run in parallel:
   ``np.dot(a, b, out)`` on contiguous tiles, with the scale folded into a copy of the
   query block; the tile is query-major, ``(bq, bk)``, so that ``P V_j`` is a plain
   ``A @ B`` (reading a key-major ``Pᵀ`` through a transposed view made that product 14%
-  slower at 256 × 256, because OpenBLAS copies the transposed operand more slowly);
+  slower at 256 × 256 with OpenBLAS, which copies each operand into its own order before
+  it multiplies, at a cost that depends on the operand's layout);
 * the online softmax between them reduces along the tile's rows in loops that LLVM
   vectorises (:func:`.tiles.row_max`), with the exponential of :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.

@@ -67,7 +67,7 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, nr, j1 - j0)
         np.dot(q[i0:i1], k[j0:j1].T, p)
-        probs_from_lse(p, False, scale, {lse}, {full}, i0, j0, lo, hi)
+        probs_from_lse(p, False, {probs_scale}, {lse}, {full}, i0, j0, lo, hi)
         dp = tile_view(dp_buf, nr, j1 - j0)
         np.dot(d_out[i0:i1], v[j0:j1].T, dp)
         dscores_in_place(p, dp, False, {d})
@@ -80,8 +80,9 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
 
 
 def _dq(kb_end="kb1", lse="lse[i0:i1]", full="tile_is_full(i0, i1, j0, j1, lo, hi)", d="d[i0:i1]",
-        row="i0 + r", scaled=" * scale"):
-    return _DQ.format(kb_end=kb_end, lse=lse, full=full, d=d, row=row, scaled=scaled)
+        row="i0 + r", scaled=" * scale", probs_scale="scale"):
+    return _DQ.format(kb_end=kb_end, lse=lse, full=full, d=d, row=row, scaled=scaled,
+                      probs_scale=probs_scale)
 
 
 WRONG = [
@@ -197,6 +198,9 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ('12.3', 'dQ without the final scale', 'remember the final factor scale', _dq(scaled="")),
     ('12.3', 'D of the whole head (d) instead of the block\'s rows (d[i0:i1])', 'dQ (', _dq(d="d")),
     ('12.3', 'lse of the whole head (lse) instead of the block\'s rows', 'dQ (', _dq(lse="lse")),
+    ('12.3', 'the weights recomputed from unscaled scores (scale 1 in probs_from_lse)', 'dQ (',
+     _dq(probs_scale="1.0")),
+    ('12.3', 'D left out of dS (zeros where D_i goes)', 'dQ (', _dq(d="np.zeros_like(d[i0:i1])")),
     ('12.3', 'every tile taken as full, so the band never masks', 'dQ (', _dq(full="True")),
     ('12.3', 'the last, partial key block skipped', 'dQ (', _dq(kb_end="min(kb1, S // block_k)")),
     ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + r]',

@@ -32,6 +32,7 @@ from attention_scratch.backends.numba.exp import (
 from attention_scratch.backends.numba.flex import online_softmax_tile
 from attention_scratch.backends.numba.forward import online_softmax_rows
 from attention_scratch.backends.numba.tiles import (
+    VECTOR_MAXIMUM,
     key_blocks,
     mask_tile,
     query_blocks,
@@ -332,7 +333,9 @@ def test_row_max_is_a_vectorised_maximum_that_keeps_nan(rng, dtype):
     at the start, in a lane, in the scalar tail, or as the starting value."""
     kind = numba.float32 if dtype == np.float32 else numba.float64
     asm = assembly(row_max, (kind[::1], kind))
-    assert re.search(r"vmaxp[sd]\s+.*%[yz]mm", asm), "row_max does not reduce in vector registers"
+    vector = re.search(r"vmaxp[sd]\s+.*%[yz]mm", asm)
+    # Numba 0.60/0.61 (LLVM 14/15) cannot compile llvm.maximum: row_max is scalar there
+    assert vector if VECTOR_MAXIMUM else "fmaximum" not in asm, "row_max does not reduce in vectors"
     for n in (0, 1, 7, 8, 9, 31, 256, 259):
         row = rng.standard_normal(n).astype(dtype)
         start = dtype(rng.standard_normal())

@@ -18,6 +18,7 @@ SIMD code; reductions along a row use :func:`maximum` and sums that ``reassoc`` 
 LLVM split into vector lanes.
 """
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -32,6 +33,12 @@ query_blocks = njit(cache=True)(bands.query_blocks)
 tile_is_full = njit(cache=True)(bands.tile_is_full)
 
 
+# LLVM 20 and later (Numba 0.62 and later) compile llvm.maximum on x86; LLVM 14 and 15 (Numba
+# 0.60, 0.61) stop the process with "Cannot select: fmaximum". Those get the same function as a
+# compare and a select, correct but not vectorised.
+VECTOR_MAXIMUM = llvm.llvm_version_info >= (20,)
+
+
 @intrinsic
 def maximum(typingctx, a, b):
     """The larger of two floats of one type, NaN if either is NaN: LLVM's ``llvm.maximum``
@@ -41,12 +48,18 @@ def maximum(typingctx, a, b):
     AVX2). The same loop with ``max`` or ``np.maximum`` stays scalar: both compile to a compare
     and a select, whose result depends on the order of the operands when one is NaN, so LLVM
     may not split the loop into lanes without ``nnan``, a flag our masks and NaN rules forbid.
+    Where LLVM is too old for ``llvm.maximum`` (:data:`VECTOR_MAXIMUM` false) it is built from
+    a compare and a select instead, and the loop stays scalar.
     """
     if not (isinstance(a, types.Float) and a == b):
         return None
 
     def codegen(context, builder, signature, args):
-        kind = args[0].type
+        x, y = args
+        if not VECTOR_MAXIMUM:
+            larger = builder.select(builder.fcmp_ordered(">", x, y), x, y)
+            return builder.select(builder.fcmp_unordered("uno", x, y), builder.fadd(x, y), larger)
+        kind = x.type
         name = "llvm.maximum.f32" if kind == ir.FloatType() else "llvm.maximum.f64"
         llvm_max = cgutils.get_or_insert_function(builder.module,
                                                   ir.FunctionType(kind, [kind, kind]), name)

@@ -107,19 +107,19 @@ def test_causal_skipping_visits_about_half_the_blocks():
 def test_kernels_visit_exactly_the_scheduled_tiles(rng, monkeypatch):
     q, k, v, g = make_inputs(rng, 40, 40, hq=1, hkv=1)
     calls = {"forward": 0, "backward": 0}
-    forward_tile, device_keep = flash_mod.forward_tile, flash_mod._device_keep
+    forward_tile, recompute_probs = flash_mod.forward_tile, flash_mod.recompute_probs
 
     def counting_forward(*args, **kwargs):
         calls["forward"] += 1
         return forward_tile(*args, **kwargs)
 
-    def counting_backward(*args, **kwargs):  # the backward pass asks once per tile it visits
+    def counting_backward(*args, **kwargs):
         calls["backward"] += 1
-        return device_keep(*args, **kwargs)
+        return recompute_probs(*args, **kwargs)
 
     monkeypatch.setattr(flash_mod, "forward_tile", counting_forward)
+    monkeypatch.setattr(flash_mod, "recompute_probs", counting_backward)
     out, lse = flash_attention(q, k, v, True, block_q=8, block_k=8, return_lse=True)
-    monkeypatch.setattr(flash_mod, "_device_keep", counting_backward)
     flash_attention_backward(g, q, k, v, out, lse, True, block_q=8, block_k=8)
     assert calls == {"forward": 15, "backward": 15}  # 5 blocks: 5·6/2 tiles of 25
     assert len(block_schedule(40, 40, 8, 8, True)) == 15

@@ -301,13 +301,10 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
 '''),
     ('12.3', 'key-major tiles (the transposes copied once), key blocks walked by their first key, '
      'one slice write at the end', '''
-from attention_scratch.backends.numba.tiles import transposed
-
-
 def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     rows, S = i1 - i0, k.shape[0]
-    qt = transposed(q[i0:i1])  # (E, bq)
-    dot = transposed(d_out[i0:i1])  # (Ev, bq)
+    qt = np.ascontiguousarray(q[i0:i1].T)  # (E, bq)
+    dot = np.ascontiguousarray(d_out[i0:i1].T)  # (Ev, bq)
     total = np.zeros((rows, q.shape[1]), dtype=q.dtype)  # (bq, E)
     part = np.empty_like(total)
     first, end = key_blocks(i0, i1, S, block_k, lo, hi)

@@ -17,7 +17,6 @@ docstrings). Every loop below runs along the contiguous axis, which LLVM turns i
 SIMD code; reductions along a row use :func:`maximum` and sums that ``reassoc`` lets
 LLVM split into vector lanes.
 """
-import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
@@ -158,26 +157,6 @@ def dscores_in_place(p, dp, key_major, d):
             d_r = d[r]
             for c in range(cols):
                 dp[r, c] = p[r, c] * (dp[r, c] - d_r)
-
-
-@njit(cache=True)
-def transposed(a):
-    """A C-contiguous copy of ``a.T``: one copy per work item saves a slow ``A @ Bᵀ`` per tile."""
-    return np.ascontiguousarray(a.T)
-
-
-@njit(fastmath=LOOP_FLAGS, cache=True)
-def transposed_into(a, buffer):
-    """``a.T`` written into the start of a flat ``buffer``, as a C-contiguous ``(cols, rows)`` tile.
-
-    The copy :func:`transposed` makes, without allocating: for a copy per tile in a loop.
-    """
-    rows, cols = a.shape
-    t = buffer[:rows * cols].reshape((cols, rows))
-    for r in range(rows):
-        for c in range(cols):
-            t[c, r] = a[r, c]
-    return t
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)

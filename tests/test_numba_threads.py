@@ -56,6 +56,34 @@ def test_openblas_workers_are_stopped_unless_switched_off(monkeypatch, switch):
     np.testing.assert_allclose(a @ a, np.full_like(a, 512))  # OpenBLAS restarts its workers
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_no_openblas_worker_is_left_spinning_after_a_kernel():
+    """Lifting the limit after the kernel starts fresh OpenBLAS workers, which would spin
+    through whatever the program runs next: they are stopped again."""
+    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
+        pass
+    if not _pthreads_openblas_with_workers():
+        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 1024, 64), dtype=np.float32) for _ in range(3))
+    at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # Numba's own threads
+    a = np.ones((512, 512), dtype=np.float32)
+    a @ a  # NumPy's OpenBLAS now has its workers running
+    running = _os_threads()
+    threads.stop_idle_blas_workers()
+    without_workers = _os_threads()
+    assert without_workers < running
+    a @ a  # they are back
+    with threads.blas_one_thread(flops=threads.STOP_MIN_FLOPS):
+        pass
+    assert _os_threads() == without_workers
+    a @ a
+    at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # 5e8 > STOP_MIN_FLOPS
+    assert _os_threads() == without_workers
+    np.testing.assert_allclose(a @ a, np.full_like(a, 512))  # and OpenBLAS starts them again
+    assert _os_threads() == running
+
+
 def test_kernels_after_stopped_workers_match_numpy_reference():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 96, 16), dtype=np.float32) for _ in range(3))

@@ -1,7 +1,9 @@
-"""The threads around a Numba kernel: BLAS held to one thread, OpenBLAS's idle workers stopped.
+"""The threads around a Numba kernel: BLAS held to one thread, OpenBLAS's idle workers stopped
+before and after.
 
 The Numba kernels run one work item per core and call BLAS from inside each item. Two
-thread pools must then stay out of their way:
+thread pools must then stay out of their way, and the kernel must not leave one in the
+way of what the program runs next:
 
 1. **BLAS's own threads.** An OpenBLAS that split every tile product over its own
    threads would fight the kernel's threads for the same cores, so for the duration of
@@ -22,10 +24,19 @@ The order matters: limiting the threads after the shutdown would start the worke
 again (OpenBLAS re-creates its pool on the first call after a shutdown, and the limit
 is such a call), and the new workers would spin through the kernel.
 
-Stopping costs a few hundred microseconds on a quiet machine (OpenBLAS restarts its pool
-when the limit is lifted, and the next stop waits for the new thread to start), and
-milliseconds on a busy one. A kernel of less work than :data:`STOP_MIN_FLOPS` is not
-worth it: there the workers are left alone.
+3. **Workers started by lifting the limit.** Lifting the limit after the kernel is
+   again such a call: OpenBLAS starts fresh workers, and they spin for their tenth of
+   a second through whatever the program runs next. A PyTorch backward pass run right
+   after the Numba backward took 1.3 to 1.6 times as long as alone (2 cores, N = 2048;
+   ``benchmarks/openblas_spin.py``), and ``make bench``, which runs PyTorch right after
+   the Numba kernel in every repetition, timed PyTorch slow. So the workers are stopped
+   once more after the limit is lifted; OpenBLAS starts them at the next NumPy product
+   that wants them, as it would after a ``fork``.
+
+Stopping costs a few hundred microseconds on a quiet machine (the stop after the kernel
+waits for the workers that lifting the limit started), and milliseconds on a busy one.
+A kernel of less work than :data:`STOP_MIN_FLOPS` is not worth it: there the workers
+are left alone.
 
 Stopping the workers is safe when no other thread of the process is inside OpenBLAS at
 that moment, as for a ``fork``. A program that runs NumPy products in other threads
@@ -91,7 +102,8 @@ def stop_idle_blas_workers():
 
 @contextlib.contextmanager
 def blas_one_thread(stop_workers=None, flops=None):
-    """Hold every loaded BLAS library to one thread and stop OpenBLAS's spinning workers.
+    """Hold every loaded BLAS library to one thread and stop OpenBLAS's spinning workers,
+    before the kernel and again after it.
 
     ``stop_workers`` says whether to stop them; by default they are stopped when
     :func:`shutdown_enabled` and the kernel's ``flops`` (if given) reach
@@ -99,7 +111,12 @@ def blas_one_thread(stop_workers=None, flops=None):
     """
     if stop_workers is None:
         stop_workers = shutdown_enabled() and (flops is None or flops >= STOP_MIN_FLOPS)
-    with _lock, _controller().limit(limits=1, user_api="blas"):
-        if stop_workers:
-            stop_idle_blas_workers()
-        yield
+    with _lock:
+        try:
+            with _controller().limit(limits=1, user_api="blas"):
+                if stop_workers:
+                    stop_idle_blas_workers()
+                yield
+        finally:
+            if stop_workers:  # lifting the limit started fresh workers: they would spin on
+                stop_idle_blas_workers()

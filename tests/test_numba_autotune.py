@@ -58,12 +58,21 @@ def test_first_use_measures_every_candidate_and_writes_the_cache(cache):
     assert data["version"] == at.__version__
     assert data["kernels"] == autotune.kernels_fingerprint()
     assert set(entry["candidates"]) == {"8x8", "8x24", "16x8", "16x24"}
-    best = min(entry["candidates"], key=entry["candidates"].get)
-    assert best == f"{entry['block_q']}x{entry['block_k']}"
+    times = {tuple(map(int, tile.split("x"))): t for tile, t in entry["candidates"].items()}
+    assert autotune.choose(times) == (entry["block_q"], entry["block_k"])
     plan = cpu.tile_plan(q, k, v)
     assert plan.requested == (None, None)
     assert plan.used == (entry["block_q"], entry["block_k"])
     np.testing.assert_allclose(out, at.flash_attention(q, k, v), rtol=2e-5, atol=2e-6)
+
+
+def test_choose_keeps_the_largest_tile_of_those_tied_with_the_fastest():
+    tied = 1 + autotune.TIE / 2
+    assert autotune.choose({(64, 64): 1.0, (256, 256): 2.0}) == (64, 64)
+    assert autotune.choose({(64, 64): 1.0, (256, 256): tied, (128, 512): tied}) == (256, 256)
+    assert autotune.choose({(64, 64): 1.0, (128, 256): 1.0, (256, 128): 1.0}) == (256, 128)
+    assert autotune.choose({(64, 64): 1.0, (256, 256): 1 + 2 * autotune.TIE}) == (64, 64)
+    assert autotune.choose({(32, 32): 5e-6}) == (32, 32)
 
 
 def test_a_cached_choice_is_read_and_not_measured_again(cache, monkeypatch):

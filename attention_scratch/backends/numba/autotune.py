@@ -4,7 +4,8 @@ The best ``block_q`` x ``block_k`` depends on the processor (cache sizes, vector
 BLAS kernel, the number of threads and the shape. So when a call leaves the tile sizes
 at their default, the first call for a new *bucket* (pass, dtype, lengths rounded up to
 a power of two, head dims, masked or not, threads) times the kernel on every candidate
-of a small grid, :data:`BLOCK_Q` x :data:`BLOCK_K`, and keeps the fastest. The choice,
+of a small grid, :data:`BLOCK_Q` x :data:`BLOCK_K`, and keeps the fastest (:func:`choose`:
+within :data:`TIE` of it, the largest tile). The choice,
 with every candidate's time, is written to a JSON file in the user's cache folder,
 one file per processor model and library version (:func:`cache_path`); later calls and
 later processes read it. The file also records a hash of the kernels' source
@@ -44,8 +45,9 @@ from ...contract import AUTO_BLOCK, DEFAULT_BLOCK, DefaultBlock  # noqa: F401  (
 
 SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
-BLOCK_Q = (32, 64, 128, 256)
-BLOCK_K = (32, 64, 128, 256)
+BLOCK_Q = (64, 128, 256, 512)
+BLOCK_K = (64, 128, 256, 512)
+TIE = 0.03  # candidates this close to the fastest count as tied (see choose)
 TUNE_MAX_LEN = 4096  # the tuning run's longest sequence: a bucket above it is timed at this length
 TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second for 48 forward calls
 TUNE_MAX_HEADS = 8
@@ -222,6 +224,21 @@ def measure(backward, dtype, L, S, E, Ev, heads, masked, candidates=None, rounds
     return best
 
 
+def choose(times):
+    """The candidate to keep from ``{(bq, bk): seconds}``: of those within :data:`TIE` of the
+    fastest, the largest tile (most entries, then most query rows).
+
+    The tuning run is short and has at most :data:`TUNE_MAX_HEADS` heads (one at
+    N = 4096), so its times carry a few percent of noise, and a call with more heads than
+    threads favours larger tiles: no thread waits for another at the end, and fewer tiles
+    mean fewer trips through the loop. Causal, N = 2048, two heads: 128x64 and 256x256
+    tied at 10.6 ms in the tuning run; on eight heads 256x256 took 39 ms and 128x64 46 ms.
+    """
+    fastest = min(times.values())
+    tied = [tile for tile, seconds in times.items() if seconds <= fastest * (1 + TIE)]
+    return max(tied, key=lambda tile: (tile[0] * tile[1], tile[0]))
+
+
 def tuned_blocks(backward, dtype, L, S, E, Ev, heads, masked):
     """``(block_q, block_k, note)`` for this call: from the cache, or measured now and cached."""
     import numba
@@ -231,8 +248,8 @@ def tuned_blocks(backward, dtype, L, S, E, Ev, heads, masked):
     known = entries()
     if key not in known:
         times = measure(backward, dtype, L, S, E, Ev, heads, masked)
-        (bq, bk), seconds = min(times.items(), key=lambda item: item[1])
-        known[key] = {"block_q": bq, "block_k": bk, "seconds": seconds,
+        bq, bk = choose(times)
+        known[key] = {"block_q": bq, "block_k": bk, "seconds": times[(bq, bk)],
                       "candidates": {f"{q}x{k}": t for (q, k), t in times.items()},
                       "tuned_on": dict(zip(("heads", "L", "S"), tuning_shape(L, S, heads),
                                            strict=True)),

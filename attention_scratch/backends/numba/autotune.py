@@ -232,7 +232,8 @@ def choose(times):
     N = 4096), so its times carry a few percent of noise, and a call with more heads than
     threads favours larger tiles: no thread waits for another at the end, and fewer tiles
     mean fewer trips through the loop. Causal, N = 2048, two heads: 128x64 and 256x256
-    tied at 10.6 ms in the tuning run; on eight heads 256x256 took 39 ms and 128x64 46 ms.
+    tied at 10.6 ms in the tuning run; on eight heads 256x256 took 39 ms and 128x64 44 ms
+    (best of 9, 2-core AMD EPYC).
     """
     fastest = min(times.values())
     tied = [tile for tile, seconds in times.items() if seconds <= fastest * (1 + TIE)]

@@ -9,8 +9,8 @@ within :data:`TIE` of it, the largest tile). The choice,
 with every candidate's time, is written to a JSON file in the user's cache folder,
 one file per processor model and library version (:func:`cache_path`); later calls and
 later processes read it. The file also records a hash of the kernels' source
-(:func:`kernels_fingerprint`): choices measured on other kernels (an edited clone, a
-development version) are dropped and measured again.
+(:func:`kernels_fingerprint`): choices measured on other kernels or by another grid or rule
+(an edited clone, a development version) are dropped and measured again.
 
 * Explicit sizes always win: ``block_q=64`` passed by the caller is run as given (the
   default is :data:`~attention_scratch.contract.AUTO_BLOCK`, an ``int`` equal to 64 that
@@ -87,9 +87,9 @@ def _version():
 @functools.cache
 def kernels_fingerprint():
     """A short hash of the source files of the kernels the tuner times (forward, backward,
-    their tile helpers and exponential)."""
+    their tile helpers and exponential) and of the tuner itself (its grid and its rule)."""
     digest = hashlib.sha256()
-    for name in ("forward.py", "backward.py", "tiles.py", "exp.py"):
+    for name in ("forward.py", "backward.py", "tiles.py", "exp.py", "autotune.py"):
         digest.update((Path(__file__).with_name(name)).read_bytes())
     return digest.hexdigest()[:12]
 

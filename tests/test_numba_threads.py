@@ -32,8 +32,19 @@ def test_blas_is_held_to_one_thread_inside_and_restored_after():
         inside = {i["filepath"]: i["num_threads"] for i in threadpool_info()
                   if i["user_api"] == "blas"}
     after = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-    assert inside and all(n == 1 for n in inside.values())
+    kernel_files = threads.kernel_blas_files()
+    assert kernel_files and all(inside[f] == 1 for f in kernel_files)
+    assert all(inside[f] == before[f] for f in inside if f not in kernel_files)
     assert after == before
+
+
+def test_the_kernels_blas_is_scipys_own_where_scipy_ships_one():
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
+    scipys = [f for f in blas if threads._is_scipys_own(f)]
+    assert threads.kernel_blas_files() == (scipys or blas)
+    assert threads.kernel_blas_is_numpys() == (not scipys)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
@@ -58,30 +69,28 @@ def test_openblas_workers_are_stopped_unless_switched_off(monkeypatch, switch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
 def test_no_openblas_worker_is_left_spinning_after_a_kernel():
-    """Lifting the limit after the kernel starts fresh OpenBLAS workers, which would spin
-    through whatever the program runs next: they are stopped again."""
+    """Changing the thread count of a stopped OpenBLAS starts fresh workers, which would spin
+    through whatever the program runs next: a kernel leaves the threads as it found them after
+    a kernel, whatever NumPy did in between."""
     with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
         pass
     if not _pthreads_openblas_with_workers():
         pytest.skip("no OpenBLAS with pthreads workers is loaded here")
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 1024, 64), dtype=np.float32) for _ in range(3))
-    at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # Numba's own threads
+    kernel = lambda: at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # noqa: E731  (5e8 flops > STOP_MIN_FLOPS)
+    kernel()
+    after_a_kernel = _os_threads()
     a = np.ones((512, 512), dtype=np.float32)
     a @ a  # NumPy's OpenBLAS now has its workers running
-    running = _os_threads()
-    threads.stop_idle_blas_workers()
-    without_workers = _os_threads()
-    assert without_workers < running
-    a @ a  # they are back
+    assert _os_threads() > after_a_kernel
+    kernel()
+    assert _os_threads() == after_a_kernel
     with threads.blas_one_thread(flops=threads.STOP_MIN_FLOPS):
         pass
-    assert _os_threads() == without_workers
-    a @ a
-    at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # 5e8 > STOP_MIN_FLOPS
-    assert _os_threads() == without_workers
+    assert _os_threads() == after_a_kernel
     np.testing.assert_allclose(a @ a, np.full_like(a, 512))  # and OpenBLAS starts them again
-    assert _os_threads() == running
+    assert _os_threads() > after_a_kernel
 
 
 def test_kernels_after_stopped_workers_match_numpy_reference():

@@ -94,8 +94,10 @@ def kernels_fingerprint():
     return digest.hexdigest()[:12]
 
 
+@functools.cache
 def cpu_model():
-    """The processor's model name: the cache's key (``/proc/cpuinfo``, else ``platform``)."""
+    """The processor's model name: the cache's key (``/proc/cpuinfo``, else ``platform``), read
+    once per process."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -1,5 +1,5 @@
-"""The threads around a Numba kernel: BLAS held to one thread, OpenBLAS's idle workers stopped
-before and after.
+"""The threads around a Numba kernel: the kernels' BLAS held to one thread, OpenBLAS's idle
+workers stopped, and nothing left spinning after it.
 
 The Numba kernels run one work item per core and call BLAS from inside each item. Two
 thread pools must then stay out of their way, and the kernel must not leave one in the
@@ -7,7 +7,9 @@ way of what the program runs next:
 
 1. **BLAS's own threads.** An OpenBLAS that split every tile product over its own
    threads would fight the kernel's threads for the same cores, so for the duration of
-   a kernel every loaded BLAS library is held to one thread (``threadpoolctl``).
+   a kernel the BLAS that the kernels call is held to one thread (``threadpoolctl``).
+   Numba's ``np.dot`` calls it through ``scipy.linalg.cython_blas``: with the wheels
+   from PyPI that is SciPy's own OpenBLAS, apart from NumPy's (:func:`kernel_blas_files`).
 2. **OpenBLAS workers still spinning.** After a multithreaded call (any ``a @ b`` in
    NumPy), OpenBLAS's worker threads busy-wait for the next one for about
    ``2**28`` processor cycles, a tenth of a second, before they sleep. Holding BLAS to
@@ -15,39 +17,42 @@ way of what the program runs next:
    On a 2-core machine that made the forward pass 1.5-1.9 times slower in a plain
    process (``benchmarks/openblas_spin.py``). ``make bench`` used to hide it with the
    environment variable ``OPENBLAS_THREAD_TIMEOUT``, which OpenBLAS reads once, when
-   it is loaded; a library cannot set it for its user. So, after limiting the
-   threads, :func:`blas_one_thread` asks each OpenBLAS built on pthreads to stop its
-   worker threads (``blas_thread_shutdown_``, the function OpenBLAS itself runs before
-   every ``fork``); OpenBLAS starts them again, lazily, at its next multithreaded call.
+   it is loaded; a library cannot set it for its user. So :func:`blas_one_thread` asks
+   NumPy's OpenBLAS (each pthreads OpenBLAS that is not the kernels') to stop its worker
+   threads (``blas_thread_shutdown_``, the function OpenBLAS itself runs before every
+   ``fork``); OpenBLAS starts them again, lazily, at its next multithreaded call.
+3. **Workers started by changing the limit.** Setting the thread count of an OpenBLAS
+   whose workers were stopped starts fresh ones, and they spin for their tenth of a
+   second. The first version stopped every OpenBLAS, the kernels' included, so lifting
+   the limit after the kernel started workers that spun through whatever the program
+   ran next: a PyTorch backward pass run right after the Numba backward took 1.1 to
+   2 times as long as alone (2 cores, N = 1024 and 2048; ``benchmarks/openblas_spin.py
+   --after``), and ``make bench``, which runs PyTorch right after the Numba kernel in
+   every repetition, timed PyTorch slow. So the kernels' own OpenBLAS is only held to one
+   thread, never stopped, and its sleeping workers stay asleep when the limit is lifted.
+   Where the kernels' BLAS is NumPy's too (a conda environment: no library is SciPy's
+   own), it must be stopped before the kernel, and it is stopped once more after the
+   limit is lifted.
 
-The order matters: limiting the threads after the shutdown would start the workers
-again (OpenBLAS re-creates its pool on the first call after a shutdown, and the limit
-is such a call), and the new workers would spin through the kernel.
-
-3. **Workers started by lifting the limit.** Lifting the limit after the kernel is
-   again such a call: OpenBLAS starts fresh workers, and they spin for their tenth of
-   a second through whatever the program runs next. A PyTorch backward pass run right
-   after the Numba backward took 1.3 to 1.6 times as long as alone (2 cores, N = 2048;
-   ``benchmarks/openblas_spin.py``), and ``make bench``, which runs PyTorch right after
-   the Numba kernel in every repetition, timed PyTorch slow. So the workers are stopped
-   once more after the limit is lifted; OpenBLAS starts them at the next NumPy product
-   that wants them, as it would after a ``fork``.
-
-Stopping costs a few hundred microseconds on a quiet machine (the stop after the kernel
-waits for the workers that lifting the limit started), and milliseconds on a busy one.
-A kernel of less work than :data:`STOP_MIN_FLOPS` is not worth it: there the workers
-are left alone.
+Stopping NumPy's workers costs tens of microseconds when they are asleep or gone (most
+calls) and up to a few milliseconds when they are spinning on a busy machine; a
+stop-restart cycle of one library (the conda case) costs a few hundred microseconds on
+a quiet machine and milliseconds on a busy one, because it waits for fresh threads to
+start. A kernel of less work than :data:`STOP_MIN_FLOPS` is not worth it: there the
+workers are left alone.
 
 Stopping the workers is safe when no other thread of the process is inside OpenBLAS at
 that moment, as for a ``fork``. A program that runs NumPy products in other threads
 while it calls the Numba backend can switch it off with
 ``ATTENTION_SCRATCH_BLAS_SHUTDOWN=0`` (the kernels stay correct, only slower right
-after a NumPy product).
+after a NumPy product). Workers of SciPy's OpenBLAS that spin after a multithreaded
+SciPy product are not stopped: such products are rare next to NumPy's.
 """
 import contextlib
 import ctypes
 import os
 import threading
+from pathlib import Path
 
 _SWITCH = "ATTENTION_SCRATCH_BLAS_SHUTDOWN"
 STOP_MIN_FLOPS = 1e8  # about a millisecond of kernel on two cores: below it, stopping costs more
@@ -66,8 +71,40 @@ def _controller():
     return _state["controller"]
 
 
+def _is_scipys_own(filepath):
+    """Whether a library file is SciPy's own copy of BLAS (in ``scipy.libs/`` or inside the
+    package, as SciPy's wheels ship it)."""
+    import scipy
+
+    package = Path(scipy.__file__).resolve().parent
+    path = Path(filepath).resolve()
+    return package in path.parents or path.parent == package.parent / "scipy.libs"
+
+
+def kernel_blas_files():
+    """The files of the BLAS libraries the kernels call, which :func:`blas_one_thread` holds to
+    one thread.
+
+    Numba's ``np.dot`` calls BLAS through ``scipy.linalg.cython_blas``. With the wheels from
+    PyPI that is SciPy's own OpenBLAS, a library apart from NumPy's; where no library is
+    SciPy's own (a conda environment, where NumPy and SciPy share one), every BLAS library.
+    """
+    if "kernel_files" not in _state:
+        files = [lib.filepath for lib in _controller().lib_controllers if lib.user_api == "blas"]
+        _state["kernel_files"] = [f for f in files if _is_scipys_own(f)] or files
+        _state["shared"] = not any(_is_scipys_own(f) for f in files)
+    return _state["kernel_files"]
+
+
+def kernel_blas_is_numpys():
+    """Whether the kernels' BLAS may be NumPy's too (no library is SciPy's own)."""
+    kernel_blas_files()
+    return _state["shared"]
+
+
 def _shutdown_functions():
-    """``blas_thread_shutdown_`` of every loaded OpenBLAS that runs its own pthreads workers."""
+    """``(blas_thread_shutdown_, held)`` of every loaded OpenBLAS that runs its own pthreads
+    workers; ``held``: whether it is also one of :func:`kernel_blas_files`."""
     if "shutdowns" not in _state:
         functions = []
         for lib in _controller().lib_controllers:
@@ -79,7 +116,7 @@ def _shutdown_functions():
             except (OSError, AttributeError):
                 continue
             function.restype, function.argtypes = ctypes.c_int, []
-            functions.append(function)
+            functions.append((function, info["filepath"] in kernel_blas_files()))
         _state["shutdowns"] = functions
     return _state["shutdowns"]
 
@@ -92,12 +129,15 @@ def shutdown_enabled():
     return os.environ.get(_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def stop_idle_blas_workers():
-    """Stop the worker threads of every loaded pthreads OpenBLAS; returns how many libraries."""
-    functions = _shutdown_functions()
+def _stop(functions):
     for function in functions:
         function()
     return len(functions)
+
+
+def stop_idle_blas_workers():
+    """Stop the worker threads of every loaded pthreads OpenBLAS; returns how many libraries."""
+    return _stop([function for function, _ in _shutdown_functions()])
 
 
 @contextlib.contextmanager
@@ -111,12 +151,17 @@ def blas_one_thread(stop_workers=None, flops=None):
     """
     if stop_workers is None:
         stop_workers = shutdown_enabled() and (flops is None or flops >= STOP_MIN_FLOPS)
+    shared = kernel_blas_is_numpys()
+    # NumPy's products leave its library's workers spinning; the kernels' own library (SciPy's)
+    # is only held to one thread: stopping it would make lifting the limit start fresh workers.
+    stop_before = [f for f, held in _shutdown_functions() if shared or not held]
+    stop_after = [f for f, held in _shutdown_functions() if shared and held]
     with _lock:
         try:
-            with _controller().limit(limits=1, user_api="blas"):
+            with _controller().select(filepath=kernel_blas_files()).limit(limits=1):
                 if stop_workers:
-                    stop_idle_blas_workers()
+                    _stop(stop_before)
                 yield
         finally:
-            if stop_workers:  # lifting the limit started fresh workers: they would spin on
-                stop_idle_blas_workers()
+            if stop_workers:  # lifting the limit of a stopped library started fresh workers
+                _stop(stop_after)

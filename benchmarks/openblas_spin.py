@@ -21,8 +21,8 @@ with autograd, as ``make bench`` times it; skipped without PyTorch), in three co
 * ``quiet``: 0.3 s of sleep first;
 * ``after the kernel``: right after the Numba backward pass (the library as it is);
 * ``after a lifted limit, workers left``: right after the state the kernel used to leave:
-  the workers stopped, then the one-thread limit lifted (which starts fresh workers) and
-  nothing more.
+  every BLAS held to one thread, every OpenBLAS's workers stopped, then the limits lifted
+  (which starts fresh workers) and nothing more.
 
 Prints the median and best of each, and the medians as ratios to ``quiet``.
 """
@@ -69,10 +69,13 @@ def before_the_kernel(n, q, k, v, g, a, repeats):
 
 
 def old_exit_state():
-    """What ``blas_one_thread`` used to leave: workers stopped, then the limit lifted."""
-    with threads.blas_one_thread(stop_workers=False):
+    """What ``blas_one_thread`` used to leave: every BLAS held to one thread, every OpenBLAS's
+    workers stopped, then the limits lifted."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
         threads.stop_idle_blas_workers()
-    # leaving the limit (BLAS back to all cores) has started fresh workers, left to spin
+    # lifting the limits (BLAS back to all cores) has started fresh workers, left to spin
 
 
 def after_the_kernel(n, q, k, v, g, repeats):

@@ -142,18 +142,18 @@ def stop_idle_blas_workers():
 
 @contextlib.contextmanager
 def blas_one_thread(stop_workers=None, flops=None):
-    """Hold every loaded BLAS library to one thread and stop OpenBLAS's spinning workers,
-    before the kernel and again after it.
+    """Hold the kernels' BLAS (:func:`kernel_blas_files`) to one thread and stop the workers of
+    every other pthreads OpenBLAS (NumPy's), which may still spin after the caller's products.
 
     ``stop_workers`` says whether to stop them; by default they are stopped when
     :func:`shutdown_enabled` and the kernel's ``flops`` (if given) reach
-    :data:`STOP_MIN_FLOPS`. The limit is set either way and undone on exit.
+    :data:`STOP_MIN_FLOPS`. The limit is set either way and undone on exit. Where the
+    kernels' BLAS is NumPy's too, it is stopped before the kernel and again after.
     """
     if stop_workers is None:
         stop_workers = shutdown_enabled() and (flops is None or flops >= STOP_MIN_FLOPS)
     shared = kernel_blas_is_numpys()
-    # NumPy's products leave its library's workers spinning; the kernels' own library (SciPy's)
-    # is only held to one thread: stopping it would make lifting the limit start fresh workers.
+    # a held library is not stopped, unless shared: lifting its limit would start fresh workers
     stop_before = [f for f, held in _shutdown_functions() if shared or not held]
     stop_after = [f for f, held in _shutdown_functions() if shared and held]
     with _lock:
@@ -163,5 +163,5 @@ def blas_one_thread(stop_workers=None, flops=None):
                     _stop(stop_before)
                 yield
         finally:
-            if stop_workers:  # lifting the limit of a stopped library started fresh workers
+            if stop_workers:  # lifting a stopped library's limit started fresh workers
                 _stop(stop_after)

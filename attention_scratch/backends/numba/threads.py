@@ -14,7 +14,7 @@ way of what the program runs next:
    NumPy), OpenBLAS's worker threads busy-wait for the next one for about
    ``2**28`` processor cycles, a tenth of a second, before they sleep. Holding BLAS to
    one thread does not stop them: a kernel started in that window finds a core taken.
-   On a 2-core machine that made the forward pass 1.5-1.9 times slower in a plain
+   On a 2-core machine that made the forward pass 1.4-1.9 times slower in a plain
    process (``benchmarks/openblas_spin.py``). ``make bench`` used to hide it with the
    environment variable ``OPENBLAS_THREAD_TIMEOUT``, which OpenBLAS reads once, when
    it is loaded; a library cannot set it for its user. So :func:`blas_one_thread` asks

@@ -283,6 +283,20 @@ def sdpa_masks(rng, L, S):
                                         causal_align="bottom_right")]
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_finiteness_scan_finds_bad_rows_and_takes_an_overflowing_sum_for_a_false_alarm(dtype):
+    from attention_scratch._nonfinite import scan
+
+    big = np.finfo(dtype).max  # the sum of these overflows in the scan's own dtype
+    q = np.full((2, 3, 4), big, dtype=dtype)  # (H, L, E): finite, however large
+    k = np.full((2, 5, 4), big, dtype=dtype)  # (H, S, E)
+    assert scan(q, k, k) is None
+    q[1, 2, 0], k[0, 4, 3] = np.nan, -np.inf
+    bad_q, bad_kv = scan(q, k, k)
+    np.testing.assert_array_equal(bad_q, [[False] * 3, [False, False, True]])
+    np.testing.assert_array_equal(bad_kv, [[False] * 4 + [True], [False] * 5])
+
+
 @pytest.mark.parametrize("trial", range(8))
 def test_nonfinite_inputs_follow_masked_means_absent(rng, trial):
     L, S = [(5, 7), (7, 5), (6, 6)][trial % 3]

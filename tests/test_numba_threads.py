@@ -93,6 +93,35 @@ def test_no_openblas_worker_is_left_spinning_after_a_kernel():
     assert _os_threads() > after_a_kernel
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_where_numpy_and_scipy_share_one_blas_it_is_held_stopped_and_stopped_again(monkeypatch):
+    """The conda case, made here by letting no library count as SciPy's own: every BLAS is the
+    kernels', held to one thread, and stopped before the kernel and again after it."""
+    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
+        pass
+    if not _pthreads_openblas_with_workers():
+        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
+    blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
+    monkeypatch.setattr(threads, "_is_scipys_own", lambda filepath: False)
+    monkeypatch.setattr(threads, "_state", {})  # the plan is made again, restored after the test
+    assert threads.kernel_blas_is_numpys() and threads.kernel_blas_files() == blas
+    threads.stop_idle_blas_workers()
+    no_workers = _os_threads()
+    a = np.ones((512, 512), dtype=np.float32)
+    a @ a  # NumPy's OpenBLAS now has its workers running
+    assert _os_threads() > no_workers
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    with threads.blas_one_thread(flops=threads.STOP_MIN_FLOPS):
+        inside = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas"}
+        threads_inside = _os_threads()
+    assert inside == dict.fromkeys(blas, 1)
+    assert threads_inside == no_workers  # stopped before the kernel
+    assert {i["filepath"]: i["num_threads"] for i in threadpool_info()
+            if i["user_api"] == "blas"} == before
+    assert _os_threads() == no_workers  # lifting the limits started workers: stopped again
+
+
 def test_kernels_after_stopped_workers_match_numpy_reference():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 96, 16), dtype=np.float32) for _ in range(3))

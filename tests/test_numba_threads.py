@@ -24,6 +24,18 @@ def _pthreads_openblas_with_workers():
             and i.get("threading_layer") == "pthreads" and i["num_threads"] > 1]
 
 
+@pytest.fixture
+def openblas_workers():
+    """Skip unless a pthreads OpenBLAS with workers is loaded (SciPy's BLAS loaded first); Linux
+    only, since the tests count the threads in /proc."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("counts threads in /proc")
+    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
+        pass
+    if not _pthreads_openblas_with_workers():
+        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
+
+
 def test_blas_is_held_to_one_thread_inside_and_restored_after():
     with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
         pass
@@ -47,13 +59,8 @@ def test_the_kernels_blas_is_scipys_own_where_scipy_ships_one():
     assert threads.kernel_blas_is_numpys() == (not scipys)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
 @pytest.mark.parametrize("switch", ["1", "0"])
-def test_openblas_workers_are_stopped_unless_switched_off(monkeypatch, switch):
-    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
-        pass
-    if not _pthreads_openblas_with_workers():
-        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
+def test_openblas_workers_are_stopped_unless_switched_off(openblas_workers, monkeypatch, switch):
     monkeypatch.setenv("ATTENTION_SCRATCH_BLAS_SHUTDOWN", switch)
     a = np.ones((512, 512), dtype=np.float32)
     a @ a  # NumPy's OpenBLAS now has its workers running
@@ -67,15 +74,10 @@ def test_openblas_workers_are_stopped_unless_switched_off(monkeypatch, switch):
     np.testing.assert_allclose(a @ a, np.full_like(a, 512))  # OpenBLAS restarts its workers
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
-def test_no_openblas_worker_is_left_spinning_after_a_kernel():
+def test_no_openblas_worker_is_left_spinning_after_a_kernel(openblas_workers):
     """Changing the thread count of a stopped OpenBLAS starts fresh workers, which would spin
     through whatever the program runs next: a kernel leaves the threads as it found them after
     a kernel, whatever NumPy did in between."""
-    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
-        pass
-    if not _pthreads_openblas_with_workers():
-        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 1024, 64), dtype=np.float32) for _ in range(3))
     kernel = lambda: at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)  # noqa: E731  (5e8 flops > STOP_MIN_FLOPS)
@@ -93,14 +95,10 @@ def test_no_openblas_worker_is_left_spinning_after_a_kernel():
     assert _os_threads() > after_a_kernel
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
-def test_where_numpy_and_scipy_share_one_blas_it_is_held_stopped_and_stopped_again(monkeypatch):
+def test_where_numpy_and_scipy_share_one_blas_it_is_held_stopped_and_stopped_again(
+        openblas_workers, monkeypatch):
     """The conda case, made here by letting no library count as SciPy's own: every BLAS is the
     kernels', held to one thread, and stopped before the kernel and again after it."""
-    with threads.blas_one_thread(stop_workers=False):  # loads SciPy's BLAS too
-        pass
-    if not _pthreads_openblas_with_workers():
-        pytest.skip("no OpenBLAS with pthreads workers is loaded here")
     blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
     monkeypatch.setattr(threads, "_is_scipys_own", lambda filepath: False)
     monkeypatch.setattr(threads, "_state", {})  # the plan is made again, restored after the test

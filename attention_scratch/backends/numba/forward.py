@@ -47,7 +47,8 @@ def online_softmax_rows(t, m, l, alpha, shift):
     """
     for r in range(t.shape[0]):
         m_new = row_max(t[r], m[r])
-        # an entry of shift, not a local: a local holding 0.0 would be float64, and so the row
+        # an entry of shift, not a local: a local holding 0.0 would be typed float64, and the
+        # row's exponentials with it
         shift[r] = m_new if m_new > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
         alpha[r] = tile_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
         m[r] = m_new

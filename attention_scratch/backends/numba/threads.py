@@ -92,14 +92,12 @@ def kernel_blas_files():
     if "kernel_files" not in _state:
         files = [lib.filepath for lib in _controller().lib_controllers if lib.user_api == "blas"]
         _state["kernel_files"] = [f for f in files if _is_scipys_own(f)] or files
-        _state["shared"] = not any(_is_scipys_own(f) for f in files)
     return _state["kernel_files"]
 
 
 def kernel_blas_is_numpys():
     """Whether the kernels' BLAS may be NumPy's too (no library is SciPy's own)."""
-    kernel_blas_files()
-    return _state["shared"]
+    return not any(_is_scipys_own(f) for f in kernel_blas_files())
 
 
 def _shutdown_functions():

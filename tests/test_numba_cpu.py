@@ -269,10 +269,11 @@ def test_exp_special_values(dtype):
     assert_close(out[5:], np.exp(x[5:]).astype(dtype), what="exp(±1)")
 
 
-@pytest.mark.parametrize("dtype,bound", [(np.float32, 1.0), (np.float64, 2.0)])
-def test_the_kernels_exp_is_as_accurate_and_gives_0_and_inf_at_its_ends(dtype, bound):
-    """tile_exp: exp_f32/exp_f64's accuracy wherever the result is a normal float below
-    2^(n_max - 1/2); exactly 0 below the clamp, +inf above, NaN kept, subnormals close."""
+@pytest.mark.parametrize("dtype,bound", [(np.float32, 2.0), (np.float64, 2.0)])
+def test_the_kernels_exp_is_accurate_and_gives_0_and_inf_at_its_ends(dtype, bound):
+    """tile_exp: within 2 eps wherever the result is a normal float below 2^(n_max - 1/2) (float32:
+    the degree-5 minimax polynomial, 0.8 eps, plus rounding); exactly 0 below the clamp, +inf
+    above, NaN kept, subnormals close."""
     n_min, n_max = (-127, 128) if dtype == np.float32 else (-1023, 1024)
     ln2 = np.log(2.0)
     x = np.linspace((n_min - 3) * ln2, (n_max + 3) * ln2, 1_000_003).astype(dtype)

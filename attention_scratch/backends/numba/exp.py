@@ -164,13 +164,23 @@ TILE_XMIN_F32, TILE_XMAX_F32 = -127.0 * LN2, 128.0 * LN2  # n = -127 .. 128
 TILE_XMIN_F64, TILE_XMAX_F64 = -1023.0 * LN2, 1024.0 * LN2  # n = -1023 .. 1024
 
 
+# The kernels' polynomial for e^r on |r| <= ln2 / 2: degree 5, its coefficients chosen to make the
+# largest *relative* error as small as possible (a minimax fit with p(0) = 1 kept exact; chapter 12
+# fits it again and checks these numbers). With these float32 coefficients it errs by 9.5e-8 at
+# most, 0.80 eps of float32, where the Taylor polynomial of the same degree errs by 3.2e-6; two
+# multiply-adds fewer than degree 7 make the tile loop's exponential about a tenth cheaper.
+TILE_POLY_F32 = (1.0, 0.9999997019767761, 0.4999915063381195, 0.1666763573884964,
+                 0.04189793020486832, 0.008290315046906471)
+
+
 @njit(fastmath=EXP_FLAGS, cache=True)
 def tile_exp_f32(x):
-    """``e**x`` for a float32 ``x``: :func:`exp_f32`'s reduction and polynomial, with the
-    special cases folded into the clamp (the kernels' exponential).
+    """``e**x`` for a float32 ``x``: :func:`exp_f32`'s reduction, the minimax polynomial
+    :data:`TILE_POLY_F32` of degree 5, and the special cases folded into the clamp (the kernels'
+    exponential).
 
-    Same results as :func:`exp_f32` for ``x <= 0`` (every softmax argument), except that
-    results between ``2^-126.5`` and ``2^-125`` are kept (subnormal) instead of flushed to 0;
+    Within 2 eps of ``e**x`` wherever the result is a normal float (``exp_f32``: 1 eps), except
+    that results between ``2^-126.5`` and ``2^-125`` are kept (subnormal) instead of flushed to 0;
     ``-inf`` gives 0 and NaN gives NaN. Above ``127.5·ln2 ≈ 88.38`` it gives ``+inf``, where
     :func:`exp_f32` still reaches the largest floats: the kernels never ask.
     """
@@ -178,14 +188,12 @@ def tile_exp_f32(x):
     xc = np.float32(TILE_XMAX_F32) if xc > np.float32(TILE_XMAX_F32) else xc
     n = np.floor(xc * np.float32(LOG2E) + np.float32(0.5))  # -127 .. 128
     r = (xc - n * np.float32(LN2_HI_F32)) - n * np.float32(LN2_LO_F32)  # |r| <= ln2 / 2
-    p = np.float32(1.0 / 5040.0)  # Taylor series of degree 7, Horner form
-    p = p * r + np.float32(1.0 / 720.0)
-    p = p * r + np.float32(1.0 / 120.0)
-    p = p * r + np.float32(1.0 / 24.0)
-    p = p * r + np.float32(1.0 / 6.0)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
+    p = np.float32(TILE_POLY_F32[5])  # Horner form
+    p = p * r + np.float32(TILE_POLY_F32[4])
+    p = p * r + np.float32(TILE_POLY_F32[3])
+    p = p * r + np.float32(TILE_POLY_F32[2])
+    p = p * r + np.float32(TILE_POLY_F32[1])
+    p = p * r + np.float32(TILE_POLY_F32[0])
     return p * int_bits_as_float(np.int32((np.int32(n) + 127) << 23))  # p·2^n; 0, +inf at the ends
 
 

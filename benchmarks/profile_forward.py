@@ -12,6 +12,10 @@ one thread (L = S = 2048, one head), divided by its number of tiles. What the wh
 takes beyond the sum of the steps is the cost of bringing ``K_j`` and ``V_j`` from farther
 caches, and the loop's overhead. The steps take turns in every round; the best of the rounds
 counts.
+
+With ``--torch`` it also times the two products of each tile shape on one thread with
+PyTorch's ``torch.mm`` (MKL in its x86 wheels) beside OpenBLAS through Numba's ``np.dot``, the
+two libraries taking turns in every round.
 """
 import argparse
 import time
@@ -118,16 +122,53 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
           "(loads of K_j, V_j from farther caches, loop overhead)")
 
 
+def products_against_torch(bq, bk, rounds, n=50, E=64):
+    """GFLOP/s of ``Q_i K_jᵀ`` and ``P V_j`` on one thread: OpenBLAS (Numba's ``np.dot``, as in
+    the kernel) against ``torch.mm``, best of ``rounds`` rounds of ``n`` products each."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    q_s = rng.standard_normal((bq, E), dtype=np.float32)
+    k_tile, v_tile = (rng.standard_normal((bk, E), dtype=np.float32) for _ in range(2))
+    p = rng.random((bq, bk), dtype=np.float32)
+    t, pv = np.empty((bq, bk), dtype=np.float32), np.empty((bq, E), dtype=np.float32)
+    tq, tk, tp, tv, tt, tpv = map(torch.from_numpy, (q_s, k_tile, p, v_tile, t, pv))
+
+    def torch_products(a, b, out):
+        for _ in range(n):
+            torch.mm(a, b, out=out)
+
+    steps = {
+        "Q Kᵀ OpenBLAS": lambda: products_abt(q_s, k_tile, t, n),
+        "Q Kᵀ torch.mm": lambda: torch_products(tq, tk.t(), tt),
+        "P V  OpenBLAS": lambda: products(p, v_tile, pv, n),
+        "P V  torch.mm": lambda: torch_products(tp, tv, tpv),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        per_product = time_steps(steps, rounds, n, 1)
+    finally:
+        torch.set_num_threads(threads)
+    flops = 2 * bq * bk * E
+    rates = ", ".join(f"{name} {flops / t / 1e9:.1f}" for name, t in per_product.items())
+    print(f"tile {bq}x{bk}, one thread: {rates} GFLOP/s")
+
+
 def main(profile_tile=None, doc=__doc__, tiles=("64x64", "128x128", "128x256"), rounds=15):
-    """Parse ``--tiles`` and ``--rounds`` and run ``profile_tile(bq, bk, rounds)`` on each tile
-    (this script's :func:`profile` unless another script's is given)."""
+    """Parse ``--tiles``, ``--rounds`` and ``--torch`` and run ``profile_tile(bq, bk, rounds)`` on
+    each tile (this script's :func:`profile` unless another script's is given)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--tiles", nargs="+", default=list(tiles))
     parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--torch", action="store_true",
+                        help="also time the tile's products with torch.mm against OpenBLAS")
     args = parser.parse_args()
     for tile in args.tiles:
         bq, bk = map(int, tile.split("x"))
         (profile_tile or profile)(bq, bk, args.rounds)
+        if args.torch:
+            products_against_torch(bq, bk, args.rounds)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Tiny shapes, a temporary cache folder and a two-by-two candidate grid; nothing h
 timing.
 """
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +165,14 @@ def test_the_public_function_lets_the_numba_backend_tune_and_gives_numpy_the_def
     at.flash_attention(q, k, v, backend="numba", block_q=64, block_k=64)
     assert seen == [(16, 24), (64, 64)]
     assert at.backends.tile_plan(q, k, v).used == (64, 64)  # the NumPy path: the default
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="XDG_CACHE_HOME is not read on Windows")
+def test_the_cache_file_follows_the_environment_it_is_worked_out_from(tmp_path, monkeypatch):
+    """cache_path is worked out once per value of the variables it reads, not once per process."""
+    monkeypatch.delenv(autotune.CACHE_VARIABLE, raising=False)
+    for name in ("a", "b", "a"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / name))
+        assert autotune.cache_path().parent == tmp_path / name / "attention_scratch"
+    monkeypatch.setenv(autotune.CACHE_VARIABLE, str(tmp_path / "mine"))
+    assert autotune.cache_path().parent == tmp_path / "mine"

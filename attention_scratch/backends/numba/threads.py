@@ -96,8 +96,12 @@ def kernel_blas_files():
 
 
 def kernel_blas_is_numpys():
-    """Whether the kernels' BLAS may be NumPy's too (no library is SciPy's own)."""
-    return not any(_is_scipys_own(f) for f in kernel_blas_files())
+    """Whether the kernels' BLAS may be NumPy's too (no library is SciPy's own); decided once
+    (resolving the libraries' paths takes 0.1 ms, more than the rest of a call's thread
+    handling)."""
+    if "shared" not in _state:
+        _state["shared"] = not any(_is_scipys_own(f) for f in kernel_blas_files())
+    return _state["shared"]
 
 
 def _shutdown_functions():

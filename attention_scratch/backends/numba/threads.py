@@ -35,8 +35,8 @@ way of what the program runs next:
    limit is lifted.
 
 On the 2-core AMD EPYC of chapter 12 the whole of :func:`blas_one_thread`, entered and left,
-costs about 0.04 ms when NumPy's workers are already gone and 0.12 ms right after a NumPy
-product; the first version, which stopped and restarted both libraries, cost 0.25 ms on
+costs 0.02 to 0.04 ms when NumPy's workers are already gone and about 0.1 ms right after a
+NumPy product; the first version, which stopped and restarted both libraries, cost 0.25 ms on
 a quiet machine and up to 2.4 ms on a busy one, because each stop waits for the fresh
 threads to start (the conda case still pays one such cycle). A kernel of less work than
 :data:`STOP_MIN_FLOPS` is not worth it: there the workers are left alone.

@@ -33,6 +33,12 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from .kernel_cache import ensure_fresh
+
+# Every kernel module imports this one first: drop cached kernels built from older sources
+# before any of them is loaded (Numba checks only each function's own file; see kernel_cache).
+ensure_fresh()
+
 EXP_FLAGS = {"nsz", "arcp", "contract", "afn"}
 LOOP_FLAGS = EXP_FLAGS | {"reassoc"}
 

@@ -9,7 +9,8 @@ write the exponential ourselves from operations LLVM can vectorise:
    ``|r| <= ln 2 / 2``, computed as ``r = x - n·ln2_hi - n·ln2_lo``
    (Cody and Waite, 1980) so that ``r`` keeps full precision;
 2. a polynomial: ``e^r`` by its Taylor series in Horner form (degree 7 for
-   float32, 12 for float64: the first omitted term is below the rounding error);
+   float32, 12 for float64: the first omitted term is below the rounding error; the
+   kernels' :func:`tile_exp_f32` uses a minimax polynomial of degree 5 instead);
 3. reconstruction: ``e^x = 2^n · e^r``, where ``2^n`` is built from its bits
    (exponent field ``n + bias``), as ``2^(n-1)·2`` so that ``n = 128`` (float32)
    or ``n = 1024`` (float64) still reaches the largest finite numbers.

@@ -47,7 +47,6 @@ def test_the_kernels_folder_is_checked_once_the_kernels_are_imported():
     assert stamp.read_text() == kernel_cache.sources_fingerprint()
 
 
-
 def test_a_folder_it_may_not_write_is_left_as_it_is(tmp_path, monkeypatch):
     """As in a read-only install (made here by refusing every write: root may write anyway)."""
     _cache_files(tmp_path)

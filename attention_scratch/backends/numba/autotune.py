@@ -30,7 +30,6 @@ The kernel's :class:`~attention_scratch.contract.TilePlan` says what happened:
 """
 import datetime
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ...contract import AUTO_BLOCK, DEFAULT_BLOCK, DefaultBlock  # noqa: F401  (re-exported)
+from .kernel_cache import sources_fingerprint
 
 SWITCH = "ATTENTION_SCRATCH_AUTOTUNE"
 CACHE_VARIABLE = "ATTENTION_SCRATCH_CACHE_DIR"
@@ -100,10 +100,8 @@ def _version():
 def kernels_fingerprint():
     """A short hash of the source files of the kernels the tuner times (forward, backward,
     their tile helpers and exponential) and of the tuner itself (its grid and its rule)."""
-    digest = hashlib.sha256()
-    for name in ("forward.py", "backward.py", "tiles.py", "exp.py", "autotune.py"):
-        digest.update((Path(__file__).with_name(name)).read_bytes())
-    return digest.hexdigest()[:12]
+    names = ("forward.py", "backward.py", "tiles.py", "exp.py", "autotune.py")
+    return sources_fingerprint([Path(__file__).with_name(name) for name in names])[:12]
 
 
 @functools.cache

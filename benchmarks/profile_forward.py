@@ -2,20 +2,20 @@
 
 Run in a plain process::
 
-    PYTHONPATH=. python benchmarks/profile_forward.py --tiles 64x64 128x128 128x256 --rounds 15
+    PYTHONPATH=. python benchmarks/profile_forward.py --tiles 128x128 256x256 512x512 --rounds 15
 
 For each tile shape ``block_q x block_k`` (E = Ev = 64, float32) it times, hot in the cache,
 each step of :func:`attention_scratch.backends.numba.forward.forward_query_block`'s loop
-separately: the score product ``Q_i K_jᵀ`` (BLAS), the online softmax of the tile (max, exp,
-sum), the product ``P V_j`` (BLAS) and the rescaling of the output; then the whole kernel on
-one thread (L = S = 2048, one head), divided by its number of tiles. What the whole kernel
-takes beyond the sum of the steps is the cost of bringing ``K_j`` and ``V_j`` from farther
-caches, and the loop's overhead. The steps take turns in every round; the best of the rounds
-counts.
+separately, summed over the tile's strips of six query rows: the scores ``Q_i K_jᵀ`` (register
+tiles), the online softmax (max, exp, sum), and the rescaling of the output with ``P V_j``
+added into it (register tiles); then the whole kernel on one thread (L = S = 2048, one head),
+divided by its number of tiles. What the whole kernel takes beyond the sum of the steps is the
+cost of bringing ``K_j`` and ``V_j`` from farther caches, and the loop's overhead. The steps
+take turns in every round; the best of the rounds counts.
 
-With ``--torch`` it also times the two products of each tile shape on one thread with
-PyTorch's ``torch.mm`` (MKL in its x86 wheels) beside OpenBLAS through Numba's ``np.dot``, the
-two libraries taking turns in every round.
+With ``--torch`` it also times the tile's two products on one thread three ways: the register
+tiles, OpenBLAS through Numba's ``np.dot`` (what the kernel called before), and PyTorch's
+``torch.mm`` (MKL in its x86 wheels), taking turns in every round.
 """
 import argparse
 import time
@@ -23,8 +23,20 @@ import time
 import numba
 import numpy as np
 
-from attention_scratch.backends.numba.forward import forward_parallel, online_softmax_rows
+from attention_scratch.backends.numba.forward import (
+    probs_times_values,
+    forward_parallel,
+    online_softmax_rows,
+)
+from attention_scratch.backends.numba.register_tile import (
+    TILE_ROWS,
+    pack_keys,
+    strip_scores,
+    tile_cols,
+)
 from attention_scratch.backends.numba.threads import blas_one_thread
+
+LOOP_FLAGS = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @numba.njit
@@ -45,20 +57,33 @@ def products_abt(a, b, out, n):
         np.dot(a, b.T, out)
 
 
-@numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-def softmax_steps(t, m, l, alpha, shift, n):
+@numba.njit(fastmath=LOOP_FLAGS)
+def score_steps(q_s, kp, block_k, s, n):
+    """The scores of a whole tile, strip by strip, ``n`` times (each strip overwrites ``s``)."""
     for _ in range(n):
-        m[:] = 0.0  # the same work every time: no key is new, nothing overflows
-        online_softmax_rows(t, m, l, alpha, shift)
+        for r0 in range(0, q_s.shape[0], TILE_ROWS):
+            strip_scores(q_s, r0, kp, 0, block_k, block_k, s)
 
 
-@numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-def rescale_steps(o, pv, alpha, n):
+@numba.njit(fastmath=LOOP_FLAGS)
+def softmax_steps(s, n_cols, strips, m, l, alpha, shift, n):
+    """The online softmax of ``strips`` strips, ``n`` times (on one strip's scores, in place)."""
     for _ in range(n):
-        for r in range(o.shape[0]):
-            a = alpha[r]
-            for e in range(o.shape[1]):
-                o[r, e] = o[r, e] * a + pv[r, e]
+        for _ in range(strips):
+            m[:] = 0.0  # the same work every time: no key is new, nothing overflows
+            online_softmax_rows(s, n_cols, m, l, alpha, shift)
+
+
+@numba.njit(fastmath=LOOP_FLAGS)
+def value_steps(s, n_cols, v, o, alpha, n):
+    """The rescaling of the output and ``P V_j`` added into it, for every strip, ``n`` times."""
+    for _ in range(n):
+        for r0 in range(0, o.shape[0], TILE_ROWS):
+            for r in range(r0, r0 + TILE_ROWS):
+                a = alpha[r - r0]
+                for e in range(o.shape[1]):
+                    o[r, e] *= a
+            add_probs_times_values(s, n_cols, v, 0, o, r0)
 
 
 def best(fn, rounds):
@@ -89,25 +114,27 @@ def time_steps(steps, rounds, n, tiles):
 
 def profile(bq, bk, rounds, n=200, N=2048, E=64):
     rng = np.random.default_rng(0)
-    q_s = rng.standard_normal((bq, E), dtype=np.float32)
-    k_tile = rng.standard_normal((bk, E), dtype=np.float32)
+    rows = -(-bq // TILE_ROWS) * TILE_ROWS  # the kernel's strips cover the block
+    q_s = rng.standard_normal((rows, E), dtype=np.float32) * np.float32(0.125)
+    k_tile = rng.standard_normal((1, bk, E), dtype=np.float32)
     v_tile = rng.standard_normal((bk, E), dtype=np.float32)
-    t = np.empty((bq, bk), dtype=np.float32)  # query-major, as in the kernel
-    np.dot(q_s, k_tile.T, out=t)
-    t *= 0.125
-    pv = np.empty((bq, E), dtype=np.float32)
-    o = np.zeros((bq, E), dtype=np.float32)
-    m, l, alpha, shift = (np.zeros(bq, dtype=np.float32) for _ in range(4))
+    kp = pack_keys(k_tile, bk)[0]  # the tile's keys, packed
+    w = tile_cols(4)
+    s = np.empty((TILE_ROWS, -(-bk // w) * w + w), dtype=np.float32)  # one strip, as in the kernel
+    strip_scores(q_s, 0, kp, 0, bk, bk, s)
+    o = np.zeros((rows, E), dtype=np.float32)
+    m, l, alpha, shift = (np.zeros(TILE_ROWS, dtype=np.float32) for _ in range(4))
+    alpha[:] = 1.0
     q, k, v = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(3))
     out, lse = np.empty((1, N, E), dtype=np.float32), np.empty((1, N), dtype=np.float32)
+    k_packed = pack_keys(k, bk)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
-        "Q Kᵀ (BLAS)": lambda: products_abt(q_s, k_tile, t, n),
-        "softmax": lambda: softmax_steps(t, m, l, alpha, shift, n),
-        "P V (BLAS)": lambda: products(t, v_tile, pv, n),
-        "rescale O": lambda: rescale_steps(o, pv, alpha, n),
-        "whole kernel": lambda: forward_parallel(q, k, v, out, lse, np.float32(0.125), -N, N, bq,
-                                                 bk),
+        "Q Kᵀ": lambda: score_steps(q_s, kp, bk, s, n),
+        "softmax": lambda: softmax_steps(s, bk, rows // TILE_ROWS, m, l, alpha, shift, n),
+        "rescale, P V": lambda: value_steps(s, bk, v_tile, o, alpha, n),
+        "whole kernel": lambda: forward_parallel(q, k_packed, v, out, lse, np.float32(0.125), -N,
+                                                 N, bq, bk),
     }
     per_tile = time_steps(steps, rounds, n, tiles)
     flops = 4 * bq * bk * E

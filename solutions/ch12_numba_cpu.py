@@ -10,6 +10,7 @@ from numba import prange
 
 from attention_scratch.backends.numba.exp import pow2_f32
 from attention_scratch.backends.numba.forward import forward_query_block
+from attention_scratch.backends.numba.register_tile import tile_scores
 from attention_scratch.backends.numba.tiles import (
     add_into,
     dscores_in_place,
@@ -63,9 +64,10 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     items so that every thread's share of the loop holds about the same work). Query head ``h``
     reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
-    so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
-    ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
-    ``parallel=True``; in plain Python ``prange`` is ``range``.
+    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` the keys packed for
+    ``block_k``, (Hkv', R, w) (:func:`.register_tile.pack_heads`: one head per entry of the
+    first axis, as for ``v``); ``v`` (Hkv', S, Ev); ``out`` (Hq', L, Ev); ``lse`` (Hq', L).
+    Compiled with ``parallel=True``; in plain Python ``prange`` is ``range``.
     """
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
@@ -80,21 +82,23 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
 
 
 # Exercise 12.3 (3 points): the dQ pass for one query block
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
     it sees.
 
     For each key block ``j`` (from ``key_blocks``), with query-major ``(bq, bk)`` tiles
-    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``): the scores
-    ``S = Q_i K_jᵀ``, turned into ``P`` in place by ``probs_from_lse`` (pass
-    ``tile_is_full(...)`` so that only tiles cut by the band are masked);
+    (``tile_view`` of a flat buffer): the scores ``S = Q_i K_jᵀ`` with
+    ``tile_scores(q, i0, i1, kp, kb, block_k, tile)``, the forward pass's own product (so that
+    ``exp(S - lse)`` is exact), turned into ``P`` in place by ``probs_from_lse`` (pass
+    ``tile_is_full(...)`` so that only tiles cut by the band are masked); the other products
+    with ``np.dot(a, b, out)``:
     ``dP = dO_i V_jᵀ`` into a second tile; ``dscores_in_place(P, dP, False, D_i)``; then
     ``dS K_j`` into a scratch ``(bq, E)`` array, added to an accumulator with
     ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
     rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
     (the kernel is compiled for float32 and for float64).
-    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
-    ``lse``, ``d`` (L,).
+    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``kp`` the keys packed for ``block_k``
+    (:func:`.register_tile.pack_blocks`); ``v`` (S, Ev); ``d_out`` (L, Ev); ``lse``, ``d`` (L,).
     """
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
     dq_acc = np.zeros((nr, E), dtype=q.dtype)  # (bq, E)
@@ -106,7 +110,7 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
-        np.dot(q[i0:i1], k[j0:j1].T, p)  # S: (bq, E) @ (E, bk)
+        tile_scores(q, i0, i1, kp, kb, block_k, p)  # S: (bq, E) @ (E, bk), the forward's
         full = tile_is_full(i0, i1, j0, j1, lo, hi)
         probs_from_lse(p, False, scale, lse[i0:i1], full, i0, j0, lo, hi)
         dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)

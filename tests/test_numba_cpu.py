@@ -152,18 +152,29 @@ def test_large_logits_the_rows_of_p_still_sum_to_one(rng, two_pass):
 @pytest.mark.parametrize("causal", [False, True])
 def test_float32_error_within_twice_the_numpy_reference_at_every_logit_scale(rng, scale, causal):
     """Up to float32 overflow (|scores| ~ 1e37 here) the Numba kernels are as accurate as the NumPy
-    reference in float32 (docs/design.md §5); they equal it where both compute the same tiles."""
-    q, k, v, g = make_inputs(rng, 40, 50, E=16, Ev=16, hq=2, hkv=1, dtype=np.float32)
-    mask = (causal, "top_left", None)
-    got, ref = (run(q, k, v, g, mask, 16, 16, b, scale=scale) for b in ("numba", "numpy"))
-    ro, rl, _ = attention_oracle(q, k, v, is_causal=causal, scale=scale)
-    oracle = (ro, rl, *attention_oracle_backward(g, q, k, v, is_causal=causal, scale=scale))
+    reference in float32 (docs/design.md §5), worst case against worst case over eight inputs.
+
+    One input is not enough: the kernels' score products (register tiles) round differently from
+    BLAS's, and at large logits the largest error of one output is a lottery over which scores
+    round which way (at scale 10, causal, the ratio to the reference ran from 0.5 to 2.9 over
+    twenty seeds; the worst cases over the seeds differed by 12%)."""
     eps = np.finfo(np.float32).eps
-    for name, a, b, o in zip(("out", "lse", "dQ", "dK", "dV"), (got[0], got[1], *got[2]),
-                             (ref[0], ref[1], *ref[2]), oracle, strict=True):
-        assert np.isfinite(a).all(), f"{name} at scale {scale:g}: not finite"
-        err, ref_err = (np.abs(x.astype(np.float64) - o).max() for x in (a, b))
-        assert err <= 2 * ref_err + eps * np.abs(o).max(), \
+    names = ("out", "lse", "dQ", "dK", "dV")
+    worst = {name: [0.0, 0.0, 0.0] for name in names}  # numba error, numpy error, |oracle|
+    for _ in range(8):
+        q, k, v, g = make_inputs(rng, 40, 50, E=16, Ev=16, hq=2, hkv=1, dtype=np.float32)
+        mask = (causal, "top_left", None)
+        got, ref = (run(q, k, v, g, mask, 16, 16, b, scale=scale) for b in ("numba", "numpy"))
+        ro, rl, _ = attention_oracle(q, k, v, is_causal=causal, scale=scale)
+        oracle = (ro, rl, *attention_oracle_backward(g, q, k, v, is_causal=causal, scale=scale))
+        for name, a, b, o in zip(names, (got[0], got[1], *got[2]), (ref[0], ref[1], *ref[2]),
+                                 oracle, strict=True):
+            assert np.isfinite(a).all(), f"{name} at scale {scale:g}: not finite"
+            for i, x in enumerate((np.abs(a.astype(np.float64) - o).max(),
+                                   np.abs(b.astype(np.float64) - o).max(), np.abs(o).max())):
+                worst[name][i] = max(worst[name][i], x)
+    for name, (err, ref_err, size) in worst.items():
+        assert err <= 2 * ref_err + eps * size, \
             f"{name} at scale {scale:g}: numba error {err:.3g} > 2 x numpy error {ref_err:.3g}"
 
 
@@ -319,8 +330,9 @@ def test_tile_loops_store_without_masks():
     """The running maximum and the mask are written with plain stores: a masked store
     (vmaskmovps) made the max loop of a 256 x 256 tile as slow as its exponentials on AMD Zen."""
     vec, tile = numba.float32[::1], numba.float32[:, ::1]
-    for kernel in (online_softmax_tile, online_softmax_rows):
-        softmax = assembly(kernel, (tile, vec, vec, vec, vec))
+    for kernel, sig in ((online_softmax_tile, (tile, vec, vec, vec, vec)),
+                        (online_softmax_rows, (tile, numba.int64, vec, vec, vec, vec))):
+        softmax = assembly(kernel, sig)
         assert re.search(r"v\w+ps\s+.*%[yz]mm", softmax), f"{kernel.__name__} is not vectorised"
         assert "vmaskmov" not in softmax, f"{kernel.__name__} stores through a mask"
     masking = assembly(mask_tile, (tile, numba.boolean, numba.int64, numba.int64, numba.int64,
@@ -354,9 +366,13 @@ def test_row_max_is_a_vectorised_maximum_that_keeps_nan(rng, dtype):
 def test_online_softmax_rows_folds_a_tile_as_the_formulas_say(rng, dtype):
     """One query-major tile folded into a running state: row 0 has seen no key and its tile is
     all -inf (stays empty: p = 0, l = 0), row 1 saw keys but this tile is masked out (alpha 1),
-    row 2 holds a NaN (its sum turns NaN, no other row's does), the rest are ordinary."""
+    row 2 holds a NaN (its sum turns NaN, no other row's does), the rest are ordinary. Only the
+    first ``n_cols`` columns are scores: the three after them (NaN here) are neither read nor
+    written."""
     bq, bk = 6, 21
-    t = rng.standard_normal((bq, bk)).astype(dtype) * 4
+    wide = np.full((bq, bk + 3), np.nan, dtype)  # (bq, bk + 3): room the kernel must not touch
+    t = wide[:, :bk]
+    t[:] = rng.standard_normal((bq, bk)).astype(dtype) * 4
     t[0] = t[1] = -np.inf
     t[2, 5] = np.nan
     t[4, :3] = -np.inf
@@ -372,7 +388,8 @@ def test_online_softmax_rows_folds_a_tile_as_the_formulas_say(rng, dtype):
         expect_m[r] = new_max
         expect_l[r] = l[r] * expect_alpha[r] + expect_t[r].sum()
     alpha, shift = np.empty(bq, dtype), np.empty(bq, dtype)
-    online_softmax_rows(t, m, l, alpha, shift)
+    online_softmax_rows(wide, bk, m, l, alpha, shift)
+    assert np.isnan(wide[:, bk:]).all(), "online_softmax_rows wrote past n_cols"
     eps = np.finfo(dtype).eps
     for got, want in ((t, expect_t), (m, expect_m), (l, expect_l), (alpha, expect_alpha)):
         assert_close(got, want, rtol=8 * eps, atol=0)

@@ -55,7 +55,7 @@ def _forward(n_blocks="(L + block_q - 1) // block_q", loop="prange",
 
 
 _DQ = '''
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
     dq_acc = np.zeros((nr, E), dtype=q.dtype)
     dq_tmp = np.empty((nr, E), dtype=q.dtype)
@@ -66,7 +66,7 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, nr, j1 - j0)
-        np.dot(q[i0:i1], k[j0:j1].T, p)
+        tile_scores(q, i0, i1, kp, {score_block}, block_k, p)
         probs_from_lse(p, False, {probs_scale}, {lse}, {full}, i0, j0, lo, hi)
         dp = tile_view(dp_buf, nr, j1 - j0)
         np.dot(d_out[i0:i1], v[j0:j1].T, dp)
@@ -80,9 +80,9 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
 
 
 def _dq(kb_end="kb1", lse="lse[i0:i1]", full="tile_is_full(i0, i1, j0, j1, lo, hi)", d="d[i0:i1]",
-        row="i0 + r", scaled=" * scale", probs_scale="scale"):
+        row="i0 + r", scaled=" * scale", probs_scale="scale", score_block="kb"):
     return _DQ.format(kb_end=kb_end, lse=lse, full=full, d=d, row=row, scaled=scaled,
-                      probs_scale=probs_scale)
+                      probs_scale=probs_scale, score_block=score_block)
 
 
 WRONG = [
@@ -205,8 +205,12 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     ('12.3', 'the last, partial key block skipped', 'dQ (', _dq(kb_end="min(kb1, S // block_k)")),
     ('12.3', 'row r of the block written to dq[r]', 'Write row r of the block to dq[i0 + r]',
      _dq(row="r")),
+    ('12.3', 'the scores of the first key block the band allows, for every block', 'dQ (',
+     _dq(score_block="kb0")),
+    ('12.3', 'the key block counted from the first one the band allows (kb - kb0)', 'dQ (',
+     _dq(score_block="kb - kb0")),
     ('12.3', 'float64 scratch tiles in a float32 kernel', 'dtype=q.dtype', '''
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
     dq_acc = np.zeros((nr, E))
     dq_tmp = np.empty((nr, E))
@@ -282,7 +286,7 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
                             min(L, i0 + block_q), scale, lo, hi, block_k)
 '''),
     ('12.3', 'query-major tiles from plain NumPy products and a loop over the band', '''
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     S = k.shape[0]
     acc = np.zeros((i1 - i0, q.shape[1]), dtype=q.dtype)  # (bq, E)
     for j0 in range(0, S, block_k):
@@ -301,7 +305,7 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
 '''),
     ('12.3', 'key-major tiles (the transposes copied once), key blocks walked by their first key, '
      'one slice write at the end', '''
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     rows, S = i1 - i0, k.shape[0]
     qt = np.ascontiguousarray(q[i0:i1].T)  # (E, bq)
     dot = np.ascontiguousarray(d_out[i0:i1].T)  # (Ev, bq)

@@ -19,6 +19,7 @@ from numba.core.registry import CPUDispatcher
 
 from attention_scratch.backends.numba.exp import EXP_FLAGS, LOOP_FLAGS
 from attention_scratch.backends.numba.forward import forward_query_block
+from attention_scratch.backends.numba.register_tile import pack_heads
 
 _compiled = {}
 
@@ -80,16 +81,18 @@ def exp_code_facts(exp_f32):
 def forward(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
     """``(out, lse, parallel loops Numba found, inputs changed)`` of the student's parallel forward loop.
 
-    ``out`` and ``lse`` start as NaN in the dtype of ``q``, so rows never written stay NaN.
+    ``out`` and ``lse`` start as NaN in the dtype of ``q``, so rows never written stay NaN. The
+    keys are packed for ``block_k`` as the library packs them (``pack_heads``).
     """
     fp = compiled(forward_parallel, parallel=True, fastmath=LOOP_FLAGS)
     out = np.full(q.shape[:2] + (v.shape[2],), np.nan, dtype=q.dtype)  # (Hq', L, Ev)
     lse = np.full(q.shape[:2], np.nan, dtype=q.dtype)  # (Hq', L)
-    inputs = {"q": q, "k": k, "v": v}
+    kp = pack_heads(k, block_k)  # (Hkv', R, w)
+    inputs = {"q": q, "k": kp, "v": v}
     before = {name: a.copy() for name, a in inputs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
-        _call(fp, "forward_parallel", q.dtype, q, k, v, out, lse, q.dtype.type(scale), lo, hi, block_q, block_k)
+        _call(fp, "forward_parallel", q.dtype, q, kp, v, out, lse, q.dtype.type(scale), lo, hi, block_q, block_k)
     diagnostics = fp.get_metadata(fp.signatures[0])["parfor_diagnostics"]
     return out, lse, len(diagnostics.initial_parfors), _changed(inputs, before)
 
@@ -128,6 +131,7 @@ def forward_calls(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
     runs serially, inside its outer iteration.
     """
     fn = forward_parallel.py_func if isinstance(forward_parallel, CPUDispatcher) else forward_parallel
+    k = pack_heads(k, block_k)  # (Hkv', R, w): what the library passes
     out = np.zeros(q.shape[:2] + (v.shape[2],), dtype=q.dtype)
     lse = np.zeros(q.shape[:2], dtype=q.dtype)
     calls = []
@@ -174,14 +178,15 @@ def dq_blocks(dq_query_block, q, k, v, d_out, lse, d, scale, lo, hi, block_q, bl
     fn = compiled(dq_query_block, fastmath=LOOP_FLAGS)
     L = q.shape[0]
     dq = np.full(q.shape, np.nan, dtype=q.dtype)  # (L, E)
-    inputs = {"q": q, "k": k, "v": v, "d_out": d_out, "lse": lse, "d": d}
+    kp = pack_heads(k[None], block_k)[0]  # (R, w): the keys packed as the library packs them
+    inputs = {"q": q, "k": k, "kp": kp, "v": v, "d_out": d_out, "lse": lse, "d": d}
     before = {name: a.copy() for name, a in inputs.items()}
     outside = []
     for i0 in reversed(range(0, L, block_q)):
         i1 = min(i0 + block_q, L)
         old = dq.copy()
-        _call(fn, "dq_query_block", q.dtype, q, k, v, d_out, lse, d, dq, i0, i1, q.dtype.type(scale), lo, hi,
-              block_k)
+        _call(fn, "dq_query_block", q.dtype, q, k, kp, v, d_out, lse, d, dq, i0, i1, q.dtype.type(scale), lo,
+              hi, block_k)
         rows = np.ones(L, dtype=bool)
         rows[i0:i1] = False
         moved = ~np.all((dq == old) | (np.isnan(dq) & np.isnan(old)), axis=1) & rows  # (L,)

@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS
+from .register_tile import tile_scores
 from .tiles import (
     add_into,
     dscores_in_place,
@@ -66,14 +67,17 @@ def dq_chunks(n_kv, n_key_blocks, min_items=16):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, j1, scale, lo,
-                 hi, block_q):
-    """``dK`` and ``dV`` of keys ``j0..j1-1`` of key/value head ``c``, summed over its query heads.
+def kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, kb, scale,
+                 lo, hi, block_q, block_k):
+    """``dK`` and ``dV`` of key block ``kb`` of key/value head ``c``, summed over its query heads.
 
     With ``with_dq`` it also adds this key block's ``dS K_j`` (unscaled) to ``dq_acc``.
     Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv``
-    (Hkv', S, ·); ``lse``, ``d`` (Hq', L).
+    (Hkv', S, ·); ``lse``, ``d`` (Hq', L); ``kp``, ``vp`` the keys and values packed for
+    ``block_k`` (:func:`.register_tile.pack_heads`).
     """
+    j0 = kb * block_k
+    j1 = min(j0 + block_k, k.shape[1])
     L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
     dtype = q.dtype
     dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
@@ -90,13 +94,13 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, 
             i0 = qb * block_q
             i1 = min(i0 + block_q, L)
             p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major as in the forward
-            np.dot(q[h, i0:i1], k[c, j0:j1].T, p)  # S = Q_i K_jᵀ, the forward's: (bq, E) @ (E, bk)
+            tile_scores(q[h], i0, i1, kp[c], kb, block_k, p)  # S = Q_i K_jᵀ, the forward's
             probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
                            i0, j0, lo, hi)
             np.dot(p.T, d_out[h, i0:i1], dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
             add_into(dv_acc, dv_tmp)
             dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
-            np.dot(d_out[h, i0:i1], v[c, j0:j1].T, dp)  # dP = dO_i V_jᵀ: (bq, Ev) @ (Ev, bk)
+            tile_scores(d_out[h], i0, i1, vp[c], kb, block_k, dp)  # dP = dO_i V_jᵀ (bq, bk)
             dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
             np.dot(dp.T, q[h, i0:i1], dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
             add_into(dk_acc, dk_tmp)
@@ -112,7 +116,7 @@ def kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, j0, 
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
+def kv_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
     """Pass 1: :func:`kv_key_block` for every (key/value head, key block), in parallel."""
     n_kv, S = k.shape[0], k.shape[1]
     group = q.shape[0] // n_kv
@@ -121,13 +125,13 @@ def kv_parallel(q, k, v, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k)
     for t in prange(n_kv * n_blocks):
         c = t // n_blocks
         kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
-        j0 = kb * block_k
-        kv_key_block(q, k, v, d_out, lse, d, dk, dv, no_dq, False, c, group, j0,
-                     min(j0 + block_k, S), scale, lo, hi, block_q)
+        kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, no_dq, False, c, group, kb, scale,
+                     lo, hi, block_q, block_k)
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q, block_k):
+def fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q,
+                   block_k):
     """One pass: every (key/value head, chunk) item does its key blocks with :func:`kv_key_block`.
 
     Chunk ``ch`` of ``C = dq_parts.shape[0]`` takes key blocks ``ch, ch + C, ...``
@@ -146,29 +150,31 @@ def fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, bloc
         c = t // n_chunks
         ch = zigzag(t % n_chunks, n_chunks)  # under a causal mask chunk 0 is the longest
         for kb in range(ch, n_blocks, n_chunks):
-            j0 = kb * block_k
-            kv_key_block(q, k, v, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, j0,
-                         min(j0 + block_k, S), scale, lo, hi, block_q)
+            kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, kb,
+                         scale, lo, hi, block_q, block_k)
 
 
 # BEGIN EXERCISE 12.3 (3 points): the dQ pass for one query block
 # uses: from attention_scratch.backends.numba.tiles import add_into, dscores_in_place, key_blocks
 # uses: from attention_scratch.backends.numba.tiles import probs_from_lse, tile_is_full, tile_view
-def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
+# uses: from attention_scratch.backends.numba.register_tile import tile_scores
+def dq_query_block(q, k, kp, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
     """``dQ`` of rows ``i0..i1-1`` of one head: ``dQ_i = scale · Σ_j dS_ij K_j`` over the key blocks
     it sees.
 
     For each key block ``j`` (from ``key_blocks``), with query-major ``(bq, bk)`` tiles
-    (``tile_view`` of a flat buffer, filled by ``np.dot(a, b, out)``): the scores
-    ``S = Q_i K_jᵀ``, turned into ``P`` in place by ``probs_from_lse`` (pass
-    ``tile_is_full(...)`` so that only tiles cut by the band are masked);
+    (``tile_view`` of a flat buffer): the scores ``S = Q_i K_jᵀ`` with
+    ``tile_scores(q, i0, i1, kp, kb, block_k, tile)``, the forward pass's own product (so that
+    ``exp(S - lse)`` is exact), turned into ``P`` in place by ``probs_from_lse`` (pass
+    ``tile_is_full(...)`` so that only tiles cut by the band are masked); the other products
+    with ``np.dot(a, b, out)``:
     ``dP = dO_i V_jᵀ`` into a second tile; ``dscores_in_place(P, dP, False, D_i)``; then
     ``dS K_j`` into a scratch ``(bq, E)`` array, added to an accumulator with
     ``add_into``. Finally ``dq[i0:i1] = scale · accumulator``. Write no other
     rows of ``dq`` and change no input; every scratch array has the dtype of ``q``
     (the kernel is compiled for float32 and for float64).
-    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``v`` (S, Ev); ``d_out`` (L, Ev);
-    ``lse``, ``d`` (L,).
+    Shapes: ``q``, ``dq`` (L, E); ``k`` (S, E); ``kp`` the keys packed for ``block_k``
+    (:func:`.register_tile.pack_blocks`); ``v`` (S, Ev); ``d_out`` (L, Ev); ``lse``, ``d`` (L,).
     """
     # BEGIN SOLUTION
     nr, E, S = i1 - i0, q.shape[1], k.shape[0]
@@ -181,7 +187,7 @@ def dq_query_block(q, k, v, d_out, lse, d, dq, i0, i1, scale, lo, hi, block_k):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
         p = tile_view(p_buf, nr, j1 - j0)  # (bq, bk)
-        np.dot(q[i0:i1], k[j0:j1].T, p)  # S: (bq, E) @ (E, bk)
+        tile_scores(q, i0, i1, kp, kb, block_k, p)  # S: (bq, E) @ (E, bk), the forward's
         full = tile_is_full(i0, i1, j0, j1, lo, hi)
         probs_from_lse(p, False, scale, lse[i0:i1], full, i0, j0, lo, hi)
         dp = tile_view(dp_buf, nr, j1 - j0)  # (bq, bk)
@@ -202,7 +208,7 @@ dq_query_block = njit(fastmath=LOOP_FLAGS, cache=True)(dq_query_block)
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def dq_parallel(q, k, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
+def dq_parallel(q, k, kp, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
     """Pass 2: :func:`dq_query_block` for every (query head, query block), in parallel."""
     n_heads, L = q.shape[0], q.shape[1]
     group = n_heads // k.shape[0]
@@ -211,5 +217,5 @@ def dq_parallel(q, k, v, d_out, lse, d, dq, scale, lo, hi, block_q, block_k):
         h = t // n_blocks
         qb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
         i0 = qb * block_q
-        dq_query_block(q[h], k[h // group], v[h // group], d_out[h], lse[h], d[h], dq[h], i0,
-                       min(i0 + block_q, L), scale, lo, hi, block_k)
+        dq_query_block(q[h], k[h // group], kp[h // group], v[h // group], d_out[h], lse[h], d[h],
+                       dq[h], i0, min(i0 + block_q, L), scale, lo, hi, block_k)

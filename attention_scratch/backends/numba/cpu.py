@@ -74,6 +74,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     from .forward import forward_parallel
+    from .register_tile import pack_heads
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, False, autotune)
@@ -83,8 +84,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     lo, hi = args.band
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
         with blas_one_thread(flops=forward_flops(q, k, v)):
-            forward_parallel(q, k, v, out, lse, q.dtype.type(args.scale), lo, hi, args.plan.block_q,
-                             args.plan.block_k)
+            kp = pack_heads(k, args.plan.block_k)  # (Hkv', R, w): keys packed for the tiles
+            forward_parallel(q, kp, v, out, lse, q.dtype.type(args.scale), lo, hi,
+                             args.plan.block_q, args.plan.block_k)
     out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
     return args.finish_forward(out, lse, return_lse)  # (..., Hq, L, Ev)
 
@@ -114,6 +116,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     returns ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
     from .backward import dq_chunks, dq_parallel, fused_parallel, kv_parallel
+    from .register_tile import pack_heads, row_dots
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, True, autotune)
@@ -122,7 +125,8 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     acc_dtype = args.acc_dtype
     d_out = args.folded(d_out, acc_dtype)  # (Hq', L, Ev)
     out = args.folded(out, acc_dtype)  # (Hq', L, Ev)
-    d = np.ascontiguousarray((d_out * out).sum(axis=-1))  # (Hq', L): D = rowsum(dO ∘ O)
+    d = np.empty(q.shape[:2], dtype=acc_dtype)  # (Hq', L): D = rowsum(dO ∘ O), summed as dP is
+    row_dots(d_out, out, d)
     lse = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=acc_dtype)  # (Hq', L)
     dk, dv = np.empty_like(k), np.empty_like(v)
     L, S = args.L, args.S
@@ -138,16 +142,19 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
+        kp, vp = pack_heads(k, block_k), pack_heads(v, block_k)  # (Hkv', R, w): for the tiles
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             dq = np.empty_like(q)
-            kv_parallel(q, k, v, d_out, lse, d, dk, dv, one, lo, hi, block_q, block_k)
-            dq_parallel(q, k, v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
+            kv_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, one, lo, hi, block_q, block_k)
+            dq_parallel(q, k, kp, v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
         dq *= scale
     else:
         chunks = dq_chunks(k.shape[0], -(-S // block_k))
         dq_parts = np.zeros((chunks, *q.shape), dtype=acc_dtype)  # (C, Hq', L, E)
+        kp, vp = pack_heads(k, block_k), pack_heads(v, block_k)  # (Hkv', R, w): for the tiles
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
-            fused_parallel(q, k, v, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q, block_k)
+            fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q,
+                           block_k)
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
         dq *= scale
     grads = (a.astype(args.dtype, copy=False) for a in (dq, dk, dv))

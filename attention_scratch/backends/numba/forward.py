@@ -14,7 +14,8 @@ a time so that the blocks of all heads can run in parallel:
   vectorises (:func:`.tiles.row_max`), with the exponential of :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
-Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E), ``v`` (Hkv', S, Ev), C-contiguous, where
+Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E) packed by :func:`.register_tile.pack_heads`,
+``v`` (Hkv', S, Ev), C-contiguous, where
 ``Hq' = N·Hq`` and ``Hkv' = N·Hkv`` fold the batch into the heads and query head
 ``h`` reads key/value head ``h // G``, ``G = Hq / Hkv``.
 """
@@ -22,7 +23,8 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS, tile_exp
-from .tiles import key_blocks, mask_tile, row_max, tile_is_full, tile_view, zigzag
+from .register_tile import TILE_ROWS, chunks, register_tile_set, strip_scores, tile_cols_of
+from .tiles import key_blocks, mask_tile, row_max, tile_is_full, zigzag
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -36,59 +38,96 @@ def row_exp_sum(row, shift, total):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def online_softmax_rows(t, m, l, alpha, shift):
-    """Fold one query-major tile of scores into the running max ``m`` and sum ``l``, in place.
+def online_softmax_rows(t, n_cols, m, l, alpha, shift):
+    """Fold the first ``n_cols`` scores of each row of ``t`` into the running max ``m`` and sum
+    ``l``, in place.
 
-    On return ``t`` holds ``exp(t - m_new)`` and ``alpha`` the factor ``exp(m_old - m_new)``
-    that rescales the old output; ``shift`` is scratch. ``t`` (bq, bk); ``m``, ``l``,
-    ``alpha``, ``shift`` (bq,). Each query's maximum and sum are reductions along its row,
-    the contiguous axis: :func:`.tiles.row_max` and the sum in :func:`row_exp_sum` both
-    compile to SIMD loops. A NaN score makes its query's maximum NaN, and so its output NaN.
+    On return ``t[:, :n_cols]`` holds ``exp(t - m_new)`` and ``alpha`` the factor
+    ``exp(m_old - m_new)`` that rescales the old output; ``shift`` is scratch. ``t`` (rows, >=
+    n_cols); ``m``, ``l``, ``alpha``, ``shift`` (rows,). Each query's maximum and sum are
+    reductions along its row, the contiguous axis: :func:`.tiles.row_max` and the sum in
+    :func:`row_exp_sum` both compile to SIMD loops. A NaN score makes its query's maximum NaN,
+    and so its output NaN.
     """
     for r in range(t.shape[0]):
-        m_new = row_max(t[r], m[r])
+        row = t[r, :n_cols]
+        m_new = row_max(row, m[r])
         # an entry of shift, not a local: a local holding 0.0 would be typed float64, and the
         # row's exponentials with it
         shift[r] = m_new if m_new > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
         alpha[r] = tile_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
         m[r] = m_new
-        l[r] = row_exp_sum(t[r], shift[r], l[r] * alpha[r])
+        l[r] = row_exp_sum(row, shift[r], l[r] * alpha[r])
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def forward_query_block(q, k, v, out, lse, i0, i1, scale, lo, hi, block_k):
+def probs_times_values(p, n_keys, v, j0, pv):
+    """``pv = p[:, :n_keys] @ v[j0:j0+n_keys]``: register tiles for each whole block of value
+    columns, a plain loop for the columns left over. ``p`` (6, >= n_keys), ``v`` (S, Ev), ``pv``
+    (6, Ev)."""
+    Ev, w = v.shape[1], tile_cols_of(p)
+    whole = Ev // w * w
+    for c in range(0, whole, w):
+        register_tile_set(p, 0, v, j0, c, pv, 0, c, n_keys)  # (6, n_keys) @ (n_keys, w)
+    for r in range(TILE_ROWS):
+        for e in range(whole, Ev):
+            pv[r, e] = 0.0
+            total = pv[r, e]  # a zero of pv's dtype
+            for d in range(n_keys):
+                total += p[r, d] * v[j0 + d, e]
+            pv[r, e] = total
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def forward_query_block(q, kp, v, out, lse, i0, i1, scale, lo, hi, block_k):
     """Rows ``i0..i1-1`` of one head: visit the key blocks the band allows, write ``out`` and
     ``lse``.
 
-    Shapes: ``q`` (L, E), ``k`` (S, E), ``v`` (S, Ev), ``out`` (L, Ev), ``lse`` (L,).
+    Six rows at a time (a *strip*): their scores against one key block (:func:`strip_scores`,
+    the register tile), folded into the running max and sum while they are in the first-level
+    cache, and their probabilities times ``V_j`` added into the output at once. A strip of a
+    tile cut by the band stops at the last key it may see.
+
+    Shapes: ``q`` (L, E); ``kp`` the head's keys packed for ``block_k``
+    (:func:`.register_tile.pack_blocks`); ``v`` (S, Ev); ``out`` (L, Ev); ``lse`` (L,).
     """
-    nr, E, Ev, S = i1 - i0, q.shape[1], v.shape[1], k.shape[0]
+    nr, E, S, Ev = i1 - i0, q.shape[1], v.shape[0], v.shape[1]
     dtype = q.dtype
-    q_s = np.empty((nr, E), dtype=dtype)  # (bq, E): the block times the scale
+    w = tile_cols_of(q)
+    rows = (nr + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS  # whole strips; the extra rows are 0
+    q_s = np.zeros((rows, E), dtype=dtype)  # (rows, E): the block times the scale
     for r in range(nr):
         for e in range(E):
             q_s[r, e] = q[i0 + r, e] * scale
-    t_buf = np.empty(nr * block_k, dtype=dtype)  # room for one (bq, bk) tile
-    pv = np.empty((nr, Ev), dtype=dtype)  # (bq, Ev)
-    o = np.zeros((nr, Ev), dtype=dtype)  # (bq, Ev): unnormalised output
-    m = np.full(nr, -np.inf, dtype=dtype)  # (bq,) running maximum
-    l = np.zeros(nr, dtype=dtype)  # (bq,) running sum
-    alpha = np.empty(nr, dtype=dtype)  # (bq,) rescaling factor of the last tile
-    shift = np.empty(nr, dtype=dtype)  # (bq,) scratch
+    # One strip of scores, with room for whole blocks of columns and one block more: rows 2 KiB
+    # apart (512 float32 keys) would share cache sets and evict each other during P V.
+    s = np.empty((TILE_ROWS, chunks(block_k, w) * w + w), dtype=dtype)  # (6, bk')
+    o = np.zeros((rows, Ev), dtype=dtype)  # (rows, Ev): unnormalised output
+    pv = np.empty((TILE_ROWS, Ev), dtype=dtype)  # (6, Ev): one strip's P V_j
+    m = np.full(rows, -np.inf, dtype=dtype)  # (rows,) running maximum
+    l = np.zeros(rows, dtype=dtype)  # (rows,) running sum
+    alpha = np.empty(rows, dtype=dtype)  # (rows,) rescaling factor of the last tile
+    shift = np.empty(rows, dtype=dtype)  # (rows,) scratch
     kb0, kb1 = key_blocks(i0, i1, S, block_k, lo, hi)
     for kb in range(kb0, kb1):
         j0 = kb * block_k
         j1 = min(j0 + block_k, S)
-        t = tile_view(t_buf, nr, j1 - j0)  # (bq, bk), contiguous even for a ragged last tile
-        np.dot(q_s, k[j0:j1].T, t)  # (bq, E) @ (E, bk) -> (bq, bk): the scores S, BLAS
-        if not tile_is_full(i0, i1, j0, j1, lo, hi):
-            mask_tile(t, False, i0, j0, lo, hi, -np.inf)
-        online_softmax_rows(t, m, l, alpha, shift)  # t <- exp(S - m)
-        np.dot(t, v[j0:j1], pv)  # (bq, bk) @ (bk, Ev) -> (bq, Ev), BLAS
-        for r in range(nr):
-            a = alpha[r]
-            for e in range(Ev):
-                o[r, e] = o[r, e] * a + pv[r, e]
+        full = tile_is_full(i0, i1, j0, j1, lo, hi)
+        for r0 in range(0, rows, TILE_ROWS):
+            # the strip's last query may see keys up to i0 + r0 + 5 + hi: none past them
+            n_keys = min(j1, i0 + r0 + TILE_ROWS + hi) - j0
+            if n_keys <= 0:
+                continue
+            strip_scores(q_s, r0, kp, kb, block_k, n_keys, s, 0)  # (6, E) @ (E, n_keys): S
+            if not full:
+                mask_tile(s[:, :n_keys], False, i0 + r0, j0, lo, hi, -np.inf)
+            part = slice(r0, r0 + TILE_ROWS)
+            online_softmax_rows(s, n_keys, m[part], l[part], alpha[part], shift[part])
+            probs_times_values(s, n_keys, v, j0, pv)  # (6, n_keys) @ (n_keys, Ev)
+            for r in range(TILE_ROWS):  # the block's sum is added once, not key by key
+                a = alpha[r0 + r]
+                for e in range(Ev):
+                    o[r0 + r, e] = o[r0 + r, e] * a + pv[r, e]
     for r in range(nr):  # normalise once; empty rows: output 0, lse +inf
         if l[r] > 0:
             inv = 1.0 / l[r]
@@ -114,9 +153,10 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     items so that every thread's share of the loop holds about the same work). Query head ``h``
     reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
-    so the items need no locks. Shapes: ``q`` (Hq', L, E), ``k`` (Hkv', S, E),
-    ``v`` (Hkv', S, Ev), ``out`` (Hq', L, Ev), ``lse`` (Hq', L). Compiled with
-    ``parallel=True``; in plain Python ``prange`` is ``range``.
+    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` the keys packed for
+    ``block_k``, (Hkv', R, w) (:func:`.register_tile.pack_heads`: one head per entry of the
+    first axis, as for ``v``); ``v`` (Hkv', S, Ev); ``out`` (Hq', L, Ev); ``lse`` (Hq', L).
+    Compiled with ``parallel=True``; in plain Python ``prange`` is ``range``.
     """
     # BEGIN SOLUTION
     n_heads, L = q.shape[0], q.shape[1]

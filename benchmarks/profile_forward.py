@@ -24,13 +24,13 @@ import numba
 import numpy as np
 
 from attention_scratch.backends.numba.forward import (
-    probs_times_values,
     forward_parallel,
     online_softmax_rows,
+    probs_times_values,
 )
 from attention_scratch.backends.numba.register_tile import (
     TILE_ROWS,
-    pack_keys,
+    pack_heads,
     strip_scores,
     tile_cols,
 )
@@ -62,7 +62,7 @@ def score_steps(q_s, kp, block_k, s, n):
     """The scores of a whole tile, strip by strip, ``n`` times (each strip overwrites ``s``)."""
     for _ in range(n):
         for r0 in range(0, q_s.shape[0], TILE_ROWS):
-            strip_scores(q_s, r0, kp, 0, block_k, block_k, s)
+            strip_scores(q_s, r0, kp, 0, block_k, block_k, s, 0)
 
 
 @numba.njit(fastmath=LOOP_FLAGS)
@@ -75,15 +75,15 @@ def softmax_steps(s, n_cols, strips, m, l, alpha, shift, n):
 
 
 @numba.njit(fastmath=LOOP_FLAGS)
-def value_steps(s, n_cols, v, o, alpha, n):
-    """The rescaling of the output and ``P V_j`` added into it, for every strip, ``n`` times."""
+def value_steps(s, n_cols, v, pv, o, alpha, n):
+    """``P V_j`` of every strip and the output rescaled and added to, ``n`` times."""
     for _ in range(n):
         for r0 in range(0, o.shape[0], TILE_ROWS):
-            for r in range(r0, r0 + TILE_ROWS):
-                a = alpha[r - r0]
+            probs_times_values(s, n_cols, v, 0, pv)
+            for r in range(TILE_ROWS):
+                a = alpha[r]
                 for e in range(o.shape[1]):
-                    o[r, e] *= a
-            add_probs_times_values(s, n_cols, v, 0, o, r0)
+                    o[r0 + r, e] = o[r0 + r, e] * a + pv[r, e]
 
 
 def best(fn, rounds):
@@ -118,21 +118,22 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
     q_s = rng.standard_normal((rows, E), dtype=np.float32) * np.float32(0.125)
     k_tile = rng.standard_normal((1, bk, E), dtype=np.float32)
     v_tile = rng.standard_normal((bk, E), dtype=np.float32)
-    kp = pack_keys(k_tile, bk)[0]  # the tile's keys, packed
+    kp = pack_heads(k_tile, bk)[0]  # the tile's keys, packed
     w = tile_cols(4)
     s = np.empty((TILE_ROWS, -(-bk // w) * w + w), dtype=np.float32)  # one strip, as in the kernel
-    strip_scores(q_s, 0, kp, 0, bk, bk, s)
+    strip_scores(q_s, 0, kp, 0, bk, bk, s, 0)
     o = np.zeros((rows, E), dtype=np.float32)
+    pv = np.empty((TILE_ROWS, E), dtype=np.float32)
     m, l, alpha, shift = (np.zeros(TILE_ROWS, dtype=np.float32) for _ in range(4))
     alpha[:] = 1.0
     q, k, v = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(3))
     out, lse = np.empty((1, N, E), dtype=np.float32), np.empty((1, N), dtype=np.float32)
-    k_packed = pack_keys(k, bk)
+    k_packed = pack_heads(k, bk)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
         "Q Kᵀ": lambda: score_steps(q_s, kp, bk, s, n),
         "softmax": lambda: softmax_steps(s, bk, rows // TILE_ROWS, m, l, alpha, shift, n),
-        "rescale, P V": lambda: value_steps(s, bk, v_tile, o, alpha, n),
+        "P V, rescale": lambda: value_steps(s, bk, v_tile, pv, o, alpha, n),
         "whole kernel": lambda: forward_parallel(q, k_packed, v, out, lse, np.float32(0.125), -N,
                                                  N, bq, bk),
     }

@@ -31,7 +31,8 @@ def test_a_missing_folder_is_made_and_stamped(tmp_path):
 
 def test_the_fingerprint_covers_every_file_the_kernels_inline(tmp_path):
     names = {Path(p).name for p in kernel_cache.SOURCES}
-    assert {"exp.py", "tiles.py", "forward.py", "backward.py", "flex.py", "bands.py"} <= names
+    assert {"exp.py", "tiles.py", "register_tile.py", "forward.py", "backward.py", "flex.py",
+            "bands.py"} <= names
     files = [tmp_path / "exp.py", tmp_path / "forward.py"]
     for f in files:
         f.write_text("x = 1\n")

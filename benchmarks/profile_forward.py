@@ -30,6 +30,7 @@ from attention_scratch.backends.numba.forward import (
 )
 from attention_scratch.backends.numba.register_tile import (
     TILE_ROWS,
+    pack_columns,
     pack_heads,
     strip_scores,
     tile_cols,
@@ -75,11 +76,11 @@ def softmax_steps(s, n_cols, strips, m, l, alpha, shift, n):
 
 
 @numba.njit(fastmath=LOOP_FLAGS)
-def value_steps(s, n_cols, v, pv, o, alpha, n):
+def value_steps(s, n_cols, vp, pv, o, alpha, n):
     """``P V_j`` of every strip and the output rescaled and added to, ``n`` times."""
     for _ in range(n):
         for r0 in range(0, o.shape[0], TILE_ROWS):
-            probs_times_values(s, n_cols, v, 0, pv)
+            probs_times_values(s, n_cols, vp, 0, pv)
             for r in range(TILE_ROWS):
                 a = alpha[r]
                 for e in range(o.shape[1]):
@@ -119,23 +120,24 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
     k_tile = rng.standard_normal((1, bk, E), dtype=np.float32)
     v_tile = rng.standard_normal((bk, E), dtype=np.float32)
     kp = pack_heads(k_tile, bk)[0]  # the tile's keys, packed
+    vp = pack_columns(v_tile[None])[0]  # the tile's values in blocks of columns
     w = tile_cols(4)
     s = np.empty((TILE_ROWS, -(-bk // w) * w + w), dtype=np.float32)  # one strip, as in the kernel
     strip_scores(q_s, 0, kp, 0, bk, bk, s, 0)
     o = np.zeros((rows, E), dtype=np.float32)
-    pv = np.empty((TILE_ROWS, E), dtype=np.float32)
+    pv = np.empty((TILE_ROWS, vp.shape[0] * w), dtype=np.float32)
     m, l, alpha, shift = (np.zeros(TILE_ROWS, dtype=np.float32) for _ in range(4))
     alpha[:] = 1.0
     q, k, v = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(3))
     out, lse = np.empty((1, N, E), dtype=np.float32), np.empty((1, N), dtype=np.float32)
-    k_packed = pack_heads(k, bk)
+    k_packed, v_packed = pack_heads(k, bk), pack_columns(v)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
         "Q Kᵀ": lambda: score_steps(q_s, kp, bk, s, n),
         "softmax": lambda: softmax_steps(s, bk, rows // TILE_ROWS, m, l, alpha, shift, n),
-        "P V, rescale": lambda: value_steps(s, bk, v_tile, pv, o, alpha, n),
-        "whole kernel": lambda: forward_parallel(q, k_packed, v, out, lse, np.float32(0.125), -N,
-                                                 N, bq, bk),
+        "P V, rescale": lambda: value_steps(s, bk, vp, pv, o, alpha, n),
+        "whole kernel": lambda: forward_parallel(q, k_packed, v_packed, out, lse,
+                                                 np.float32(0.125), -N, N, bq, bk),
     }
     per_tile = time_steps(steps, rounds, n, tiles)
     flops = 4 * bq * bk * E

@@ -64,9 +64,10 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     items so that every thread's share of the loop holds about the same work). Query head ``h``
     reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
-    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` the keys packed for
-    ``block_k``, (Hkv', R, w) (:func:`.register_tile.pack_heads`: one head per entry of the
-    first axis, as for ``v``); ``v`` (Hkv', S, Ev); ``out`` (Hq', L, Ev); ``lse`` (Hq', L).
+    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` and ``v`` the keys and values
+    packed for the register tiles, one head per entry of the first axis
+    (:func:`.register_tile.pack_heads`, :func:`.register_tile.pack_columns`); ``out``
+    (Hq', L, Ev); ``lse`` (Hq', L).
     Compiled with ``parallel=True``; in plain Python ``prange`` is ``range``.
     """
     n_heads, L = q.shape[0], q.shape[1]

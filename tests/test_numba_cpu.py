@@ -27,6 +27,7 @@ from attention_scratch.backends.numba.exp import (
     LOOP_FLAGS,
     exp_array,
     libm_exp_array,
+    shifted_exp_array,
     tile_exp_array,
 )
 from attention_scratch.backends.numba.flex import online_softmax_tile
@@ -300,6 +301,19 @@ def test_the_kernels_exp_is_accurate_and_gives_0_and_inf_at_its_ends(dtype, boun
     got = tile_exp_array(special, np.empty_like(special))
     assert got[0] == 0 and np.isposinf(got[1]) and np.isnan(got[2])
     assert got[3] == 1 and got[4] == 1 and got[5] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_forward_exp_equals_the_kernels_exp_wherever_it_may_be_called(dtype):
+    """shifted_exp, the online softmax's exponential, is tile_exp without the upper clamp: for
+    every x <= 0, -inf and NaN it gives tile_exp's bits."""
+    n_min = -127 if dtype == np.float32 else -1023
+    x = np.linspace((n_min - 3) * np.log(2.0), 0.0, 1_000_003).astype(dtype)
+    x = np.concatenate([x, np.array([-np.inf, np.nan, -0.0, -1e30, -np.finfo(dtype).tiny], dtype)])
+    got = shifted_exp_array(x, np.empty_like(x))
+    want = tile_exp_array(x, np.empty_like(x))
+    assert np.array_equal(got, want, equal_nan=True)
+    assert got[-5] == 0 and np.isnan(got[-4]) and got[-3] == 1 and got[-1] == 1
 
 
 def test_mask_tile_fills_exactly_the_entries_outside_the_band(rng):

@@ -3,11 +3,18 @@ packing, and the promise the backward pass relies on, the same bits wherever a s
 """
 import numpy as np
 import pytest
+
+from attention_scratch.backends import unavailable_reason
+
+if unavailable_reason("numba") is not None:
+    pytest.skip(unavailable_reason("numba"), allow_module_level=True)
+
 from numba import njit
 
 from attention_scratch.backends.numba.register_tile import (
     TILE_ROWS,
     make_register_tile,
+    pack_columns,
     pack_heads,
     packed_rows,
     register_tile_set,
@@ -134,3 +141,16 @@ def test_row_dots_sum_in_the_tiles_order(rng, dtype):
         t = np.empty((7, 7), dtype)
         tile_scores(a[h], 0, 7, bp, 0, 7, t)  # t[i, j] = a[h, i] · b[h, j]
         assert np.array_equal(np.diag(t), d[h])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("Ev", [64, 5, 40])
+def test_values_in_blocks_of_columns_padded_with_zeros(rng, dtype, Ev):
+    v = rng.standard_normal((3, 11, Ev)).astype(dtype)
+    w = tile_cols(np.dtype(dtype).itemsize)
+    vp = pack_columns(v)
+    m = -(-Ev // w)
+    assert vp.shape == (3, m, 11, w) and vp.dtype == dtype
+    padded = np.zeros((3, 11, m * w), dtype)
+    padded[..., :Ev] = v
+    assert np.array_equal(vp, padded.reshape(3, 11, m, w).transpose(0, 2, 1, 3))

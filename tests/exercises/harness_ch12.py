@@ -19,7 +19,7 @@ from numba.core.registry import CPUDispatcher
 
 from attention_scratch.backends.numba.exp import EXP_FLAGS, LOOP_FLAGS
 from attention_scratch.backends.numba.forward import forward_query_block
-from attention_scratch.backends.numba.register_tile import pack_heads
+from attention_scratch.backends.numba.register_tile import pack_columns, pack_heads
 
 _compiled = {}
 
@@ -82,17 +82,17 @@ def forward(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
     """``(out, lse, parallel loops Numba found, inputs changed)`` of the student's parallel forward loop.
 
     ``out`` and ``lse`` start as NaN in the dtype of ``q``, so rows never written stay NaN. The
-    keys are packed for ``block_k`` as the library packs them (``pack_heads``).
+    keys and values are packed as the library packs them (``pack_heads``, ``pack_columns``).
     """
     fp = compiled(forward_parallel, parallel=True, fastmath=LOOP_FLAGS)
     out = np.full(q.shape[:2] + (v.shape[2],), np.nan, dtype=q.dtype)  # (Hq', L, Ev)
     lse = np.full(q.shape[:2], np.nan, dtype=q.dtype)  # (Hq', L)
-    kp = pack_heads(k, block_k)  # (Hkv', R, w)
-    inputs = {"q": q, "k": kp, "v": v}
+    kp, vp = pack_heads(k, block_k), pack_columns(v)  # (Hkv', R, w), (Hkv', m, S, w)
+    inputs = {"q": q, "k": kp, "v": vp}
     before = {name: a.copy() for name, a in inputs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
-        _call(fp, "forward_parallel", q.dtype, q, kp, v, out, lse, q.dtype.type(scale), lo, hi, block_q, block_k)
+        _call(fp, "forward_parallel", q.dtype, q, kp, vp, out, lse, q.dtype.type(scale), lo, hi, block_q, block_k)
     diagnostics = fp.get_metadata(fp.signatures[0])["parfor_diagnostics"]
     return out, lse, len(diagnostics.initial_parfors), _changed(inputs, before)
 
@@ -131,8 +131,8 @@ def forward_calls(forward_parallel, q, k, v, scale, lo, hi, block_q, block_k):
     runs serially, inside its outer iteration.
     """
     fn = forward_parallel.py_func if isinstance(forward_parallel, CPUDispatcher) else forward_parallel
-    k = pack_heads(k, block_k)  # (Hkv', R, w): what the library passes
     out = np.zeros(q.shape[:2] + (v.shape[2],), dtype=q.dtype)
+    k, v = pack_heads(k, block_k), pack_columns(v)  # what the library passes
     lse = np.zeros(q.shape[:2], dtype=q.dtype)
     calls = []
     running = {"region": None, "item": None}

@@ -194,18 +194,18 @@ def _runner(backward, q, k, v, d_out, masked):
     """``run(block_q, block_k)``: one kernel call on the tuning inputs (BLAS already limited)."""
     from .backward import dq_chunks, fused_parallel
     from .forward import forward_parallel
-    from .register_tile import pack_heads, row_dots
+    from .register_tile import pack_columns, pack_heads, row_dots
 
     L, S = q.shape[1], k.shape[1]
     lo, hi = (-L, 0) if masked else (-L, S)  # a causal mask stands for every band
     scale, one = q.dtype.type(1.0 / np.sqrt(max(q.shape[2], 1))), q.dtype.type(1)
     out = np.empty((*q.shape[:2], v.shape[2]), dtype=q.dtype)  # (H, L', Ev)
     lse = np.empty(q.shape[:2], dtype=q.dtype)  # (H, L')
-    if not backward:  # a call packs the keys for its block_k, as the library does
-        return lambda bq, bk: forward_parallel(q, pack_heads(k, bk), v, out, lse, scale, lo, hi,
-                                               bq, bk)
-    forward_parallel(q, pack_heads(k, DEFAULT_BLOCK), v, out, lse, scale, lo, hi, DEFAULT_BLOCK,
-                     DEFAULT_BLOCK)
+    if not backward:  # a call packs keys and values, as the library's does
+        return lambda bq, bk: forward_parallel(q, pack_heads(k, bk), pack_columns(v), out, lse,
+                                               scale, lo, hi, bq, bk)
+    forward_parallel(q, pack_heads(k, DEFAULT_BLOCK), pack_columns(v), out, lse, scale, lo, hi,
+                     DEFAULT_BLOCK, DEFAULT_BLOCK)
     d = np.empty(q.shape[:2], dtype=q.dtype)  # (H, L'): D = rowsum(dO ∘ O)
     row_dots(d_out, out, d)
     dk, dv = np.empty_like(k), np.empty_like(v)

@@ -74,7 +74,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     from .forward import forward_parallel
-    from .register_tile import pack_heads
+    from .register_tile import pack_columns, pack_heads
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, False, autotune)
@@ -85,7 +85,8 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
         with blas_one_thread(flops=forward_flops(q, k, v)):
             kp = pack_heads(k, args.plan.block_k)  # (Hkv', R, w): keys packed for the tiles
-            forward_parallel(q, kp, v, out, lse, q.dtype.type(args.scale), lo, hi,
+            vp = pack_columns(v)  # (Hkv', m, S, w): values in blocks of columns
+            forward_parallel(q, kp, vp, out, lse, q.dtype.type(args.scale), lo, hi,
                              args.plan.block_q, args.plan.block_k)
     out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
     return args.finish_forward(out, lse, return_lse)  # (..., Hq, L, Ev)

@@ -181,19 +181,18 @@ TILE_POLY_F32 = (1.0, 0.9999997019767761, 0.4999915063381195, 0.1666763573884964
 
 
 @njit(fastmath=EXP_FLAGS, cache=True)
-def tile_exp_f32(x):
-    """``e**x`` for a float32 ``x``: :func:`exp_f32`'s reduction, the minimax polynomial
-    :data:`TILE_POLY_F32` of degree 5, and the special cases folded into the clamp (the kernels'
-    exponential).
+def shifted_exp_f32(x):
+    """``e**x`` for a float32 ``x <= 0``, a score minus its row's running maximum: the kernels'
+    exponential without its upper clamp (:func:`tile_exp_f32`).
 
-    Within 2 eps of ``e**x`` wherever the result is a normal float (``exp_f32``: 1 eps), except
-    that results between ``2^-126.5`` and ``2^-125`` are kept (subnormal) instead of flushed to 0;
-    ``-inf`` gives 0 and NaN gives NaN. Above ``127.5·ln2 ≈ 88.38`` it gives ``+inf``, where
-    :func:`exp_f32` still reaches the largest floats: the kernels never ask.
+    The online softmax of the forward pass only ever asks for ``e^(s - m)`` with ``m`` the
+    largest score so far, so ``x <= 0``, ``-inf`` for a masked score, or NaN. Its loop runs one
+    compare and one select fewer per 8 lanes than with both clamps, about a fifth faster on
+    the AMD EPYC of chapter 12. Above ``127.5·ln2`` the result is meaningless (the exponent
+    field overflows): everything else must call :func:`tile_exp_f32`.
     """
     xc = np.float32(TILE_XMIN_F32) if x < np.float32(TILE_XMIN_F32) else x  # NaN passes
-    xc = np.float32(TILE_XMAX_F32) if xc > np.float32(TILE_XMAX_F32) else xc
-    n = np.floor(xc * np.float32(LOG2E) + np.float32(0.5))  # -127 .. 128
+    n = np.floor(xc * np.float32(LOG2E) + np.float32(0.5))  # -127 .. 0
     r = (xc - n * np.float32(LN2_HI_F32)) - n * np.float32(LN2_LO_F32)  # |r| <= ln2 / 2
     p = np.float32(TILE_POLY_F32[5])  # Horner form
     p = p * r + np.float32(TILE_POLY_F32[4])
@@ -201,19 +200,41 @@ def tile_exp_f32(x):
     p = p * r + np.float32(TILE_POLY_F32[2])
     p = p * r + np.float32(TILE_POLY_F32[1])
     p = p * r + np.float32(TILE_POLY_F32[0])
-    return p * int_bits_as_float(np.int32((np.int32(n) + 127) << 23))  # p·2^n; 0, +inf at the ends
+    return p * int_bits_as_float(np.int32((np.int32(n) + 127) << 23))  # p·2^n; 0 at n = -127
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def tile_exp_f32(x):
+    """``e**x`` for a float32 ``x``: :func:`exp_f32`'s reduction, the minimax polynomial
+    :data:`TILE_POLY_F32` of degree 5, and the special cases folded into the clamp (the kernels'
+    exponential): :func:`shifted_exp_f32` after an upper clamp.
+
+    Within 2 eps of ``e**x`` wherever the result is a normal float (``exp_f32``: 1 eps), except
+    that results between ``2^-126.5`` and ``2^-125`` are kept (subnormal) instead of flushed to 0;
+    ``-inf`` gives 0 and NaN gives NaN. Above ``127.5·ln2 ≈ 88.38`` it gives ``+inf``, where
+    :func:`exp_f32` still reaches the largest floats: the kernels never ask.
+    """
+    xc = np.float32(TILE_XMAX_F32) if x > np.float32(TILE_XMAX_F32) else x  # NaN passes
+    return shifted_exp_f32(xc)  # n = 128 at the clamp: the bits of +inf
+
+
+@njit(fastmath=EXP_FLAGS, cache=True)
+def shifted_exp_f64(x):
+    """``e**x`` for a float64 ``x <= 0``: :func:`tile_exp_f64` without its upper clamp (see
+    :func:`shifted_exp_f32`)."""
+    xc = TILE_XMIN_F64 if x < TILE_XMIN_F64 else x  # NaN passes
+    n = np.floor(xc * LOG2E + 0.5)  # -1023 .. 0
+    r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
+    p = taylor_exp_f64(r)
+    return p * int_bits_as_float(np.int64((np.int64(n) + 1023) << 52))
 
 
 @njit(fastmath=EXP_FLAGS, cache=True)
 def tile_exp_f64(x):
     """``e**x`` for a float64 ``x``: :func:`tile_exp_f32`'s clamp with :func:`exp_f64`'s
     polynomial; ``+inf`` from ``1023.5·ln2``, exactly 0 below ``-1023.5·ln2``."""
-    xc = TILE_XMIN_F64 if x < TILE_XMIN_F64 else x  # NaN passes
-    xc = TILE_XMAX_F64 if xc > TILE_XMAX_F64 else xc
-    n = np.floor(xc * LOG2E + 0.5)  # -1023 .. 1024
-    r = (xc - n * LN2_HI_F64) - n * LN2_LO_F64  # |r| <= ln2 / 2
-    p = taylor_exp_f64(r)
-    return p * int_bits_as_float(np.int64((np.int64(n) + 1023) << 52))
+    xc = TILE_XMAX_F64 if x > TILE_XMAX_F64 else x  # NaN passes
+    return shifted_exp_f64(xc)
 
 
 def _scalar_exp(name, f32, f64, doc):
@@ -260,6 +281,9 @@ def libm_exp_array(x, out):
 
 tile_exp = _scalar_exp("tile_exp", tile_exp_f32, tile_exp_f64, """``e**x`` inside the kernels'
     tile loops, float32 or float64 (:func:`tile_exp_f32` or :func:`tile_exp_f64`).""")
+shifted_exp = _scalar_exp("shifted_exp", shifted_exp_f32, shifted_exp_f64, """``e**x`` for
+    ``x <= 0`` (or NaN) in the forward pass's online softmax, float32 or float64
+    (:func:`shifted_exp_f32` or :func:`shifted_exp_f64`).""")
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -267,4 +291,13 @@ def tile_exp_array(x, out):
     """``out[i] = tile_exp(x[i])``: :func:`exp_array`'s loop with the kernels' exponential."""
     for i in range(x.shape[0]):
         out[i] = tile_exp(x[i])
+    return out
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def shifted_exp_array(x, out):
+    """``out[i] = shifted_exp(x[i])``: :func:`exp_array`'s loop with the forward pass's
+    exponential, for ``x <= 0``."""
+    for i in range(x.shape[0]):
+        out[i] = shifted_exp(x[i])
     return out

@@ -14,15 +14,16 @@ a time so that the blocks of all heads can run in parallel:
   vectorises (:func:`.tiles.row_max`), with the exponential of :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
-Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E) packed by :func:`.register_tile.pack_heads`,
-``v`` (Hkv', S, Ev), C-contiguous, where
+Layout: ``q`` (Hq', L, E), ``k`` (Hkv', S, E) and ``v`` (Hkv', S, Ev), C-contiguous (``k``
+and ``v`` packed by :func:`.register_tile.pack_heads` and :func:`.register_tile.pack_columns`),
+where
 ``Hq' = N·Hq`` and ``Hkv' = N·Hkv`` fold the batch into the heads and query head
 ``h`` reads key/value head ``h // G``, ``G = Hq / Hkv``.
 """
 import numpy as np
 from numba import njit, prange
 
-from .exp import LOOP_FLAGS, tile_exp
+from .exp import LOOP_FLAGS, shifted_exp
 from .register_tile import TILE_ROWS, chunks, register_tile_set, strip_scores, tile_cols_of
 from .tiles import key_blocks, mask_tile, row_max, tile_is_full, zigzag
 
@@ -31,7 +32,7 @@ from .tiles import key_blocks, mask_tile, row_max, tile_is_full, zigzag
 def row_exp_sum(row, shift, total):
     """In place: ``row <- exp(row - shift)``; returns ``total`` plus the sum of the new ``row``."""
     for c in range(row.shape[0]):
-        p = tile_exp(row[c] - shift)
+        p = shifted_exp(row[c] - shift)  # row[c] <= shift, the row's maximum
         row[c] = p
         total += p
     return total
@@ -55,31 +56,23 @@ def online_softmax_rows(t, n_cols, m, l, alpha, shift):
         # an entry of shift, not a local: a local holding 0.0 would be typed float64, and the
         # row's exponentials with it
         shift[r] = m_new if m_new > -np.inf else 0.0  # no key yet: exp(-inf - 0) = 0, not NaN
-        alpha[r] = tile_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
+        alpha[r] = shifted_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
         m[r] = m_new
         l[r] = row_exp_sum(row, shift[r], l[r] * alpha[r])
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def probs_times_values(p, n_keys, v, j0, pv):
-    """``pv = p[:, :n_keys] @ v[j0:j0+n_keys]``: register tiles for each whole block of value
-    columns, a plain loop for the columns left over. ``p`` (6, >= n_keys), ``v`` (S, Ev), ``pv``
-    (6, Ev)."""
-    Ev, w = v.shape[1], tile_cols_of(p)
-    whole = Ev // w * w
-    for c in range(0, whole, w):
-        register_tile_set(p, 0, v, j0, c, pv, 0, c, n_keys)  # (6, n_keys) @ (n_keys, w)
-    for r in range(TILE_ROWS):
-        for e in range(whole, Ev):
-            pv[r, e] = 0.0
-            total = pv[r, e]  # a zero of pv's dtype
-            for d in range(n_keys):
-                total += p[r, d] * v[j0 + d, e]
-            pv[r, e] = total
+def probs_times_values(p, n_keys, vp, j0, pv):
+    """``pv = p[:, :n_keys] @ V[j0:j0+n_keys]``, one register tile per block of value columns.
+    ``p`` (6, >= n_keys); ``vp`` the head's values in blocks of columns (m, S, w)
+    (:func:`.register_tile.pack_columns`); ``pv`` (6, m·w)."""
+    w = vp.shape[2]
+    for c in range(vp.shape[0]):
+        register_tile_set(p, 0, vp[c], j0, 0, pv, 0, c * w, n_keys)  # (6, n) @ (n, w)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def forward_query_block(q, kp, v, out, lse, i0, i1, scale, lo, hi, block_k):
+def forward_query_block(q, kp, vp, out, lse, i0, i1, scale, lo, hi, block_k):
     """Rows ``i0..i1-1`` of one head: visit the key blocks the band allows, write ``out`` and
     ``lse``.
 
@@ -89,9 +82,10 @@ def forward_query_block(q, kp, v, out, lse, i0, i1, scale, lo, hi, block_k):
     tile cut by the band stops at the last key it may see.
 
     Shapes: ``q`` (L, E); ``kp`` the head's keys packed for ``block_k``
-    (:func:`.register_tile.pack_blocks`); ``v`` (S, Ev); ``out`` (L, Ev); ``lse`` (L,).
+    (:func:`.register_tile.pack_blocks`); ``vp`` its values in blocks of columns, (m, S, w)
+    (:func:`.register_tile.pack_columns`); ``out`` (L, Ev); ``lse`` (L,).
     """
-    nr, E, S, Ev = i1 - i0, q.shape[1], v.shape[0], v.shape[1]
+    nr, E, S, Ev = i1 - i0, q.shape[1], vp.shape[1], out.shape[1]
     dtype = q.dtype
     w = tile_cols_of(q)
     rows = (nr + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS  # whole strips; the extra rows are 0
@@ -103,7 +97,7 @@ def forward_query_block(q, kp, v, out, lse, i0, i1, scale, lo, hi, block_k):
     # apart (512 float32 keys) would share cache sets and evict each other during P V.
     s = np.empty((TILE_ROWS, chunks(block_k, w) * w + w), dtype=dtype)  # (6, bk')
     o = np.zeros((rows, Ev), dtype=dtype)  # (rows, Ev): unnormalised output
-    pv = np.empty((TILE_ROWS, Ev), dtype=dtype)  # (6, Ev): one strip's P V_j
+    pv = np.empty((TILE_ROWS, vp.shape[0] * w), dtype=dtype)  # (6, Ev'): one strip's P V_j
     m = np.full(rows, -np.inf, dtype=dtype)  # (rows,) running maximum
     l = np.zeros(rows, dtype=dtype)  # (rows,) running sum
     alpha = np.empty(rows, dtype=dtype)  # (rows,) rescaling factor of the last tile
@@ -123,7 +117,7 @@ def forward_query_block(q, kp, v, out, lse, i0, i1, scale, lo, hi, block_k):
                 mask_tile(s[:, :n_keys], False, i0 + r0, j0, lo, hi, -np.inf)
             part = slice(r0, r0 + TILE_ROWS)
             online_softmax_rows(s, n_keys, m[part], l[part], alpha[part], shift[part])
-            probs_times_values(s, n_keys, v, j0, pv)  # (6, n_keys) @ (n_keys, Ev)
+            probs_times_values(s, n_keys, vp, j0, pv)  # (6, n_keys) @ (n_keys, Ev')
             for r in range(TILE_ROWS):  # the block's sum is added once, not key by key
                 a = alpha[r0 + r]
                 for e in range(Ev):
@@ -153,9 +147,10 @@ def forward_parallel(q, k, v, out, lse, scale, lo, hi, block_q, block_k):
     items so that every thread's share of the loop holds about the same work). Query head ``h``
     reads key/value head ``h // G``
     with ``G = Hq' / Hkv'``. Each item writes only its own rows of ``out`` and ``lse``,
-    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` the keys packed for
-    ``block_k``, (Hkv', R, w) (:func:`.register_tile.pack_heads`: one head per entry of the
-    first axis, as for ``v``); ``v`` (Hkv', S, Ev); ``out`` (Hq', L, Ev); ``lse`` (Hq', L).
+    so the items need no locks. Shapes: ``q`` (Hq', L, E); ``k`` and ``v`` the keys and values
+    packed for the register tiles, one head per entry of the first axis
+    (:func:`.register_tile.pack_heads`, :func:`.register_tile.pack_columns`); ``out``
+    (Hq', L, Ev); ``lse`` (Hq', L).
     Compiled with ``parallel=True``; in plain Python ``prange`` is ``range``.
     """
     # BEGIN SOLUTION

@@ -191,12 +191,13 @@ def pack_blocks(k, block_k, out):
     for kb in range((S + block_k - 1) // block_k):
         for c in range(n):
             j0 = kb * block_k + c * w  # the first key of this block of columns
-            n_x = max(0, min(w, min(S, (kb + 1) * block_k) - j0))
+            n_x = max(0, min(w, min(S, (kb + 1) * block_k) - j0))  # of them, keys that exist
             row0 = (kb * n + c) * E
-            for e in range(E):  # rows written in order; each key's row of k is read E times
-                for x in range(n_x):
+            for x in range(n_x):  # key j0 + x: its row of k, read in order, into column x
+                for e in range(E):
                     out[row0 + e, x] = k[j0 + x, e]
-                for x in range(n_x, w):
+            for x in range(n_x, w):
+                for e in range(E):
                     out[row0 + e, x] = 0.0
 
 
@@ -275,12 +276,10 @@ def _pack_columns(v, out):
         S, Ev = v.shape[1], v.shape[2]
         w = out.shape[3]
         for c in range(out.shape[1]):
-            n_x = min(w, Ev - c * w)
+            n_x = min(w, Ev - c * w)  # columns of this block that exist
+            out[h, c, :, n_x:] = 0.0
             for j in range(S):
-                for x in range(n_x):
-                    out[h, c, j, x] = v[h, j, c * w + x]
-                for x in range(n_x, w):
-                    out[h, c, j, x] = 0.0
+                out[h, c, j, :n_x] = v[h, j, c * w:c * w + n_x]
 
 
 def pack_columns(v):

@@ -6,7 +6,8 @@ Run in a plain process::
 
 For each tile shape ``block_q x block_k`` (E = Ev = 64, float32) it times, hot in the cache,
 each step that :func:`attention_scratch.backends.numba.backward.kv_key_block` runs per tile of
-the one-pass backward: the five products (BLAS), the weights recomputed from the log-sum-exp,
+the one-pass backward: the five products (``S`` and ``dP`` through the register tiles, the other
+three through BLAS), the weights recomputed from the log-sum-exp,
 ``dS``, and the three additions into the accumulators; then the whole kernel on one thread
 (L = S = 2048, one head), divided by its number of tiles. The mask of a tile on the diagonal is
 timed apart: only those tiles pay it. The steps take turns in every round; the best counts.
@@ -15,9 +16,10 @@ timed apart: only those tiles pay it. The steps take turns in every round; the b
 import numba
 import numpy as np
 import profile_forward  # this folder's forward profile
-from profile_forward import products, products_abt, products_at, time_steps
+from profile_forward import products, products_at, time_steps
 
 from attention_scratch.backends.numba.backward import fused_parallel
+from attention_scratch.backends.numba.register_tile import pack_heads, tile_scores
 from attention_scratch.backends.numba.tiles import (
     add_into,
     dscores_in_place,
@@ -26,6 +28,12 @@ from attention_scratch.backends.numba.tiles import (
 )
 
 NO_BAND = 1 << 40  # a band wider than any tile: lo = -NO_BAND, hi = NO_BAND
+
+
+@numba.njit
+def score_steps(q_blk, kp, block_k, t, n):
+    for _ in range(n):
+        tile_scores(q_blk, 0, q_blk.shape[0], kp, 0, block_k, t)
 
 
 @numba.njit
@@ -57,25 +65,27 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
     k_tile, v_tile = (rng.standard_normal((bk, E), dtype=np.float32) for _ in range(2))
     q_blk, do_blk = (rng.standard_normal((bq, E), dtype=np.float32) for _ in range(2))
     p, dp = np.empty((bq, bk), dtype=np.float32), np.empty((bq, bk), dtype=np.float32)
-    np.dot(q_blk, k_tile.T, out=p)  # query-major tiles, as in the kernel
+    kp, vp = pack_heads(k_tile[None], bk)[0], pack_heads(v_tile[None], bk)[0]  # packed, as Kᵀ, Vᵀ
+    score_steps(q_blk, kp, bk, p, 1)  # query-major tiles, as in the kernel
     lse = np.full(bq, 30.0, dtype=np.float32)  # every weight well below 1, none 0
     d = rng.standard_normal(bq, dtype=np.float32)
     kv_out, q_out = np.empty((bk, E), dtype=np.float32), np.empty((bq, E), dtype=np.float32)
     q, k, v, g = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(4))
     lse_all, d_all = np.full((1, N), 30.0, dtype=np.float32), np.zeros((1, N), dtype=np.float32)
     dk, dv, dq_parts = np.empty_like(k), np.empty_like(v), np.zeros((1, 1, N, E), np.float32)
+    k_packed, v_packed = pack_heads(k, bk), pack_heads(v, bk)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
-        "S = Q Kᵀ": lambda: products_abt(q_blk, k_tile, p, n),
+        "S = Q Kᵀ": lambda: score_steps(q_blk, kp, bk, p, n),
         "P from lse": lambda: probs_steps(p, lse, n),
         "dV += Pᵀ dO": lambda: products_at(p, do_blk, kv_out, n),
-        "dP = dO Vᵀ": lambda: products_abt(do_blk, v_tile, dp, n),
+        "dP = dO Vᵀ": lambda: score_steps(do_blk, vp, bk, dp, n),
         "dS": lambda: dscores_steps(p, dp, d, n),
         "dK += dSᵀ Q": lambda: products_at(dp, q_blk, kv_out, n),
         "dQ += dS K": lambda: products(dp, k_tile, q_out, n),
         "3 additions": lambda: [add_steps(acc, acc, n) for acc in (kv_out, kv_out, q_out)],
-        "whole kernel": lambda: fused_parallel(q, k, v, g, lse_all, d_all, dk, dv, dq_parts,
-                                               np.float32(1.0), -N, N, bq, bk),
+        "whole kernel": lambda: fused_parallel(q, k, k_packed, v, v_packed, g, lse_all, d_all, dk,
+                                               dv, dq_parts, np.float32(1.0), -N, N, bq, bk),
         "mask (diagonal tile)": lambda: mask_steps(dp, n),
     }
     per_tile = time_steps(steps, rounds, n, tiles)

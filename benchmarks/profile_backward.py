@@ -18,7 +18,7 @@ import numpy as np
 import profile_forward  # this folder's forward profile
 from profile_forward import products, products_at, time_steps
 
-from attention_scratch.backends.numba.backward import fused_parallel
+from attention_scratch.backends.numba.backward import fused_parallel, pack_operands
 from attention_scratch.backends.numba.register_tile import pack_heads, tile_scores
 from attention_scratch.backends.numba.tiles import (
     add_into,
@@ -73,7 +73,7 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
     q, k, v, g = (rng.standard_normal((1, N, E), dtype=np.float32) for _ in range(4))
     lse_all, d_all = np.full((1, N), 30.0, dtype=np.float32), np.zeros((1, N), dtype=np.float32)
     dk, dv, dq_parts = np.empty_like(k), np.empty_like(v), np.zeros((1, 1, N, E), np.float32)
-    k_packed, v_packed = pack_heads(k, bk), pack_heads(v, bk)
+    packed = pack_operands(q, k, v, g, bk)
     tiles = -(-N // bq) * -(-N // bk)
     steps = {
         "S = Q Kᵀ": lambda: score_steps(q_blk, kp, bk, p, n),
@@ -84,8 +84,8 @@ def profile(bq, bk, rounds, n=50, N=2048, E=64):
         "dK += dSᵀ Q": lambda: products_at(dp, q_blk, kv_out, n),
         "dQ += dS K": lambda: products(dp, k_tile, q_out, n),
         "3 additions": lambda: [add_steps(acc, acc, n) for acc in (kv_out, kv_out, q_out)],
-        "whole kernel": lambda: fused_parallel(q, k, k_packed, v, v_packed, g, lse_all, d_all, dk,
-                                               dv, dq_parts, np.float32(1.0), -N, N, bq, bk),
+        "whole kernel": lambda: fused_parallel(q, v, g, packed, lse_all, d_all, dk, dv, dq_parts,
+                                               np.float32(1.0), -N, N, bq, bk),
         "mask (diagonal tile)": lambda: mask_steps(dp, n),
     }
     per_tile = time_steps(steps, rounds, n, tiles)

@@ -152,25 +152,42 @@ def profile(bq, bk, rounds, n=200, N=2048, E=64):
           "(loads of K_j, V_j from farther caches, loop overhead)")
 
 
+@numba.njit(fastmath=LOOP_FLAGS)
+def strip_value_steps(s, n_cols, vp, pv, strips, n):
+    """``P V_j`` of ``strips`` strips (all on one strip's weights), ``n`` times."""
+    for _ in range(n):
+        for _ in range(strips):
+            probs_times_values(s, n_cols, vp, 0, pv)
+
+
 def products_against_torch(bq, bk, rounds, n=50, E=64):
-    """GFLOP/s of ``Q_i K_jᵀ`` and ``P V_j`` on one thread: OpenBLAS (Numba's ``np.dot``, as in
-    the kernel) against ``torch.mm``, best of ``rounds`` rounds of ``n`` products each."""
+    """GFLOP/s of ``Q_i K_jᵀ`` and ``P V_j`` on one thread: the register tiles, strip by strip
+    (the kernel), OpenBLAS through Numba's ``np.dot`` (what the kernel called before) and
+    ``torch.mm`` (MKL in PyTorch's x86 wheels), best of ``rounds`` rounds of ``n`` each."""
     import torch
 
     rng = np.random.default_rng(0)
+    rows = bq // TILE_ROWS * TILE_ROWS  # the register tiles' whole strips
     q_s = rng.standard_normal((bq, E), dtype=np.float32)
     k_tile, v_tile = (rng.standard_normal((bk, E), dtype=np.float32) for _ in range(2))
     p = rng.random((bq, bk), dtype=np.float32)
     t, pv = np.empty((bq, bk), dtype=np.float32), np.empty((bq, E), dtype=np.float32)
     tq, tk, tp, tv, tt, tpv = map(torch.from_numpy, (q_s, k_tile, p, v_tile, t, pv))
+    kp, vp = pack_heads(k_tile[None], bk)[0], pack_columns(v_tile[None])[0]
+    w = tile_cols(4)
+    strip = np.empty((TILE_ROWS, -(-bk // w) * w + w), dtype=np.float32)
+    strip[:, :bk] = p[:TILE_ROWS]
+    pv6 = np.empty((TILE_ROWS, vp.shape[0] * w), dtype=np.float32)
 
     def torch_products(a, b, out):
         for _ in range(n):
             torch.mm(a, b, out=out)
 
     steps = {
+        "Q Kᵀ register tiles": lambda: score_steps(q_s[:rows], kp, bk, strip, n),
         "Q Kᵀ OpenBLAS": lambda: products_abt(q_s, k_tile, t, n),
         "Q Kᵀ torch.mm": lambda: torch_products(tq, tk.t(), tt),
+        "P V  register tiles": lambda: strip_value_steps(strip, bk, vp, pv6, rows // TILE_ROWS, n),
         "P V  OpenBLAS": lambda: products(p, v_tile, pv, n),
         "P V  torch.mm": lambda: torch_products(tp, tv, tpv),
     }
@@ -180,8 +197,8 @@ def products_against_torch(bq, bk, rounds, n=50, E=64):
         per_product = time_steps(steps, rounds, n, 1)
     finally:
         torch.set_num_threads(threads)
-    flops = 2 * bq * bk * E
-    rates = ", ".join(f"{name} {flops / t / 1e9:.1f}" for name, t in per_product.items())
+    rates = ", ".join(f"{name} {2 * (rows if 'register' in name else bq) * bk * E / t / 1e9:.1f}"
+                      for name, t in per_product.items())
     print(f"tile {bq}x{bk}, one thread: {rates} GFLOP/s")
 
 

@@ -192,7 +192,7 @@ def _tuning_inputs(backward, dtype, L, S, E, Ev, heads, seed=0):
 
 def _runner(backward, q, k, v, d_out, masked):
     """``run(block_q, block_k)``: one kernel call on the tuning inputs (BLAS already limited)."""
-    from .backward import dq_chunks, fused_parallel
+    from .backward import dq_chunks, fused_parallel, pack_operands
     from .forward import forward_parallel
     from .register_tile import pack_columns, pack_heads, row_dots
 
@@ -213,8 +213,8 @@ def _runner(backward, q, k, v, d_out, masked):
 
     def run(bq, bk):
         parts = np.zeros((dq_chunks(k.shape[0], -(-S // bk)), *q.shape), dtype=q.dtype)
-        fused_parallel(q_scaled, k, pack_heads(k, bk), v, pack_heads(v, bk), d_out, lse, d, dk, dv,
-                       parts, one, lo, hi, bq, bk)
+        packed = pack_operands(q_scaled, k, v, d_out, bk)  # as the library packs them per call
+        fused_parallel(q_scaled, v, d_out, packed, lse, d, dk, dv, parts, one, lo, hi, bq, bk)
 
     return run
 

@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS
-from .register_tile import tile_scores
+from .register_tile import TILE_ROWS, pack_columns, pack_heads, tile_product, tile_scores
 from .tiles import (
     add_into,
     dscores_in_place,
@@ -67,47 +67,52 @@ def dq_chunks(n_kv, n_key_blocks, min_items=16):
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
-def kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_acc, with_dq, c, group, kb, scale,
-                 lo, hi, block_q, block_k):
+def kv_key_block(q, v, d_out, packed, lse, d, dk, dv, dq_acc, with_dq, c, group, kb, scale, lo,
+                 hi, block_q, block_k):
     """``dK`` and ``dV`` of key block ``kb`` of key/value head ``c``, summed over its query heads.
 
     With ``with_dq`` it also adds this key block's ``dS K_j`` (unscaled) to ``dq_acc``.
-    Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``k``, ``v``, ``dk``, ``dv``
-    (Hkv', S, ·); ``lse``, ``d`` (Hq', L); ``kp``, ``vp`` the keys and values packed for
-    ``block_k`` (:func:`.register_tile.pack_heads`).
+    Shapes: ``q``, ``d_out``, ``dq_acc`` (Hq', L, ·); ``v``, ``dk``, ``dv`` (Hkv', S, ·);
+    ``lse``, ``d`` (Hq', L); ``packed`` = ``(kp, vp, kc, qc, doc)``, the operands of the
+    register tiles (:func:`pack_operands`).
     """
+    kp, vp, kc, qc, doc = packed
+    S, L, E, Ev = dk.shape[1], q.shape[1], q.shape[2], v.shape[2]
     j0 = kb * block_k
-    j1 = min(j0 + block_k, k.shape[1])
-    L, E, Ev, nc = q.shape[1], q.shape[2], v.shape[2], j1 - j0
+    j1 = min(j0 + block_k, S)
+    nc = j1 - j0
     dtype = q.dtype
+    rows_k = (nc + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS  # the key rows in whole strips
+    rows_q = (block_q + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS
     dk_acc = np.zeros((nc, E), dtype=dtype)  # (bk, E)
     dv_acc = np.zeros((nc, Ev), dtype=dtype)  # (bk, Ev)
-    dk_tmp = np.empty((nc, E), dtype=dtype)
-    dv_tmp = np.empty((nc, Ev), dtype=dtype)
-    p_buf = np.empty(block_q * nc, dtype=dtype)
-    dp_buf = np.empty(block_q * nc, dtype=dtype)
-    dq_buf = np.empty(block_q * E, dtype=dtype)
+    dk_tmp = np.empty((rows_k, kc.shape[1] * kc.shape[3]), dtype=dtype)  # (bk', E')
+    dv_tmp = np.empty((rows_k, doc.shape[1] * doc.shape[3]), dtype=dtype)  # (bk', Ev')
+    dq_tmp = np.empty((rows_q, kc.shape[1] * kc.shape[3]), dtype=dtype)  # (bq', E')
+    # tiles with a strip's worth of slack after them: the register tiles read past their ends
+    p_buf = np.zeros(rows_q * nc + TILE_ROWS, dtype=dtype)
+    dp_buf = np.zeros(rows_q * nc + TILE_ROWS, dtype=dtype)
     qb0, qb1 = query_blocks(j0, j1, L, block_q, lo, hi)
     for g in range(group):
         h = c * group + g
         for qb in range(qb0, qb1):
             i0 = qb * block_q
             i1 = min(i0 + block_q, L)
-            p = tile_view(p_buf, i1 - i0, nc)  # (bq, bk), query-major as in the forward
+            nr = i1 - i0
+            p = tile_view(p_buf, nr, nc)  # (bq, bk), query-major as in the forward
             tile_scores(q[h], i0, i1, kp[c], kb, block_k, p)  # S = Q_i K_jᵀ, the forward's
             probs_from_lse(p, False, scale, lse[h, i0:i1], tile_is_full(i0, i1, j0, j1, lo, hi),
                            i0, j0, lo, hi)
-            np.dot(p.T, d_out[h, i0:i1], dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev) -> (bk, Ev)
-            add_into(dv_acc, dv_tmp)
-            dp = tile_view(dp_buf, i1 - i0, nc)  # (bq, bk)
+            tile_product(p, True, nc, doc[h], i0, nr, dv_tmp)  # Pᵀ dO: (bk, bq) @ (bq, Ev)
+            add_into(dv_acc, dv_tmp[:nc, :Ev])
+            dp = tile_view(dp_buf, nr, nc)  # (bq, bk)
             tile_scores(d_out[h], i0, i1, vp[c], kb, block_k, dp)  # dP = dO_i V_jᵀ (bq, bk)
             dscores_in_place(p, dp, False, d[h, i0:i1])  # dp <- dS = P ∘ (dP - D)
-            np.dot(dp.T, q[h, i0:i1], dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E) -> (bk, E)
-            add_into(dk_acc, dk_tmp)
+            tile_product(dp, True, nc, qc[h], i0, nr, dk_tmp)  # dSᵀ Q: (bk, bq) @ (bq, E)
+            add_into(dk_acc, dk_tmp[:nc, :E])
             if with_dq:
-                dq_tmp = tile_view(dq_buf, i1 - i0, E)  # (bq, E)
-                np.dot(dp, k[c, j0:j1], dq_tmp)  # dS K: (bq, bk) @ (bk, E) -> (bq, E)
-                add_into(dq_acc[h, i0:i1], dq_tmp)
+                tile_product(dp, False, nr, kc[c], j0, nc, dq_tmp)  # dS K: (bq, bk) @ (bk, E)
+                add_into(dq_acc[h, i0:i1], dq_tmp[:nr, :E])
     for r in range(nc):
         for e in range(E):
             dk[c, j0 + r, e] = dk_acc[r, e] * scale
@@ -115,22 +120,31 @@ def kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_acc, with_dq, c, gro
             dv[c, j0 + r, e] = dv_acc[r, e]
 
 
+def pack_operands(q, k, v, d_out, block_k):
+    """The register tiles' operands for the backward kernels: ``(kp, vp, kc, qc, doc)``, the keys
+    and values packed as ``Kᵀ`` and ``Vᵀ`` blocks for ``S`` and ``dP``
+    (:func:`.register_tile.pack_heads`), and the keys, queries and output gradients in blocks
+    of columns for ``dS K``, ``dSᵀ Q`` and ``Pᵀ dO`` (:func:`.register_tile.pack_columns`)."""
+    return (pack_heads(k, block_k), pack_heads(v, block_k), pack_columns(k), pack_columns(q),
+            pack_columns(d_out))
+
+
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def kv_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
+def kv_parallel(q, v, d_out, packed, lse, d, dk, dv, scale, lo, hi, block_q, block_k):
     """Pass 1: :func:`kv_key_block` for every (key/value head, key block), in parallel."""
-    n_kv, S = k.shape[0], k.shape[1]
+    n_kv, S = dk.shape[0], dk.shape[1]
     group = q.shape[0] // n_kv
     n_blocks = (S + block_k - 1) // block_k
     no_dq = np.empty((1, 1, 1), dtype=q.dtype)
     for t in prange(n_kv * n_blocks):
         c = t // n_blocks
         kb = zigzag(t % n_blocks, n_blocks)  # long and short blocks alternate
-        kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, no_dq, False, c, group, kb, scale,
-                     lo, hi, block_q, block_k)
+        kv_key_block(q, v, d_out, packed, lse, d, dk, dv, no_dq, False, c, group, kb, scale, lo,
+                     hi, block_q, block_k)
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)
-def fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q,
+def fused_parallel(q, v, d_out, packed, lse, d, dk, dv, dq_parts, scale, lo, hi, block_q,
                    block_k):
     """One pass: every (key/value head, chunk) item does its key blocks with :func:`kv_key_block`.
 
@@ -142,7 +156,7 @@ def fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, scale, lo, 
     causal mask and chunk ``C - 1`` the shortest: in order, the thread given the first half of
     a head's chunks had 100 tiles to do and the other 36 (one head, N = 4096, 256 x 256 tiles).
     """
-    n_kv, S = k.shape[0], k.shape[1]
+    n_kv, S = dk.shape[0], dk.shape[1]
     group = q.shape[0] // n_kv
     n_chunks = dq_parts.shape[0]
     n_blocks = (S + block_k - 1) // block_k
@@ -150,7 +164,7 @@ def fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, scale, lo, 
         c = t // n_chunks
         ch = zigzag(t % n_chunks, n_chunks)  # under a causal mask chunk 0 is the longest
         for kb in range(ch, n_blocks, n_chunks):
-            kv_key_block(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts[ch], True, c, group, kb,
+            kv_key_block(q, v, d_out, packed, lse, d, dk, dv, dq_parts[ch], True, c, group, kb,
                          scale, lo, hi, block_q, block_k)
 
 

@@ -116,8 +116,8 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     ------
     returns ``(..., Hq, L, E)``, ``(..., Hkv, S, E)``, ``(..., Hkv, S, Ev)``.
     """
-    from .backward import dq_chunks, dq_parallel, fused_parallel, kv_parallel
-    from .register_tile import pack_heads, row_dots
+    from .backward import dq_chunks, dq_parallel, fused_parallel, kv_parallel, pack_operands
+    from .register_tile import row_dots
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, True, autotune)
@@ -143,18 +143,18 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
-        kp, vp = pack_heads(k, block_k), pack_heads(v, block_k)  # (Hkv', R, w): for the tiles
+        packed = pack_operands(q, k, v, d_out, block_k)  # the register tiles' operands
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             dq = np.empty_like(q)
-            kv_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, one, lo, hi, block_q, block_k)
-            dq_parallel(q, k, kp, v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
+            kv_parallel(q, v, d_out, packed, lse, d, dk, dv, one, lo, hi, block_q, block_k)
+            dq_parallel(q, k, packed[0], v, d_out, lse, d, dq, one, lo, hi, block_q, block_k)
         dq *= scale
     else:
         chunks = dq_chunks(k.shape[0], -(-S // block_k))
         dq_parts = np.zeros((chunks, *q.shape), dtype=acc_dtype)  # (C, Hq', L, E)
-        kp, vp = pack_heads(k, block_k), pack_heads(v, block_k)  # (Hkv', R, w): for the tiles
+        packed = pack_operands(q, k, v, d_out, block_k)  # the register tiles' operands
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
-            fused_parallel(q, k, kp, v, vp, d_out, lse, d, dk, dv, dq_parts, one, lo, hi, block_q,
+            fused_parallel(q, v, d_out, packed, lse, d, dk, dv, dq_parts, one, lo, hi, block_q,
                            block_k)
         dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
         dq *= scale

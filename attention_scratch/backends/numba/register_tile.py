@@ -66,15 +66,18 @@ def tile_cols_of(a):
     return VECTORS_PER_ROW * VECTOR_BYTES // a.itemsize
 
 
-def make_register_tile(vector_bytes=VECTOR_BYTES, rows=TILE_ROWS, vectors=VECTORS_PER_ROW):
+def make_register_tile(vector_bytes=VECTOR_BYTES, rows=TILE_ROWS, vectors=VECTORS_PER_ROW,
+                       a_transposed=False):
     """An intrinsic ``tile(a, a_row, b, b_row, b_col, c, c_row, c_col, depth)`` computing, for
     ``w = vectors · lanes`` columns (``lanes`` entries of ``vector_bytes`` bytes)::
 
         c[c_row:+rows, c_col:+w] = a[a_row:+rows, :depth] @ b[b_row:+depth, b_col:+w]
 
-    ``a``, ``b`` and ``c`` are C-contiguous 2-d arrays of one dtype, float32 or float64. Nothing
-    is checked at run time: the callers keep every index inside the arrays. Vectors wider than
-    the machine's are split by LLVM (slower, same bits): the tests build the AVX-512 form here.
+    or, with ``a_transposed``, ``aᵀ[a_row:+rows, :depth]``, read from ``a[:depth, a_row:+rows]``
+    (six neighbours of one row of ``a`` per step). ``a``, ``b`` and ``c`` are C-contiguous 2-d
+    arrays of one dtype, float32 or float64. Nothing is checked at run time: the callers keep
+    every index inside the arrays. Vectors wider than the machine's are split by LLVM (slower,
+    same bits): the tests build the AVX-512 form here.
     """
 
     @intrinsic
@@ -102,7 +105,8 @@ def make_register_tile(vector_bytes=VECTOR_BYTES, rows=TILE_ROWS, vectors=VECTOR
                 return cgutils.unpack_tuple(builder, arr.shape, 2)[1]
 
             a_ld, b_ld, c_ld = row_length(a_arr), row_length(b_arr), row_length(c_arr)
-            a_base = builder.gep(a_arr.data, [builder.mul(a_row_, a_ld)])  # a[a_row, 0]
+            a_first = a_row_ if a_transposed else builder.mul(a_row_, a_ld)
+            a_base = builder.gep(a_arr.data, [a_first])  # a[a_row, 0], or a[0, a_row] if transposed
             b_base = builder.gep(b_arr.data, [builder.add(builder.mul(b_row_, b_ld), b_col_)])
             c_base = builder.gep(c_arr.data, [builder.add(builder.mul(c_row_, c_ld), c_col_)])
             fma = cgutils.get_or_insert_function(
@@ -134,8 +138,9 @@ def make_register_tile(vector_bytes=VECTOR_BYTES, rows=TILE_ROWS, vectors=VECTOR
             splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             new = []
             for r in range(rows):
-                a_entry = builder.load(builder.gep(
-                    a_base, [builder.add(builder.mul(ir.Constant(index, r), a_ld), d)]))
+                a_at = (builder.add(builder.mul(d, a_ld), ir.Constant(index, r)) if a_transposed
+                        else builder.add(builder.mul(ir.Constant(index, r), a_ld), d))
+                a_entry = builder.load(builder.gep(a_base, [a_at]))
                 broadcast = builder.shuffle_vector(
                     builder.insert_element(ir.Constant(vec, ir.Undefined), a_entry,
                                            ir.Constant(index, 0)),
@@ -166,6 +171,7 @@ def make_register_tile(vector_bytes=VECTOR_BYTES, rows=TILE_ROWS, vectors=VECTOR
 
 
 register_tile_set = make_register_tile()
+register_tile_set_at = make_register_tile(a_transposed=True)
 
 
 @njit(cache=True)
@@ -253,6 +259,26 @@ def tile_scores(q, i0, i1, kp, kb, block_k, t):
         for r in range(n_rows):
             for c in range(n_keys):
                 t[r0 + r, c] = strip[r, c]
+
+
+@njit(fastmath=LOOP_FLAGS, cache=True)
+def tile_product(a, a_transposed, n_rows, bp, b_row, depth, c):
+    """``c[:n', :m·w] = A @ B`` by register tiles, six rows at a time, ``n'`` = ``n_rows`` rounded
+    up to whole strips: ``A = a[:n', :depth]``, or ``a[:depth, :n']ᵀ`` with ``a_transposed``;
+    ``B`` rows ``b_row .. b_row + depth`` of the packed columns ``bp`` (m, R, w)
+    (:func:`pack_columns`).
+
+    The rows past ``n_rows`` are garbage: ``c`` needs room for them and ``a`` must be readable
+    there (the callers' buffers have a strip's worth of slack), and the callers use only the
+    first ``n_rows`` rows of ``c``.
+    """
+    w = bp.shape[2]
+    for r0 in range(0, n_rows, TILE_ROWS):
+        for col in range(bp.shape[0]):
+            if a_transposed:
+                register_tile_set_at(a, r0, bp[col], b_row, 0, c, r0, col * w, depth)
+            else:
+                register_tile_set(a, r0, bp[col], b_row, 0, c, r0, col * w, depth)
 
 
 @njit(fastmath=EXP_FLAGS, parallel=True, cache=True)

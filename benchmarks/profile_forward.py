@@ -202,6 +202,27 @@ def products_against_torch(bq, bk, rounds, n=50, E=64):
     print(f"tile {bq}x{bk}, one thread: {rates} GFLOP/s")
 
 
+def blas_output_pass(bq, bk, rounds, n=20, E=64):
+    """OpenBLAS's ``Q_i K_jᵀ`` on one thread two ways, through SciPy's ``sgemm`` (the library
+    Numba's ``np.dot`` calls): with beta 0, ``C = A B`` as ``np.dot`` asks, for which OpenBLAS
+    first zeroes ``C`` in a pass of its own, and with beta 1, ``C = A B + C``, which skips it."""
+    from scipy.linalg import blas
+
+    rng = np.random.default_rng(0)
+    k_t = np.asfortranarray(rng.standard_normal((E, bk), dtype=np.float32))  # Kᵀ, (E, bk)
+    q_t = np.asfortranarray(rng.standard_normal((E, bq), dtype=np.float32))  # Qᵀ, (E, bq)
+    c = np.zeros((bk, bq), dtype=np.float32, order="F")  # Sᵀ in Fortran order: S in C order
+
+    def product(beta):
+        for _ in range(n):
+            blas.sgemm(1.0, k_t, q_t, beta=beta, c=c, trans_a=1, overwrite_c=1)
+
+    steps = {"beta 0": lambda: product(0.0), "beta 1": lambda: product(1.0)}
+    per_product = time_steps(steps, rounds, n, 1)
+    print(f"tile {bq}x{bk}, Q Kᵀ by OpenBLAS on one thread: "
+          + ", ".join(f"{name} {t * 1e6:.1f} µs" for name, t in per_product.items()))
+
+
 def main(profile_tile=None, doc=__doc__, tiles=("64x64", "128x128", "128x256"), rounds=15):
     """Parse ``--tiles``, ``--rounds`` and ``--torch`` and run ``profile_tile(bq, bk, rounds)`` on
     each tile (this script's :func:`profile` unless another script's is given)."""
@@ -216,6 +237,7 @@ def main(profile_tile=None, doc=__doc__, tiles=("64x64", "128x128", "128x256"), 
         (profile_tile or profile)(bq, bk, args.rounds)
         if args.torch:
             products_against_torch(bq, bk, args.rounds)
+            blas_output_pass(bq, bk, args.rounds)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,30 @@ def test_first_use_measures_every_candidate_and_writes_the_cache(cache):
     np.testing.assert_allclose(out, at.flash_attention(q, k, v), rtol=2e-5, atol=2e-6)
 
 
+def test_the_fastest_few_are_timed_again(monkeypatch):
+    """Every candidate runs ROUNDS times; those within CONTENDER_RANGE of the fastest (at most
+    CONTENDERS of them) CONTENDER_ROUNDS more; a lucky first time can only be beaten."""
+    seconds = {(8, 8): 1.0, (8, 24): 1.05, (16, 8): 1.09, (16, 24): 2.0}  # pretend times
+    runs = []
+    clock = {"now": 0.0}
+
+    def fake_runner(backward, q, k, v, d_out, masked):
+        def run(bq, bk):
+            runs.append((bq, bk))
+            clock["now"] += seconds.get((bq, bk), 0.0)
+        return run
+
+    monkeypatch.setattr(autotune, "_runner", fake_runner)
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(autotune, "CONTENDERS", 2)
+    times = autotune.measure(False, np.float32, 24, 24, 8, 8, 1, False, candidates=list(seconds))
+    counts = {tile: runs.count(tile) for tile in seconds}
+    first, more = autotune.ROUNDS, autotune.CONTENDER_ROUNDS
+    assert counts == {(8, 8): first + more, (8, 24): first + more, (16, 8): first,
+                      (16, 24): first}, counts
+    assert times == pytest.approx(seconds)
+
+
 def test_choose_keeps_the_largest_tile_of_those_tied_with_the_fastest():
     tied = 1 + autotune.TIE / 2
     assert autotune.choose({(64, 64): 1.0, (256, 256): 2.0}) == (64, 64)

@@ -52,6 +52,9 @@ TUNE_MAX_LEN = 4096  # the tuning run's longest sequence: a bucket above it is t
 TUNE_WORK = 8 * 1024 * 1024  # heads x L x S of the tuning run: about a second for 48 forward calls
 TUNE_MAX_HEADS = 8
 ROUNDS = 3  # each candidate is timed this many times, interleaved; the best time counts
+CONTENDERS = 4  # then the fastest few, those within CONTENDER_RANGE of the fastest,
+CONTENDER_RANGE = 0.10  # are timed CONTENDER_ROUNDS more times each, interleaved
+CONTENDER_ROUNDS = 4
 _memory = {}  # cache path -> its entries, for this process
 
 
@@ -223,7 +226,12 @@ def measure(backward, dtype, L, S, E, Ev, heads, masked, candidates=None, rounds
     """Time the kernel on every candidate ``(block_q, block_k)``; returns ``{(bq, bk): seconds}``.
 
     The candidates take turns in each round (load from elsewhere hits them alike) and the
-    best of ``rounds`` counts. A first call with the default tiles warms the kernel up.
+    best of ``rounds`` counts. Then the :data:`CONTENDERS` fastest, of those within
+    :data:`CONTENDER_RANGE` of the fastest, take :data:`CONTENDER_ROUNDS` more turns: on a
+    shared machine three rounds leave some percent of noise, enough to crown a tile that is
+    slower in every later call (at N = 2048, no mask, a 128 x 512 tile chosen in a busy
+    moment ran the forward pass at 95 GFLOP/s, 512 x 512 at 152). A first call with the
+    default tiles warms the kernel up.
     """
     from .threads import blas_one_thread
 
@@ -233,11 +241,17 @@ def measure(backward, dtype, L, S, E, Ev, heads, masked, candidates=None, rounds
     with blas_one_thread():
         run = _runner(backward, q, k, v, d_out, masked)
         run(DEFAULT_BLOCK, DEFAULT_BLOCK)  # compile or load, warm the caches
-        for _ in range(rounds):
-            for bq, bk in candidates:
-                start = time.perf_counter()
-                run(bq, bk)
-                best[(bq, bk)] = min(best[(bq, bk)], time.perf_counter() - start)
+        for timed, n_rounds in ((candidates, rounds), (None, CONTENDER_ROUNDS)):
+            if timed is None:  # the second stage: the fastest few again
+                fastest = min(best.values())
+                near = [tile for tile in sorted(best, key=best.get)
+                        if best[tile] <= fastest * (1 + CONTENDER_RANGE)]
+                timed = near[:CONTENDERS] if len(near) > 1 else []
+            for _ in range(n_rounds if timed else 0):
+                for bq, bk in timed:
+                    start = time.perf_counter()
+                    run(bq, bk)
+                    best[(bq, bk)] = min(best[(bq, bk)], time.perf_counter() - start)
     return best
 
 

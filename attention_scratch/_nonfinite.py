@@ -165,7 +165,10 @@ def backward_rows(poisoned, grad_out, out, lse):
     """The rows whose backward inputs are not finite: poisoned in the forward, or a non-finite
     ``grad_out`` or ``out`` row, or a NaN ``lse``. ``(..., L)`` or ``None``; the arrays
     (..., L, ·)."""
-    rows = bad_rows(grad_out) | bad_rows(out) | array_module(lse).isnan(lse)  # (..., L)
+    nan_lse = array_module(lse).isnan(lse)  # (..., L)
+    if poisoned is None and _all_finite(grad_out) and _all_finite(out):  # the common case, fast
+        return nan_lse if bool(nan_lse.any()) else None
+    rows = bad_rows(grad_out) | bad_rows(out) | nan_lse  # (..., L)
     if poisoned is not None:
         rows = rows | poisoned
     return rows if bool(rows.any()) else None

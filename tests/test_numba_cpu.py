@@ -417,3 +417,32 @@ def test_exp_loop_is_vectorised_and_calls_no_libm():
     assert "expf" not in asm
     # the baseline calls the C library, element by element
     assert "expf" in assembly(libm_exp_array)
+
+
+@pytest.mark.parametrize("heads,block", [(1, 64), (1, 16), (8, 16)])
+def test_a_call_keeps_its_scratch_and_never_returns_it(rng, heads, block):
+    """The entry points pack into scratch kept per thread (backends/numba/workspace.py): a second
+    call reuses it, and changes nothing the first call returned (with one key block the one-pass
+    backward has a single copy of dQ, which must be copied out, not returned)."""
+    from attention_scratch.backends.numba import cpu as numba_cpu
+    from attention_scratch.backends.numba import workspace
+
+    workspace.release()
+    first = make_inputs(rng, 40, 40, E=16, Ev=16, hq=heads, hkv=heads, dtype=np.float32)
+    second = make_inputs(rng, 40, 40, E=16, Ev=16, hq=heads, hkv=heads, dtype=np.float32)
+    results = []
+    for q, k, v, g in (first, second):
+        out, lse = numba_cpu.flash_attention(q, k, v, True, return_lse=True, block_q=block,
+                                             block_k=block)
+        grads = numba_cpu.flash_attention_backward(g, q, k, v, out, lse, True, block_q=block,
+                                                   block_k=block)
+        results.append([a.copy() for a in (out, lse, *grads)] + [out, lse, *grads])
+        if len(results) == 1:
+            held = workspace.held_bytes()
+            assert held > 0
+    assert workspace.held_bytes() == held, "the second call (same shapes) allocated new scratch"
+    kept, returned = results[0][:5], results[0][5:]
+    for name, a, b in zip(("out", "lse", "dQ", "dK", "dV"), kept, returned, strict=True):
+        assert np.array_equal(a, b), f"{name} of the first call changed during the second"
+    workspace.release()
+    assert workspace.held_bytes() == 0

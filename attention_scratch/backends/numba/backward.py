@@ -43,7 +43,15 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS
-from .register_tile import TILE_ROWS, pack_columns, pack_heads, tile_product, tile_scores
+from .register_tile import (
+    TILE_ROWS,
+    pack_columns,
+    pack_heads,
+    packed_columns_shape,
+    packed_heads_shape,
+    tile_product,
+    tile_scores,
+)
 from .tiles import (
     add_into,
     dscores_in_place,
@@ -120,13 +128,20 @@ def kv_key_block(q, v, d_out, packed, lse, d, dk, dv, dq_acc, with_dq, c, group,
             dv[c, j0 + r, e] = dv_acc[r, e]
 
 
-def pack_operands(q, k, v, d_out, block_k):
+def pack_operands(q, k, v, d_out, block_k, scratch=None):
     """The register tiles' operands for the backward kernels: ``(kp, vp, kc, qc, doc)``, the keys
     and values packed as ``Kᵀ`` and ``Vᵀ`` blocks for ``S`` and ``dP``
     (:func:`.register_tile.pack_heads`), and the keys, queries and output gradients in blocks
-    of columns for ``dS K``, ``dSᵀ Q`` and ``Pᵀ dO`` (:func:`.register_tile.pack_columns`)."""
-    return (pack_heads(k, block_k), pack_heads(v, block_k), pack_columns(k), pack_columns(q),
-            pack_columns(d_out))
+    of columns for ``dS K``, ``dSᵀ Q`` and ``Pᵀ dO`` (:func:`.register_tile.pack_columns`).
+    ``scratch(name, shape, dtype)``, if given, provides the arrays (:mod:`.workspace`)."""
+    def room(name, shape):
+        return None if scratch is None else scratch(name, shape, q.dtype)
+
+    return (pack_heads(k, block_k, room("kp", packed_heads_shape(k, block_k))),
+            pack_heads(v, block_k, room("vp", packed_heads_shape(v, block_k))),
+            pack_columns(k, room("kc", packed_columns_shape(k))),
+            pack_columns(q, room("qc", packed_columns_shape(q))),
+            pack_columns(d_out, room("doc", packed_columns_shape(d_out))))
 
 
 @njit(parallel=True, fastmath=LOOP_FLAGS, cache=True)

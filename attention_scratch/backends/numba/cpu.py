@@ -19,6 +19,7 @@ import numpy as np
 from ...contract import TilePlan, attention_args
 from .autotune import AUTO_BLOCK, DefaultBlock, plan_blocks
 from .threads import blas_one_thread
+from .workspace import scratch
 
 _REQUIRED = (("numba", "Numba (pip install numba)"),
              ("scipy", "SciPy, which Numba's np.dot calls for BLAS (pip install scipy)"),
@@ -74,7 +75,7 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     (and ``lse`` ``(..., Hq, L)`` with ``return_lse``).
     """
     from .forward import forward_parallel
-    from .register_tile import pack_columns, pack_heads
+    from .register_tile import pack_columns, pack_heads, packed_columns_shape, packed_heads_shape
 
     args = _args(query, key, value, is_causal, scale, enable_gqa, causal_align, window, block_q,
                  block_k, False, autotune)
@@ -84,8 +85,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     lo, hi = args.band
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
         with blas_one_thread(flops=forward_flops(q, k, v)):
-            kp = pack_heads(k, args.plan.block_k)  # (Hkv', R, w): keys packed for the tiles
-            vp = pack_columns(v)  # (Hkv', m, S, w): values in blocks of columns
+            bk = args.plan.block_k  # keys packed for the tiles (Hkv', R, w), values in blocks of
+            kp = pack_heads(k, bk, scratch("kp", packed_heads_shape(k, bk), k.dtype))
+            vp = pack_columns(v, scratch("vp", packed_columns_shape(v), v.dtype))  # columns
             forward_parallel(q, kp, vp, out, lse, q.dtype.type(args.scale), lo, hi,
                              args.plan.block_q, args.plan.block_k)
     out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
@@ -126,7 +128,7 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     acc_dtype = args.acc_dtype
     d_out = args.folded(d_out, acc_dtype)  # (Hq', L, Ev)
     out = args.folded(out, acc_dtype)  # (Hq', L, Ev)
-    d = np.empty(q.shape[:2], dtype=acc_dtype)  # (Hq', L): D = rowsum(dO ∘ O), summed as dP is
+    d = scratch("d", q.shape[:2], acc_dtype)  # (Hq', L): D = rowsum(dO ∘ O), summed as dP is
     row_dots(d_out, out, d)
     lse = np.ascontiguousarray(lse.reshape(q.shape[:2]), dtype=acc_dtype)  # (Hq', L)
     dk, dv = np.empty_like(k), np.empty_like(v)
@@ -138,12 +140,12 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
     # (the docstring of backends/numba/backward.py). So they get Q·scale, rounded as the forward
     # rounds it, and
     # scale 1; dK = dSᵀ (Q·scale) comes out scaled, dQ = (dS K) is scaled here at the end.
-    q = q * scale  # (Hq', L, E)
+    q = np.multiply(q, scale, out=scratch("q_scaled", q.shape, q.dtype))  # (Hq', L, E)
     if not (q.shape[0] and L and S):  # no head, query or key: every gradient is 0
         dq = np.zeros_like(q)
         dk[...], dv[...] = 0, 0
     elif two_pass:
-        packed = pack_operands(q, k, v, d_out, block_k)  # the register tiles' operands
+        packed = pack_operands(q, k, v, d_out, block_k, scratch)  # the register tiles' operands
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             dq = np.empty_like(q)
             kv_parallel(q, v, d_out, packed, lse, d, dk, dv, one, lo, hi, block_q, block_k)
@@ -151,12 +153,13 @@ def flash_attention_backward(grad_out, query, key, value, out, lse, is_causal=Fa
         dq *= scale
     else:
         chunks = dq_chunks(k.shape[0], -(-S // block_k))
-        dq_parts = np.zeros((chunks, *q.shape), dtype=acc_dtype)  # (C, Hq', L, E)
-        packed = pack_operands(q, k, v, d_out, block_k)  # the register tiles' operands
+        dq_parts = scratch("dq_parts", (chunks, *q.shape), acc_dtype)  # (C, Hq', L, E)
+        dq_parts[...] = 0
+        packed = pack_operands(q, k, v, d_out, block_k, scratch)  # the register tiles' operands
         with blas_one_thread(flops=2.5 * forward_flops(q, k, v)):
             fused_parallel(q, v, d_out, packed, lse, d, dk, dv, dq_parts, one, lo, hi, block_q,
                            block_k)
-        dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0]  # (Hq', L, E)
+        dq = dq_parts.sum(axis=0) if chunks > 1 else dq_parts[0].copy()  # (Hq', L, E), ours
         dq *= scale
     grads = (a.astype(args.dtype, copy=False) for a in (dq, dk, dv))
     return args.finish_backward(rows, *grads)  # shaped like query, key, value

@@ -308,16 +308,22 @@ def _pack_columns(v, out):
                 out[h, c, j, :n_x] = v[h, j, c * w:c * w + n_x]
 
 
-def pack_columns(v):
+def packed_columns_shape(v):
+    """The shape of :func:`pack_columns`'s result for ``v`` (H, S, Ev): (H, m, S, w)."""
+    w = tile_cols(v.itemsize)
+    return (v.shape[0], -(-v.shape[2] // w), v.shape[1], w)
+
+
+def pack_columns(v, out=None):
     """The values of every head as blocks of ``w`` = :func:`tile_cols` columns, zero-padded:
-    ``v`` (H, S, Ev) -> (H, chunks(Ev, w), S, w), ``out[h, c, j, x] = v[h, j, c·w + x]``.
+    ``v`` (H, S, Ev) -> (H, chunks(Ev, w), S, w), ``out[h, c, j, x] = v[h, j, c·w + x]``, into
+    ``out`` if given.
 
     ``V_j`` could be read where it is (rows of ``Ev`` entries); in blocks of columns each step of
     the product ``P V_j`` reads one contiguous row of ``w`` entries instead of a quarter of a
     longer one: 100 against 86 GFLOP/s for 6 × 256 @ 256 × 64 on one core of the AMD EPYC of
     chapter 12 (``benchmarks/profile_forward.py``)."""
-    w = tile_cols(v.itemsize)
-    out = np.empty((v.shape[0], -(-v.shape[2] // w), v.shape[1], w), v.dtype)
+    out = np.empty(packed_columns_shape(v), v.dtype) if out is None else out
     _pack_columns(v, out)
     return out  # (H, m, S, w)
 
@@ -328,10 +334,16 @@ def _pack_heads(x, block_k, out):
         pack_blocks(x[h], block_k, out[h])
 
 
-def pack_heads(x, block_k):
-    """:func:`pack_blocks` for every head: ``x`` (H, S, E) -> (H, R, w), with
-    ``R = packed_rows(S, block_k, E, w)`` and ``w = tile_cols(itemsize)``."""
+def packed_heads_shape(x, block_k):
+    """The shape of :func:`pack_heads`'s result for ``x`` (H, S, E): (H, R, w)."""
     w = tile_cols(x.itemsize)
-    out = np.empty((x.shape[0], packed_rows(x.shape[1], block_k, x.shape[2], w), w), x.dtype)
+    return (x.shape[0], packed_rows(x.shape[1], block_k, x.shape[2], w), w)
+
+
+def pack_heads(x, block_k, out=None):
+    """:func:`pack_blocks` for every head: ``x`` (H, S, E) -> (H, R, w), with
+    ``R = packed_rows(S, block_k, E, w)`` and ``w = tile_cols(itemsize)``, into ``out`` if
+    given."""
+    out = np.empty(packed_heads_shape(x, block_k), x.dtype) if out is None else out
     _pack_heads(x, block_k, out)
     return out  # (H, R, w)

@@ -229,9 +229,8 @@ def measure(backward, dtype, L, S, E, Ev, heads, masked, candidates=None, rounds
     best of ``rounds`` counts. Then the :data:`CONTENDERS` fastest, of those within
     :data:`CONTENDER_RANGE` of the fastest, take :data:`CONTENDER_ROUNDS` more turns: on a
     shared machine three rounds leave some percent of noise, enough to crown a tile that is
-    slower in every later call (at N = 2048, no mask, a 128 x 512 tile chosen in a busy
-    moment ran the forward pass at 95 GFLOP/s, 512 x 512 at 152). A first call with the
-    default tiles warms the kernel up.
+    slower in every later call (chapter 12). A first call with the default tiles warms the
+    kernel up.
     """
     from .threads import blas_one_thread
 

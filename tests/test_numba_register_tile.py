@@ -21,6 +21,7 @@ from attention_scratch.backends.numba.register_tile import (
     row_dots,
     strip_scores,
     tile_cols,
+    tile_product,
     tile_scores,
 )
 
@@ -154,3 +155,23 @@ def test_values_in_blocks_of_columns_padded_with_zeros(rng, dtype, Ev):
     padded = np.zeros((3, 11, m * w), dtype)
     padded[..., :Ev] = v
     assert np.array_equal(vp, padded.reshape(3, 11, m, w).transpose(0, 2, 1, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("n_rows,depth,width", [(13, 40, 64), (6, 1, 5), (25, 7, 16)])
+def test_tile_product_is_the_product_for_its_rows(rng, dtype, transposed, n_rows, depth, width):
+    """tile_product computes whole strips: the first n_rows rows of c are A @ B, with A read
+    directly or transposed, and B from blocks of columns starting at any row."""
+    rows = -(-n_rows // TILE_ROWS) * TILE_ROWS
+    a_shape = (depth, rows + 1) if transposed else (rows + 1, depth)  # slack past n_rows
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal((1, depth + 3, width)).astype(dtype)
+    bp = pack_columns(b)[0]  # (m, depth + 3, w)
+    c = np.empty((rows, bp.shape[0] * bp.shape[2]), dtype)
+    tile_product(a, transposed, n_rows, bp, 2, depth, c)
+    a_rows = a.T[:n_rows] if transposed else a[:n_rows]  # (n_rows, depth)
+    want = a_rows.astype(np.float64) @ b[0, 2:2 + depth].astype(np.float64)  # (n_rows, width)
+    size = np.abs(a_rows).astype(np.float64) @ np.abs(b[0, 2:2 + depth])  # (n_rows, width)
+    bound = depth * np.finfo(dtype).eps * size
+    assert np.all(np.abs(c[:n_rows, :width] - want) <= bound + np.finfo(dtype).tiny)

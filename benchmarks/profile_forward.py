@@ -26,7 +26,6 @@ import numpy as np
 from attention_scratch.backends.numba.forward import (
     forward_parallel,
     online_softmax_rows,
-    probs_times_values,
 )
 from attention_scratch.backends.numba.register_tile import (
     TILE_ROWS,
@@ -34,6 +33,7 @@ from attention_scratch.backends.numba.register_tile import (
     pack_heads,
     strip_scores,
     tile_cols,
+    tile_product,
 )
 from attention_scratch.backends.numba.threads import blas_one_thread
 
@@ -80,7 +80,7 @@ def value_steps(s, n_cols, vp, pv, o, alpha, n):
     """``P V_j`` of every strip and the output rescaled and added to, ``n`` times."""
     for _ in range(n):
         for r0 in range(0, o.shape[0], TILE_ROWS):
-            probs_times_values(s, n_cols, vp, 0, pv)
+            tile_product(s, False, TILE_ROWS, vp, 0, n_cols, pv)
             for r in range(TILE_ROWS):
                 a = alpha[r]
                 for e in range(o.shape[1]):
@@ -157,7 +157,7 @@ def strip_value_steps(s, n_cols, vp, pv, strips, n):
     """``P V_j`` of ``strips`` strips (all on one strip's weights), ``n`` times."""
     for _ in range(n):
         for _ in range(strips):
-            probs_times_values(s, n_cols, vp, 0, pv)
+            tile_product(s, False, TILE_ROWS, vp, 0, n_cols, pv)
 
 
 def products_against_torch(bq, bk, rounds, n=50, E=64):

@@ -4,13 +4,10 @@ Same algorithm as :func:`attention_scratch.flash.forward_blocks` (FlashAttention
 order: query blocks outside, key blocks inside), written for one query block at
 a time so that the blocks of all heads can run in parallel:
 
-* the two products per tile, ``S = Q_i K_jᵀ`` and ``P V_j``, go to BLAS through
-  ``np.dot(a, b, out)`` on contiguous tiles, with the scale folded into a copy of the
-  query block; the tile is query-major, ``(bq, bk)``, so that ``P V_j`` is a plain
-  ``A @ B`` (reading a key-major ``Pᵀ`` through a transposed view made that product 14%
-  slower at 256 × 256 with OpenBLAS, which copies each operand into its own order before
-  it multiplies, at a cost that depends on the operand's layout);
-* the online softmax between them reduces along the tile's rows in loops that LLVM
+* six query rows at a time (a strip), the two products ``S = Q_i K_jᵀ`` and ``P V_j`` are
+  computed by the register tiles of :mod:`.register_tile`, with the scale folded into a copy
+  of the query block; the strip is query-major, one row per query;
+* the online softmax between them reduces along the strip's rows in loops that LLVM
   vectorises (:func:`.tiles.row_max`), with the exponential of :mod:`.exp`;
 * tiles the mask leaves empty are never visited, tiles it keeps whole are not masked.
 
@@ -24,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from .exp import LOOP_FLAGS, shifted_exp
-from .register_tile import TILE_ROWS, chunks, register_tile_set, strip_scores, tile_cols_of
+from .register_tile import TILE_ROWS, chunks, strip_scores, tile_cols_of, tile_product
 from .tiles import key_blocks, mask_tile, row_max, tile_is_full, zigzag
 
 
@@ -59,16 +56,6 @@ def online_softmax_rows(t, n_cols, m, l, alpha, shift):
         alpha[r] = shifted_exp(m[r] - shift[r])  # 0 when m was -inf, 1 when it did not move
         m[r] = m_new
         l[r] = row_exp_sum(row, shift[r], l[r] * alpha[r])
-
-
-@njit(fastmath=LOOP_FLAGS, cache=True)
-def probs_times_values(p, n_keys, vp, j0, pv):
-    """``pv = p[:, :n_keys] @ V[j0:j0+n_keys]``, one register tile per block of value columns.
-    ``p`` (6, >= n_keys); ``vp`` the head's values in blocks of columns (m, S, w)
-    (:func:`.register_tile.pack_columns`); ``pv`` (6, m·w)."""
-    w = vp.shape[2]
-    for c in range(vp.shape[0]):
-        register_tile_set(p, 0, vp[c], j0, 0, pv, 0, c * w, n_keys)  # (6, n) @ (n, w)
 
 
 @njit(fastmath=LOOP_FLAGS, cache=True)
@@ -117,7 +104,7 @@ def forward_query_block(q, kp, vp, out, lse, i0, i1, scale, lo, hi, block_k):
                 mask_tile(s[:, :n_keys], False, i0 + r0, j0, lo, hi, -np.inf)
             part = slice(r0, r0 + TILE_ROWS)
             online_softmax_rows(s, n_keys, m[part], l[part], alpha[part], shift[part])
-            probs_times_values(s, n_keys, vp, j0, pv)  # (6, n_keys) @ (n_keys, Ev')
+            tile_product(s, False, TILE_ROWS, vp, j0, n_keys, pv)  # (6, n_keys) @ (n_keys, Ev')
             for r in range(TILE_ROWS):  # the block's sum is added once, not key by key
                 a = alpha[r0 + r]
                 for e in range(Ev):

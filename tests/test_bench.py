@@ -40,6 +40,15 @@ def test_a_small_run_checks_times_and_reports_every_method(tmp_path):
     json.dumps(data)  # what --out stores
 
 
+def test_each_repetition_starts_one_method_later_so_no_method_always_follows_the_same_one():
+    runs = {"a": 1, "b": 2, "c": 3}
+    orders = [[name for name, _ in bench.turn_order(runs, rep)] for rep in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    followers = {(order[i - 1], order[i]) for order in orders[:3] for i in range(1, 3)}
+    assert {("a", "b"), ("c", "a")} <= followers  # "a" follows "c" in some repetition
+    assert bench.turn_order({}, 3) == []
+
+
 def test_a_wrong_result_is_caught_before_timing(monkeypatch):
     real = bench.Method.forward
 

@@ -4,7 +4,8 @@ Run ``python -m attention_scratch.bench`` (``make bench``). For each sequence
 length ``N`` (``L = S = N``), with and without a causal mask, forward and
 backward, every method is first checked against a float64 reference, then
 timed; the methods take turns in each repetition, so a burst of load from
-elsewhere on the machine hits all of them alike. The table gives the best and
+elsewhere on the machine hits all of them alike, and each repetition starts one method
+later than the one before (:func:`turn_order`). The table gives the best and
 the median time, GFLOP/s (:func:`attention_scratch.bench.common.attention_flops`:
 forward ``4·B·H·L·S·E``, halved when causal; backward 2.5× the forward), the fraction of this
 machine's measured
@@ -40,6 +41,7 @@ DEFAULT_SIZES = (512, 1024, 2048, 4096, 8192)
 NUMPY_BLOCKS = (512, 512)  # the NumPy flash reference's tiles in the benchmark
 # bytes of (B, H, N, N) float32 temporaries the dense baseline may hold
 NAIVE_MEMORY_LIMIT = 3 * 2**30
+REPEATS = 7  # timed runs per method and case (five left a best at the mercy of one busy second)
 
 
 def measure_sgemm(n=2048, repeats=7):
@@ -98,7 +100,7 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
     try:
         for rep in range(repeats):  # interleaved: each repetition runs every method once
             status(f"timing, repetition {rep + 1}/{repeats}")
-            for name, (call, n) in runs.items():
+            for name, (call, n) in turn_order(runs, rep):
                 if rep < n:
                     records[name]["times"].append(seconds(call))
     finally:
@@ -110,6 +112,16 @@ def run_case(methods, inputs, causal, backward, repeats, budget_s, tolerance, fl
             rec["gflops"] = flops / (rec["best_ms"] / 1e3) / 1e9
             rec["gflops_median"] = flops / (rec["median_ms"] / 1e3) / 1e9
     return records
+
+
+def turn_order(runs, rep):
+    """The ``(name, run)`` pairs of ``runs`` in the order of repetition ``rep``: each repetition
+    starts one method later, so that no method always runs right after the same other one (a
+    method can leave the next one a cold cache, freed memory to fault in again, or a spinning
+    thread)."""
+    items = list(runs.items())
+    start = rep % len(items) if items else 0
+    return items[start:] + items[:start]
 
 
 def ratios(reference, rec, prefix):
@@ -139,9 +151,9 @@ def machine_description():
                     if k.startswith(("OPENBLAS", "OMP", "NUMBA", "MKL", "ATTENTION_SCRATCH"))}}
 
 
-def run(sizes=DEFAULT_SIZES, repeats=5, batch=1, heads=8, dim=64, methods=METHODS, blocks=None,
-        budget_s=20.0, tolerance=1e-3, passes=("forward", "backward"), causal=(False, True),
-        flash_numpy_max=4096, log=print, progress=False):
+def run(sizes=DEFAULT_SIZES, repeats=REPEATS, batch=1, heads=8, dim=64, methods=METHODS,
+        blocks=None, budget_s=20.0, tolerance=1e-3, passes=("forward", "backward"),
+        causal=(False, True), flash_numpy_max=4096, log=print, progress=False):
     """Run the benchmark and return the results as a dict (what ``--out`` stores).
 
     ``progress=True`` shows a bar over the cases (size, mask, pass) on standard error.
@@ -274,8 +286,8 @@ def main(argv=None):
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                         help="sequence lengths N")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median and "
-                                                               "best)")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help="timed runs per method (median and best)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64, help="head dim E")

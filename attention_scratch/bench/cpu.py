@@ -11,7 +11,7 @@ forward ``4·B·H·L·S·E``, halved when causal; backward 2.5× the forward), t
 machine's measured
 sgemm throughput, and the ratio to PyTorch (above 1: faster than PyTorch) three
 ways: best against best, median against median, and the median of the ratios
-within each repetition (the two runs back to back, so the steadiest under load).
+within each repetition (the two runs close in time, so the steadiest under load).
 The table goes to standard output as each case finishes; a progress bar on
 standard error says which case and which method is running.
 
@@ -126,7 +126,7 @@ def turn_order(runs, rep):
 
 def ratios(reference, rec, prefix):
     """How many times faster ``rec`` ran than ``reference``: best against best, median against
-    median, and the median of the ratios of the runs made back to back in one repetition."""
+    median, and the median of the ratios of the two runs made in one repetition."""
     n_pairs = min(len(rec["times"]), len(reference["times"]))
     paired = np.divide(reference["times"][:n_pairs], rec["times"][:n_pairs])
     return {prefix: reference["best_ms"] / rec["best_ms"],

@@ -47,12 +47,6 @@ def products(a, b, out, n):
 
 
 @numba.njit
-def products_at(a, b, out, n):
-    for _ in range(n):
-        np.dot(a.T, b, out)
-
-
-@numba.njit
 def products_abt(a, b, out, n):
     for _ in range(n):
         np.dot(a, b.T, out)

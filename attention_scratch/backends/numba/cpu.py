@@ -85,9 +85,9 @@ def flash_attention(query, key, value, is_causal=False, scale=None, enable_gqa=F
     lo, hi = args.band
     if q.shape[0] and args.L:  # no head (B = 0 or H = 0) or no query: nothing to compute
         with blas_one_thread(flops=forward_flops(q, k, v)):
-            bk = args.plan.block_k  # keys packed for the tiles (Hkv', R, w), values in blocks of
-            kp = pack_heads(k, bk, scratch("kp", packed_heads_shape(k, bk), k.dtype))
-            vp = pack_columns(v, scratch("vp", packed_columns_shape(v), v.dtype))  # columns
+            bk = args.plan.block_k
+            kp = pack_heads(k, bk, scratch("kp", packed_heads_shape(k, bk), k.dtype))  # (Hkv',R,w)
+            vp = pack_columns(v, scratch("vp", packed_columns_shape(v), v.dtype))  # (Hkv', m, S, w)
             forward_parallel(q, kp, vp, out, lse, q.dtype.type(args.scale), lo, hi,
                              args.plan.block_q, args.plan.block_k)
     out = out.astype(args.dtype, copy=False)  # (Hq', L, Ev)
